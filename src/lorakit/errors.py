@@ -1,0 +1,35 @@
+"""Exceptions raised by the lorakit library. The CLI prints their message as one line on stderr."""
+
+
+class LorakitError(Exception):
+    """A user-facing failure. ``str(exc)`` is the message shown to the user."""
+
+    exit_code = 1
+
+
+class UsageError(LorakitError):
+    """Bad input, or an offline check that failed (metadata, config, budget, CSV)."""
+
+
+class LedgerError(LorakitError):
+    """The ledger is missing where it is needed, unreadable or corrupted."""
+
+
+class RemoteError(LorakitError):
+    """A Kaggle API call failed; the message carries advice for the status code."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+class RunFailed(LorakitError):
+    """A kernel run or a submission ended in ERROR (or was cancelled)."""
+
+    exit_code = 3
+
+
+class Timeout(LorakitError):
+    """Waiting for a run or a submission passed its deadline."""
+
+    exit_code = 4

@@ -1,0 +1,116 @@
+"""The kernel script as a library: effective config, exact count and submission checks.
+
+There is one implementation of the config rules, the count, the hash and the CSV checks: the kernel's
+own (``kernel/agnews_lora.py``), loaded as a module. This file only adapts its errors to lorakit's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from lorakit.errors import UsageError
+from lorakit.project import Project, kernel_module_load
+
+
+@contextlib.contextmanager
+def kernel_errors(kmod, prefix: str = ""):
+    """Turn the kernel's KernelError (and its subclasses) into a one-line UsageError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    except kmod.KernelError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(prefix + first) from None
+
+
+@dataclass(frozen=True)
+class Effective:
+    """The effective config of a push: the script's block, then the --set overrides."""
+
+    kmod: object
+    config: object  # kernel Config
+    overrides: dict  # what the build copy's overrides block will hold
+    breakdown: dict
+    config_hash: str
+
+    @property
+    def trainable_params(self) -> int:
+        return int(self.breakdown["total"])
+
+    @property
+    def budget(self) -> int:
+        return int(self.config.param_budget)
+
+    @property
+    def within_budget(self) -> bool:
+        return self.trainable_params <= self.budget
+
+    def breakdown_text(self) -> str:
+        return self.kmod.format_breakdown(self.breakdown, self.budget)
+
+
+def kernel_load(project: Project):
+    return kernel_module_load(project.script_path)
+
+
+def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional[dict] = None) -> Effective:
+    kmod = kernel_load(project)
+    script_text = project.script_path.read_text(encoding="utf-8")
+    with kernel_errors(kmod):
+        overrides = dict(kmod.read_overrides_block(script_text))
+        overrides.update(kmod.parse_sets(list(sets)))
+        if extra:
+            overrides.update(extra)
+        cfg = effective_config_of(kmod, overrides)
+        breakdown = kmod.param_breakdown(cfg)
+        digest = kmod.config_hash(cfg)
+    return Effective(kmod, cfg, overrides, breakdown, digest)
+
+
+def effective_config_of(kmod, overrides: dict):
+    """The config a run with this overrides block uses (the kernel's own rule, smoke defaults included)."""
+    if hasattr(kmod, "config_from_overrides"):
+        return kmod.config_from_overrides(overrides)
+    return kmod.apply_overrides(kmod.Config(), overrides)
+
+
+def breakdown_count(kmod, base_config, **changes) -> dict:
+    """param_breakdown of ``base_config`` with ``changes`` (the planner's only way to count)."""
+    with kernel_errors(kmod):
+        cfg = kmod.apply_overrides(base_config, changes)
+        return kmod.param_breakdown(cfg)
+
+
+def script_render(project: Project, overrides: dict) -> str:
+    kmod = kernel_load(project)
+    with kernel_errors(kmod):
+        rendered = kmod.render_overrides(project.script_path.read_text(encoding="utf-8"), overrides)
+        try:
+            compile(rendered, project.script_path.name, "exec")
+            round_trip = kmod.read_overrides_block(rendered)
+        except SyntaxError as exc:
+            raise UsageError(
+                f"the kernel's render_overrides produced a script that does not compile (line {exc.lineno}: {exc.msg})"
+            ) from None
+        if round_trip != json.loads(json.dumps(overrides)):
+            raise UsageError("the kernel's render_overrides did not write the overrides block faithfully")
+    return rendered
+
+
+def submission_check(kmod, path: Path, rows: int) -> None:
+    if not Path(path).is_file():
+        raise UsageError(f"{path} does not exist")
+    with kernel_errors(kmod):
+        kmod.validate_submission(str(path), int(rows))
+
+
+def config_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,789 @@
+"""The lorakit library: one function per command, named resource_verb. They raise LorakitError.
+
+Offline validation always comes before the first network call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Optional
+
+from lorakit.errors import LedgerError, RemoteError, RunFailed, Timeout, UsageError
+from lorakit.kernel import Effective, config_effective, kernel_load, script_render, submission_check
+from lorakit.ledger import Ledger
+from lorakit.project import METADATA_FILE, KernelRef, Project, git_state, script_compile_check
+from lorakit.remote import KernelStatus, Remote, Submission, json_loads_safe
+
+DEFAULT_TEST_ROWS = 8000
+LABELS = ("World", "Sports", "Business", "Sci/Tech")
+TERMINAL_KERNEL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED", "NEW_SCRIPT"}
+FAILED_KERNEL = {"ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED"}
+_DESCRIPTION_VERSION = re.compile(r"^\s*v(\d+)\b")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def version_parse(value) -> int:
+    try:
+        version = int(str(value).lstrip("vV"))
+    except (TypeError, ValueError):
+        raise UsageError(f"a version is a positive kernel version number, got {value!r}")
+    if version < 1:
+        raise UsageError(f"a version is a positive kernel version number, got {value!r}")
+    return version
+
+
+def ledger_of(project: Project) -> Ledger:
+    return Ledger(project.ledger_path)
+
+
+# ----------------------------------------------------------------------------------------------- check
+@dataclass(frozen=True)
+class CheckReport:
+    effective: Effective
+    warnings: tuple
+
+    def as_json(self) -> dict:
+        e = self.effective
+        return {
+            "trainable_params": e.trainable_params,
+            "param_breakdown": e.breakdown,
+            "within_budget": e.within_budget,
+            "config_hash": e.config_hash,
+            "param_budget": e.budget,
+            "overrides": e.overrides,
+        }
+
+
+def config_check(project: Project, sets: Iterable[str] = (), extra: Optional[dict] = None) -> CheckReport:
+    """Offline preflight: metadata (already validated by project_load), compile, config, exact count."""
+    script_compile_check(project.script_path)
+    effective = config_effective(project, sets, extra)
+    return CheckReport(effective, tuple(project.warnings))
+
+
+# ------------------------------------------------------------------------------------------------ push
+@dataclass(frozen=True)
+class PushResult:
+    version: Optional[int]
+    kernel: KernelRef
+    url: str
+    build_dir: Path
+    effective: Effective
+    notes: tuple = ()
+
+
+def kernel_ref_resolve(project: Project, remote: Optional[Remote], notes: Optional[list] = None) -> KernelRef:
+    ref = project.kernel
+    if ref.is_placeholder:
+        if remote is None:
+            return ref
+        owner = remote.username
+        if notes is not None:
+            notes.append(f"kernel-metadata.json holds the placeholder owner {ref.owner!r}: using your username {owner!r}")
+        ref = ref.with_owner(owner)
+    return ref
+
+
+def build_render(
+    project: Project,
+    effective: Effective,
+    ref: KernelRef,
+    folder: Path,
+    accelerator: Optional[str] = None,
+    kernel_sources: Iterable[str] = (),
+) -> Path:
+    """Write the build folder: the script with its overrides block filled in, plus the metadata."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    script_name = project.script_path.name
+    rendered = script_render(project, effective.overrides)  # checked: compiles, block round-trips
+    (folder / script_name).write_text(rendered, encoding="utf-8")
+    meta = dict(project.metadata)
+    meta["id"] = str(ref)
+    meta["code_file"] = script_name
+    sources = list(meta.get("kernel_sources") or [])
+    for source in kernel_sources:
+        if source not in sources:
+            sources.append(source)
+    meta["kernel_sources"] = sources
+    if accelerator:
+        meta["machine_shape"] = accelerator
+    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def predict_source(ref: KernelRef) -> str:
+    """Where Kaggle mounts the attached output of kernel ``ref``: its adapter folder."""
+    return f"/kaggle/input/{ref.slug}/adapter"
+
+
+def kernel_push(
+    project: Project,
+    remote: Optional[Remote],
+    message: str,
+    sets: Iterable[str] = (),
+    accelerator: Optional[str] = None,
+    no_run: bool = False,
+    predict_from: Optional[int] = None,
+    build_dir: Optional[Path] = None,
+    dry_run: bool = False,
+    warn: Callable[[str], None] = lambda _m: None,
+) -> PushResult:
+    if not message or not message.strip():
+        raise UsageError("push needs a message: -m MSG")
+    if accelerator is not None and (not accelerator.strip() or re.search(r"\s", accelerator)):
+        raise UsageError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    extra = {}
+    if predict_from is not None:
+        predict_from = version_parse(predict_from)
+        extra["adapter_from"] = predict_source(project.kernel)
+    report = config_check(project, sets, extra)
+    effective = report.effective
+    if not effective.within_budget:
+        raise UsageError(
+            f"{effective.trainable_params:,} trainable parameters exceed param_budget {effective.budget:,}; "
+            "run lorakit check for the breakdown"
+        )
+    if predict_from is not None:
+        rows = ledger.rows()
+        known = {int(r["version"]): r for r in rows}
+        if predict_from not in known:
+            warn(f"v{predict_from} is not in the ledger; make sure it exists and completed")
+        elif known[predict_from].get("status") and known[predict_from]["status"] != "COMPLETE":
+            warn(f"v{predict_from} was last seen {known[predict_from]['status']}, not COMPLETE")
+        latest = max(known) if known else None
+        warn(
+            "Kaggle attaches the kernel's latest output, not a chosen version: "
+            f"this run reads the adapter of the newest completed version of {project.kernel.slug}"
+            + (f" (the ledger's newest is v{latest})" if latest and latest != predict_from else "")
+        )
+    script_render(project, effective.overrides)  # the build copy must compile: checked before any network call
+    notes: list[str] = list(report.warnings)
+    folder = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+    if dry_run:
+        ref = kernel_ref_resolve(project, None)
+        sources = [str(ref)] if predict_from is not None else []
+        build_render(project, effective, ref, folder, accelerator, sources)
+        return PushResult(None, ref, ref.url, folder, effective, tuple(notes))
+    if remote is None:  # pragma: no cover - the CLI always passes one
+        raise UsageError("push needs a Kaggle connection")
+    ref = kernel_ref_resolve(project, remote, notes)
+    sources = [str(ref)] if predict_from is not None else []
+    build_render(project, effective, ref, folder, accelerator, sources)
+    response = remote.kernel_push(folder, accelerator, no_run, str(ref))
+    error = (getattr(response, "error", None) or "").strip()
+    if error:
+        raise RemoteError(f"Kaggle refused the push of {ref}: {error}")
+    version = getattr(response, "version_number", None)
+    url = getattr(response, "url", "") or ref.url
+    invalid = list(getattr(response, "invalid_kernel_sources", []) or []) + list(
+        getattr(response, "invalid_competition_sources", []) or []
+    ) + list(getattr(response, "invalid_dataset_sources", []) or [])
+    if invalid:
+        notes.append(f"Kaggle could not attach these sources: {', '.join(invalid)}")
+    if not version:
+        raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
+    commit, dirty = git_state(project.root)
+    if ledger.row(version) is not None:
+        notes.append(f"the ledger already had a row for v{version}; it is replaced")
+        with ledger.transaction() as records:
+            records[:] = [r for r in records if int(r["version"]) != int(version)]
+    ledger.update(
+        version,
+        pushed_at=utc_now(),
+        message=message,
+        overrides=json.dumps(effective.overrides, sort_keys=True, separators=(",", ":")),
+        config_hash=effective.config_hash,
+        trainable_params=effective.trainable_params,
+        git_commit=commit,
+        git_dirty=dirty if dirty is not None else "",
+        kernel_ref=str(ref),
+        kernel_url=url,
+        predict_from=predict_from if predict_from is not None else "",
+        status="NEW_SCRIPT" if no_run else "QUEUED",
+    )
+    return PushResult(int(version), ref, url, folder, effective, tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------- status
+def version_resolve(project: Project, version) -> int:
+    if version is None:
+        return ledger_of(project).latest_version()
+    return version_parse(version)
+
+
+def version_kernel(project: Project, remote: Remote, version: int) -> KernelRef:
+    """The kernel a version was pushed to: the ledger's record, else the metadata (placeholder resolved)."""
+    row = ledger_of(project).row(version)
+    if row and row.get("kernel_ref"):
+        with contextlib.suppress(UsageError):
+            return KernelRef.parse(row["kernel_ref"])
+    return kernel_ref_resolve(project, remote)
+
+
+def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[int, KernelStatus]:
+    version = version_resolve(project, version)
+    ref = version_kernel(project, remote, version)
+    status = remote.kernel_status_get(ref, version)
+    ledger = ledger_of(project)
+    if ledger.row(version) is not None:
+        ledger.update(version, status=status.status)
+    return version, status
+
+
+def kernel_status_wait(
+    project: Project,
+    remote: Remote,
+    version=None,
+    timeout: float = 3600.0,
+    on_poll: Callable[[int, KernelStatus, float], None] = lambda *_: None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[int, KernelStatus]:
+    version = version_resolve(project, version)
+    if timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    ref = version_kernel(project, remote, version)
+    ledger = ledger_of(project)
+    start = clock()
+    interval = max(0.0, remote.policy.poll_start)
+    last = None
+    while True:
+        status = remote.kernel_status_get(ref, version)
+        elapsed = clock() - start
+        if status != last:
+            if ledger.row(version) is not None:
+                ledger.update(version, status=status.status)
+            last = status
+        on_poll(version, status, elapsed)
+        if status.status in TERMINAL_KERNEL:
+            return version, status
+        if elapsed + interval > timeout:
+            raise Timeout(
+                f"v{version} is still {status.status} after {elapsed:.0f} s; run lorakit status {version} --wait again"
+            )
+        sleep(interval)
+        interval = min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
+
+
+def kernel_failure_raise(version: int, status: KernelStatus) -> None:
+    if status.status in FAILED_KERNEL:
+        message = status.failure_message or "no failure message; see lorakit logs"
+        raise RunFailed(f"v{version} ended {status.status}: {message}")
+
+
+# ------------------------------------------------------------------------------------------------ logs
+def log_readable(raw: str) -> str:
+    """Kaggle's log is a JSON list of {stream_name, time, data}; return its text."""
+    data = json_loads_safe(raw)
+    if isinstance(data, list) and all(isinstance(e, dict) for e in data):
+        parts = []
+        for event in data:
+            text = event.get("data")
+            if text is None:
+                continue
+            text = str(text)
+            parts.append(text if text.endswith("\n") else text + "\n")
+        return "".join(parts)
+    return raw if raw.endswith("\n") or not raw else raw + "\n"
+
+
+def kernel_log_get(project: Project, remote: Remote, version=None) -> tuple[int, str]:
+    version = version_resolve(project, version)
+    ref = version_kernel(project, remote, version)
+    _, raw = remote.kernel_output_list(ref, version)
+    if not raw:
+        raise UsageError(f"Kaggle has no log for v{version} yet")
+    return version, log_readable(raw)
+
+
+# ------------------------------------------------------------------------------------------------ pull
+@dataclass(frozen=True)
+class PullResult:
+    version: int
+    folder: Path
+    files: tuple
+    metrics: Optional[dict]
+    warnings: tuple = ()
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise RemoteError(f"refusing the output file {name!r}: it would land outside the version folder")
+    return path
+
+
+def metrics_read(folder: Path) -> Optional[dict]:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    data = json_loads_safe(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a JSON object")
+    return data
+
+
+def run_minutes_of(metrics: dict) -> Optional[float]:
+    if metrics.get("total_seconds") is not None:
+        seconds = float(metrics["total_seconds"])
+    elif metrics.get("train_seconds") is not None or metrics.get("predict_seconds") is not None:
+        seconds = float(metrics.get("train_seconds") or 0) + float(metrics.get("predict_seconds") or 0)
+    else:
+        return None
+    return round(seconds / 60.0, 2)
+
+
+def kernel_output_pull(project: Project, remote: Remote, version=None, allow_running: bool = False) -> PullResult:
+    """Download a version's outputs into submissions/v<N>/ atomically (temp folder, then rename)."""
+    version = version_resolve(project, version)
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    ref = version_kernel(project, remote, version)
+    warnings: list[str] = []
+    status = remote.kernel_status_get(ref, version)
+    if status.status in ("QUEUED", "RUNNING") and not allow_running:
+        raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
+    if status.status in FAILED_KERNEL:
+        warnings.append(f"v{version} ended {status.status}: pulling what it left (see log.txt)")
+    files, raw_log = remote.kernel_output_list(ref, version)
+    if not files and not raw_log:
+        raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
+    dest = project.version_dir(version)
+    project.submissions_dir.mkdir(parents=True, exist_ok=True)
+    for stale in project.submissions_dir.glob(f".v{version}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.partial-", dir=str(project.submissions_dir)))
+    written: list[str] = []
+    try:
+        for item in files:
+            rel = _safe_relative(item.name)
+            target = tmp.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                remote.file_download(item.url, target, str(rel))
+            except RemoteError as exc:
+                raise RemoteError(
+                    f"{exc}; nothing was written to submissions/v{version}/, run lorakit pull {version} again",
+                    status=exc.status,
+                ) from None
+            written.append(str(rel))
+        for marker in tmp.rglob("*.kaggle-partial"):
+            marker.unlink()
+        if raw_log:
+            (tmp / "log.txt").write_text(log_readable(raw_log), encoding="utf-8")
+            written.append("log.txt")
+        metrics = metrics_read(tmp)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".v{version}.old-", dir=str(project.submissions_dir)))
+            os.rmdir(old)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if "submission.csv" not in written:
+        warnings.append(f"v{version} has no submission.csv")
+    fields: dict = {"pulled_at": utc_now(), "status": status.status}
+    if metrics is None:
+        warnings.append(f"v{version} has no metrics.json; the ledger keeps its pushed values")
+    else:
+        row = ledger.row(version) or {}
+        pushed_hash = row.get("config_hash", "")
+        run_hash = str(metrics.get("config_hash") or "")
+        if pushed_hash and run_hash and pushed_hash != run_hash:
+            warnings.append(
+                f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
+                "the run did not use the pushed config"
+            )
+        fields.update(
+            val_accuracy=metrics.get("val_accuracy"),
+            trainable_params=metrics.get("trainable_params"),
+            run_minutes=run_minutes_of(metrics),
+            config_hash=run_hash or None,
+        )
+        if row.get("kernel_ref", "") == "":
+            fields["kernel_ref"] = str(ref)
+    ledger.update(version, **fields)
+    return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings))
+
+
+# -------------------------------------------------------------------------------------------- validate
+def expected_rows_of(folder: Path) -> int:
+    metrics = metrics_read(folder) if folder.is_dir() else None
+    if metrics and metrics.get("test_rows"):
+        return int(metrics["test_rows"])
+    return DEFAULT_TEST_ROWS
+
+
+def submission_validate(project: Project, path: Path, rows: Optional[int] = None) -> int:
+    rows = int(rows) if rows else expected_rows_of(Path(path).parent)
+    if rows < 1:
+        raise UsageError("--rows must be positive")
+    submission_check(kernel_load(project), Path(path), rows)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- submit
+@dataclass(frozen=True)
+class SubmitResult:
+    version: int
+    ref: int
+    remaining_before: int
+    submission: Optional[Submission]
+
+
+def submission_wait(
+    project: Project,
+    remote: Remote,
+    ref: int,
+    version: Optional[int],
+    timeout: float,
+    on_poll: Callable[[Submission, float], None] = lambda *_: None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Submission:
+    start = clock()
+    interval = max(0.0, remote.policy.poll_start)
+    while True:
+        try:
+            sub = remote.submission_get(ref, project.competition)
+        except RemoteError as exc:
+            if exc.status != 404 or clock() - start > timeout:  # a fresh submission may not be readable yet
+                raise
+            sub = Submission(ref, "PENDING", None, None, "", "")
+        elapsed = clock() - start
+        on_poll(sub, elapsed)
+        if sub.status in ("COMPLETE", "ERROR"):
+            if version is not None:
+                ledger_of(project).update(
+                    version,
+                    submission_status=sub.status,
+                    public_score=sub.public_score,
+                    private_score=sub.private_score,
+                )
+            if sub.status == "ERROR":
+                raise RunFailed(f"submission {ref} failed to score: {sub.error or 'no error message'}")
+            return sub
+        if elapsed + interval > timeout:
+            raise Timeout(f"submission {ref} is still {sub.status} after {elapsed:.0f} s; see lorakit scores later")
+        sleep(interval)
+        interval = min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
+
+
+def submission_create(
+    project: Project,
+    remote: Remote,
+    version,
+    message: Optional[str] = None,
+    wait: bool = False,
+    timeout: float = 1800.0,
+    on_poll: Callable[[Submission, float], None] = lambda *_: None,
+) -> SubmitResult:
+    version = version_parse(version)
+    folder = project.version_dir(version)
+    path = folder / "submission.csv"
+    if not path.is_file():
+        raise UsageError(f"{path.relative_to(project.root)} does not exist; run lorakit pull {version} first")
+    submission_validate(project, path)  # the kernel's rules, before any network call
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    row = ledger.row(version) or {}
+    text = message or row.get("message") or ""
+    digest = row.get("config_hash", "")
+    description = f"v{version}" + (f" {digest[:12]}" if digest else "") + (f": {text}" if text else "")
+    limits = remote.submission_limits_get(project.competition)
+    remaining = int(getattr(limits, "num_allowed_now", 0) or 0)
+    if remaining <= 0:
+        used = int(getattr(limits, "num_today", 0) or 0)
+        raise UsageError(
+            f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
+            f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
+        )
+    ref = remote.submission_create(path, description[:1000], project.competition)
+    ledger.update(version, submission_ref=ref, submitted_at=utc_now(), submission_status="PENDING")
+    sub = None
+    if wait:
+        sub = submission_wait(project, remote, ref, version, timeout, on_poll)
+    return SubmitResult(version, ref, remaining, sub)
+
+
+# ---------------------------------------------------------------------------------------------- scores
+@dataclass(frozen=True)
+class ScoreRow:
+    version: Optional[int]
+    submission: Submission
+    val_accuracy: Optional[float]
+    overrides: str
+    message: str
+
+    @property
+    def gap(self) -> Optional[float]:
+        s = self.submission
+        if s.public_score is None or s.private_score is None:
+            return None
+        return round(s.public_score - s.private_score, 6)
+
+
+@dataclass(frozen=True)
+class Scores:
+    rows: tuple
+    best_public: Optional[ScoreRow]
+    best_validation: Optional[dict]  # ledger row
+    unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
+
+
+def _float(text) -> Optional[float]:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def scores_get(project: Project, remote: Remote) -> Scores:
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    submissions = remote.submissions_list(project.competition)
+    rows = ledger.rows()
+    by_ref = {}
+    for r in rows:
+        if r.get("submission_ref"):
+            with contextlib.suppress(ValueError):
+                by_ref[int(r["submission_ref"])] = int(r["version"])
+    by_version = {int(r["version"]): r for r in rows}
+    result: list[ScoreRow] = []
+    chosen: dict[int, Submission] = {}  # per version: the recorded submission, else the newest one
+    for sub in submissions:
+        version = by_ref.get(sub.ref)
+        if version is None:
+            match = _DESCRIPTION_VERSION.match(sub.description)
+            version = int(match.group(1)) if match else None
+        if version is not None:
+            recorded = by_version.get(version, {}).get("submission_ref", "")
+            current = chosen.get(version)
+            if recorded:
+                if str(sub.ref) == recorded:
+                    chosen[version] = sub
+            elif current is None or sub.ref > current.ref:
+                chosen[version] = sub
+        row = by_version.get(version, {}) if version is not None else {}
+        result.append(ScoreRow(version, sub, _float(row.get("val_accuracy")), row.get("overrides", ""), row.get("message", "")))
+    updates = {v: sub for v, sub in chosen.items() if v in by_version}
+    if updates:
+        with ledger.transaction() as records:
+            for record in records:
+                sub = updates.get(int(record["version"]))
+                if sub is None:
+                    continue
+                record["submission_ref"] = str(sub.ref)
+                record["submission_status"] = sub.status
+                record["public_score"] = "" if sub.public_score is None else repr(sub.public_score)
+                record["private_score"] = "" if sub.private_score is None else repr(sub.private_score)
+    result.sort(key=lambda r: (r.submission.public_score is None, -(r.submission.public_score or 0.0), -r.submission.ref))
+    best_public = next((r for r in result if r.submission.public_score is not None and r.version is not None), None)
+    with_val = [r for r in ledger.rows() if _float(r.get("val_accuracy")) is not None]
+    best_val = max(with_val, key=lambda r: (_float(r["val_accuracy"]), int(r["version"]))) if with_val else None
+    unrecorded = tuple(sorted(v for v in chosen if v not in by_version))
+    return Scores(tuple(result), best_public, best_val, unrecorded)
+
+
+def scores_plot(project: Project, path: Path) -> Path:
+    """PNG of public score and validation accuracy by version, from the ledger."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install matplotlib")
+    rows = ledger_of(project).rows()
+    versions = [int(r["version"]) for r in rows]
+    public = [_float(r.get("public_score")) for r in rows]
+    val = [_float(r.get("val_accuracy")) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    pv = [(v, s) for v, s in zip(versions, public) if s is not None]
+    vv = [(v, s) for v, s in zip(versions, val) if s is not None]
+    if pv:
+        ax.plot(*zip(*pv), "o-", label="public score")
+    if vv:
+        ax.plot(*zip(*vv), "s--", label="validation accuracy")
+    ax.set(xlabel="kernel version", ylabel="accuracy", title=f"{project.competition}")
+    if pv or vv:
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- leaderboard
+@dataclass(frozen=True)
+class LeaderboardRow:
+    rank: int
+    team_id: int
+    team_name: str
+    score: Optional[float]
+    date: str
+    mine: bool
+
+
+def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: Optional[Path] = None):
+    if top < 1:
+        raise UsageError("--top must be positive")
+    zip_path = remote.leaderboard_download(project.competition, Path(download)) if download else None
+    mine_names = set()
+    with contextlib.suppress(RemoteError):
+        mine_names = {s.team_name for s in remote.submissions_list(project.competition) if s.team_name}
+    if not mine_names:
+        mine_names = {remote.username}
+
+    def enough(rows) -> bool:  # stop paging once the top rows and my own row are read
+        return len(rows) >= top and any(name in mine_names for _, name, _, _ in rows)
+
+    rows = remote.leaderboard_get(project.competition, pages=max(1, (top + 99) // 100) + 9, enough=enough)
+    ranked = [
+        LeaderboardRow(i + 1, tid, name, score, date, name in mine_names)
+        for i, (tid, name, score, date) in enumerate(rows)
+    ]
+    shown = ranked[:top]
+    me = next((r for r in ranked if r.mine), None)
+    return shown, me, zip_path
+
+
+# --------------------------------------------------------------------------------------------- compare
+def _read_labels(path: Path) -> dict:
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    out = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "ID" not in reader.fieldnames or "Label" not in reader.fieldnames:
+            raise UsageError(f"{path} must have the columns ID,Label")
+        for row in reader:
+            try:
+                out[int(row["ID"])] = int(row["Label"])
+            except (TypeError, ValueError):
+                raise UsageError(f"{path}: a row is not integer ID,Label: {row}")
+    return out
+
+
+def _read_confidence(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    out = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        cols = [c for c in (reader.fieldnames or []) if c != "ID"]
+        if "ID" not in (reader.fieldnames or []) or not cols:
+            return None
+        for row in reader:
+            try:
+                out[int(row["ID"])] = max(float(row[c]) for c in cols)
+            except (TypeError, ValueError):
+                return None
+    return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: int
+    b: int
+    rows: int
+    agreement: float
+    per_class: dict  # label -> (rows A predicts it, agreement of B on them, rows B predicts it, agreement of A)
+    distribution_a: dict
+    distribution_b: dict
+    disagreements: int
+    confidence_a: Optional[float]
+    confidence_b: Optional[float]
+
+
+def submissions_compare(project: Project, a, b) -> Comparison:
+    va, vb = version_parse(a), version_parse(b)
+    da, db = project.version_dir(va), project.version_dir(vb)
+    la, lb = _read_labels(da / "submission.csv"), _read_labels(db / "submission.csv")
+    if set(la) != set(lb):
+        raise UsageError(f"v{va} and v{vb} cover different IDs ({len(la)} and {len(lb)} rows)")
+    ids = sorted(la)
+    if not ids:
+        raise UsageError(f"v{va}'s submission is empty")
+    agree = sum(la[i] == lb[i] for i in ids)
+    per_class = {}
+    for k, name in enumerate(LABELS):
+        rows_a = [i for i in ids if la[i] == k]
+        rows_b = [i for i in ids if lb[i] == k]
+        per_class[name] = (
+            len(rows_a),
+            sum(lb[i] == k for i in rows_a) / len(rows_a) if rows_a else None,
+            len(rows_b),
+            sum(la[i] == k for i in rows_b) / len(rows_b) if rows_b else None,
+        )
+    dist_a = {name: sum(1 for i in ids if la[i] == k) for k, name in enumerate(LABELS)}
+    dist_b = {name: sum(1 for i in ids if lb[i] == k) for k, name in enumerate(LABELS)}
+    differ = [i for i in ids if la[i] != lb[i]]
+    ca, cb = _read_confidence(da / "probabilities.csv"), _read_confidence(db / "probabilities.csv")
+    conf_a = conf_b = None
+    if ca is not None and cb is not None and differ:
+        conf_a = sum(ca.get(i, 0.0) for i in differ) / len(differ)
+        conf_b = sum(cb.get(i, 0.0) for i in differ) / len(differ)
+    return Comparison(va, vb, len(ids), agree / len(ids), per_class, dist_a, dist_b, len(differ), conf_a, conf_b)
+
+
+# ----------------------------------------------------------------------------------------------- quota
+@dataclass(frozen=True)
+class Quota:
+    used_hours: Optional[float]
+    total_hours: Optional[float]
+    refresh: str
+    minutes_by_version: tuple  # (version, minutes)
+
+    @property
+    def left_hours(self) -> Optional[float]:
+        if self.used_hours is None or self.total_hours is None:
+            return None
+        return max(0.0, self.total_hours - self.used_hours)
+
+
+def quota_get(project: Project, remote: Remote) -> Quota:
+    ledger = ledger_of(project)
+    rows = ledger.rows()
+    response = remote.quota_get()
+    gpu = getattr(response, "gpu_quota", None)
+    used = total = None
+    if gpu is not None and getattr(gpu, "time_used", None) is not None:
+        used = gpu.time_used.total_seconds() / 3600
+    if gpu is not None and getattr(gpu, "total_time_allowed", None) is not None:
+        total = gpu.total_time_allowed.total_seconds() / 3600
+    refresh = getattr(response, "quota_refresh_time", None)
+    refresh_text = refresh.isoformat(timespec="minutes") if hasattr(refresh, "isoformat") else ""
+    minutes = tuple(
+        (int(r["version"]), float(r["run_minutes"])) for r in rows if _float(r.get("run_minutes")) is not None
+    )
+    return Quota(used, total, refresh_text, minutes)
+
+
+def ledger_require(project: Project) -> list:
+    ledger = ledger_of(project)
+    if not ledger.exists():
+        raise LedgerError(f"no ledger at {ledger.path}: push a version first (lorakit push)")
+    return ledger.rows()

@@ -1,0 +1,492 @@
+"""A stand-in Kaggle server for lorakit's tests: stdlib http.server on 127.0.0.1, a free port.
+
+The real ``kaggle`` client reaches it when ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` (the client then sends
+``POST http://localhost/api/v1/<service>/<Method>``) and ``HTTP_PROXY`` points here: every request arrives in
+proxy form (an absolute URL), API calls and file transfers alike. It speaks the JSON shapes of kagglesdk:
+
+- kernels.KernelsApiService: SaveKernel, GetKernelSessionStatus, ListKernelSessionOutput,
+  GetAcceleratorQuotaStatistics; output files are served by ``GET /files/...`` (Range supported);
+- competitions.CompetitionApiService: StartSubmissionUpload (+ ``PUT /upload/<token>``), CreateSubmission,
+  GetSubmission, ListSubmissions, GetSubmissionLimits, GetLeaderboard, DownloadLeaderboard.
+
+Faults are injected per method (``fail``), by a push ``error``, by a status script ending in ERROR, or by
+cutting a file download half way (``cut``). Every request is recorded in ``requests``. The server stops
+itself after ``lifetime`` seconds in any case.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+from urllib.parse import unquote, urlsplit
+
+KERNELS = "kernels.KernelsApiService"
+COMPETITIONS = "competitions.CompetitionApiService"
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+@dataclass
+class Fault:
+    method: str  # API method name ("SaveKernel") or a path prefix ("/files/")
+    status: int
+    times: Optional[int] = 1  # None: every time
+    headers: dict = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class KernelVersion:
+    number: int
+    text: str
+    request: dict
+    statuses: list  # consumed one per status call; the last one stays
+    outputs: dict  # file name -> bytes
+    log: str = ""
+    failure_message: str = ""
+
+
+@dataclass
+class StoredSubmission:
+    ref: int
+    description: str
+    file_name: str
+    content: bytes
+    date: datetime
+    statuses: list
+    public: Optional[str] = None
+    private: Optional[str] = None
+    error: str = ""
+
+
+class StandinState:
+    def __init__(self, username: str, key: str, competition: str):
+        self.username = username
+        self.key = key
+        self.competition = competition
+        self.lock = threading.RLock()
+        self.requests: list = []  # (method, path, json body or None)
+        self.faults: list = []
+        self.kernels: dict = {}  # (owner, slug) -> [KernelVersion]
+        self.push_error = ""
+        self.status_script = ["QUEUED", "RUNNING", "COMPLETE"]
+        self.failure_message = ""
+        self.run_hook: Callable[[str, int], tuple] = lambda text, n: ({}, "")
+        self.cut: set = set()  # output file names whose download is cut half way, every time
+        self.cut_once: set = set()  # ... only the first time (a resumed download then completes)
+        self.uploads: dict = {}
+        self.submissions: list = []
+        self.next_ref = 50000001
+        self.num_today = 1
+        self.allowed_now = 4
+        self.score_hook: Callable[[bytes], tuple] = lambda content: ("0.86120", None)
+        self.submission_script = ["PENDING", "COMPLETE"]
+        self.leaderboard = [
+            {"teamId": 11, "teamName": "top team", "score": "0.86950"},
+            {"teamId": 12, "teamName": "second team", "score": "0.86210"},
+        ]
+        self.team_name = "alice"
+        self.quota = {"timeUsed": "37800s", "totalTimeAllowed": "108000s"}
+        self.page_size_cap = 100
+
+    # -- helpers used by tests -------------------------------------------------------------------------
+    def fail(self, method: str, status: int, times: Optional[int] = 1, headers: Optional[dict] = None, message: str = ""):
+        with self.lock:
+            self.faults.append(Fault(method, status, times, dict(headers or {}), message))
+
+    def calls(self, method: str) -> list:
+        return [r for r in self.requests if r[1].endswith("/" + method) or r[1].startswith(method)]
+
+    def versions(self, owner: str, slug: str) -> list:
+        return self.kernels.get((owner, slug), [])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "KaggleStandin/1.0"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    @property
+    def state(self) -> StandinState:
+        return self.server.state  # type: ignore[attr-defined]
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+    def _path(self) -> str:
+        return unquote(urlsplit(self.path).path)
+
+    def _body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            return bytes(data)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: Optional[dict] = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, data: dict, headers: Optional[dict] = None):
+        self._send(status, json.dumps(data).encode(), "application/json", headers)
+
+    def _error(self, status: int, message: str, headers: Optional[dict] = None):
+        self._json(status, {"code": status, "message": message}, headers)
+
+    def _fault(self, key: str) -> bool:
+        with self.state.lock:
+            for fault in self.state.faults:
+                if fault.method == key or (fault.method.startswith("/") and key.startswith(fault.method)):
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            self.state.faults.remove(fault)
+                    break
+            else:
+                return False
+        self._error(fault.status, fault.message or f"stand-in fault {fault.status}", fault.headers)
+        return True
+
+    def _authorized(self) -> bool:
+        expected = base64.b64encode(f"{self.state.username}:{self.state.key}".encode()).decode()
+        return self.headers.get("Authorization") == f"Basic {expected}"
+
+    # -- verbs -------------------------------------------------------------------------------------------------
+    def do_POST(self):
+        path = self._path()
+        raw = self._body()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        with self.state.lock:
+            self.state.requests.append(("POST", path, body))
+        parts = path.strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["api", "v1"]:
+            return self._error(404, f"no route {path}")
+        service, method = parts[2], parts[3]
+        if self._fault(method):
+            return None
+        if not self._authorized():
+            return self._error(401, "Unauthenticated")
+        handler = getattr(self, f"api_{method}", None)
+        if handler is None or service not in (KERNELS, COMPETITIONS):
+            return self._error(404, f"unknown method {service}/{method}")
+        with self.state.lock:
+            return handler(body or {})
+
+    def do_GET(self):
+        path = self._path()
+        with self.state.lock:
+            self.state.requests.append(("GET", path, None))
+        if self._fault(path):
+            return None
+        parts = path.strip("/").split("/")
+        if parts[0] == "files" and len(parts) >= 5:
+            owner, slug, number = parts[1], parts[2], int(parts[3])
+            name = "/".join(parts[4:])
+            versions = self.state.versions(owner, slug)
+            if not 1 <= number <= len(versions) or name not in versions[number - 1].outputs:
+                return self._error(404, "no such file")
+            return self._file(name, versions[number - 1].outputs[name])
+        return self._error(404, f"no route {path}")
+
+    def do_PUT(self):
+        path = self._path()
+        data = self._body()
+        with self.state.lock:
+            self.state.requests.append(("PUT", path, len(data)))
+        if self._fault(path):
+            return None
+        parts = path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "upload" and parts[1] in self.state.uploads:
+            with self.state.lock:
+                self.state.uploads[parts[1]]["content"] = data
+            return self._json(200, {})
+        return self._error(404, "unknown upload")
+
+    def _file(self, name: str, content: bytes):
+        total = len(content)
+        headers = {
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{abs(hash(content)) % 10**12}"',
+            "Last-Modified": formatdate(usegmt=True),
+        }
+        start = 0
+        status = 200
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            start = int(rng[6:].split("-")[0] or 0)
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+        chunk = content[start:]
+        cut = name in self.state.cut
+        with self.state.lock:
+            if name in self.state.cut_once:
+                self.state.cut_once.discard(name)
+                cut = True
+        if cut:
+            # Promise the whole file, send half of it, drop the connection.
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(chunk)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(chunk[: max(1, len(chunk) // 2)])
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return None
+        return self._send(status, chunk, "application/octet-stream", headers)
+
+    # -- kernels --------------------------------------------------------------------------------------------------
+    def _owned(self, owner: str) -> bool:
+        return owner == self.state.username
+
+    def _version(self, body: dict):
+        owner, slug = body.get("userName", ""), body.get("kernelSlug", "")
+        versions = self.state.versions(owner, slug)
+        if not versions:
+            return None
+        label = body.get("versionLabel")
+        if not label:
+            return versions[-1]
+        if not label.startswith("v") or not label[1:].isdigit():
+            return None
+        number = int(label[1:])
+        return versions[number - 1] if 1 <= number <= len(versions) else None
+
+    def api_SaveKernel(self, body):
+        slug = body.get("slug") or ""
+        if slug.count("/") != 1:
+            return self._error(400, "slug must be owner/slug")
+        owner, name = slug.split("/")
+        if not self._owned(owner):
+            return self._error(403, f"you do not own {slug}")
+        if self.state.push_error:
+            return self._json(200, {"ref": "", "url": "", "error": self.state.push_error})
+        versions = self.state.kernels.setdefault((owner, name), [])
+        number = len(versions) + 1
+        outputs, log = self.state.run_hook(body.get("text", ""), number)
+        statuses = list(self.state.status_script)
+        if body.get("kernelExecutionType") == "QUICK_SAVE":
+            statuses = ["NEW_SCRIPT"]
+        versions.append(
+            KernelVersion(number, body.get("text", ""), body, statuses, dict(outputs), log, self.state.failure_message)
+        )
+        url = f"https://www.kaggle.com/code/{owner}/{name}"
+        return self._json(200, {"ref": f"/code/{owner}/{name}", "url": url, "versionNumber": number, "kernelId": 4242})
+
+    def api_GetKernelSessionStatus(self, body):
+        version = self._version(body)
+        if version is None:
+            return self._error(404, "kernel or version not found")
+        if not self._owned(body.get("userName", "")):
+            return self._error(403, "private kernel")
+        status = version.statuses[0]
+        if len(version.statuses) > 1:
+            version.statuses.pop(0)
+        data = {"status": status}
+        if status == "ERROR" and version.failure_message:
+            data["failureMessage"] = version.failure_message
+        return self._json(200, data)
+
+    def api_ListKernelSessionOutput(self, body):
+        version = self._version(body)
+        if version is None:
+            return self._error(404, "kernel or version not found")
+        names = sorted(version.outputs)
+        size = min(int(body.get("pageSize") or 20), self.state.page_size_cap)
+        start = int(body.get("pageToken") or 0)
+        page = names[start : start + size]
+        owner, slug = body["userName"], body["kernelSlug"]
+        files = [{"url": f"http://localhost/files/{owner}/{slug}/{version.number}/{n}", "fileName": n} for n in page]
+        data = {"files": files, "log": version.log}
+        if start + size < len(names):
+            data["nextPageToken"] = str(start + size)
+        return self._json(200, data)
+
+    def api_GetAcceleratorQuotaStatistics(self, body):
+        return self._json(200, {"quotaRefreshTime": "2025-04-26T00:00:00.000Z", "gpuQuota": self.state.quota})
+
+    # -- competitions ----------------------------------------------------------------------------------------------
+    def _competition_ok(self, body) -> bool:
+        if body.get("competitionName") != self.state.competition:
+            self._error(404, "competition not found")
+            return False
+        return True
+
+    def api_GetSubmissionLimits(self, body):
+        if not self._competition_ok(body):
+            return None
+        return self._json(
+            200, {"numToday": self.state.num_today, "numTotal": self.state.num_today + 3, "numAllowedNow": self.state.allowed_now}
+        )
+
+    def api_StartSubmissionUpload(self, body):
+        if not self._competition_ok(body):
+            return None
+        token = f"tok{len(self.state.uploads) + 1}"
+        self.state.uploads[token] = {"fileName": body.get("fileName"), "content": None}
+        return self._json(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+
+    def api_CreateSubmission(self, body):
+        if not self._competition_ok(body):
+            return None
+        upload = self.state.uploads.get(body.get("blobFileTokens", ""))
+        if upload is None or upload["content"] is None:
+            return self._error(400, "file was not uploaded")
+        if self.state.allowed_now <= 0:
+            return self._error(400, "daily submission limit reached")
+        self.state.allowed_now -= 1
+        self.state.num_today += 1
+        ref = self.state.next_ref
+        self.state.next_ref += 1
+        public, private = self.state.score_hook(upload["content"])
+        self.state.submissions.append(
+            StoredSubmission(
+                ref,
+                body.get("submissionDescription", ""),
+                upload["fileName"],
+                upload["content"],
+                datetime.now(timezone.utc) + timedelta(seconds=len(self.state.submissions)),
+                list(self.state.submission_script),
+                public,
+                private,
+            )
+        )
+        return self._json(200, {"message": "Successfully submitted", "ref": ref})
+
+    def _submission_json(self, sub: StoredSubmission, advance: bool) -> dict:
+        status = sub.statuses[0]
+        if advance and len(sub.statuses) > 1:
+            sub.statuses.pop(0)
+        data = {
+            "ref": sub.ref,
+            "date": _iso(sub.date),
+            "description": sub.description,
+            "fileName": sub.file_name,
+            "status": status,
+            "submittedBy": self.state.username,
+            "teamName": self.state.team_name,
+        }
+        if status == "COMPLETE":
+            if sub.public is not None:
+                data["publicScore"] = sub.public
+            if sub.private is not None:
+                data["privateScore"] = sub.private
+        if status == "ERROR":
+            data["errorDescription"] = sub.error or "scoring failed"
+        return data
+
+    def api_GetSubmission(self, body):
+        for sub in self.state.submissions:
+            if sub.ref == int(body.get("ref") or 0):
+                return self._json(200, self._submission_json(sub, advance=True))
+        return self._error(404, "submission not found")
+
+    def api_ListSubmissions(self, body):
+        if not self._competition_ok(body):
+            return None
+        subs = sorted(self.state.submissions, key=lambda s: s.date, reverse=True)
+        size = min(int(body.get("pageSize") or 20), self.state.page_size_cap)
+        start = int(body.get("pageToken") or 0)
+        page = subs[start : start + size]
+        data = {"submissions": [self._submission_json(s, advance=False) for s in page]}
+        if start + size < len(subs):
+            data["nextPageToken"] = str(start + size)
+        return self._json(200, data)
+
+    def _board(self) -> list:
+        rows = list(self.state.leaderboard)
+        best = [s for s in self.state.submissions if s.public is not None and s.statuses[0] == "COMPLETE"]
+        if best:
+            top = max(best, key=lambda s: float(s.public))
+            rows.append({"teamId": 99, "teamName": self.state.team_name, "score": top.public})
+        rows.sort(key=lambda r: -float(r["score"]))
+        for r in rows:
+            r.setdefault("submissionDate", "2025-04-20T12:00:00.000Z")
+        return rows
+
+    def api_GetLeaderboard(self, body):
+        if not self._competition_ok(body):
+            return None
+        rows = self._board()
+        size = min(int(body.get("pageSize") or 20), self.state.page_size_cap)
+        start = int(body.get("pageToken") or 0)
+        data = {"submissions": rows[start : start + size]}
+        if start + size < len(rows):
+            data["nextPageToken"] = str(start + size)
+        return self._json(200, data)
+
+    def api_DownloadLeaderboard(self, body):
+        if not self._competition_ok(body):
+            return None
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            lines = ["Rank,TeamId,TeamName,LastSubmissionDate,Score"]
+            for i, r in enumerate(self._board(), 1):
+                lines.append(f"{i},{r['teamId']},{r['teamName']},{r['submissionDate']},{r['score']}")
+            archive.writestr(f"{self.state.competition}-publicleaderboard.csv", "\n".join(lines) + "\n")
+        return self._send(200, buffer.getvalue(), "application/zip", {"Last-Modified": formatdate(usegmt=True)})
+
+
+class StandinServer:
+    """Start with ``start()``; ``url`` is the proxy URL; ``stop()`` (or the lifetime timer) ends it."""
+
+    def __init__(self, username="alice", key="sekrit-key-0123456789", competition="deep-learning-spring-2025-project-2",
+                 lifetime: float = 300.0):
+        self.state = StandinState(username, key, competition)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.state = self.state  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.timer = threading.Timer(lifetime, self.stop)
+        self.timer.daemon = True
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "StandinServer":
+        self.thread.start()
+        self.timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.timer.cancel()
+        self.httpd.shutdown()
+        self.httpd.server_close()

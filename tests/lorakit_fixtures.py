@@ -1,0 +1,223 @@
+"""Fixtures for lorakit's tests: an isolated repo copy, dummy credentials and the stand-in Kaggle server.
+
+Test modules use them with ``from lorakit_fixtures import *`` (tests/ is on sys.path under pytest's default
+import mode), so nothing has to be added to tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from kaggle_standin import StandinServer
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+if SRC.is_dir() and str(SRC) not in sys.path:  # works before `pip install -e .` too
+    sys.path.insert(0, str(SRC))
+
+USERNAME = "alice"
+SECRET = "sekrit-key-0123456789"
+COMPETITION = "deep-learning-spring-2025-project-2"
+FALLBACK_METADATA = {
+    "id": "YOUR_KAGGLE_USERNAME/agnews-lora",
+    "title": "agnews-lora",
+    "code_file": "kernel/agnews_lora.py",
+    "language": "python",
+    "kernel_type": "script",
+    "is_private": True,
+    "enable_gpu": True,
+    "enable_tpu": False,
+    "enable_internet": False,
+    "dataset_sources": [],
+    "competition_sources": [COMPETITION],
+    "kernel_sources": [],
+    "model_sources": [],
+}
+ENV_CLEARED = (
+    "KAGGLE_USERNAME",
+    "KAGGLE_KEY",
+    "KAGGLE_API_TOKEN",
+    "KAGGLE_API_V1_TOKEN",
+    "KAGGLE_KERNEL_RUN_TYPE",
+    "NO_PROXY",
+    "no_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "LORAKIT_VERBOSE",
+    "LORAKIT_DEBUG",
+)
+
+
+@pytest.fixture(scope="session")
+def kaggle_imported(tmp_path_factory):
+    """Import kaggle once, with a throwaway config dir set first: it authenticates on import."""
+    mp = pytest.MonkeyPatch()
+    config = tmp_path_factory.mktemp("kaggle-import")
+    mp.setenv("KAGGLE_CONFIG_DIR", str(config))
+    mp.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
+    mp.setenv("HOME", str(config))
+    for name in ENV_CLEARED:
+        mp.delenv(name, raising=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        import kaggle.api.kaggle_api_extended  # noqa: F401
+    mp.undo()
+    yield
+
+
+def _labels_csv(n: int) -> bytes:
+    lines = ["ID,Label"] + [f"{i},{(i * 7) % 4}" for i in range(n)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _probabilities_csv(n: int) -> bytes:
+    lines = ["ID,p_0,p_1,p_2,p_3"]
+    for i in range(n):
+        k = (i * 7) % 4
+        p = [0.1, 0.1, 0.1, 0.1]
+        p[k] = 0.7
+        lines.append(f"{i}," + ",".join(f"{v:.6f}" for v in p))
+    return ("\n".join(lines) + "\n").encode()
+
+
+class Kit:
+    """What a test needs: the repo copy, the server state, and `run` to invoke the CLI in-process."""
+
+    def __init__(self, repo: Path, server: StandinServer, capsys):
+        self.repo = repo
+        self.server = server
+        self.state = server.state
+        self._capsys = capsys
+
+    def run(self, *argv):
+        from lorakit.cli import main
+
+        self._capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = self._capsys.readouterr()
+        return code, captured.out, captured.err
+
+    @property
+    def metadata(self) -> dict:
+        return json.loads((self.repo / "kernel-metadata.json").read_text(encoding="utf-8"))
+
+    @property
+    def slug(self) -> str:
+        return self.metadata["id"].split("/")[1]
+
+    @property
+    def ledger(self) -> Path:
+        return self.repo / "submissions" / "ledger.csv"
+
+    def rows(self) -> list:
+        with open(self.ledger, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    def row(self, version: int) -> dict:
+        return next(r for r in self.rows() if int(r["version"]) == version)
+
+    def kmod(self):
+        from lorakit.project import kernel_module_load
+
+        return kernel_module_load(self.repo / "kernel" / "agnews_lora.py")
+
+    def fake_run(self, text: str, number: int, test_rows: int = 8000):
+        """The outputs a kernel run would leave, for the config that ``text`` carries."""
+        kmod = self.kmod()
+        block = kmod.read_overrides_block(text)
+        if hasattr(kmod, "config_from_overrides"):
+            cfg = kmod.config_from_overrides(block)
+        else:
+            cfg = kmod.apply_overrides(kmod.Config(), block)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            breakdown = kmod.param_breakdown(cfg)
+        metrics = {
+            "config_hash": kmod.config_hash(cfg),
+            "trainable_params": breakdown["total"],
+            "param_breakdown": breakdown,
+            "val_accuracy": 0.9 + number / 1000,
+            "history": [{"epoch": 1, "train_loss": 0.4, "val_loss": 0.3, "val_accuracy": 0.9}],
+            "train_seconds": 1200.0,
+            "predict_seconds": 60.0,
+            "total_seconds": 1290.0,
+            "test_rows": test_rows,
+            "test_label_distribution": {"World": 2000, "Sports": 2000, "Business": 2000, "Sci/Tech": 2000},
+            "device": "cuda:0 (Tesla T4)",
+            "versions": {"torch": "2.x"},
+            "config": {"lora_r": cfg.lora_r},
+        }
+        outputs = {
+            "submission.csv": _labels_csv(test_rows),
+            "probabilities.csv": _probabilities_csv(test_rows),
+            "metrics.json": json.dumps(metrics, indent=2).encode(),
+            "config.json": json.dumps({"config_hash": metrics["config_hash"]}).encode(),
+            "adapter/adapter_config.json": b'{"r": %d}' % cfg.lora_r,
+            "adapter/adapter_model.safetensors": os.urandom(2048),
+            "adapter/head.pt": os.urandom(512),
+            "adapter/kit.json": b'{"temperature": 1.0}',
+            "training_curves.png": b"\x89PNG\r\n\x1a\n" + os.urandom(256),
+        }
+        log = json.dumps(
+            [
+                {"stream_name": "stdout", "time": 1.5, "data": "effective config:\n"},
+                {"stream_name": "stdout", "time": 2.0, "data": f"trainable parameters {breakdown['total']:,}"},
+                {"stream_name": "stderr", "time": 3.0, "data": "epoch 1/1 val_accuracy 0.9000\n"},
+            ]
+        )
+        return outputs, log
+
+
+@pytest.fixture
+def kit(tmp_path, monkeypatch, capsys, kaggle_imported):
+    """An isolated repo copy, dummy credentials in a private KAGGLE_CONFIG_DIR, and a running stand-in."""
+    repo = tmp_path / "repo"
+    (repo / "kernel").mkdir(parents=True)
+    shutil.copy2(REPO / "kernel" / "agnews_lora.py", repo / "kernel" / "agnews_lora.py")
+    metadata = REPO / "kernel-metadata.json"
+    if metadata.is_file():
+        shutil.copy2(metadata, repo / "kernel-metadata.json")
+    else:
+        (repo / "kernel-metadata.json").write_text(json.dumps(FALLBACK_METADATA, indent=2), encoding="utf-8")
+    config = tmp_path / "kaggle-config"
+    config.mkdir()
+    creds = config / "kaggle.json"
+    creds.write_text(json.dumps({"username": USERNAME, "key": SECRET}), encoding="utf-8")
+    creds.chmod(0o600)
+    home = tmp_path / "home"
+    home.mkdir()
+
+    server = StandinServer(USERNAME, SECRET, COMPETITION, lifetime=120).start()
+    for name in ENV_CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("http_proxy", server.url)
+    monkeypatch.setenv("LORAKIT_RETRY_BASE_S", "0.01")
+    monkeypatch.setenv("LORAKIT_RETRY_MAX_DELAY_S", "2")
+    monkeypatch.setenv("LORAKIT_RETRY_TOTAL_S", "5")
+    monkeypatch.setenv("LORAKIT_RETRY_ATTEMPTS", "4")
+    monkeypatch.setenv("LORAKIT_DOWNLOAD_RETRIES", "0")
+    monkeypatch.setenv("LORAKIT_POLL_START_S", "0")
+    monkeypatch.setenv("LORAKIT_POLL_MAX_S", "0")
+    monkeypatch.chdir(repo)
+    k = Kit(repo, server, capsys)
+    server.state.run_hook = k.fake_run
+    try:
+        yield k
+    finally:
+        server.stop()
