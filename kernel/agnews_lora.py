@@ -126,7 +126,7 @@ class Config:
     lr: float = 5e-4  # peak AdamW learning rate
     batch_size: int = 32  # rows per step and process
     max_length: int = 128  # training truncation, in tokens (with <s> and </s>)
-    predict_max_length: int = 0  # prediction truncation in tokens; 0 = max_length
+    predict_max_length: int = 256  # prediction truncation in tokens (generated test rows are long); 0 = max_length
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_ratio: float = 0.06  # share of steps with a linear warm-up, then linear decay to 0
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
@@ -567,6 +567,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 def augment_text(text: str, rng: random.Random) -> str:
     """One cheap noise that mimics the generated half of the test file: case, truncation or typos."""
+    if not text:
+        return text
     kind = rng.randrange(3)
     if kind == 0:
         return text.lower() if rng.random() < 0.7 else text.upper()
@@ -1202,7 +1204,8 @@ def run(cfg: Config) -> dict:
             noisy = {i: augment_text(texts[r], rng) for i, r in enumerate(train_rows) if rng.random() < cfg.augment}
             fresh = dict(zip(noisy, encode_texts(tokenizer, list(noisy.values()), cfg.max_length))) if noisy else {}
             epoch_ids.append([fresh.get(i, ids) for i, ids in enumerate(train_ids)])
-    predict_length = cfg_for_data.predict_max_length or cfg_for_data.max_length
+    # prediction length is a post-processing choice: a predict-only run's own setting wins
+    predict_length = cfg.predict_max_length or cfg_for_data.predict_max_length or cfg_for_data.max_length
     data = TrainData(epoch_ids=epoch_ids, labels=labels[train_rows],
                      val_ids=encode_texts(tokenizer, [texts[i] for i in val_rows], predict_length),
                      val_labels=labels[val_rows], pad_id=tokenizer.pad_token_id, encoder_source=encoder_source)
