@@ -433,13 +433,16 @@ def test_data_parallel_smoke_has_the_same_contract(kernel, smoke_run, tmp_path):
 
 
 def test_minilm_offline_run(kernel, shared_dir, minilm_path, tmp_path):
-    """Real pretrained weights, offline: the issue's acceptance run, on 400 rows to stay fast."""
+    """Real pretrained weights and real text, offline: the issue's acceptance run, on 400 training rows and the
+    first 500 test rows (as a pickled Dataset, like the competition file) to stay fast."""
+    texts = kernel.load_test_texts(shared_dir / "data" / "test_unlabelled.pkl")[:500]
+    test_pkl = write_pickle(tmp_path / "test_unlabelled.pkl", __import__("datasets").Dataset.from_dict({"text": texts}))
     proc = run_kernel(f"model={minilm_path}", f"train_data={shared_dir / 'data' / 'ag_news_sample.csv'}",
-                      f"test_data={shared_dir / 'data' / 'test_unlabelled.pkl'}", "epochs=1",
-                      "max_train_samples=400", "val_fraction=0.25", "lr=2e-3", f"output_dir={tmp_path}")
+                      f"test_data={test_pkl}", "epochs=1",
+                      "max_train_samples=400", "val_fraction=0.25", "lr=2e-3", f"output_dir={tmp_path / 'out'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    kernel.validate_submission(tmp_path / "submission.csv", 8000)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    kernel.validate_submission(tmp_path / "out" / "submission.csv", 500)
     assert metrics["param_breakdown"]["head"] == 384 * 4 + 4
     assert metrics["val_accuracy"] > 0.4  # 300 rows, one epoch: well above chance (0.25)
 
