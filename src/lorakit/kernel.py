@@ -77,9 +77,7 @@ def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional
 
 def effective_config_of(kmod, overrides: dict):
     """The config a run with this overrides block uses (the kernel's own rule, smoke defaults included)."""
-    if hasattr(kmod, "config_from_overrides"):
-        return kmod.config_from_overrides(overrides)
-    return kmod.apply_overrides(kmod.Config(), overrides)
+    return kmod.config_from_overrides(overrides)
 
 
 def breakdown_count(kmod, base_config, **changes) -> dict:
