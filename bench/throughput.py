@@ -20,7 +20,7 @@ kernel shuffles batch order anyway, and every order of the same batches costs th
     python bench/throughput.py --device cpu --json        # ~5 min on 2 cores; one JSON object on stdout
     python bench/throughput.py --device cuda               # larger windows, AMP as the kernel does
     python bench/throughput.py --data bench/data           # a folder from bench/prepare_data.py
-    python bench/throughput.py --variant /tmp/k/agnews_lora.py   # A/B a changed copy of the kernel
+    python bench/throughput.py --variant /tmp/k/agnews_lora.py --steps 4   # A/B a changed copy of the kernel
 """
 from __future__ import annotations
 
@@ -278,7 +278,10 @@ def benchmark(args) -> dict:
         for side in sides:
             side.model.train()
             common.reset_peak(device)
-            side.windows.append(run_steps(side, device, window, 1))
+            if args.steps and side.name != "seed":  # fixed steps: paired kit sides run the very same batches
+                side.windows.append(run_steps(side, device, 0.0, args.steps))
+            else:
+                side.windows.append(run_steps(side, device, window, 1))
             peak = common.peak_mb(device)
             side.peak_mb = max(side.peak_mb or 0.0, peak) if peak is not None else None
             w = side.windows[-1]
@@ -302,6 +305,11 @@ def benchmark(args) -> dict:
         "ratio_pooled": common.rnd(out_sides["kit"]["samples_per_second_pooled"]
                                    / out_sides["seed"]["samples_per_second_pooled"], 3),
     }
+    # The windows' batches pad to a little more or less than a whole epoch's; the cost per padded token hardly
+    # depends on the mix, so the pooled ratio scaled by windows/epoch padded tokens per row is the epoch's.
+    epoch_width = data_info["epoch_padding"][f"kit_padded_tokens_per_row_{device.type}"]
+    window_width = out_sides["kit"]["padded_tokens_per_row"]
+    result["ratio_epoch_mix_estimate"] = common.rnd(result["ratio_pooled"] * window_width / epoch_width, 3)
     if "kit_default" in by_name:
         dratios = [k["samples_per_second"] / s["samples_per_second"]
                    for k, s in zip(by_name["kit_default"].windows, seed)]
@@ -327,7 +335,8 @@ def benchmark(args) -> dict:
         "extrapolated_3_epochs_120k_minutes": {k: v["epoch3_120k_minutes"] for k, v in out_sides.items()},
         "extrapolation_method": (f"{EPOCHS} x {FULL_ROWS:,} rows / the median samples/s measured here, on this "
                                  "device; assumes the full training set's length mix matches the sample's"),
-        "repeats": repeats, "window_seconds": window, "time_boxed": time_boxed,
+        "repeats": repeats, "window_seconds": window, "kit_steps_per_window": args.steps or None,
+        "time_boxed": time_boxed,
         "max_load_1m_during_windows": max(w["load_1m"] for s in sides for w in s.windows[:repeats]),
         "model": "tiny roberta (test)" if args.tiny else "roberta-base architecture, random weights",
         "data": source.describe(), "data_rows": data_info["rows"], "mean_tokens_per_row": round(
@@ -351,7 +360,8 @@ def table(r: dict) -> str:
         rows.append(f"{name:<12}{s['samples_per_second'] or 0:>9.2f}{s['tokens_per_second'] or 0:>10.1f}"
                     f"{(s['padding_fraction'] or 0) * 100:>8.1f}%{peak:>9}{s['epoch3_120k_minutes'] or 0:>11.1f}"
                     f"  {s['batch_size']:>5} {s['precision']:<9} {s['lora']}")
-    line = f"kit/seed ratio (median of repeats): {r['ratio']}x  {r['ratios']}; pooled {r['ratio_pooled']}x"
+    line = (f"kit/seed ratio (median of repeats): {r['ratio']}x  {r['ratios']}; pooled {r['ratio_pooled']}x; "
+            f"epoch-mix estimate {r['ratio_epoch_mix_estimate']}x")
     if "kit_default_ratio" in r:
         line += f"; kit default/seed: {r['kit_default_ratio']}x"
     if "variant_gain" in r:
@@ -370,6 +380,8 @@ def parse_args(argv=None):
     p.add_argument("--data", help="../shared (default) or a folder written by bench/prepare_data.py")
     p.add_argument("--window", type=float, default=None, help="seconds per side and repeat (cpu 25, cuda 15)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=0,
+                   help="kit sides: N steps per window instead of a time box (an exact A/B with --variant)")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per side (cpu 0, cuda 8)")
     p.add_argument("--warmup-steps", type=int, default=None, help="minimum warm-up steps (cpu 1, cuda 5)")
     p.add_argument("--max-seconds", type=float, default=0, help="hard time box for the repeats (0 = none)")
