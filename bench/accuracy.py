@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -51,6 +50,8 @@ DEFAULT_CACHE = ROOT / "bench" / "cache"
 DEFAULT_REPORT = ROOT / "bench" / "ACCURACY.md"
 LOCK_PATH = "/tmp/cpu-heavy.lock"
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
+if str(ROOT / "src") not in sys.path:  # lorakit's kernel loader, also where lorakit is not installed
+    sys.path.insert(0, str(ROOT / "src"))
 VAL_FRACTION = 0.2
 PRIOR_METHODS = ("none", "em", "em_uniform")
 PREDICT_LENGTHS = (128, 256)  # post-hoc prediction lengths tried on the default's adapter
@@ -203,12 +204,11 @@ def run_specs(kernel) -> list[Spec]:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def load_kernel(path: Path = KERNEL_PATH):
-    spec = importlib.util.spec_from_file_location("agnews_lora_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def load_kernel():
+    """The kernel through lorakit's one loader (module agnews_lora, so --inprocess data parallel can spawn)."""
+    from lorakit.project import kernel_module_load
+
+    return kernel_module_load(KERNEL_PATH)
 
 
 def minilm_path() -> str:

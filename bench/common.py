@@ -14,7 +14,6 @@ Data comes from one of two layouts, told apart by a `manifest.json`:
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
@@ -32,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNEL_PATH = ROOT / "kernel" / "agnews_lora.py"
 SHARED = ROOT.parent / "shared"
 MANIFEST = "manifest.json"
+if str(ROOT / "src") not in sys.path:  # lorakit's kernel loader, also where lorakit is not installed
+    sys.path.insert(0, str(ROOT / "src"))
 
 # The seed recipe (the course's starter notebook): every row padded to 128 tokens, batch 16, fp32, AdamW,
 # LoRA r=8 alpha=8 on `query` with RoBERTa's classification head. Both sides use this LoRA config.
@@ -43,21 +44,13 @@ SEED_PREDICT_BATCH = 64
 # A tiny encoder for tests (--tiny): the same code paths in a fraction of a second.
 TINY_ARCH = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
-_KERNELS: dict = {}
-
-
 def load_kernel(path: str | Path | None = None):
-    """kernel/agnews_lora.py (or another copy of it, e.g. a variant under test) as a module: it is a script,
-    not a package. Loaded once per path and process."""
+    """kernel/agnews_lora.py through lorakit's loader (as the module agnews_lora), or another copy of it (a
+    variant under test) as agnews_lora_variant, so the two can be compared in one process."""
+    from lorakit.project import kernel_module_load
+
     path = Path(path or KERNEL_PATH).resolve()
-    if path not in _KERNELS:
-        name = "agnews_lora_bench" if path == KERNEL_PATH.resolve() else f"agnews_lora_bench_{len(_KERNELS)}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look the module up while the class is built
-        spec.loader.exec_module(module)
-        _KERNELS[path] = module
-    return _KERNELS[path]
+    return kernel_module_load(path, "agnews_lora" if path == KERNEL_PATH.resolve() else "agnews_lora_variant")
 
 
 def quiet_libraries() -> None:

@@ -147,6 +147,17 @@ class Config:
 
 
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
+# What lorakit (src/) and bench/ use of this script, through lorakit's one loader; a test checks each resolves.
+PUBLIC_API = (
+    "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS",
+    "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
+    "config_hash", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
+    "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
+    "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
+    "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
+    "predict_logits", "fit_temperature", "corrected_probabilities", "load_adapter", "run",
+    "validate_submission",
+)
 HASH_EXCLUDED = ("output_dir", "train_data", "test_data")
 HEADS = ("linear", "roberta")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

@@ -1,7 +1,6 @@
 """Shared fixtures: the kernel loaded as a module, one shared smoke run, and ../shared when present."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,23 +12,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = ROOT / "kernel" / "agnews_lora.py"
 SHARED = ROOT.parent / "shared"
+if str(ROOT / "src") not in sys.path:  # lorakit's loader, before `pip install -e .` too
+    sys.path.insert(0, str(ROOT / "src"))
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "compat: also run in the Kaggle-2025 compatibility venv")
 
 
-def load_kernel():
-    spec = importlib.util.spec_from_file_location("agnews_lora_under_test", KERNEL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def kernel():
-    return load_kernel()
+    from lorakit.project import kernel_module_load
+
+    return kernel_module_load(KERNEL)
 
 
 def run_kernel(*sets: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -171,25 +171,37 @@ def project_load(start=None, kernel: Optional[str] = None, competition: Optional
     return Project(root=root, metadata=meta, kernel=ref, competition=comp, warnings=tuple(warnings))
 
 
-_KERNEL_CACHE: dict = {}
+KERNEL_MODULE = "agnews_lora"
+_LOADED: dict = {}  # module name -> (path, mtime_ns, size, module)
 
 
-def kernel_module_load(script: Path):
-    """Load the kernel script as a module (cached per path and modification time)."""
+def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE):
+    """The kernel script imported as the module ``name`` (``agnews_lora``), its folder first on sys.path.
+
+    The one door to the kernel for lorakit, bench/ and the tests. Importing it under its own name, from a
+    folder on sys.path, lets spawned data-parallel processes import it too. A different script, or the same
+    one changed on disk, replaces the module; bench loads variant copies under another ``name``. The module
+    must define every name in its ``PUBLIC_API``.
+    """
     script = Path(script).resolve()
     try:
         stat = script.stat()
     except OSError as exc:
         raise UsageError(f"cannot read the kernel script {script}: {exc.strerror}")
-    key = (str(script), stat.st_mtime_ns, stat.st_size)
-    if key in _KERNEL_CACHE:
-        return _KERNEL_CACHE[key]
-    name = "lorakit_kernel_" + re.sub(r"\W", "_", script.stem)
+    key = (script, stat.st_mtime_ns, stat.st_size)
+    cached = _LOADED.get(name)
+    if cached and cached[:3] == key and sys.modules.get(name) is cached[3]:
+        return cached[3]
+    if cached and str(cached[0].parent) in sys.path:
+        sys.path.remove(str(cached[0].parent))
+    if str(script.parent) in sys.path:
+        sys.path.remove(str(script.parent))
+    sys.path.insert(0, str(script.parent))
     spec = importlib.util.spec_from_file_location(name, script)
     if spec is None or spec.loader is None:
         raise UsageError(f"cannot load the kernel script {script}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while the class is built
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -198,10 +210,11 @@ def kernel_module_load(script: Path):
     except Exception as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"loading {script.name} failed: {type(exc).__name__}: {exc}")
-    for attr in ("Config", "KernelError", "parse_sets", "apply_overrides", "config_hash", "param_breakdown"):
-        if not hasattr(module, attr):
-            raise UsageError(f"{script.name} does not define {attr}; is code_file the AG News LoRA kernel?")
-    _KERNEL_CACHE[key] = module
+    missing = [attr for attr in getattr(module, "PUBLIC_API", ("PUBLIC_API",)) if not hasattr(module, attr)]
+    if missing:
+        sys.modules.pop(name, None)
+        raise UsageError(f"{script.name} does not define {', '.join(missing)}; is code_file the AG News LoRA kernel?")
+    _LOADED[name] = (*key, module)
     return module
 
 
