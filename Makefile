@@ -1,5 +1,6 @@
 # make demo: set up .venv and run the kernel offline (smoke mode) into outputs/demo, then validate the CSV.
-# make test: set up both venvs, run every test, then the kernel's smoke and count tests on Kaggle's 2025 stack.
+# make test: set up both venvs, run every test on the newest releases, then the kernel's compat-marked tests
+#            (counts, test-file loading, a whole smoke run) on the versions of Kaggle's current image.
 PYTHON ?= python3
 VENV := .venv
 COMPAT := .venv-compat
@@ -13,9 +14,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-$(COMPAT)/.installed: requirements-kaggle2025.txt
+$(COMPAT)/.installed: requirements-kaggle.txt
+	rm -rf $(COMPAT)
 	$(PYTHON) -m venv $(COMPAT)
-	$(COMPAT)/bin/pip install -q --disable-pip-version-check -r requirements-kaggle2025.txt
+	$(COMPAT)/bin/pip install -q --disable-pip-version-check -r requirements-kaggle.txt
 	touch $@
 
 demo: $(VENV)/.installed
@@ -26,9 +28,9 @@ test: $(VENV)/.installed $(COMPAT)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests
 	$(MAKE) --no-print-directory check-compat
 
-# The kernel must run on Kaggle's image as well as on current releases.
+# A kernel pushed today runs on Kaggle's current image: it must work there as well as on the newest releases.
 check-compat: $(COMPAT)/.installed
-	$(COMPAT)/bin/python -m pytest $(PYTEST_FLAGS) -m compat tests/test_kernel.py
+	$(COMPAT)/bin/python -m pytest $(PYTEST_FLAGS) -m compat tests/test_kernel.py tests/test_test_input.py tests/test_kernel_runs.py
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/throughput.py --device cpu

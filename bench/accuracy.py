@@ -370,7 +370,7 @@ def run_seed_recipe(K, cfg, out: Path) -> dict:
     y_val = labels[val_rows]
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
-    model = K.build_model(cfg).to(device)
+    model = K.build_model(cfg, cfg.model).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     breakdown = K.breakdown_of(model)
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
@@ -446,10 +446,12 @@ def posthoc_predict(env: Env, folder: Path, length: int, log=print) -> Path | No
     log(f"[{time.strftime('%H:%M:%S')}] {folder.name}: post-hoc prediction at {length} tokens")
     with cpu_lock(env.lock):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        cfg = K.config_from_overrides({"model": env.model})
-        model, tokenizer, trained, _ = K.load_adapter(cfg, adapter)
+        cfg = K.config_from_overrides({"model": env.model, "adapter_from": str(adapter)})
+        trained = K.model_config(cfg)
+        loaded = K.load_adapter_model(cfg, trained)
+        tokenizer = loaded.tokenizer
         device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-        model = model.to(device)
+        model = loaded.net.to(device)
         dtype = K.autocast_dtype(device, trained.precision)
         frame = K.read_ag_news_csv(Path(env.train_csv))
         labels = frame["label"].to_numpy(dtype=np.int64)

@@ -143,7 +143,7 @@ def build(overrides: dict, econf, device: torch.device, seed: int = 0, kmod=None
     kmod = kmod or load_kernel()
     cfg = kmod.config_from_overrides(overrides)
     torch.manual_seed(seed)
-    model = kmod.build_model(cfg, econf, pretrained=False).to(device)
+    model = kmod.build_model(cfg, econf).to(device)
     return cfg, model
 
 

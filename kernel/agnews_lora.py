@@ -5,19 +5,24 @@ One self-contained Kaggle script (competition `deep-learning-spring-2025-project
 counts the trainable parameters exactly before anything is loaded, trains LoRA adapters plus a small head
 with a plain PyTorch loop (dynamic padding, AMP, data parallel over every visible GPU), predicts the
 competition's `test_unlabelled.pkl` and writes `submission.csv`, `probabilities.csv`, `metrics.json`,
-`config.json`, `adapter/` and plots into the output folder.
+`config.json`, `logits.npz`, `adapter/` and plots into the output folder.
 
     python agnews_lora.py                                   # on Kaggle: every default
     python agnews_lora.py --set smoke=true                  # offline: tiny model, synthetic data, CPU, ~30 s
+    python agnews_lora.py --set test_data=test_unlabelled.pkl --set train_data=train.csv   # anywhere else
     python agnews_lora.py --config run.json --set lr=3e-4   # overrides: block < --config < --set
 
-Only this file is uploaded to Kaggle, so it imports nothing local. `lorakit` (src/) loads it as a module
-for the config, the parameter count and the submission checks.
+Only this file is uploaded to Kaggle, so it imports nothing local. `lorakit` (src/) loads it as the module
+`agnews_lora` for the config, the parameter count and the submission checks (PUBLIC_API lists what it uses).
+Exit status: 0 done; 2 bad config, input or data; 3 over the parameter budget; 4 training or prediction went
+non-finite (nothing written); 5 submission.csv published but other outputs not; 128 + N stopped by signal N
+(130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one had finished).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import hashlib
 import html
 import json
@@ -28,12 +33,15 @@ import platform
 import random
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +66,9 @@ TEST_FILE_NAME = "test_unlabelled.pkl"
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
 AG_NEWS_COLUMNS = ("Class Index", "Title", "Description")
+AG_NEWS_DATASET = "amananandrai/ag-news-classification-dataset"  # AG News as CSVs, for runs with internet off
+SYNC_STEPS = 25  # training steps between host syncs: time limit, stop signal, non-finite checks, progress
+PROGRESS_ENV = "AGNEWS_PROGRESS_SECONDS"  # seconds between plain progress lines when stderr is no terminal
 
 # roberta-base's architecture (public facts from its config.json), so counting needs no download.
 ROBERTA_BASE_ARCH = {
@@ -103,43 +114,64 @@ class SubmissionError(KernelError):
     pass
 
 
+class DivergedError(KernelError):
+    """Training or prediction produced non-finite numbers: no submission is written."""
+
+    exit_code = 4
+
+
+class PublishError(KernelError):
+    """submission.csv reached the output folder, but some other output did not."""
+
+    exit_code = 5
+
+
+class Interrupted(KernelError):
+    """A signal stopped the run before there was anything to write."""
+
+    def __init__(self, message: str, signame: str):
+        super().__init__(message)
+        self.exit_code = 128 + signal.Signals[signame].value
+
+
 # --------------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class Config:
     # data
     model: str = "roberta-base"  # hub id or a local folder with pretrained weights (e.g. under /kaggle/input)
-    train_data: str = "auto"  # auto | path to a CSV (Class Index,Title,Description) | hf:ag_news
-    test_data: str = "auto"  # auto: find test_unlabelled.pkl under /kaggle/input | path to a pickle
+    train_data: str = "auto"  # auto: the AG News train.csv under /kaggle/input, else hf:ag_news | a CSV | hf:ag_news
+    test_data: str = "auto"  # auto: the competition's test_unlabelled.pkl under /kaggle/input | a pickle path
     output_dir: str = "auto"  # auto: /kaggle/working on Kaggle, ./outputs elsewhere
     max_train_samples: int = 0  # training rows used before the split; 0 = all
     val_fraction: float = 0.05  # stratified held-out share of the training rows, in (0, 0.5]
     # LoRA and head
     lora_r: int = 16  # LoRA rank, >= 1
-    lora_alpha: float = 32.0  # LoRA scaling numerator (scale = alpha / r)
+    lora_alpha: float = 32.0  # LoRA scaling numerator (scale = alpha / r), > 0
     lora_dropout: float = 0.1  # dropout on the LoRA input, [0, 1)
     lora_targets: str = "query,value"  # comma-separated: query,key,value,dense or exact in-layer names
     lora_layers: str = "all"  # all | top:K (the last K encoder layers)
     head: str = "linear"  # linear: dropout + Linear(hidden, 4) | roberta: the default 2-layer head
     head_dropout: float = 0.1  # dropout before the head, [0, 1)
     # optimisation
-    epochs: int = 3  # passes over the training rows
-    lr: float = 5e-4  # peak AdamW learning rate
+    epochs: int = 3  # passes over the training rows, >= 1
+    lr: float = 5e-4  # peak AdamW learning rate, in (0, 1]
     batch_size: int = 32  # rows per step and process
-    max_length: int = 128  # training truncation, in tokens (with <s> and </s>)
+    max_length: int = 128  # training truncation in tokens (with <s> and </s>), 8 to the encoder's positions
     predict_max_length: int = 256  # prediction truncation in tokens (generated test rows are long); 0 = max_length
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    warmup_ratio: float = 0.06  # share of steps with a linear warm-up, then linear decay to 0
+    weight_decay: float = 0.01  # AdamW decoupled weight decay, >= 0
+    warmup_ratio: float = 0.06  # share of steps with a linear warm-up, then linear decay to 0; [0, 1)
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     precision: str = "auto"  # auto (bf16 if supported, else fp16 on GPU; fp32 on CPU) | fp32 | fp16 | bf16
     processes: int = 0  # data-parallel processes; 0 = one per visible GPU (1 on CPU)
     eval_batch_size: int = 128  # rows per prediction batch
-    seed: int = 42  # seeds the split, batching, init and noise
+    seed: int = 42  # seeds the split, batching, init and noise; [0, 2**32)
     augment: float = 0.0  # probability per row and epoch of cheap noise (case, truncation, typos), [0, 1]
     # prediction
     prior_correction: str = "none"  # none | em | em_uniform: EM re-estimate of the test label prior
     pseudo_label_rounds: int = 0  # rounds of training on train + confident test rows
-    pseudo_label_threshold: float = 0.95  # min probability for a test row to become a pseudo-label
+    pseudo_label_threshold: float = 0.95  # min probability for a test row to become a pseudo-label, (0, 1]
     adapter_from: str = ""  # path to a previous run's adapter/: predict only, no training
+    adapter_sha256: str = ""  # when set, adapter_from must hold exactly this adapter (adapter_digest)
     # guards
     param_budget: int = 1_000_000  # max trainable parameters, head included
     time_limit_minutes: float = 660.0  # training stops cleanly after this, leaving time to predict
@@ -149,19 +181,44 @@ class Config:
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
 # What lorakit (src/) and bench/ use of this script, through lorakit's one loader; a test checks each resolves.
 PUBLIC_API = (
-    "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS",
+    "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
     "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
-    "config_hash", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
-    "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
+    "config_hash", "usable_positions", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
+    "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
     "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
-    "predict_logits", "fit_temperature", "corrected_probabilities", "load_adapter", "run",
-    "validate_submission",
+    "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
+    "run", "submission_problem", "validate_submission",
 )
 HASH_EXCLUDED = ("output_dir", "train_data", "test_data")
 HEADS = ("linear", "roberta")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PRIOR_CORRECTIONS = ("none", "em", "em_uniform")
+# Every numeric field's allowed interval: (low, low included, high, high included); None = unbounded.
+RANGES = {
+    "max_train_samples": (0, True, None, False),
+    "val_fraction": (0, False, 0.5, True),
+    "lora_r": (1, True, None, False),
+    "lora_alpha": (0, False, None, False),
+    "lora_dropout": (0, True, 1, False),
+    "head_dropout": (0, True, 1, False),
+    "epochs": (1, True, None, False),
+    "lr": (0, False, 1, True),
+    "batch_size": (1, True, None, False),
+    "max_length": (8, True, None, False),
+    "predict_max_length": (0, True, None, False),
+    "weight_decay": (0, True, None, False),
+    "warmup_ratio": (0, True, 1, False),
+    "grad_clip": (0, True, None, False),
+    "processes": (0, True, None, False),
+    "eval_batch_size": (1, True, None, False),
+    "seed": (0, True, 2**32, False),
+    "augment": (0, True, 1, True),
+    "pseudo_label_rounds": (0, True, None, False),
+    "pseudo_label_threshold": (0, False, 1, True),
+    "param_budget": (1, True, None, False),
+    "time_limit_minutes": (0, False, None, False),
+}
 
 
 def _field_type(key: str) -> type:
@@ -169,11 +226,13 @@ def _field_type(key: str) -> type:
 
 
 def _unknown_key(key: str) -> ConfigError:
-    return ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(CONFIG_KEYS)}")
+    close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(f"unknown config key {key!r}; {hint}valid keys: {', '.join(CONFIG_KEYS)}")
 
 
 def _typed(key: str, value):
-    """A JSON value checked against the field's type (ints are accepted for floats)."""
+    """The one type check of a config value (ints are accepted for floats)."""
     if key not in CONFIG_KEYS:
         raise _unknown_key(key)
     want = _field_type(key)
@@ -184,8 +243,8 @@ def _typed(key: str, value):
     raise ConfigError(f"config key {key!r} expects {want.__name__}, got {value!r}")
 
 
-def parse_sets(items: list[str]) -> dict:
-    """`key=value` strings (as given to --set) to a typed dict; booleans are true/false."""
+def parse_sets(items) -> dict:
+    """`key=value` strings (as given to --set) parsed by their field's type; booleans are true/false."""
     out = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -208,44 +267,71 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def apply_overrides(cfg: Config, overrides: dict) -> Config:
+    """`cfg` with `overrides` (each value type-checked here, once), then every rule checked."""
     return validate_config(dataclasses.replace(cfg, **{k: _typed(k, v) for k, v in overrides.items()}))
 
 
+def _interval(low, low_in, high, high_in) -> str:
+    return f"{'[' if low_in else '('}{low}, {'inf' if high is None else high}{']' if high_in else ')'}"
+
+
 def validate_config(cfg: Config) -> Config:
-    """Range and choice checks, so a bad value fails before any work."""
+    """Every rule a value must meet, checked before anything loads: kernel runs and `lorakit check` alike."""
     problems = []
-    if cfg.head not in HEADS:
-        problems.append(f"head must be one of {', '.join(HEADS)}")
-    if cfg.precision not in PRECISIONS:
-        problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
-    if cfg.prior_correction not in PRIOR_CORRECTIONS:
-        problems.append(f"prior_correction must be one of {', '.join(PRIOR_CORRECTIONS)}")
+    for key, (low, low_in, high, high_in) in RANGES.items():
+        value = getattr(cfg, key)
+        inside = (value >= low if low_in else value > low) and (
+            high is None or (value <= high if high_in else value < high))
+        if not math.isfinite(value) or not inside:
+            problems.append(f"{key} must be a finite number in {_interval(low, low_in, high, high_in)}, got {value}")
+    if 0 < cfg.predict_max_length < 8:
+        problems.append("predict_max_length must be 0 (= max_length) or >= 8")
+    for key, choices in (("head", HEADS), ("precision", PRECISIONS), ("prior_correction", PRIOR_CORRECTIONS)):
+        if getattr(cfg, key) not in choices:
+            problems.append(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
     if not re.fullmatch(r"all|top:[1-9]\d*", cfg.lora_layers):
         problems.append("lora_layers must be 'all' or 'top:K' with K >= 1")
     if not [t for t in cfg.lora_targets.split(",") if t.strip()]:
         problems.append("lora_targets must name at least one module")
-    for key, low, high in (("val_fraction", 0.0, 0.5), ("pseudo_label_threshold", 0.0, 1.0)):
-        if not low < getattr(cfg, key) <= high:
-            problems.append(f"{key} must be in ({low}, {high}]")
-    for key in ("lora_dropout", "head_dropout"):
-        if not 0.0 <= getattr(cfg, key) < 1.0:
-            problems.append(f"{key} must be in [0, 1)")
-    if not 0.0 <= cfg.augment <= 1.0:
-        problems.append("augment must be in [0, 1]")
-    for key in ("lora_r", "epochs", "batch_size", "eval_batch_size", "param_budget"):
-        if getattr(cfg, key) < 1:
-            problems.append(f"{key} must be >= 1")
-    if cfg.max_length < 8:
-        problems.append("max_length must be >= 8")
-    for key in ("max_train_samples", "predict_max_length", "processes", "pseudo_label_rounds"):
-        if getattr(cfg, key) < 0:
-            problems.append(f"{key} must be >= 0")
-    for key in ("lr", "time_limit_minutes"):
-        if getattr(cfg, key) <= 0:
-            problems.append(f"{key} must be > 0")
+    for key in ("model", "train_data", "test_data", "output_dir"):
+        if not getattr(cfg, key).strip():
+            problems.append(f"{key} must not be empty")
+    if cfg.adapter_sha256 and not re.fullmatch(r"[0-9a-f]{64}", cfg.adapter_sha256):
+        problems.append("adapter_sha256 must be 64 lowercase hex digits (or empty)")
+    problems += length_problems(cfg, usable_positions(cfg))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     return cfg
+
+
+def length_problems(cfg: Config, positions: int | None) -> list[str]:
+    """max_length and predict_max_length against the encoder's usable positions (None: not known here)."""
+    if positions is None:
+        return []
+    return [f"{key} must be <= {positions}, the usable positions of {cfg.model}, got {getattr(cfg, key)}"
+            for key in ("max_length", "predict_max_length") if getattr(cfg, key) > positions]
+
+
+def usable_positions(cfg: Config, local_only: bool = True) -> int | None:
+    """Tokens one row may hold in the encoder, without weights; None when its config is not at hand (a hub id
+    other than roberta-base while offline). RoBERTa-style encoders keep 2 positions for the padding offset."""
+    if cfg.smoke:
+        arch = {**SMOKE_ARCH, "model_type": "roberta"}
+    elif cfg.model == "roberta-base":
+        arch = ROBERTA_BASE_ARCH
+    elif local_only and not (Path(cfg.model) / "config.json").is_file():
+        return None
+    else:
+        try:
+            from transformers import AutoConfig
+
+            arch = AutoConfig.from_pretrained(cfg.model).to_dict()
+        except (OSError, ValueError):
+            return None
+    if "max_position_embeddings" not in arch:
+        return None
+    offset = 2 if arch.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer") else 0
+    return int(arch["max_position_embeddings"]) - offset
 
 
 _BLOCK_RE = re.compile(
@@ -261,14 +347,19 @@ def _overrides_match(script_text: str) -> re.Match:
     return match
 
 
-def read_overrides_block(script_text: str) -> dict:
+def overrides_object(text: str, where: str = "the overrides block") -> dict:
     try:
-        block = json.loads(_overrides_match(script_text).group(1))
+        block = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"the overrides block is not valid JSON: {exc}") from None
+        raise ConfigError(f"{where} is not valid JSON: {exc}") from None
     if not isinstance(block, dict):
-        raise ConfigError("the overrides block must hold a JSON object")
+        raise ConfigError(f"{where} must hold a JSON object, got {type(block).__name__}")
     return block
+
+
+def read_overrides_block(script_text: str) -> dict:
+    """The overrides block of a copy of this script (lorakit reads rendered build copies with it)."""
+    return overrides_object(_overrides_match(script_text).group(1))
 
 
 def render_overrides(script_text: str, overrides: dict) -> str:
@@ -287,21 +378,21 @@ def config_from_overrides(*layers: dict) -> Config:
     for layer in layers:
         if not isinstance(layer, dict):
             raise ConfigError(f"overrides must be a JSON object, got {type(layer).__name__}")
-    merged = {k: _typed(k, v) for layer in layers for k, v in layer.items()}
-    base = dataclasses.replace(Config(), **SMOKE_DEFAULTS) if merged.get("smoke") else Config()
-    return apply_overrides(base, merged)
+    merged = {k: v for layer in layers for k, v in layer.items()}
+    smoke = _typed("smoke", merged["smoke"]) if "smoke" in merged else False
+    return apply_overrides(Config(**SMOKE_DEFAULTS) if smoke else Config(), merged)
 
 
-def resolve_config(config_file: str | None = None, sets: list[str] = ()) -> Config:
-    """Defaults < the overrides block of this file < --config FILE < --set key=value."""
-    block = read_overrides_block(Path(__file__).read_text(encoding="utf-8"))
+def resolve_config(config_file: str | None = None, sets=()) -> Config:
+    """Defaults < this script's OVERRIDES_JSON < --config FILE < --set key=value."""
     from_file = {}
     if config_file:
         try:
-            from_file = json.loads(Path(config_file).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read --config {config_file}: {exc}") from None
-    return config_from_overrides(block, from_file, parse_sets(list(sets)))
+            text = Path(config_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read --config {config_file}: {exc.strerror}") from None
+        from_file = overrides_object(text, f"--config {config_file}")
+    return config_from_overrides(overrides_object(OVERRIDES_JSON), from_file, parse_sets(sets))
 
 
 def config_hash(cfg: Config) -> str:
@@ -402,18 +493,26 @@ def attach_lora(encoder: nn.Module, cfg: Config) -> nn.Module:
     return get_peft_model(encoder, lora)
 
 
-def build_model(cfg: Config, econf=None, pretrained: bool = True) -> Classifier:
-    """Encoder (pretrained, or from a config: smoke runs and meta-device counts) + LoRA + head."""
+def build_model(cfg: Config, source=None, adapter: Path | None = None) -> Classifier:
+    """The one way to make the classifier: the frozen encoder (pretrained weights when `source` is a hub id
+    or a folder; random weights from `source` when it is a transformers config, or from the run's own
+    architecture when None, as for meta-device counts), then LoRA and the head, new or loaded from `adapter`."""
     from transformers import AutoModel
 
-    if pretrained and not cfg.smoke:
-        encoder = AutoModel.from_pretrained(cfg.model)
+    if isinstance(source, (str, os.PathLike)):
+        encoder = AutoModel.from_pretrained(source)
     else:
-        encoder = AutoModel.from_config(econf if econf is not None else encoder_config(cfg))
-    for p in encoder.parameters():
-        p.requires_grad_(False)
+        encoder = AutoModel.from_config(source if source is not None else encoder_config(cfg))
+    encoder.requires_grad_(False)
     head = build_head(cfg.head, encoder.config.hidden_size, cfg.head_dropout)
-    return Classifier(attach_lora(encoder, cfg), head)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft on transformers 5
+        if adapter is None:
+            return Classifier(attach_lora(encoder, cfg), head)
+        from peft import PeftModel
+
+        head.load_state_dict(torch.load(adapter / "head.pt", map_location="cpu", weights_only=True))
+        return Classifier(PeftModel.from_pretrained(encoder, str(adapter)), head)
 
 
 def breakdown_of(model: Classifier) -> dict:
@@ -436,7 +535,7 @@ def breakdown_of(model: Classifier) -> dict:
 def param_breakdown(cfg: Config) -> dict:
     """The exact trainable count of `cfg`, on the `meta` device: no weights, no download, ~1 s."""
     with torch.device("meta"):
-        return breakdown_of(build_model(cfg, pretrained=False))
+        return breakdown_of(build_model(cfg))
 
 
 def format_breakdown(breakdown: dict, budget: int) -> str:
@@ -453,6 +552,17 @@ def check_budget(cfg: Config, breakdown: dict) -> None:
             f"{breakdown['total']:,} trainable parameters exceed param_budget {cfg.param_budget:,}\n"
             + format_breakdown(breakdown, cfg.param_budget)
         )
+
+
+def adapter_digest(folder: Path) -> str:
+    """sha256 over an adapter folder's files (relative names and contents, hidden files aside): the
+    identity lorakit pins with adapter_sha256."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if not any(part.startswith(".") for part in rel.split("/")):
+            digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -490,15 +600,17 @@ def read_ag_news_csv(path: Path) -> pd.DataFrame:
     return pd.DataFrame({"text": text, "label": labels.astype(int)})
 
 
-def find_input_file(name: str, root: Path = KAGGLE_INPUT, columns: tuple = ()) -> Path | None:
-    """The first `name` under the Kaggle input root (for CSVs: one that has `columns`)."""
-    for path in sorted(root.rglob(name)) if root.is_dir() else []:
-        if not columns or set(columns) <= set(pd.read_csv(path, nrows=0).columns):
-            return path
-    return None
+def unique_input(name: str, root: Path, key: str, accept=lambda path: True) -> Path | None:
+    """The one file called `name` under `root` that `accept`s; several are refused, since any attached dataset
+    could shadow the intended one."""
+    found = [p for p in sorted(root.rglob(name)) if accept(p)] if root.is_dir() else []
+    if len(found) > 1:
+        raise DataError(f"{len(found)} candidate {name} files under {root}: {', '.join(map(str, found))}; "
+                        f"choose one with --set {key}=PATH")
+    return found[0] if found else None
 
 
-def input_listing(root: Path = KAGGLE_INPUT, limit: int = 40) -> str:
+def input_listing(root: Path, limit: int = 40) -> str:
     if not root.is_dir():
         return f"{root} does not exist"
     files = sorted(str(p) for p in root.rglob("*") if p.is_file())
@@ -506,62 +618,214 @@ def input_listing(root: Path = KAGGLE_INPUT, limit: int = 40) -> str:
     return ", ".join(files[:limit]) + more if files else f"{root} is empty"
 
 
-def load_train_frame(cfg: Config, source: str, root: Path = KAGGLE_INPUT) -> pd.DataFrame:
-    """Training rows as text + label (0-3), from an attached Kaggle CSV, a CSV path or the HF dataset."""
-    if source == "auto":
-        found = find_input_file("train.csv", root, AG_NEWS_COLUMNS)
-        source = str(found) if found else "hf:ag_news"
-    if source == "hf:ag_news":
+def find_test_file(root: Path = KAGGLE_INPUT) -> Path:
+    """The competition's own test_unlabelled.pkl; elsewhere under `root` only when it is absent."""
+    for folder in (root / COMPETITION, root / "competitions" / COMPETITION):
+        if (folder / TEST_FILE_NAME).is_file():
+            return folder / TEST_FILE_NAME
+    found = unique_input(TEST_FILE_NAME, root, "test_data")
+    if found:
+        return found
+    if on_kaggle():
+        raise DataError(f"{TEST_FILE_NAME} not found under {root}; attach the competition {COMPETITION}. "
+                        f"Found: {input_listing(root)}")
+    raise DataError(f"no {TEST_FILE_NAME} here ({root} is Kaggle's input folder): pass --set test_data=PATH "
+                    f"(kaggle competitions download -c {COMPETITION})")
+
+
+def find_train_source(root: Path = KAGGLE_INPUT) -> str:
+    """An attached AG News train.csv (internet off works), else the Hugging Face dataset."""
+    found = unique_input("train.csv", root, "train_data", has_ag_news_columns)
+    return str(found) if found else "hf:ag_news"
+
+
+def has_ag_news_columns(path: Path) -> bool:
+    try:
+        return set(AG_NEWS_COLUMNS) <= set(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError):
+        return False
+
+
+def load_train_frame(source: str) -> pd.DataFrame:
+    """Training rows as text + label (0-3), from a CSV in the AG News layout or the HF dataset."""
+    if source != "hf:ag_news":
+        return read_ag_news_csv(Path(source))
+    try:
         from datasets import load_dataset
 
         split = load_dataset("ag_news", split="train")
-        return pd.DataFrame({"text": list(split["text"]), "label": list(split["label"])})
-    if not Path(source).is_file():
-        raise DataError(f"training data {source} not found")
-    return read_ag_news_csv(Path(source))
+    except Exception as exc:  # offline, hub errors, a missing package: one advice for all
+        raise DataError(f"cannot load ag_news from the Hugging Face hub ({type(exc).__name__}); pass --set "
+                        f"train_data=PATH/train.csv (kaggle datasets download {AG_NEWS_DATASET})") from None
+    return pd.DataFrame({"text": list(split["text"]), "label": list(split["label"])})
 
 
-def resolve_test_path(source: str, root: Path = KAGGLE_INPUT) -> Path:
-    if source == "auto":
-        found = find_input_file(TEST_FILE_NAME, root)
-        if found is None:
-            raise DataError(f"{TEST_FILE_NAME} not found under {root}; attach the competition "
-                            f"{COMPETITION}. Found: {input_listing(root)}")
-        return found
-    if not Path(source).is_file():
-        raise DataError(f"test data {source} not found")
-    return Path(source)
+# Test pickles are untrusted, so unpickling is limited to these globals: numpy's and pyarrow's, which only
+# rebuild arrays, and datasets' and pandas' classes as inert records whose code never runs (their own
+# unpickling can reopen file paths) and whose layout is read the same whichever versions are installed.
+PICKLE_GLOBALS = {
+    "builtins": ("bytearray", "slice"),
+    "numpy": ("ndarray", "dtype"),
+    "numpy.core.multiarray": ("_reconstruct", "scalar"),
+    "numpy._core.multiarray": ("_reconstruct", "scalar"),
+    "numpy.core.numeric": ("_frombuffer",),
+    "numpy._core.numeric": ("_frombuffer",),
+    "pyarrow.lib": ("_reconstruct_table", "_reconstruct_record_batch", "_restore_array", "chunked_array",
+                    "field", "py_buffer", "schema", "type_for_alias"),
+}
+PICKLE_RECORDS = {
+    "datasets.arrow_dataset": ("Dataset",),
+    "datasets.table": ("InMemoryTable",),
+    "datasets.info": ("DatasetInfo",),
+    "datasets.features.features": ("Features", "Value"),
+    "datasets.splits": ("NamedSplit",),
+    "pandas": ("DataFrame", "Index", "RangeIndex", "StringDtype", "NA"),
+    "pandas.arrays": ("ArrowStringArray", "StringArray"),
+    "pandas.core.frame": ("DataFrame",),
+    "pandas.core.internals.managers": ("BlockManager",),
+    "pandas._libs.internals": ("_unpickle_block",),
+    "pandas._libs.arrays": ("__pyx_unpickle_NDArrayBacked",),
+    "pandas._libs.missing": ("NA",),
+    "pandas.core.indexes.base": ("Index", "_new_Index"),
+    "pandas.core.indexes.range": ("RangeIndex",),
+    "pandas.core.arrays.string_": ("StringArray", "StringDtype", "StringArrayNumpySemantics"),
+    "pandas.core.arrays.string_arrow": ("ArrowStringArray", "ArrowStringArrayNumpySemantics"),
+}
+
+
+class PickledRecord(dict):
+    """A datasets or pandas object as plain data: its class name, arguments and state, none of its code.
+    (A dict, because some are rebuilt item by item.)"""
+
+    qualname = ""
+    args: tuple = ()
+    state = None
+
+    def __new__(cls, *args, **kwargs):
+        record = dict.__new__(cls)
+        record.args = args
+        return record
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if name in PICKLE_RECORDS.get(module, ()):
+            return type(name, (PickledRecord,), {"qualname": f"{module}.{name}"})
+        if name in PICKLE_GLOBALS.get(module, ()):
+            import importlib
+
+            return getattr(importlib.import_module(module), name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a test file may hold only a datasets "
+                                     "Dataset, a pandas DataFrame or a dict of lists")
 
 
 def load_test_texts(path: Path) -> list[str]:
-    """The `text` column of a pickled datasets.Dataset, DataFrame or dict of lists, in row (ID) order."""
+    """The `text` column of a pickled datasets.Dataset (in memory), DataFrame or dict, in row (ID) order.
+    Unpickling goes through an allow-list: a refused global stops the load before it is called."""
     try:
         with open(path, "rb") as handle:
-            obj = pickle.load(handle)
+            obj = SafeUnpickler(handle).load()
     except EOFError:
         raise DataError(f"{path} is empty") from None
-    except Exception as exc:  # a foreign pickle fails in many ways; every one is the same user error
-        raise DataError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from None
-    if hasattr(obj, "column_names") and hasattr(obj, "num_rows"):  # datasets.Dataset: read the column
-        columns = list(obj.column_names)
-        texts = list(obj["text"]) if "text" in columns else None
-    elif isinstance(obj, pd.DataFrame):
-        columns = list(obj.columns)
-        texts = obj["text"].tolist() if "text" in columns else None
-    elif isinstance(obj, dict):
-        columns = list(obj)
-        texts = list(obj["text"]) if "text" in obj else None
-    else:
-        raise DataError(f"{path} holds a {type(obj).__name__}; expected a datasets.Dataset, a DataFrame "
-                        "or a dict with a 'text' column")
-    if texts is None:
-        raise DataError(f"{path} has no 'text' column (columns: {', '.join(map(str, columns)) or 'none'})")
+    except Exception as exc:  # a foreign or hostile pickle fails in many ways; every one is the same user error
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(f"cannot unpickle {path}: {type(exc).__name__}: {first}") from None
+    try:
+        texts = text_column(obj, path)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path} does not have the layout of a Dataset or DataFrame ({type(exc).__name__}: "
+                        f"{exc}); save the test texts as a dict {{'text': [...]}}") from None
     if not texts:
         raise DataError(f"{path} has no rows")
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise DataError(f"{path}: row {bad} of 'text' is {type(texts[bad]).__name__}, not a string")
     return texts
+
+
+def text_column(obj, path: Path) -> list:
+    """The 'text' column of what a test pickle held, checked to be the shape we expect."""
+    kind = obj.qualname if isinstance(obj, PickledRecord) else ""
+    if kind == "datasets.arrow_dataset.Dataset":
+        return _dataset_texts(obj.state, path)
+    if kind.endswith(".DataFrame"):
+        return _frame_texts(obj.state, path)
+    if isinstance(obj, dict) and not kind:
+        texts = obj.get("text")
+        if texts is None:
+            raise DataError(f"{path} has no 'text' column (columns: {', '.join(map(str, obj)) or 'none'})")
+        if not isinstance(texts, list):
+            raise DataError(f"{path}: 'text' must be a list of strings, got {type(texts).__name__}")
+        return texts
+    raise DataError(f"{path} holds a {kind or type(obj).__name__}; expected a datasets.Dataset, a DataFrame "
+                    "or a dict with a 'text' column")
+
+
+def _dataset_texts(state: dict, path: Path) -> list:
+    import pyarrow as pa
+
+    table = getattr(state.get("_data"), "state", None)
+    table = table.get("table") if isinstance(table, dict) else None
+    if not isinstance(table, pa.Table):
+        raise DataError(f"{path} holds a datasets.Dataset without an in-memory table")
+    if state.get("_indices") is not None:
+        raise DataError(f"{path} is a Dataset view with an indices mapping (select/shuffle/filter); save "
+                        "dataset.flatten_indices() instead")
+    if state.get("_format_type") is not None or state.get("_format_columns") is not None:
+        raise DataError(f"{path} is a Dataset with a format set ({state.get('_format_type')}); save it with "
+                        "dataset.with_format(None)")
+    try:
+        table.validate(full=True)
+    except pa.ArrowException as exc:
+        raise DataError(f"{path} holds a malformed arrow table: {exc}") from None
+    if "text" not in table.column_names:
+        raise DataError(f"{path} has no 'text' column (columns: {', '.join(table.column_names) or 'none'})")
+    column = table.column("text")
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise DataError(f"{path}: the 'text' column holds {column.type}, not strings")
+    return column.to_pylist()
+
+
+def _frame_texts(state: dict, path: Path) -> list:
+    """A pickled DataFrame's 'text' column, read from its BlockManager: (blocks, [columns, rows]), each block
+    (values, the column positions it holds, ndim)."""
+    blocks, axes = state["_mgr"].args
+    columns = [str(c) for c in _array_values(axes[0].args[1]["data"])]
+    if columns.count("text") != 1:
+        raise DataError(f"{path} has {'several columns' if 'text' in columns else 'no column'} named 'text' "
+                        f"(columns: {', '.join(columns) or 'none'})")
+    position = columns.index("text")
+    for block in blocks:
+        values, locs = block.args[0], block.args[1]
+        positions = list(range(len(columns))[locs]) if isinstance(locs, slice) else [int(i) for i in locs]
+        if position in positions:
+            values = _array_values(values)
+            return list(values[positions.index(position)] if getattr(values, "ndim", 1) == 2 else values)
+    raise DataError(f"{path}: no block of the DataFrame holds its 'text' column")
+
+
+def _array_values(values):
+    """The elements of an array as pickled by pandas: a numpy array, or a string extension array."""
+    import pyarrow as pa
+
+    if isinstance(values, np.ndarray):
+        return values
+    state = values.state
+    if isinstance(state, dict):  # ArrowStringArray: its arrow data
+        data = state.get("_pa_array", state.get("_data"))
+        if isinstance(data, (pa.Array, pa.ChunkedArray)):
+            return data.to_pylist()
+    if isinstance(state, tuple) and len(state) >= 2 and isinstance(state[1], np.ndarray):  # NDArrayBacked
+        return state[1]
+    raise DataError(f"an array of type {getattr(values, 'qualname', type(values).__name__)} that a test file "
+                    "should not hold")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -723,14 +987,91 @@ class TrainData:
     val_ids: list
     val_labels: np.ndarray
     pad_id: int
-    encoder_source: str  # where each process loads the encoder from (a hub id or a folder)
+
+
+class StopSignal:
+    """SIGINT and SIGTERM ask training to stop at its next sync point, so that the best finished epoch still
+    predicts; a second signal aborts at once. A marker file carries the request to data-parallel ranks."""
+
+    def __init__(self, marker: Path):
+        self.marker = Path(marker)
+        self.name = ""  # the first signal's name, once this process received one
+
+    def requested(self) -> bool:
+        return bool(self.name) or self.marker.exists()
+
+    @property
+    def received(self) -> str:
+        """The signal that asked to stop, in this process or another rank; "" when none did."""
+        if not self.name and self.marker.exists():
+            return self.marker.read_text(encoding="utf-8").strip() or "SIGTERM"
+        return self.name
+
+    def _handle(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if self.name:
+            raise Interrupted(f"{name} again: stopped at once, nothing written", name)
+        self.name = name
+        self.marker.write_text(name, encoding="utf-8")
+        print(f"\n{name}: stopping at the next sync point (within {SYNC_STEPS} steps), then predicting with the "
+              f"best finished epoch; send it again to stop at once without outputs", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+    """Training progress at each sync point: a tqdm bar on a terminal; elsewhere (Kaggle's log, where tqdm
+    stays silent) a plain line every AGNEWS_PROGRESS_SECONDS seconds (60 by default)."""
+
+    def __init__(self, total_steps: int, epochs: int, show: bool):
+        from tqdm.auto import tqdm
+
+        self.total, self.epochs, self.start, self.last = total_steps, epochs, time.perf_counter(), 0.0
+        self.bar = tqdm(total=total_steps, desc="train") if show and sys.stderr.isatty() else None
+        self.interval = float(os.environ.get(PROGRESS_ENV) or 60) if show and self.bar is None else math.inf
+
+    def update(self, done: int, epoch: int, step: int, steps: int, rows: int, loss: float) -> None:
+        now = time.perf_counter()
+        elapsed = max(now - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix(epoch=f"{epoch}/{self.epochs}", loss=f"{loss:.4f}", rows_s=f"{rows / elapsed:.0f}")
+        elif now - self.last >= self.interval:
+            self.last = now
+            left = elapsed / max(done, 1) * (self.total - done)
+            print(f"epoch {epoch}/{self.epochs} step {step}/{steps} | {rows / elapsed:.0f} rows/s | loss {loss:.4f} | "
+                  f"{_duration(elapsed)} elapsed, ~{_duration(left)} left", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def train_loop(cfg: Config, data: TrainData, model: Classifier, device: torch.device, rank: int = 0,
-               world: int = 1, deadline: float = math.inf, epochs: int | None = None) -> dict:
-    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it)."""
-    from tqdm.auto import tqdm
+               world: int = 1, deadline: float = math.inf, epochs: int | None = None,
+               stop: StopSignal | None = None) -> dict:
+    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it).
 
+    Every SYNC_STEPS steps all ranks agree on whether to stop (time limit, a stop signal) or fail (non-finite
+    trainable weights, or a non-finite loss that no fp16 GradScaler skip explains). A signal skips the
+    unfinished epoch's evaluation: the best finished epoch is what predicts."""
     epochs = epochs or cfg.epochs
     dtype = autocast_dtype(device, cfg.precision)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -745,7 +1086,8 @@ def train_loop(cfg: Config, data: TrainData, model: Classifier, device: torch.de
     optimizer = make_optimizer(params, cfg, device)
     scheduler = make_scheduler(optimizer, steps_per_epoch * epochs, cfg.warmup_ratio)
     scaler = grad_scaler(dtype)
-    history, best, best_acc, stopped = [], None, -1.0, False
+    progress = Progress(steps_per_epoch * epochs, epochs, show=rank == 0)
+    history, best, best_acc, stopped, signalled = [], None, -1.0, False, False
     seen = tokens = 0
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -754,38 +1096,51 @@ def train_loop(cfg: Config, data: TrainData, model: Classifier, device: torch.de
         batches = batches[: steps_per_epoch * world][rank::world]
         net.train()
         loss_sum = torch.zeros((), device=device)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=rank != 0 or None)
+        finite_steps = torch.zeros((), device=device)
         step = 0
-        for step, batch in enumerate(bar):
+        for step, batch in enumerate(batches):
             seqs = [ids_epoch[i] for i in batch]
             ids, mask = pad_batch(seqs, data.pad_id, device)
             labels = torch.as_tensor(data.labels[batch], device=device)
-            loss_sum += train_step(net, ids, mask, labels, optimizer, scheduler, scaler, dtype, cfg.grad_clip)
+            loss = train_step(net, ids, mask, labels, optimizer, scheduler, scaler, dtype, cfg.grad_clip)
+            finite = torch.isfinite(loss)
+            loss_sum += torch.where(finite, loss, 0.0)
+            finite_steps += finite
             seen += len(batch) * world
             tokens += sum(len(s) for s in seqs) * world
-            if step % 25 == 24 or step == len(batches) - 1:
-                if rank == 0:
-                    rate = seen / (time.perf_counter() - start)
-                    bar.set_postfix(loss=f"{loss_sum.item() / (step + 1):.4f}",
-                                    lr=f"{scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.0f}")
-                stopped = any_rank(time.monotonic() > deadline, device, world)
-                if stopped:
-                    break
-        bar.close()
-        train_loss = reduce_mean(loss_sum.item() / max(1, step + 1), device, world)
+            if (step + 1) % SYNC_STEPS and step != len(batches) - 1:
+                continue
+            diverged = not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) or (
+                not scaler.is_enabled() and finite_steps.item() < step + 1)
+            flags = any_rank([time.monotonic() > deadline, stop is not None and stop.requested(), diverged],
+                             device, world)
+            if flags[2]:
+                raise DivergedError(f"training diverged at epoch {epoch + 1} step {step + 1}: non-finite loss or "
+                                    "weights (try a lower lr); no submission written")
+            progress.update(epoch * steps_per_epoch + step + 1, epoch + 1, step + 1, len(batches), seen,
+                            loss_sum.item() / max(1.0, finite_steps.item()))
+            stopped, signalled = flags[0], flags[1]
+            if stopped or signalled:
+                break
+        if signalled and step < len(batches) - 1:
+            break  # an unfinished epoch is not evaluated: the best finished one predicts
+        epoch_steps = reduce_sum([finite_steps.item(), loss_sum.item()], device, world)
+        if epoch_steps[0] == 0:
+            raise DivergedError(f"training diverged: every step of epoch {epoch + 1} had a non-finite loss; "
+                                "no submission written")
         val_loss, val_acc = evaluate(model, data, cfg, device, dtype, rank, world)
-        history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
-                        "val_accuracy": round(val_acc, 5), "stopped_early": stopped})
+        history.append({"epoch": epoch + 1, "train_loss": round(epoch_steps[1] / epoch_steps[0], 5),
+                        "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5), "stopped_early": stopped})
         if rank == 0:
-            print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
-                  + ("  (time limit reached: stopping)" if stopped else ""), flush=True)
+            print(f"epoch {epoch + 1}: train_loss {history[-1]['train_loss']:.4f}  val_loss {val_loss:.4f}  "
+                  f"val_acc {val_acc:.4f}" + ("  (time limit reached: stopping)" if stopped else ""), flush=True)
         if val_acc > best_acc:
             best_acc, best = val_acc, trainable_state(model) if rank == 0 else None
-        if stopped:
+        if stopped or signalled:
             break
-    seconds = time.perf_counter() - start
-    return {"state": best, "history": history, "train_seconds": seconds, "samples": seen, "tokens": tokens,
-            "stopped_early": stopped}
+    progress.close()
+    return {"state": best, "history": history, "train_seconds": time.perf_counter() - start, "samples": seen,
+            "tokens": tokens, "stopped_early": stopped, "signalled": signalled}
 
 
 def evaluate(model, data: TrainData, cfg: Config, device, dtype, rank: int, world: int) -> tuple[float, float]:
@@ -809,13 +1164,9 @@ def reduce_sum(values: list[float], device, world: int) -> list[float]:
     return tensor.tolist()
 
 
-def reduce_mean(value: float, device, world: int) -> float:
-    return reduce_sum([value], device, world)[0] / world
-
-
-def any_rank(flag: bool, device, world: int) -> bool:
-    """The time guard must stop every rank at the same step, or DDP would hang."""
-    return reduce_sum([float(flag)], device, world)[0] > 0
+def any_rank(flags: list[bool], device, world: int) -> list[bool]:
+    """Each flag true on any rank: every rank must stop or fail at the same step, or DDP would hang."""
+    return [total > 0 for total in reduce_sum([float(f) for f in flags], device, world)]
 
 
 # ------------------------------------------------------------------------------------ data parallel
@@ -831,8 +1182,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ddp_worker(rank: int, world: int, port: int, cfg: Config, data: TrainData, state: dict | None,
-               deadline_in: float, epochs: int, result_path: str) -> None:
+def ddp_worker(rank: int, world: int, port: int, cfg: Config, data: TrainData, source: str, state: dict | None,
+               deadline_in: float, epochs: int, result_path: str, stop_marker: str) -> None:
     """One data-parallel rank: train, then rank 0 alone saves the best state; the others just exit."""
     import torch.distributed as dist
 
@@ -845,32 +1196,40 @@ def ddp_worker(rank: int, world: int, port: int, cfg: Config, data: TrainData, s
     dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
                             rank=rank, world_size=world)
     try:
-        torch.manual_seed(cfg.seed)
-        model = load_model(cfg, data.encoder_source).to(device)
-        if state is not None:
-            load_trainable_state(model, state)
-        result = train_loop(cfg, data, model, device, rank, world, time.monotonic() + deadline_in, epochs)
+        with StopSignal(Path(stop_marker)).installed() as stop:
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg, source).to(device)
+            if state is not None:
+                load_trainable_state(model, state)
+            try:
+                result = train_loop(cfg, data, model, device, rank, world, time.monotonic() + deadline_in, epochs,
+                                    stop)
+            except DivergedError as exc:  # every rank raises it at the same step; rank 0 reports it
+                result = {"diverged": str(exc)}
         if rank == 0:
             torch.save(result, result_path)
     finally:
         dist.destroy_process_group()
 
 
-def train(cfg: Config, data: TrainData, model: Classifier | None, device, deadline: float,
+def train(cfg: Config, data: TrainData, model: Model, device, deadline: float, stop: StopSignal,
           epochs: int | None = None) -> dict:
     """Trains in this process, or data-parallel over `processes` spawned ranks when there are several."""
     world = process_count(cfg)
     if world == 1:
-        return train_loop(cfg, data, model, device, 0, 1, deadline, epochs)
+        return train_loop(cfg, data, model.net.to(device), device, 0, 1, deadline, epochs, stop)
     import torch.multiprocessing as mp
 
-    state = trainable_state(model) if model is not None else None
-    with tempfile.TemporaryDirectory() as tmp:
+    state = trainable_state(model.net)
+    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
         result_path = os.path.join(tmp, "result.pt")
         mp.spawn(ddp_worker, nprocs=world, join=True,
-                 args=(world, free_port(), cfg, data, state, deadline - time.monotonic(),
-                       epochs or cfg.epochs, result_path))
-        return torch.load(result_path, weights_only=False)
+                 args=(world, free_port(), cfg, data, model.source, state, deadline - time.monotonic(),
+                       epochs or cfg.epochs, result_path, str(stop.marker)))
+        result = torch.load(result_path, weights_only=False)
+    if "diverged" in result:
+        raise DivergedError(result["diverged"])
+    return result
 
 
 # ----------------------------------------------------------------------------------------- prediction
@@ -917,17 +1276,8 @@ def corrected_probabilities(test_logits: np.ndarray, temperature: float, method:
 
 
 # -------------------------------------------------------------------------------------------- outputs
-def atomic_write(path: Path, write) -> None:
-    """Writes through a temporary file in the same folder, then renames: no partial file ever."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+OUTPUT_NAMES = ("submission.csv", "probabilities.csv", "logits.npz", "config.json", "metrics.json",
+                "curves.png", "confusion.png", "adapter")  # published in this order: the submission first
 
 
 def submission_problem(frame: pd.DataFrame, expected_rows: int) -> str | None:
@@ -937,9 +1287,11 @@ def submission_problem(frame: pd.DataFrame, expected_rows: int) -> str | None:
     if len(frame) != expected_rows:
         return f"{len(frame)} rows, expected {expected_rows}"
     for column in ("ID", "Label"):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.isna().any() or (values != values.round()).any():
-            return f"{column} must hold integers on every row"
+        if not pd.api.types.is_integer_dtype(frame[column]):  # "1.0" is refused too: Kaggle wants integers
+            values = frame[column].astype(str)
+            bad = values[~values.str.fullmatch(r"-?\d+")]
+            example = f"; row {bad.index[0]} holds {bad.iloc[0]!r}" if len(bad) else ""
+            return f"{column} must hold integers on every row{example}"
     ids = frame["ID"].astype(np.int64)
     if ids.duplicated().any():
         return f"ID has duplicates (e.g. {int(ids[ids.duplicated()].iloc[0])})"
@@ -963,52 +1315,75 @@ def validate_submission(path, expected_rows: int) -> None:
 
 
 def write_submission(path: Path, labels: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        pd.DataFrame({"ID": np.arange(len(labels)), "Label": labels.astype(int)}).to_csv(tmp, index=False)
-        validate_submission(tmp, len(labels))
-
-    atomic_write(path, write)
+    pd.DataFrame({"ID": np.arange(len(labels)), "Label": labels.astype(int)}).to_csv(path, index=False)
+    validate_submission(path, len(labels))
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def save_adapter(model: Classifier, cfg: Config, folder: Path, temperature: float, encoder_source: str) -> None:
+def copy_tree(src: Path, dst: Path) -> None:
+    """Files and folders copied with fresh modes (the umask's), not the source's: inputs may be read-only."""
+    dst.mkdir(parents=True)
+    for path in sorted(Path(src).iterdir()):
+        if path.is_dir():
+            copy_tree(path, dst / path.name)
+        else:
+            shutil.copyfile(path, dst / path.name)
+
+
+def publish_file(src: Path, dst: Path) -> None:
+    """`src` (a file or folder) as `dst`, atomically: copied beside it under a temporary name, then renamed."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
+    try:
+        if src.is_dir():
+            copy_tree(src, tmp)
+            if dst.exists():
+                os.replace(dst, old)
+            os.replace(tmp, dst)
+        else:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+    finally:
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Moves the staged outputs into `out`, submission.csv first; removes outputs of an earlier run that this
+    one did not write. A failure after the submission leaves it in place and names what is missing."""
+    out.mkdir(parents=True, exist_ok=True)
+    publish_file(stage / "submission.csv", out / "submission.csv")
+    missing = []
+    for name in OUTPUT_NAMES[1:]:
+        src, dst = stage / name, out / name
+        try:
+            if src.exists():
+                publish_file(src, dst)
+            elif dst.exists():  # an earlier run's file would pass for this run's
+                shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        except OSError as exc:
+            missing.append(f"{name} ({exc.strerror or exc})")
+            shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
+    if missing:
+        raise PublishError(f"published {out / 'submission.csv'}, but not: {', '.join(missing)}")
+
+
+def save_adapter(model: Model, folder: Path, temperature: float) -> None:
     """The LoRA adapter (PEFT format), the head's weights and what reloading needs, in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(str(folder))
-    torch.save(model.head.state_dict(), folder / "head.pt")
-    if cfg.smoke:
-        # the tiny encoder's weights are random: keep them (and its tokenizer) so the adapter reloads onto them
-        shutil.copytree(encoder_source, folder / "base", dirs_exist_ok=True)
-    write_json(folder / "kit.json", {"config": dataclasses.asdict(cfg), "temperature": temperature,
-                                     "hidden_size": model.encoder.get_base_model().config.hidden_size})
-
-
-def load_adapter(cfg: Config, folder: Path) -> tuple[Classifier, object, Config, float]:
-    """Model, tokenizer, the trained run's config and its temperature, from a saved adapter folder."""
-    from peft import PeftModel
-    from transformers import AutoModel, AutoTokenizer
-
-    if not (folder / "kit.json").is_file():
-        raise ConfigError(f"adapter_from {folder} holds no kit.json; point it at a previous run's adapter/")
-    kit = json.loads((folder / "kit.json").read_text(encoding="utf-8"))
-    trained = apply_overrides(Config(), {k: v for k, v in kit["config"].items() if k in CONFIG_KEYS})
-    # The run's own `model` wins when set; by default the trained run's base model is used.
-    base_source = cfg.model if cfg.model != Config.model else trained.model
-    base_source = str(folder / "base") if (folder / "base").is_dir() else base_source
-    encoder = AutoModel.from_pretrained(base_source)
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    encoder = PeftModel.from_pretrained(encoder, str(folder))
-    head = build_head(trained.head, encoder.get_base_model().config.hidden_size, trained.head_dropout)
-    head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu"))
-    return Classifier(encoder, head), AutoTokenizer.from_pretrained(base_source), trained, kit["temperature"]
+    folder.mkdir(parents=True)
+    model.net.encoder.save_pretrained(str(folder))
+    torch.save(model.net.head.state_dict(), folder / "head.pt")
+    if model.config.smoke:  # the tiny encoder's weights are random: keep them (and its tokenizer) to reload
+        copy_tree(Path(model.source), folder / "base")
+    write_json(folder / "kit.json", {"config": dataclasses.asdict(model.config), "temperature": temperature,
+                                     "hidden_size": model.net.encoder.get_base_model().config.hidden_size})
 
 
 def save_plots(out: Path, history: list[dict], confusion: np.ndarray) -> list[str]:
-    """Loss and accuracy curves and the normalised confusion matrix; skipped without matplotlib."""
+    """Loss and accuracy curves and the normalised confusion matrix; skipped without matplotlib or history."""
     try:
         import matplotlib
 
@@ -1016,6 +1391,8 @@ def save_plots(out: Path, history: list[dict], confusion: np.ndarray) -> list[st
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: plots skipped")
+        return []
+    if not history:
         return []
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -1056,7 +1433,7 @@ def library_versions() -> dict:
 # ------------------------------------------------------------------------------------------ smoke mode
 SMOKE_VOCAB = 800
 # A tiny random encoder needs a larger step than a pretrained one; explicit overrides still win.
-SMOKE_DEFAULTS = {"lr": 5e-3, "epochs": 4, "val_fraction": 0.2, "batch_size": 16}
+SMOKE_DEFAULTS = {"lr": 5e-3, "epochs": 4, "val_fraction": 0.2, "batch_size": 16, "smoke": True}
 SMOKE_ARCH = {  # a tiny RoBERTa; initializer_range 0.2 keeps the first token input-dependent
     "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
     "max_position_embeddings": 260, "type_vocab_size": 1, "initializer_range": 0.2,
@@ -1124,18 +1501,213 @@ def smoke_tokenizer(texts: list[str]):
                                    mask_token="<mask>")
 
 
-# ---------------------------------------------------------------------------------------------- main
-def load_model(cfg: Config, encoder_source) -> Classifier:
-    """The model to train: smoke runs build the tiny encoder from its saved folder, others load weights."""
-    if cfg.smoke:
-        from transformers import AutoModel
+def save_smoke_encoder(cfg: Config, tokenizer, folder: Path) -> str:
+    """A tiny random RoBERTa and its tokenizer saved in `folder`, so every rank and the adapter reload them."""
+    from transformers import AutoModel
 
-        encoder = AutoModel.from_pretrained(encoder_source)
-        for p in encoder.parameters():
-            p.requires_grad_(False)
-        head = build_head(cfg.head, encoder.config.hidden_size, cfg.head_dropout)
-        return Classifier(attach_lora(encoder, cfg), head)
-    return build_model(cfg)
+    torch.manual_seed(cfg.seed)
+    AutoModel.from_config(encoder_config(cfg, len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+# ---------------------------------------------------------------------------------------------- phases
+@dataclass(frozen=True)
+class Inputs:
+    train: str  # a CSV in the AG News layout, or hf:ag_news
+    test: Path
+
+
+@dataclass
+class Data:
+    """Every row the run reads, cleaned; validation rows are a stratified slice of the training data."""
+
+    texts: list[str]
+    labels: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    test_texts: list[str]
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.labels[self.val_rows]
+
+    @property
+    def train_prior(self) -> np.ndarray:
+        return np.bincount(self.labels[self.train_rows], minlength=len(LABELS)) / len(self.train_rows)
+
+
+@dataclass
+class Model:
+    net: Classifier
+    tokenizer: object
+    config: Config  # what the model is trained with: this run's config, or a loaded adapter's own
+    source: str  # where its encoder weights load from (every data-parallel rank loads them)
+    breakdown: dict
+    temperature: float | None = None  # a loaded adapter's calibration; None until a new model is fitted
+    trained: bool = False  # loaded from an adapter: nothing to train
+
+
+@dataclass
+class Encoded:
+    val_ids: list
+    test_ids: list
+    pad_id: int
+    length: int  # prediction truncation, in tokens
+
+
+@dataclass
+class Training:
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    samples: int = 0
+    tokens: int = 0
+    stopped_early: bool = False  # the time limit cut it short
+    pseudo_label_rows: list = field(default_factory=list)
+
+    def add(self, result: dict, **extra) -> None:
+        self.history += [{**h, "epoch": len(self.history) + i + 1, **extra} for i, h in enumerate(result["history"])]
+        self.seconds += result["train_seconds"]
+        self.samples += result["samples"]
+        self.tokens += result["tokens"]
+        self.stopped_early = self.stopped_early or result["stopped_early"]
+
+
+@dataclass
+class Prediction:
+    val_logits: np.ndarray
+    test_logits: np.ndarray
+    temperature: float
+    probs: np.ndarray
+    test_prior: np.ndarray | None
+    seconds: float
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+
+def accelerator() -> torch.device:
+    """The device to run on; a GPU that the installed torch has no kernels for stops the run at once."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda:0")
+    capability, arches = torch.cuda.get_device_capability(device), torch.cuda.get_arch_list()
+    if not gpu_supported(capability, arches):
+        raise KernelError(f"this GPU ({torch.cuda.get_device_name(device)}, compute capability "
+                          f"{capability[0]}.{capability[1]}) cannot run torch {torch.__version__} (built for "
+                          f"{' '.join(arches)}); pick the accelerator 'GPU T4 x2' (machine_shape NvidiaTeslaT4)")
+    return device
+
+
+def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a build for `arch_list` runs on a GPU of `capability`: a cubin of the same major version and no
+    newer minor, or PTX (compute_XY) no newer than the GPU. An empty list means torch cannot tell: try."""
+    for arch in arch_list:
+        match = re.fullmatch(r"(sm|compute)_(\d+)(\d)[a-z]?", arch)
+        if not match:
+            continue
+        built = (int(match.group(2)), int(match.group(3)))
+        if (match.group(1) == "sm" and built[0] == capability[0] and built[1] <= capability[1]) or (
+                match.group(1) == "compute" and built <= tuple(capability)):
+            return True
+    return not arch_list
+
+
+def model_config(cfg: Config) -> Config:
+    """The config the model is trained with: this run's own (held to the budget, lengths checked against the
+    encoder), or, to predict only, the one saved beside the adapter (checked against adapter_sha256)."""
+    if not cfg.adapter_from:
+        positions = usable_positions(cfg, local_only=False)
+        if length_problems(cfg, positions):
+            raise ConfigError("invalid config: " + "; ".join(length_problems(cfg, positions)))
+        breakdown = param_breakdown(cfg)
+        print(format_breakdown(breakdown, cfg.param_budget), flush=True)
+        check_budget(cfg, breakdown)
+        return cfg
+    folder = Path(cfg.adapter_from)
+    if not (folder / "kit.json").is_file():
+        raise ConfigError(f"adapter_from {folder} holds no kit.json; point it at a previous run's adapter/")
+    if cfg.adapter_sha256 and adapter_digest(folder) != cfg.adapter_sha256:
+        raise ConfigError(f"the adapter in {folder} has sha256 {adapter_digest(folder)}, not the adapter_sha256 "
+                          f"{cfg.adapter_sha256} this run was pushed for")
+    kit = json.loads((folder / "kit.json").read_text(encoding="utf-8"))
+    trained = apply_overrides(Config(), {k: v for k, v in kit["config"].items() if k in CONFIG_KEYS})
+    problems = length_problems(dataclasses.replace(trained, predict_max_length=cfg.predict_max_length),
+                               usable_positions(trained, local_only=False))
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+    print(f"predict only, with the adapter in {folder} (trained with config_hash {config_hash(trained)[:12]})")
+    return trained
+
+
+def resolve_inputs(cfg: Config, scratch: Path) -> Inputs:
+    """Which files the run reads (smoke runs write synthetic ones), said out loud."""
+    train, test = cfg.train_data, cfg.test_data
+    if cfg.smoke:
+        smoke_train, smoke_test = make_smoke_inputs(scratch, cfg.seed)
+        train = str(smoke_train) if train == "auto" else train
+        test = str(smoke_test) if test == "auto" else test
+    test_path = find_test_file() if test == "auto" else Path(test)
+    train = find_train_source() if train == "auto" else train
+    for key, value in (("test_data", str(test_path)), ("train_data", train)):
+        if value != "hf:ag_news" and not Path(value).is_file():
+            raise DataError(f"{key} {value} is not a file; pass --set {key}=PATH")
+    print(f"test data: {test_path}\ntraining data: {train}", flush=True)
+    return Inputs(train, test_path)
+
+
+def load_data(cfg: Config, inputs: Inputs) -> Data:
+    """The training rows (sampled, cleaned, every class present at least twice, split) and the test texts."""
+    frame = load_train_frame(inputs.train)
+    if cfg.max_train_samples and cfg.max_train_samples < len(frame):
+        frame = frame.sample(n=cfg.max_train_samples, random_state=cfg.seed).reset_index(drop=True)
+    labels = frame["label"].to_numpy(dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(LABELS))
+    if (counts < 2).any():
+        short = ", ".join(f"{LABELS[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
+        sampled = f" among the {cfg.max_train_samples} rows of max_train_samples" if cfg.max_train_samples else ""
+        raise DataError(f"every class needs at least 2 training rows (one to train on, one to validate), but "
+                        f"{inputs.train} has too few of: {short}{sampled}")
+    train_rows, val_rows = stratified_split(labels, cfg.val_fraction, cfg.seed)
+    test_texts = [clean_text(t) for t in load_test_texts(inputs.test)]
+    return Data([clean_text(t) for t in frame["text"]], labels, train_rows, val_rows, test_texts)
+
+
+def new_model(cfg: Config, data: Data, scratch: Path) -> Model:
+    """A fresh LoRA model on the pretrained encoder (smoke runs: a tiny random one saved in scratch)."""
+    from transformers import AutoTokenizer
+
+    if cfg.smoke:
+        tokenizer = smoke_tokenizer(data.texts + data.test_texts)
+        source = save_smoke_encoder(cfg, tokenizer, scratch / "base")
+    else:
+        tokenizer, source = AutoTokenizer.from_pretrained(cfg.model), cfg.model
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg, source)
+    return Model(net, tokenizer, cfg, source, breakdown_of(net))
+
+
+def load_adapter_model(cfg: Config, trained: Config) -> Model:
+    """A previous run's model from its adapter folder, on the encoder it was trained on (or this run's
+    `model`, when set), with its calibration temperature."""
+    from transformers import AutoTokenizer
+
+    folder = Path(cfg.adapter_from)
+    source = cfg.model if cfg.model != Config.model else trained.model
+    source = str(folder / "base") if (folder / "base").is_dir() else source
+    net = build_model(trained, source, adapter=folder)
+    kit = json.loads((folder / "kit.json").read_text(encoding="utf-8"))
+    return Model(net, AutoTokenizer.from_pretrained(source), trained, source, param_breakdown(trained),
+                 float(kit["temperature"]), trained=True)
+
+
+def encode_for_prediction(cfg: Config, model: Model, data: Data) -> Encoded:
+    """Validation and test token ids at the prediction length: this run's choice, 0 = the model's max_length."""
+    length = cfg.predict_max_length or model.config.max_length
+    tokenizer = model.tokenizer
+    return Encoded(encode_texts(tokenizer, [data.texts[i] for i in data.val_rows], length),
+                   encode_texts(tokenizer, data.test_texts, length), tokenizer.pad_token_id, length)
 
 
 def describe_device(device: torch.device, world: int) -> str:
@@ -1144,191 +1716,202 @@ def describe_device(device: torch.device, world: int) -> str:
     return f"cpu ({torch.get_num_threads()} threads)" + (f" x{world} processes" if world > 1 else "")
 
 
-def run(cfg: Config) -> dict:
-    """The whole job; returns metrics. Every output lands in the output folder."""
-    t0 = time.monotonic()
-    deadline = t0 + cfg.time_limit_minutes * 60
-    out = output_path(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
-    write_json(out / "config.json", {**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)})
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # pooler / unused-weight notices are expected with a frozen encoder
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft on transformers 5
-    predict_only = bool(cfg.adapter_from)
-    if not predict_only:  # the budget is checked before any data or weights are loaded
-        breakdown = param_breakdown(cfg)
-        print(format_breakdown(breakdown, cfg.param_budget), flush=True)
-        check_budget(cfg, breakdown)
-
-    scratch = tempfile.TemporaryDirectory(prefix="agnews_smoke_")
-    train_source, test_source = cfg.train_data, cfg.test_data
-    if cfg.smoke:
-        train_csv, test_pkl = make_smoke_inputs(Path(scratch.name), cfg.seed)
-        train_source = str(train_csv) if train_source == "auto" else train_source
-        test_source = str(test_pkl) if test_source == "auto" else test_source
-    test_path = resolve_test_path(test_source)
-    test_texts = [clean_text(t) for t in load_test_texts(test_path)]
-
-    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    world = 1 if predict_only else process_count(cfg)
-    model = None
-    if predict_only:
-        model, tokenizer, trained_cfg, temperature = load_adapter(cfg, Path(cfg.adapter_from))
-        breakdown = param_breakdown(trained_cfg)
-        cfg_for_data = trained_cfg
-    else:
-        cfg_for_data = cfg
-    frame = load_train_frame(cfg, train_source)
-    if cfg.max_train_samples and cfg.max_train_samples < len(frame):
-        frame = frame.sample(n=cfg.max_train_samples, random_state=cfg.seed).reset_index(drop=True)
-    frame["text"] = [clean_text(t) for t in frame["text"]]
-    labels = frame["label"].to_numpy(dtype=np.int64)
-    train_rows, val_rows = stratified_split(labels, cfg.val_fraction, cfg.seed)
-
-    encoder_source = cfg.model
-    if not predict_only:
-        if cfg.smoke:
-            tokenizer = smoke_tokenizer(list(frame["text"]) + test_texts)
-            from transformers import AutoModel
-
-            torch.manual_seed(cfg.seed)
-            base = AutoModel.from_config(encoder_config(cfg, len(tokenizer)))
-            encoder_source = os.path.join(scratch.name, "base")
-            base.save_pretrained(encoder_source)
-            tokenizer.save_pretrained(encoder_source)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    texts = list(frame["text"])
-    train_ids = encode_texts(tokenizer, [texts[i] for i in train_rows], cfg_for_data.max_length)
-    epoch_ids = [train_ids]
-    if cfg.augment > 0 and not predict_only:
-        rng = random.Random(cfg.seed)
-        epoch_ids = []
-        for _ in range(cfg.epochs):
-            noisy = {i: augment_text(texts[r], rng) for i, r in enumerate(train_rows) if rng.random() < cfg.augment}
-            fresh = dict(zip(noisy, encode_texts(tokenizer, list(noisy.values()), cfg.max_length))) if noisy else {}
-            epoch_ids.append([fresh.get(i, ids) for i, ids in enumerate(train_ids)])
-    # prediction length is a post-processing choice: a predict-only run's own setting wins
-    predict_length = cfg.predict_max_length or cfg_for_data.predict_max_length or cfg_for_data.max_length
-    data = TrainData(epoch_ids=epoch_ids, labels=labels[train_rows],
-                     val_ids=encode_texts(tokenizer, [texts[i] for i in val_rows], predict_length),
-                     val_labels=labels[val_rows], pad_id=tokenizer.pad_token_id, encoder_source=encoder_source)
-    test_ids = encode_texts(tokenizer, test_texts, predict_length)
-
-    steps = (len(train_rows) // (cfg.batch_size * world) + 1) * cfg.epochs
-    print(f"\n{'=' * 72}\n  train rows {len(train_rows):,} | validation rows {len(val_rows):,} | test rows "
-          f"{len(test_texts):,}\n  batch {cfg.batch_size} x {world} process(es) | ~{steps:,} steps over "
-          f"{cfg.epochs} epoch(s) | device {describe_device(device, world)}\n  precision "
-          f"{autocast_dtype(device, cfg.precision) or 'fp32'} | trainable parameters {breakdown['total']:,}"
-          f"{' | predict only: ' + cfg.adapter_from if predict_only else ''}", flush=True)
-    for i in range(min(3, len(train_ids))):
-        print(f"  sample [{LABELS[data.labels[i]]}] {tokenizer.decode(train_ids[i], skip_special_tokens=True)[:110]}")
+def print_banner(cfg: Config, data: Data, model: Model, device: torch.device) -> None:
+    """What is about to happen, before any long step: rows, steps, device, precision, parameters, samples."""
+    world = process_count(cfg)
+    steps = (len(data.train_rows) // (cfg.batch_size * world) + 1) * cfg.epochs
+    plan = (f"predict only: {cfg.adapter_from}" if model.trained else
+            f"batch {cfg.batch_size} x {world} process(es) | ~{steps:,} steps over {cfg.epochs} epoch(s)")
+    print(f"\n{'=' * 72}\n  train rows {len(data.train_rows):,} | validation rows {len(data.val_rows):,} | test rows "
+          f"{len(data.test_texts):,}\n  {plan} | device {describe_device(device, 1 if model.trained else world)}\n"
+          f"  precision {autocast_dtype(device, cfg.precision) or 'fp32'} | trainable parameters "
+          f"{model.breakdown['total']:,}", flush=True)
+    for i in data.train_rows[:3]:
+        print(f"  sample [{LABELS[data.labels[i]]}] {data.texts[i][:110]}")
     print("=" * 72, flush=True)
 
-    dtype = autocast_dtype(device, cfg.precision)
-    result = {"history": [], "train_seconds": 0.0, "samples": 0, "tokens": 0, "stopped_early": False}
-    if not predict_only:
-        if world == 1:
-            model = load_model(cfg, encoder_source).to(device)
-        result = train(cfg, data, model, device, deadline)
-        if model is None:
-            model = load_model(cfg, encoder_source)
-        model = model.to(device)
-        load_trainable_state(model, result["state"])
-    model = model.to(device)
 
-    val_logits = predict_logits(model, data.val_ids, cfg.eval_batch_size, data.pad_id, device, dtype, "validate")
-    if not predict_only:
-        temperature = fit_temperature(val_logits, data.val_labels)
-    train_prior = np.bincount(data.labels, minlength=len(LABELS)) / len(data.labels)
-    pseudo_counts = []
-    t_predict = time.perf_counter()
-    test_logits = predict_logits(model, test_ids, cfg.eval_batch_size, data.pad_id, device, dtype, "test")
-    predict_seconds = time.perf_counter() - t_predict
-    for round_ in range(0 if predict_only else cfg.pseudo_label_rounds):
-        probs, _ = corrected_probabilities(test_logits, temperature, cfg.prior_correction, train_prior)
+def train_model(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device,
+                deadline: float, stop: StopSignal) -> Training:
+    """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds. A loaded
+    adapter has nothing to train; a signal before the first epoch finished leaves nothing to predict with."""
+    training = Training()
+    if model.trained:
+        return training
+    train_ids = encode_texts(model.tokenizer, [data.texts[i] for i in data.train_rows], cfg.max_length)
+    batches = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
+                        encoded.val_ids, data.val_labels, encoded.pad_id)
+    result = train(cfg, batches, model, device, deadline, stop)
+    if result["state"] is None:
+        raise Interrupted(f"{stop.received} before the first epoch finished: no trained model to predict with; "
+                          "nothing written", stop.received)
+    load_trainable_state(model.net, result["state"])
+    training.add(result)
+    for round_ in range(cfg.pseudo_label_rounds):
+        if stop.requested() or training.stopped_early:
+            break
+        val_logits, test_logits = (predict_logits(model.net.to(device), ids, cfg.eval_batch_size, encoded.pad_id,
+                                                  device, autocast_dtype(device, cfg.precision), desc)
+                                   for ids, desc in ((encoded.val_ids, "validate"), (encoded.test_ids, "test")))
+        probs, _ = corrected_probabilities(test_logits, fit_temperature(val_logits, data.val_labels),
+                                           cfg.prior_correction, data.train_prior)
         keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
-        pseudo_counts.append(int(len(keep)))
+        training.pseudo_label_rows.append(int(len(keep)))
         print(f"pseudo-label round {round_ + 1}: {len(keep):,} confident test rows join the training rows")
         if not len(keep):
             break
-        round_data = dataclasses.replace(
-            data, epoch_ids=[train_ids + [test_ids[i] for i in keep]],
-            labels=np.concatenate([data.labels, probs[keep].argmax(axis=1)]))
-        extra = train(cfg, round_data, model, device, deadline, epochs=1)
-        load_trainable_state(model.to(device), extra["state"])
-        result["history"] += [{**h, "epoch": len(result["history"]) + 1, "pseudo_round": round_ + 1}
-                              for h in extra["history"]]
-        result["train_seconds"] += extra["train_seconds"]
-        val_logits = predict_logits(model, data.val_ids, cfg.eval_batch_size, data.pad_id, device, dtype)
-        temperature = fit_temperature(val_logits, data.val_labels)
-        test_logits = predict_logits(model, test_ids, cfg.eval_batch_size, data.pad_id, device, dtype, "test")
+        rows = dataclasses.replace(batches, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
+                                   labels=np.concatenate([batches.labels, probs[keep].argmax(axis=1)]))
+        result = train(cfg, rows, model, device, deadline, stop, epochs=1)
+        if result["state"] is not None:
+            load_trainable_state(model.net, result["state"])
+        training.add(result, pseudo_round=round_ + 1)
+    return training
 
-    probs, test_prior = corrected_probabilities(test_logits, temperature, cfg.prior_correction, train_prior)
-    predictions = probs.argmax(axis=1)
-    val_pred = val_logits.argmax(axis=1)
+
+def augmented_epochs(cfg: Config, tokenizer, data: Data, train_ids: list) -> list:
+    """Token ids per epoch: the same ids every epoch, or with `augment` a fresh noisy share of rows in each."""
+    if cfg.augment <= 0:
+        return [train_ids]
+    rng = random.Random(cfg.seed)
+    epochs = []
+    for _ in range(cfg.epochs):
+        noisy = {i: augment_text(data.texts[r], rng) for i, r in enumerate(data.train_rows)
+                 if rng.random() < cfg.augment}
+        fresh = dict(zip(noisy, encode_texts(tokenizer, list(noisy.values()), cfg.max_length))) if noisy else {}
+        epochs.append([fresh.get(i, ids) for i, ids in enumerate(train_ids)])
+    return epochs
+
+
+def predict(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device) -> Prediction:
+    """Validation and test logits, the temperature (fitted unless the adapter brought one) and the corrected
+    test probabilities; non-finite probabilities are refused before anything is written."""
+    dtype = autocast_dtype(device, cfg.precision)
+    net = model.net.to(device)
+    val_logits = predict_logits(net, encoded.val_ids, cfg.eval_batch_size, encoded.pad_id, device, dtype, "validate")
+    temperature = model.temperature or fit_temperature(val_logits, data.val_labels)
+    started = time.perf_counter()
+    test_logits = predict_logits(net, encoded.test_ids, cfg.eval_batch_size, encoded.pad_id, device, dtype, "test")
+    probs, prior = corrected_probabilities(test_logits, temperature, cfg.prior_correction, data.train_prior)
+    bad = int((~np.isfinite(probs).all(axis=1)).sum())
+    if bad:
+        raise DivergedError(f"non-finite probabilities for {bad:,} of {len(probs):,} test rows; no submission written")
+    return Prediction(val_logits, test_logits, temperature, probs, prior, time.perf_counter() - started)
+
+
+def write_outputs(stage: Path, cfg: Config, inputs: Inputs, data: Data, model: Model, training: Training,
+                  prediction: Prediction, device: torch.device, started: float, stop: StopSignal) -> dict:
+    """Every output, written into the staging folder `stage`; returns the metrics."""
+    stage.mkdir()
+    write_submission(stage / "submission.csv", prediction.labels)
+    probs = prediction.probs
+    pd.DataFrame({"ID": np.arange(len(probs)), **{f"p_{i}": probs[:, i].round(6) for i in range(len(LABELS))}}
+                 ).to_csv(stage / "probabilities.csv", index=False)
+    # Raw logits let post-processing be compared without retraining (bench/accuracy.py reads them).
+    np.savez_compressed(stage / "logits.npz", val_logits=prediction.val_logits, val_labels=data.val_labels,
+                        test_logits=prediction.test_logits, train_prior=data.train_prior,
+                        temperature=prediction.temperature)
+    if model.trained:  # the adapter predicted with: carried along unchanged
+        copy_tree(Path(cfg.adapter_from), stage / "adapter")
+    else:
+        save_adapter(model, stage / "adapter", prediction.temperature)
+    val_pred = prediction.val_logits.argmax(axis=1)
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
     np.add.at(confusion, (data.val_labels, val_pred), 1)
+    metrics = metrics_of(cfg, inputs, data, model, training, prediction, confusion, device, started, stop)
+    metrics["plots"] = save_plots(stage, training.history, confusion)
+    write_json(stage / "config.json", {**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)})
+    write_json(stage / "metrics.json", metrics)
+    return metrics
 
-    if predict_only:  # the adapter is the one predicted with: carry it along unchanged
-        shutil.copytree(cfg.adapter_from, out / "adapter", dirs_exist_ok=True)
-    else:
-        save_adapter(model, cfg, out / "adapter", temperature, encoder_source)
-    atomic_write(out / "probabilities.csv", lambda tmp: pd.DataFrame(
-        {"ID": np.arange(len(probs)), **{f"p_{i}": probs[:, i].round(6) for i in range(len(LABELS))}}
-    ).to_csv(tmp, index=False))
-    # Raw logits let post-processing be compared without retraining (bench/accuracy.py reads them).
-    atomic_write(out / "logits.npz", lambda tmp: np.savez_compressed(
-        open(tmp, "wb"), val_logits=val_logits, val_labels=data.val_labels, test_logits=test_logits,
-        train_prior=train_prior, temperature=temperature))
-    write_submission(out / "submission.csv", predictions)
-    plots = save_plots(out, result["history"], confusion) if result["history"] else []
 
-    seconds = max(result["train_seconds"], 1e-9)
-    metrics = {
+def metrics_of(cfg, inputs, data, model, training, prediction, confusion, device, started, stop) -> dict:
+    seconds = max(training.seconds, 1e-9)
+    world = 1 if model.trained else process_count(cfg)
+    history = training.history
+    labels = prediction.labels
+    return {
         "config_hash": config_hash(cfg),
-        "trainable_params": breakdown["total"],
-        "param_breakdown": breakdown,
-        "val_accuracy": float((val_pred == data.val_labels).mean()),
-        "val_rows": int(len(val_rows)),
+        "trainable_params": model.breakdown["total"],
+        "param_breakdown": model.breakdown,
+        "val_accuracy": float((prediction.val_logits.argmax(axis=1) == data.val_labels).mean()),
+        "val_rows": int(len(data.val_rows)),
         "per_class_val_accuracy": {LABELS[i]: float(confusion[i, i] / max(1, confusion[i].sum()))
                                    for i in range(len(LABELS))},
-        "history": result["history"],
-        "best_epoch": max(result["history"], key=lambda h: h["val_accuracy"])["epoch"] if result["history"] else None,
-        "stopped_early": result["stopped_early"],
-        "train_rows": int(len(train_rows)),
-        "train_seconds": round(result["train_seconds"], 2),
-        "train_samples_per_second": round(result["samples"] / seconds, 2),
-        "tokens_per_second": round(result["tokens"] / seconds, 1),
-        "predict_seconds": round(predict_seconds, 2),
-        "total_seconds": round(time.monotonic() - t0, 2),
-        "test_rows": len(test_texts),
-        "test_label_distribution": {LABELS[i]: int((predictions == i).sum()) for i in range(len(LABELS))},
-        "temperature": temperature,
-        "test_prior_estimate": None if test_prior is None else [round(float(p), 5) for p in test_prior],
-        "pseudo_label_rows": pseudo_counts,
-        "predict_only": predict_only,
+        "history": history,
+        "best_epoch": max(history, key=lambda h: h["val_accuracy"])["epoch"] if history else None,
+        "stopped_early": training.stopped_early,
+        "interrupted": bool(stop.received),
+        "signal": stop.received or None,
+        "train_rows": int(len(data.train_rows)),
+        "train_seconds": round(training.seconds, 2),
+        "train_samples_per_second": round(training.samples / seconds, 2),
+        "tokens_per_second": round(training.tokens / seconds, 1),
+        "predict_seconds": round(prediction.seconds, 2),
+        "total_seconds": round(time.monotonic() - started, 2),
+        "test_file": str(inputs.test),
+        "test_rows": len(labels),
+        "test_label_distribution": {LABELS[i]: int((labels == i).sum()) for i in range(len(LABELS))},
+        "temperature": prediction.temperature,
+        "test_prior_estimate": None if prediction.test_prior is None else [round(float(p), 5)
+                                                                            for p in prediction.test_prior],
+        "pseudo_label_rows": training.pseudo_label_rows,
+        "predict_only": model.trained,
         "device": describe_device(device, world),
         "processes": world,
-        "precision": str(dtype or "fp32").replace("torch.", ""),
+        "precision": str(autocast_dtype(device, cfg.precision) or "fp32").replace("torch.", ""),
         "versions": library_versions(),
-        "plots": plots,
         "config": dataclasses.asdict(cfg),
     }
-    write_json(out / "metrics.json", metrics)
-    scratch.cleanup()
-    print(f"\nval_accuracy {metrics['val_accuracy']:.4f} | train {metrics['train_seconds']:.0f}s "
-          f"({metrics['train_samples_per_second']:.0f} rows/s) | predict {predict_seconds:.1f}s\n"
-          f"test label distribution {metrics['test_label_distribution']}\nwrote {out / 'submission.csv'} "
-          f"({len(predictions)} rows, validated)", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def run(cfg: Config) -> dict:
+    """The whole job, one phase per line; returns the metrics. The output folder is untouched until every
+    phase succeeded (or a signal stopped training after an epoch); then submission.csv is published first."""
+    started = time.monotonic()
+    deadline = started + cfg.time_limit_minutes * 60
+    quiet_libraries()
+    print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
+    device = accelerator()
+    trained = model_config(cfg)
+    with tempfile.TemporaryDirectory(prefix="agnews_lora_") as tmp, StopSignal(Path(tmp) / "stop").installed() as stop:
+        scratch = Path(tmp)
+        seed_everything(cfg.seed)
+        inputs = resolve_inputs(cfg, scratch)
+        data = load_data(trained, inputs)
+        model = load_adapter_model(cfg, trained) if cfg.adapter_from else new_model(cfg, data, scratch)
+        encoded = encode_for_prediction(cfg, model, data)
+        print_banner(cfg, data, model, device)
+        training = train_model(cfg, model, data, encoded, device, deadline, stop)
+        prediction = predict(cfg, model, data, encoded, device)
+        metrics = write_outputs(scratch / "outputs", cfg, inputs, data, model, training, prediction, device,
+                                started, stop)
+        publish(scratch / "outputs", output_path(cfg))
+    print_summary(metrics, output_path(cfg))
     return metrics
+
+
+def print_summary(metrics: dict, out: Path) -> None:
+    stopped = f", {metrics['signal']}: interrupted" if metrics["signal"] else ""
+    print(f"\nval_accuracy {metrics['val_accuracy']:.4f} | train {metrics['train_seconds']:.0f}s "
+          f"({metrics['train_samples_per_second']:.0f} rows/s) | predict {metrics['predict_seconds']:.1f}s\n"
+          f"test label distribution {metrics['test_label_distribution']}\nwrote {out / 'submission.csv'} "
+          f"({metrics['test_rows']} rows, validated{stopped})", flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def quiet_libraries() -> None:
+    """Notices that are expected with a frozen encoder (unused pooler, new head) would bury the log."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # weight loading and shard writing bars
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -1337,19 +1920,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", metavar="FILE.json", help="a JSON object of config overrides")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (repeatable; booleans are true/false)")
-    # Kaggle and Jupyter may pass their own arguments to a script: ignore what is not ours.
-    args, _ = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and on_kaggle():  # Kaggle and Jupyter may pass their own arguments
+        print(f"warning: ignoring arguments {' '.join(unknown)}", file=sys.stderr)
+    elif unknown:
+        close = difflib.get_close_matches(unknown[0].split("=")[0], ["--config", "--set", "--help"], n=1)
+        raise ConfigError(f"unknown argument {unknown[0]!r}" + (f"; did you mean {close[0]}?" if close else "")
+                          + " (usage: agnews_lora.py [--config FILE.json] [--set KEY=VALUE ...])")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        run(resolve_config(args.config, args.sets))
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        metrics = run(resolve_config(args.config, args.sets))
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    return 0
+    return 128 + signal.Signals[metrics["signal"]].value if metrics["signal"] else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared fixtures: the kernel loaded as a module, one shared smoke run, and ../shared when present."""
+"""Shared fixtures: the kernel through lorakit's one loader, one shared smoke run, and ../shared when present."""
 from __future__ import annotations
 
 import json
@@ -12,12 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = ROOT / "kernel" / "agnews_lora.py"
 SHARED = ROOT.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if str(ROOT / "src") not in sys.path:  # lorakit's loader, before `pip install -e .` too
     sys.path.insert(0, str(ROOT / "src"))
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "compat: also run in the Kaggle-2025 compatibility venv")
+    config.addinivalue_line("markers", "compat: also run in the venv that pins Kaggle's current image")
 
 
 @pytest.fixture(scope="session")
@@ -27,22 +28,34 @@ def kernel():
     return kernel_module_load(KERNEL)
 
 
-def run_kernel(*sets: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+def kernel_env(tmpdir: Path | None = None, **extra: str) -> dict:
+    """The environment of a kernel run here: offline, no tqdm, Kaggle's markers absent, temp files in `tmpdir`."""
+    env = {k: v for k, v in os.environ.items() if k != "KAGGLE_KERNEL_RUN_TYPE"}
+    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1", **extra})
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return env
+
+
+def run_kernel(*sets: str, cwd: Path = ROOT, timeout: int = 600, tmpdir: Path | None = None,
+               env: dict | None = None, args: tuple = ()) -> subprocess.CompletedProcess:
     """The script as Kaggle runs it: a subprocess, offline."""
-    argv = [sys.executable, str(KERNEL)]
+    argv = [sys.executable, str(KERNEL), *args]
     for item in sets:
         argv += ["--set", item]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv, cwd=cwd, env=env or kernel_env(tmpdir), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """One smoke run shared by every test that reads its outputs."""
+    """One smoke run shared by every test that reads its outputs; its temp folder must end up empty."""
     out = tmp_path_factory.mktemp("smoke")
-    proc = run_kernel("smoke=true", f"output_dir={out}")
+    tmpdir = tmp_path_factory.mktemp("smoke-tmp")
+    proc = run_kernel("smoke=true", f"output_dir={out}", tmpdir=tmpdir,
+                      env=kernel_env(tmpdir, AGNEWS_PROGRESS_SECONDS="0"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, json.loads((out / "metrics.json").read_text()), proc
+    return out, json.loads((out / "metrics.json").read_text()), proc, tmpdir
 
 
 @pytest.fixture(scope="session")

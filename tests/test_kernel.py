@@ -1,10 +1,11 @@
-"""The Kaggle kernel: config, budget count, cleaning, loaders, submission rules and whole offline runs."""
+"""The Kaggle kernel's parts: config rules, budget count, cleaning, loaders, batching, submission rules."""
 from __future__ import annotations
 
 import json
 import pickle
 import random
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,12 +13,6 @@ import pytest
 import torch
 
 from conftest import KERNEL, ROOT, run_kernel
-
-METRIC_KEYS = {
-    "trainable_params", "param_breakdown", "val_accuracy", "history", "train_seconds", "train_samples_per_second",
-    "tokens_per_second", "predict_seconds", "test_rows", "test_label_distribution", "device", "versions",
-    "config_hash",
-}
 
 
 # ------------------------------------------------------------------------------------------ cleaning
@@ -65,21 +60,70 @@ def test_parse_sets_errors(kernel, item, message):
     ({"bogus": 1}, r"unknown config key 'bogus'; valid keys:"),
     ({"head": "mlp"}, r"head must be one of linear, roberta"),
     ({"lora_layers": "top:0"}, r"lora_layers must be 'all' or 'top:K'"),
-    ({"val_fraction": 0.9}, r"val_fraction must be in"),
     ({"prior_correction": "bayes"}, r"prior_correction must be one of"),
     ({"lora_targets": " , "}, r"lora_targets must name at least one module"),
+    ({"lora_rank": 8}, r"unknown config key 'lora_rank'; did you mean 'lora_r'\?"),
 ])
 def test_override_errors(kernel, overrides, message):
     with pytest.raises(kernel.ConfigError, match=message):
         kernel.config_from_overrides(overrides)
 
 
+# Each value breaks exactly one rule; the same table drives `lorakit check` in test_kernel_rules.py.
+BAD_VALUES = [
+    ("lora_alpha", "nan", "lora_alpha must be a finite number in (0, inf)"),
+    ("lora_alpha", "-1e30", "lora_alpha must be a finite number in (0, inf)"),
+    ("lr", "nan", "lr must be a finite number in (0, 1]"),
+    ("lr", "inf", "lr must be a finite number in (0, 1]"),
+    ("lr", "0", "lr must be a finite number in (0, 1]"),
+    ("seed", "-1", "seed must be a finite number in [0, 4294967296)"),
+    ("seed", "4294967296", "seed must be a finite number in [0, 4294967296)"),
+    ("weight_decay", "-5", "weight_decay must be a finite number in [0, inf)"),
+    ("warmup_ratio", "7", "warmup_ratio must be a finite number in [0, 1)"),
+    ("warmup_ratio", "1", "warmup_ratio must be a finite number in [0, 1)"),
+    ("grad_clip", "-inf", "grad_clip must be a finite number in [0, inf)"),
+    ("time_limit_minutes", "nan", "time_limit_minutes must be a finite number in (0, inf)"),
+    ("val_fraction", "0.9", "val_fraction must be a finite number in (0, 0.5]"),
+    ("lora_dropout", "1", "lora_dropout must be a finite number in [0, 1)"),
+    ("augment", "1.5", "augment must be a finite number in [0, 1]"),
+    ("pseudo_label_threshold", "0", "pseudo_label_threshold must be a finite number in (0, 1]"),
+    ("epochs", "0", "epochs must be a finite number in [1, inf)"),
+    ("max_length", "4", "max_length must be a finite number in [8, inf)"),
+    ("max_length", "1000", "max_length must be <= 512, the usable positions of roberta-base"),
+    ("predict_max_length", "1000", "predict_max_length must be <= 512, the usable positions of roberta-base"),
+    ("predict_max_length", "5", "predict_max_length must be 0 (= max_length) or >= 8"),
+    ("adapter_sha256", "abc", "adapter_sha256 must be 64 lowercase hex digits"),
+    ("model", " ", "model must not be empty"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
+def test_every_knob_is_checked_before_anything_loads(kernel, key, value, message):
+    with pytest.raises(kernel.ConfigError, match=re.escape(message)):
+        kernel.config_from_overrides(kernel.parse_sets([f"{key}={value}"]))
+
+
+def test_every_numeric_field_has_a_range(kernel):
+    numeric = {f.name for f in kernel.dataclasses.fields(kernel.Config) if f.type in ("int", "float")}
+    assert numeric == set(kernel.RANGES)
+
+
+def test_usable_positions(kernel, minilm_path, tmp_path):
+    assert kernel.usable_positions(kernel.Config()) == 512
+    smoke = kernel.config_from_overrides({"smoke": True})
+    assert kernel.usable_positions(smoke) == kernel.SMOKE_ARCH["max_position_embeddings"] - 2
+    assert kernel.usable_positions(kernel.Config(model=str(minilm_path))) == 512  # BERT: no padding offset
+    assert kernel.usable_positions(kernel.Config(model="someone/unknown-model")) is None  # a hub id, offline
+    assert kernel.length_problems(kernel.Config(max_length=300), 256) == [
+        "max_length must be <= 256, the usable positions of roberta-base, got 300"]
+
+
 def test_override_order_block_file_set(kernel, tmp_path, monkeypatch):
-    script = tmp_path / "agnews_lora.py"
-    script.write_text(kernel.render_overrides(KERNEL.read_text(), {"epochs": 7, "lr": 1e-3, "seed": 5}))
+    rendered = kernel.render_overrides(KERNEL.read_text(), {"epochs": 7, "lr": 1e-3, "seed": 5})
     config_file = tmp_path / "run.json"
     config_file.write_text(json.dumps({"lr": 2e-3, "seed": 6}))
-    monkeypatch.setattr(kernel, "__file__", str(script))
+    block = re.search(r'OVERRIDES_JSON = r"""\n(.*?)\n"""', rendered, re.S).group(1)
+    monkeypatch.setattr(kernel, "OVERRIDES_JSON", block)  # what the running build copy holds
     cfg = kernel.resolve_config(str(config_file), ["seed=9"])
     assert (cfg.epochs, cfg.lr, cfg.seed) == (7, 2e-3, 9)
 
@@ -87,10 +131,12 @@ def test_override_order_block_file_set(kernel, tmp_path, monkeypatch):
 def test_config_file_errors(kernel, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(kernel.ConfigError, match="cannot read --config"):
+    with pytest.raises(kernel.ConfigError, match="--config .*bad.json is not valid JSON"):
         kernel.resolve_config(str(bad))
+    with pytest.raises(kernel.ConfigError, match="cannot read --config .*missing.json: No such file"):
+        kernel.resolve_config(str(tmp_path / "missing.json"))
     bad.write_text("[1, 2]")
-    with pytest.raises(kernel.ConfigError, match="must be a JSON object"):
+    with pytest.raises(kernel.ConfigError, match="must hold a JSON object, got list"):
         kernel.resolve_config(str(bad))
 
 
@@ -226,24 +272,21 @@ def test_test_loader_empty_and_garbage_files(kernel, tmp_path):
         kernel.load_test_texts(garbage)
 
 
-def test_missing_test_file_lists_kaggle_input(kernel, tmp_path):
-    (tmp_path / "ag-news").mkdir()
-    (tmp_path / "ag-news" / "train.csv").write_text("Class Index,Title,Description\n")
-    with pytest.raises(kernel.DataError, match=r"test_unlabelled.pkl not found under .*Found: .*ag-news/train.csv"):
-        kernel.resolve_test_path("auto", tmp_path)
-    nested = tmp_path / "comp" / "data"
-    nested.mkdir(parents=True)
-    write_pickle(nested / "test_unlabelled.pkl", {"text": ["x"]})
-    assert kernel.resolve_test_path("auto", tmp_path) == nested / "test_unlabelled.pkl"
-
-
-def test_train_loader_auto_prefers_attached_csv(kernel, tmp_path):
+def test_train_source_auto_takes_the_one_attached_ag_news_csv(kernel, tmp_path):
     folder = tmp_path / "ag-news-classification-dataset"
     folder.mkdir()
     pd.DataFrame({"Class Index": [3, 1], "Title": ["T1", "T2"], "Description": ["d1", "d2"]}).to_csv(
         folder / "train.csv", index=False)
-    frame = kernel.load_train_frame(kernel.Config(), "auto", tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "train.csv").write_text("id,x\n1,2\n")  # not AG News: no candidate
+    source = kernel.find_train_source(tmp_path)
+    assert source == str(folder / "train.csv")
+    frame = kernel.load_train_frame(source)
     assert frame["text"].tolist() == ["T1 d1", "T2 d2"] and frame["label"].tolist() == [2, 0]
+    shutil.copytree(folder, tmp_path / "shadow")
+    with pytest.raises(kernel.DataError, match=r"2 candidate train.csv files under .*--set train_data=PATH"):
+        kernel.find_train_source(tmp_path)
+    assert kernel.find_train_source(tmp_path / "nothing-here") == "hf:ag_news"
 
 
 def test_train_csv_errors(kernel, tmp_path):
@@ -296,20 +339,19 @@ def write_csv(path, frame):
     (pd.DataFrame({"ID": [0, 1], "Label": [0, 4]}), "Label must be 0-3; row 1 holds 4"),
     (pd.DataFrame({"ID": [0, 1], "Label": [0.5, 1]}), "Label must hold integers"),
     (pd.DataFrame({"ID": [0, 1], "Label": ["a", 1]}), "Label must hold integers"),
+    (pd.DataFrame({"ID": [0, 1], "Label": [0.0, 1.0]}), "Label must hold integers on every row; row 0 holds '0.0'"),
 ])
 def test_submission_validation_errors(kernel, tmp_path, frame, message):
     with pytest.raises(kernel.SubmissionError, match=message):
         kernel.validate_submission(write_csv(tmp_path / "s.csv", frame), 2)
 
 
-def test_submission_written_atomically(kernel, tmp_path):
+def test_write_submission_checks_what_it_wrote(kernel, tmp_path):
     path = tmp_path / "submission.csv"
     kernel.write_submission(path, np.array([3, 0, 1]))
-    kernel.validate_submission(path, 3)
-    with pytest.raises(kernel.SubmissionError):
-        kernel.write_submission(path, np.array([0, 7]))
-    assert pd.read_csv(path)["Label"].tolist() == [3, 0, 1]  # the old file survives a failed write
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv"]
+    assert path.read_text() == "ID,Label\n0,3\n1,0\n2,1\n"
+    with pytest.raises(kernel.SubmissionError, match="Label must be 0-3; row 1 holds 7"):
+        kernel.write_submission(tmp_path / "bad.csv", np.array([0, 7]))
 
 
 # -------------------------------------------------------------------------------------- prediction
@@ -332,119 +374,51 @@ def test_temperature_and_em_prior(kernel):
 
 @pytest.mark.parametrize("head, expected", [("linear", 64 * 4 + 4), ("roberta", 64 * 64 + 64 + 64 * 4 + 4)])
 def test_head_save_reload_predicts_the_same(kernel, tmp_path, head, expected):
-    from transformers import AutoModel
-
     cfg = kernel.config_from_overrides({"smoke": True, "head": head})
     tokenizer = kernel.smoke_tokenizer(["alpha beta gamma delta"] * 20)
-    base = tmp_path / "base"
-    AutoModel.from_config(kernel.encoder_config(cfg, len(tokenizer))).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    model = kernel.load_model(cfg, str(base))
-    assert kernel.breakdown_of(model)["head"] == expected
+    source = kernel.save_smoke_encoder(cfg, tokenizer, tmp_path / "base")
+    net = kernel.build_model(cfg, source)
+    assert kernel.breakdown_of(net)["head"] == expected
     with torch.no_grad():  # make the head and adapters non-trivial, as after training
-        for p in model.parameters():
+        for p in net.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.5)
     seqs = kernel.encode_texts(tokenizer, ["alpha beta", "gamma delta alpha", "beta"], 32)
-    before = kernel.predict_logits(model, seqs, 2, tokenizer.pad_token_id, torch.device("cpu"), None)
-    kernel.save_adapter(model, cfg, tmp_path / "adapter", 1.5, str(base))
-    loaded, _, trained, temperature = kernel.load_adapter(cfg, tmp_path / "adapter")
-    after = kernel.predict_logits(loaded, seqs, 3, tokenizer.pad_token_id, torch.device("cpu"), None)
-    assert trained.head == head and temperature == 1.5
+    before = kernel.predict_logits(net, seqs, 2, tokenizer.pad_token_id, torch.device("cpu"), None)
+    kernel.save_adapter(kernel.Model(net, tokenizer, cfg, source, kernel.breakdown_of(net)), tmp_path / "adapter", 1.5)
+    again = kernel.config_from_overrides({"smoke": True, "adapter_from": str(tmp_path / "adapter")})
+    loaded = kernel.load_adapter_model(again, kernel.model_config(again))
+    after = kernel.predict_logits(loaded.net, seqs, 3, tokenizer.pad_token_id, torch.device("cpu"), None)
+    assert loaded.trained and loaded.config.head == head and loaded.temperature == 1.5
     np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-5)
 
 
-# ------------------------------------------------------------------------------------ whole runs
-@pytest.mark.compat
-def test_smoke_run_outputs(kernel, smoke_run):
-    out, metrics, proc = smoke_run
-    kernel.validate_submission(out / "submission.csv", 8000)
-    assert METRIC_KEYS <= set(metrics)
-    assert metrics["val_accuracy"] >= 0.8, metrics["history"]
-    assert metrics["test_rows"] == 8000 and sum(metrics["test_label_distribution"].values()) == 8000
-    assert metrics["trainable_params"] == metrics["param_breakdown"]["total"] > 0
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
-    assert set(metrics["history"][0]) >= {"epoch", "train_loss", "val_loss", "val_accuracy"}
-    config = json.loads((out / "config.json").read_text())
-    assert config["config_hash"] == metrics["config_hash"] and config["smoke"] is True
-    probs = pd.read_csv(out / "probabilities.csv")
-    assert probs["ID"].tolist() == list(range(8000))
-    assert np.allclose(probs[[f"p_{i}" for i in range(4)]].sum(axis=1), 1.0, atol=1e-4)
-    labels = pd.read_csv(out / "submission.csv")["Label"].to_numpy()
-    assert (probs[[f"p_{i}" for i in range(4)]].to_numpy().argmax(1) == labels).all()
-    assert {"adapter_config.json", "head.pt", "kit.json"} <= {p.name for p in (out / "adapter").iterdir()}
-    assert "trainable parameters" in proc.stdout and "sample [" in proc.stdout  # banner
+def test_adapter_digest_pins_the_files(kernel, tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "kit.json").write_text("{}")
+    (tmp_path / "base" / "w.bin").write_bytes(b"123")
+    digest = kernel.adapter_digest(tmp_path)
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x").write_text("ignored")
+    assert kernel.adapter_digest(tmp_path) == digest and re.fullmatch(r"[0-9a-f]{64}", digest)
+    (tmp_path / "base" / "w.bin").write_bytes(b"124")
+    assert kernel.adapter_digest(tmp_path) != digest
 
 
-def test_smoke_run_plots(smoke_run):
-    pytest.importorskip("matplotlib")
-    out, metrics, _ = smoke_run
-    assert {"curves.png", "confusion.png"} == set(metrics["plots"])
-    assert all((out / name).read_bytes()[:4] == b"\x89PNG" for name in metrics["plots"])
-
-
-def test_predict_only_run_reproduces_predictions(smoke_run, tmp_path):
-    out, metrics, _ = smoke_run
-    proc = run_kernel("smoke=true", f"adapter_from={out / 'adapter'}", f"output_dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    again = json.loads((tmp_path / "metrics.json").read_text())
-    assert again["predict_only"] is True and again["history"] == [] and again["train_seconds"] == 0
-    assert "epoch 1" not in proc.stdout
-    assert pd.read_csv(tmp_path / "submission.csv").equals(pd.read_csv(out / "submission.csv"))
-    assert again["val_accuracy"] == pytest.approx(metrics["val_accuracy"])
-
-
-def test_predict_only_rejects_a_folder_without_adapter(tmp_path):
-    proc = run_kernel("smoke=true", f"adapter_from={tmp_path}", f"output_dir={tmp_path / 'out'}")
-    assert proc.returncode == 2 and "holds no kit.json" in proc.stderr
-
-
-def test_time_guard_stops_cleanly_and_still_predicts(kernel, tmp_path):
-    proc = run_kernel("smoke=true", "time_limit_minutes=0.0001", f"output_dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["stopped_early"] is True and len(metrics["history"]) == 1
-    kernel.validate_submission(tmp_path / "submission.csv", 8000)
-
-
-def test_shift_options_run(kernel, tmp_path):
-    proc = run_kernel("smoke=true", "augment=0.3", "prior_correction=em_uniform", "pseudo_label_rounds=1",
-                      "pseudo_label_threshold=0.9", "predict_max_length=64", "epochs=3", f"output_dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["pseudo_label_rows"][0] > 0
-    assert metrics["history"][-1]["pseudo_round"] == 1 and len(metrics["history"]) == 4
-    assert len(metrics["test_prior_estimate"]) == 4 and abs(sum(metrics["test_prior_estimate"]) - 1) < 1e-3
-    kernel.validate_submission(tmp_path / "submission.csv", 8000)
-
-
-def test_data_parallel_smoke_has_the_same_contract(kernel, smoke_run, tmp_path):
-    """Two gloo processes on the CPU: rank 0 alone writes, and the outputs match a single-process run's."""
-    single_out, single, _ = smoke_run
-    proc = run_kernel("smoke=true", "processes=2", f"output_dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["processes"] == 2 and "x2 processes" in metrics["device"]
-    assert set(metrics) == set(single)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in single_out.iterdir())
-    assert proc.stdout.count("epoch 1:") == 1  # only rank 0 reports
-    assert metrics["val_accuracy"] > 0.5
-    kernel.validate_submission(tmp_path / "submission.csv", 8000)
-
-
-def test_minilm_offline_run(kernel, shared_dir, minilm_path, tmp_path):
-    """Real pretrained weights and real text, offline: the issue's acceptance run, on 400 training rows and the
-    first 500 test rows (as a pickled Dataset, like the competition file) to stay fast."""
-    texts = kernel.load_test_texts(shared_dir / "data" / "test_unlabelled.pkl")[:500]
-    test_pkl = write_pickle(tmp_path / "test_unlabelled.pkl", __import__("datasets").Dataset.from_dict({"text": texts}))
-    proc = run_kernel(f"model={minilm_path}", f"train_data={shared_dir / 'data' / 'ag_news_sample.csv'}",
-                      f"test_data={test_pkl}", "epochs=1",
-                      "max_train_samples=400", "val_fraction=0.25", "lr=2e-3", f"output_dir={tmp_path / 'out'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    kernel.validate_submission(tmp_path / "out" / "submission.csv", 500)
-    assert metrics["param_breakdown"]["head"] == 384 * 4 + 4
-    assert metrics["val_accuracy"] > 0.4  # 300 rows, one epoch: well above chance (0.25)
+def test_gpu_support_follows_the_torch_build(kernel, monkeypatch):
+    arches = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+    assert kernel.gpu_supported((7, 5), arches)  # T4
+    assert kernel.gpu_supported((8, 9), arches)  # same major, newer minor: sm_86 cubins run
+    assert not kernel.gpu_supported((6, 0), arches)  # P100 on a build without sm_60
+    assert kernel.gpu_supported((6, 0), ["sm_50", "compute_50"])  # PTX JIT-compiles forward
+    assert kernel.gpu_supported((12, 0), ["sm_90", "sm_100", "compute_120"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 0))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: arches)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla P100-PCIE-16GB")
+    with pytest.raises(kernel.KernelError, match=r"this GPU \(Tesla P100-PCIE-16GB, compute capability 6.0\) "
+                                                 r"cannot run torch .*pick the accelerator 'GPU T4 x2'"):
+        kernel.accelerator()
 
 
 # ------------------------------------------------------------------------------------ Kaggle metadata
@@ -471,7 +445,8 @@ def test_kernel_imports_nothing_local():
 
     source = KERNEL.read_text()
     roots = {name.split(".")[0] for name in re.findall(r"^\s*(?:from|import) ([\w.]+)", source, re.M)}
-    third_party = {"numpy", "pandas", "torch", "transformers", "peft", "datasets", "tqdm", "tokenizers", "matplotlib"}
+    third_party = {"numpy", "pandas", "torch", "transformers", "peft", "datasets", "tqdm", "tokenizers", "matplotlib",
+                   "pyarrow"}
     assert roots - set(sys.stdlib_module_names) - {"__future__"} <= third_party
 
 
