@@ -48,6 +48,8 @@ KERNEL_PATH = ROOT / "kernel" / "agnews_lora.py"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_CACHE = ROOT / "bench" / "cache"
 DEFAULT_REPORT = ROOT / "bench" / "ACCURACY.md"
+DEFAULT_EVIDENCE = ROOT / "bench" / "accuracy_evidence.json"  # what `lorakit plan` marks, written with the report
+PLACEMENT_KEYS = ("head", "lora_targets", "lora_r", "lora_alpha", "lora_layers")
 LOCK_PATH = "/tmp/cpu-heavy.lock"
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 if str(ROOT / "src") not in sys.path:  # lorakit's kernel loader, also where lorakit is not installed
@@ -589,7 +591,8 @@ def aggregate(rows: list[Row]) -> dict:
 
 
 def build_report(kernel, cache: Path, test_texts: list[str], train_texts: list[str], command: str,
-                 notes: str) -> str:
+                 notes: str) -> tuple[str, dict]:
+    """ACCURACY.md's text and the evidence summary that `lorakit plan` reads."""
     gen = generated_mask(test_texts)
     folders = sorted(p.parent for p in cache.glob("*/bench.json"))
     rows: list[Row] = []
@@ -630,11 +633,14 @@ def build_report(kernel, cache: Path, test_texts: list[str], train_texts: list[s
         "",
     ]
     by_device: dict[str, list[Row]] = {}
+    aggs_by_device: dict[str, dict] = {}
+    device_names: dict[str, str] = {}
     for row in rows:
         by_device.setdefault(row.device_tag, []).append(row)
     for device_tag, dev_rows in sorted(by_device.items()):
         device_name = next((json.loads((f / "bench.json").read_text()).get("device") for f in folders
                             if f.name.endswith("-" + device_tag)), device_tag)
+        device_names[device_tag] = device_name
         seeds = sorted({r.seed for r in dev_rows})
         lines += [f"## Results on {device_name} (seeds {', '.join(map(str, seeds))})", ""]
         # Same validation rows for the seed recipe and the kit, seed by seed.
@@ -650,13 +656,13 @@ def build_report(kernel, cache: Path, test_texts: list[str], train_texts: list[s
         seed_agg = aggs.get("seed")
         order = ["seed", "default"] + sorted(l for l in aggs if l.startswith("default + ")) + \
             [l for l in aggs if l not in ("seed", "default") and not l.startswith("default + ")]
+        for label, a in aggs.items():
+            a["vs_default"] = paired_points(groups, label)
+        aggs_by_device[device_tag] = aggs
+
         def paired(label: str) -> str:
-            """Mean accuracy difference to the default over the seeds both have (same validation rows)."""
-            base = {r.seed: r for r in groups.get("default", [])}
-            diffs = [(r.val_correct - base[r.seed].val_correct) / r.val_n for r in groups[label] if r.seed in base]
-            if label == "default" or not diffs:
-                return "-"
-            return f"{100 * np.mean(diffs):+.1f} (n={len(diffs)})"
+            points = aggs[label]["vs_default"]
+            return "-" if points is None else f"{points[0]:+.1f} (n={points[1]})"
 
         lines += [
             "| run | seeds | val acc % [95% CI] | vs default, paired (points) | per class W/S/B/T % | train + predict s "
@@ -702,7 +708,37 @@ def build_report(kernel, cache: Path, test_texts: list[str], train_texts: list[s
         summary = {label: {k: v for k, v in a.items() if k != "note"} for label, a in aggs.items()}
         write_json(cache / f"summary-{device_tag}.json", summary)
     lines += ["<!-- notes: everything below this line is kept when the report is rebuilt -->", notes.strip(), ""]
-    return "\n".join(lines)
+    return "\n".join(lines), evidence_of(kernel, run_specs(kernel), aggs_by_device, device_names)
+
+
+def paired_points(groups: dict, label: str) -> tuple[float, int] | None:
+    """Mean accuracy difference to the default in points over the seeds both have (same validation rows)."""
+    base = {r.seed: r for r in groups.get("default", [])}
+    diffs = [(r.val_correct - base[r.seed].val_correct) / r.val_n for r in groups[label] if r.seed in base]
+    if label == "default" or not diffs:
+        return None
+    return round(100 * float(np.mean(diffs)), 2), len(diffs)
+
+
+def evidence_of(kernel, specs: list[Spec], aggs_by_device: dict, device_names: dict) -> dict:
+    """What `lorakit plan` marks: each kernel run's settings on roberta-base and its MiniLM validation accuracy
+    per device (kernel runs only; the seed recipe and post-hoc rows change no placement)."""
+    runs = []
+    for spec in specs:
+        results = {device_names.get(tag, tag): {"seeds": aggs[spec.name]["seeds"],
+                                                "val_accuracy": round(aggs[spec.name]["acc"], 4),
+                                                "vs_default_points": aggs[spec.name]["vs_default"]}
+                   for tag, aggs in sorted(aggs_by_device.items()) if spec.name in aggs}
+        if spec.recipe != "kernel" or not results:
+            continue
+        cfg = kernel.config_from_overrides({**spec.overrides, **(spec.roberta_overrides or {})})
+        runs.append({"name": spec.name, "what": spec.what,
+                     "settings": {k: getattr(cfg, k) for k in PLACEMENT_KEYS},
+                     "other_overrides": {k: v for k, v in spec.overrides.items() if k not in PLACEMENT_KEYS},
+                     "roberta_base_params": roberta_params(kernel, spec), "results": results})
+    return {"written_by": "bench/accuracy.py (with ACCURACY.md)", "date": dt.date.today().isoformat(),
+            "model": "all-MiniLM-L6-v2 stand-in for roberta-base; validation rows of ag_news_sample.csv",
+            "runs": runs}
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -714,6 +750,7 @@ def parse_args(argv):
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with ag_news_sample.csv and test_unlabelled.pkl")
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
     p.add_argument("--report", default=str(DEFAULT_REPORT))
+    p.add_argument("--evidence", default=str(DEFAULT_EVIDENCE), help="the summary `lorakit plan` reads")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the cache")
     p.add_argument("--list", action="store_true", help="list the runs and their roberta-base counts")
     p.add_argument("--budget-minutes", type=float, default=0, help="start no new run after this many minutes")
@@ -801,9 +838,10 @@ def main(argv=None) -> int:
         text = report.read_text(encoding="utf-8")
         notes = text.split(marker, 1)[1] if marker in text else ""
     command = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report.write_text(build_report(K, env.cache, test_texts, train_texts, command.strip(), notes or DEFAULT_NOTES),
-                      encoding="utf-8")
-    print(f"wrote {report}")
+    text, evidence = build_report(K, env.cache, test_texts, train_texts, command.strip(), notes or DEFAULT_NOTES)
+    report.write_text(text, encoding="utf-8")
+    write_json(Path(args.evidence), evidence)
+    print(f"wrote {report} and {args.evidence}")
     return 0
 
 

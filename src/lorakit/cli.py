@@ -379,6 +379,7 @@ def cmd_plan(args) -> int:
                     "layers": plan.layers,
                     "enumerated": plan.enumerated,
                     "fitting": plan.fitting,
+                    "evidence_source": plan.evidence_source,
                     "configs": [c.as_json() for c in plan.candidates],
                 },
                 sort_keys=True,
@@ -386,14 +387,18 @@ def cmd_plan(args) -> int:
         )
         return 0
     _out(
-        f"budget {plan.budget:,}: {plan.fitting:,} of {plan.enumerated:,} enumerated configs fit; "
-        f"top {len(plan.candidates)} by LoRA parameters (exact counts, meta device)"
+        f"budget {plan.budget:,}: {plan.fitting:,} of {plan.enumerated:,} placements fit (head x targets x layers); "
+        "the default first, then those the accuracy bench measured, then by LoRA size, each at its largest "
+        "rank (exact counts, meta device)"
     )
     rows = [
-        [i + 1, f"{c.lora:,}", f"{c.head_params:,}", f"{c.total:,}", c.set_string]
+        ["default" if c.default else i, c.short_placement, c.layers, c.head, c.r, f"{c.total:,}", c.evidence or "-",
+         c.set_string]
         for i, c in enumerate(plan.candidates)
     ]
-    _out(_table(["#", "lora", "head", "total", "settings"], rows))
+    _out(_table(["#", "lora_targets", "layers", "head", "r", "total", "MiniLM val acc (vs default)", "settings"], rows))
+    _out(f"evidence: {plan.evidence_source}; attn.out = attention.output.dense, ffn.in = intermediate.dense, "
+         "ffn.out = output.dense")
     return 0
 
 

@@ -1,24 +1,32 @@
-"""`lorakit plan`: LoRA placements and sizes that fit a trainable-parameter budget.
+"""`lorakit plan`: the default configuration, then every LoRA placement that fits the budget at its largest rank,
+marked where the accuracy bench has evidence for it.
 
 Counting is the kernel's ``param_breakdown`` (the meta-device model, the same code as ``check``). A LoRA
 adapter on a Linear(in, out) holds r * (in + out) parameters, so the count of a placement is linear in the
 rank and additive over module types and layers. The planner measures a small basis exactly (one
-``param_breakdown`` per module type at r=1, one per head), ranks every enumerated candidate with it, and
-then counts each printed candidate exactly with ``param_breakdown`` again: every printed number is exact.
+``param_breakdown`` per module type at r=1, one per head), finds each placement's largest fitting rank with it,
+and counts every printed row exactly with ``param_breakdown`` again: every printed number is exact.
+
+The evidence comes from ``bench/accuracy_evidence.json``, which ``bench/accuracy.py`` writes with its report.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from lorakit.errors import UsageError
-from lorakit.kernel import breakdown_count, kernel_errors, kernel_load
+from lorakit.kernel import breakdown_count, config_effective, kernel_errors
 from lorakit.project import Project
 
 TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+SHORT_TARGETS = {"dense": ("attention.output.dense", "intermediate.dense", "output.dense")}
+SHORT_NAMES = {"attention.output.dense": "attn.out", "intermediate.dense": "ffn.in", "output.dense": "ffn.out"}
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
+EVIDENCE_FILE = Path("bench") / "accuracy_evidence.json"
 
 
 @dataclass(frozen=True)
@@ -26,20 +34,27 @@ class Candidate:
     head: str
     targets: tuple
     r: int
+    alpha: float
     layers: str
     lora: int
     head_params: int
     other: int
     total: int
+    default: bool = False
+    evidence: str = ""  # what the accuracy bench measured for exactly these settings, if anything
+
+    @property
+    def placement(self) -> str:
+        return ",".join(self.targets)
+
+    @property
+    def short_placement(self) -> str:
+        return ",".join(SHORT_NAMES.get(t, t) for t in self.targets)
 
     @property
     def sets(self) -> list:
-        return [
-            f"head={self.head}",
-            f"lora_targets={','.join(self.targets)}",
-            f"lora_r={self.r}",
-            f"lora_layers={self.layers}",
-        ]
+        return [f"head={self.head}", f"lora_targets={self.placement}", f"lora_r={self.r}",
+                f"lora_alpha={self.alpha:g}", f"lora_layers={self.layers}"]
 
     @property
     def set_string(self) -> str:
@@ -47,14 +62,17 @@ class Candidate:
 
     def as_json(self) -> dict:
         return {
+            "default": self.default,
             "head": self.head,
-            "lora_targets": ",".join(self.targets),
+            "lora_targets": self.placement,
             "lora_r": self.r,
+            "lora_alpha": self.alpha,
             "lora_layers": self.layers,
             "lora": self.lora,
             "head_params": self.head_params,
             "other": self.other,
             "total": self.total,
+            "evidence": self.evidence or None,
             "set": self.set_string,
         }
 
@@ -63,9 +81,10 @@ class Candidate:
 class Plan:
     budget: int
     layers: int
-    candidates: tuple  # exact, sorted by LoRA count, largest first
-    enumerated: int
-    fitting: int
+    candidates: tuple  # the default first, then placements with evidence, then the rest by LoRA size
+    enumerated: int  # placements considered (head x targets x layers)
+    fitting: int  # placements with at least one rank within the budget
+    evidence_source: str  # where the marks came from, or why there are none
 
 
 def _split(values: Optional[Iterable[str]]) -> list:
@@ -73,6 +92,39 @@ def _split(values: Optional[Iterable[str]]) -> list:
     for value in values or []:
         out.extend(v.strip() for v in str(value).split(",") if v.strip())
     return out
+
+
+def canonical_targets(targets: str) -> frozenset:
+    """Module types a lora_targets string selects, with `dense` spelled out (`dense` = all three)."""
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    return frozenset(n for t in names for n in SHORT_TARGETS.get(t, (t,)))
+
+
+def evidence_marks(project: Project) -> tuple[dict, str]:
+    """{(head, targets, r, alpha, layers): text} for every bench run that changed only the placement."""
+    path = project.root / EVIDENCE_FILE
+    if not path.is_file():
+        return {}, f"no {EVIDENCE_FILE} in this repository: no evidence marks"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        runs = data["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not the accuracy bench's summary ({type(exc).__name__}); rerun bench/accuracy.py")
+    marks = {}
+    for run in runs:
+        if run.get("other_overrides"):
+            continue  # same placement as another run, different training: not placement evidence
+        s = run["settings"]
+        key = (s["head"], canonical_targets(s["lora_targets"]), int(s["lora_r"]), float(s["lora_alpha"]),
+               s["lora_layers"])
+        results = []
+        for device, result in run["results"].items():
+            delta = result.get("vs_default_points")
+            versus = f" ({delta[0]:+.1f})" if delta else ""
+            seeds = f"{result['seeds']} seed{'s' if result['seeds'] > 1 else ''}"
+            results.append(f"{100 * result['val_accuracy']:.1f}%{versus} {device}, {seeds}")
+        marks[key] = "; ".join(results)
+    return marks, f"{EVIDENCE_FILE} ({data.get('model', 'MiniLM stand-in')}, {data.get('date', 'undated')})"
 
 
 def budget_plan(
@@ -86,16 +138,15 @@ def budget_plan(
 ) -> Plan:
     if top < 1:
         raise UsageError("--top must be positive")
-    kmod = kernel_load(project)
-    base = kmod.Config()
+    effective = config_effective(project)
+    kmod, base = effective.kmod, effective.config
     budget = int(budget if budget is not None else base.param_budget)
     if budget < 1:
         raise UsageError("--budget must be positive")
-    head_choices = _split(heads) or list(getattr(kmod, "HEADS", ("linear", "roberta")))
-    known_heads = tuple(getattr(kmod, "HEADS", head_choices))
-    bad = [h for h in head_choices if h not in known_heads]
+    head_choices = _split(heads) or list(kmod.HEADS)
+    bad = [h for h in head_choices if h not in kmod.HEADS]
     if bad:
-        raise UsageError(f"unknown head {bad[0]!r}; choose from {', '.join(known_heads)}")
+        raise UsageError(f"unknown head {bad[0]!r}; choose from {', '.join(kmod.HEADS)}")
     if targets:
         subsets = []
         for group in targets:
@@ -124,7 +175,7 @@ def budget_plan(
     heads_cost = {}
     for head in head_choices:
         b = breakdown_count(kmod, base, lora_targets=names[0], lora_r=1, lora_layers="all", head=head)
-        heads_cost[head] = (b["head"], b["other"])
+        heads_cost[head] = b["head"] + b["other"]
     layer_choices = _split(layers) or ["all"] + [f"top:{k}" for k in range(n_layers - 1, 0, -1)]
     for choice in layer_choices:
         if choice != "all" and not (choice.startswith("top:") and choice[4:].isdigit() and int(choice[4:]) >= 1):
@@ -133,28 +184,52 @@ def budget_plan(
     def share(choice: str) -> int:
         return n_layers if choice == "all" else min(n_layers, int(choice[4:]))
 
-    estimates = []
-    for head, subset, r, choice in itertools.product(head_choices, subsets, rank_choices, layer_choices):
-        lora = r * sum(per_target[t] for t in subset) * share(choice) // n_layers
-        head_params, other = heads_cost[head]
-        estimates.append((lora, head_params + other + lora, head, subset, r, choice))
-    fitting = [e for e in estimates if e[1] <= budget]
-    if not fitting:
-        smallest = min(estimates, key=lambda e: e[1])
+    # Each placement at its largest fitting rank (the linear model ranks; exact counts decide below).
+    placements = []
+    enumerated = 0
+    for head, subset, choice in itertools.product(head_choices, subsets, layer_choices):
+        enumerated += 1
+        per_rank = sum(per_target[t] for t in subset) * share(choice) // n_layers
+        fits = [r for r in rank_choices if r * per_rank + heads_cost[head] <= budget]
+        if fits:
+            placements.append((max(fits) * per_rank, head, subset, max(fits), choice))
+    if not placements:
+        smallest = min(
+            ((min(rank_choices) * sum(per_target[t] for t in s) * share(c) // n_layers + heads_cost[h]), h, s, c)
+            for h, s, c in itertools.product(head_choices, subsets, layer_choices)
+        )
         raise UsageError(
-            f"no configuration fits a budget of {budget:,}: the smallest enumerated one needs {smallest[1]:,} "
-            f"(head={smallest[2]}, lora_targets={','.join(smallest[3])}, lora_r={smallest[4]}, lora_layers={smallest[5]})"
+            f"no configuration fits a budget of {budget:,}: the smallest enumerated one needs {smallest[0]:,} "
+            f"(head={smallest[1]}, lora_targets={','.join(smallest[2])}, lora_r={min(rank_choices)}, "
+            f"lora_layers={smallest[3]})"
         )
-    fitting.sort(key=lambda e: (-e[0], e[1], -share(e[5]), e[4], len(e[3]), e[2], e[3]))
-    chosen: list[Candidate] = []
-    for lora, _total, head, subset, r, choice in fitting:
-        b = breakdown_count(kmod, base, lora_targets=",".join(subset), lora_r=r, lora_layers=choice, head=head)
-        if b["total"] > budget:  # the linear model was wrong for this one: trust the exact count
-            continue
-        chosen.append(
-            Candidate(head, tuple(subset), r, choice, sum(b["lora"].values()), b["head"], b["other"], b["total"])
-        )
+    marks, source = evidence_marks(project)
+    ratio = base.lora_alpha / base.lora_r  # every row keeps the default's LoRA scale, alpha / r
+
+    def exact(head, subset, r, choice, default=False) -> Optional[Candidate]:
+        alpha = base.lora_alpha if default else r * ratio
+        b = breakdown_count(kmod, base, lora_targets=",".join(subset), lora_r=r, lora_alpha=alpha,
+                            lora_layers=choice, head=head)
+        if b["total"] > budget and not default:
+            return None
+        key = (head, canonical_targets(",".join(subset)), r, float(alpha), choice)
+        return Candidate(head, tuple(subset), r, alpha, choice, sum(b["lora"].values()), b["head"], b["other"],
+                         b["total"], default, marks.get(key, ""))
+
+    default = exact(base.head, tuple(t.strip() for t in base.lora_targets.split(",")), base.lora_r,
+                    base.lora_layers, default=True)
+    chosen = [default]
+    placements.sort(key=lambda p: (-p[0], -share(p[4]), len(p[2]), p[1], p[2]))
+    with_evidence = [p for p in placements if (p[1], canonical_targets(",".join(p[2])), p[3], p[3] * ratio, p[4]) in marks]
+    for _lora, head, subset, r, choice in with_evidence + placements:
         if len(chosen) >= top:
             break
-    chosen.sort(key=lambda c: (-c.lora, c.total))
-    return Plan(budget, n_layers, tuple(chosen), len(estimates), len(fitting))
+        same = (head, canonical_targets(",".join(subset)), choice)
+        if any((c.head, canonical_targets(c.placement), c.layers) == same for c in chosen):
+            continue
+        for rank in sorted((x for x in rank_choices if x <= r), reverse=True):  # an exact count may overshoot
+            candidate = exact(head, subset, rank, choice)
+            if candidate is not None:
+                chosen.append(candidate)
+                break
+    return Plan(budget, n_layers, tuple(chosen), enumerated, len(placements), source)
