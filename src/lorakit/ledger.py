@@ -30,14 +30,16 @@ COLUMNS = [
     "git_dirty",  # true when tracked files had uncommitted changes
     "kernel_ref",  # owner/slug pushed to
     "kernel_url",  # URL of the kernel on Kaggle
+    "push_token",  # the token comment in the pushed script: finds this push among the kernel's versions
     "predict_from",  # version whose adapter a predict-only run reused
-    "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...)
+    "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...; UNCONFIRMED, NOT_PUSHED)
     "val_accuracy",  # validation accuracy from metrics.json
     "run_minutes",  # (train_seconds + predict_seconds) / 60 from metrics.json
     "pulled_at",  # UTC time of the last pull
     "submission_ref",  # Kaggle submission ref of the last submission of this version
+    "submission_token",  # the token in that submission's description
     "submitted_at",  # UTC time of that submission
-    "submission_status",  # PENDING, COMPLETE or ERROR
+    "submission_status",  # PENDING, COMPLETE or ERROR; UNCONFIRMED, NOT_SUBMITTED
     "public_score",
     "private_score",
 ]

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -18,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
-from lorakit.errors import LedgerError, RemoteError, RunFailed, Timeout, UsageError
+from lorakit.errors import LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
 from lorakit.kernel import Effective, config_effective, kernel_load, script_render, submission_check
 from lorakit.ledger import Ledger
 from lorakit.project import METADATA_FILE, KernelRef, Project, git_state, script_compile_check
@@ -29,6 +30,9 @@ LABELS = ("World", "Sports", "Business", "Sci/Tech")
 TERMINAL_KERNEL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED", "NEW_SCRIPT"}
 FAILED_KERNEL = {"ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED"}
 _DESCRIPTION_VERSION = re.compile(r"^\s*v(\d+)\b")
+UNCONFIRMED = "UNCONFIRMED"  # sent, reply lost, and the check failed: it may or may not have gone through
+NOT_PUSHED = "NOT_PUSHED"  # an UNCONFIRMED push found not to have gone through
+NOT_SUBMITTED = "NOT_SUBMITTED"  # an UNCONFIRMED submission found not to have gone through
 
 
 def utc_now() -> str:
@@ -47,6 +51,11 @@ def version_parse(value) -> int:
 
 def ledger_of(project: Project) -> Ledger:
     return Ledger(project.ledger_path)
+
+
+def token_new() -> str:
+    """A unique token that finds one push or one submission on Kaggle when the reply to it was lost."""
+    return "lk-" + secrets.token_hex(6)
 
 
 # ----------------------------------------------------------------------------------------------- check
@@ -80,7 +89,7 @@ class PushResult:
     version: Optional[int]
     kernel: KernelRef
     url: str
-    build_dir: Path
+    build_dir: Optional[Path]  # None once removed (a push without --build-dir)
     effective: Effective
     notes: tuple = ()
 
@@ -97,19 +106,18 @@ def kernel_ref_resolve(project: Project, remote: Optional[Remote], notes: Option
     return ref
 
 
-def build_render(
+def build_write(
     project: Project,
-    effective: Effective,
+    rendered: str,
     ref: KernelRef,
     folder: Path,
     accelerator: Optional[str] = None,
     kernel_sources: Iterable[str] = (),
 ) -> Path:
-    """Write the build folder: the script with its overrides block filled in, plus the metadata."""
+    """Write the build folder: the rendered script plus the metadata."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     script_name = project.script_path.name
-    rendered = script_render(project, effective.overrides)  # checked: compiles, block round-trips
     (folder / script_name).write_text(rendered, encoding="utf-8")
     meta = dict(project.metadata)
     meta["id"] = str(ref)
@@ -128,6 +136,15 @@ def build_render(
 def predict_source(ref: KernelRef) -> str:
     """Where Kaggle mounts the attached output of kernel ``ref``: its adapter folder."""
     return f"/kaggle/input/{ref.slug}/adapter"
+
+
+def _row_replace(ledger: Ledger, version: int, notes: list, **fields) -> None:
+    """Write a fresh row for a newly pushed version, replacing any row the ledger had for that number."""
+    if ledger.row(version) is not None:
+        notes.append(f"the ledger already had a row for v{version}; it is replaced")
+        with ledger.transaction() as records:
+            records[:] = [r for r in records if int(r["version"]) != int(version)]
+    ledger.update(version, **fields)
 
 
 def kernel_push(
@@ -172,39 +189,18 @@ def kernel_push(
             f"this run reads the adapter of the newest completed version of {project.kernel.slug}"
             + (f" (the ledger's newest is v{latest})" if latest and latest != predict_from else "")
         )
-    script_render(project, effective.overrides)  # the build copy must compile: checked before any network call
+    token = token_new()
+    rendered = script_render(project, effective.overrides, token)  # once, before any network call: it compiles
     notes: list[str] = list(report.warnings)
-    folder = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
-    if dry_run:
-        ref = kernel_ref_resolve(project, None)
-        sources = [str(ref)] if predict_from is not None else []
-        build_render(project, effective, ref, folder, accelerator, sources)
-        return PushResult(None, ref, ref.url, folder, effective, tuple(notes))
-    if remote is None:  # pragma: no cover - the CLI always passes one
+    if remote is None and not dry_run:  # pragma: no cover - the CLI always passes one
         raise UsageError("push needs a Kaggle connection")
-    ref = kernel_ref_resolve(project, remote, notes)
-    sources = [str(ref)] if predict_from is not None else []
-    build_render(project, effective, ref, folder, accelerator, sources)
-    response = remote.kernel_push(folder, accelerator, no_run, str(ref))
-    error = (getattr(response, "error", None) or "").strip()
-    if error:
-        raise RemoteError(f"Kaggle refused the push of {ref}: {error}")
-    version = getattr(response, "version_number", None)
-    url = getattr(response, "url", "") or ref.url
-    invalid = list(getattr(response, "invalid_kernel_sources", []) or []) + list(
-        getattr(response, "invalid_competition_sources", []) or []
-    ) + list(getattr(response, "invalid_dataset_sources", []) or [])
-    if invalid:
-        notes.append(f"Kaggle could not attach these sources: {', '.join(invalid)}")
-    if not version:
-        raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
+    ref = kernel_ref_resolve(project, None if dry_run else remote, notes)
+    folder = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+    build_write(project, rendered, ref, folder, accelerator, [str(ref)] if predict_from is not None else [])
+    if dry_run:
+        return PushResult(None, ref, ref.url, folder, effective, tuple(notes))
     commit, dirty = git_state(project.root)
-    if ledger.row(version) is not None:
-        notes.append(f"the ledger already had a row for v{version}; it is replaced")
-        with ledger.transaction() as records:
-            records[:] = [r for r in records if int(r["version"]) != int(version)]
-    ledger.update(
-        version,
+    fields = dict(
         pushed_at=utc_now(),
         message=message,
         overrides=json.dumps(effective.overrides, sort_keys=True, separators=(",", ":")),
@@ -213,11 +209,32 @@ def kernel_push(
         git_commit=commit,
         git_dirty=dirty if dirty is not None else "",
         kernel_ref=str(ref),
-        kernel_url=url,
+        push_token=token,
         predict_from=predict_from if predict_from is not None else "",
-        status="NEW_SCRIPT" if no_run else "QUEUED",
     )
-    return PushResult(int(version), ref, url, folder, effective, tuple(notes))
+    try:
+        after = remote.kernel_version_latest(ref)
+        reply, recovered = remote.kernel_push(folder, accelerator, no_run, ref, token, after)
+    except Unconfirmed as exc:
+        version = after + 1  # what Kaggle numbers it if it went through
+        _row_replace(ledger, version, notes, kernel_url=ref.url, status=UNCONFIRMED, **fields)
+        raise Unconfirmed(
+            f"{exc}; recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
+        ) from None
+    finally:
+        if not build_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+    if reply.error:
+        raise RemoteError(f"Kaggle refused the push of {ref}: {reply.error}")
+    url = reply.url or ref.url
+    if reply.invalid_sources:
+        notes.append(f"Kaggle could not attach these sources: {', '.join(reply.invalid_sources)}")
+    if not reply.version:
+        raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
+    if recovered:
+        notes.append(f"Kaggle's reply to the push was lost, but it went through as v{reply.version}: not sent again")
+    _row_replace(ledger, reply.version, notes, kernel_url=url, status="NEW_SCRIPT" if no_run else "QUEUED", **fields)
+    return PushResult(reply.version, ref, url, Path(build_dir) if build_dir else None, effective, tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -236,9 +253,28 @@ def version_kernel(project: Project, remote: Remote, version: int) -> KernelRef:
     return kernel_ref_resolve(project, remote)
 
 
+def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef) -> None:
+    """When the ledger holds v<N> as UNCONFIRMED, find out from its source whether that push became v<N>.
+
+    Raises UsageError (and records NOT_PUSHED) when it did not; returns when it did or was never in doubt.
+    """
+    ledger = ledger_of(project)
+    row = ledger.row(version) or {}
+    if row.get("status") != UNCONFIRMED:
+        return
+    source = remote.kernel_source_get(ref, version)
+    token = row.get("push_token", "")
+    if source is not None and token and token in source:
+        return
+    ledger.update(version, status=NOT_PUSHED)
+    found = f"{ref} v{version} is another push" if source is not None else f"{ref} has no v{version}"
+    raise UsageError(f"the push recorded as v{version} never reached Kaggle ({found}); push it again")
+
+
 def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[int, KernelStatus]:
     version = version_resolve(project, version)
     ref = version_kernel(project, remote, version)
+    push_confirm(project, remote, version, ref)
     status = remote.kernel_status_get(ref, version)
     ledger = ledger_of(project)
     if ledger.row(version) is not None:
@@ -259,6 +295,7 @@ def kernel_status_wait(
     if timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     ref = version_kernel(project, remote, version)
+    push_confirm(project, remote, version, ref)
     ledger = ledger_of(project)
     start = clock()
     interval = max(0.0, remote.policy.poll_start)
@@ -355,6 +392,7 @@ def kernel_output_pull(project: Project, remote: Remote, version=None, allow_run
     ledger = ledger_of(project)
     ledger.check_writable()
     ref = version_kernel(project, remote, version)
+    push_confirm(project, remote, version, ref)
     warnings: list[str] = []
     status = remote.kernel_status_get(ref, version)
     if status.status in ("QUEUED", "RUNNING") and not allow_running:
@@ -447,8 +485,8 @@ def submission_validate(project: Project, path: Path, rows: Optional[int] = None
 class SubmitResult:
     version: int
     ref: int
-    remaining_before: int
-    submission: Optional[Submission]
+    remaining: Optional[int]  # submissions left today, read after this one; None when that read failed
+    notes: tuple = ()
 
 
 def submission_wait(
@@ -489,15 +527,13 @@ def submission_wait(
         interval = min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
 
 
-def submission_create(
-    project: Project,
-    remote: Remote,
-    version,
-    message: Optional[str] = None,
-    wait: bool = False,
-    timeout: float = 1800.0,
-    on_poll: Callable[[Submission, float], None] = lambda *_: None,
-) -> SubmitResult:
+def submission_description(version: int, config_hash: str, token: str, text: str) -> str:
+    """``v<N>`` first (scores match versions by it), then the hash and the token, then the message."""
+    head = f"v{version}" + (f" {config_hash[:12]}" if config_hash else "") + f" {token}"
+    return (head + (f": {text}" if text else ""))[:1000]
+
+
+def submission_create(project: Project, remote: Remote, version, message: Optional[str] = None) -> SubmitResult:
     version = version_parse(version)
     folder = project.version_dir(version)
     path = folder / "submission.csv"
@@ -507,23 +543,40 @@ def submission_create(
     ledger = ledger_of(project)
     ledger.check_writable()
     row = ledger.row(version) or {}
-    text = message or row.get("message") or ""
-    digest = row.get("config_hash", "")
-    description = f"v{version}" + (f" {digest[:12]}" if digest else "") + (f": {text}" if text else "")
+    if row.get("submission_status") == UNCONFIRMED:
+        raise UsageError(
+            f"v{version}'s last submission is {UNCONFIRMED}: run lorakit scores to find out whether it reached "
+            "Kaggle before submitting again"
+        )
+    token = token_new()
+    description = submission_description(version, row.get("config_hash", ""), token, message or row.get("message") or "")
     limits = remote.submission_limits_get(project.competition)
-    remaining = int(getattr(limits, "num_allowed_now", 0) or 0)
-    if remaining <= 0:
+    if int(getattr(limits, "num_allowed_now", 0) or 0) <= 0:
         used = int(getattr(limits, "num_today", 0) or 0)
         raise UsageError(
             f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
             f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
         )
-    ref = remote.submission_create(path, description[:1000], project.competition)
-    ledger.update(version, submission_ref=ref, submitted_at=utc_now(), submission_status="PENDING")
-    sub = None
-    if wait:
-        sub = submission_wait(project, remote, ref, version, timeout, on_poll)
-    return SubmitResult(version, ref, remaining, sub)
+    try:
+        ref, recovered = remote.submission_create(path, description, project.competition, token)
+    except Unconfirmed as exc:
+        ledger.update(
+            version, submission_ref="", submission_token=token, submitted_at=utc_now(), submission_status=UNCONFIRMED
+        )
+        raise Unconfirmed(
+            f"{exc}; recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before "
+            "submitting again"
+        ) from None
+    ledger.update(version, submission_ref=ref, submission_token=token, submitted_at=utc_now(), submission_status="PENDING")
+    notes = []
+    if recovered:
+        notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
+    remaining = None
+    try:
+        remaining = int(getattr(remote.submission_limits_get(project.competition), "num_allowed_now", 0) or 0)
+    except RemoteError as exc:
+        notes.append(f"could not read the submissions left today: {exc}")
+    return SubmitResult(version, ref, remaining, tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -549,12 +602,13 @@ class Scores:
     best_public: Optional[ScoreRow]
     best_validation: Optional[dict]  # ledger row
     unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
+    not_submitted: tuple = ()  # versions whose UNCONFIRMED submission turned out never to have reached Kaggle
 
 
 def _float(text) -> Optional[float]:
     try:
         return float(text) if text not in (None, "") else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -568,29 +622,43 @@ def scores_get(project: Project, remote: Remote) -> Scores:
         if r.get("submission_ref"):
             with contextlib.suppress(ValueError):
                 by_ref[int(r["submission_ref"])] = int(r["version"])
+    by_token = {r["submission_token"]: int(r["version"]) for r in rows if r.get("submission_token")}
     by_version = {int(r["version"]): r for r in rows}
     result: list[ScoreRow] = []
-    chosen: dict[int, Submission] = {}  # per version: the recorded submission, else the newest one
+    # per version: the recorded submission (by ref, else by token), else the newest one named v<N>
+    chosen: dict[int, Submission] = {}
     for sub in submissions:
         version = by_ref.get(sub.ref)
+        if version is None:
+            version = next((v for token, v in by_token.items() if token in sub.description), None)
         if version is None:
             match = _DESCRIPTION_VERSION.match(sub.description)
             version = int(match.group(1)) if match else None
         if version is not None:
-            recorded = by_version.get(version, {}).get("submission_ref", "")
+            row = by_version.get(version, {})
+            recorded, token = row.get("submission_ref", ""), row.get("submission_token", "")
             current = chosen.get(version)
             if recorded:
                 if str(sub.ref) == recorded:
+                    chosen[version] = sub
+            elif token:
+                if token in sub.description:
                     chosen[version] = sub
             elif current is None or sub.ref > current.ref:
                 chosen[version] = sub
         row = by_version.get(version, {}) if version is not None else {}
         result.append(ScoreRow(version, sub, _float(row.get("val_accuracy")), row.get("overrides", ""), row.get("message", "")))
     updates = {v: sub for v, sub in chosen.items() if v in by_version}
-    if updates:
+    lost = tuple(
+        v for v, r in sorted(by_version.items()) if r.get("submission_status") == UNCONFIRMED and v not in chosen
+    )
+    if updates or lost:
         with ledger.transaction() as records:
             for record in records:
-                sub = updates.get(int(record["version"]))
+                version = int(record["version"])
+                if version in lost:
+                    record["submission_status"] = NOT_SUBMITTED
+                sub = updates.get(version)
                 if sub is None:
                     continue
                 record["submission_ref"] = str(sub.ref)
@@ -602,7 +670,7 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     with_val = [r for r in ledger.rows() if _float(r.get("val_accuracy")) is not None]
     best_val = max(with_val, key=lambda r: (_float(r["val_accuracy"]), int(r["version"]))) if with_val else None
     unrecorded = tuple(sorted(v for v in chosen if v not in by_version))
-    return Scores(tuple(result), best_public, best_val, unrecorded)
+    return Scores(tuple(result), best_public, best_val, unrecorded, lost)
 
 
 def scores_plot(project: Project, path: Path) -> Path:

@@ -1,0 +1,226 @@
+"""lorakit on a flaky Kaggle (issue 9): no duplicate pushes or submissions, no hangs.
+Every fault is injected into the stand-in server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from lorakit_fixtures import USERNAME, kaggle_imported, kit  # noqa: F401
+
+TOKEN = "kgat_0123456789abcdef0123"  # an access token the stand-in knows (tests add it to state.tokens)
+
+
+def push(kit, *extra, message="baseline"):
+    code, out, err = kit.run("push", "-m", message, *extra)
+    assert code == 0, err
+    return out, err
+
+
+def push_pull(kit, *extra):
+    push(kit, *extra)
+    version = len(kit.rows())
+    assert kit.run("status", version, "--wait")[0] == 0
+    code, out, err = kit.run("pull", version)
+    assert code == 0, err
+    return version
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("lorakit: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def versions(kit) -> list:
+    return kit.state.versions(USERNAME, kit.slug)
+
+
+# ------------------------------------------------------------------------------------- idempotent push
+@pytest.mark.parametrize("fault", ["502", "drop", "stall"])
+def test_push_processed_then_reply_lost_is_not_sent_again(kit, monkeypatch, fault):
+    monkeypatch.setenv("LORAKIT_TIMEOUT_S", "0.5")
+    if fault == "502":
+        kit.state.fail("SaveKernel", 502, after=True)
+    else:
+        getattr(kit.state, fault)("SaveKernel", after=True)
+    code, out, err = kit.run("push", "-m", "reply lost")
+    assert code == 0, err
+    assert len(kit.state.calls("SaveKernel")) == 1 and len(versions(kit)) == 1
+    assert "pushed v1" in out and "went through as v1: not sent again" in err
+    row = kit.row(1)
+    assert row["status"] == "QUEUED" and row["push_token"].startswith("lk-")
+    assert f"# lorakit push token: {row['push_token']}" in versions(kit)[0].text
+
+
+def test_push_502_before_processing_is_sent_again_once(kit):
+    kit.state.fail("SaveKernel", 502)
+    code, out, err = kit.run("push", "-m", "x")
+    assert code == 0, err
+    assert len(kit.state.calls("SaveKernel")) == 2 and len(versions(kit)) == 1
+    assert "checking whether it went through" in err and "pushed v1" in out
+
+
+@pytest.mark.parametrize("status", [429, 400])
+def test_push_and_submit_4xx_are_final(kit, status):
+    kit.state.fail("SaveKernel", status, headers={"Retry-After": "0"})
+    code, out, err = kit.run("push", "-m", "x")
+    assert code == 1 and str(status) in one_error_line(err)
+    assert len(kit.state.calls("SaveKernel")) == 1 and not versions(kit) and not kit.ledger.exists()
+
+    push_pull(kit)
+    kit.state.fail("CreateSubmission", status, headers={"Retry-After": "0"})
+    code, out, err = kit.run("submit", 1)
+    assert code == 1 and str(status) in one_error_line(err)
+    assert len(kit.state.calls("CreateSubmission")) == 1 and not kit.state.submissions
+    assert kit.row(1)["submission_status"] == ""
+
+
+def test_push_unconfirmed_is_recorded_then_confirmed_by_status(kit):
+    kit.state.fail("SaveKernel", 502, after=True)
+    kit.state.fail("GetKernel", 500, times=None, skip=1)  # the read before the push works, the check does not
+    code, out, err = kit.run("push", "-m", "x")
+    assert code == 5
+    line = one_error_line(err)
+    assert "UNCONFIRMED" in line and "lorakit status 1" in line and "may have gone through" in line
+    assert len(kit.state.calls("SaveKernel")) == 1 and len(versions(kit)) == 1  # never resent
+    row = kit.row(1)
+    assert row["status"] == "UNCONFIRMED" and row["push_token"] in versions(kit)[0].text
+
+    kit.state.faults.clear()
+    code, out, err = kit.run("status", 1)
+    assert code == 0 and "v1 QUEUED" in out, err
+    assert kit.row(1)["status"] == "QUEUED"
+
+
+def test_push_unconfirmed_that_never_arrived(kit):
+    kit.state.fail("SaveKernel", 502)
+    kit.state.fail("GetKernel", 500, times=None, skip=1)
+    code, out, err = kit.run("push", "-m", "x")
+    assert code == 5 and not versions(kit) and kit.row(1)["status"] == "UNCONFIRMED"
+
+    kit.state.faults.clear()
+    code, out, err = kit.run("pull", 1)
+    assert code == 1 and "never reached Kaggle" in one_error_line(err)
+    assert kit.row(1)["status"] == "NOT_PUSHED" and not (kit.repo / "submissions" / "v1").exists()
+    out, err = push(kit, message="again")
+    assert "pushed v1" in out and "row for v1; it is replaced" in err
+    assert kit.row(1)["status"] == "QUEUED" and kit.row(1)["message"] == "again"
+
+
+# --------------------------------------------------------------------------------------- idempotent submit
+def test_submit_processed_then_502_counts_once(kit):
+    push_pull(kit)
+    kit.state.fail("CreateSubmission", 502, after=True)
+    code, out, err = kit.run("submit", 1)
+    assert code == 0, err
+    assert len(kit.state.calls("CreateSubmission")) == 1 and len(kit.state.submissions) == 1
+    assert "(3 left today)" in out and kit.state.allowed_now == 3
+    sub = kit.state.submissions[0]
+    row = kit.row(1)
+    assert row["submission_ref"] == str(sub.ref) and f"submission {sub.ref}" in out
+    assert sub.description.startswith("v1 " + row["config_hash"][:12]) and row["submission_token"] in sub.description
+    assert "went through as" in err
+
+
+@pytest.mark.parametrize("processed", [True, False])
+def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, processed):
+    push_pull(kit)
+    kit.state.fail("CreateSubmission", 502, after=processed)
+    kit.state.fail("ListSubmissions", 500, times=None)
+    code, out, err = kit.run("submit", 1)
+    assert code == 5
+    line = one_error_line(err)
+    assert "UNCONFIRMED" in line and "lorakit scores" in line
+    assert len(kit.state.calls("CreateSubmission")) == 1 and len(kit.state.submissions) == int(processed)
+    row = kit.row(1)
+    assert row["submission_status"] == "UNCONFIRMED" and row["submission_ref"] == "" and row["submission_token"]
+
+    code, out, err = kit.run("submit", 1)  # no blind resend by the user either
+    assert code == 1 and "run lorakit scores" in one_error_line(err)
+    assert len(kit.state.calls("CreateSubmission")) == 1
+
+    kit.state.faults.clear()
+    code, out, err = kit.run("scores")
+    assert code == 0, err
+    row = kit.row(1)
+    if processed:
+        assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["submission_status"] == "PENDING"
+    else:
+        assert row["submission_status"] == "NOT_SUBMITTED" and "never reached Kaggle" in err
+    assert kit.run("submit", 1)[0] == 0
+
+
+# -------------------------------------------------------------------------------------------- timeouts
+@pytest.fixture
+def scaled(monkeypatch):
+    """The default budgets scaled down 100x: a stalled server must end a command within 1.8 s (3 min)."""
+    for name, value in (("LORAKIT_TIMEOUT_S", "0.3"), ("LORAKIT_RETRY_TOTAL_S", "1.5"), ("LORAKIT_CONFIRM_S", "0.6"),
+                        ("LORAKIT_RETRY_BASE_S", "0.01"), ("LORAKIT_RETRY_MAX_DELAY_S", "0.6"),
+                        ("LORAKIT_RETRY_ATTEMPTS", "6")):
+        monkeypatch.setenv(name, value)
+    return 1.8
+
+
+@pytest.mark.parametrize(
+    "where, argv",
+    [
+        ("ListSubmissions", ["scores"]),
+        ("DownloadLeaderboard", ["leaderboard", "--download", "lb"]),
+        ("/upload/", ["submit", "1"]),
+        ("/files/", ["pull", "1"]),
+        ("SaveKernel", ["push", "-m", "stalled"]),
+    ],
+)
+def test_stalled_server_ends_in_one_clear_line(kit, scaled, where, argv):
+    if argv[0] in ("submit", "pull"):
+        push_pull(kit) if argv[0] == "submit" else push(kit)
+        assert argv[0] == "submit" or kit.run("status", 1, "--wait")[0] == 0
+    before = kit.ledger.read_bytes() if kit.ledger.exists() else None
+    kit.state.stall(where, times=None)
+    if where == "SaveKernel":
+        kit.state.stall("GetKernel", times=None, skip=1)  # the check stalls too
+    start = time.monotonic()
+    code, out, err = kit.run(*argv)
+    elapsed = time.monotonic() - start
+    assert code in (1, 5) and elapsed < scaled, (elapsed, err)
+    line = one_error_line(err)
+    assert "did not answer in time" in line or "it may have gone through" in line, line
+    if argv[0] == "submit":
+        assert "nothing was submitted" in line and not kit.state.calls("CreateSubmission")
+    if argv[0] == "pull":
+        assert not (kit.repo / "submissions" / "v1").exists() and kit.ledger.read_bytes() == before
+    if argv[0] == "push":
+        assert code == 5 and kit.row(1)["status"] == "UNCONFIRMED"
+
+
+def test_stalled_token_introspection_ends_in_one_clear_line(kit, scaled, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
+    kit.state.stall("IntrospectToken", times=None)
+    start = time.monotonic()
+    code, out, err = kit.run("scores")
+    assert code == 1 and time.monotonic() - start < scaled
+    assert "authenticate: Kaggle did not answer in time" in one_error_line(err) and TOKEN not in err
+
+
+# ------------------------------------------------------------------------------------------ push ledger
+def test_push_removes_its_build_folder_unless_asked_to_keep_it(kit, monkeypatch, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    out, err = push(kit)
+    assert not list(scratch.iterdir()) and "build folder" not in out
+
+    out, err = push(kit, "--build-dir", "build")
+    text = (kit.repo / "build" / "agnews_lora.py").read_text()
+    assert text == versions(kit)[1].text  # what was checked is what was pushed
+    assert text.count("# lorakit push token: ") == 1 and kit.row(2)["push_token"] in text
+    compile(text, "agnews_lora.py", "exec")
+    assert kit.row(1)["push_token"] != kit.row(2)["push_token"]
+
+
