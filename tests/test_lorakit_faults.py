@@ -1,9 +1,12 @@
-"""lorakit on a flaky Kaggle (issue 9): no duplicate pushes or submissions, no hangs.
+"""lorakit on a flaky Kaggle (issue 9): no duplicate pushes or submissions, no hangs, no lost pulls.
 Every fault is injected into the stand-in server."""
 
 from __future__ import annotations
 
+import json
 import os
+import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -11,7 +14,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from lorakit_fixtures import USERNAME, kaggle_imported, kit  # noqa: F401
+from lorakit_fixtures import REPO, USERNAME, kaggle_imported, kit  # noqa: F401
 
 TOKEN = "kgat_0123456789abcdef0123"  # an access token the stand-in knows (tests add it to state.tokens)
 
@@ -208,6 +211,95 @@ def test_stalled_token_introspection_ends_in_one_clear_line(kit, scaled, monkeyp
     assert "authenticate: Kaggle did not answer in time" in one_error_line(err) and TOKEN not in err
 
 
+# ----------------------------------------------------------------------------------------------- pulls
+def expected_files(kit, number=1) -> set:
+    return set(versions(kit)[number - 1].outputs) | {"log.txt"}
+
+
+def folder_files(folder) -> set:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_two_concurrent_pulls_never_report_a_partial_folder(kit):
+    push(kit)
+    assert kit.run("status", "--wait")[0] == 0
+    kit.state.slow = {"submission.csv": 2.5}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [sys.executable, "-m", "lorakit", "pull", "1"]
+    first = subprocess.Popen(argv, cwd=kit.repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(r[1].endswith("/submission.csv") for r in kit.state.requests):  # the first is downloading
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = subprocess.Popen(argv, cwd=kit.repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = kit.repo / "submissions" / "v1"
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "pulled v1" in out
+        assert folder_files(folder) == expected_files(kit)  # whole the moment it reports success
+    assert "another lorakit is pulling v1; waiting" in err  # the second one said so
+    assert not [p.name for p in folder.parent.iterdir() if p.name.startswith((".v1.partial", ".v1.old"))]
+    assert len([r for r in kit.state.requests if r[1].endswith("/submission.csv")]) == 2
+
+
+def test_pull_refuses_once_its_wait_for_another_pull_runs_out(kit, monkeypatch):
+    from filelock import FileLock
+
+    push(kit)
+    assert kit.run("status", "--wait")[0] == 0
+    monkeypatch.setenv("LORAKIT_LOCK_WAIT_S", "0.2")
+    before = len(kit.state.requests)
+    with FileLock(str(kit.repo / "submissions" / ".pull-v1.lock")):
+        code, out, err = kit.run("pull", 1)
+    assert code == 1 and "still pulling v1" in one_error_line(err) and "waiting up to 0.2 s" in err
+    assert len(kit.state.requests) == before and not (kit.repo / "submissions" / "v1").exists()
+
+
+def test_pull_with_a_truncated_metrics_json_lands_the_files(kit):
+    push(kit)
+    assert kit.run("status", "--wait")[0] == 0
+    outputs = versions(kit)[0].outputs
+    outputs["metrics.json"] = outputs["metrics.json"][:40]
+    code, out, err = kit.run("pull", 1)
+    assert code == 0, err
+    folder = kit.repo / "submissions" / "v1"
+    assert folder_files(folder) == expected_files(kit)
+    assert "metrics.json is not a JSON object" in err and ".partial" not in out + err
+    row = kit.row(1)
+    assert row["val_accuracy"] == row["run_minutes"] == row["run_config_hash"] == ""
+    assert row["config_hash"] and row["status"] == "COMPLETE"
+    assert kit.run("submit", 1)[0] == 0  # the valid submission.csv can still be had
+
+
+def test_pull_warns_on_an_invalid_submission_and_an_interrupted_run(kit):
+    push(kit)
+    assert kit.run("status", "--wait")[0] == 0
+    outputs = versions(kit)[0].outputs
+    metrics = json.loads(outputs["metrics.json"])
+    metrics["interrupted"] = True
+    outputs["metrics.json"] = json.dumps(metrics).encode()
+    outputs["submission.csv"] = b"ID,Label\n0,1\n1,9\n"
+    code, out, err = kit.run("pull", 1)
+    assert code == 0, err
+    assert "submission.csv is NOT a valid submission, do not submit it" in err
+    assert "run was interrupted" in err
+    assert (kit.repo / "submissions" / "v1" / "submission.csv").read_bytes() == b"ID,Label\n0,1\n1,9\n"
+    assert float(kit.row(1)["val_accuracy"]) == pytest.approx(0.901)
+
+
+def test_pulled_folder_and_ledger_follow_the_umask(kit):
+    old = os.umask(0o022)
+    try:
+        push_pull(kit)
+    finally:
+        os.umask(old)
+    folder = kit.repo / "submissions" / "v1"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "submission.csv").stat().st_mode) == 0o644
+    assert stat.S_IMODE(kit.ledger.stat().st_mode) == 0o644
+
+
 # ------------------------------------------------------------------------------------------ push ledger
 def test_push_removes_its_build_folder_unless_asked_to_keep_it(kit, monkeypatch, tmp_path):
     scratch = tmp_path / "scratch"
@@ -222,5 +314,3 @@ def test_push_removes_its_build_folder_unless_asked_to_keep_it(kit, monkeypatch,
     assert text.count("# lorakit push token: ") == 1 and kit.row(2)["push_token"] in text
     compile(text, "agnews_lora.py", "exec")
     assert kit.row(1)["push_token"] != kit.row(2)["push_token"]
-
-

@@ -273,8 +273,8 @@ def test_retry_policy_from_env():
     assert policy.base_delay == 0.5 and policy.max_attempts == 2 and policy.total_time == RetryPolicy.total_time
     with pytest.raises(UsageError, match="LORAKIT_RETRY_TOTAL_S"):
         RetryPolicy.from_env({"LORAKIT_RETRY_TOTAL_S": "lots"})
-    policy = RetryPolicy.from_env({"LORAKIT_TIMEOUT_S": "2.5", "LORAKIT_CONFIRM_S": "7"})
-    assert (policy.timeout, policy.confirm_time) == (2.5, 7.0)
+    policy = RetryPolicy.from_env({"LORAKIT_TIMEOUT_S": "2.5", "LORAKIT_CONFIRM_S": "7", "LORAKIT_LOCK_WAIT_S": "9"})
+    assert (policy.timeout, policy.confirm_time, policy.lock_wait) == (2.5, 7.0, 9.0)
     with pytest.raises(UsageError, match="LORAKIT_TIMEOUT_S must be a positive"):
         RetryPolicy.from_env({"LORAKIT_TIMEOUT_S": "0"})
     # the defaults: one request never waits past 30 s and one call never past 150 s, under 3 minutes

@@ -31,7 +31,8 @@ default 150 s), LORAKIT_RETRY_ATTEMPTS, LORAKIT_POLL_START_S and LORAKIT_POLL_MA
 most LORAKIT_TIMEOUT_S (default 30 s) to connect and per read, so a server that never answers ends a
 command within 3 minutes. A push or submission whose reply is lost is looked for on Kaggle for
 LORAKIT_CONFIRM_S (default 60 s) before it is sent again; when that check fails it is recorded UNCONFIRMED
-(exit 5) and never resent. LORAKIT_VERBOSE=1 shows what the kaggle client printed.
+(exit 5) and never resent. A pull waits LORAKIT_LOCK_WAIT_S (default 600 s) for another pull of the same
+version. LORAKIT_VERBOSE=1 shows what the kaggle client printed.
 """
 
 
@@ -180,7 +181,7 @@ def cmd_pull(args) -> int:
     from lorakit.workflow import kernel_output_pull
 
     project = _project(args)
-    result = kernel_output_pull(project, _remote(), args.version)
+    result = kernel_output_pull(project, _remote(), args.version, on_wait=lambda m: _err(f"lorakit: {m}"))
     for warning in result.warnings:
         _warn(warning)
     rel = result.folder.relative_to(project.root)

@@ -13,6 +13,7 @@ through environment variables so that tests run fast:
 ``LORAKIT_DOWNLOAD_RETRIES``  resume attempts the kaggle client makes inside one file download (default 3)
 ``LORAKIT_POLL_START_S``      first poll interval of ``--wait`` (default 10 s), grows 1.5x per poll
 ``LORAKIT_POLL_MAX_S``        longest poll interval (default 60 s)
+``LORAKIT_LOCK_WAIT_S``       how long a pull waits for another pull of the same version (default 600 s)
 
 With the defaults a server that never answers ends a command within 3 minutes: each request waits at most
 the timeout, shortened to what is left of its call's 150 s budget.
@@ -68,6 +69,7 @@ class RetryPolicy:
     download_retries: int = 3
     poll_start: float = 10.0
     poll_max: float = 60.0
+    lock_wait: float = 600.0
 
     @classmethod
     def from_env(cls, environ=None) -> "RetryPolicy":
@@ -82,6 +84,7 @@ class RetryPolicy:
             download_retries=int(_env_float(environ, "LORAKIT_DOWNLOAD_RETRIES", cls.download_retries)),
             poll_start=_env_float(environ, "LORAKIT_POLL_START_S", cls.poll_start),
             poll_max=_env_float(environ, "LORAKIT_POLL_MAX_S", cls.poll_max),
+            lock_wait=_env_float(environ, "LORAKIT_LOCK_WAIT_S", cls.lock_wait),
         )
 
     def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Optional
 
 from lorakit.errors import LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
 from lorakit.kernel import Effective, config_effective, kernel_load, script_render, submission_check
-from lorakit.ledger import Ledger
+from lorakit.ledger import Ledger, mode_under_umask
 from lorakit.project import METADATA_FILE, KernelRef, Project, git_state, script_compile_check
 from lorakit.remote import KernelStatus, Remote, Submission, json_loads_safe
 
@@ -367,48 +367,69 @@ def _safe_relative(name: str) -> PurePosixPath:
 
 
 def metrics_read(folder: Path) -> Optional[dict]:
+    """metrics.json of a version folder; None when absent, UsageError when it is not a JSON object."""
     path = folder / "metrics.json"
     if not path.is_file():
         return None
-    data = json_loads_safe(path.read_text(encoding="utf-8"))
+    data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
     if not isinstance(data, dict):
         raise UsageError(f"{path} is not a JSON object")
     return data
 
 
 def run_minutes_of(metrics: dict) -> Optional[float]:
-    if metrics.get("total_seconds") is not None:
-        seconds = float(metrics["total_seconds"])
-    elif metrics.get("train_seconds") is not None or metrics.get("predict_seconds") is not None:
-        seconds = float(metrics.get("train_seconds") or 0) + float(metrics.get("predict_seconds") or 0)
-    else:
+    try:
+        if metrics.get("total_seconds") is not None:
+            seconds = float(metrics["total_seconds"])
+        elif metrics.get("train_seconds") is not None or metrics.get("predict_seconds") is not None:
+            seconds = float(metrics.get("train_seconds") or 0) + float(metrics.get("predict_seconds") or 0)
+        else:
+            return None
+    except (TypeError, ValueError):
         return None
     return round(seconds / 60.0, 2)
 
 
-def kernel_output_pull(project: Project, remote: Remote, version=None, allow_running: bool = False) -> PullResult:
-    """Download a version's outputs into submissions/v<N>/ atomically (temp folder, then rename)."""
-    version = version_resolve(project, version)
-    ledger = ledger_of(project)
-    ledger.check_writable()
-    ref = version_kernel(project, remote, version)
-    push_confirm(project, remote, version, ref)
-    warnings: list[str] = []
-    status = remote.kernel_status_get(ref, version)
-    if status.status in ("QUEUED", "RUNNING") and not allow_running:
-        raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
-    if status.status in FAILED_KERNEL:
-        warnings.append(f"v{version} ended {status.status}: pulling what it left (see log.txt)")
-    files, raw_log = remote.kernel_output_list(ref, version)
-    if not files and not raw_log:
-        raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
-    dest = project.version_dir(version)
+def rows_expected_of(metrics: Optional[dict]) -> int:
+    """The test rows a run's submission must hold: metrics.json's test_rows, else the competition's 8000."""
+    with contextlib.suppress(TypeError, ValueError):
+        if metrics and int(metrics.get("test_rows") or 0) > 0:
+            return int(metrics["test_rows"])
+    return DEFAULT_TEST_ROWS
+
+
+@contextlib.contextmanager
+def pull_lock(project: Project, version: int, wait: float, on_wait: Callable[[str], None]):
+    """Hold the inter-process lock of v<N>'s pull; wait up to ``wait`` seconds for another pull to finish."""
+    from filelock import FileLock
+    from filelock import Timeout as LockTimeout
+
     project.submissions_dir.mkdir(parents=True, exist_ok=True)
-    for stale in project.submissions_dir.glob(f".v{version}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    lock = FileLock(str(project.submissions_dir / f".pull-v{version}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        on_wait(f"another lorakit is pulling v{version}; waiting up to {wait:g} s for it to finish")
+        try:
+            lock.acquire(timeout=wait)
+        except LockTimeout:
+            raise UsageError(
+                f"another lorakit is still pulling v{version} after {wait:g} s; try again once it has finished"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _outputs_download(project: Project, remote: Remote, version: int, files: list, raw_log: str) -> list:
+    """Download every output into a folder of this process's own, then swap it in as submissions/v<N>/."""
+    dest = project.version_dir(version)
+    shown = f"submissions/v{version}"
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.partial-", dir=str(project.submissions_dir)))
     written: list[str] = []
     try:
+        os.chmod(tmp, mode_under_umask(0o777))  # mkdtemp makes it 0700, and it becomes submissions/v<N>
         for item in files:
             rel = _safe_relative(item.name)
             target = tmp.joinpath(*rel.parts)
@@ -416,9 +437,9 @@ def kernel_output_pull(project: Project, remote: Remote, version=None, allow_run
             try:
                 remote.file_download(item.url, target, str(rel))
             except RemoteError as exc:
+                message = str(exc).replace(str(tmp), shown)  # the temp folder is about to go: never name it
                 raise RemoteError(
-                    f"{exc}; nothing was written to submissions/v{version}/, run lorakit pull {version} again",
-                    status=exc.status,
+                    f"{message}; nothing was written to {shown}/, run lorakit pull {version} again", status=exc.status
                 ) from None
             written.append(str(rel))
         for marker in tmp.rglob("*.kaggle-partial"):
@@ -426,7 +447,6 @@ def kernel_output_pull(project: Project, remote: Remote, version=None, allow_run
         if raw_log:
             (tmp / "log.txt").write_text(log_readable(raw_log), encoding="utf-8")
             written.append("log.txt")
-        metrics = metrics_read(tmp)
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".v{version}.old-", dir=str(project.submissions_dir)))
             os.rmdir(old)
@@ -438,38 +458,93 @@ def kernel_output_pull(project: Project, remote: Remote, version=None, allow_run
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if "submission.csv" not in written:
-        warnings.append(f"v{version} has no submission.csv")
-    fields: dict = {"pulled_at": utc_now(), "status": status.status}
-    if metrics is None:
-        warnings.append(f"v{version} has no metrics.json; the ledger keeps its pushed values")
-    else:
-        row = ledger.row(version) or {}
-        pushed_hash = row.get("config_hash", "")
-        run_hash = str(metrics.get("config_hash") or "")
-        if pushed_hash and run_hash and pushed_hash != run_hash:
+    return written
+
+
+def kernel_output_pull(
+    project: Project,
+    remote: Remote,
+    version=None,
+    allow_running: bool = False,
+    on_wait: Callable[[str], None] = lambda _m: None,
+) -> PullResult:
+    """Download a version's outputs into submissions/v<N>/ atomically, one pull of a version at a time.
+
+    Once the files are in place, a bad metrics.json or an invalid submission.csv is a warning, not an error.
+    """
+    version = version_resolve(project, version)
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    with pull_lock(project, version, remote.policy.lock_wait, on_wait):
+        ref = version_kernel(project, remote, version)
+        push_confirm(project, remote, version, ref)
+        warnings: list[str] = []
+        status = remote.kernel_status_get(ref, version)
+        if status.status in ("QUEUED", "RUNNING") and not allow_running:
+            raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
+        if status.status in FAILED_KERNEL:
+            warnings.append(f"v{version} ended {status.status}: pulling what it left (see log.txt)")
+        files, raw_log = remote.kernel_output_list(ref, version)
+        if not files and not raw_log:
+            raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
+        written = _outputs_download(project, remote, version, files, raw_log)
+        dest = project.version_dir(version)
+        try:
+            metrics = metrics_read(dest)
+        except UsageError:
+            metrics = None
             warnings.append(
-                f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
-                "the run did not use the pushed config"
+                f"submissions/v{version}/metrics.json is not a JSON object (cut short?): the files are in place, "
+                "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
             )
-        fields.update(
-            val_accuracy=metrics.get("val_accuracy"),
-            trainable_params=metrics.get("trainable_params"),
-            run_minutes=run_minutes_of(metrics),
-            config_hash=run_hash or None,
-        )
-        if row.get("kernel_ref", "") == "":
+        else:
+            if metrics is None:
+                warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
+        if metrics is not None and metrics.get("interrupted") is True:
+            warnings.append(
+                f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "
+                "a partial training; see log.txt"
+            )
+        if "submission.csv" in written:
+            try:
+                submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
+            except UsageError as exc:
+                warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
+        else:
+            warnings.append(f"v{version} has no submission.csv")
+        row = ledger.row(version) or {}
+        fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
+                        "run_config_hash": ""}
+        if metrics is not None:
+            pushed_hash = row.get("config_hash", "")
+            run_hash = str(metrics.get("config_hash") or "")
+            if pushed_hash and run_hash and pushed_hash != run_hash:
+                warnings.append(
+                    f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
+                    "the run did not use the pushed config"
+                )
+            val = _float(metrics.get("val_accuracy"))
+            minutes = run_minutes_of(metrics)
+            fields.update(
+                val_accuracy="" if val is None else val,
+                run_minutes="" if minutes is None else minutes,
+                run_config_hash=run_hash,
+            )
+            if not row.get("trainable_params") and metrics.get("trainable_params") is not None:
+                fields["trainable_params"] = metrics["trainable_params"]  # a row the push did not write
+        if not row.get("kernel_ref"):
             fields["kernel_ref"] = str(ref)
-    ledger.update(version, **fields)
+        ledger.update(version, **fields)
     return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings))
 
 
 # -------------------------------------------------------------------------------------------- validate
 def expected_rows_of(folder: Path) -> int:
-    metrics = metrics_read(folder) if folder.is_dir() else None
-    if metrics and metrics.get("test_rows"):
-        return int(metrics["test_rows"])
-    return DEFAULT_TEST_ROWS
+    try:
+        metrics = metrics_read(folder) if folder.is_dir() else None
+    except UsageError:
+        metrics = None  # a cut-short metrics.json must not stand in the way of a valid submission
+    return rows_expected_of(metrics)
 
 
 def submission_validate(project: Project, path: Path, rows: Optional[int] = None) -> int:
