@@ -1,5 +1,5 @@
-"""lorakit on a flaky Kaggle (issue 9): no duplicate pushes or submissions, no hangs, no lost pulls.
-Every fault is injected into the stand-in server."""
+"""lorakit on a flaky Kaggle (issue 9): no duplicate pushes or submissions, no hangs, no lost pulls,
+credentials as the kaggle client reads them. Every fault is injected into the stand-in server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from lorakit_fixtures import REPO, USERNAME, kaggle_imported, kit  # noqa: F401
+from lorakit_fixtures import COMPETITION, REPO, SECRET, USERNAME, kaggle_imported, kit  # noqa: F401
 
 TOKEN = "kgat_0123456789abcdef0123"  # an access token the stand-in knows (tests add it to state.tokens)
 
@@ -315,3 +315,109 @@ def test_push_removes_its_build_folder_unless_asked_to_keep_it(kit, monkeypatch,
     assert text.count("# lorakit push token: ") == 1 and kit.row(2)["push_token"] in text
     compile(text, "agnews_lora.py", "exec")
     assert kit.row(1)["push_token"] != kit.row(2)["push_token"]
+
+
+# ---------------------------------------------------------------------------------------- credentials
+def _home_kaggle(kit):
+    folder = kit.repo.parent / "home" / ".kaggle"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _kaggle_json(kit):
+    return kit.repo.parent / "kaggle-config" / "kaggle.json"
+
+
+def _credentials_json(kit, token):
+    (_home_kaggle(kit) / "credentials.json").write_text(json.dumps({
+        "refresh_token": "refresh-0123456789", "access_token": token, "username": USERNAME, "scopes": [],
+        "access_token_expiration": "2099-01-01T00:00:00+00:00",
+    }))
+
+
+@pytest.mark.parametrize("source", ["token value", "token file", "access_token", "kaggle.json", "username+key",
+                                    "auth login"])
+def test_credentials_are_read_in_the_clients_order(kit, monkeypatch, source):
+    kit.state.tokens = {TOKEN: USERNAME}
+    if source == "token value":
+        monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)  # wins over the kaggle.json beside it
+    elif source == "token file":
+        path = kit.repo.parent / "token.txt"
+        path.write_text(TOKEN + "\n")
+        monkeypatch.setenv("KAGGLE_API_TOKEN", str(path))
+    elif source == "access_token":
+        (_home_kaggle(kit) / "access_token").write_text(TOKEN)
+    elif source == "kaggle.json":
+        _credentials_json(kit, TOKEN)  # kaggle.json wins over kaggle auth login's cache
+    elif source == "username+key":
+        _kaggle_json(kit).unlink()
+        monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
+        monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    else:
+        _kaggle_json(kit).unlink()
+        _credentials_json(kit, TOKEN)
+    code, out, err = kit.run("scores")
+    assert code == 0, err
+    bearer = source not in ("kaggle.json", "username+key")
+    assert kit.state.calls("ListSubmissions")[-1][3] == (f"bearer:{USERNAME}" if bearer else f"basic:{USERNAME}")
+    assert len(kit.state.calls("IntrospectToken")) == int(source in ("token value", "token file", "access_token"))
+    assert TOKEN not in out + err and SECRET not in out + err
+
+
+def test_credentials_none_found(kit):
+    _kaggle_json(kit).unlink()
+    code, out, err = kit.run("scores")
+    line = one_error_line(err)
+    assert code == 1 and line.startswith("lorakit: error: no Kaggle credentials found")
+    assert line.index("KAGGLE_API_TOKEN") < line.index("access_token") < line.index("kaggle.json") < line.index(
+        "credentials.json") < line.index("run `kaggle auth login`")
+    assert not kit.state.requests and out == ""
+
+
+@pytest.mark.parametrize("damage, expected", [("not json", "is not a valid JSON object"),
+                                              ("directory", "cannot be read (Is a directory)"),
+                                              ("no key", "lacks 'key'")])
+def test_credentials_file_unreadable_or_invalid(kit, damage, expected):
+    path = _kaggle_json(kit)
+    path.unlink()
+    if damage == "not json":
+        path.write_text('{"username": "alice", "key": ')
+    elif damage == "directory":
+        path.mkdir()
+    else:
+        path.write_text('{"username": "alice"}')
+    code, out, err = kit.run("scores")
+    line = one_error_line(err)
+    assert code == 1 and f"the Kaggle credentials file {path} {expected}" in line
+    assert "no Kaggle credentials found" not in line and "kaggle auth login" in line
+    assert not kit.state.requests
+
+
+@pytest.mark.parametrize("fallback", ["none", "kaggle.json", "auth login"])
+def test_credentials_rejected_by_kaggle(kit, monkeypatch, fallback):
+    kit.state.tokens = {"oauth-token-0123": USERNAME}
+    if fallback != "kaggle.json":
+        _kaggle_json(kit).unlink()
+    if fallback == "auth login":
+        _credentials_json(kit, "oauth-token-0123")
+    # Unknown to the stand-in, so introspection says inactive and the client falls back. After a fallback to
+    # kaggle.json its HTTP layer still sends this token with every call: lorakit stops at once.
+    monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
+    code, out, err = kit.run("scores")
+    assert len(kit.state.calls("IntrospectToken")) == 1 and TOKEN not in err
+    if fallback == "auth login":  # the client sends kaggle auth login's token instead: it works
+        assert code == 0 and "warning: Kaggle rejected the access token from KAGGLE_API_TOKEN; using" in err
+        assert kit.state.calls("ListSubmissions")[-1][3] == f"bearer:{USERNAME}"
+        return
+    line = one_error_line(err)
+    assert code == 1 and "Kaggle rejected the access token from KAGGLE_API_TOKEN" in line
+    assert "no Kaggle credentials found" not in line and "kaggle auth login" in line
+    assert not kit.state.calls("ListSubmissions")
+
+
+def test_credentials_rejected_with_401(kit, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
+    kit.state.fail("IntrospectToken", 401)
+    code, out, err = kit.run("scores")
+    assert code == 1 and "rejected the credentials (401) from KAGGLE_API_TOKEN" in one_error_line(err)
+    assert TOKEN not in err

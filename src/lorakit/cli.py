@@ -33,6 +33,9 @@ command within 3 minutes. A push or submission whose reply is lost is looked for
 LORAKIT_CONFIRM_S (default 60 s) before it is sent again; when that check fails it is recorded UNCONFIRMED
 (exit 5) and never resent. A pull waits LORAKIT_LOCK_WAIT_S (default 600 s) for another pull of the same
 version. LORAKIT_VERBOSE=1 shows what the kaggle client printed.
+
+credentials, in the kaggle client's order: KAGGLE_API_TOKEN (a token or a file holding one),
+~/.kaggle/access_token, kaggle.json (or KAGGLE_USERNAME + KAGGLE_KEY), then `kaggle auth login`'s cache.
 """
 
 

@@ -25,10 +25,17 @@ from lorakit.errors import LorakitError, RemoteError, Unconfirmed
 from lorakit.retry import GaveUp, RetryPolicy, call_with_retry, http_status, is_connection_error, is_retryable, is_unsent
 from lorakit.timeouts import bounded
 
-CREDENTIALS_ADVICE = (
-    "put your API credentials in ~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json), "
-    "or set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN"
+# What the kaggle client's own help recommends, in its order.
+CREDENTIALS_FIX = (
+    "run `kaggle auth login` (recommended), or save an API token from https://www.kaggle.com/settings/api "
+    "in ~/.kaggle/access_token or KAGGLE_API_TOKEN"
 )
+ACCESS_TOKEN_SOURCES = {  # kagglesdk's names for where it found an access token
+    "KAGGLE_API_TOKEN": "KAGGLE_API_TOKEN",
+    "access_token": "~/.kaggle/access_token",
+    "KAGGLE_API_V1_TOKEN": "KAGGLE_API_V1_TOKEN",
+}
+OAUTH_SOURCE = "kaggle auth login's ~/.kaggle/credentials.json"
 IMPORT_AUTH_S = 2.0  # kaggle authenticates on import and discards the outcome: a slow server must not hold it
 
 
@@ -105,6 +112,46 @@ def credentials_permission_warning(config_dir: str) -> Optional[str]:
     return None
 
 
+def credentials_file_problem(path: str) -> Optional[str]:
+    """What is wrong with kaggle.json, which the kaggle client silently ignores; None when absent or usable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    data = json_loads_safe(text)
+    if not isinstance(data, dict):
+        return "is not a valid JSON object"
+    missing = [k for k in ("username", "key") if not data.get(k) and not os.environ.get(f"KAGGLE_{k.upper()}")]
+    if missing:
+        return "lacks " + " and ".join(repr(k) for k in missing)
+    return None
+
+
+def token_rejected_message(token_source: str) -> str:
+    where = ACCESS_TOKEN_SOURCES.get(token_source, token_source)
+    return (
+        f"Kaggle rejected the access token from {where} (inactive or expired); the kaggle client tries it first "
+        f"and sends it with every call, so replace or remove it: {CREDENTIALS_FIX}"
+    )
+
+
+def credentials_missing_message(kaggle_json: str, token_source: Optional[str]) -> str:
+    """Why the kaggle client found no usable credentials, following its order of lookup."""
+    if token_source:
+        return token_rejected_message(token_source)
+    problem = credentials_file_problem(kaggle_json)
+    if problem:
+        return f"the Kaggle credentials file {kaggle_json} {problem}; fix or remove it, or {CREDENTIALS_FIX}"
+    return (
+        f"no Kaggle credentials found (looked for KAGGLE_API_TOKEN, ~/.kaggle/access_token, {kaggle_json} "
+        f"or KAGGLE_USERNAME and KAGGLE_KEY, then {OAUTH_SOURCE}); {CREDENTIALS_FIX}"
+    )
+
+
 @dataclass(frozen=True)
 class PushReply:
     version: int
@@ -168,6 +215,7 @@ class Remote:
         self.log = sys.stderr if log is None else log
         self._api = None
         self._secrets: list[str] = []
+        self.credentials_source = "your credentials"
         self.kaggle_output = io.StringIO()  # what the kaggle package printed; shown with LORAKIT_VERBOSE=1
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -200,7 +248,9 @@ class Remote:
                     "the kaggle package is not installed: pip install 'kaggle>=2.2.5,<2.3'"
                 ) from None
             except SystemExit:  # pragma: no cover - kaggle swallows it, but be safe
-                raise RemoteError(f"Kaggle credentials are missing: {CREDENTIALS_ADVICE}", status=401)
+                raise RemoteError(f"no Kaggle credentials found; {CREDENTIALS_FIX}", status=401)
+        from kagglesdk import get_access_token_from_env
+
         api = KaggleApi()
         # kaggle fixes these at import time; honour the environment of this call instead.
         config_dir = default_config_dir()
@@ -216,11 +266,17 @@ class Remote:
         for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN"):
             if os.environ.get(name):
                 self._secrets.append(os.environ[name])
+        # The client's order: an access token (KAGGLE_API_TOKEN, value or file; ~/.kaggle/access_token),
+        # then kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY, then kaggle auth login's credentials.
+        token, token_source = get_access_token_from_env()
+        if token:
+            self._secrets.append(token)
+            self.credentials_source = ACCESS_TOKEN_SOURCES.get(token_source, token_source)
         try:
             with self._quiet(), self._bounded():
                 call_with_retry(api.authenticate, self.policy, "authenticate", log=self.log)
         except SystemExit:
-            raise RemoteError(f"no Kaggle credentials found: {CREDENTIALS_ADVICE}", status=401) from None
+            raise RemoteError(credentials_missing_message(api.config, token_source), status=401) from None
         except Exception as exc:  # noqa: BLE001 - token introspection goes over the network
             raise self._translate(exc, "authenticate") from None
         finally:
@@ -230,6 +286,17 @@ class Remote:
             value = api.config_values.get(key)
             if value:
                 self._secrets.append(str(value))
+        method = str(api.config_values.get("auth_method") or "")
+        if method == "LEGACY_API_KEY":
+            self.credentials_source = "KAGGLE_USERNAME and KAGGLE_KEY" if os.environ.get("KAGGLE_KEY") else api.config
+        elif method == "OAUTH":
+            self.credentials_source = OAUTH_SOURCE
+        if token and method == "LEGACY_API_KEY":
+            # The client fell back to kaggle.json, yet its HTTP layer still sends the rejected token.
+            raise RemoteError(token_rejected_message(token_source), status=401)
+        if token and method == "OAUTH":  # kaggle auth login's token is sent instead: this works
+            where = ACCESS_TOKEN_SOURCES.get(token_source, token_source)
+            print(f"lorakit: warning: Kaggle rejected the access token from {where}; using {OAUTH_SOURCE}", file=self.log)
         return api
 
     def redact(self, text: str) -> str:
@@ -242,7 +309,7 @@ class Remote:
     def username(self) -> str:
         name = self.api.config_values.get("username") or ""
         if not name:
-            raise RemoteError(f"could not tell the Kaggle username from the credentials: {CREDENTIALS_ADVICE}")
+            raise RemoteError(f"could not tell the Kaggle username from {self.credentials_source}; {CREDENTIALS_FIX}")
         return name
 
     # -- error handling ------------------------------------------------------------------------------------
@@ -253,7 +320,7 @@ class Remote:
             exc = exc.last
         status = http_status(exc)
         if status == 401:
-            msg = f"{what}: Kaggle rejected the credentials (401); {CREDENTIALS_ADVICE}"
+            msg = f"{what}: Kaggle rejected the credentials (401) from {self.credentials_source}; {CREDENTIALS_FIX}"
         elif status == 403:
             msg = f"{what}: forbidden (403); {forbidden or 'check that your account may access this resource'}"
         elif status == 404:
