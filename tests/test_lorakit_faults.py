@@ -14,7 +14,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from lorakit_fixtures import COMPETITION, REPO, SECRET, USERNAME, kaggle_imported, kit  # noqa: F401
+from lorakit_fixtures import REPO, SECRET, USERNAME, kaggle_imported, kit  # noqa: F401
 
 TOKEN = "kgat_0123456789abcdef0123"  # an access token the stand-in knows (tests add it to state.tokens)
 
