@@ -4,14 +4,19 @@ The real ``kaggle`` client reaches it when ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` 
 ``POST http://localhost/api/v1/<service>/<Method>``) and ``HTTP_PROXY`` points here: every request arrives in
 proxy form (an absolute URL), API calls and file transfers alike. It speaks the JSON shapes of kagglesdk:
 
-- kernels.KernelsApiService: SaveKernel, GetKernelSessionStatus, ListKernelSessionOutput,
+- kernels.KernelsApiService: SaveKernel, GetKernel, GetKernelSessionStatus, ListKernelSessionOutput,
   GetAcceleratorQuotaStatistics; output files are served by ``GET /files/...`` (Range supported);
 - competitions.CompetitionApiService: StartSubmissionUpload (+ ``PUT /upload/<token>``), CreateSubmission,
-  GetSubmission, ListSubmissions, GetSubmissionLimits, GetLeaderboard, DownloadLeaderboard.
+  GetSubmission, ListSubmissions, GetSubmissionLimits, GetLeaderboard, DownloadLeaderboard;
+- security.OAuthService: IntrospectToken. Requests authenticate with Basic ``username:key`` or with a
+  Bearer access token listed in ``tokens`` (token -> username).
 
-Faults are injected per method (``fail``), by a push ``error``, by a status script ending in ERROR, or by
-cutting a file download half way (``cut``). Every request is recorded in ``requests``. The server stops
-itself after ``lifetime`` seconds in any case.
+Faults are injected per method or path prefix: ``fail`` answers an HTTP error, ``drop`` closes the
+connection without an answer and ``stall`` never answers (until the server stops); with ``after=True`` the
+request is processed first (a push saved, a submission made) and only its reply is lost. Also: a push
+``error``, a status script ending in ERROR, a file download cut half way (``cut``) or sent slowly
+(``slow``). Every request is recorded in ``requests`` as (verb, path, body, auth), auth being "basic:<user>",
+"bearer:<user>" or "". The server stops itself after ``lifetime`` seconds in any case.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import io
 import json
 import socket
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 KERNELS = "kernels.KernelsApiService"
 COMPETITIONS = "competitions.CompetitionApiService"
+SECURITY = "security.OAuthService"
 
 
 def _iso(dt: datetime) -> str:
@@ -40,10 +47,13 @@ def _iso(dt: datetime) -> str:
 @dataclass
 class Fault:
     method: str  # API method name ("SaveKernel") or a path prefix ("/files/")
-    status: int
+    status: int  # the HTTP error to answer (action "error")
     times: Optional[int] = 1  # None: every time
     headers: dict = field(default_factory=dict)
     message: str = ""
+    action: str = "error"  # "error", "drop" (close without answering) or "stall" (never answer)
+    after: bool = False  # process the request first: only the reply is lost
+    skip: int = 0  # let this many matching requests through before the fault applies
 
 
 @dataclass
@@ -99,11 +109,23 @@ class StandinState:
         self.team_name = "alice"
         self.quota = {"timeUsed": "37800s", "totalTimeAllowed": "108000s"}
         self.page_size_cap = 100
+        self.tokens: dict = {}  # active access tokens -> username
+        self.slow: dict = {}  # output file name -> seconds its download takes, every time
+        self.released = threading.Event()  # set on stop: ends every stalled request
 
     # -- helpers used by tests -------------------------------------------------------------------------
-    def fail(self, method: str, status: int, times: Optional[int] = 1, headers: Optional[dict] = None, message: str = ""):
+    def fail(self, method: str, status: int, times: Optional[int] = 1, headers: Optional[dict] = None, message: str = "",
+             after: bool = False, skip: int = 0):
         with self.lock:
-            self.faults.append(Fault(method, status, times, dict(headers or {}), message))
+            self.faults.append(Fault(method, status, times, dict(headers or {}), message, "error", after, skip))
+
+    def drop(self, method: str, times: Optional[int] = 1, after: bool = False, skip: int = 0):
+        with self.lock:
+            self.faults.append(Fault(method, 0, times, action="drop", after=after, skip=skip))
+
+    def stall(self, method: str, times: Optional[int] = 1, after: bool = False, skip: int = 0):
+        with self.lock:
+            self.faults.append(Fault(method, 0, times, action="stall", after=after, skip=skip))
 
     def calls(self, method: str) -> list:
         return [r for r in self.requests if r[1].endswith("/" + method) or r[1].startswith(method)]
@@ -142,6 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, status: int, body: bytes, content_type: str, headers: Optional[dict] = None):
+        if getattr(self, "_reply_lost", False):  # processed; a fault answers instead
+            return
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -157,23 +181,60 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, headers: Optional[dict] = None):
         self._json(status, {"code": status, "message": message}, headers)
 
-    def _fault(self, key: str) -> bool:
+    def _fault_take(self, key: str, after: bool) -> Optional[Fault]:
         with self.state.lock:
             for fault in self.state.faults:
+                if fault.after != after:
+                    continue
                 if fault.method == key or (fault.method.startswith("/") and key.startswith(fault.method)):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
                             self.state.faults.remove(fault)
-                    break
-            else:
-                return False
+                    return fault
+        return None
+
+    def _fault_answer(self, fault: Fault) -> None:
+        if fault.action == "stall":
+            self.state.released.wait()
+        if fault.action in ("stall", "drop"):
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        self._reply_lost = False
         self._error(fault.status, fault.message or f"stand-in fault {fault.status}", fault.headers)
+
+    def _fault(self, key: str) -> bool:
+        """Answer a fault due before processing; True when one was."""
+        fault = self._fault_take(key, after=False)
+        if fault is None:
+            return False
+        self._fault_answer(fault)
         return True
 
-    def _authorized(self) -> bool:
-        expected = base64.b64encode(f"{self.state.username}:{self.state.key}".encode()).decode()
-        return self.headers.get("Authorization") == f"Basic {expected}"
+    def _processed(self, key: str, handler: Callable[[], None]) -> None:
+        """Run ``handler``; when a fault is due after processing, lose its reply and answer the fault."""
+        fault = self._fault_take(key, after=True)
+        self._reply_lost = fault is not None
+        handler()
+        if fault is not None:
+            self._fault_answer(fault)
+
+    def _auth(self) -> str:
+        header = self.headers.get("Authorization") or ""
+        if header.startswith("Basic "):
+            expected = base64.b64encode(f"{self.state.username}:{self.state.key}".encode()).decode()
+            return f"basic:{self.state.username}" if header == f"Basic {expected}" else ""
+        if header.startswith("Bearer "):
+            user = self.state.tokens.get(header[len("Bearer "):])
+            return f"bearer:{user}" if user else ""
+        return ""
 
     # -- verbs -------------------------------------------------------------------------------------------------
     def do_POST(self):
@@ -183,26 +244,31 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             body = None
+        auth = self._auth()
         with self.state.lock:
-            self.state.requests.append(("POST", path, body))
+            self.state.requests.append(("POST", path, body, auth))
         parts = path.strip("/").split("/")
         if len(parts) != 4 or parts[:2] != ["api", "v1"]:
             return self._error(404, f"no route {path}")
         service, method = parts[2], parts[3]
         if self._fault(method):
             return None
-        if not self._authorized():
+        if not auth and method != "IntrospectToken":
             return self._error(401, "Unauthenticated")
         handler = getattr(self, f"api_{method}", None)
-        if handler is None or service not in (KERNELS, COMPETITIONS):
+        if handler is None or service not in (KERNELS, COMPETITIONS, SECURITY):
             return self._error(404, f"unknown method {service}/{method}")
-        with self.state.lock:
-            return handler(body or {})
+
+        def handle():
+            with self.state.lock:
+                handler(body or {})
+
+        return self._processed(method, handle)
 
     def do_GET(self):
         path = self._path()
         with self.state.lock:
-            self.state.requests.append(("GET", path, None))
+            self.state.requests.append(("GET", path, None, self._auth()))
         if self._fault(path):
             return None
         parts = path.strip("/").split("/")
@@ -219,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         data = self._body()
         with self.state.lock:
-            self.state.requests.append(("PUT", path, len(data)))
+            self.state.requests.append(("PUT", path, len(data), self._auth()))
         if self._fault(path):
             return None
         parts = path.strip("/").split("/")
@@ -265,6 +331,21 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return None
+        delay = self.state.slow.get(name)
+        if delay:
+            # Promise the whole file and trickle it out in ten pieces over `delay` seconds.
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(chunk)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            step = max(1, -(-len(chunk) // 10))
+            for offset in range(0, len(chunk), step):
+                time.sleep(delay / 10)
+                self.wfile.write(chunk[offset : offset + step])
+                self.wfile.flush()
+            return None
         return self._send(status, chunk, "application/octet-stream", headers)
 
     # -- kernels --------------------------------------------------------------------------------------------------
@@ -304,6 +385,19 @@ class _Handler(BaseHTTPRequestHandler):
         )
         url = f"https://www.kaggle.com/code/{owner}/{name}"
         return self._json(200, {"ref": f"/code/{owner}/{name}", "url": url, "versionNumber": number, "kernelId": 4242})
+
+    def api_GetKernel(self, body):
+        version = self._version(body)
+        if version is None:
+            return self._error(404, "kernel or version not found")
+        owner, slug = body.get("userName", ""), body.get("kernelSlug", "")
+        if not self._owned(owner):
+            return self._error(403, "private kernel")
+        latest = len(self.state.versions(owner, slug))
+        metadata = {"ref": f"{owner}/{slug}", "slug": slug, "author": owner, "currentVersionNumber": latest,
+                    "language": "python", "kernelType": "script"}
+        blob = {"source": version.text, "language": "python", "kernelType": "script", "slug": slug}
+        return self._json(200, {"metadata": metadata, "blob": blob})
 
     def api_GetKernelSessionStatus(self, body):
         version = self._version(body)
@@ -459,6 +553,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, buffer.getvalue(), "application/zip", {"Last-Modified": formatdate(usegmt=True)})
 
 
+    # -- security --------------------------------------------------------------------------------------------------
+    def api_IntrospectToken(self, body):
+        user = self.state.tokens.get(body.get("token", ""))
+        if user is None:
+            return self._json(200, {"active": False})
+        return self._json(200, {"active": True, "username": user, "clientId": "kaggle-cli", "scope": "all"})
+
+
 class StandinServer:
     """Start with ``start()``; ``url`` is the proxy URL; ``stop()`` (or the lifetime timer) ends it."""
 
@@ -487,6 +589,7 @@ class StandinServer:
         if self._stopped:
             return
         self._stopped = True
+        self.state.released.set()
         self.timer.cancel()
         self.httpd.shutdown()
         self.httpd.server_close()

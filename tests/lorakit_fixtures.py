@@ -57,6 +57,8 @@ ENV_CLEARED = (
     "all_proxy",
     "LORAKIT_VERBOSE",
     "LORAKIT_DEBUG",
+    "VERBOSE",
+    "VERBOSE_OUTPUT",
 )
 
 
@@ -214,6 +216,9 @@ def kit(tmp_path, monkeypatch, capsys, kaggle_imported):
     monkeypatch.setenv("LORAKIT_DOWNLOAD_RETRIES", "0")
     monkeypatch.setenv("LORAKIT_POLL_START_S", "0")
     monkeypatch.setenv("LORAKIT_POLL_MAX_S", "0")
+    monkeypatch.setenv("LORAKIT_TIMEOUT_S", "5")
+    monkeypatch.setenv("LORAKIT_CONFIRM_S", "0.5")
+    monkeypatch.setenv("LORAKIT_LOCK_WAIT_S", "30")
     monkeypatch.chdir(repo)
     k = Kit(repo, server, capsys)
     server.state.run_hook = k.fake_run

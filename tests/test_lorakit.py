@@ -138,9 +138,10 @@ def test_pull_warns_when_run_hash_differs(kit):
     metrics = json.loads(version.outputs["metrics.json"])
     metrics["config_hash"] = "0" * 64
     version.outputs["metrics.json"] = json.dumps(metrics).encode()
+    pushed = kit.row(1)["config_hash"]
     code, out, err = kit.run("pull", 1)
     assert code == 0 and "did not use the pushed config" in err
-    assert kit.row(1)["config_hash"] == "0" * 64
+    assert kit.row(1)["run_config_hash"] == "0" * 64 and kit.row(1)["config_hash"] == pushed  # both kept
 
 
 def test_pull_pages_through_many_outputs(kit):

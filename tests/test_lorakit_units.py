@@ -18,7 +18,7 @@ from lorakit_fixtures import REPO  # noqa: E402,F401  (puts src/ on sys.path)
 from lorakit.errors import LedgerError, UsageError  # noqa: E402
 from lorakit.ledger import COLUMNS, Ledger  # noqa: E402
 from lorakit.project import KernelRef, git_state, slugify_title  # noqa: E402
-from lorakit.retry import GaveUp, RetryPolicy, call_with_retry, retry_after_seconds  # noqa: E402
+from lorakit.retry import GaveUp, RetryPolicy, call_with_retry, is_unsent, retry_after_seconds  # noqa: E402
 from lorakit.workflow import log_readable, version_parse  # noqa: E402
 
 
@@ -211,11 +211,74 @@ def test_retry_after_http_date():
     assert retry_after_seconds(FakeHTTPError(429)) is None
 
 
+def test_retry_classifier_can_make_429_final():
+    calls = []
+
+    def limited():
+        calls.append(1)
+        raise FakeHTTPError(429)
+
+    with pytest.raises(FakeHTTPError):
+        call_with_retry(limited, RetryPolicy(), "x", sleep=lambda s: None, retryable=lambda e: False)
+    assert len(calls) == 1
+
+
+def test_unsent_requests_are_told_apart_from_lost_replies():
+    import requests
+    import urllib3.exceptions as u3
+
+    refused = u3.MaxRetryError(None, "/", reason=u3.NewConnectionError(None, "Connection refused"))
+    assert is_unsent(requests.exceptions.ConnectionError(refused))
+    assert is_unsent(requests.exceptions.ProxyError(u3.MaxRetryError(None, "/", reason=u3.ProxyError(
+        "Unable to connect to proxy", u3.NewConnectionError(None, "refused")))))
+    assert is_unsent(requests.exceptions.ConnectTimeout(u3.MaxRetryError(None, "/", reason=u3.ConnectTimeoutError())))
+    assert not is_unsent(requests.exceptions.ReadTimeout(u3.ReadTimeoutError(None, "/", "read timed out")))
+    assert not is_unsent(requests.exceptions.ConnectionError(u3.ProtocolError("Connection aborted.")))
+    assert not is_unsent(FakeHTTPError(502))
+
+
+def test_bounded_gives_every_request_a_timeout_and_only_inside():
+    import socket
+    import time
+
+    import requests
+
+    from lorakit.timeouts import bounded, request_timeout
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts connections (the kernel does) and never answers
+    url = "http://127.0.0.1:%d/" % silent.getsockname()[1]
+    session = requests.Session()
+    session.trust_env = False  # straight to the socket, whatever proxy the environment names
+    try:
+        assert request_timeout() is None
+        with bounded(0.3):
+            assert request_timeout() == pytest.approx(0.3)
+            start = time.monotonic()
+            with pytest.raises(requests.exceptions.ReadTimeout):
+                session.get(url)  # no timeout given: the wrapper supplies one
+            assert time.monotonic() - start < 2
+            with bounded(5.0, deadline=time.monotonic() + 0.2):  # the inner block wins, shortened to its deadline
+                assert request_timeout() <= 0.2
+            assert request_timeout() == pytest.approx(0.3)
+        assert request_timeout() is None
+    finally:
+        session.close()
+        silent.close()
+
+
 def test_retry_policy_from_env():
     policy = RetryPolicy.from_env({"LORAKIT_RETRY_BASE_S": "0.5", "LORAKIT_RETRY_ATTEMPTS": "2"})
     assert policy.base_delay == 0.5 and policy.max_attempts == 2 and policy.total_time == RetryPolicy.total_time
     with pytest.raises(UsageError, match="LORAKIT_RETRY_TOTAL_S"):
         RetryPolicy.from_env({"LORAKIT_RETRY_TOTAL_S": "lots"})
+    policy = RetryPolicy.from_env({"LORAKIT_TIMEOUT_S": "2.5", "LORAKIT_CONFIRM_S": "7", "LORAKIT_LOCK_WAIT_S": "9"})
+    assert (policy.timeout, policy.confirm_time, policy.lock_wait) == (2.5, 7.0, 9.0)
+    with pytest.raises(UsageError, match="LORAKIT_TIMEOUT_S must be a positive"):
+        RetryPolicy.from_env({"LORAKIT_TIMEOUT_S": "0"})
+    # the defaults: one request never waits past 30 s and one call never past 150 s, under 3 minutes
+    assert RetryPolicy().timeout <= RetryPolicy().total_time < 180
 
 
 # ---------------------------------------------------------------------------------------------- little bits

@@ -26,8 +26,16 @@ typical loop:
   lorakit submit <N> --wait             validate and submit submissions/v<N>/submission.csv
   lorakit scores                        scores of every version, best candidates marked
 
-Retries and polling are tunable with LORAKIT_RETRY_BASE_S, LORAKIT_RETRY_TOTAL_S, LORAKIT_RETRY_ATTEMPTS,
-LORAKIT_POLL_START_S and LORAKIT_POLL_MAX_S. LORAKIT_VERBOSE=1 shows what the kaggle client printed.
+Retries and polling are tunable with LORAKIT_RETRY_BASE_S, LORAKIT_RETRY_TOTAL_S (budget of one call,
+default 150 s), LORAKIT_RETRY_ATTEMPTS, LORAKIT_POLL_START_S and LORAKIT_POLL_MAX_S. Every request waits at
+most LORAKIT_TIMEOUT_S (default 30 s) to connect and per read, so a server that never answers ends a
+command within 3 minutes. A push or submission whose reply is lost is looked for on Kaggle for
+LORAKIT_CONFIRM_S (default 60 s) before it is sent again; when that check fails it is recorded UNCONFIRMED
+(exit 5) and never resent. A pull waits LORAKIT_LOCK_WAIT_S (default 600 s) for another pull of the same
+version. LORAKIT_VERBOSE=1 shows what the kaggle client printed.
+
+credentials, in the kaggle client's order: KAGGLE_API_TOKEN (a token or a file holding one),
+~/.kaggle/access_token, kaggle.json (or KAGGLE_USERNAME + KAGGLE_KEY), then `kaggle auth login`'s cache.
 """
 
 
@@ -131,6 +139,8 @@ def cmd_push(args) -> int:
     if args.dry_run:
         _out(f"dry run: build folder {result.build_dir} (nothing pushed)")
         return 0
+    if result.build_dir is not None:
+        _out(f"build folder {result.build_dir}")
     verb = "saved (not run)" if args.no_run else "pushed"
     _out(f"{verb} v{result.version} of {result.kernel}: {result.url}")
     _out(f"ledger: {project.ledger_path.relative_to(project.root)} row v{result.version}")
@@ -174,7 +184,7 @@ def cmd_pull(args) -> int:
     from lorakit.workflow import kernel_output_pull
 
     project = _project(args)
-    result = kernel_output_pull(project, _remote(), args.version)
+    result = kernel_output_pull(project, _remote(), args.version, on_wait=lambda m: _err(f"lorakit: {m}"))
     for warning in result.warnings:
         _warn(warning)
     rel = result.folder.relative_to(project.root)
@@ -211,7 +221,10 @@ def cmd_submit(args) -> int:
         raise UsageError("--timeout must be a positive number of seconds")
     remote = _remote()
     result = submission_create(project, remote, args.version, args.message)
-    _out(f"submitted v{result.version} as submission {result.ref} ({result.remaining_before - 1} left today)")
+    for note in result.notes:
+        _err(f"lorakit: note: {note}")
+    left = "left today unknown" if result.remaining is None else f"{result.remaining} left today"
+    _out(f"submitted v{result.version} as submission {result.ref} ({left})")
     if args.wait:
         sys.stdout.flush()
         s = submission_wait(project, remote, result.ref, result.version, args.timeout, on_poll)
@@ -270,6 +283,8 @@ def cmd_scores(args) -> int:
             _out("  -> the candidates for the two final submissions")
     for version in scores.unrecorded:
         _warn(f"v{version} has submissions but no ledger row; its scores were not recorded")
+    for version in scores.not_submitted:
+        _warn(f"v{version}'s UNCONFIRMED submission never reached Kaggle; submit it again: lorakit submit {version}")
     if args.plot:
         path = scores_plot(project, args.plot)
         _err(f"lorakit: wrote {path}")
@@ -445,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="predict only, with the adapter of version N (attached through kernel_sources; Kaggle attaches the kernel's latest output)",
     )
-    p.add_argument("--build-dir", metavar="DIR", help="render the build folder here (default: a temporary folder)")
+    p.add_argument("--build-dir", metavar="DIR", help="render the build folder here and keep it (default: a temporary folder, removed after the push)")
     p.add_argument("--dry-run", action="store_true", help="check and render the build folder, push nothing")
 
     p = add("status", cmd_status, "the status of a version (default: the newest in the ledger)")

@@ -33,3 +33,9 @@ class Timeout(LorakitError):
     """Waiting for a run or a submission passed its deadline."""
 
     exit_code = 4
+
+
+class Unconfirmed(LorakitError):
+    """A push or a submission was sent, its reply was lost and checking failed: it may have gone through."""
+
+    exit_code = 5

@@ -87,10 +87,17 @@ def breakdown_count(kmod, base_config, **changes) -> dict:
         return kmod.param_breakdown(cfg)
 
 
-def script_render(project: Project, overrides: dict) -> str:
+def script_render(project: Project, overrides: dict, push_token: str = "") -> str:
+    """The build copy of the script: its overrides block filled in and, when given, a push token comment.
+
+    The token line goes at the end, outside the block the kernel's render_overrides owns; it lets lorakit
+    find this exact push among the kernel's versions when Kaggle's reply to it was lost.
+    """
     kmod = kernel_load(project)
     with kernel_errors(kmod):
         rendered = kmod.render_overrides(project.script_path.read_text(encoding="utf-8"), overrides)
+        if push_token:
+            rendered = rendered.rstrip("\n") + f"\n\n# lorakit push token: {push_token}\n"
         try:
             compile(rendered, project.script_path.name, "exec")
             round_trip = kmod.read_overrides_block(rendered)

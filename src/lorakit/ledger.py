@@ -24,23 +24,33 @@ COLUMNS = [
     "pushed_at",  # UTC time of the push, ISO 8601
     "message",  # push -m MSG
     "overrides",  # JSON object of the overrides written into the kernel's block
-    "config_hash",  # the kernel's config_hash of the effective config (from metrics.json once pulled)
-    "trainable_params",  # exact trainable parameter count
+    "config_hash",  # the kernel's config_hash of the effective config, as pushed
+    "run_config_hash",  # the config_hash metrics.json says the run used (filled by pull)
+    "trainable_params",  # exact trainable parameter count, as pushed
     "git_commit",  # commit of the repository at push time
     "git_dirty",  # true when tracked files had uncommitted changes
     "kernel_ref",  # owner/slug pushed to
     "kernel_url",  # URL of the kernel on Kaggle
+    "push_token",  # the token comment in the pushed script: finds this push among the kernel's versions
     "predict_from",  # version whose adapter a predict-only run reused
-    "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...)
+    "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...; UNCONFIRMED, NOT_PUSHED)
     "val_accuracy",  # validation accuracy from metrics.json
     "run_minutes",  # (train_seconds + predict_seconds) / 60 from metrics.json
     "pulled_at",  # UTC time of the last pull
     "submission_ref",  # Kaggle submission ref of the last submission of this version
+    "submission_token",  # the token in that submission's description
     "submitted_at",  # UTC time of that submission
-    "submission_status",  # PENDING, COMPLETE or ERROR
+    "submission_status",  # PENDING, COMPLETE or ERROR; UNCONFIRMED, NOT_SUBMITTED
     "public_score",
     "private_score",
 ]
+
+
+def mode_under_umask(mode: int) -> int:
+    """``mode`` as the process umask lets new files and folders have it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
 
 
 def _lock(path: Path):
@@ -142,6 +152,7 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ledger.", suffix=".tmp", dir=str(self.path.parent))
         try:
+            os.chmod(tmp, mode_under_umask(0o666))  # mkstemp makes it 0600; the ledger is an ordinary file
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
                 writer.writeheader()

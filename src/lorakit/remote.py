@@ -2,8 +2,10 @@
 
 ``kaggle`` is imported lazily: it authenticates on import and prints to stdout when it finds no
 credentials, so the import happens with stdout captured, on the first call that needs the network.
-Every call goes through :func:`lorakit.retry.call_with_retry` and every failure becomes a one-line
-:class:`RemoteError` with advice for the status code. Secrets never appear in a message.
+Every call goes through :func:`lorakit.retry.call_with_retry` inside :func:`lorakit.timeouts.bounded`
+(so no request waits forever), and every failure becomes a one-line :class:`RemoteError` with advice for
+the status code. A push or a submission is never sent twice blindly (:meth:`Remote.call_confirmed`).
+Secrets never appear in a message.
 """
 
 from __future__ import annotations
@@ -14,17 +16,27 @@ import json
 import os
 import stat
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from lorakit.errors import RemoteError
-from lorakit.retry import GaveUp, RetryPolicy, call_with_retry, http_status, is_connection_error
+from lorakit.errors import LorakitError, RemoteError, Unconfirmed
+from lorakit.retry import GaveUp, RetryPolicy, call_with_retry, http_status, is_connection_error, is_retryable, is_unsent
+from lorakit.timeouts import bounded
 
-CREDENTIALS_ADVICE = (
-    "put your API credentials in ~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json), "
-    "or set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN"
+# What the kaggle client's own help recommends, in its order.
+CREDENTIALS_FIX = (
+    "run `kaggle auth login` (recommended), or save an API token from https://www.kaggle.com/settings/api "
+    "in ~/.kaggle/access_token or KAGGLE_API_TOKEN"
 )
+ACCESS_TOKEN_SOURCES = {  # kagglesdk's names for where it found an access token
+    "KAGGLE_API_TOKEN": "KAGGLE_API_TOKEN",
+    "access_token": "~/.kaggle/access_token",
+    "KAGGLE_API_V1_TOKEN": "KAGGLE_API_V1_TOKEN",
+}
+OAUTH_SOURCE = "kaggle auth login's ~/.kaggle/credentials.json"
+IMPORT_AUTH_S = 2.0  # kaggle authenticates on import and discards the outcome: a slow server must not hold it
 
 
 @dataclass(frozen=True)
@@ -100,19 +112,119 @@ def credentials_permission_warning(config_dir: str) -> Optional[str]:
     return None
 
 
+def credentials_file_problem(path: str) -> Optional[str]:
+    """What is wrong with kaggle.json, which the kaggle client silently ignores; None when absent or usable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    data = json_loads_safe(text)
+    if not isinstance(data, dict):
+        return "is not a valid JSON object"
+    missing = [k for k in ("username", "key") if not data.get(k) and not os.environ.get(f"KAGGLE_{k.upper()}")]
+    if missing:
+        return "lacks " + " and ".join(repr(k) for k in missing)
+    return None
+
+
+def token_rejected_message(token_source: str) -> str:
+    where = ACCESS_TOKEN_SOURCES.get(token_source, token_source)
+    return (
+        f"Kaggle rejected the access token from {where} (inactive or expired); the kaggle client tries it first "
+        f"and sends it with every call, so replace or remove it: {CREDENTIALS_FIX}"
+    )
+
+
+def credentials_missing_message(kaggle_json: str, token_source: Optional[str]) -> str:
+    """Why the kaggle client found no usable credentials, following its order of lookup."""
+    if token_source:
+        return token_rejected_message(token_source)
+    problem = credentials_file_problem(kaggle_json)
+    if problem:
+        return f"the Kaggle credentials file {kaggle_json} {problem}; fix or remove it, or {CREDENTIALS_FIX}"
+    return (
+        f"no Kaggle credentials found (looked for KAGGLE_API_TOKEN, ~/.kaggle/access_token, {kaggle_json} "
+        f"or KAGGLE_USERNAME and KAGGLE_KEY, then {OAUTH_SOURCE}); {CREDENTIALS_FIX}"
+    )
+
+
+@dataclass(frozen=True)
+class PushReply:
+    version: int
+    url: str = ""
+    error: str = ""
+    invalid_sources: tuple = ()
+
+    @classmethod
+    def of(cls, response) -> "PushReply":
+        invalid = [
+            *(getattr(response, "invalid_kernel_sources", None) or []),
+            *(getattr(response, "invalid_competition_sources", None) or []),
+            *(getattr(response, "invalid_dataset_sources", None) or []),
+        ]
+        return cls(
+            int(getattr(response, "version_number", 0) or 0),
+            getattr(response, "url", "") or "",
+            (getattr(response, "error", "") or "").strip(),
+            tuple(invalid),
+        )
+
+
+def _failure(exc: BaseException) -> str:
+    """A few words for a failed request: 'HTTP 502', 'ReadTimeout'."""
+    if isinstance(exc, RemoteError):
+        return f"HTTP {exc.status}" if exc.status else "Kaggle unreachable"
+    status = http_status(exc)
+    return f"HTTP {status}" if status is not None else type(exc).__name__
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import requests
+    import urllib3.exceptions as u3
+
+    if isinstance(exc, (requests.exceptions.Timeout, u3.TimeoutError, TimeoutError)):
+        return True
+    return any(isinstance(a, u3.ReadTimeoutError) for a in getattr(exc, "args", ()))
+
+
+def _with_budget(policy: RetryPolicy, budget: float) -> RetryPolicy:
+    return replace(policy, total_time=budget)
+
+
+def _upload_put(url: str, path: Path) -> None:
+    """PUT the file to its upload URL, as kaggle's upload_complete does without a resume.
+
+    Not upload_complete itself: it retries a stalled PUT ten times inside one call, beyond any budget.
+    """
+    import requests
+
+    with open(path, "rb") as handle:
+        response = requests.put(url, data=handle)  # the timeout comes from bounded()
+    response.raise_for_status()
+
+
 class Remote:
-    """One authenticated KaggleApi, plus retries and error translation."""
+    """One authenticated KaggleApi, plus timeouts, retries and error translation."""
 
     def __init__(self, policy: Optional[RetryPolicy] = None, log=None):
         self.policy = policy or RetryPolicy.from_env()
         self.log = sys.stderr if log is None else log
         self._api = None
         self._secrets: list[str] = []
+        self.credentials_source = "your credentials"
         self.kaggle_output = io.StringIO()  # what the kaggle package printed; shown with LORAKIT_VERBOSE=1
 
     # -- setup -----------------------------------------------------------------------------------------
     def _quiet(self):
         return contextlib.redirect_stdout(self.kaggle_output)
+
+    def _bounded(self, budget: Optional[float] = None):
+        budget = self.policy.total_time if budget is None else budget
+        return bounded(self.policy.timeout, time.monotonic() + budget)
 
     def _flush_kaggle_output(self) -> None:
         text = self.kaggle_output.getvalue()
@@ -128,13 +240,17 @@ class Remote:
         return self._api
 
     def _authenticate(self):
-        with self._quiet():
+        with self._quiet(), bounded(IMPORT_AUTH_S, time.monotonic() + IMPORT_AUTH_S):
             try:
                 from kaggle.api.kaggle_api_extended import KaggleApi
             except ImportError:
-                raise RemoteError("the kaggle package is not installed: pip install 'kaggle>=2.2.5'") from None
+                raise RemoteError(
+                    "the kaggle package is not installed: pip install 'kaggle>=2.2.5,<2.3'"
+                ) from None
             except SystemExit:  # pragma: no cover - kaggle swallows it, but be safe
-                raise RemoteError(f"Kaggle credentials are missing: {CREDENTIALS_ADVICE}", status=401)
+                raise RemoteError(f"no Kaggle credentials found; {CREDENTIALS_FIX}", status=401)
+        from kagglesdk import get_access_token_from_env
+
         api = KaggleApi()
         # kaggle fixes these at import time; honour the environment of this call instead.
         config_dir = default_config_dir()
@@ -150,13 +266,19 @@ class Remote:
         for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN"):
             if os.environ.get(name):
                 self._secrets.append(os.environ[name])
+        # The client's order: an access token (KAGGLE_API_TOKEN, value or file; ~/.kaggle/access_token),
+        # then kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY, then kaggle auth login's credentials.
+        token, token_source = get_access_token_from_env()
+        if token:
+            self._secrets.append(token)
+            self.credentials_source = ACCESS_TOKEN_SOURCES.get(token_source, token_source)
         try:
-            with self._quiet():
-                api.authenticate()
+            with self._quiet(), self._bounded():
+                call_with_retry(api.authenticate, self.policy, "authenticate", log=self.log)
         except SystemExit:
-            raise RemoteError(f"no Kaggle credentials found: {CREDENTIALS_ADVICE}", status=401)
-        except Exception as exc:  # noqa: BLE001 - token introspection may fail on the network
-            raise self._translate(exc, "authenticate")
+            raise RemoteError(credentials_missing_message(api.config, token_source), status=401) from None
+        except Exception as exc:  # noqa: BLE001 - token introspection goes over the network
+            raise self._translate(exc, "authenticate") from None
         finally:
             self.kaggle_output.seek(0)
             self.kaggle_output.truncate()
@@ -164,6 +286,17 @@ class Remote:
             value = api.config_values.get(key)
             if value:
                 self._secrets.append(str(value))
+        method = str(api.config_values.get("auth_method") or "")
+        if method == "LEGACY_API_KEY":
+            self.credentials_source = "KAGGLE_USERNAME and KAGGLE_KEY" if os.environ.get("KAGGLE_KEY") else api.config
+        elif method == "OAUTH":
+            self.credentials_source = OAUTH_SOURCE
+        if token and method == "LEGACY_API_KEY":
+            # The client fell back to kaggle.json, yet its HTTP layer still sends the rejected token.
+            raise RemoteError(token_rejected_message(token_source), status=401)
+        if token and method == "OAUTH":  # kaggle auth login's token is sent instead: this works
+            where = ACCESS_TOKEN_SOURCES.get(token_source, token_source)
+            print(f"lorakit: warning: Kaggle rejected the access token from {where}; using {OAUTH_SOURCE}", file=self.log)
         return api
 
     def redact(self, text: str) -> str:
@@ -176,7 +309,7 @@ class Remote:
     def username(self) -> str:
         name = self.api.config_values.get("username") or ""
         if not name:
-            raise RemoteError(f"could not tell the Kaggle username from the credentials: {CREDENTIALS_ADVICE}")
+            raise RemoteError(f"could not tell the Kaggle username from {self.credentials_source}; {CREDENTIALS_FIX}")
         return name
 
     # -- error handling ------------------------------------------------------------------------------------
@@ -187,7 +320,7 @@ class Remote:
             exc = exc.last
         status = http_status(exc)
         if status == 401:
-            msg = f"{what}: Kaggle rejected the credentials (401); {CREDENTIALS_ADVICE}"
+            msg = f"{what}: Kaggle rejected the credentials (401) from {self.credentials_source}; {CREDENTIALS_FIX}"
         elif status == 403:
             msg = f"{what}: forbidden (403); {forbidden or 'check that your account may access this resource'}"
         elif status == 404:
@@ -199,6 +332,11 @@ class Remote:
         elif status is not None:
             detail = str(exc).splitlines()[0] if str(exc) else ""
             msg = f"{what}: HTTP {status}: {detail}"
+        elif _is_timeout(exc):
+            msg = (
+                f"{what}: Kaggle did not answer in time ({type(exc).__name__} after LORAKIT_TIMEOUT_S="
+                f"{self.policy.timeout:g} s){attempts}; try again later"
+            )
         elif is_connection_error(exc):
             msg = f"{what}: could not reach Kaggle{attempts} ({type(exc).__name__}); check your network or proxy"
         else:
@@ -206,30 +344,139 @@ class Remote:
             msg = f"{what}: {detail}"
         return RemoteError(self.redact(msg), status=status)
 
-    def call(self, what: str, fn: Callable, not_found: str = "", forbidden: str = ""):
-        """Run ``fn()`` (which uses the kaggle API) with retries and error translation."""
+    def call(
+        self,
+        what: str,
+        fn: Callable,
+        not_found: str = "",
+        forbidden: str = "",
+        retryable: Callable[[BaseException], bool] = is_retryable,
+        budget: Optional[float] = None,
+    ):
+        """Run ``fn()`` (which uses the kaggle API) with timeouts, retries and error translation.
+
+        ``budget`` (default LORAKIT_RETRY_TOTAL_S) bounds the whole call, every request's wait included.
+        """
         self.api  # noqa: B018 - authenticate first, outside the retry loop
+        policy = self.policy if budget is None else _with_budget(self.policy, budget)
         try:
-            with self._quiet():
-                return call_with_retry(fn, self.policy, what, log=self.log)
-        except RemoteError:
+            with self._quiet(), self._bounded(policy.total_time):
+                return call_with_retry(fn, policy, what, log=self.log, retryable=retryable)
+        except LorakitError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise self._translate(exc, what, not_found, forbidden) from None
         finally:
             self._flush_kaggle_output()
 
+    def call_confirmed(self, what: str, send: Callable, went_through: Callable, not_found: str = "", forbidden: str = ""):
+        """``send()`` a call that must not run twice (SaveKernel, CreateSubmission); (its reply, recovered).
+
+        A 4xx reply, 429 included, is final. After a 5xx, a timeout or a dropped connection the call may
+        have gone through: ``went_through()`` is polled for LORAKIT_CONFIRM_S and its reply is returned as
+        the call's (recovered=True); when it finds nothing the call is sent again, within the retry
+        budget; when the check itself fails, :class:`Unconfirmed` is raised and nothing is sent again.
+        """
+        recovered = []
+
+        def attempt():
+            try:
+                return send()
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not is_retryable(exc) or http_status(exc) == 429 or is_unsent(exc):
+                    raise  # final, or it never reached Kaggle
+                print(f"lorakit: {what}: {_failure(exc)}; checking whether it went through", file=self.log)
+                found = self._went_through_poll(what, went_through, exc)
+                if found is None:
+                    raise  # it did not go through: sending it again is safe
+                recovered.append(True)
+                return found
+
+        reply = self.call(
+            what, attempt, not_found, forbidden, retryable=lambda e: is_retryable(e) and http_status(e) != 429
+        )
+        return reply, bool(recovered)
+
+    def _went_through_poll(self, what: str, went_through: Callable, lost: BaseException):
+        deadline = time.monotonic() + self.policy.confirm_time
+        checks = 0
+        while True:
+            checks += 1
+            try:
+                found = self.call(
+                    f"check whether {what} went through", went_through, budget=max(0.0, deadline - time.monotonic())
+                )
+            except RemoteError as exc:
+                raise Unconfirmed(
+                    self.redact(
+                        f"{what}: the reply was lost ({_failure(lost)}) and checking whether it went through failed "
+                        f"({_failure(exc)}); it may have gone through"
+                    )
+                ) from None
+            if found is not None:
+                return found
+            delay = self.policy.backoff(checks)
+            if time.monotonic() + delay > deadline:
+                return None
+            time.sleep(delay)
+
     def client(self):
         return self.api.build_kaggle_client()
 
     # -- kernels -------------------------------------------------------------------------------------------
-    def kernel_push(self, folder: Path, accelerator: Optional[str], no_run: bool, ref: str):
-        def push():
-            return self.api.kernels_push(str(folder), None, accelerator, no_run)
+    def _kernel_get(self, ref, version: Optional[int] = None):
+        """GetKernel: metadata and source of the newest version (or of ``version``); None on 404."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
 
-        return self.call(
+        request = ApiGetKernelRequest()
+        request.user_name = ref.owner
+        request.kernel_slug = ref.slug
+        if version:
+            request.version_label = f"v{int(version)}"
+        try:
+            with self.client() as kaggle:
+                return kaggle.kernels.kernels_api_client.get_kernel(request)
+        except Exception as exc:  # noqa: BLE001
+            if http_status(exc) == 404:
+                return None
+            raise
+
+    def kernel_version_latest(self, ref) -> int:
+        """The newest version number of kernel ``ref`` (0 when it does not exist yet)."""
+        response = self.call(
+            f"read the newest version of {ref}",
+            lambda: self._kernel_get(ref),
+            forbidden=f"check that you own the kernel {ref}",
+        )
+        metadata = getattr(response, "metadata", None)
+        return int(getattr(metadata, "current_version_number", 0) or 0)
+
+    def kernel_source_get(self, ref, version: int) -> Optional[str]:
+        """The script of version ``version`` of ``ref`` as Kaggle holds it; None when there is no such version."""
+        response = self.call(
+            f"read the source of {ref} v{version}",
+            lambda: self._kernel_get(ref, version),
+            forbidden=f"check that you own the kernel {ref}",
+        )
+        blob = getattr(response, "blob", None)
+        return None if blob is None else (blob.source or "")
+
+    def kernel_push(self, folder: Path, accelerator: Optional[str], no_run: bool, ref, token: str, after: int):
+        """Push the build folder; (PushReply, recovered). ``token`` is in its script, ``after`` the newest version before."""
+
+        def send():
+            return PushReply.of(self.api.kernels_push(str(folder), None, accelerator, no_run))
+
+        def went_through():
+            latest = self._kernel_get(ref)
+            number = int(getattr(getattr(latest, "metadata", None), "current_version_number", 0) or 0)
+            source = getattr(getattr(latest, "blob", None), "source", "") or ""
+            return PushReply(number) if number > after and token in source else None
+
+        return self.call_confirmed(
             f"push {ref}",
-            push,
+            send,
+            went_through,
             not_found=f"check the kernel id {ref} in kernel-metadata.json (or --kernel)",
             forbidden=f"check that you own the kernel {ref} and that your account is phone-verified for GPU",
         )
@@ -292,26 +539,36 @@ class Remote:
                 break
         return files, log
 
-    def file_download(self, url: str, dest: Path, what: str) -> None:
-        """Download one output file through the kaggle client's downloader (size checked, resumable)."""
-        import requests
-
-        def fetch():
-            response = requests.get(url, stream=True, timeout=300)
-            response.raise_for_status()
-            return response
-
-        response = self.call(f"download {what}", fetch, not_found=f"the output file {what} has gone; pull again")
+    def _body_save(self, response, dest: Path, what: str) -> None:
+        """Stream a response's body into ``dest`` with the kaggle client's downloader (size checked, resumable)."""
         try:
             with self._quiet():
                 self.api.download_file(
-                    response, str(dest), None, quiet=True, resume=False, max_retries=self.policy.download_retries
+                    response,
+                    str(dest),
+                    None,
+                    quiet=True,
+                    resume=False,
+                    max_retries=self.policy.download_retries,
+                    timeout=self.policy.timeout,
                 )
         except Exception as exc:  # noqa: BLE001
             raise RemoteError(self.redact(f"download of {what} failed ({type(exc).__name__}: {_first_line(exc)})"))
         finally:
             response.close()
             self._flush_kaggle_output()
+
+    def file_download(self, url: str, dest: Path, what: str) -> None:
+        """Download one output file; the body's reads keep the timeout its request was sent with."""
+        import requests
+
+        def fetch():
+            response = requests.get(url, stream=True)  # the timeout comes from bounded()
+            response.raise_for_status()
+            return response
+
+        response = self.call(f"download {what}", fetch, not_found=f"the output file {what} has gone; pull again")
+        self._body_save(response, dest, what)
 
     def quota_get(self):
         return self.call("read the accelerator quota", lambda: self.api.quota_view())
@@ -330,19 +587,56 @@ class Remote:
             **self._competition_advice(competition),
         )
 
-    def submission_create(self, path: Path, message: str, competition: str) -> int:
-        def submit():
-            return self.api.competition_submit(str(path), message, competition, quiet=True)
+    def submission_create(self, path: Path, description: str, competition: str, token: str) -> tuple[int, bool]:
+        """Upload and submit ``path``; (submission ref, recovered). ``token`` is in ``description``.
 
-        response = self.call(f"submit {path.name} to {competition}", submit, **self._competition_advice(competition))
-        if getattr(response, "message", "") == self.api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
-            raise RemoteError(f"submit to {competition}: the upload of {path} failed; nothing was submitted, try again")
+        The steps of kaggle's competition_submit, so that only CreateSubmission, which must not run twice,
+        goes through call_confirmed: StartSubmissionUpload and the PUT are safe to repeat.
+        """
+        from kagglesdk.competitions.types.competition_api_service import (
+            ApiCreateSubmissionRequest,
+            ApiStartSubmissionUploadRequest,
+        )
+
+        advice = self._competition_advice(competition)
+
+        def start():
+            request = ApiStartSubmissionUploadRequest()
+            request.competition_name = competition
+            request.file_name = path.name
+            request.content_length = path.stat().st_size
+            request.last_modified_epoch_seconds = int(path.stat().st_mtime)
+            with self.client() as kaggle:
+                return kaggle.competitions.competition_api_client.start_submission_upload(request)
+
+        upload = self.call(f"start the upload of {path.name} to {competition}", start, **advice)
+        try:
+            self.call(f"upload {path.name}", lambda: _upload_put(upload.create_url, path))
+        except RemoteError as exc:
+            raise RemoteError(
+                f"submit to {competition}: the upload of {path.name} failed ({exc}); nothing was submitted, try again",
+                status=exc.status,
+            ) from None
+
+        def create():
+            request = ApiCreateSubmissionRequest()
+            request.competition_name = competition
+            request.blob_file_tokens = upload.token
+            request.submission_description = description
+            with self.client() as kaggle:
+                return kaggle.competitions.competition_api_client.create_submission(request)
+
+        def went_through():
+            newest = self._submissions_page(competition, "", 1).submissions or []
+            return next((s for s in newest if s is not None and token in (s.description or "")), None)
+
+        response, recovered = self.call_confirmed(f"submit {path.name} to {competition}", create, went_through, **advice)
         ref = int(getattr(response, "ref", 0) or 0)
         if not ref:
             raise RemoteError(
                 f"submit to {competition}: Kaggle returned no submission ref ({getattr(response, 'message', '') or 'no message'})"
             )
-        return ref
+        return ref, recovered
 
     def submission_get(self, ref: int, competition: str) -> Submission:
         from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionRequest
@@ -357,24 +651,29 @@ class Remote:
             self.call(f"read submission {ref}", get, **self._competition_advice(competition))
         )
 
-    def submissions_list(self, competition: str) -> list[Submission]:
+    def _submissions_page(self, competition: str, token: str, page_number: int):
+        """One page of ListSubmissions, newest first."""
         from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
 
+        request = ApiListSubmissionsRequest()
+        request.competition_name = competition
+        request.page_size = 100
+        if token:
+            request.page_token = token
+        else:
+            request.page = page_number
+        with self.client() as kaggle:
+            return kaggle.competitions.competition_api_client.list_submissions(request)
+
+    def submissions_list(self, competition: str) -> list[Submission]:
         result: list[Submission] = []
         token = ""
         for page_number in range(1, 101):
-            def page(token=token, page_number=page_number):
-                request = ApiListSubmissionsRequest()
-                request.competition_name = competition
-                request.page_size = 100
-                if token:
-                    request.page_token = token
-                else:
-                    request.page = page_number
-                with self.client() as kaggle:
-                    return kaggle.competitions.competition_api_client.list_submissions(request)
-
-            response = self.call(f"list my submissions to {competition}", page, **self._competition_advice(competition))
+            response = self.call(
+                f"list my submissions to {competition}",
+                lambda token=token, page_number=page_number: self._submissions_page(competition, token, page_number),
+                **self._competition_advice(competition),
+            )
             seen = {s.ref for s in result}
             items = [submission_from_api(s) for s in response.submissions or [] if s is not None]
             items = [s for s in items if s.ref not in seen]
@@ -440,21 +739,14 @@ class Remote:
         response = self.call(f"download the leaderboard of {competition}", get, **self._competition_advice(competition))
         partial = folder / f".{competition}.zip.partial"
         try:
-            with self._quiet():
-                self.api.download_file(
-                    response, str(partial), None, quiet=True, resume=False, max_retries=self.policy.download_retries
-                )
+            self._body_save(response, partial, "the leaderboard")
             os.replace(partial, dest)
-        except Exception as exc:  # noqa: BLE001
-            raise RemoteError(self.redact(f"download of the leaderboard failed ({type(exc).__name__}: {_first_line(exc)})"))
         finally:
-            response.close()
             for kaggle in clients:
                 kaggle.__exit__(None, None, None)
             for leftover in (partial, Path(str(partial) + ".kaggle-partial")):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
-            self._flush_kaggle_output()
         return dest
 
 

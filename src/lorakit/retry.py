@@ -1,15 +1,22 @@
 """Retries with exponential backoff and jitter, honouring Retry-After, within a bounded total time.
 
 Every Kaggle call lorakit makes goes through :func:`call_with_retry`. Only 429, 5xx and connection
-errors are retried. The delays are tunable through environment variables so that tests run fast:
+errors are retried (calls that must not run twice narrow that with ``retryable``). The times are tunable
+through environment variables so that tests run fast:
 
 ``LORAKIT_RETRY_BASE_S``      first backoff delay (default 1.0 s), doubled on every attempt
 ``LORAKIT_RETRY_MAX_DELAY_S`` cap on one delay, Retry-After included (default 60 s)
-``LORAKIT_RETRY_TOTAL_S``     total time budget for one call, retries included (default 180 s)
+``LORAKIT_RETRY_TOTAL_S``     total time budget for one call, retries and timeouts included (default 150 s)
 ``LORAKIT_RETRY_ATTEMPTS``    maximum attempts for one call (default 6)
+``LORAKIT_TIMEOUT_S``         connect and read timeout of one HTTP request (default 30 s)
+``LORAKIT_CONFIRM_S``         how long to look for a push or submission whose reply was lost (default 60 s)
 ``LORAKIT_DOWNLOAD_RETRIES``  resume attempts the kaggle client makes inside one file download (default 3)
 ``LORAKIT_POLL_START_S``      first poll interval of ``--wait`` (default 10 s), grows 1.5x per poll
 ``LORAKIT_POLL_MAX_S``        longest poll interval (default 60 s)
+``LORAKIT_LOCK_WAIT_S``       how long a pull waits for another pull of the same version (default 600 s)
+
+With the defaults a server that never answers ends a command within 3 minutes: each request waits at most
+the timeout, shortened to what is left of its call's 150 s budget.
 """
 
 from __future__ import annotations
@@ -42,15 +49,27 @@ def _env_float(environ, name: str, default: float) -> float:
     return value
 
 
+def _positive(environ, name: str, default: float) -> float:
+    value = _env_float(environ, name, default)
+    if value == 0:
+        from lorakit.errors import UsageError
+
+        raise UsageError(f"{name} must be a positive number of seconds, got {environ.get(name)!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     base_delay: float = 1.0
     max_delay: float = 60.0
-    total_time: float = 180.0
+    total_time: float = 150.0
     max_attempts: int = 6
+    timeout: float = 30.0
+    confirm_time: float = 60.0
     download_retries: int = 3
     poll_start: float = 10.0
     poll_max: float = 60.0
+    lock_wait: float = 600.0
 
     @classmethod
     def from_env(cls, environ=None) -> "RetryPolicy":
@@ -60,9 +79,12 @@ class RetryPolicy:
             max_delay=_env_float(environ, "LORAKIT_RETRY_MAX_DELAY_S", cls.max_delay),
             total_time=_env_float(environ, "LORAKIT_RETRY_TOTAL_S", cls.total_time),
             max_attempts=max(1, int(_env_float(environ, "LORAKIT_RETRY_ATTEMPTS", cls.max_attempts))),
+            timeout=_positive(environ, "LORAKIT_TIMEOUT_S", cls.timeout),
+            confirm_time=_env_float(environ, "LORAKIT_CONFIRM_S", cls.confirm_time),
             download_retries=int(_env_float(environ, "LORAKIT_DOWNLOAD_RETRIES", cls.download_retries)),
             poll_start=_env_float(environ, "LORAKIT_POLL_START_S", cls.poll_start),
             poll_max=_env_float(environ, "LORAKIT_POLL_MAX_S", cls.poll_max),
+            lock_wait=_env_float(environ, "LORAKIT_LOCK_WAIT_S", cls.lock_wait),
         )
 
     def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -125,6 +147,24 @@ def is_retryable(exc: BaseException) -> bool:
     return is_connection_error(exc)
 
 
+def is_unsent(exc: BaseException) -> bool:
+    """True when the request never reached the server (refused, unresolvable, connect timeout)."""
+    import urllib3.exceptions as u3
+
+    seen = set()
+    stack = [exc]
+    while stack:
+        error = stack.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, u3.ConnectTimeoutError):  # NewConnectionError is one too
+            return True
+        stack.extend([getattr(error, "reason", None), error.__cause__, error.__context__])
+        stack.extend(a for a in getattr(error, "args", ()) if isinstance(a, BaseException))
+    return False
+
+
 class GaveUp(Exception):
     """Raised by call_with_retry when the budget ran out; ``last`` is the final error."""
 
@@ -145,11 +185,12 @@ def call_with_retry(
     clock: Optional[Callable[[], float]] = None,
     rng: Optional[Callable[[], float]] = None,
     log=None,
+    retryable: Callable[[BaseException], bool] = is_retryable,
 ) -> T:
     """Call ``fn`` until it succeeds, a non-retryable error occurs, or the budget runs out.
 
-    A non-retryable error is re-raised unchanged. When the attempts or the total time run out on a
-    retryable error, :class:`GaveUp` is raised with that error as ``last``.
+    A non-retryable error (by ``retryable``) is re-raised unchanged. When the attempts or the total time
+    run out on a retryable error, :class:`GaveUp` is raised with that error as ``last``.
     """
     log = sys.stderr if log is None else log
     sleep = sleep or time.sleep
@@ -162,7 +203,7 @@ def call_with_retry(
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - classified below
-            if not is_retryable(exc):
+            if not retryable(exc):
                 raise
             elapsed = clock() - start
             if attempt >= policy.max_attempts:

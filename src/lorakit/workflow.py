@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -18,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
-from lorakit.errors import LedgerError, RemoteError, RunFailed, Timeout, UsageError
+from lorakit.errors import LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
 from lorakit.kernel import Effective, config_effective, kernel_load, script_render, submission_check
-from lorakit.ledger import Ledger
+from lorakit.ledger import Ledger, mode_under_umask
 from lorakit.project import METADATA_FILE, KernelRef, Project, git_state, script_compile_check
 from lorakit.remote import KernelStatus, Remote, Submission, json_loads_safe
 
@@ -29,6 +30,9 @@ LABELS = ("World", "Sports", "Business", "Sci/Tech")
 TERMINAL_KERNEL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED", "NEW_SCRIPT"}
 FAILED_KERNEL = {"ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED"}
 _DESCRIPTION_VERSION = re.compile(r"^\s*v(\d+)\b")
+UNCONFIRMED = "UNCONFIRMED"  # sent, reply lost, and the check failed: it may or may not have gone through
+NOT_PUSHED = "NOT_PUSHED"  # an UNCONFIRMED push found not to have gone through
+NOT_SUBMITTED = "NOT_SUBMITTED"  # an UNCONFIRMED submission found not to have gone through
 
 
 def utc_now() -> str:
@@ -47,6 +51,11 @@ def version_parse(value) -> int:
 
 def ledger_of(project: Project) -> Ledger:
     return Ledger(project.ledger_path)
+
+
+def token_new() -> str:
+    """A unique token that finds one push or one submission on Kaggle when the reply to it was lost."""
+    return "lk-" + secrets.token_hex(6)
 
 
 # ----------------------------------------------------------------------------------------------- check
@@ -80,7 +89,7 @@ class PushResult:
     version: Optional[int]
     kernel: KernelRef
     url: str
-    build_dir: Path
+    build_dir: Optional[Path]  # None once removed (a push without --build-dir)
     effective: Effective
     notes: tuple = ()
 
@@ -97,19 +106,18 @@ def kernel_ref_resolve(project: Project, remote: Optional[Remote], notes: Option
     return ref
 
 
-def build_render(
+def build_write(
     project: Project,
-    effective: Effective,
+    rendered: str,
     ref: KernelRef,
     folder: Path,
     accelerator: Optional[str] = None,
     kernel_sources: Iterable[str] = (),
 ) -> Path:
-    """Write the build folder: the script with its overrides block filled in, plus the metadata."""
+    """Write the build folder: the rendered script plus the metadata."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     script_name = project.script_path.name
-    rendered = script_render(project, effective.overrides)  # checked: compiles, block round-trips
     (folder / script_name).write_text(rendered, encoding="utf-8")
     meta = dict(project.metadata)
     meta["id"] = str(ref)
@@ -128,6 +136,15 @@ def build_render(
 def predict_source(ref: KernelRef) -> str:
     """Where Kaggle mounts the attached output of kernel ``ref``: its adapter folder."""
     return f"/kaggle/input/{ref.slug}/adapter"
+
+
+def _row_replace(ledger: Ledger, version: int, notes: list, **fields) -> None:
+    """Write a fresh row for a newly pushed version, replacing any row the ledger had for that number."""
+    if ledger.row(version) is not None:
+        notes.append(f"the ledger already had a row for v{version}; it is replaced")
+        with ledger.transaction() as records:
+            records[:] = [r for r in records if int(r["version"]) != int(version)]
+    ledger.update(version, **fields)
 
 
 def kernel_push(
@@ -172,39 +189,18 @@ def kernel_push(
             f"this run reads the adapter of the newest completed version of {project.kernel.slug}"
             + (f" (the ledger's newest is v{latest})" if latest and latest != predict_from else "")
         )
-    script_render(project, effective.overrides)  # the build copy must compile: checked before any network call
+    token = token_new()
+    rendered = script_render(project, effective.overrides, token)  # once, before any network call: it compiles
     notes: list[str] = list(report.warnings)
-    folder = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
-    if dry_run:
-        ref = kernel_ref_resolve(project, None)
-        sources = [str(ref)] if predict_from is not None else []
-        build_render(project, effective, ref, folder, accelerator, sources)
-        return PushResult(None, ref, ref.url, folder, effective, tuple(notes))
-    if remote is None:  # pragma: no cover - the CLI always passes one
+    if remote is None and not dry_run:  # pragma: no cover - the CLI always passes one
         raise UsageError("push needs a Kaggle connection")
-    ref = kernel_ref_resolve(project, remote, notes)
-    sources = [str(ref)] if predict_from is not None else []
-    build_render(project, effective, ref, folder, accelerator, sources)
-    response = remote.kernel_push(folder, accelerator, no_run, str(ref))
-    error = (getattr(response, "error", None) or "").strip()
-    if error:
-        raise RemoteError(f"Kaggle refused the push of {ref}: {error}")
-    version = getattr(response, "version_number", None)
-    url = getattr(response, "url", "") or ref.url
-    invalid = list(getattr(response, "invalid_kernel_sources", []) or []) + list(
-        getattr(response, "invalid_competition_sources", []) or []
-    ) + list(getattr(response, "invalid_dataset_sources", []) or [])
-    if invalid:
-        notes.append(f"Kaggle could not attach these sources: {', '.join(invalid)}")
-    if not version:
-        raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
+    ref = kernel_ref_resolve(project, None if dry_run else remote, notes)
+    folder = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+    build_write(project, rendered, ref, folder, accelerator, [str(ref)] if predict_from is not None else [])
+    if dry_run:
+        return PushResult(None, ref, ref.url, folder, effective, tuple(notes))
     commit, dirty = git_state(project.root)
-    if ledger.row(version) is not None:
-        notes.append(f"the ledger already had a row for v{version}; it is replaced")
-        with ledger.transaction() as records:
-            records[:] = [r for r in records if int(r["version"]) != int(version)]
-    ledger.update(
-        version,
+    fields = dict(
         pushed_at=utc_now(),
         message=message,
         overrides=json.dumps(effective.overrides, sort_keys=True, separators=(",", ":")),
@@ -213,11 +209,32 @@ def kernel_push(
         git_commit=commit,
         git_dirty=dirty if dirty is not None else "",
         kernel_ref=str(ref),
-        kernel_url=url,
+        push_token=token,
         predict_from=predict_from if predict_from is not None else "",
-        status="NEW_SCRIPT" if no_run else "QUEUED",
     )
-    return PushResult(int(version), ref, url, folder, effective, tuple(notes))
+    try:
+        after = remote.kernel_version_latest(ref)
+        reply, recovered = remote.kernel_push(folder, accelerator, no_run, ref, token, after)
+    except Unconfirmed as exc:
+        version = after + 1  # what Kaggle numbers it if it went through
+        _row_replace(ledger, version, notes, kernel_url=ref.url, status=UNCONFIRMED, **fields)
+        raise Unconfirmed(
+            f"{exc}; recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
+        ) from None
+    finally:
+        if not build_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+    if reply.error:
+        raise RemoteError(f"Kaggle refused the push of {ref}: {reply.error}")
+    url = reply.url or ref.url
+    if reply.invalid_sources:
+        notes.append(f"Kaggle could not attach these sources: {', '.join(reply.invalid_sources)}")
+    if not reply.version:
+        raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
+    if recovered:
+        notes.append(f"Kaggle's reply to the push was lost, but it went through as v{reply.version}: not sent again")
+    _row_replace(ledger, reply.version, notes, kernel_url=url, status="NEW_SCRIPT" if no_run else "QUEUED", **fields)
+    return PushResult(reply.version, ref, url, Path(build_dir) if build_dir else None, effective, tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -236,9 +253,28 @@ def version_kernel(project: Project, remote: Remote, version: int) -> KernelRef:
     return kernel_ref_resolve(project, remote)
 
 
+def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef) -> None:
+    """When the ledger holds v<N> as UNCONFIRMED, find out from its source whether that push became v<N>.
+
+    Raises UsageError (and records NOT_PUSHED) when it did not; returns when it did or was never in doubt.
+    """
+    ledger = ledger_of(project)
+    row = ledger.row(version) or {}
+    if row.get("status") != UNCONFIRMED:
+        return
+    source = remote.kernel_source_get(ref, version)
+    token = row.get("push_token", "")
+    if source is not None and token and token in source:
+        return
+    ledger.update(version, status=NOT_PUSHED)
+    found = f"{ref} v{version} is another push" if source is not None else f"{ref} has no v{version}"
+    raise UsageError(f"the push recorded as v{version} never reached Kaggle ({found}); push it again")
+
+
 def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[int, KernelStatus]:
     version = version_resolve(project, version)
     ref = version_kernel(project, remote, version)
+    push_confirm(project, remote, version, ref)
     status = remote.kernel_status_get(ref, version)
     ledger = ledger_of(project)
     if ledger.row(version) is not None:
@@ -259,6 +295,7 @@ def kernel_status_wait(
     if timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     ref = version_kernel(project, remote, version)
+    push_confirm(project, remote, version, ref)
     ledger = ledger_of(project)
     start = clock()
     interval = max(0.0, remote.policy.poll_start)
@@ -330,47 +367,69 @@ def _safe_relative(name: str) -> PurePosixPath:
 
 
 def metrics_read(folder: Path) -> Optional[dict]:
+    """metrics.json of a version folder; None when absent, UsageError when it is not a JSON object."""
     path = folder / "metrics.json"
     if not path.is_file():
         return None
-    data = json_loads_safe(path.read_text(encoding="utf-8"))
+    data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
     if not isinstance(data, dict):
         raise UsageError(f"{path} is not a JSON object")
     return data
 
 
 def run_minutes_of(metrics: dict) -> Optional[float]:
-    if metrics.get("total_seconds") is not None:
-        seconds = float(metrics["total_seconds"])
-    elif metrics.get("train_seconds") is not None or metrics.get("predict_seconds") is not None:
-        seconds = float(metrics.get("train_seconds") or 0) + float(metrics.get("predict_seconds") or 0)
-    else:
+    try:
+        if metrics.get("total_seconds") is not None:
+            seconds = float(metrics["total_seconds"])
+        elif metrics.get("train_seconds") is not None or metrics.get("predict_seconds") is not None:
+            seconds = float(metrics.get("train_seconds") or 0) + float(metrics.get("predict_seconds") or 0)
+        else:
+            return None
+    except (TypeError, ValueError):
         return None
     return round(seconds / 60.0, 2)
 
 
-def kernel_output_pull(project: Project, remote: Remote, version=None, allow_running: bool = False) -> PullResult:
-    """Download a version's outputs into submissions/v<N>/ atomically (temp folder, then rename)."""
-    version = version_resolve(project, version)
-    ledger = ledger_of(project)
-    ledger.check_writable()
-    ref = version_kernel(project, remote, version)
-    warnings: list[str] = []
-    status = remote.kernel_status_get(ref, version)
-    if status.status in ("QUEUED", "RUNNING") and not allow_running:
-        raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
-    if status.status in FAILED_KERNEL:
-        warnings.append(f"v{version} ended {status.status}: pulling what it left (see log.txt)")
-    files, raw_log = remote.kernel_output_list(ref, version)
-    if not files and not raw_log:
-        raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
-    dest = project.version_dir(version)
+def rows_expected_of(metrics: Optional[dict]) -> int:
+    """The test rows a run's submission must hold: metrics.json's test_rows, else the competition's 8000."""
+    with contextlib.suppress(TypeError, ValueError):
+        if metrics and int(metrics.get("test_rows") or 0) > 0:
+            return int(metrics["test_rows"])
+    return DEFAULT_TEST_ROWS
+
+
+@contextlib.contextmanager
+def pull_lock(project: Project, version: int, wait: float, on_wait: Callable[[str], None]):
+    """Hold the inter-process lock of v<N>'s pull; wait up to ``wait`` seconds for another pull to finish."""
+    from filelock import FileLock
+    from filelock import Timeout as LockTimeout
+
     project.submissions_dir.mkdir(parents=True, exist_ok=True)
-    for stale in project.submissions_dir.glob(f".v{version}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    lock = FileLock(str(project.submissions_dir / f".pull-v{version}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        on_wait(f"another lorakit is pulling v{version}; waiting up to {wait:g} s for it to finish")
+        try:
+            lock.acquire(timeout=wait)
+        except LockTimeout:
+            raise UsageError(
+                f"another lorakit is still pulling v{version} after {wait:g} s; try again once it has finished"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _outputs_download(project: Project, remote: Remote, version: int, files: list, raw_log: str) -> list:
+    """Download every output into a folder of this process's own, then swap it in as submissions/v<N>/."""
+    dest = project.version_dir(version)
+    shown = f"submissions/v{version}"
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.partial-", dir=str(project.submissions_dir)))
     written: list[str] = []
     try:
+        os.chmod(tmp, mode_under_umask(0o777))  # mkdtemp makes it 0700, and it becomes submissions/v<N>
         for item in files:
             rel = _safe_relative(item.name)
             target = tmp.joinpath(*rel.parts)
@@ -378,9 +437,9 @@ def kernel_output_pull(project: Project, remote: Remote, version=None, allow_run
             try:
                 remote.file_download(item.url, target, str(rel))
             except RemoteError as exc:
+                message = str(exc).replace(str(tmp), shown)  # the temp folder is about to go: never name it
                 raise RemoteError(
-                    f"{exc}; nothing was written to submissions/v{version}/, run lorakit pull {version} again",
-                    status=exc.status,
+                    f"{message}; nothing was written to {shown}/, run lorakit pull {version} again", status=exc.status
                 ) from None
             written.append(str(rel))
         for marker in tmp.rglob("*.kaggle-partial"):
@@ -388,7 +447,6 @@ def kernel_output_pull(project: Project, remote: Remote, version=None, allow_run
         if raw_log:
             (tmp / "log.txt").write_text(log_readable(raw_log), encoding="utf-8")
             written.append("log.txt")
-        metrics = metrics_read(tmp)
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".v{version}.old-", dir=str(project.submissions_dir)))
             os.rmdir(old)
@@ -400,38 +458,93 @@ def kernel_output_pull(project: Project, remote: Remote, version=None, allow_run
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if "submission.csv" not in written:
-        warnings.append(f"v{version} has no submission.csv")
-    fields: dict = {"pulled_at": utc_now(), "status": status.status}
-    if metrics is None:
-        warnings.append(f"v{version} has no metrics.json; the ledger keeps its pushed values")
-    else:
-        row = ledger.row(version) or {}
-        pushed_hash = row.get("config_hash", "")
-        run_hash = str(metrics.get("config_hash") or "")
-        if pushed_hash and run_hash and pushed_hash != run_hash:
+    return written
+
+
+def kernel_output_pull(
+    project: Project,
+    remote: Remote,
+    version=None,
+    allow_running: bool = False,
+    on_wait: Callable[[str], None] = lambda _m: None,
+) -> PullResult:
+    """Download a version's outputs into submissions/v<N>/ atomically, one pull of a version at a time.
+
+    Once the files are in place, a bad metrics.json or an invalid submission.csv is a warning, not an error.
+    """
+    version = version_resolve(project, version)
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    with pull_lock(project, version, remote.policy.lock_wait, on_wait):
+        ref = version_kernel(project, remote, version)
+        push_confirm(project, remote, version, ref)
+        warnings: list[str] = []
+        status = remote.kernel_status_get(ref, version)
+        if status.status in ("QUEUED", "RUNNING") and not allow_running:
+            raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
+        if status.status in FAILED_KERNEL:
+            warnings.append(f"v{version} ended {status.status}: pulling what it left (see log.txt)")
+        files, raw_log = remote.kernel_output_list(ref, version)
+        if not files and not raw_log:
+            raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
+        written = _outputs_download(project, remote, version, files, raw_log)
+        dest = project.version_dir(version)
+        try:
+            metrics = metrics_read(dest)
+        except UsageError:
+            metrics = None
             warnings.append(
-                f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
-                "the run did not use the pushed config"
+                f"submissions/v{version}/metrics.json is not a JSON object (cut short?): the files are in place, "
+                "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
             )
-        fields.update(
-            val_accuracy=metrics.get("val_accuracy"),
-            trainable_params=metrics.get("trainable_params"),
-            run_minutes=run_minutes_of(metrics),
-            config_hash=run_hash or None,
-        )
-        if row.get("kernel_ref", "") == "":
+        else:
+            if metrics is None:
+                warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
+        if metrics is not None and metrics.get("interrupted") is True:
+            warnings.append(
+                f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "
+                "a partial training; see log.txt"
+            )
+        if "submission.csv" in written:
+            try:
+                submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
+            except UsageError as exc:
+                warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
+        else:
+            warnings.append(f"v{version} has no submission.csv")
+        row = ledger.row(version) or {}
+        fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
+                        "run_config_hash": ""}
+        if metrics is not None:
+            pushed_hash = row.get("config_hash", "")
+            run_hash = str(metrics.get("config_hash") or "")
+            if pushed_hash and run_hash and pushed_hash != run_hash:
+                warnings.append(
+                    f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
+                    "the run did not use the pushed config"
+                )
+            val = _float(metrics.get("val_accuracy"))
+            minutes = run_minutes_of(metrics)
+            fields.update(
+                val_accuracy="" if val is None else val,
+                run_minutes="" if minutes is None else minutes,
+                run_config_hash=run_hash,
+            )
+            if not row.get("trainable_params") and metrics.get("trainable_params") is not None:
+                fields["trainable_params"] = metrics["trainable_params"]  # a row the push did not write
+        if not row.get("kernel_ref"):
             fields["kernel_ref"] = str(ref)
-    ledger.update(version, **fields)
+        ledger.update(version, **fields)
     return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings))
 
 
 # -------------------------------------------------------------------------------------------- validate
 def expected_rows_of(folder: Path) -> int:
-    metrics = metrics_read(folder) if folder.is_dir() else None
-    if metrics and metrics.get("test_rows"):
-        return int(metrics["test_rows"])
-    return DEFAULT_TEST_ROWS
+    try:
+        metrics = metrics_read(folder) if folder.is_dir() else None
+    except UsageError:
+        metrics = None  # a cut-short metrics.json must not stand in the way of a valid submission
+    return rows_expected_of(metrics)
 
 
 def submission_validate(project: Project, path: Path, rows: Optional[int] = None) -> int:
@@ -447,8 +560,8 @@ def submission_validate(project: Project, path: Path, rows: Optional[int] = None
 class SubmitResult:
     version: int
     ref: int
-    remaining_before: int
-    submission: Optional[Submission]
+    remaining: Optional[int]  # submissions left today, read after this one; None when that read failed
+    notes: tuple = ()
 
 
 def submission_wait(
@@ -489,15 +602,13 @@ def submission_wait(
         interval = min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
 
 
-def submission_create(
-    project: Project,
-    remote: Remote,
-    version,
-    message: Optional[str] = None,
-    wait: bool = False,
-    timeout: float = 1800.0,
-    on_poll: Callable[[Submission, float], None] = lambda *_: None,
-) -> SubmitResult:
+def submission_description(version: int, config_hash: str, token: str, text: str) -> str:
+    """``v<N>`` first (scores match versions by it), then the hash and the token, then the message."""
+    head = f"v{version}" + (f" {config_hash[:12]}" if config_hash else "") + f" {token}"
+    return (head + (f": {text}" if text else ""))[:1000]
+
+
+def submission_create(project: Project, remote: Remote, version, message: Optional[str] = None) -> SubmitResult:
     version = version_parse(version)
     folder = project.version_dir(version)
     path = folder / "submission.csv"
@@ -507,23 +618,40 @@ def submission_create(
     ledger = ledger_of(project)
     ledger.check_writable()
     row = ledger.row(version) or {}
-    text = message or row.get("message") or ""
-    digest = row.get("config_hash", "")
-    description = f"v{version}" + (f" {digest[:12]}" if digest else "") + (f": {text}" if text else "")
+    if row.get("submission_status") == UNCONFIRMED:
+        raise UsageError(
+            f"v{version}'s last submission is {UNCONFIRMED}: run lorakit scores to find out whether it reached "
+            "Kaggle before submitting again"
+        )
+    token = token_new()
+    description = submission_description(version, row.get("config_hash", ""), token, message or row.get("message") or "")
     limits = remote.submission_limits_get(project.competition)
-    remaining = int(getattr(limits, "num_allowed_now", 0) or 0)
-    if remaining <= 0:
+    if int(getattr(limits, "num_allowed_now", 0) or 0) <= 0:
         used = int(getattr(limits, "num_today", 0) or 0)
         raise UsageError(
             f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
             f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
         )
-    ref = remote.submission_create(path, description[:1000], project.competition)
-    ledger.update(version, submission_ref=ref, submitted_at=utc_now(), submission_status="PENDING")
-    sub = None
-    if wait:
-        sub = submission_wait(project, remote, ref, version, timeout, on_poll)
-    return SubmitResult(version, ref, remaining, sub)
+    try:
+        ref, recovered = remote.submission_create(path, description, project.competition, token)
+    except Unconfirmed as exc:
+        ledger.update(
+            version, submission_ref="", submission_token=token, submitted_at=utc_now(), submission_status=UNCONFIRMED
+        )
+        raise Unconfirmed(
+            f"{exc}; recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before "
+            "submitting again"
+        ) from None
+    ledger.update(version, submission_ref=ref, submission_token=token, submitted_at=utc_now(), submission_status="PENDING")
+    notes = []
+    if recovered:
+        notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
+    remaining = None
+    try:
+        remaining = int(getattr(remote.submission_limits_get(project.competition), "num_allowed_now", 0) or 0)
+    except RemoteError as exc:
+        notes.append(f"could not read the submissions left today: {exc}")
+    return SubmitResult(version, ref, remaining, tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -549,12 +677,13 @@ class Scores:
     best_public: Optional[ScoreRow]
     best_validation: Optional[dict]  # ledger row
     unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
+    not_submitted: tuple = ()  # versions whose UNCONFIRMED submission turned out never to have reached Kaggle
 
 
 def _float(text) -> Optional[float]:
     try:
         return float(text) if text not in (None, "") else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -568,29 +697,43 @@ def scores_get(project: Project, remote: Remote) -> Scores:
         if r.get("submission_ref"):
             with contextlib.suppress(ValueError):
                 by_ref[int(r["submission_ref"])] = int(r["version"])
+    by_token = {r["submission_token"]: int(r["version"]) for r in rows if r.get("submission_token")}
     by_version = {int(r["version"]): r for r in rows}
     result: list[ScoreRow] = []
-    chosen: dict[int, Submission] = {}  # per version: the recorded submission, else the newest one
+    # per version: the recorded submission (by ref, else by token), else the newest one named v<N>
+    chosen: dict[int, Submission] = {}
     for sub in submissions:
         version = by_ref.get(sub.ref)
+        if version is None:
+            version = next((v for token, v in by_token.items() if token in sub.description), None)
         if version is None:
             match = _DESCRIPTION_VERSION.match(sub.description)
             version = int(match.group(1)) if match else None
         if version is not None:
-            recorded = by_version.get(version, {}).get("submission_ref", "")
+            row = by_version.get(version, {})
+            recorded, token = row.get("submission_ref", ""), row.get("submission_token", "")
             current = chosen.get(version)
             if recorded:
                 if str(sub.ref) == recorded:
+                    chosen[version] = sub
+            elif token:
+                if token in sub.description:
                     chosen[version] = sub
             elif current is None or sub.ref > current.ref:
                 chosen[version] = sub
         row = by_version.get(version, {}) if version is not None else {}
         result.append(ScoreRow(version, sub, _float(row.get("val_accuracy")), row.get("overrides", ""), row.get("message", "")))
     updates = {v: sub for v, sub in chosen.items() if v in by_version}
-    if updates:
+    lost = tuple(
+        v for v, r in sorted(by_version.items()) if r.get("submission_status") == UNCONFIRMED and v not in chosen
+    )
+    if updates or lost:
         with ledger.transaction() as records:
             for record in records:
-                sub = updates.get(int(record["version"]))
+                version = int(record["version"])
+                if version in lost:
+                    record["submission_status"] = NOT_SUBMITTED
+                sub = updates.get(version)
                 if sub is None:
                     continue
                 record["submission_ref"] = str(sub.ref)
@@ -602,7 +745,7 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     with_val = [r for r in ledger.rows() if _float(r.get("val_accuracy")) is not None]
     best_val = max(with_val, key=lambda r: (_float(r["val_accuracy"]), int(r["version"]))) if with_val else None
     unrecorded = tuple(sorted(v for v in chosen if v not in by_version))
-    return Scores(tuple(result), best_public, best_val, unrecorded)
+    return Scores(tuple(result), best_public, best_val, unrecorded, lost)
 
 
 def scores_plot(project: Project, path: Path) -> Path:
