@@ -188,6 +188,7 @@ PUBLIC_API = (
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
     "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
     "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
+    "KAGGLE_INPUT", "TEST_FILE_NAME",
     "run", "submission_problem", "validate_submission",
 )
 HASH_EXCLUDED = ("output_dir", "train_data", "test_data")
@@ -313,19 +314,18 @@ def length_problems(cfg: Config, positions: int | None) -> list[str]:
 
 
 def usable_positions(cfg: Config, local_only: bool = True) -> int | None:
-    """Tokens one row may hold in the encoder, without weights; None when its config is not at hand (a hub id
-    other than roberta-base while offline). RoBERTa-style encoders keep 2 positions for the padding offset."""
+    """Tokens one row may hold in the encoder, without weights; None when its config is not at hand (with
+    `local_only`, a hub id other than roberta-base that is not in the local cache). RoBERTa-style encoders
+    keep 2 positions for the padding offset."""
     if cfg.smoke:
         arch = {**SMOKE_ARCH, "model_type": "roberta"}
     elif cfg.model == "roberta-base":
         arch = ROBERTA_BASE_ARCH
-    elif local_only and not (Path(cfg.model) / "config.json").is_file():
-        return None
     else:
         try:
             from transformers import AutoConfig
 
-            arch = AutoConfig.from_pretrained(cfg.model).to_dict()
+            arch = AutoConfig.from_pretrained(cfg.model, local_files_only=local_only).to_dict()
         except (OSError, ValueError):
             return None
     if "max_position_embeddings" not in arch:
@@ -420,7 +420,11 @@ def encoder_config(cfg: Config, vocab_size: int | None = None):
         return RobertaConfig(**SMOKE_ARCH, vocab_size=vocab_size or SMOKE_VOCAB)
     if cfg.model == "roberta-base":
         return RobertaConfig(**{k: v for k, v in ROBERTA_BASE_ARCH.items() if k != "model_type"})
-    return AutoConfig.from_pretrained(cfg.model)
+    try:
+        return AutoConfig.from_pretrained(cfg.model)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the architecture of model {cfg.model}: it is neither a folder with a "
+                          f"config.json nor reachable on the Hugging Face hub ({type(exc).__name__})") from None
 
 
 def build_head(kind: str, hidden_size: int, dropout: float, num_labels: int = len(LABELS)) -> nn.Module:
@@ -1614,6 +1618,19 @@ def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
     return not arch_list
 
 
+def locate_adapter(cfg: Config, root: Path = KAGGLE_INPUT) -> Config:
+    """To predict only: `cfg` with adapter_from pointing at the adapter. When that path is absent and
+    adapter_sha256 is set, the attached folder holding exactly that adapter (Kaggle's mount paths vary)."""
+    if not cfg.adapter_from or Path(cfg.adapter_from).is_dir() or not cfg.adapter_sha256:
+        return cfg
+    for kit in sorted(root.rglob("kit.json")) if root.is_dir() else []:
+        if adapter_digest(kit.parent) == cfg.adapter_sha256:
+            print(f"adapter_from {cfg.adapter_from} is absent; {kit.parent} holds the adapter of adapter_sha256")
+            return dataclasses.replace(cfg, adapter_from=str(kit.parent))
+    raise ConfigError(f"adapter_from {cfg.adapter_from} does not exist, and no folder under {root} holds the "
+                      f"adapter with adapter_sha256 {cfg.adapter_sha256[:12]}...: attach its dataset")
+
+
 def model_config(cfg: Config) -> Config:
     """The config the model is trained with: this run's own (held to the budget, lengths checked against the
     encoder), or, to predict only, the one saved beside the adapter (checked against adapter_sha256)."""
@@ -1874,6 +1891,7 @@ def run(cfg: Config) -> dict:
     quiet_libraries()
     print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
     device = accelerator()
+    cfg = locate_adapter(cfg)
     trained = model_config(cfg)
     with tempfile.TemporaryDirectory(prefix="agnews_lora_") as tmp, StopSignal(Path(tmp) / "stop").installed() as stop:
         scratch = Path(tmp)

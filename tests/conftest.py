@@ -21,8 +21,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "compat: also run in the venv that pins Kaggle's current image")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kernel():
+    """The repository's kernel as the module agnews_lora (a cache hit unless a test loaded another copy)."""
     from lorakit.project import kernel_module_load
 
     return kernel_module_load(KERNEL)

@@ -405,6 +405,21 @@ def test_adapter_digest_pins_the_files(kernel, tmp_path):
     assert kernel.adapter_digest(tmp_path) != digest
 
 
+def test_an_attached_adapter_is_found_by_its_hash(kernel, tmp_path):
+    mounted = tmp_path / "input" / "datasets" / "alice" / "agnews-v3-adapter"
+    mounted.mkdir(parents=True)
+    (mounted / "kit.json").write_text('{"config": {}}')
+    other = tmp_path / "input" / "another" / "adapter"
+    other.mkdir(parents=True)
+    (other / "kit.json").write_text('{"config": {"lora_r": 4}}')
+    digest = kernel.adapter_digest(mounted)
+    cfg = kernel.Config(adapter_from="/kaggle/input/agnews-v3-adapter", adapter_sha256=digest)
+    assert kernel.locate_adapter(cfg, tmp_path / "input").adapter_from == str(mounted)
+    assert kernel.locate_adapter(kernel.Config(), tmp_path / "input") == kernel.Config()  # nothing to locate
+    with pytest.raises(kernel.ConfigError, match=r"no folder under .* holds the adapter with adapter_sha256 0000"):
+        kernel.locate_adapter(kernel.Config(adapter_from="/nowhere", adapter_sha256="0" * 64), tmp_path / "input")
+
+
 def test_gpu_support_follows_the_torch_build(kernel, monkeypatch):
     arches = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
     assert kernel.gpu_supported((7, 5), arches)  # T4

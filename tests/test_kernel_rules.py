@@ -2,7 +2,11 @@
 and `lorakit check` enforces exactly the kernel's config rules."""
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import zipfile
 
 import pytest
 
@@ -48,3 +52,49 @@ def test_lorakit_check_refuses_what_the_kernel_refuses(key, value, message, caps
     assert main(["check", "--set", f"{key}={value}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("lorakit: error: invalid config: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_check_reports_the_length_verdict(capsys, monkeypatch):
+    from lorakit.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(["check"]) == 0
+    assert "lengths    max_length 128, predict_max_length 256 within the 512 usable positions of roberta-base" in \
+        capsys.readouterr().out
+    assert main(["check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["usable_positions"] == 512
+
+
+def test_a_missing_kernel_dependency_names_the_extra(tmp_path, monkeypatch):
+    from lorakit.errors import UsageError
+    from lorakit.project import kernel_module_load
+
+    copy = tmp_path / "agnews_lora.py"
+    copy.write_text(KERNEL.read_text())
+    monkeypatch.setitem(sys.modules, "numpy", None)  # as if numpy were not installed
+    with pytest.raises(UsageError, match=r"agnews_lora.py needs numpy, one of the kernel's dependencies: "
+                                         r"pip install 'lorakit\[kernel\]'"):
+        kernel_module_load(copy, name="agnews_lora_without_numpy")
+
+
+def test_validate_works_outside_a_checkout_and_refuses_float_labels(tmp_path, monkeypatch, capsys):
+    from lorakit.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no kernel-metadata.json here or above
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("ID,Label\n0,3\n1,0\n")
+    bad.write_text("ID,Label\n0,1.0\n1,2\n")
+    assert main(["validate", str(good), "--rows", "2"]) == 0
+    assert "valid submission (2 rows" in capsys.readouterr().out
+    assert main(["validate", str(bad), "--rows", "2"]) == 1
+    assert capsys.readouterr().err.strip() == f"lorakit: error: {bad}: Label must hold integers on every row; " \
+                                              "row 0 holds '1.0'"
+
+
+def test_the_wheel_ships_the_kernel_script(tmp_path):
+    """An installed lorakit (no checkout) finds the kernel's rules in its package data."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("lorakit-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("lorakit/kernel_script/agnews_lora.py") == KERNEL.read_bytes()

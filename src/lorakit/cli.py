@@ -104,6 +104,7 @@ def cmd_check(args) -> int:
         _out(f"overrides  {json.dumps(e.overrides, sort_keys=True)}")
         _out(e.breakdown_text())
         _out(f"config_hash {e.config_hash}")
+        _out(f"lengths    {report.lengths_text()}")
         verdict = "within" if e.within_budget else "OVER"
         _out(f"verdict    {verdict} budget: {e.trainable_params:,} of {e.budget:,} trainable parameters")
     if not e.within_budget:
@@ -371,9 +372,10 @@ def cmd_quota(args) -> int:
 def cmd_validate(args) -> int:
     from pathlib import Path
 
+    from lorakit.project import repo_found
     from lorakit.workflow import submission_validate
 
-    project = _project(args)
+    project = _project(args) if repo_found(args.repo) else None  # outside a checkout: the kernel lorakit ships
     rows = submission_validate(project, Path(args.file), args.rows)
     _out(f"{args.file}: valid submission ({rows} rows, columns ID,Label, labels 0-3)")
     return 0

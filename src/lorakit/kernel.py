@@ -57,8 +57,13 @@ class Effective:
         return self.kmod.format_breakdown(self.breakdown, self.budget)
 
 
-def kernel_load(project: Project):
-    return kernel_module_load(project.script_path)
+# The script lorakit ships (a link to kernel/agnews_lora.py in a checkout, a copy in an installed wheel).
+PACKAGED_KERNEL = Path(__file__).with_name("kernel_script") / "agnews_lora.py"
+
+
+def kernel_load(project: Optional[Project]):
+    """The project's kernel script (its code_file), or the copy lorakit ships when there is no repository."""
+    return kernel_module_load(project.script_path if project is not None else PACKAGED_KERNEL)
 
 
 def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional[dict] = None) -> Effective:

@@ -138,13 +138,18 @@ class Project:
         return self.submissions_dir / f"v{int(version)}"
 
 
-def repo_find(start: Optional[os.PathLike] = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) that holds kernel-metadata.json."""
+def repo_found(start: Optional[os.PathLike] = None) -> Optional[Path]:
+    """The nearest folder at or above ``start`` (default: cwd) that holds kernel-metadata.json, if any."""
     here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / METADATA_FILE).is_file():
-            return folder
-    raise UsageError(f"no {METADATA_FILE} found in {here} or any folder above it; run lorakit inside the repository")
+    return next((folder for folder in (here, *here.parents) if (folder / METADATA_FILE).is_file()), None)
+
+
+def repo_find(start: Optional[os.PathLike] = None) -> Path:
+    root = repo_found(start)
+    if root is None:
+        here = Path(start or os.getcwd()).resolve()
+        raise UsageError(f"no {METADATA_FILE} found in {here} or any folder above it; run lorakit inside the repository")
+    return root
 
 
 def project_load(start=None, kernel: Optional[str] = None, competition: Optional[str] = None) -> Project:
@@ -181,7 +186,7 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE):
     The one door to the kernel for lorakit, bench/ and the tests. Importing it under its own name, from a
     folder on sys.path, lets spawned data-parallel processes import it too. A different script, or the same
     one changed on disk, replaces the module; bench loads variant copies under another ``name``. The module
-    must define every name in its ``PUBLIC_API``.
+    must define every name in its ``PUBLIC_API``. Only ``agnews_lora`` itself goes on sys.path.
     """
     script = Path(script).resolve()
     try:
@@ -192,11 +197,10 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE):
     cached = _LOADED.get(name)
     if cached and cached[:3] == key and sys.modules.get(name) is cached[3]:
         return cached[3]
-    if cached and str(cached[0].parent) in sys.path:
-        sys.path.remove(str(cached[0].parent))
-    if str(script.parent) in sys.path:
-        sys.path.remove(str(script.parent))
-    sys.path.insert(0, str(script.parent))
+    if name == KERNEL_MODULE:  # spawned processes find it by name; only one kernel folder may lead
+        for folder in {str(script.parent), str(cached[0].parent) if cached else ""} & set(sys.path):
+            sys.path.remove(folder)
+        sys.path.insert(0, str(script.parent))
     spec = importlib.util.spec_from_file_location(name, script)
     if spec is None or spec.loader is None:
         raise UsageError(f"cannot load the kernel script {script}")
@@ -204,6 +208,12 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE):
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
     try:
         spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(
+            f"{script.name} needs {exc.name}, one of the kernel's dependencies: pip install 'lorakit[kernel]' "
+            "(or pip install -r requirements.txt in a checkout)"
+        )
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"{script.name} does not compile: line {exc.lineno}: {exc.msg}")

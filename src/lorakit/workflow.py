@@ -63,6 +63,7 @@ def token_new() -> str:
 class CheckReport:
     effective: Effective
     warnings: tuple
+    positions: Optional[int]  # the encoder's usable positions; None when its config is not here offline
 
     def as_json(self) -> dict:
         e = self.effective
@@ -73,14 +74,24 @@ class CheckReport:
             "config_hash": e.config_hash,
             "param_budget": e.budget,
             "overrides": e.overrides,
+            "usable_positions": self.positions,
         }
+
+    def lengths_text(self) -> str:
+        cfg = self.effective.config
+        if self.positions is None:
+            return (f"unchecked: the config of {cfg.model} is not here offline (a hub id); the kernel checks "
+                    "max_length and predict_max_length when it runs")
+        return (f"max_length {cfg.max_length}, predict_max_length {cfg.predict_max_length} within the "
+                f"{self.positions} usable positions of {cfg.model}")
 
 
 def config_check(project: Project, sets: Iterable[str] = (), extra: Optional[dict] = None) -> CheckReport:
-    """Offline preflight: metadata (already validated by project_load), compile, config, exact count."""
+    """Offline preflight: metadata (already validated by project_load), compile, config (the kernel's rules,
+    lengths included where the encoder's config is at hand), exact count."""
     script_compile_check(project.script_path)
     effective = config_effective(project, sets, extra)
-    return CheckReport(effective, tuple(project.warnings))
+    return CheckReport(effective, tuple(project.warnings), effective.kmod.usable_positions(effective.config))
 
 
 # ------------------------------------------------------------------------------------------------ push
@@ -547,7 +558,8 @@ def expected_rows_of(folder: Path) -> int:
     return rows_expected_of(metrics)
 
 
-def submission_validate(project: Project, path: Path, rows: Optional[int] = None) -> int:
+def submission_validate(project: Optional[Project], path: Path, rows: Optional[int] = None) -> int:
+    """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships); its rows."""
     rows = int(rows) if rows else expected_rows_of(Path(path).parent)
     if rows < 1:
         raise UsageError("--rows must be positive")

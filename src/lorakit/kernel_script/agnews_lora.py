@@ -1,0 +1,1 @@
+../../../kernel/agnews_lora.py
