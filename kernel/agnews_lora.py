@@ -188,7 +188,8 @@ PUBLIC_API = (
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
     "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
     "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
-    "KAGGLE_INPUT", "TEST_FILE_NAME",
+    "KAGGLE_INPUT", "TEST_FILE_NAME", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
+    "field_type", "interval_text",
     "run", "submission_problem", "validate_submission",
 )
 HASH_EXCLUDED = ("output_dir", "train_data", "test_data")
@@ -222,7 +223,7 @@ RANGES = {
 }
 
 
-def _field_type(key: str) -> type:
+def field_type(key: str) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool}[Config.__dataclass_fields__[key].type]
 
 
@@ -236,7 +237,7 @@ def _typed(key: str, value):
     """The one type check of a config value (ints are accepted for floats)."""
     if key not in CONFIG_KEYS:
         raise _unknown_key(key)
-    want = _field_type(key)
+    want = field_type(key)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, want) and not (want is int and isinstance(value, bool)):
@@ -254,7 +255,7 @@ def parse_sets(items) -> dict:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         if key not in CONFIG_KEYS:
             raise _unknown_key(key)
-        want = _field_type(key)
+        want = field_type(key)
         try:
             if want is bool:
                 if text not in ("true", "false"):
@@ -272,7 +273,7 @@ def apply_overrides(cfg: Config, overrides: dict) -> Config:
     return validate_config(dataclasses.replace(cfg, **{k: _typed(k, v) for k, v in overrides.items()}))
 
 
-def _interval(low, low_in, high, high_in) -> str:
+def interval_text(low, low_in, high, high_in) -> str:
     return f"{'[' if low_in else '('}{low}, {'inf' if high is None else high}{']' if high_in else ')'}"
 
 
@@ -284,7 +285,7 @@ def validate_config(cfg: Config) -> Config:
         inside = (value >= low if low_in else value > low) and (
             high is None or (value <= high if high_in else value < high))
         if not math.isfinite(value) or not inside:
-            problems.append(f"{key} must be a finite number in {_interval(low, low_in, high, high_in)}, got {value}")
+            problems.append(f"{key} must be a finite number in {interval_text(low, low_in, high, high_in)}, got {value}")
     if 0 < cfg.predict_max_length < 8:
         problems.append("predict_max_length must be 0 (= max_length) or >= 8")
     for key, choices in (("head", HEADS), ("precision", PRECISIONS), ("prior_correction", PRIOR_CORRECTIONS)):

@@ -13,7 +13,8 @@ import pytest
 from conftest import KERNEL, ROOT
 from test_kernel import BAD_VALUES
 
-USERS = sorted([*ROOT.joinpath("src", "lorakit").glob("*.py"), *ROOT.joinpath("bench").glob("*.py")])
+USERS = sorted([*ROOT.joinpath("src", "lorakit").glob("*.py"), *ROOT.joinpath("bench").glob("*.py"),
+                *ROOT.joinpath("docs").glob("*.py")])
 KERNEL_HANDLES = r"\b(?:kmod|vmod|K)\.([A-Za-z_]\w*)"  # how lorakit and bench name the loaded kernel
 
 

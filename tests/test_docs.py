@@ -1,0 +1,56 @@
+"""The docs say what the code does: generated pages are fresh, the README is short, true and linked."""
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+sys.path.insert(0, str(ROOT / "docs"))
+import generate  # noqa: E402
+
+
+def test_readme_is_short_and_opens_with_the_two_commands():
+    assert len(README.encode()) <= 8000
+    first_block = README.split("```")[1]
+    assert [line.split()[:2] for line in first_block.strip().splitlines()] == [["make", "demo"], ["make", "test"]]
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))])
+def test_every_relative_link_resolves(page):
+    text = (ROOT / page).read_text(encoding="utf-8")
+    links = [link for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) if "://" not in link]
+    missing = [link for link in links if not ((ROOT / page).parent / link).exists()]
+    assert not missing
+
+
+def test_every_figure_in_the_results_table_was_measured():
+    """Each number in the README's results table appears in bench/RESULTS.md or bench/ACCURACY.md."""
+    table = README.split("## Results", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
+    assert len(rows) >= 5
+    evidence = (ROOT / "bench" / "RESULTS.md").read_text() + (ROOT / "bench" / "ACCURACY.md").read_text()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2], row  # where it was measured, or why not
+        for figure in re.findall(r"\d[\d,]*\.?\d*", cells[1]):
+            assert figure.rstrip(".") in evidence, (figure, row)
+        if "not yet measured" not in cells[1]:
+            assert re.search(r"CPU|NVIDIA|exact count", cells[2]), row
+
+
+def test_generated_pages_are_fresh():
+    stale = [path.name for path, text in generate.pages().items() if path.read_text(encoding="utf-8") != text]
+    assert not stale, f"run python docs/generate.py ({', '.join(stale)})"
+
+
+def test_the_config_page_follows_the_code(kernel, monkeypatch):
+    page = generate.config_page()
+    for name in kernel.CONFIG_KEYS:
+        assert f"| `{name}` |" in page
+    assert "| `lr` | float | `0.0005` | (0, 1], finite |" in page
+    monkeypatch.setitem(kernel.RANGES, "lr", (0, False, 0.1, True))  # a changed rule changes the page
+    assert "| `lr` | float | `0.0005` | (0, 0.1], finite |" in generate.config_page()
