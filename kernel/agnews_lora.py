@@ -1956,6 +1956,9 @@ def main(argv: list[str] | None = None) -> int:
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # before the signal handlers are in place: nothing was written yet
+        print("error: SIGINT before training started; nothing written", file=sys.stderr)
+        return 128 + signal.SIGINT.value
     return 128 + signal.Signals[metrics["signal"]].value if metrics["signal"] else 0
 
 
