@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import random
 import re
 import shutil
@@ -232,46 +231,6 @@ def test_bad_override_exits_with_one_line(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- data
-def write_pickle(path, obj):
-    with open(path, "wb") as handle:
-        pickle.dump(obj, handle)
-    return path
-
-
-TEXTS = ["first row", "second (AP) row", "Zürich third"]
-
-
-@pytest.mark.parametrize("make", [
-    lambda: __import__("datasets").Dataset.from_dict({"text": TEXTS}),
-    lambda: pd.DataFrame({"text": TEXTS, "other": [1, 2, 3]}),
-    lambda: {"text": list(TEXTS)},
-], ids=["dataset", "dataframe", "dict"])
-def test_test_loader_variants_keep_order(kernel, tmp_path, make):
-    assert kernel.load_test_texts(write_pickle(tmp_path / "t.pkl", make())) == TEXTS
-
-
-@pytest.mark.parametrize("obj, message", [
-    ({"body": ["x"]}, r"has no 'text' column \(columns: body\)"),
-    (pd.DataFrame({"text": []}), r"has no rows"),
-    ([1, 2, 3], r"holds a list; expected a datasets.Dataset"),
-    ({"text": ["ok", None]}, r"row 1 of 'text' is NoneType"),
-])
-def test_test_loader_errors(kernel, tmp_path, obj, message):
-    with pytest.raises(kernel.DataError, match=message):
-        kernel.load_test_texts(write_pickle(tmp_path / "t.pkl", obj))
-
-
-def test_test_loader_empty_and_garbage_files(kernel, tmp_path):
-    empty = tmp_path / "empty.pkl"
-    empty.write_bytes(b"")
-    with pytest.raises(kernel.DataError, match="is empty"):
-        kernel.load_test_texts(empty)
-    garbage = tmp_path / "garbage.pkl"
-    garbage.write_bytes(b"not a pickle at all")
-    with pytest.raises(kernel.DataError, match="cannot unpickle"):
-        kernel.load_test_texts(garbage)
-
-
 def test_train_source_auto_takes_the_one_attached_ag_news_csv(kernel, tmp_path):
     folder = tmp_path / "ag-news-classification-dataset"
     folder.mkdir()
