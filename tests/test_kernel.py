@@ -422,11 +422,3 @@ def test_kernel_imports_nothing_local():
     third_party = {"numpy", "pandas", "torch", "transformers", "peft", "datasets", "tqdm", "tokenizers", "matplotlib",
                    "pyarrow"}
     assert roots - set(sys.stdlib_module_names) - {"__future__"} <= third_party
-
-
-def test_readme_opens_with_the_two_commands_and_documents_every_key(kernel):
-    readme = (ROOT / "README.md").read_text()
-    first_block = readme.split("```")[1]
-    assert [line.split()[:2] for line in first_block.strip().splitlines()] == [["make", "demo"], ["make", "test"]]
-    for key in kernel.CONFIG_KEYS:
-        assert f"| `{key}` |" in readme, key
