@@ -1768,11 +1768,7 @@ def train_model(cfg: Config, model: Model, data: Data, encoded: Encoded, device:
     for round_ in range(cfg.pseudo_label_rounds):
         if stop.requested() or training.stopped_early:
             break
-        val_logits, test_logits = (predict_logits(model.net.to(device), ids, cfg.eval_batch_size, encoded.pad_id,
-                                                  device, autocast_dtype(device, cfg.precision), desc)
-                                   for ids, desc in ((encoded.val_ids, "validate"), (encoded.test_ids, "test")))
-        probs, _ = corrected_probabilities(test_logits, fit_temperature(val_logits, data.val_labels),
-                                           cfg.prior_correction, data.train_prior)
+        probs = predict(cfg, model, data, encoded, device).probs  # the current model's, calibrated
         keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
         training.pseudo_label_rows.append(int(len(keep)))
         print(f"pseudo-label round {round_ + 1}: {len(keep):,} confident test rows join the training rows")
