@@ -9,10 +9,19 @@ proxy form (an absolute URL), API calls and file transfers alike. It speaks the 
 - competitions.CompetitionApiService: StartSubmissionUpload (+ ``PUT /upload/<token>``), CreateSubmission,
   GetSubmission, ListSubmissions, GetSubmissionLimits, GetLeaderboard, DownloadLeaderboard;
 - security.OAuthService: IntrospectToken. Requests authenticate with Basic ``username:key`` or with a
-  Bearer access token listed in ``tokens`` (token -> username).
+  Bearer access token listed in ``tokens`` (token -> username);
+- datasets.DatasetApiService: CreateDataset, CreateDatasetVersion (files and nested directories of uploaded
+  blobs), GetDataset, GetDatasetStatus (a script of processing states); blobs.BlobApiService: StartBlobUpload
+  (+ the same ``PUT /upload/<token>``);
+- the log stream the client's kernels_logs_stream reads, ``GET /api/v1/kernels/logs/stream/<owner>/<slug>
+  ?versionLabel=vN``: server-sent events (chunked) while a run is live, replayed from the start on every
+  connection, ``END_OF_LOG`` once it ends; the stored log (a JSON list) otherwise. A test makes a run live
+  with ``live_start``, feeds it lines over time with ``log_feed``, ends it with ``run_end``, and drops a
+  stream after a number of events with ``stream_drops``.
 
 Faults are injected per method or path prefix: ``fail`` answers an HTTP error, ``drop`` closes the
-connection without an answer and ``stall`` never answers (until the server stops); with ``after=True`` the
+connection without an answer, ``stall`` never answers (until the server stops) and ``interrupt`` presses
+Ctrl-C in the in-process client (SIGINT to the main thread) and never answers; with ``after=True`` the
 request is processed first (a push saved, a submission made) and only its reply is lost. Also: a push
 ``error``, a status script ending in ERROR, a file download cut half way (``cut``) or sent slowly
 (``slow``). Every request is recorded in ``requests`` as (verb, path, body, auth), auth being "basic:<user>",
@@ -24,6 +33,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
 import socket
 import threading
 import time
@@ -33,11 +43,14 @@ from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 KERNELS = "kernels.KernelsApiService"
 COMPETITIONS = "competitions.CompetitionApiService"
 SECURITY = "security.OAuthService"
+DATASETS = "datasets.DatasetApiService"
+BLOBS = "blobs.BlobApiService"
+LOG_STREAM = "/api/v1/kernels/logs/stream/"
 
 
 def _iso(dt: datetime) -> str:
@@ -51,7 +64,7 @@ class Fault:
     times: Optional[int] = 1  # None: every time
     headers: dict = field(default_factory=dict)
     message: str = ""
-    action: str = "error"  # "error", "drop" (close without answering) or "stall" (never answer)
+    action: str = "error"  # "error", "drop" (close without answering), "stall" (never answer), "interrupt"
     after: bool = False  # process the request first: only the reply is lost
     skip: int = 0  # let this many matching requests through before the fault applies
 
@@ -65,6 +78,21 @@ class KernelVersion:
     outputs: dict  # file name -> bytes
     log: str = ""
     failure_message: str = ""
+    live: Optional[list] = None  # the events of a live run, fed by the test; None: serve the stored log
+    ended: bool = False
+
+
+@dataclass
+class StoredDataset:
+    owner: str
+    slug: str
+    title: str
+    private: bool
+    license: str
+    description: str
+    versions: list  # one {path: bytes} per version
+    notes: list  # the version notes of each version
+    statuses: list  # GetDatasetStatus answers, consumed one per call; the last one stays
 
 
 @dataclass
@@ -112,6 +140,10 @@ class StandinState:
         self.tokens: dict = {}  # active access tokens -> username
         self.slow: dict = {}  # output file name -> seconds its download takes, every time
         self.released = threading.Event()  # set on stop: ends every stalled request
+        self.log_changed = threading.Condition(self.lock)  # a live log got a line, or its run ended
+        self.stream_drops: list = []  # each new log stream drops its connection after this many events
+        self.datasets: dict = {}  # (owner, slug) -> StoredDataset
+        self.dataset_status_script = ["BLOBS_RECEIVED", "READY"]
 
     # -- helpers used by tests -------------------------------------------------------------------------
     def fail(self, method: str, status: int, times: Optional[int] = 1, headers: Optional[dict] = None, message: str = "",
@@ -126,6 +158,36 @@ class StandinState:
     def stall(self, method: str, times: Optional[int] = 1, after: bool = False, skip: int = 0):
         with self.lock:
             self.faults.append(Fault(method, 0, times, action="stall", after=after, skip=skip))
+
+    def interrupt(self, method: str, after: bool = False, skip: int = 0):
+        """Ctrl-C: SIGINT to this process's main thread (the in-process client) on that request, left unanswered."""
+        with self.lock:
+            self.faults.append(Fault(method, 0, 1, action="interrupt", after=after, skip=skip))
+
+    def live_start(self, owner: str, slug: str, number: int) -> None:
+        """Make a pushed version a live run: RUNNING, its log streamed as fed, until run_end."""
+        with self.lock:
+            version = self.versions(owner, slug)[number - 1]
+            version.live, version.ended, version.statuses = [], False, ["RUNNING"]
+
+    def log_feed(self, owner: str, slug: str, number: int, *texts: str) -> None:
+        with self.lock:
+            version = self.versions(owner, slug)[number - 1]
+            for text in texts:
+                version.live.append({"stream_name": "stdout", "time": float(len(version.live)), "data": text})
+            self.log_changed.notify_all()
+
+    def run_end(self, owner: str, slug: str, number: int, status: str = "COMPLETE") -> None:
+        """End a live run: its events become the stored log, its status ``status``."""
+        with self.lock:
+            version = self.versions(owner, slug)[number - 1]
+            version.log, version.ended, version.statuses = json.dumps(version.live), True, [status]
+            self.log_changed.notify_all()
+
+    def dataset_files(self, owner: str, slug: str, number: int = 0) -> dict:
+        """{path: bytes} of a dataset's version ``number`` (default: the newest)."""
+        versions = self.datasets[(owner, slug)].versions
+        return versions[number - 1] if number else versions[-1]
 
     def calls(self, method: str) -> list:
         return [r for r in self.requests if r[1].endswith("/" + method) or r[1].startswith(method)]
@@ -198,9 +260,11 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _fault_answer(self, fault: Fault) -> None:
-        if fault.action == "stall":
+        if fault.action == "interrupt":
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        if fault.action in ("stall", "interrupt"):
             self.state.released.wait()
-        if fault.action in ("stall", "drop"):
+        if fault.action in ("stall", "drop", "interrupt"):
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -256,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not auth and method != "IntrospectToken":
             return self._error(401, "Unauthenticated")
         handler = getattr(self, f"api_{method}", None)
-        if handler is None or service not in (KERNELS, COMPETITIONS, SECURITY):
+        if handler is None or service not in (KERNELS, COMPETITIONS, SECURITY, DATASETS, BLOBS):
             return self._error(404, f"unknown method {service}/{method}")
 
         def handle():
@@ -271,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.requests.append(("GET", path, None, self._auth()))
         if self._fault(path):
             return None
+        if path.startswith(LOG_STREAM):
+            return self._log_stream(path[len(LOG_STREAM):])
         parts = path.strip("/").split("/")
         if parts[0] == "files" and len(parts) >= 5:
             owner, slug, number = parts[1], parts[2], int(parts[3])
@@ -294,6 +360,52 @@ class _Handler(BaseHTTPRequestHandler):
                 self.state.uploads[parts[1]]["content"] = data
             return self._json(200, {})
         return self._error(404, "unknown upload")
+
+    def _log_stream(self, rest: str):
+        if not self._auth():
+            return self._error(401, "Unauthenticated")
+        owner, _, slug = rest.partition("/")
+        label = parse_qs(urlsplit(self.path).query).get("versionLabel", [""])[0]
+        with self.state.lock:
+            version = self._version({"userName": owner, "kernelSlug": slug, "versionLabel": label})
+            live = version is not None and version.live is not None and not version.ended
+            drop_after = self.state.stream_drops.pop(0) if live and self.state.stream_drops else None
+        if version is None:
+            return self._error(404, "kernel or version not found")
+        if not live:
+            return self._send(200, (version.log or "[]").encode(), "application/json")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sent = 0
+        while not self.state.released.is_set():
+            with self.state.lock:
+                if sent == len(version.live) and not version.ended:
+                    self.state.log_changed.wait(0.05)
+                events, ended = list(version.live[sent:]), version.ended
+            for event in events:
+                if drop_after is not None and sent >= drop_after:
+                    return self._drop()
+                self._chunk(f"data: {json.dumps(event)}\n\n")
+                sent += 1
+            if ended:
+                self._chunk("data: END_OF_LOG\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                return None
+        return self._drop()
+
+    def _chunk(self, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _file(self, name: str, content: bytes):
         total = len(content)
@@ -552,6 +664,91 @@ class _Handler(BaseHTTPRequestHandler):
             archive.writestr(f"{self.state.competition}-publicleaderboard.csv", "\n".join(lines) + "\n")
         return self._send(200, buffer.getvalue(), "application/zip", {"Last-Modified": formatdate(usegmt=True)})
 
+
+    # -- datasets --------------------------------------------------------------------------------------------------
+    def api_StartBlobUpload(self, body):
+        token = f"blob{len(self.state.uploads) + 1}"
+        self.state.uploads[token] = {"fileName": body.get("name"), "content": None}
+        return self._json(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+
+    def _tree(self, files: list, directories: list, prefix: str = "") -> Optional[dict]:
+        """{path: bytes} of uploaded blobs named by a request's files and directories; None if one is missing."""
+        tree = {}
+        for item in files or []:
+            upload = self.state.uploads.get(item.get("token", ""))
+            if upload is None or upload["content"] is None:
+                return None
+            tree[prefix + upload["fileName"]] = upload["content"]
+        for directory in directories or []:
+            sub = self._tree(directory.get("files"), directory.get("directories"), f"{prefix}{directory['name']}/")
+            if sub is None:
+                return None
+            tree.update(sub)
+        return tree
+
+    def _dataset(self, body: dict, slug_key: str = "datasetSlug"):
+        """The dataset a request names, after answering 404 or 403 (then None)."""
+        key = (body.get("ownerSlug", ""), body.get(slug_key, ""))
+        dataset = self.state.datasets.get(key)
+        if dataset is None:
+            self._error(404, "dataset not found")
+        elif dataset.private and not self._owned(dataset.owner):
+            self._error(403, "private dataset")
+            return None
+        return dataset
+
+    def api_CreateDataset(self, body):
+        owner, slug = body.get("ownerSlug", ""), body.get("slug", "")
+        if not self._owned(owner):
+            return self._error(403, f"you cannot create datasets for {owner}")
+        if not 6 <= len(slug) <= 50 or not 6 <= len(body.get("title") or "") <= 50:
+            return self._error(400, "slug and title must be 6 to 50 characters")
+        if (owner, slug) in self.state.datasets:
+            return self._json(200, {"status": "error", "error": f'The requested slug "{slug}" is already in use'})
+        tree = self._tree(body.get("files"), body.get("directories"))
+        if tree is None:
+            return self._error(400, "a file was not uploaded")
+        self.state.datasets[(owner, slug)] = StoredDataset(
+            owner, slug, body["title"], bool(body.get("isPrivate")), body.get("licenseName", ""),
+            body.get("description", ""), [tree], [""], list(self.state.dataset_status_script),
+        )
+        return self._json(200, {"ref": f"{owner}/{slug}", "url": f"https://www.kaggle.com/datasets/{owner}/{slug}",
+                                "status": "ok"})
+
+    def api_CreateDatasetVersion(self, body):
+        dataset = self._dataset(body)
+        if dataset is None:
+            return None
+        if not self._owned(dataset.owner):
+            return self._error(403, "not your dataset")
+        version = body.get("body") or {}
+        tree = self._tree(version.get("files"), version.get("directories"))
+        if tree is None:
+            return self._error(400, "a file was not uploaded")
+        dataset.versions.append(tree)
+        dataset.notes.append(version.get("versionNotes", ""))
+        if version.get("description"):
+            dataset.description = version["description"]
+        dataset.statuses = list(self.state.dataset_status_script)
+        return self._json(200, {"ref": f"{dataset.owner}/{dataset.slug}", "status": "ok"})
+
+    def api_GetDataset(self, body):
+        dataset = self._dataset(body)
+        if dataset is None:
+            return None
+        versions = [{"versionNumber": i + 1, "versionNotes": n} for i, n in enumerate(dataset.notes)]
+        return self._json(200, {"id": 77, "ref": f"{dataset.owner}/{dataset.slug}", "title": dataset.title,
+                                "description": dataset.description, "isPrivate": dataset.private,
+                                "currentVersionNumber": len(dataset.versions), "versions": versions})
+
+    def api_GetDatasetStatus(self, body):
+        dataset = self._dataset(body)
+        if dataset is None:
+            return None
+        status = dataset.statuses[0]
+        if len(dataset.statuses) > 1:
+            dataset.statuses.pop(0)
+        return self._json(200, {"status": status})
 
     # -- security --------------------------------------------------------------------------------------------------
     def api_IntrospectToken(self, body):

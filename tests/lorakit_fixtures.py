@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -168,7 +169,7 @@ class Kit:
             "adapter/adapter_config.json": b'{"r": %d}' % cfg.lora_r,
             "adapter/adapter_model.safetensors": os.urandom(2048),
             "adapter/head.pt": os.urandom(512),
-            "adapter/kit.json": b'{"temperature": 1.0}',
+            "adapter/kit.json": json.dumps({"config": dataclasses.asdict(cfg), "temperature": 1.0}).encode(),
             "training_curves.png": b"\x89PNG\r\n\x1a\n" + os.urandom(256),
         }
         log = json.dumps(

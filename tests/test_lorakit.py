@@ -166,13 +166,14 @@ def test_push_dry_run_and_predict_from(kit):
     code, out, err = kit.run("push", "-m", "predict only", "--predict-from", version, "--set", "prior_correction=em",
                              "--accelerator", "NvidiaTeslaT4")
     assert code == 0, err
-    assert "latest output" in err
+    assert "latest output" not in err  # the adapter is version N's own, carried by a dataset
     save = kit.state.calls("SaveKernel")[-1][2]
-    assert save["kernelDataSources"] == [f"{USERNAME}/{kit.slug}"]
+    dataset = f"{USERNAME}/{kit.slug}-v{version}-adapter"
+    assert not save.get("kernelDataSources") and dataset in save["datasetDataSources"]
     assert save["machineShape"] == "NvidiaTeslaT4"
     block = kit.kmod().read_overrides_block(save["text"])
-    assert block["adapter_from"] == f"/kaggle/input/{kit.slug}/adapter" and block["prior_correction"] == "em"
-    assert kit.row(2)["predict_from"] == str(version)
+    assert block["adapter_from"] == f"/kaggle/input/{kit.slug}-v{version}-adapter" and block["prior_correction"] == "em"
+    assert kit.row(2)["predict_from"] == str(version) and kit.row(2)["adapter_dataset"] == dataset
 
 
 def test_push_no_run_records_a_saved_version(kit):
@@ -498,7 +499,7 @@ def test_cli_help_and_offline_commands_need_no_kaggle():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
     for command in ("check", "push", "status", "logs", "pull", "submit", "scores", "leaderboard", "compare", "quota",
-                    "validate", "plan"):
+                    "validate", "plan", "run"):
         result = subprocess.run([sys.executable, "-m", "lorakit", command, "--help"], capture_output=True, text=True,
                                 env=env, timeout=60)
         assert result.returncode == 0 and "usage: lorakit " + command in result.stdout

@@ -277,6 +277,12 @@ def test_retry_policy_from_env():
     assert (policy.timeout, policy.confirm_time, policy.lock_wait) == (2.5, 7.0, 9.0)
     with pytest.raises(UsageError, match="LORAKIT_TIMEOUT_S must be a positive"):
         RetryPolicy.from_env({"LORAKIT_TIMEOUT_S": "0"})
+    policy = RetryPolicy.from_env({"LORAKIT_STREAM_RECONNECTS": "2", "LORAKIT_DATASET_WAIT_S": "30"})
+    assert (policy.stream_reconnects, policy.dataset_wait, policy.stream_timeout) == (2, 30.0, 90.0)
+    with pytest.raises(UsageError, match="LORAKIT_STREAM_TIMEOUT_S must be a positive"):
+        RetryPolicy.from_env({"LORAKIT_STREAM_TIMEOUT_S": "0"})
+    # a followed log outwaits the kernel's progress line, printed every 60 s
+    assert RetryPolicy().stream_timeout > 60
     # the defaults: one request never waits past 30 s and one call never past 150 s, under 3 minutes
     assert RetryPolicy().timeout <= RetryPolicy().total_time < 180
 

@@ -1,7 +1,10 @@
 """The `lorakit` command line: a thin layer over lorakit.workflow.
 
-Results go to stdout, progress and warnings to stderr. A user error prints one line on stderr
+Results go to stdout, progress and warnings to stderr; with ``--json`` stdout holds exactly one JSON document
+(also when the command fails) and every other line goes to stderr. A user error prints one line on stderr
 (``lorakit: error: ...``) and exits non-zero, without a traceback.
+
+Each command is a handler with its flags beside it (:func:`command`): adding one touches one place.
 """
 
 from __future__ import annotations
@@ -10,21 +13,28 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 from lorakit import __version__
-from lorakit.errors import LorakitError, UsageError
+from lorakit.errors import Interrupted, LorakitError, RemoteError, UsageError
 
 EPILOG = """\
 typical loop:
-  lorakit check --set lora_r=8          offline: exact trainable count and budget verdict
-  lorakit push -m "r=8" --set lora_r=8  render the kernel with its overrides and push a new version
-  lorakit status --wait                 poll the newest version until it finishes
-  lorakit pull                          download its outputs into submissions/v<N>/
-  lorakit submit <N> --wait             validate and submit submissions/v<N>/submission.csv
-  lorakit scores                        scores of every version, best candidates marked
+  lorakit check --set lora_r=8               offline: exact trainable count and budget verdict
+  lorakit run -m "r=8" --set lora_r=8 --submit
+                                             push, wait, pull, submit and wait for the score, in one go
+or step by step:
+  lorakit push -m "r=8" --set lora_r=8       render the kernel with its overrides and push a new version
+  lorakit status --wait --follow             wait for the newest version, streaming its log
+  lorakit pull                               download its outputs into submissions/v<N>/
+  lorakit submit <N> --wait                  validate and submit submissions/v<N>/submission.csv
+  lorakit scores                             scores of every version, best candidates marked
+
+Commands that print data take --json: one JSON document on stdout, messages on stderr, the same exit codes
+(0 ok, 1 error, 3 the run or the submission failed, 4 a wait timed out, 5 unconfirmed, 130 interrupted).
 
 Retries and polling are tunable with LORAKIT_RETRY_BASE_S, LORAKIT_RETRY_TOTAL_S (budget of one call,
 default 150 s), LORAKIT_RETRY_ATTEMPTS, LORAKIT_POLL_START_S and LORAKIT_POLL_MAX_S. Every request waits at
@@ -32,15 +42,42 @@ most LORAKIT_TIMEOUT_S (default 30 s) to connect and per read, so a server that 
 command within 3 minutes. A push or submission whose reply is lost is looked for on Kaggle for
 LORAKIT_CONFIRM_S (default 60 s) before it is sent again; when that check fails it is recorded UNCONFIRMED
 (exit 5) and never resent. A pull waits LORAKIT_LOCK_WAIT_S (default 600 s) for another pull of the same
-version. LORAKIT_VERBOSE=1 shows what the kaggle client printed.
+version. A followed log waits LORAKIT_STREAM_TIMEOUT_S (default 90 s) per read and reconnects at most
+LORAKIT_STREAM_RECONNECTS (default 5) times in a row without a new line. A push waits LORAKIT_DATASET_WAIT_S
+(default 600 s) for Kaggle to process an uploaded adapter. LORAKIT_VERBOSE=1 shows what the kaggle client
+printed.
 
 credentials, in the kaggle client's order: KAGGLE_API_TOKEN (a token or a file holding one),
 ~/.kaggle/access_token, kaggle.json (or KAGGLE_USERNAME + KAGGLE_KEY), then `kaggle auth login`'s cache.
 """
 
 
-def _out(text: str = "") -> None:
-    print(text, file=sys.stdout)
+class Output:
+    """Where a command writes: its result as text on stdout; with --json one JSON document on stdout instead,
+    and every progress line on stderr. ``partial`` collects what a command has done so far: a command that
+    fails under --json still prints one document, that and the error."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.documented = False
+        self.partial: dict = {}
+
+    def result(self, text: str = "") -> None:
+        """Part of the result: stdout, or nothing under --json (the document holds it)."""
+        if not self.as_json:
+            print(text, file=sys.stdout)
+
+    def progress(self, text: str, end: str = "\n") -> None:
+        """Progress and hints: stdout, or stderr under --json; flushed, so a follower sees it at once."""
+        print(text, end=end, file=sys.stderr if self.as_json else sys.stdout, flush=True)
+
+    def document(self, data: dict) -> None:
+        if self.as_json and not self.documented:
+            print(json.dumps(data, sort_keys=True), file=sys.stdout)
+            self.documented = True
+
+    def failure(self, message: str, exit_code: int) -> None:
+        self.document({**self.partial, "error": message, "exit_code": exit_code})
 
 
 def _err(text: str) -> None:
@@ -49,6 +86,10 @@ def _err(text: str) -> None:
 
 def _warn(text: str) -> None:
     _err(f"lorakit: warning: {text}")
+
+
+def _note(text: str) -> None:
+    _err(f"lorakit: note: {text}")
 
 
 def _table(headers: list, rows: list) -> str:
@@ -72,8 +113,7 @@ def _fmt(value, digits: int = 4) -> str:
 def _project(args):
     from lorakit.project import project_load
 
-    project = project_load(args.repo, kernel=args.kernel, competition=args.competition)
-    return project
+    return project_load(args.repo, kernel=args.kernel, competition=args.competition)
 
 
 def _remote():
@@ -87,156 +127,281 @@ def _elapsed(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _positive(value: float, name: str) -> None:
+    if not value > 0:
+        raise UsageError(f"{name} must be a positive number of seconds")
+
+
+# ------------------------------------------------------------------------------------------ registration
+COMMANDS: list = []  # (name, help, flags, handler), in the order `lorakit --help` lists them
+
+
+def flag(*names, **options) -> tuple:
+    """One argparse argument: ``flag("--top", type=int, help=...)``."""
+    return names, options
+
+
+def command(name: str, help_text: str, *flags: tuple):
+    """Register ``cmd_x`` as the command ``name`` with its flags (each from :func:`flag`)."""
+
+    def register(handler: Callable) -> Callable:
+        COMMANDS.append((name, help_text, flags, handler))
+        return handler
+
+    return register
+
+
+JSON = flag("--json", action="store_true", help="print one JSON document on stdout; messages go to stderr")
+SETS = flag("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+            help="override one config key of the kernel (repeatable; booleans are true/false)")
+PUSH_FLAGS = (
+    flag("-m", "--message", required=True, help="what this version tries (kept in the ledger)"),
+    SETS,
+    flag("--accelerator", metavar="SHAPE", help="machine shape, e.g. NvidiaTeslaT4 (overrides the metadata)"),
+    flag("--no-run", action="store_true", help="save the version without running it (quick save; push only)"),
+    flag("--predict-from", metavar="N", type=int,
+         help="predict only, with version N's pulled adapter (submissions/vN/adapter, uploaded as a private "
+              "dataset and pinned by its sha256)"),
+    flag("--build-dir", metavar="DIR",
+         help="render the build folder here and keep it (default: a temporary folder, removed after the push)"),
+    flag("--dry-run", action="store_true", help="check and render the build folder, push nothing"),
+)
+
+
+def _push_options(args):
+    from lorakit.workflow import PushOptions
+
+    return PushOptions(args.message, tuple(args.sets), args.accelerator, args.no_run, args.predict_from,
+                       args.build_dir, args.dry_run)
+
+
+def _on_poll(emit: Callable[[str], None], changes_only: bool = False):
+    """``emit`` the status line of each poll (of each change only, for a log follower)."""
+    seen = []
+
+    def on_poll(version, status, elapsed):
+        if not changes_only or seen[-1:] != [status.status]:
+            emit(f"[{_elapsed(elapsed)}] v{version} {status.status}")
+        seen.append(status.status)
+
+    return on_poll
+
+
 # ---------------------------------------------------------------------------------------------- commands
+@command("check", "offline preflight: exact trainable count, budget verdict, metadata and script checks", SETS, JSON)
 def cmd_check(args) -> int:
     from lorakit.workflow import config_check
 
+    out = args.out
     project = _project(args)
     report = config_check(project, args.sets)
     e = report.effective
     for warning in report.warnings:
         _warn(warning)
-    if args.json:
-        _out(json.dumps(report.as_json(), sort_keys=True))
-    else:
-        _out(f"script     {project.script_path.relative_to(project.root)} (compiles)")
-        _out(f"metadata   {project.metadata_path.name}: {project.kernel}, competition {project.competition} (valid)")
-        _out(f"overrides  {json.dumps(e.overrides, sort_keys=True)}")
-        _out(e.breakdown_text())
-        _out(f"config_hash {e.config_hash}")
-        _out(f"lengths    {report.lengths_text()}")
-        verdict = "within" if e.within_budget else "OVER"
-        _out(f"verdict    {verdict} budget: {e.trainable_params:,} of {e.budget:,} trainable parameters")
+    out.document(report.as_json())
+    out.result(f"script     {project.script_path.relative_to(project.root)} (compiles)")
+    out.result(f"metadata   {project.metadata_path.name}: {project.kernel}, competition {project.competition} (valid)")
+    out.result(f"overrides  {json.dumps(e.overrides, sort_keys=True)}")
+    out.result(e.breakdown_text())
+    out.result(f"config_hash {e.config_hash}")
+    out.result(f"lengths    {report.lengths_text()}")
+    out.result(f"verdict    {'within' if e.within_budget else 'OVER'} budget: {e.trainable_params:,} of "
+               f"{e.budget:,} trainable parameters")
     if not e.within_budget:
         _err(f"lorakit: error: {e.trainable_params:,} trainable parameters exceed param_budget {e.budget:,}")
         return 1
     return 0
 
 
+def _push_show(out: Output, project, result, hints: bool) -> None:
+    e = result.effective
+    out.progress(f"check: {e.trainable_params:,} trainable parameters (within budget {e.budget:,}), "
+                 f"config_hash {e.config_hash[:12]}")
+    if result.adapter is not None:
+        a = result.adapter
+        upload = f" ({a.upload})" if a.upload else ""
+        out.progress(f"predict from v{a.version}: adapter sha256 {a.sha256[:12]} in dataset {a.dataset}{upload}")
+    for note in result.notes:
+        _note(note)
+    if result.version is None:
+        out.progress(f"dry run: build folder {result.build_dir} (nothing pushed)")
+        return
+    if result.build_dir is not None:
+        out.progress(f"build folder {result.build_dir}")
+    verb = "saved (not run)" if result.status == "NEW_SCRIPT" else "pushed"
+    out.progress(f"{verb} v{result.version} of {result.kernel}: {result.url}")
+    out.progress(f"ledger: {project.ledger_path.relative_to(project.root)} row v{result.version}")
+    if hints:
+        out.progress(f"next: lorakit status {result.version} --wait")
+
+
+@command("push", "check, render the kernel with its overrides, push a new version and record it", *PUSH_FLAGS,
+         JSON)
 def cmd_push(args) -> int:
     from lorakit.workflow import kernel_push
 
     project = _project(args)
-    remote = None if args.dry_run else _remote()
-    result = kernel_push(
-        project,
-        remote,
-        args.message,
-        sets=args.sets,
-        accelerator=args.accelerator,
-        no_run=args.no_run,
-        predict_from=args.predict_from,
-        build_dir=args.build_dir,
-        dry_run=args.dry_run,
-        warn=_warn,
-    )
-    e = result.effective
-    _out(
-        f"check: {e.trainable_params:,} trainable parameters (within budget {e.budget:,}), "
-        f"config_hash {e.config_hash[:12]}"
-    )
-    for note in result.notes:
-        _err(f"lorakit: note: {note}")
-    if args.dry_run:
-        _out(f"dry run: build folder {result.build_dir} (nothing pushed)")
-        return 0
-    if result.build_dir is not None:
-        _out(f"build folder {result.build_dir}")
-    verb = "saved (not run)" if args.no_run else "pushed"
-    _out(f"{verb} v{result.version} of {result.kernel}: {result.url}")
-    _out(f"ledger: {project.ledger_path.relative_to(project.root)} row v{result.version}")
-    if not args.no_run:
-        _out(f"next: lorakit status {result.version} --wait")
+    options = _push_options(args)
+    result = kernel_push(project, None if options.dry_run else _remote(), options)
+    _push_show(args.out, project, result, hints=not options.no_run)
+    args.out.document(result.as_json())
     return 0
 
 
+def _status_wait(args, project, remote, version, timeout: float, follow: bool):
+    """Wait for v<N>'s run to end (streaming its log with ``follow``); (version, status) once it has."""
+    from lorakit.workflow import kernel_status_wait
+
+    out = args.out
+    on_log = (lambda text: out.progress(text, end="")) if follow else None
+    return kernel_status_wait(project, remote, version, timeout, _on_poll(out.progress), on_log)
+
+
+@command(
+    "status",
+    "the status of a version (default: the newest in the ledger)",
+    flag("version", nargs="?", help="kernel version number"),
+    flag("--wait", action="store_true", help="poll with backoff until the run finishes"),
+    flag("--follow", action="store_true", help="wait, streaming the run's log while it runs (implies --wait)"),
+    flag("--timeout", type=float, default=3600.0, metavar="S", help="give up waiting after S seconds (default 3600)"),
+    JSON,
+)
 def cmd_status(args) -> int:
-    from lorakit.workflow import kernel_failure_raise, kernel_status_get, kernel_status_wait
+    from lorakit.workflow import kernel_failure_raise, kernel_status_get
 
+    out = args.out
     project = _project(args)
-    remote = _remote()
-    if args.wait:
-        def on_poll(version, status, elapsed):
-            _out(f"[{_elapsed(elapsed)}] v{version} {status.status}")
-            sys.stdout.flush()
-
-        version, status = kernel_status_wait(project, remote, args.version, args.timeout, on_poll)
+    if args.wait or args.follow:
+        _positive(args.timeout, "--timeout")
+        version, status = _status_wait(args, project, _remote(), args.version, args.timeout, args.follow)
     else:
-        version, status = kernel_status_get(project, remote, args.version)
-        _out(f"v{version} {status.status}")
+        version, status = kernel_status_get(project, _remote(), args.version)
+        out.result(f"v{version} {status.status}")
+    out.partial = {"version": version, **status.as_json()}
     if status.failure_message:
-        _out(f"failure message: {status.failure_message}")
+        out.result(f"failure message: {status.failure_message}")
     kernel_failure_raise(version, status)
+    out.document(out.partial)
     if status.status == "COMPLETE":
-        _out(f"next: lorakit pull {version}")
+        out.progress(f"next: lorakit pull {version}")
     return 0
 
 
+@command(
+    "logs",
+    "the run's log as text (default: the newest version); --follow streams it while the run goes on",
+    flag("version", nargs="?", help="kernel version number"),
+    flag("--follow", action="store_true",
+         help="stream the log until the run ends (exit 3 when it ends in ERROR); status changes go to stderr"),
+)
 def cmd_logs(args) -> int:
-    from lorakit.workflow import kernel_log_get
+    from lorakit.workflow import kernel_failure_raise, kernel_log_get, kernel_status_wait
 
     project = _project(args)
-    _version, text = kernel_log_get(project, _remote(), args.version)
-    sys.stdout.write(text)
+    if not args.follow:
+        _version, text = kernel_log_get(project, _remote(), args.version)
+        sys.stdout.write(text)
+        return 0
+    version, status = kernel_status_wait(  # the log alone on stdout, status changes on stderr
+        project, _remote(), args.version, math.inf, _on_poll(lambda text: _err(f"lorakit: {text}"), changes_only=True),
+        lambda text: args.out.progress(text, end=""),
+    )
+    kernel_failure_raise(version, status)
     return 0
 
 
+def _pull_show(out: Output, project, result, hints: bool) -> None:
+    from lorakit.workflow import run_minutes_of
+
+    for warning in result.warnings:
+        _warn(warning)
+    out.progress(f"pulled v{result.version} into {result.folder.relative_to(project.root)}/ ({len(result.files)} files)")
+    for name in result.files:
+        out.progress(f"  {name}")
+    m = result.metrics
+    if m:
+        out.progress(
+            f"val_accuracy {_fmt(m.get('val_accuracy'))} | trainable {int(m.get('trainable_params') or 0):,} | "
+            f"run {_fmt(run_minutes_of(m), 1)} min | config_hash {str(m.get('config_hash') or '')[:12]} | "
+            f"device {m.get('device') or '-'}"
+        )
+        dist = m.get("test_label_distribution")
+        if isinstance(dist, dict):
+            out.progress("test labels  " + "  ".join(f"{k} {v}" for k, v in dist.items()))
+    if hints and "submission.csv" in result.files:
+        out.progress(f"next: lorakit submit {result.version} --wait")
+
+
+@command(
+    "pull",
+    "download a version's outputs into submissions/v<N>/ and fill its ledger row",
+    flag("version", nargs="?", help="kernel version number (default: the newest in the ledger)"),
+    JSON,
+)
 def cmd_pull(args) -> int:
     from lorakit.workflow import kernel_output_pull
 
     project = _project(args)
     result = kernel_output_pull(project, _remote(), args.version, on_wait=lambda m: _err(f"lorakit: {m}"))
-    for warning in result.warnings:
-        _warn(warning)
-    rel = result.folder.relative_to(project.root)
-    _out(f"pulled v{result.version} into {rel}/ ({len(result.files)} files)")
-    for name in result.files:
-        _out(f"  {name}")
-    m = result.metrics
-    if m:
-        from lorakit.workflow import run_minutes_of
-
-        minutes = run_minutes_of(m)
-        _out(
-            f"val_accuracy {_fmt(m.get('val_accuracy'))} | trainable {int(m.get('trainable_params') or 0):,} | "
-            f"run {_fmt(minutes, 1)} min | config_hash {str(m.get('config_hash') or '')[:12]}"
-        )
-        dist = m.get("test_label_distribution")
-        if isinstance(dist, dict):
-            _out("test labels  " + "  ".join(f"{k} {v}" for k, v in dist.items()))
-    if "submission.csv" in result.files:
-        _out(f"next: lorakit submit {result.version} --wait")
+    _pull_show(args.out, project, result, hints=True)
+    args.out.document(result.as_json())
     return 0
 
 
-def cmd_submit(args) -> int:
+def _submit_and_score(args, project, remote, version, message: Optional[str], wait: bool, timeout: float) -> dict:
+    """Submit v<N> (and with ``wait`` poll until scored); what it did, as JSON."""
     from lorakit.workflow import submission_create, submission_wait
 
-    project = _project(args)
-
-    def on_poll(sub, elapsed):
-        _out(f"[{_elapsed(elapsed)}] submission {sub.ref} {sub.status}")
-        sys.stdout.flush()
-
-    if args.wait and not args.timeout > 0:
-        raise UsageError("--timeout must be a positive number of seconds")
-    remote = _remote()
-    result = submission_create(project, remote, args.version, args.message)
+    out = args.out
+    result = submission_create(project, remote, version, message)
     for note in result.notes:
-        _err(f"lorakit: note: {note}")
+        _note(note)
     left = "left today unknown" if result.remaining is None else f"{result.remaining} left today"
-    _out(f"submitted v{result.version} as submission {result.ref} ({left})")
+    out.progress(f"submitted v{result.version} as submission {result.ref} ({left})")
+    data = {**result.as_json(), "score": None}
+    out.partial["submission"] = data
+    if wait:
+        def on_poll(sub, elapsed):
+            out.progress(f"[{_elapsed(elapsed)}] submission {sub.ref} {sub.status}")
+
+        scored = submission_wait(project, remote, result.ref, result.version, timeout, on_poll)
+        out.progress(f"scored: public {_fmt(scored.public_score, 5)} | private {_fmt(scored.private_score, 5)}")
+        data["score"] = scored.as_json()
+    return data
+
+
+@command(
+    "submit",
+    "validate and submit submissions/v<N>/submission.csv",
+    flag("version", help="kernel version number"),
+    flag("-m", "--message", help="submission description (default: the push message)"),
+    flag("--wait", action="store_true", help="poll until the submission is scored"),
+    flag("--timeout", type=float, default=1800.0, metavar="S", help="give up waiting after S seconds (default 1800)"),
+    JSON,
+)
+def cmd_submit(args) -> int:
     if args.wait:
-        sys.stdout.flush()
-        s = submission_wait(project, remote, result.ref, result.version, args.timeout, on_poll)
-        _out(f"scored: public {_fmt(s.public_score, 5)} | private {_fmt(s.private_score, 5)}")
-    _out("next: lorakit scores")
+        _positive(args.timeout, "--timeout")
+    project = _project(args)
+    data = _submit_and_score(args, project, _remote(), args.version, args.message, args.wait, args.timeout)
+    args.out.document(data)
+    args.out.progress("next: lorakit scores")
     return 0
 
 
+@command(
+    "scores",
+    "my submissions and scores, written into the ledger; best candidates marked",
+    flag("--csv", action="store_true", help="print CSV instead of a table"),
+    flag("--plot", metavar="PATH", help="write a PNG of public score and validation accuracy by version"),
+    JSON,
+)
 def cmd_scores(args) -> int:
     from lorakit.workflow import scores_get, scores_plot
 
+    if args.csv and args.json:
+        raise UsageError("choose one of --csv and --json")
+    out = args.out
     project = _project(args)
     scores = scores_get(project, _remote())
     headers = ["mark", "version", "ref", "status", "public", "private", "gap", "val_acc", "date", "overrides"]
@@ -244,25 +409,13 @@ def cmd_scores(args) -> int:
     best_val_version = int(scores.best_validation["version"]) if scores.best_validation else None
     for r in scores.rows:
         s = r.submission
-        mark = ""
-        if scores.best_public is not None and r is scores.best_public:
-            mark += "P"
-        if r.version is not None and r.version == best_val_version and "V" not in mark:
+        mark = "P" if scores.best_public is not None and r is scores.best_public else ""
+        if r.version is not None and r.version == best_val_version:
             mark += "V"
-        rows.append(
-            [
-                mark,
-                f"v{r.version}" if r.version is not None else "?",
-                s.ref,
-                s.status,
-                _fmt(s.public_score, 5),
-                _fmt(s.private_score, 5),
-                _fmt(r.gap, 5),
-                _fmt(r.val_accuracy),
-                s.date[:16].replace("T", " "),
-                r.overrides or "",
-            ]
-        )
+        rows.append([mark, f"v{r.version}" if r.version is not None else "?", s.ref, s.status,
+                     _fmt(s.public_score, 5), _fmt(s.private_score, 5), _fmt(r.gap, 5), _fmt(r.val_accuracy),
+                     s.date[:16].replace("T", " "), r.overrides or ""])
+    out.document(scores.as_json())
     if args.csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -270,105 +423,119 @@ def cmd_scores(args) -> int:
         writer.writerows(rows)
         sys.stdout.write(buffer.getvalue())
     elif not rows:
-        _out(f"no submissions to {project.competition} yet")
+        out.result(f"no submissions to {project.competition} yet")
     else:
-        _out(_table(headers, rows))
-        _out("")
+        out.result(_table(headers, rows))
+        out.result("")
         if scores.best_public is not None:
             b = scores.best_public
-            _out(f"P best public score:  v{b.version} ({_fmt(b.submission.public_score, 5)})")
+            out.result(f"P best public score:  v{b.version} ({_fmt(b.submission.public_score, 5)})")
         if scores.best_validation is not None:
             v = scores.best_validation
-            _out(f"V best validation:    v{v['version']} ({_fmt(v.get('val_accuracy'))})")
+            out.result(f"V best validation:    v{v['version']} ({_fmt(v.get('val_accuracy'))})")
         if scores.best_public is not None or scores.best_validation is not None:
-            _out("  -> the candidates for the two final submissions")
+            out.result("  -> the candidates for the two final submissions")
     for version in scores.unrecorded:
         _warn(f"v{version} has submissions but no ledger row; its scores were not recorded")
     for version in scores.not_submitted:
         _warn(f"v{version}'s UNCONFIRMED submission never reached Kaggle; submit it again: lorakit submit {version}")
     if args.plot:
-        path = scores_plot(project, args.plot)
-        _err(f"lorakit: wrote {path}")
+        _err(f"lorakit: wrote {scores_plot(project, args.plot)}")
     return 0
 
 
+@command(
+    "leaderboard",
+    "the public leaderboard with my rank highlighted",
+    flag("--top", type=int, default=20, metavar="N", help="rows to show (default 20)"),
+    flag("--download", metavar="DIR", help="also download the full leaderboard zip into DIR"),
+    JSON,
+)
 def cmd_leaderboard(args) -> int:
     from lorakit.workflow import leaderboard_get
 
+    out = args.out
     project = _project(args)
     shown, me, zip_path = leaderboard_get(project, _remote(), args.top, args.download)
+    out.document({"competition": project.competition, "rows": [r.as_json() for r in shown],
+                  "me": None if me is None else me.as_json(), "download": None if zip_path is None else str(zip_path)})
     rows = [[">" if r.mine else "", r.rank, r.team_name, _fmt(r.score, 5), r.date] for r in shown]
     if me is not None and me not in shown:
         rows.append(["", "...", "", "", ""])
         rows.append([">", me.rank, me.team_name, _fmt(me.score, 5), me.date])
     if rows:
-        _out(_table(["", "rank", "team", "score", "date"], rows))
+        out.result(_table(["", "rank", "team", "score", "date"], rows))
     else:
-        _out(f"the leaderboard of {project.competition} is empty")
+        out.result(f"the leaderboard of {project.competition} is empty")
     if me is not None:
-        _out(f"your rank: {me.rank} ({me.team_name}, {_fmt(me.score, 5)})")
+        out.result(f"your rank: {me.rank} ({me.team_name}, {_fmt(me.score, 5)})")
     else:
-        _out("you are not on the leaderboard yet (or beyond the pages read)")
+        out.result("you are not on the leaderboard yet (or beyond the pages read)")
     if zip_path is not None:
-        _out(f"downloaded the full leaderboard to {zip_path}")
+        out.progress(f"downloaded the full leaderboard to {zip_path}")
     return 0
 
 
+@command(
+    "compare",
+    "agreement and label distributions of two pulled versions",
+    flag("a", metavar="A", help="first version"),
+    flag("b", metavar="B", help="second version"),
+    JSON,
+)
 def cmd_compare(args) -> int:
     from lorakit.workflow import submissions_compare
 
-    project = _project(args)
-    c = submissions_compare(project, args.a, args.b)
-    _out(f"v{c.a} vs v{c.b}: {c.rows} rows, agreement {c.agreement:.2%} ({c.disagreements} rows differ)")
-    rows = []
-    for name, (na, agree_b, nb, agree_a) in c.per_class.items():
-        rows.append(
-            [
-                name,
-                na,
-                "-" if agree_b is None else f"{agree_b:.2%}",
-                nb,
-                "-" if agree_a is None else f"{agree_a:.2%}",
-                f"{c.distribution_a[name] / c.rows:.1%}",
-                f"{c.distribution_b[name] / c.rows:.1%}",
-            ]
-        )
-    _out(
-        _table(
-            ["class", f"v{c.a} rows", f"v{c.b} agrees", f"v{c.b} rows", f"v{c.a} agrees", f"v{c.a} share", f"v{c.b} share"],
-            rows,
-        )
-    )
+    out = args.out
+    c = submissions_compare(_project(args), args.a, args.b)
+    out.document(c.as_json())
+    out.result(f"v{c.a} vs v{c.b}: {c.rows} rows, agreement {c.agreement:.2%} ({c.disagreements} rows differ)")
+    rows = [
+        [name, na, "-" if agree_b is None else f"{agree_b:.2%}", nb, "-" if agree_a is None else f"{agree_a:.2%}",
+         f"{c.distribution_a[name] / c.rows:.1%}", f"{c.distribution_b[name] / c.rows:.1%}"]
+        for name, (na, agree_b, nb, agree_a) in c.per_class.items()
+    ]
+    out.result(_table(["class", f"v{c.a} rows", f"v{c.b} agrees", f"v{c.b} rows", f"v{c.a} agrees",
+                       f"v{c.a} share", f"v{c.b} share"], rows))
     if c.confidence_a is not None:
-        _out(
-            f"mean confidence on the {c.disagreements} disagreements: v{c.a} {c.confidence_a:.3f}, v{c.b} {c.confidence_b:.3f}"
-        )
+        out.result(f"mean confidence on the {c.disagreements} disagreements: v{c.a} {c.confidence_a:.3f}, "
+                   f"v{c.b} {c.confidence_b:.3f}")
     elif c.disagreements:
-        _out("(no probabilities.csv in both folders: confidence on the disagreements not shown)")
+        out.result("(no probabilities.csv in both folders: confidence on the disagreements not shown)")
     return 0
 
 
+@command("quota", "GPU hours used and left this week, and the run minutes per version", JSON)
 def cmd_quota(args) -> int:
     from lorakit.workflow import quota_get
 
-    project = _project(args)
-    q = quota_get(project, _remote())
+    out = args.out
+    q = quota_get(_project(args), _remote())
+    out.document(q.as_json())
     if q.used_hours is None:
-        _out("GPU quota: Kaggle returned no GPU quota")
+        out.result("GPU quota: Kaggle returned no GPU quota")
     else:
-        _out(
-            f"GPU quota this week: {q.used_hours:.2f} h used, {_fmt(q.left_hours, 2)} h left of {_fmt(q.total_hours, 2)} h"
-            + (f" (refreshes {q.refresh} UTC)" if q.refresh else "")
+        out.result(
+            f"GPU quota this week: {q.used_hours:.2f} h used, {_fmt(q.left_hours, 2)} h left of "
+            f"{_fmt(q.total_hours, 2)} h" + (f" (refreshes {q.refresh} UTC)" if q.refresh else "")
         )
     if q.minutes_by_version:
-        _out(_table(["version", "run minutes"], [[f"v{v}", f"{m:.1f}"] for v, m in q.minutes_by_version]))
+        out.result(_table(["version", "run minutes"], [[f"v{v}", f"{m:.1f}"] for v, m in q.minutes_by_version]))
         total = sum(m for _, m in q.minutes_by_version)
-        _out(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over {len(q.minutes_by_version)} version(s)")
+        out.result(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over {len(q.minutes_by_version)} version(s)")
     else:
-        _out("no run minutes recorded yet (lorakit pull fills them)")
+        out.result("no run minutes recorded yet (lorakit pull fills them)")
     return 0
 
 
+@command(
+    "validate",
+    "check a submission CSV with the kernel's rules",
+    flag("file", metavar="FILE", help="the CSV to check"),
+    flag("--rows", type=int, metavar="N",
+         help="expected rows (default: test_rows of metrics.json beside it, else 8000)"),
+    JSON,
+)
 def cmd_validate(args) -> int:
     from pathlib import Path
 
@@ -376,34 +543,36 @@ def cmd_validate(args) -> int:
     from lorakit.workflow import submission_validate
 
     project = _project(args) if repo_found(args.repo) else None  # outside a checkout: the kernel lorakit ships
+    args.out.partial = {"file": args.file, "valid": False}
     rows = submission_validate(project, Path(args.file), args.rows)
-    _out(f"{args.file}: valid submission ({rows} rows, columns ID,Label, labels 0-3)")
+    args.out.document({"file": args.file, "valid": True, "rows": rows})
+    args.out.result(f"{args.file}: valid submission ({rows} rows, columns ID,Label, labels 0-3)")
     return 0
 
 
+@command(
+    "plan",
+    "LoRA placements and sizes that fit the budget, as ready --set strings",
+    flag("--budget", type=int, metavar="N", help="trainable-parameter budget (default: the kernel's param_budget)"),
+    flag("--top", type=int, default=20, metavar="K", help="how many to print (default 20)"),
+    flag("--head", action="append", metavar="HEAD", help="only these heads (repeatable or comma-separated)"),
+    flag("--targets", action="append", metavar="T1,T2", help="only this target set (repeatable)"),
+    flag("--ranks", action="append", metavar="R1,R2", help="ranks to try (default 1,2,4,8,16,32,64)"),
+    flag("--layers", action="append", metavar="L", help="all or top:K (default: all and every top:K)"),
+    JSON,
+)
 def cmd_plan(args) -> int:
     from lorakit.planner import budget_plan
 
-    project = _project(args)
+    out = args.out
     plan = budget_plan(
-        project, args.budget, args.top, heads=args.head, targets=args.targets, ranks=args.ranks, layers=args.layers
+        _project(args), args.budget, args.top, heads=args.head, targets=args.targets, ranks=args.ranks,
+        layers=args.layers,
     )
-    if args.json:
-        _out(
-            json.dumps(
-                {
-                    "budget": plan.budget,
-                    "layers": plan.layers,
-                    "enumerated": plan.enumerated,
-                    "fitting": plan.fitting,
-                    "evidence_source": plan.evidence_source,
-                    "configs": [c.as_json() for c in plan.candidates],
-                },
-                sort_keys=True,
-            )
-        )
-        return 0
-    _out(
+    out.document({"budget": plan.budget, "layers": plan.layers, "enumerated": plan.enumerated,
+                  "fitting": plan.fitting, "evidence_source": plan.evidence_source,
+                  "configs": [c.as_json() for c in plan.candidates]})
+    out.result(
         f"budget {plan.budget:,}: {plan.fitting:,} of {plan.enumerated:,} placements fit (head x targets x layers); "
         "the default first, then those the accuracy bench measured, then by LoRA size, each at its largest "
         "rank (exact counts, meta device)"
@@ -413,9 +582,71 @@ def cmd_plan(args) -> int:
          c.set_string]
         for i, c in enumerate(plan.candidates)
     ]
-    _out(_table(["#", "lora_targets", "layers", "head", "r", "total", "MiniLM val acc (vs default)", "settings"], rows))
-    _out(f"evidence: {plan.evidence_source}; attn.out = attention.output.dense, ffn.in = intermediate.dense, "
-         "ffn.out = output.dense")
+    out.result(_table(["#", "lora_targets", "layers", "head", "r", "total", "MiniLM val acc (vs default)",
+                       "settings"], rows))
+    out.result(f"evidence: {plan.evidence_source}; attn.out = attention.output.dense, ffn.in = intermediate.dense, "
+               "ffn.out = output.dense")
+    return 0
+
+
+@command(
+    "run",
+    "push, wait for the run and pull its outputs in one go; --submit goes on to submit and wait for the score",
+    *PUSH_FLAGS,
+    flag("--submit", action="store_true", help="then submit submissions/v<N>/submission.csv and wait for the score"),
+    flag("--follow", action="store_true", help="stream the run's log while waiting"),
+    flag("--timeout", type=float, default=3600.0, metavar="S",
+         help="give up waiting for the run after S seconds (default 3600)"),
+    flag("--score-timeout", type=float, default=1800.0, metavar="S",
+         help="give up waiting for the score after S seconds (default 1800)"),
+    JSON,
+)
+def cmd_run(args) -> int:
+    from lorakit.workflow import RUN_STEPS, kernel_failure_raise, kernel_output_pull, kernel_push, run_resume
+
+    out = args.out
+    options = _push_options(args)
+    if options.no_run:
+        raise UsageError("lorakit run waits for the run it pushes; to save without running: lorakit push --no-run")
+    _positive(args.timeout, "--timeout")
+    _positive(args.score_timeout, "--score-timeout")
+    project = _project(args)
+    remote = None if options.dry_run else _remote()
+    step, version = "push", None
+    try:
+        pushed = kernel_push(project, remote, options)
+        _push_show(out, project, pushed, hints=False)
+        out.partial = {"version": pushed.version, "push": pushed.as_json()}
+        if options.dry_run:
+            out.document(out.partial)
+            return 0
+        step, version = "wait", pushed.version
+        version, status = _status_wait(args, project, remote, version, args.timeout, args.follow)
+        out.partial["status"] = status.as_json()
+        kernel_failure_raise(version, status)
+        step = "pull"
+        pulled = kernel_output_pull(project, remote, version, on_wait=lambda m: _err(f"lorakit: {m}"))
+        _pull_show(out, project, pulled, hints=False)
+        out.partial["pull"] = pulled.as_json()
+        if args.submit:
+            step = "submit"
+            _submit_and_score(args, project, remote, version, None, True, args.score_timeout)
+    except KeyboardInterrupt:
+        if step == "submit" and out.partial.get("submission"):
+            step = "score"  # submitted and recorded: only the score is left to read
+        raise Interrupted(f"interrupted {RUN_STEPS[step]}; the ledger is up to date; "
+                          f"{run_resume(step, version, args.submit)}") from None
+    except Interrupted as exc:
+        if step == "push" and exc.version is not None:  # the push was recorded UNCONFIRMED
+            raise Interrupted(f"{exc}; {run_resume('wait', exc.version, args.submit)}") from None
+        raise
+    except RemoteError as exc:
+        if version is None:
+            raise
+        raise RemoteError(f"{exc}; {run_resume(step, version, args.submit)}", status=exc.status) from None
+    out.partial.setdefault("submission", None)
+    out.document(out.partial)
+    out.progress("next: lorakit scores" if args.submit else f"next: lorakit submit {version} --wait")
     return 0
 
 
@@ -435,99 +666,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lorakit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    def add(name, func, help_text, description=None):
-        p = sub.add_parser(name, parents=[common], help=help_text, description=description or help_text)
-        p.set_defaults(func=func)
-        return p
-
-    sets_help = "override one config key of the kernel (repeatable; booleans are true/false)"
-
-    p = add(
-        "check",
-        cmd_check,
-        "offline preflight: exact trainable count, budget verdict, metadata and script checks",
-    )
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=sets_help)
-    p.add_argument("--json", action="store_true", help="print one JSON object (trainable_params, param_breakdown, within_budget, config_hash)")
-
-    p = add("push", cmd_push, "check, render the kernel with its overrides, push a new version and record it")
-    p.add_argument("-m", "--message", required=True, help="what this version tries (kept in the ledger)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=sets_help)
-    p.add_argument("--accelerator", metavar="SHAPE", help="machine shape, e.g. NvidiaTeslaT4 (overrides the metadata)")
-    p.add_argument("--no-run", action="store_true", help="save the version without running it (quick save)")
-    p.add_argument(
-        "--predict-from",
-        metavar="N",
-        type=int,
-        help="predict only, with the adapter of version N (attached through kernel_sources; Kaggle attaches the kernel's latest output)",
-    )
-    p.add_argument("--build-dir", metavar="DIR", help="render the build folder here and keep it (default: a temporary folder, removed after the push)")
-    p.add_argument("--dry-run", action="store_true", help="check and render the build folder, push nothing")
-
-    p = add("status", cmd_status, "the status of a version (default: the newest in the ledger)")
-    p.add_argument("version", nargs="?", help="kernel version number")
-    p.add_argument("--wait", action="store_true", help="poll with backoff until the run finishes")
-    p.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="give up waiting after S seconds (default 3600)")
-
-    p = add("logs", cmd_logs, "the run's log as text (default: the newest version)")
-    p.add_argument("version", nargs="?", help="kernel version number")
-
-    p = add("pull", cmd_pull, "download a version's outputs into submissions/v<N>/ and fill its ledger row")
-    p.add_argument("version", nargs="?", help="kernel version number (default: the newest in the ledger)")
-
-    p = add("submit", cmd_submit, "validate and submit submissions/v<N>/submission.csv")
-    p.add_argument("version", help="kernel version number")
-    p.add_argument("-m", "--message", help="submission description (default: the push message)")
-    p.add_argument("--wait", action="store_true", help="poll until the submission is scored")
-    p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="give up waiting after S seconds (default 1800)")
-
-    p = add("scores", cmd_scores, "my submissions and scores, written into the ledger; best candidates marked")
-    p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of public score and validation accuracy by version")
-
-    p = add("leaderboard", cmd_leaderboard, "the public leaderboard with my rank highlighted")
-    p.add_argument("--top", type=int, default=20, metavar="N", help="rows to show (default 20)")
-    p.add_argument("--download", metavar="DIR", help="also download the full leaderboard zip into DIR")
-
-    p = add("compare", cmd_compare, "agreement and label distributions of two pulled versions")
-    p.add_argument("a", metavar="A", help="first version")
-    p.add_argument("b", metavar="B", help="second version")
-
-    add("quota", cmd_quota, "GPU hours used and left this week, and the run minutes per version")
-
-    p = add("validate", cmd_validate, "check a submission CSV with the kernel's rules")
-    p.add_argument("file", metavar="FILE", help="the CSV to check")
-    p.add_argument("--rows", type=int, metavar="N", help="expected rows (default: test_rows of metrics.json beside it, else 8000)")
-
-    p = add("plan", cmd_plan, "LoRA placements and sizes that fit the budget, as ready --set strings")
-    p.add_argument("--budget", type=int, metavar="N", help="trainable-parameter budget (default: the kernel's param_budget)")
-    p.add_argument("--top", type=int, default=20, metavar="K", help="how many to print (default 20)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--head", action="append", metavar="HEAD", help="only these heads (repeatable or comma-separated)")
-    p.add_argument("--targets", action="append", metavar="T1,T2", help="only this target set (repeatable)")
-    p.add_argument("--ranks", action="append", metavar="R1,R2", help="ranks to try (default 1,2,4,8,16,32,64)")
-    p.add_argument("--layers", action="append", metavar="L", help="all or top:K (default: all and every top:K)")
+    for name, help_text, flags, handler in COMMANDS:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        for names, options in flags:
+            p.add_argument(*names, **options)
+        p.set_defaults(func=handler)
     return parser
 
 
 def main(argv: Optional[list] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = args.out = Output(getattr(args, "json", False))
     try:
         return int(args.func(args) or 0)
     except LorakitError as exc:
         message = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
-        _err(f"lorakit: error: {message}")
+        _err(f"lorakit: {'interrupted' if isinstance(exc, Interrupted) else 'error'}: {message}")
+        out.failure(message, exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         _err("lorakit: interrupted")
+        out.failure("interrupted", 130)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless debugging
         if os.environ.get("LORAKIT_DEBUG"):
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
         _err(f"lorakit: internal error: {type(exc).__name__}: {first} (set LORAKIT_DEBUG=1 for the traceback)")
+        out.failure(f"internal error: {type(exc).__name__}: {first}", 70)
         return 70
 
 

@@ -39,3 +39,13 @@ class Unconfirmed(LorakitError):
     """A push or a submission was sent, its reply was lost and checking failed: it may have gone through."""
 
     exit_code = 5
+
+
+class Interrupted(LorakitError):
+    """Ctrl-C: the ledger is consistent; the message says how to resume."""
+
+    exit_code = 130
+
+    def __init__(self, message, version=None):
+        super().__init__(message)
+        self.version = version  # the version the ledger recorded before the interruption, if any

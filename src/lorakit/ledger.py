@@ -33,6 +33,9 @@ COLUMNS = [
     "kernel_url",  # URL of the kernel on Kaggle
     "push_token",  # the token comment in the pushed script: finds this push among the kernel's versions
     "predict_from",  # version whose adapter a predict-only run reused
+    "adapter_dataset",  # the private dataset (owner/slug) that carried that adapter to Kaggle
+    "adapter_sha256",  # adapter_digest of that adapter, pinned in the run's overrides
+    "accelerator",  # what the push asked for: a machine shape (NvidiaTeslaT4), "gpu" (any) or "none"
     "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...; UNCONFIRMED, NOT_PUSHED)
     "val_accuracy",  # validation accuracy from metrics.json
     "run_minutes",  # (train_seconds + predict_seconds) / 60 from metrics.json

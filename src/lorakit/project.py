@@ -58,6 +58,36 @@ class KernelRef:
         return f"{self.owner}/{self.slug}"
 
 
+@dataclass(frozen=True)
+class DatasetRef:
+    """A Kaggle dataset, ``owner/slug``; a kernel that attaches it finds it under ``/kaggle/input/<slug>``."""
+
+    owner: str
+    slug: str
+
+    @property
+    def mount(self) -> str:
+        return f"/kaggle/input/{self.slug}"
+
+    @property
+    def url(self) -> str:
+        return f"https://www.kaggle.com/datasets/{self.owner}/{self.slug}"
+
+    def __str__(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+
+DATASET_SLUG_MAX = 50  # Kaggle's limit
+
+
+def adapter_dataset_ref(kernel: KernelRef, version: int) -> DatasetRef:
+    """The private dataset that carries version ``version``'s adapter: one per version, so that its name
+    says which adapter it holds (``<kernel-slug>-v<N>-adapter``, within Kaggle's 6-50 lowercase characters)."""
+    suffix = f"-v{int(version)}-adapter"
+    stem = re.sub(r"[^a-z0-9-]", "-", kernel.slug.lower())[: DATASET_SLUG_MAX - len(suffix)].strip("-")
+    return DatasetRef(kernel.owner, stem + suffix)
+
+
 def slugify_title(title: str) -> str:
     """Kaggle's title -> slug rule (close enough to warn on a mismatch, as `kaggle kernels push` does)."""
     text = re.sub(r"[^\w\s-]", "", title.lower())

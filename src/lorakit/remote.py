@@ -50,6 +50,9 @@ class KernelStatus:
     status: str
     failure_message: str = ""
 
+    def as_json(self) -> dict:
+        return {"status": self.status, "failure_message": self.failure_message or None}
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -61,6 +64,11 @@ class Submission:
     date: str
     error: str = ""
     team_name: str = ""
+
+    def as_json(self) -> dict:
+        return {"ref": self.ref, "status": self.status, "public_score": self.public_score,
+                "private_score": self.private_score, "description": self.description, "date": self.date,
+                "error": self.error or None}
 
 
 def _score(text) -> Optional[float]:
@@ -502,6 +510,54 @@ class Remote:
         )
         return KernelStatus(_enum_name(response.status), (response.failure_message or "").strip())
 
+    def kernel_log_stream(
+        self, ref, version: int, on_event: Callable[[dict], None], skip: int = 0, deadline: Optional[float] = None
+    ) -> int:
+        """Follow the log of ``ref`` v<version> until it ends: ``on_event`` gets each event after the first ``skip``.
+
+        The kaggle client's kernels_logs_stream: server-sent events while the session runs, the stored log after.
+        Each read waits at most LORAKIT_STREAM_TIMEOUT_S (longer than the kernel's 60 s progress interval) and
+        never past ``deadline`` (a time.monotonic()). A dropped connection, a silent stream, a 429 or a 5xx
+        reconnects; the server replays from the start, so the events already handed on are skipped.
+        LORAKIT_STREAM_RECONNECTS reconnects in a row without a new event end in a RemoteError. Returns how
+        many events have been handed on in all (``skip`` included), at the stream's end or at ``deadline``.
+        """
+        self.api  # noqa: B018 - authenticate first
+        label = f"{ref} v{version}"
+        seen = skip
+        failures = 0
+        while True:
+            before = seen
+            try:
+                with bounded(self.policy.stream_timeout, deadline):
+                    for index, event in enumerate(self.api.kernels_logs_stream(f"{ref}/{int(version)}")):
+                        if index >= seen and isinstance(event, dict):
+                            seen = index + 1
+                            on_event(event)
+                        if deadline is not None and time.monotonic() >= deadline:
+                            break  # a log that never pauses must not hold a --timeout
+                return seen
+            except LorakitError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not is_retryable(exc):
+                    raise self._translate(
+                        exc, f"stream the log of {label}", not_found=f"check the kernel id {ref} and the version {version}"
+                    ) from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return seen
+                failures = 0 if seen > before else failures + 1
+                why = f"silent for {self.policy.stream_timeout:g} s" if _is_timeout(exc) else _failure(exc)
+                if failures > self.policy.stream_reconnects:
+                    raise RemoteError(
+                        f"the log stream of {label} dropped {failures} times in a row without a new line (last: "
+                        f"{why}); the run goes on: lorakit status {version} --wait, or lorakit logs {version} "
+                        "--follow again",
+                        status=http_status(exc),
+                    ) from None
+                print(f"lorakit: the log stream of {label} dropped ({why}); reconnecting", file=self.log)
+                time.sleep(self.policy.backoff(max(failures, 1)))
+
     def kernel_output_list(self, ref, version: Optional[int]) -> tuple[list[OutputFile], str]:
         from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
 
@@ -572,6 +628,129 @@ class Remote:
 
     def quota_get(self):
         return self.call("read the accelerator quota", lambda: self.api.quota_view())
+
+    # -- datasets ------------------------------------------------------------------------------------------
+    def _dataset_get(self, ref):
+        """GetDataset; None on 404."""
+        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
+
+        request = ApiGetDatasetRequest()
+        request.owner_slug = ref.owner
+        request.dataset_slug = ref.slug
+        try:
+            with self.client() as kaggle:
+                return kaggle.datasets.dataset_api_client.get_dataset(request)
+        except Exception as exc:  # noqa: BLE001
+            if http_status(exc) == 404:
+                return None
+            raise
+
+    def dataset_description_get(self, ref) -> Optional[str]:
+        """The description of dataset ``ref``; None when there is no such dataset."""
+        dataset = self.call(f"read the dataset {ref}", lambda: self._dataset_get(ref))
+        return None if dataset is None else (dataset.description or "")
+
+    def dataset_status_get(self, ref) -> str:
+        """Kaggle's processing status of dataset ``ref``'s newest version (READY once it can be attached)."""
+        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetStatusRequest
+
+        def get():
+            request = ApiGetDatasetStatusRequest()
+            request.owner_slug = ref.owner
+            request.dataset_slug = ref.slug
+            with self.client() as kaggle:
+                return kaggle.datasets.dataset_api_client.get_dataset_status(request)
+
+        return _enum_name(self.call(f"read the status of the dataset {ref}", get).status)
+
+    def _blob_upload(self, path: Path) -> str:
+        """Upload one file as a dataset blob (StartBlobUpload, then a PUT, both safe to repeat); its token."""
+        from kagglesdk.blobs.types.blob_api_service import ApiBlobType, ApiStartBlobUploadRequest
+
+        def start():
+            request = ApiStartBlobUploadRequest()
+            request.type = ApiBlobType.DATASET
+            request.name = path.name
+            request.content_length = path.stat().st_size
+            request.last_modified_epoch_seconds = int(path.stat().st_mtime)
+            with self.client() as kaggle:
+                return kaggle.blobs.blob_api_client.start_blob_upload(request)
+
+        upload = self.call(f"start the upload of {path.name}", start)
+        self.call(f"upload {path.name}", lambda: _upload_put(upload.create_url, path))
+        return upload.token
+
+    def _blobs_upload(self, folder: Path) -> tuple[list, list]:
+        """Upload a folder's files, subfolders kept as directories: (files, directories) of a dataset request.
+
+        Hidden files are left out, as adapter_digest leaves them out.
+        """
+        from kagglesdk.datasets.types.dataset_api_service import ApiDatasetNewFile, ApiUploadDirectoryInfo
+
+        files, directories = [], []
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_dir():
+                directory = ApiUploadDirectoryInfo()
+                directory.name = path.name
+                directory.files, directory.directories = self._blobs_upload(path)
+                directories.append(directory)
+            elif path.is_file():
+                new_file = ApiDatasetNewFile()
+                new_file.token = self._blob_upload(path)
+                files.append(new_file)
+        return files, directories
+
+    def dataset_publish(self, ref, folder: Path, title: str, description: str, exists: bool) -> bool:
+        """Upload ``folder`` as a new private dataset ``ref``, or as a new version of it when it ``exists``.
+
+        ``description`` must say which files these are (it carries their digest): it tells a lost reply that
+        went through from one that did not (call_confirmed), so neither is ever created twice. Returns
+        whether a lost reply was recovered.
+        """
+        from kagglesdk.datasets.types.dataset_api_service import (
+            ApiCreateDatasetRequest,
+            ApiCreateDatasetResponse,
+            ApiCreateDatasetVersionRequest,
+            ApiCreateDatasetVersionRequestBody,
+        )
+
+        files, directories = self._blobs_upload(folder)
+
+        def send():
+            with self.client() as kaggle:
+                datasets = kaggle.datasets.dataset_api_client
+                if exists:
+                    body = ApiCreateDatasetVersionRequestBody()
+                    body.version_notes = description
+                    body.description = description
+                    body.files, body.directories = files, directories
+                    request = ApiCreateDatasetVersionRequest()
+                    request.owner_slug, request.dataset_slug, request.body = ref.owner, ref.slug, body
+                    return datasets.create_dataset_version(request)
+                request = ApiCreateDatasetRequest()
+                request.owner_slug, request.slug, request.title = ref.owner, ref.slug, title
+                request.license_name = "CC0-1.0"
+                request.is_private = True
+                request.description = description
+                request.files, request.directories = files, directories
+                return datasets.create_dataset(request)
+
+        def went_through():
+            dataset = self._dataset_get(ref)
+            return ApiCreateDatasetResponse() if dataset is not None and dataset.description == description else None
+
+        response, recovered = self.call_confirmed(
+            f"upload the adapter dataset {ref}",
+            send,
+            went_through,
+            forbidden=f"check that the username in {ref} is yours",
+        )
+        error = (getattr(response, "error", "") or "").strip()
+        if error:
+            raise RemoteError(f"Kaggle refused the adapter dataset {ref}: {error}")
+        return recovered
 
     # -- competitions --------------------------------------------------------------------------------------
     def _competition_advice(self, competition: str) -> dict:

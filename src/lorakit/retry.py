@@ -14,6 +14,10 @@ through environment variables so that tests run fast:
 ``LORAKIT_POLL_START_S``      first poll interval of ``--wait`` (default 10 s), grows 1.5x per poll
 ``LORAKIT_POLL_MAX_S``        longest poll interval (default 60 s)
 ``LORAKIT_LOCK_WAIT_S``       how long a pull waits for another pull of the same version (default 600 s)
+``LORAKIT_STREAM_TIMEOUT_S``  longest wait for the next byte of a followed log (default 90 s: the kernel prints a
+                              progress line every 60 s, so a silent stream longer than that has dropped)
+``LORAKIT_STREAM_RECONNECTS`` reconnects of a followed log in a row without a new line (default 5)
+``LORAKIT_DATASET_WAIT_S``    how long a push waits for Kaggle to process an uploaded adapter (default 600 s)
 
 With the defaults a server that never answers ends a command within 3 minutes: each request waits at most
 the timeout, shortened to what is left of its call's 150 s budget.
@@ -70,6 +74,9 @@ class RetryPolicy:
     poll_start: float = 10.0
     poll_max: float = 60.0
     lock_wait: float = 600.0
+    stream_timeout: float = 90.0
+    stream_reconnects: int = 5
+    dataset_wait: float = 600.0
 
     @classmethod
     def from_env(cls, environ=None) -> "RetryPolicy":
@@ -85,6 +92,9 @@ class RetryPolicy:
             poll_start=_env_float(environ, "LORAKIT_POLL_START_S", cls.poll_start),
             poll_max=_env_float(environ, "LORAKIT_POLL_MAX_S", cls.poll_max),
             lock_wait=_env_float(environ, "LORAKIT_LOCK_WAIT_S", cls.lock_wait),
+            stream_timeout=_positive(environ, "LORAKIT_STREAM_TIMEOUT_S", cls.stream_timeout),
+            stream_reconnects=int(_env_float(environ, "LORAKIT_STREAM_RECONNECTS", cls.stream_reconnects)),
+            dataset_wait=_env_float(environ, "LORAKIT_DATASET_WAIT_S", cls.dataset_wait),
         )
 
     def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:

@@ -7,22 +7,32 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
+import math
 import os
 import re
 import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
-from lorakit.errors import LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
+from lorakit.errors import Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
 from lorakit.kernel import Effective, config_effective, kernel_load, script_render, submission_check
 from lorakit.ledger import Ledger, mode_under_umask
-from lorakit.project import METADATA_FILE, KernelRef, Project, git_state, script_compile_check
+from lorakit.project import (
+    METADATA_FILE,
+    DatasetRef,
+    KernelRef,
+    Project,
+    adapter_dataset_ref,
+    git_state,
+    script_compile_check,
+)
 from lorakit.remote import KernelStatus, Remote, Submission, json_loads_safe
 
 DEFAULT_TEST_ROWS = 8000
@@ -96,13 +106,62 @@ def config_check(project: Project, sets: Iterable[str] = (), extra: Optional[dic
 
 # ------------------------------------------------------------------------------------------------ push
 @dataclass(frozen=True)
+class PushOptions:
+    """What `lorakit push` (and `lorakit run`) was asked to push."""
+
+    message: str
+    sets: tuple = ()
+    accelerator: Optional[str] = None
+    no_run: bool = False
+    predict_from: Optional[int] = None
+    build_dir: Optional[Path] = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """Version ``version``'s adapter, carried to Kaggle as the private dataset ``dataset``."""
+
+    version: int
+    folder: Path
+    sha256: str  # the kernel's adapter_digest of folder
+    dataset: DatasetRef
+    upload: str = ""  # what the push did with the dataset: created, new version, reused ("" in a dry run)
+
+    def as_json(self) -> dict:
+        return {"version": self.version, "dataset": str(self.dataset), "adapter_from": self.dataset.mount,
+                "adapter_sha256": self.sha256, "upload": self.upload or None}
+
+
+@dataclass(frozen=True)
 class PushResult:
     version: Optional[int]
     kernel: KernelRef
     url: str
     build_dir: Optional[Path]  # None once removed (a push without --build-dir)
     effective: Effective
+    accelerator: str  # what the push asked for (accelerator_asked)
+    adapter: Optional[AdapterSource] = None
     notes: tuple = ()
+    status: str = ""  # the ledger's status of the new version: QUEUED, or NEW_SCRIPT (--no-run); "" in a dry run
+
+    def as_json(self) -> dict:
+        e = self.effective
+        return {
+            "version": self.version,
+            "status": self.status or None,
+            "dry_run": self.version is None,
+            "kernel": str(self.kernel),
+            "url": self.url,
+            "build_dir": None if self.build_dir is None else str(self.build_dir),
+            "config_hash": e.config_hash,
+            "trainable_params": e.trainable_params,
+            "param_budget": e.budget,
+            "overrides": e.overrides,
+            "accelerator": self.accelerator,
+            "predict_from": None if self.adapter is None else self.adapter.as_json(),
+            "notes": list(self.notes),
+        }
 
 
 def kernel_ref_resolve(project: Project, remote: Optional[Remote], notes: Optional[list] = None) -> KernelRef:
@@ -117,13 +176,22 @@ def kernel_ref_resolve(project: Project, remote: Optional[Remote], notes: Option
     return ref
 
 
+def accelerator_asked(metadata: dict, accelerator: Optional[str]) -> str:
+    """What a push asks Kaggle for: --accelerator, else the metadata's machine_shape, else "gpu" when
+    enable_gpu is set, else "none"."""
+    shape = accelerator or metadata.get("machine_shape")
+    if shape:
+        return str(shape)
+    return "gpu" if str(metadata.get("enable_gpu", False)).lower() == "true" else "none"
+
+
 def build_write(
     project: Project,
     rendered: str,
     ref: KernelRef,
     folder: Path,
     accelerator: Optional[str] = None,
-    kernel_sources: Iterable[str] = (),
+    dataset_sources: Iterable[str] = (),
 ) -> Path:
     """Write the build folder: the rendered script plus the metadata."""
     folder = Path(folder)
@@ -133,20 +201,70 @@ def build_write(
     meta = dict(project.metadata)
     meta["id"] = str(ref)
     meta["code_file"] = script_name
-    sources = list(meta.get("kernel_sources") or [])
-    for source in kernel_sources:
-        if source not in sources:
-            sources.append(source)
-    meta["kernel_sources"] = sources
+    sources = list(meta.get("dataset_sources") or [])
+    sources += [source for source in dataset_sources if source not in sources]
+    meta["dataset_sources"] = sources
     if accelerator:
         meta["machine_shape"] = accelerator
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return folder
 
 
-def predict_source(ref: KernelRef) -> str:
-    """Where Kaggle mounts the attached output of kernel ``ref``: its adapter folder."""
-    return f"/kaggle/input/{ref.slug}/adapter"
+def adapter_source_of(project: Project, version, kmod) -> AdapterSource:
+    """Version ``version``'s pulled adapter (offline): its folder, digest and the dataset that will carry it."""
+    version = version_parse(version)
+    folder = project.version_dir(version) / "adapter"
+    shown = folder.relative_to(project.root)
+    if not (folder / "kit.json").is_file():
+        raise UsageError(f"{shown}/kit.json does not exist: pull v{version} first (lorakit pull {version})")
+    return AdapterSource(version, folder, kmod.adapter_digest(folder), adapter_dataset_ref(project.kernel, version))
+
+
+def adapter_dataset_description(adapter: AdapterSource, kernel: KernelRef) -> str:
+    """The dataset's description: what it holds, and the digest that says so (lorakit reuses it by that)."""
+    return (f"The LoRA adapter of {kernel} v{adapter.version}, uploaded by lorakit for predict-only runs. "
+            f"adapter_sha256 {adapter.sha256}")
+
+
+def adapter_dataset_ensure(remote: Remote, adapter: AdapterSource, kernel: KernelRef, notes: list) -> AdapterSource:
+    """Make the private dataset hold this adapter: reuse it when its description names the same digest,
+    else upload the folder (a new dataset, or a new version of it); then wait until Kaggle can attach it."""
+    ref = adapter_dataset_ref(kernel, adapter.version)  # the owner resolved: the placeholder's username
+    description = remote.dataset_description_get(ref)
+    if description is not None and adapter.sha256 in description:
+        upload = "reused"
+    else:
+        title = f"{kernel.slug[:36]} v{adapter.version} adapter"
+        text = adapter_dataset_description(adapter, kernel)
+        if remote.dataset_publish(ref, adapter.folder, title, text, exists=description is not None):
+            notes.append(f"Kaggle's reply to the upload of {ref} was lost, but it went through: not sent again")
+        upload = "created" if description is None else "new version"
+    dataset_ready_wait(remote, ref)
+    return replace(adapter, dataset=ref, upload=upload)
+
+
+def dataset_ready_wait(
+    remote: Remote, ref: DatasetRef, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Poll until Kaggle has processed the dataset (a kernel cannot attach it before), for LORAKIT_DATASET_WAIT_S."""
+    start = clock()
+    interval = max(0.0, remote.policy.poll_start)
+    while True:
+        status = remote.dataset_status_get(ref)
+        if status == "READY":
+            return
+        if status in ("FAILED", "DELETED"):
+            raise RemoteError(f"Kaggle could not process the adapter dataset {ref} ({status}); see {ref.url}")
+        elapsed = clock() - start
+        if elapsed + interval > remote.policy.dataset_wait:
+            raise Timeout(f"the adapter dataset {ref} is still {status} after {elapsed:.0f} s; push again later")
+        sleep(interval)
+        interval = interval_next(remote, interval)
+
+
+def interval_next(remote: Remote, interval: float) -> float:
+    """The next poll interval: 1.5 times longer, up to LORAKIT_POLL_MAX_S."""
+    return min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
 
 
 def _row_replace(ledger: Ledger, version: int, notes: list, **fields) -> None:
@@ -158,62 +276,43 @@ def _row_replace(ledger: Ledger, version: int, notes: list, **fields) -> None:
     ledger.update(version, **fields)
 
 
-def kernel_push(
-    project: Project,
-    remote: Optional[Remote],
-    message: str,
-    sets: Iterable[str] = (),
-    accelerator: Optional[str] = None,
-    no_run: bool = False,
-    predict_from: Optional[int] = None,
-    build_dir: Optional[Path] = None,
-    dry_run: bool = False,
-    warn: Callable[[str], None] = lambda _m: None,
-) -> PushResult:
-    if not message or not message.strip():
+def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions) -> PushResult:
+    if not options.message or not options.message.strip():
         raise UsageError("push needs a message: -m MSG")
+    accelerator = options.accelerator
     if accelerator is not None and (not accelerator.strip() or re.search(r"\s", accelerator)):
         raise UsageError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
     ledger = ledger_of(project)
     ledger.check_writable()
+    adapter = None
     extra = {}
-    if predict_from is not None:
-        predict_from = version_parse(predict_from)
-        extra["adapter_from"] = predict_source(project.kernel)
-    report = config_check(project, sets, extra)
+    if options.predict_from is not None:
+        adapter = adapter_source_of(project, options.predict_from, kernel_load(project))
+        extra = {"adapter_from": adapter.dataset.mount, "adapter_sha256": adapter.sha256}
+    report = config_check(project, options.sets, extra)
     effective = report.effective
     if not effective.within_budget:
         raise UsageError(
             f"{effective.trainable_params:,} trainable parameters exceed param_budget {effective.budget:,}; "
             "run lorakit check for the breakdown"
         )
-    if predict_from is not None:
-        rows = ledger.rows()
-        known = {int(r["version"]): r for r in rows}
-        if predict_from not in known:
-            warn(f"v{predict_from} is not in the ledger; make sure it exists and completed")
-        elif known[predict_from].get("status") and known[predict_from]["status"] != "COMPLETE":
-            warn(f"v{predict_from} was last seen {known[predict_from]['status']}, not COMPLETE")
-        latest = max(known) if known else None
-        warn(
-            "Kaggle attaches the kernel's latest output, not a chosen version: "
-            f"this run reads the adapter of the newest completed version of {project.kernel.slug}"
-            + (f" (the ledger's newest is v{latest})" if latest and latest != predict_from else "")
-        )
     token = token_new()
     rendered = script_render(project, effective.overrides, token)  # once, before any network call: it compiles
     notes: list[str] = list(report.warnings)
-    if remote is None and not dry_run:  # pragma: no cover - the CLI always passes one
+    asked = accelerator_asked(project.metadata, accelerator)
+    if remote is None and not options.dry_run:  # pragma: no cover - the CLI always passes one
         raise UsageError("push needs a Kaggle connection")
-    ref = kernel_ref_resolve(project, None if dry_run else remote, notes)
-    folder = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
-    build_write(project, rendered, ref, folder, accelerator, [str(ref)] if predict_from is not None else [])
-    if dry_run:
-        return PushResult(None, ref, ref.url, folder, effective, tuple(notes))
+    ref = kernel_ref_resolve(project, None if options.dry_run else remote, notes)
+    if adapter is not None and not options.dry_run:
+        adapter = adapter_dataset_ensure(remote, adapter, ref, notes)
+    folder = Path(options.build_dir) if options.build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+    build_write(project, rendered, ref, folder, accelerator, [str(adapter.dataset)] if adapter else [])
+    if options.dry_run:
+        return PushResult(None, ref, ref.url, folder, effective, asked, adapter, tuple(notes))
     commit, dirty = git_state(project.root)
     fields = dict(
         pushed_at=utc_now(),
-        message=message,
+        message=options.message,
         overrides=json.dumps(effective.overrides, sort_keys=True, separators=(",", ":")),
         config_hash=effective.config_hash,
         trainable_params=effective.trainable_params,
@@ -221,19 +320,26 @@ def kernel_push(
         git_dirty=dirty if dirty is not None else "",
         kernel_ref=str(ref),
         push_token=token,
-        predict_from=predict_from if predict_from is not None else "",
+        predict_from=adapter.version if adapter else "",
+        adapter_dataset=str(adapter.dataset) if adapter else "",
+        adapter_sha256=adapter.sha256 if adapter else "",
+        accelerator=asked,
     )
+    after = None
     try:
         after = remote.kernel_version_latest(ref)
-        reply, recovered = remote.kernel_push(folder, accelerator, no_run, ref, token, after)
-    except Unconfirmed as exc:
+        reply, recovered = remote.kernel_push(folder, accelerator, options.no_run, ref, token, after)
+    except (Unconfirmed, KeyboardInterrupt) as exc:
+        if after is None:  # interrupted before anything was sent
+            raise
         version = after + 1  # what Kaggle numbers it if it went through
         _row_replace(ledger, version, notes, kernel_url=ref.url, status=UNCONFIRMED, **fields)
-        raise Unconfirmed(
-            f"{exc}; recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
-        ) from None
+        advice = f"recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted while pushing; {advice}", version) from None
+        raise Unconfirmed(f"{exc}; {advice}") from None
     finally:
-        if not build_dir:
+        if not options.build_dir:
             shutil.rmtree(folder, ignore_errors=True)
     if reply.error:
         raise RemoteError(f"Kaggle refused the push of {ref}: {reply.error}")
@@ -244,8 +350,10 @@ def kernel_push(
         raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
     if recovered:
         notes.append(f"Kaggle's reply to the push was lost, but it went through as v{reply.version}: not sent again")
-    _row_replace(ledger, reply.version, notes, kernel_url=url, status="NEW_SCRIPT" if no_run else "QUEUED", **fields)
-    return PushResult(reply.version, ref, url, Path(build_dir) if build_dir else None, effective, tuple(notes))
+    status = "NEW_SCRIPT" if options.no_run else "QUEUED"
+    _row_replace(ledger, reply.version, notes, kernel_url=url, status=status, **fields)
+    return PushResult(reply.version, ref, url, Path(options.build_dir) if options.build_dir else None, effective, asked,
+                      adapter, tuple(notes), status)
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -299,18 +407,32 @@ def kernel_status_wait(
     version=None,
     timeout: float = 3600.0,
     on_poll: Callable[[int, KernelStatus, float], None] = lambda *_: None,
+    on_log: Optional[Callable[[str], None]] = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[int, KernelStatus]:
+    """Poll v<N>'s status until the run ends (or ``timeout`` seconds pass: Timeout).
+
+    With ``on_log``, the run's log is followed instead of sleeping while it runs, and read to its end once it
+    has ended; ``on_log`` gets each piece of text once.
+    """
     version = version_resolve(project, version)
-    if timeout <= 0:
+    if not timeout > 0:
         raise UsageError("--timeout must be a positive number of seconds")
     ref = version_kernel(project, remote, version)
     push_confirm(project, remote, version, ref)
     ledger = ledger_of(project)
     start = clock()
+    deadline = time.monotonic() + timeout if timeout != math.inf else None
     interval = max(0.0, remote.policy.poll_start)
     last = None
+    shown = 0  # log events handed to on_log so far
+
+    def log_event(event: dict) -> None:
+        text = event.get("data")
+        if text is not None:
+            on_log(str(text) if str(text).endswith("\n") else f"{text}\n")
+
     while True:
         status = remote.kernel_status_get(ref, version)
         elapsed = clock() - start
@@ -320,13 +442,20 @@ def kernel_status_wait(
             last = status
         on_poll(version, status, elapsed)
         if status.status in TERMINAL_KERNEL:
+            if on_log is not None:  # the stored log, past what the live stream showed
+                remote.kernel_log_stream(ref, version, log_event, shown)
             return version, status
-        if elapsed + interval > timeout:
+        following = on_log is not None and status.status == "RUNNING"  # the stream waits, not a sleep
+        if elapsed + (0 if following else interval) > timeout:
             raise Timeout(
                 f"v{version} is still {status.status} after {elapsed:.0f} s; run lorakit status {version} --wait again"
             )
+        if following:
+            before, shown = shown, remote.kernel_log_stream(ref, version, log_event, shown, deadline)
+            if shown > before:
+                continue  # the stream ended (or the deadline came): ask the status at once
         sleep(interval)
-        interval = min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
+        interval = interval_next(remote, interval)
 
 
 def kernel_failure_raise(version: int, status: KernelStatus) -> None:
@@ -368,6 +497,21 @@ class PullResult:
     files: tuple
     metrics: Optional[dict]
     warnings: tuple = ()
+    status: str = ""
+
+    def as_json(self) -> dict:
+        m = self.metrics or {}
+        return {
+            "version": self.version,
+            "status": self.status,
+            "folder": str(self.folder),
+            "files": list(self.files),
+            "val_accuracy": m.get("val_accuracy"),
+            "run_minutes": run_minutes_of(m) if m else None,
+            "device": m.get("device"),
+            "metrics": self.metrics,
+            "warnings": list(self.warnings),
+        }
 
 
 def _safe_relative(name: str) -> PurePosixPath:
@@ -407,6 +551,27 @@ def rows_expected_of(metrics: Optional[dict]) -> int:
         if metrics and int(metrics.get("test_rows") or 0) > 0:
             return int(metrics["test_rows"])
     return DEFAULT_TEST_ROWS
+
+
+_GPU_MODEL = re.compile(r"^Nvidia(?:Tesla)?([A-Za-z]+\d+)")  # NvidiaTeslaT4 -> T4, NvidiaL4X1 -> L4, NvidiaH100 -> H100
+
+
+def device_mismatch(asked: str, device: str) -> Optional[str]:
+    """Why the device metrics.json names is not what the push asked for (see accelerator_asked); None when
+    it is, when no GPU was asked for, or when the names do not say."""
+    if not device or not (asked == "gpu" or _GPU_MODEL.match(asked)):
+        return None
+    if device.lower().startswith("cpu"):
+        return f"asked for {asked} but ran on {device} (metrics.json): the run got no GPU"
+    match = _GPU_MODEL.match(asked)
+    if match is None:
+        return None
+    model = match.group(1).lower()
+    words = re.findall(r"[a-z0-9]+", device.lower())  # "Tesla T4 x2" -> tesla, t4, x2
+    spans = {"".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
+    if model in spans:
+        return None
+    return f"asked for {asked} but ran on {device} (metrics.json)"
 
 
 @contextlib.contextmanager
@@ -534,6 +699,11 @@ def kernel_output_pull(
                     f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
                     "the run did not use the pushed config"
                 )
+            # rows pushed before lorakit recorded the accelerator: what the metadata asks for now
+            asked = row.get("accelerator") or accelerator_asked(project.metadata, None)
+            mismatch = device_mismatch(asked, str(metrics.get("device") or ""))
+            if mismatch:
+                warnings.append(f"v{version} {mismatch}")
             val = _float(metrics.get("val_accuracy"))
             minutes = run_minutes_of(metrics)
             fields.update(
@@ -546,7 +716,7 @@ def kernel_output_pull(
         if not row.get("kernel_ref"):
             fields["kernel_ref"] = str(ref)
         ledger.update(version, **fields)
-    return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings))
+    return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings), status.status)
 
 
 # -------------------------------------------------------------------------------------------- validate
@@ -574,6 +744,9 @@ class SubmitResult:
     ref: int
     remaining: Optional[int]  # submissions left today, read after this one; None when that read failed
     notes: tuple = ()
+
+    def as_json(self) -> dict:
+        return {"version": self.version, "ref": self.ref, "remaining_today": self.remaining, "notes": list(self.notes)}
 
 
 def submission_wait(
@@ -611,7 +784,7 @@ def submission_wait(
         if elapsed + interval > timeout:
             raise Timeout(f"submission {ref} is still {sub.status} after {elapsed:.0f} s; see lorakit scores later")
         sleep(interval)
-        interval = min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
+        interval = interval_next(remote, interval)
 
 
 def submission_description(version: int, config_hash: str, token: str, text: str) -> str:
@@ -646,14 +819,14 @@ def submission_create(project: Project, remote: Remote, version, message: Option
         )
     try:
         ref, recovered = remote.submission_create(path, description, project.competition, token)
-    except Unconfirmed as exc:
+    except (Unconfirmed, KeyboardInterrupt) as exc:
         ledger.update(
             version, submission_ref="", submission_token=token, submitted_at=utc_now(), submission_status=UNCONFIRMED
         )
-        raise Unconfirmed(
-            f"{exc}; recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before "
-            "submitting again"
-        ) from None
+        advice = f"recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before submitting again"
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted while submitting; {advice}", version) from None
+        raise Unconfirmed(f"{exc}; {advice}") from None
     ledger.update(version, submission_ref=ref, submission_token=token, submitted_at=utc_now(), submission_status="PENDING")
     notes = []
     if recovered:
@@ -664,6 +837,26 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     except RemoteError as exc:
         notes.append(f"could not read the submissions left today: {exc}")
     return SubmitResult(version, ref, remaining, tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------- run
+RUN_STEPS = {"push": "while pushing", "wait": "while waiting for the run", "pull": "while pulling",
+             "submit": "while submitting", "score": "while waiting for the score"}
+
+
+def run_resume(step: str, version: Optional[int], submit: bool) -> str:
+    """The commands that finish a `lorakit run` interrupted at ``step`` (one of RUN_STEPS)."""
+    if version is None:
+        return "nothing was pushed; run it again"
+    commands = {
+        "wait": [f"lorakit status {version} --wait", f"lorakit pull {version}"],
+        "pull": [f"lorakit pull {version}"],
+        "submit": [],
+        "score": ["lorakit scores"],
+    }[step]
+    if submit and step in ("wait", "pull", "submit"):
+        commands.append(f"lorakit submit {version} --wait")
+    return "resume with: " + ", then ".join(commands)
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -690,6 +883,19 @@ class Scores:
     best_validation: Optional[dict]  # ledger row
     unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
     not_submitted: tuple = ()  # versions whose UNCONFIRMED submission turned out never to have reached Kaggle
+
+    def as_json(self) -> dict:
+        return {
+            "submissions": [
+                {**r.submission.as_json(), "version": r.version, "gap": r.gap, "val_accuracy": r.val_accuracy,
+                 "overrides": json_loads_safe(r.overrides) if r.overrides else None, "message": r.message}
+                for r in self.rows
+            ],
+            "best_public": None if self.best_public is None else self.best_public.version,
+            "best_validation": None if self.best_validation is None else int(self.best_validation["version"]),
+            "unrecorded": list(self.unrecorded),
+            "not_submitted": list(self.not_submitted),
+        }
 
 
 def _float(text) -> Optional[float]:
@@ -801,6 +1007,9 @@ class LeaderboardRow:
     date: str
     mine: bool
 
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
 
 def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: Optional[Path] = None):
     if top < 1:
@@ -872,6 +1081,13 @@ class Comparison:
     confidence_a: Optional[float]
     confidence_b: Optional[float]
 
+    def as_json(self) -> dict:
+        per_class = {
+            name: {"a_rows": na, "b_agrees": agree_b, "b_rows": nb, "a_agrees": agree_a}
+            for name, (na, agree_b, nb, agree_a) in self.per_class.items()
+        }
+        return {**dataclasses.asdict(self), "per_class": per_class}
+
 
 def submissions_compare(project: Project, a, b) -> Comparison:
     va, vb = version_parse(a), version_parse(b)
@@ -917,6 +1133,15 @@ class Quota:
         if self.used_hours is None or self.total_hours is None:
             return None
         return max(0.0, self.total_hours - self.used_hours)
+
+    def as_json(self) -> dict:
+        return {
+            "used_hours": self.used_hours,
+            "total_hours": self.total_hours,
+            "left_hours": self.left_hours,
+            "refresh": self.refresh or None,
+            "runs": [{"version": v, "run_minutes": m} for v, m in self.minutes_by_version],
+        }
 
 
 def quota_get(project: Project, remote: Remote) -> Quota:
