@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Writes the generated reference pages from the code they describe, so they cannot go stale.
 
-    python docs/generate.py           # rewrite docs/config.md and the generated parts of docs/cli.md
+    python docs/generate.py           # rewrite docs/config.md and docs/cli.md (runs a stand-in session, ~1 min)
     python docs/generate.py --check   # exit 1, naming the page, when a committed page differs from a fresh one
 
 docs/config.md comes from the kernel's Config (fields, defaults, the comments beside them) and its rules
-(RANGES and choices). tests/test_docs.py runs the check.
+(RANGES and choices). docs/cli.md comes from lorakit's parsers, exit codes, environment variables and ledger
+columns, then transcripts of a session run against the tests' stand-in Kaggle server. tests/test_docs.py
+runs the check.
 """
 from __future__ import annotations
 
@@ -97,9 +99,176 @@ def config_page() -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------ transcripts
+# The documented session: each command as a user types it, run through the real kaggle client against the
+# stand-in Kaggle server of the tests, which runs every pushed script for real (a quick smoke configuration).
+QUICK = "--set smoke=true --set epochs=1 --set max_train_samples=800"
+SESSION = (
+    "lorakit check",
+    f'lorakit run -m "quick smoke run" --submit {QUICK}',
+    "lorakit scores",
+    "lorakit status 1 --json",
+    f'lorakit run -m "rank 8" {QUICK} --set lora_r=8',
+    "lorakit compare 1 2",
+    "lorakit validate submissions/v2/submission.csv",
+    "lorakit leaderboard --top 3",
+    "lorakit quota",
+    "lorakit plan --top 3 --targets query,value --targets query,key,value,dense --ranks 4,8,16",
+    "lorakit check --set lora_r=64 --set lora_targets=query,key,value",
+    "lorakit check --set lr=nan",
+    "lorakit submit 7",
+)
+# Figures that change from machine to machine (times, dates, thread counts, and whatever the CPU-trained
+# weights decide: accuracies, predicted labels, agreement) are masked; so are the stand-in's fixed scores.
+MASKS = (
+    (r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?Z?", "YYYY-MM-DD hh:mm"),
+    (r"\[\d+:\d\d:\d\d\]", "[h:mm:ss]"),
+    (r"\b0\.\d{3,}\b", "0.####"),
+    (r"\b\d+\.\d+( min| h\)| s\b)", r"#.#\1"),
+    (r"(ran on|device) cpu \(\d+ threads\)", r"\1 cpu (# threads)"),
+    (r"\b(World|Sports|Business|Sci/Tech) \d+\b", r"\1 ####"),
+    (r"(?m)^(v\d+ +)\d+\.\d+$", r"\1#.#"),
+    (r"(?m)^((?:World|Sports|Business|Sci/Tech) +)(.*)$",  # compare's class rows: their widths vary too
+     lambda m: m.group(1) + re.sub(r" {2,}", "  ", re.sub(r"\d+", "#", m.group(2)))),
+    (r"agreement \d+\.\d+% \(\d+ rows differ\)|the \d+ disagreements", lambda m: re.sub(r"\d+", "#", m.group(0))),
+    (r'"(val_accuracy|public_score|private_score|run_minutes)": [\d.]+', r'"\1": 0.####'),
+)
+
+
+def transcript(argv: str) -> str:
+    """`argv` run in this process, its stdout and stderr in the order they were written."""
+    import contextlib
+    import io
+    import shlex
+
+    from lorakit.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = main(shlex.split(argv)[1:])
+    text = buffer.getvalue()
+    for pattern, mask in MASKS:
+        text = re.sub(pattern, mask, text)
+    return f"$ {argv}\n{text}" + (f"[exit status {code}]\n" if code else "")
+
+
+def transcripts() -> str:
+    """The SESSION's transcripts, from a fresh stand-in session in a temporary folder."""
+    import contextlib
+    import os
+    import tempfile
+    from unittest import mock
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from lorakit_fixtures import ENV_CLEARED, kernel_run, standin_server
+
+    with tempfile.TemporaryDirectory(prefix="lorakit-docs-") as tmp, standin_server(Path(tmp)) as (repo, server, env):
+        server.state.run_hook = kernel_run  # the real kernel, so that every file and figure is a real output
+        (repo / "bench").mkdir()
+        (repo / "bench" / "accuracy_evidence.json").write_bytes((ROOT / "bench" / "accuracy_evidence.json").read_bytes())
+        env = {**env, "LORAKIT_TIMEOUT_S": "300", "LORAKIT_RETRY_TOTAL_S": "600"}  # a push runs the kernel
+        with mock.patch.dict(os.environ, env), contextlib.chdir(repo):
+            for name in ENV_CLEARED:
+                os.environ.pop(name, None)
+            blocks = [transcript(argv) for argv in SESSION]
+    return "\n".join(f"```console\n{block}```\n" for block in blocks)
+
+
+# --------------------------------------------------------------------------------------------- reference
+def flag_rows(parser: argparse.ArgumentParser) -> list[str]:
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        names = ", ".join(action.option_strings) or action.dest
+        if action.option_strings and action.nargs != 0:
+            names += f" {action.metavar or action.dest.upper()}"
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in (action.help or "")
+        default = f" (default {action.default})" if shown else ""
+        required = " (required)" if action.required and action.option_strings else ""
+        rows.append(f"| `{names}` | {(action.help or '').replace('|', '/')}{required}{default} |")
+    return rows
+
+
+def reference() -> str:
+    """Every command and flag from the parsers, exit codes and environment from their one definition each."""
+    from lorakit.cli import build_parser
+    from lorakit.errors import EXIT_CODES
+    from lorakit.ledger import COLUMNS
+    from lorakit.retry import ENVIRONMENT
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    lines = []
+    for name, sub in commands.choices.items():
+        usage = " ".join(sub.format_usage().split())[len("usage: "):]
+        lines += [f"### `lorakit {name}`", "", sub.description + ".", "", f"`{usage}`", "",
+                  "| flag | meaning |", "|---|---|",
+                  *[row for row in flag_rows(sub) if not row.startswith(("| `--repo", "| `--kernel", "| `--competition"))],
+                  ""]
+    common = commands.choices["check"]
+    lines += ["### Flags of every command", "", "| flag | meaning |", "|---|---|",
+              *[row for row in flag_rows(common) if row.startswith(("| `--repo", "| `--kernel", "| `--competition"))],
+              "", "## Exit status", "", "| status | meaning |", "|---|---|",
+              *[f"| {code} | {meaning} |" for code, meaning in EXIT_CODES],
+              "", "## Environment", "", "| variable | default | meaning |", "|---|---|---|",
+              *[f"| `{var.name}` | {var.default or 'unset'} | {var.meaning} |" for var in ENVIRONMENT],
+              "", "## The ledger", "",
+              "`submissions/ledger.csv` has one row per kernel version and reads with `pandas.read_csv`. Every update "
+              "happens under a file lock, writes a temporary file and renames it over the ledger, so an interrupted "
+              "or concurrent command never corrupts it or loses a row; a ledger that does not parse is never "
+              "overwritten.", "", "| column | meaning |", "|---|---|",
+              *[f"| `{name}` | {meaning} |" for name, meaning in ledger_columns(COLUMNS)], ""]
+    return "\n".join(lines)
+
+
+def ledger_columns(columns: list) -> list[tuple[str, str]]:
+    """Each ledger column with the comment beside it in lorakit/ledger.py."""
+    import lorakit.ledger
+
+    source = inspect.getsource(lorakit.ledger)
+    return [(c, re.search(rf'^    "{c}",  # (.+)$', source, re.M).group(1)) for c in columns]
+
+
+CLI_INTRO = """\
+# lorakit commands
+
+{generated}
+
+`lorakit` turns every Kaggle kernel version into a recorded, comparable experiment. It is installed with the
+repository (`pip install -e .`, or the Makefile's `.venv`) as the `lorakit` command (also `python -m lorakit`),
+finds the repository by searching upward for `kernel-metadata.json`, and talks to Kaggle only through the
+official `kaggle` client. A **version** is Kaggle's kernel version number and the only id: its outputs land in
+`submissions/v<N>/`, its row in `submissions/ledger.csv`.
+
+Results go to stdout, progress and warnings to stderr. With `--json` a command prints exactly one JSON document
+on stdout, also when it fails (what it did so far, then `error` and `exit_code`), and everything else on
+stderr. A user error is one line on stderr and a non-zero exit, never a traceback, and never prints a secret.
+A push or a submission whose reply is lost is looked for on Kaggle before it is ever sent again.
+
+## Commands
+"""
+
+TRANSCRIPT_INTRO = """\
+## A session, as it ran
+
+Produced by `python docs/generate.py`, not typed: the commands run through the real `kaggle` client against
+the **stand-in Kaggle server** of the tests (`tests/kaggle_standin.py`, on 127.0.0.1), which runs every pushed
+script for real, here in a quick smoke configuration (a tiny random encoder, synthetic data) on the CPU. So
+the files and their shape are real; the scores, the leaderboard and the quota are the stand-in's fixed test
+values, not Kaggle's, and every figure that would change from machine to machine is masked (`#`, `0.####`).
+Predict-only runs (`--predict-from N`) are not shown: the stand-in cannot mount the adapter's dataset.
+
+"""
+
+
+def cli_page(session: str) -> str:
+    return (CLI_INTRO.format(generated=GENERATED) + "\n" + reference() + "\n" + TRANSCRIPT_INTRO + session)
+
+
 # ------------------------------------------------------------------------------------------------- main
 def pages() -> dict[Path, str]:
-    return {DOCS / "config.md": config_page()}
+    return {DOCS / "config.md": config_page(), DOCS / "cli.md": cli_page(transcripts())}
 
 
 def main(argv=None) -> int:

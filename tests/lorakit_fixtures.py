@@ -13,7 +13,9 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -182,10 +184,28 @@ class Kit:
         return outputs, log
 
 
-@pytest.fixture
-def kit(tmp_path, monkeypatch, capsys, kaggle_imported):
-    """An isolated repo copy, dummy credentials in a private KAGGLE_CONFIG_DIR, and a running stand-in."""
-    repo = tmp_path / "repo"
+# What every lorakit session against the stand-in sets: fast retries and polls, short timeouts.
+FAST_ENV = {
+    "LORAKIT_RETRY_BASE_S": "0.01",
+    "LORAKIT_RETRY_MAX_DELAY_S": "2",
+    "LORAKIT_RETRY_TOTAL_S": "5",
+    "LORAKIT_RETRY_ATTEMPTS": "4",
+    "LORAKIT_DOWNLOAD_RETRIES": "0",
+    "LORAKIT_POLL_START_S": "0",
+    "LORAKIT_POLL_MAX_S": "0",
+    "LORAKIT_TIMEOUT_S": "5",
+    "LORAKIT_CONFIRM_S": "0.5",
+    "LORAKIT_LOCK_WAIT_S": "30",
+}
+
+
+@contextlib.contextmanager
+def standin_server(tmp: Path):
+    """An isolated repo copy in ``tmp``, dummy credentials in a private KAGGLE_CONFIG_DIR and a running
+    stand-in; yields (repo, server, env): the variables that point the real kaggle client at the stand-in
+    (the caller sets them, removes ENV_CLEARED and works in ``repo``). The kit fixture and docs/generate.py
+    use it."""
+    repo = tmp / "repo"
     (repo / "kernel").mkdir(parents=True)
     shutil.copy2(REPO / "kernel" / "agnews_lora.py", repo / "kernel" / "agnews_lora.py")
     metadata = REPO / "kernel-metadata.json"
@@ -193,37 +213,47 @@ def kit(tmp_path, monkeypatch, capsys, kaggle_imported):
         shutil.copy2(metadata, repo / "kernel-metadata.json")
     else:
         (repo / "kernel-metadata.json").write_text(json.dumps(FALLBACK_METADATA, indent=2), encoding="utf-8")
-    config = tmp_path / "kaggle-config"
+    config = tmp / "kaggle-config"
     config.mkdir()
     creds = config / "kaggle.json"
     creds.write_text(json.dumps({"username": USERNAME, "key": SECRET}), encoding="utf-8")
     creds.chmod(0o600)
-    home = tmp_path / "home"
+    home = tmp / "home"
     home.mkdir()
-
-    server = StandinServer(USERNAME, SECRET, COMPETITION, lifetime=120).start()
-    for name in ENV_CLEARED:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
-    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
-    monkeypatch.setenv("HTTP_PROXY", server.url)
-    monkeypatch.setenv("http_proxy", server.url)
-    monkeypatch.setenv("LORAKIT_RETRY_BASE_S", "0.01")
-    monkeypatch.setenv("LORAKIT_RETRY_MAX_DELAY_S", "2")
-    monkeypatch.setenv("LORAKIT_RETRY_TOTAL_S", "5")
-    monkeypatch.setenv("LORAKIT_RETRY_ATTEMPTS", "4")
-    monkeypatch.setenv("LORAKIT_DOWNLOAD_RETRIES", "0")
-    monkeypatch.setenv("LORAKIT_POLL_START_S", "0")
-    monkeypatch.setenv("LORAKIT_POLL_MAX_S", "0")
-    monkeypatch.setenv("LORAKIT_TIMEOUT_S", "5")
-    monkeypatch.setenv("LORAKIT_CONFIRM_S", "0.5")
-    monkeypatch.setenv("LORAKIT_LOCK_WAIT_S", "30")
-    monkeypatch.chdir(repo)
-    k = Kit(repo, server, capsys)
-    server.state.run_hook = k.fake_run
+    server = StandinServer(USERNAME, SECRET, COMPETITION, lifetime=300).start()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "KAGGLE_CONFIG_DIR": str(config),
+           "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": server.url, "http_proxy": server.url, **FAST_ENV}
     try:
-        yield k
+        yield repo, server, env
     finally:
         server.stop()
+
+
+@pytest.fixture
+def kit(tmp_path, monkeypatch, capsys, kaggle_imported):
+    """An isolated repo copy, dummy credentials in a private KAGGLE_CONFIG_DIR, and a running stand-in."""
+    with standin_server(tmp_path) as (repo, server, env):
+        for name in ENV_CLEARED:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(repo)
+        k = Kit(repo, server, capsys)
+        server.state.run_hook = k.fake_run
+        yield k
+
+
+def kernel_run(text: str, number: int) -> tuple:
+    """The stand-in's run hook for a real run: the pushed script itself, run here offline (a quick smoke
+    configuration), and what Kaggle would keep of it: the files of its output folder and its log."""
+    with tempfile.TemporaryDirectory(prefix="standin-run-") as tmp:
+        script, out = Path(tmp) / "agnews_lora.py", Path(tmp) / "working"
+        script.write_text(text, encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.endswith(("_PROXY", "_proxy"))}
+        env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"})
+        proc = subprocess.run([sys.executable, str(script), "--set", f"output_dir={out}"], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=600)
+        outputs = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        lines = (proc.stdout + proc.stderr).splitlines(keepends=True)
+        log = [{"stream_name": "stdout", "time": float(i), "data": line} for i, line in enumerate(lines)]
+        return outputs, json.dumps(log)

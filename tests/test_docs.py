@@ -43,8 +43,25 @@ def test_every_figure_in_the_results_table_was_measured():
 
 
 def test_generated_pages_are_fresh():
+    """config.md and cli.md, the transcripts included (a stand-in session running the real kernel: ~45 s)."""
     stale = [path.name for path, text in generate.pages().items() if path.read_text(encoding="utf-8") != text]
     assert not stale, f"run python docs/generate.py ({', '.join(stale)})"
+
+
+def test_the_cli_reference_follows_the_parsers(monkeypatch):
+    from lorakit import cli, retry
+
+    page = generate.reference()
+    for name, _help, flags, _handler in cli.COMMANDS:
+        assert f"### `lorakit {name}`" in page
+        for names, _options in flags:
+            assert f"| `{', '.join(names)}" in page, (name, names)
+    for var in retry.ENVIRONMENT:
+        assert f"| `{var.name}` |" in page
+    monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, ("frobnicate", "make it so", (cli.flag(
+        "--hard", action="store_true", help="harder"),), lambda args: 0)])
+    page = generate.reference()
+    assert "### `lorakit frobnicate`" in page and "| `--hard` | harder |" in page
 
 
 def test_the_config_page_follows_the_code(kernel, monkeypatch):

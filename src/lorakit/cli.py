@@ -21,7 +21,7 @@ from typing import Callable, Optional
 from lorakit import __version__
 from lorakit.errors import Interrupted, LorakitError, RemoteError, UsageError
 
-EPILOG = """\
+LOOP = """\
 typical loop:
   lorakit check --set lora_r=8               offline: exact trainable count and budget verdict
   lorakit run -m "r=8" --set lora_r=8 --submit
@@ -33,23 +33,20 @@ or step by step:
   lorakit submit <N> --wait                  validate and submit submissions/v<N>/submission.csv
   lorakit scores                             scores of every version, best candidates marked
 
-Commands that print data take --json: one JSON document on stdout, messages on stderr, the same exit codes
-(0 ok, 1 error, 3 the run or the submission failed, 4 a wait timed out, 5 unconfirmed, 130 interrupted).
-
-Retries and polling are tunable with LORAKIT_RETRY_BASE_S, LORAKIT_RETRY_TOTAL_S (budget of one call,
-default 150 s), LORAKIT_RETRY_ATTEMPTS, LORAKIT_POLL_START_S and LORAKIT_POLL_MAX_S. Every request waits at
-most LORAKIT_TIMEOUT_S (default 30 s) to connect and per read, so a server that never answers ends a
-command within 3 minutes. A push or submission whose reply is lost is looked for on Kaggle for
-LORAKIT_CONFIRM_S (default 60 s) before it is sent again; when that check fails it is recorded UNCONFIRMED
-(exit 5) and never resent. A pull waits LORAKIT_LOCK_WAIT_S (default 600 s) for another pull of the same
-version. A followed log waits LORAKIT_STREAM_TIMEOUT_S (default 90 s) per read and reconnects at most
-LORAKIT_STREAM_RECONNECTS (default 5) times in a row without a new line. A push waits LORAKIT_DATASET_WAIT_S
-(default 600 s) for Kaggle to process an uploaded adapter. LORAKIT_VERBOSE=1 shows what the kaggle client
-printed.
-
-credentials, in the kaggle client's order: KAGGLE_API_TOKEN (a token or a file holding one),
+Commands that print data take --json: one JSON document on stdout, messages on stderr, the same exit codes.
+Credentials, in the kaggle client's order: KAGGLE_API_TOKEN (a token or a file holding one),
 ~/.kaggle/access_token, kaggle.json (or KAGGLE_USERNAME + KAGGLE_KEY), then `kaggle auth login`'s cache.
 """
+
+
+def epilog() -> str:
+    """The loop, then the exit codes and environment variables from their one definition each."""
+    from lorakit.errors import EXIT_CODES
+    from lorakit.retry import ENVIRONMENT
+
+    codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES)
+    env = "\n".join(f"  {var.name} ({var.default or 'unset'}): {var.meaning}" for var in ENVIRONMENT)
+    return f"{LOOP}\nexit status:\n{codes}\n\nenvironment:\n{env}\n"
 
 
 class Output:
@@ -660,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lorakit",
         description="The local Kaggle workflow for the AG News LoRA kernel: every version a recorded experiment.",
-        epilog=EPILOG,
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lorakit {__version__}")

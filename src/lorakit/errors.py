@@ -49,3 +49,16 @@ class Interrupted(LorakitError):
     def __init__(self, message, version=None):
         super().__init__(message)
         self.version = version  # the version the ledger recorded before the interruption, if any
+
+
+# Every exit status of `lorakit`, for `lorakit --help` and docs/cli.md.
+EXIT_CODES = (
+    (0, "done"),
+    (LorakitError.exit_code, "an error: bad input, a failed offline check, Kaggle refused or could not be reached"),
+    (2, "the command line itself is wrong (an unknown command or flag, a missing argument)"),
+    (RunFailed.exit_code, RunFailed.__doc__),
+    (Timeout.exit_code, Timeout.__doc__),
+    (Unconfirmed.exit_code, Unconfirmed.__doc__),
+    (70, "an internal error (a bug): one line; LORAKIT_DEBUG=1 shows the traceback"),
+    (Interrupted.exit_code, Interrupted.__doc__),
+)

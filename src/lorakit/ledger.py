@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 from lorakit.errors import LedgerError
 
-# Column order of the file. Documented in docs/workflow.md.
+# Column order of the file; docs/cli.md lists them with these comments (docs/generate.py).
 COLUMNS = [
     "version",  # Kaggle kernel version number, the only id (submissions/v<N>/)
     "pushed_at",  # UTC time of the push, ISO 8601
@@ -38,14 +38,14 @@ COLUMNS = [
     "accelerator",  # what the push asked for: a machine shape (NvidiaTeslaT4), "gpu" (any) or "none"
     "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...; UNCONFIRMED, NOT_PUSHED)
     "val_accuracy",  # validation accuracy from metrics.json
-    "run_minutes",  # (train_seconds + predict_seconds) / 60 from metrics.json
+    "run_minutes",  # the run's minutes from metrics.json (total_seconds, else train + predict seconds)
     "pulled_at",  # UTC time of the last pull
     "submission_ref",  # Kaggle submission ref of the last submission of this version
     "submission_token",  # the token in that submission's description
     "submitted_at",  # UTC time of that submission
     "submission_status",  # PENDING, COMPLETE or ERROR; UNCONFIRMED, NOT_SUBMITTED
-    "public_score",
-    "private_score",
+    "public_score",  # the submission's public leaderboard score
+    "private_score",  # its private score, once Kaggle shows it
 ]
 
 

@@ -2,25 +2,9 @@
 
 Every Kaggle call lorakit makes goes through :func:`call_with_retry`. Only 429, 5xx and connection
 errors are retried (calls that must not run twice narrow that with ``retryable``). The times are tunable
-through environment variables so that tests run fast:
-
-``LORAKIT_RETRY_BASE_S``      first backoff delay (default 1.0 s), doubled on every attempt
-``LORAKIT_RETRY_MAX_DELAY_S`` cap on one delay, Retry-After included (default 60 s)
-``LORAKIT_RETRY_TOTAL_S``     total time budget for one call, retries and timeouts included (default 150 s)
-``LORAKIT_RETRY_ATTEMPTS``    maximum attempts for one call (default 6)
-``LORAKIT_TIMEOUT_S``         connect and read timeout of one HTTP request (default 30 s)
-``LORAKIT_CONFIRM_S``         how long to look for a push or submission whose reply was lost (default 60 s)
-``LORAKIT_DOWNLOAD_RETRIES``  resume attempts the kaggle client makes inside one file download (default 3)
-``LORAKIT_POLL_START_S``      first poll interval of ``--wait`` (default 10 s), grows 1.5x per poll
-``LORAKIT_POLL_MAX_S``        longest poll interval (default 60 s)
-``LORAKIT_LOCK_WAIT_S``       how long a pull waits for another pull of the same version (default 600 s)
-``LORAKIT_STREAM_TIMEOUT_S``  longest wait for the next byte of a followed log (default 90 s: the kernel prints a
-                              progress line every 60 s, so a silent stream longer than that has dropped)
-``LORAKIT_STREAM_RECONNECTS`` reconnects of a followed log in a row without a new line (default 5)
-``LORAKIT_DATASET_WAIT_S``    how long a push waits for Kaggle to process an uploaded adapter (default 600 s)
-
-With the defaults a server that never answers ends a command within 3 minutes: each request waits at most
-the timeout, shortened to what is left of its call's 150 s budget.
+through the environment variables of :data:`ENVIRONMENT` (tests make them short). With the defaults a server
+that never answers ends a command within 3 minutes: each request waits at most the timeout, shortened to what
+is left of its call's 150 s budget.
 """
 
 from __future__ import annotations
@@ -34,32 +18,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
 T = TypeVar("T")
-
-
-def _env_float(environ, name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        from lorakit.errors import UsageError
-
-        raise UsageError(f"{name} must be a number of seconds, got {raw!r}")
-    if value < 0:
-        from lorakit.errors import UsageError
-
-        raise UsageError(f"{name} must not be negative, got {raw!r}")
-    return value
-
-
-def _positive(environ, name: str, default: float) -> float:
-    value = _env_float(environ, name, default)
-    if value == 0:
-        from lorakit.errors import UsageError
-
-        raise UsageError(f"{name} must be a positive number of seconds, got {environ.get(name)!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -80,27 +38,65 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls, environ=None) -> "RetryPolicy":
+        """The policy with every variable of ENVIRONMENT that is set; a malformed value is a UsageError."""
         environ = os.environ if environ is None else environ
-        return cls(
-            base_delay=_env_float(environ, "LORAKIT_RETRY_BASE_S", cls.base_delay),
-            max_delay=_env_float(environ, "LORAKIT_RETRY_MAX_DELAY_S", cls.max_delay),
-            total_time=_env_float(environ, "LORAKIT_RETRY_TOTAL_S", cls.total_time),
-            max_attempts=max(1, int(_env_float(environ, "LORAKIT_RETRY_ATTEMPTS", cls.max_attempts))),
-            timeout=_positive(environ, "LORAKIT_TIMEOUT_S", cls.timeout),
-            confirm_time=_env_float(environ, "LORAKIT_CONFIRM_S", cls.confirm_time),
-            download_retries=int(_env_float(environ, "LORAKIT_DOWNLOAD_RETRIES", cls.download_retries)),
-            poll_start=_env_float(environ, "LORAKIT_POLL_START_S", cls.poll_start),
-            poll_max=_env_float(environ, "LORAKIT_POLL_MAX_S", cls.poll_max),
-            lock_wait=_env_float(environ, "LORAKIT_LOCK_WAIT_S", cls.lock_wait),
-            stream_timeout=_positive(environ, "LORAKIT_STREAM_TIMEOUT_S", cls.stream_timeout),
-            stream_reconnects=int(_env_float(environ, "LORAKIT_STREAM_RECONNECTS", cls.stream_reconnects)),
-            dataset_wait=_env_float(environ, "LORAKIT_DATASET_WAIT_S", cls.dataset_wait),
-        )
+        values = {var.field: var.parse(environ.get(var.name), getattr(cls, var.field))
+                  for var in ENVIRONMENT if var.field and environ.get(var.name) not in (None, "")}
+        return cls(**values)
 
     def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Delay before retry number ``attempt`` (1-based): exponential, with 'equal jitter'."""
         raw = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return raw / 2 + raw / 2 * rng()
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """An environment variable lorakit reads: the RetryPolicy field it sets (if any) and what it means."""
+
+    name: str
+    field: str  # "" for a switch read where it is used
+    meaning: str
+    positive: bool = False  # 0 is refused
+
+    @property
+    def default(self) -> str:
+        return f"{getattr(RetryPolicy, self.field):g}" if self.field else ""
+
+    def parse(self, raw: str, default):
+        from lorakit.errors import UsageError
+
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"{self.name} must be a number, got {raw!r}") from None
+        if value < 0 or (self.positive and value == 0) or not value < float("inf"):
+            raise UsageError(f"{self.name} must be a {'positive' if self.positive else 'non-negative'} number, "
+                             f"got {raw!r}")
+        return int(value) if isinstance(default, int) else value
+
+
+# Every variable lorakit reads, in one place: RetryPolicy.from_env, `lorakit --help` and docs/cli.md use it.
+ENVIRONMENT = (
+    EnvVar("LORAKIT_TIMEOUT_S", "timeout", "seconds one HTTP request may wait to connect, and for each read", True),
+    EnvVar("LORAKIT_RETRY_TOTAL_S", "total_time", "seconds one call may take, retries and waits included"),
+    EnvVar("LORAKIT_RETRY_ATTEMPTS", "max_attempts", "attempts of one call on 429, 5xx and connection errors", True),
+    EnvVar("LORAKIT_RETRY_BASE_S", "base_delay", "first backoff delay in seconds, doubled per attempt, with jitter"),
+    EnvVar("LORAKIT_RETRY_MAX_DELAY_S", "max_delay", "longest single delay; a longer Retry-After gives up at once"),
+    EnvVar("LORAKIT_DOWNLOAD_RETRIES", "download_retries", "resumed attempts inside one file download"),
+    EnvVar("LORAKIT_CONFIRM_S", "confirm_time",
+           "seconds to look on Kaggle for a push or submission whose reply was lost, before sending it again"),
+    EnvVar("LORAKIT_POLL_START_S", "poll_start", "first interval of a --wait poll; it grows 1.5x per poll"),
+    EnvVar("LORAKIT_POLL_MAX_S", "poll_max", "longest interval of a --wait poll"),
+    EnvVar("LORAKIT_LOCK_WAIT_S", "lock_wait", "seconds a pull waits for another pull of the same version"),
+    EnvVar("LORAKIT_STREAM_TIMEOUT_S", "stream_timeout",
+           "seconds a followed log waits per read (longer than the kernel's 60 s progress line)", True),
+    EnvVar("LORAKIT_STREAM_RECONNECTS", "stream_reconnects",
+           "reconnects of a followed log in a row without a new line"),
+    EnvVar("LORAKIT_DATASET_WAIT_S", "dataset_wait", "seconds a push waits for Kaggle to process an uploaded adapter"),
+    EnvVar("LORAKIT_VERBOSE", "", "1: also show what the kaggle client printed"),
+    EnvVar("LORAKIT_DEBUG", "", "1: a traceback instead of one line on an internal error"),
+)
 
 
 def http_status(exc: BaseException) -> Optional[int]:
