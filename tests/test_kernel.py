@@ -217,11 +217,13 @@ def test_architecture_matches_shared_config(kernel, shared_dir):
         assert shipped[key] == value, key
 
 
-def test_over_budget_run_exits_before_training(tmp_path):
-    proc = run_kernel("head=roberta", "lora_r=4", "lora_targets=query,key,value,dense", f"output_dir={tmp_path}")
-    assert proc.returncode == 3
-    assert "1,257,220" in proc.stdout + proc.stderr and "intermediate.dense" in proc.stderr
-    assert "epoch 1" not in proc.stdout and not (tmp_path / "submission.csv").exists()
+def test_over_budget_run_exits_before_training(kernel, tmp_path, capfd):
+    code = kernel.main(["--set", "head=roberta", "--set", "lora_r=4", "--set", "lora_targets=query,key,value,dense",
+                        "--set", f"output_dir={tmp_path}"])
+    out, err = capfd.readouterr()
+    assert code == 3
+    assert "1,257,220" in out + err and "intermediate.dense" in err
+    assert "epoch 1" not in out and not list(tmp_path.iterdir())
 
 
 def test_bad_override_exits_with_one_line(tmp_path):
