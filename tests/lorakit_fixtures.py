@@ -229,6 +229,21 @@ def standin_server(tmp: Path):
         server.stop()
 
 
+def push(kit, *extra, message="baseline"):
+    code, out, err = kit.run("push", "-m", message, *extra)
+    assert code == 0, err
+    return out, err
+
+
+def push_pull(kit, *extra):
+    push(kit, *extra)
+    version = len(kit.rows())
+    assert kit.run("status", version, "--wait")[0] == 0
+    code, out, err = kit.run("pull", version)
+    assert code == 0, err
+    return version
+
+
 @pytest.fixture
 def kit(tmp_path, monkeypatch, capsys, kaggle_imported):
     """An isolated repo copy, dummy credentials in a private KAGGLE_CONFIG_DIR, and a running stand-in."""

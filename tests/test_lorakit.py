@@ -10,22 +10,9 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # robust under --import-mode=importlib too
-from lorakit_fixtures import COMPETITION, REPO, SECRET, USERNAME, kaggle_imported, kit  # noqa: F401
+from lorakit_fixtures import COMPETITION, REPO, SECRET, USERNAME, kaggle_imported, kit, push, push_pull  # noqa: F401
 
 
-def push(kit, *extra, message="baseline"):
-    code, out, err = kit.run("push", "-m", message, *extra)
-    assert code == 0, err
-    return out, err
-
-
-def push_pull(kit, *extra):
-    push(kit, *extra)
-    version = len(kit.rows())
-    assert kit.run("status", version, "--wait")[0] == 0
-    code, out, err = kit.run("pull", version)
-    assert code == 0, err
-    return version
 
 
 def no_secret(*texts):
