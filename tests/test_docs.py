@@ -19,6 +19,15 @@ def test_readme_is_short_and_opens_with_the_two_commands():
     assert [line.split()[:2] for line in first_block.strip().splitlines()] == [["make", "demo"], ["make", "test"]]
 
 
+def test_the_readme_names_the_tested_image_versions():
+    pins = [line.split("==") for line in (ROOT / "requirements-kaggle.txt").read_text().splitlines()
+            if "==" in line and not line.startswith("#")]
+    assert len(pins) >= 7
+    flat = " ".join(README.split())
+    for name, version in pins:
+        assert f"{name} {version}" in flat, name
+
+
 @pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))])
 def test_every_relative_link_resolves(page):
     text = (ROOT / page).read_text(encoding="utf-8")
