@@ -407,6 +407,15 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _file_headers(self, status: int, length: int, headers: dict) -> None:
+        """The headers of a file response that promises ``length`` bytes."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+
     def _file(self, name: str, content: bytes):
         total = len(content)
         headers = {
@@ -429,12 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cut = True
         if cut:
             # Promise the whole file, send half of it, drop the connection.
-            self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(chunk)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
+            self._file_headers(status, len(chunk), headers)
             self.wfile.write(chunk[: max(1, len(chunk) // 2)])
             self.wfile.flush()
             self.close_connection = True
@@ -446,12 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
         delay = self.state.slow.get(name)
         if delay:
             # Promise the whole file and trickle it out in ten pieces over `delay` seconds.
-            self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(chunk)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
+            self._file_headers(status, len(chunk), headers)
             step = max(1, -(-len(chunk) // 10))
             for offset in range(0, len(chunk), step):
                 time.sleep(delay / 10)
