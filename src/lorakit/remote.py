@@ -431,6 +431,16 @@ class Remote:
     def client(self):
         return self.api.build_kaggle_client()
 
+    def _none_on_404(self, request: Callable):
+        """``request(kaggle_client)``'s reply, or None when Kaggle answers 404 (the resource does not exist)."""
+        try:
+            with self.client() as kaggle:
+                return request(kaggle)
+        except Exception as exc:  # noqa: BLE001
+            if http_status(exc) == 404:
+                return None
+            raise
+
     # -- kernels -------------------------------------------------------------------------------------------
     def _kernel_get(self, ref, version: Optional[int] = None):
         """GetKernel: metadata and source of the newest version (or of ``version``); None on 404."""
@@ -441,13 +451,7 @@ class Remote:
         request.kernel_slug = ref.slug
         if version:
             request.version_label = f"v{int(version)}"
-        try:
-            with self.client() as kaggle:
-                return kaggle.kernels.kernels_api_client.get_kernel(request)
-        except Exception as exc:  # noqa: BLE001
-            if http_status(exc) == 404:
-                return None
-            raise
+        return self._none_on_404(lambda kaggle: kaggle.kernels.kernels_api_client.get_kernel(request))
 
     def kernel_version_latest(self, ref) -> int:
         """The newest version number of kernel ``ref`` (0 when it does not exist yet)."""
@@ -637,13 +641,7 @@ class Remote:
         request = ApiGetDatasetRequest()
         request.owner_slug = ref.owner
         request.dataset_slug = ref.slug
-        try:
-            with self.client() as kaggle:
-                return kaggle.datasets.dataset_api_client.get_dataset(request)
-        except Exception as exc:  # noqa: BLE001
-            if http_status(exc) == 404:
-                return None
-            raise
+        return self._none_on_404(lambda kaggle: kaggle.datasets.dataset_api_client.get_dataset(request))
 
     def dataset_description_get(self, ref) -> Optional[str]:
         """The description of dataset ``ref``; None when there is no such dataset."""
