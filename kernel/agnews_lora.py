@@ -1041,6 +1041,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def progress_interval() -> float:
+    """Seconds between plain progress lines, from AGNEWS_PROGRESS_SECONDS (60 when unset)."""
+    raw = os.environ.get(PROGRESS_ENV) or "60"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise ConfigError(f"{PROGRESS_ENV} must be a number of seconds >= 0, got {raw!r}")
+    return seconds
+
+
 class Progress:
     """Training progress at each sync point: a tqdm bar on a terminal; elsewhere (Kaggle's log, where tqdm
     stays silent) a plain line every AGNEWS_PROGRESS_SECONDS seconds (60 by default)."""
@@ -1050,7 +1062,7 @@ class Progress:
 
         self.total, self.epochs, self.start, self.last = total_steps, epochs, time.perf_counter(), 0.0
         self.bar = tqdm(total=total_steps, desc="train") if show and sys.stderr.isatty() else None
-        self.interval = float(os.environ.get(PROGRESS_ENV) or 60) if show and self.bar is None else math.inf
+        self.interval = progress_interval() if show and self.bar is None else math.inf
 
     def update(self, done: int, epoch: int, step: int, steps: int, rows: int, loss: float) -> None:
         now = time.perf_counter()
@@ -1632,13 +1644,19 @@ def locate_adapter(cfg: Config, root: Path = KAGGLE_INPUT) -> Config:
                       f"adapter with adapter_sha256 {cfg.adapter_sha256[:12]}...: attach its dataset")
 
 
+def check_lengths(cfg: Config) -> None:
+    """The length rules against the encoder's own config, fetched if need be (validate_config has only
+    checked what is at hand offline)."""
+    problems = length_problems(cfg, usable_positions(cfg, local_only=False))
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
 def model_config(cfg: Config) -> Config:
     """The config the model is trained with: this run's own (held to the budget, lengths checked against the
     encoder), or, to predict only, the one saved beside the adapter (checked against adapter_sha256)."""
     if not cfg.adapter_from:
-        positions = usable_positions(cfg, local_only=False)
-        if length_problems(cfg, positions):
-            raise ConfigError("invalid config: " + "; ".join(length_problems(cfg, positions)))
+        check_lengths(cfg)
         breakdown = param_breakdown(cfg)
         print(format_breakdown(breakdown, cfg.param_budget), flush=True)
         check_budget(cfg, breakdown)
@@ -1646,15 +1664,13 @@ def model_config(cfg: Config) -> Config:
     folder = Path(cfg.adapter_from)
     if not (folder / "kit.json").is_file():
         raise ConfigError(f"adapter_from {folder} holds no kit.json; point it at a previous run's adapter/")
-    if cfg.adapter_sha256 and adapter_digest(folder) != cfg.adapter_sha256:
-        raise ConfigError(f"the adapter in {folder} has sha256 {adapter_digest(folder)}, not the adapter_sha256 "
+    digest = adapter_digest(folder) if cfg.adapter_sha256 else ""
+    if digest != cfg.adapter_sha256:
+        raise ConfigError(f"the adapter in {folder} has sha256 {digest}, not the adapter_sha256 "
                           f"{cfg.adapter_sha256} this run was pushed for")
     kit = json.loads((folder / "kit.json").read_text(encoding="utf-8"))
     trained = apply_overrides(Config(), {k: v for k, v in kit["config"].items() if k in CONFIG_KEYS})
-    problems = length_problems(dataclasses.replace(trained, predict_max_length=cfg.predict_max_length),
-                               usable_positions(trained, local_only=False))
-    if problems:
-        raise ConfigError("invalid config: " + "; ".join(problems))
+    check_lengths(dataclasses.replace(trained, predict_max_length=cfg.predict_max_length))
     print(f"predict only, with the adapter in {folder} (trained with config_hash {config_hash(trained)[:12]})")
     return trained
 
@@ -1948,6 +1964,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        progress_interval()  # a malformed AGNEWS_PROGRESS_SECONDS fails here, not in a data-parallel rank
         metrics = run(resolve_config(args.config, args.sets))
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -208,10 +208,14 @@ def test_a_failed_write_after_the_submission_keeps_it_and_says_what_is_missing(k
     assert not [p for p in used_output.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_unknown_arguments(kernel, run_main, capfd, monkeypatch):
+def test_unknown_arguments_and_a_bad_progress_interval(kernel, run_main, capfd, monkeypatch):
     assert kernel.main(["--sett", "lr=1"]) == 2
     assert capfd.readouterr().err.strip() == ("error: unknown argument '--sett'; did you mean --set? (usage: "
                                                "agnews_lora.py [--config FILE.json] [--set KEY=VALUE ...])")
+    monkeypatch.setenv("AGNEWS_PROGRESS_SECONDS", "soon")
+    assert kernel.main(["--set", "smoke=true"]) == 2
+    assert capfd.readouterr().err.strip() == "error: AGNEWS_PROGRESS_SECONDS must be a number of seconds >= 0, got 'soon'"
+    monkeypatch.delenv("AGNEWS_PROGRESS_SECONDS")
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")  # Kaggle may pass its own arguments
     assert kernel.parse_args(["-f", "/kernel.json", "--set", "lr=1"]).sets == ["lr=1"]
     assert "warning: ignoring arguments -f /kernel.json" in capfd.readouterr().err
