@@ -12,7 +12,6 @@ runs the check.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import re
 import sys

@@ -7,7 +7,6 @@ own (``kernel/agnews_lora.py``), loaded as a module. This file only adapts its e
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -74,15 +73,10 @@ def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional
         overrides.update(kmod.parse_sets(list(sets)))
         if extra:
             overrides.update(extra)
-        cfg = effective_config_of(kmod, overrides)
+        cfg = kmod.config_from_overrides(overrides)  # the kernel's own rule, smoke defaults included
         breakdown = kmod.param_breakdown(cfg)
         digest = kmod.config_hash(cfg)
     return Effective(kmod, cfg, overrides, breakdown, digest)
-
-
-def effective_config_of(kmod, overrides: dict):
-    """The config a run with this overrides block uses (the kernel's own rule, smoke defaults included)."""
-    return kmod.config_from_overrides(overrides)
 
 
 def breakdown_count(kmod, base_config, **changes) -> dict:
@@ -120,7 +114,3 @@ def submission_check(kmod, path: Path, rows: int) -> None:
         raise UsageError(f"{path} does not exist")
     with kernel_errors(kmod):
         kmod.validate_submission(str(path), int(rows))
-
-
-def config_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
-from lorakit.errors import Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
+from lorakit.errors import Interrupted, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
 from lorakit.kernel import Effective, config_effective, kernel_load, script_render, submission_check
 from lorakit.ledger import Ledger, mode_under_umask
 from lorakit.project import (
@@ -1161,9 +1161,3 @@ def quota_get(project: Project, remote: Remote) -> Quota:
     )
     return Quota(used, total, refresh_text, minutes)
 
-
-def ledger_require(project: Project) -> list:
-    ledger = ledger_of(project)
-    if not ledger.exists():
-        raise LedgerError(f"no ledger at {ledger.path}: push a version first (lorakit push)")
-    return ledger.rows()
