@@ -206,7 +206,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
     # a failure is one document too, with the same exit code
     kit.state.status_script = ["RUNNING", "ERROR"]
     kit.state.failure_message = "CUDA out of memory"
-    push(kit)
+    push(kit, "--again")  # v1 ran this config to COMPLETE
     code, out, err = kit.run("status", 3, "--wait", "--json")
     assert code == 3 and one_document(out) == {"version": 3, "status": "ERROR", "failure_message": "CUDA out of memory",
                                                "error": "v3 ended ERROR: CUDA out of memory", "exit_code": 3}
