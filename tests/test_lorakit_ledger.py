@@ -99,6 +99,24 @@ def test_signal_during_a_submission_leaves_a_row_the_next_submit_settles(kit, si
         assert len(kit.state.calls("CreateSubmission")) == 2
 
 
+def test_an_unconfirmed_resubmission_keeps_the_previous_submission(kit):
+    push_pull(kit)
+    assert kit.run("submit", 1, "--wait")[0] == 0
+    before = kit.row(1)
+    kit.state.fail("CreateSubmission", 502, after=True)
+    kit.state.fail("ListSubmissions", 500, times=None)
+    code, out, err = kit.run("submit", 1, "-m", "again")
+    assert code == 5 and "UNCONFIRMED" in error_line(err)
+    row = kit.row(1)
+    assert row["pending_status"] == "UNCONFIRMED" and row["pending_token"] in kit.state.submissions[1].description
+    assert [row[c] for c in ("submission_ref", "submission_status", "public_score")] == [
+        before[c] for c in ("submission_ref", "submission_status", "public_score")]
+    kit.state.faults.clear()
+    assert kit.run("scores")[0] == 0
+    assert kit.row(1)["submission_ref"] == str(kit.state.submissions[1].ref) and kit.row(1)["pending_status"] == ""
+    assert len(kit.state.calls("CreateSubmission")) == 2 and len(kit.state.submissions) == 2
+
+
 # ---------------------------------------------------------------------------- write errors after sending
 def full_disk_after(monkeypatch, kit, method: str) -> None:
     """Every ledger write fails with ENOSPC once ``method`` has been sent."""

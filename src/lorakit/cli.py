@@ -453,7 +453,7 @@ def cmd_scores(args) -> int:
     for version, kernel, words in scores.not_candidates:
         _note(f"{_version_label(project, version, kernel)} is not a candidate: it predicted on {words}")
     for version in scores.not_submitted:
-        _warn(f"v{version}'s UNCONFIRMED submission never reached Kaggle; submit it again: lorakit submit {version}")
+        _warn(f"v{version}'s unconfirmed submission never reached Kaggle; submit it again: lorakit submit {version}")
     if args.plot:
         _err(f"lorakit: wrote {scores_plot(project, args.plot)}")
     return 0

@@ -195,8 +195,6 @@ class Ledger:
         folder = self.path.parent
         if folder.exists() and not os.access(folder, os.W_OK):
             raise LedgerError(f"cannot write to {folder}")
-        if self.path.exists() and not os.access(self.path, os.W_OK) and not os.access(folder, os.W_OK):
-            raise LedgerError(f"cannot write to {self.path}")
 
     # -- writing -------------------------------------------------------------------------------------
     def _write(self, columns: list[str], records: list[dict]) -> None:
