@@ -104,7 +104,7 @@ def config_page() -> str:
 QUICK = "--set smoke=true --set epochs=1 --set max_train_samples=800"
 SESSION = (
     "lorakit check",
-    f'lorakit run -m "quick smoke run" --submit {QUICK}',
+    f'lorakit run -m "quick smoke run" --submit --allow-smoke {QUICK}',
     "lorakit scores",
     "lorakit status 1 --json",
     f'lorakit run -m "rank 8" {QUICK} --set lora_r=8',

@@ -138,7 +138,8 @@ class Kit:
         return kernel_module_load(self.repo / "kernel" / "agnews_lora.py")
 
     def fake_run(self, text: str, number: int, test_rows: int = 8000):
-        """The outputs a kernel run would leave, for the config that ``text`` carries."""
+        """The outputs a kernel run would leave, for the config that ``text`` carries: a smoke config's run
+        predicted on synthetic data, any other on the competition's test file (as the kernel records it)."""
         kmod = self.kmod()
         block = kmod.read_overrides_block(text)
         if hasattr(kmod, "config_from_overrides"):
@@ -161,7 +162,10 @@ class Kit:
             "test_label_distribution": {"World": 2000, "Sports": 2000, "Business": 2000, "Sci/Tech": 2000},
             "device": "cuda:0 (Tesla T4)",
             "versions": {"torch": "2.x"},
-            "config": {"lora_r": cfg.lora_r},
+            "config": {"lora_r": cfg.lora_r, "smoke": cfg.smoke},
+            "predicted_on": {"kind": "smoke" if cfg.smoke else "competition",
+                             "path": "smoke_test.pkl" if cfg.smoke else f"/kaggle/input/{COMPETITION}/test_unlabelled.pkl",
+                             "sha256": "0" * 64, "rows": test_rows},
         }
         outputs = {
             "submission.csv": _labels_csv(test_rows),

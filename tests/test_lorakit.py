@@ -62,7 +62,7 @@ def test_happy_path_push_status_pull_submit_scores(kit):
     code, out, err = kit.run("submit", "1", "--wait")
     assert code == 0, err
     assert "submitted v1 as submission 50000001" in out and "public 0.86120" in out
-    assert kit.state.submissions[0].description.startswith("v1 " + pushed_hash[:12])
+    assert kit.state.submissions[0].description.startswith(f"v1 {USERNAME}/{kit.slug} {pushed_hash[:12]}")
     assert kit.state.submissions[0].content == (folder / "submission.csv").read_bytes()
     row = kit.row(1)
     assert row["submission_ref"] == "50000001" and row["submission_status"] == "COMPLETE"
@@ -191,7 +191,7 @@ def test_push_error_field_is_a_failure(kit):
     kit.state.push_error = "Notebook is too large"
     code, out, err = kit.run("push", "-m", "x")
     assert code == 1 and "Kaggle refused the push" in err and "Notebook is too large" in err
-    assert not kit.ledger.exists()
+    assert kit.rows() == []  # recorded before sending, dropped once refused
 
 
 # --------------------------------------------------------------------------------------------- faults
@@ -203,7 +203,7 @@ def test_http_401_gives_credential_advice_without_secrets(kit):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     no_secret(out, err)
     assert len(kit.state.calls("SaveKernel")) == 1  # 401 is not retried
-    assert not kit.ledger.exists()
+    assert kit.rows() == []  # recorded before sending, dropped once refused
 
 
 def test_wrong_key_is_rejected_by_the_server(kit):

@@ -61,14 +61,14 @@ def test_push_and_submit_4xx_are_final(kit, status):
     kit.state.fail("SaveKernel", status, headers={"Retry-After": "0"})
     code, out, err = kit.run("push", "-m", "x")
     assert code == 1 and str(status) in one_error_line(err)
-    assert len(kit.state.calls("SaveKernel")) == 1 and not versions(kit) and not kit.ledger.exists()
+    assert len(kit.state.calls("SaveKernel")) == 1 and not versions(kit) and kit.rows() == []
 
     push_pull(kit)
     kit.state.fail("CreateSubmission", status, headers={"Retry-After": "0"})
     code, out, err = kit.run("submit", 1)
     assert code == 1 and str(status) in one_error_line(err)
     assert len(kit.state.calls("CreateSubmission")) == 1 and not kit.state.submissions
-    assert kit.row(1)["submission_status"] == ""
+    assert kit.row(1)["submission_status"] == "" and kit.row(1)["pending_status"] == ""
 
 
 def test_push_unconfirmed_is_recorded_then_confirmed_by_status(kit):
@@ -114,7 +114,8 @@ def test_submit_processed_then_502_counts_once(kit):
     sub = kit.state.submissions[0]
     row = kit.row(1)
     assert row["submission_ref"] == str(sub.ref) and f"submission {sub.ref}" in out
-    assert sub.description.startswith("v1 " + row["config_hash"][:12]) and row["submission_token"] in sub.description
+    assert sub.description.startswith(f"v1 {USERNAME}/{kit.slug} {row['config_hash'][:12]}")
+    assert row["submission_token"] in sub.description and row["pending_token"] == ""
     assert "went through as" in err
 
 
@@ -129,10 +130,10 @@ def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, processed):
     assert "UNCONFIRMED" in line and "lorakit scores" in line
     assert len(kit.state.calls("CreateSubmission")) == 1 and len(kit.state.submissions) == int(processed)
     row = kit.row(1)
-    assert row["submission_status"] == "UNCONFIRMED" and row["submission_ref"] == "" and row["submission_token"]
+    assert row["pending_status"] == "UNCONFIRMED" and row["submission_ref"] == "" and row["pending_token"]
 
-    code, out, err = kit.run("submit", 1)  # no blind resend by the user either
-    assert code == 1 and "run lorakit scores" in one_error_line(err)
+    code, out, err = kit.run("submit", 1)  # no blind resend by the user either: it looks for the token first
+    assert code == 1 and "500" in one_error_line(err)
     assert len(kit.state.calls("CreateSubmission")) == 1
 
     kit.state.faults.clear()
@@ -141,8 +142,9 @@ def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, processed):
     row = kit.row(1)
     if processed:
         assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["submission_status"] == "PENDING"
+        assert row["pending_token"] == "" and row["submission_token"] in kit.state.submissions[0].description
     else:
-        assert row["submission_status"] == "NOT_SUBMITTED" and "never reached Kaggle" in err
+        assert row["pending_status"] == "NOT_SUBMITTED" and "never reached Kaggle" in err
     assert kit.run("submit", 1)[0] == 0
 
 

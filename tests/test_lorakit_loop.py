@@ -31,7 +31,7 @@ def versions(kit) -> list:
 
 # -------------------------------------------------------------------------------------------------- run
 def test_run_submit_smoke_ends_with_a_scored_ledger_row(kit):
-    code, out, err = kit.run("run", "--submit", "-m", "x", "--set", "smoke=true", "--follow")
+    code, out, err = kit.run("run", "--submit", "--allow-smoke", "-m", "x", "--set", "smoke=true", "--follow")
     assert code == 0, err
     assert kit.state.calls("SaveKernel")[0][2]["text"].count('"smoke": true') == 1
     for line in ("pushed v1 of alice/", "v1 RUNNING", "v1 COMPLETE", "pulled v1 into submissions/v1/",
@@ -177,7 +177,8 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
         ("pull", 2): {"version", "status", "folder", "files", "val_accuracy", "run_minutes", "device", "metrics",
                       "warnings"},
         ("submit", 2, "--wait"): {"version", "ref", "remaining_today", "notes", "score"},
-        ("scores",): {"submissions", "best_public", "best_validation", "unrecorded", "not_submitted"},
+        ("scores",): {"submissions", "best_public", "best_validation", "unrecorded", "not_submitted",
+                      "not_candidates"},
         ("leaderboard", "--top", "2"): {"competition", "rows", "me", "download"},
         ("quota",): {"used_hours", "total_hours", "left_hours", "refresh", "runs"},
         ("compare", 1, 2): {"a", "b", "rows", "agreement", "per_class", "distribution_a", "distribution_b",
@@ -205,7 +206,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
     # a failure is one document too, with the same exit code
     kit.state.status_script = ["RUNNING", "ERROR"]
     kit.state.failure_message = "CUDA out of memory"
-    push(kit)
+    push(kit, "--again")  # v1 ran this config to COMPLETE
     code, out, err = kit.run("status", 3, "--wait", "--json")
     assert code == 3 and one_document(out) == {"version": 3, "status": "ERROR", "failure_message": "CUDA out of memory",
                                                "error": "v3 ended ERROR: CUDA out of memory", "exit_code": 3}

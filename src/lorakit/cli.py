@@ -10,12 +10,15 @@ Each command is a handler with its flags beside it (:func:`command`): adding one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from typing import Callable, Optional
 
 from lorakit import __version__
@@ -161,15 +164,22 @@ PUSH_FLAGS = (
               "dataset and pinned by its sha256)"),
     flag("--build-dir", metavar="DIR",
          help="render the build folder here and keep it (default: a temporary folder, removed after the push)"),
-    flag("--dry-run", action="store_true", help="check and render the build folder, push nothing"),
+    flag("--dry-run", action="store_true",
+         help="check and render the build folder, push nothing (the folder is kept only with --build-dir)"),
+    flag("--again", action="store_true",
+         help="push even when a COMPLETE version of this kernel already ran the same config_hash"),
 )
+ALLOW_SMOKE = flag("--allow-smoke", action="store_true",
+                   help="submit even a run that did not predict the competition's own file (a smoke run, another "
+                        "test file): for exercising the loop against a stand-in")
 
 
 def _push_options(args):
     from lorakit.workflow import PushOptions
 
+    real_only = getattr(args, "submit", False) and not args.allow_smoke  # run --submit: no smoke run to push
     return PushOptions(args.message, tuple(args.sets), args.accelerator, args.no_run, args.predict_from,
-                       args.build_dir, args.dry_run)
+                       args.build_dir, args.dry_run, args.again, real_only)
 
 
 def _on_poll(emit: Callable[[str], None], changes_only: bool = False):
@@ -221,7 +231,8 @@ def _push_show(out: Output, project, result, hints: bool) -> None:
     for note in result.notes:
         _note(note)
     if result.version is None:
-        out.progress(f"dry run: build folder {result.build_dir} (nothing pushed)")
+        kept = f"build folder {result.build_dir}" if result.build_dir else "rendered and checked (--build-dir keeps it)"
+        out.progress(f"dry run: {kept} (nothing pushed)")
         return
     if result.build_dir is not None:
         out.progress(f"build folder {result.build_dir}")
@@ -239,7 +250,7 @@ def cmd_push(args) -> int:
 
     project = _project(args)
     options = _push_options(args)
-    result = kernel_push(project, None if options.dry_run else _remote(), options)
+    result = kernel_push(project, None if options.dry_run else _remote(), options, _warn)
     _push_show(args.out, project, result, hints=not options.no_run)
     args.out.document(result.as_json())
     return 0
@@ -350,7 +361,7 @@ def _submit_and_score(args, project, remote, version, message: Optional[str], wa
     from lorakit.workflow import submission_create, submission_wait
 
     out = args.out
-    result = submission_create(project, remote, version, message)
+    result = submission_create(project, remote, version, message, args.allow_smoke)
     for note in result.notes:
         _note(note)
     left = "left today unknown" if result.remaining is None else f"{result.remaining} left today"
@@ -374,6 +385,7 @@ def _submit_and_score(args, project, remote, version, message: Optional[str], wa
     flag("-m", "--message", help="submission description (default: the push message)"),
     flag("--wait", action="store_true", help="poll until the submission is scored"),
     flag("--timeout", type=float, default=1800.0, metavar="S", help="give up waiting after S seconds (default 1800)"),
+    ALLOW_SMOKE,
     JSON,
 )
 def cmd_submit(args) -> int:
@@ -394,6 +406,7 @@ def cmd_submit(args) -> int:
     JSON,
 )
 def cmd_scores(args) -> int:
+    from lorakit.ledger import kernel_same
     from lorakit.workflow import scores_get, scores_plot
 
     if args.csv and args.json:
@@ -407,9 +420,10 @@ def cmd_scores(args) -> int:
     for r in scores.rows:
         s = r.submission
         mark = "P" if scores.best_public is not None and r is scores.best_public else ""
-        if r.version is not None and r.version == best_val_version:
+        if scores.best_validation is not None and r.version == best_val_version and kernel_same(
+                r.kernel, scores.best_validation["kernel_ref"]):
             mark += "V"
-        rows.append([mark, f"v{r.version}" if r.version is not None else "?", s.ref, s.status,
+        rows.append([mark, _version_label(project, r.version, r.kernel), s.ref, s.status,
                      _fmt(s.public_score, 5), _fmt(s.private_score, 5), _fmt(r.gap, 5), _fmt(r.val_accuracy),
                      s.date[:16].replace("T", " "), r.overrides or ""])
     out.document(scores.as_json())
@@ -426,19 +440,32 @@ def cmd_scores(args) -> int:
         out.result("")
         if scores.best_public is not None:
             b = scores.best_public
-            out.result(f"P best public score:  v{b.version} ({_fmt(b.submission.public_score, 5)})")
+            out.result(f"P best public score:  {_version_label(project, b.version, b.kernel)} "
+                       f"({_fmt(b.submission.public_score, 5)})")
         if scores.best_validation is not None:
             v = scores.best_validation
-            out.result(f"V best validation:    v{v['version']} ({_fmt(v.get('val_accuracy'))})")
+            out.result(f"V best validation:    {_version_label(project, int(v['version']), v['kernel_ref'])} "
+                       f"({_fmt(v.get('val_accuracy'))})")
         if scores.best_public is not None or scores.best_validation is not None:
             out.result("  -> the candidates for the two final submissions")
     for version in scores.unrecorded:
         _warn(f"v{version} has submissions but no ledger row; its scores were not recorded")
+    for version, kernel, words in scores.not_candidates:
+        _note(f"{_version_label(project, version, kernel)} is not a candidate: it predicted on {words}")
     for version in scores.not_submitted:
-        _warn(f"v{version}'s UNCONFIRMED submission never reached Kaggle; submit it again: lorakit submit {version}")
+        _warn(f"v{version}'s unconfirmed submission never reached Kaggle; submit it again: lorakit submit {version}")
     if args.plot:
         _err(f"lorakit: wrote {scores_plot(project, args.plot)}")
     return 0
+
+
+def _version_label(project, version: Optional[int], kernel: str) -> str:
+    """v<N> for the project's kernel, owner/slug v<N> for another one; "?" when no version is known."""
+    from lorakit.ledger import kernel_same
+
+    if version is None:
+        return "?"
+    return f"v{version}" if not kernel or kernel_same(kernel, str(project.kernel)) else f"{kernel} v{version}"
 
 
 @command(
@@ -596,6 +623,7 @@ def cmd_plan(args) -> int:
          help="give up waiting for the run after S seconds (default 3600)"),
     flag("--score-timeout", type=float, default=1800.0, metavar="S",
          help="give up waiting for the score after S seconds (default 1800)"),
+    ALLOW_SMOKE,
     JSON,
 )
 def cmd_run(args) -> int:
@@ -611,7 +639,7 @@ def cmd_run(args) -> int:
     remote = None if options.dry_run else _remote()
     step, version = "push", None
     try:
-        pushed = kernel_push(project, remote, options)
+        pushed = kernel_push(project, remote, options, _warn)
         _push_show(out, project, pushed, hints=False)
         out.partial = {"version": pushed.version, "push": pushed.as_json()}
         if options.dry_run:
@@ -671,10 +699,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def termination_as_interrupt():
+    """SIGTERM and SIGHUP (a closed terminal, a dropped SSH session, `timeout`, a cancelled CI job) get
+    Ctrl-C's treatment: KeyboardInterrupt where the command is, so that what it sent is recorded and the
+    message says how to resume. Further ones are ignored until it has done so."""
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(_signum, _frame):
+        for name in names:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {name: signal.signal(getattr(signal, name), interrupt) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = args.out = Output(getattr(args, "json", False))
+    with termination_as_interrupt():
+        return _main_run(args, out)
+
+
+def _main_run(args, out: Output) -> int:
     try:
         return int(args.func(args) or 0)
     except LorakitError as exc:

@@ -11,6 +11,13 @@ class UsageError(LorakitError):
     """Bad input, or an offline check that failed (metadata, config, budget, CSV)."""
 
 
+class FlagNeeded(UsageError):
+    """What was asked would spend something scarce by mistake (a GPU run again, a submission of a smoke run):
+    it needs an explicit flag, which the message names."""
+
+    exit_code = 2
+
+
 class LedgerError(LorakitError):
     """The ledger is missing where it is needed, unreadable or corrupted."""
 
@@ -55,7 +62,8 @@ class Interrupted(LorakitError):
 EXIT_CODES = (
     (0, "done"),
     (LorakitError.exit_code, "an error: bad input, a failed offline check, Kaggle refused or could not be reached"),
-    (2, "the command line itself is wrong (an unknown command or flag, a missing argument)"),
+    (2, "the command line itself is wrong (an unknown command or flag, a missing argument), or it needs an "
+        "explicit flag: a push that would spend a GPU run again (--again), a submission of a smoke run (--allow-smoke)"),
     (RunFailed.exit_code, RunFailed.__doc__),
     (Timeout.exit_code, Timeout.__doc__),
     (Unconfirmed.exit_code, Unconfirmed.__doc__),

@@ -1,4 +1,9 @@
-"""submissions/ledger.csv: one row per kernel version, readable by pandas.
+"""submissions/ledger.csv: one row per (kernel, version), readable by pandas.
+
+A row is keyed by its kernel (``kernel_ref``; a row without one belongs to the metadata's kernel, and gets it
+written in on the next update: old ledgers migrate in place) and its version. A push is recorded before it is
+sent, as a provisional row without a version (status SENDING), found again by its ``push_token`` and numbered
+when Kaggle's reply, or a search for the token among the kernel's versions, says which version it became.
 
 Every update reads, changes and rewrites the file under a cross-platform lock (``filelock``), writing a
 temporary file in the same folder and renaming it over the ledger (``os.replace``), so an interrupted or
@@ -16,11 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lorakit.errors import LedgerError
+from lorakit.errors import LedgerError, UsageError
+from lorakit.project import KernelRef
 
 # Column order of the file; docs/cli.md lists them with these comments (docs/generate.py).
 COLUMNS = [
-    "version",  # Kaggle kernel version number, the only id (submissions/v<N>/)
+    "version",  # Kaggle kernel version number (submissions/v<N>/; another kernel's: submissions/<slug>/v<N>/); empty while SENDING
     "pushed_at",  # UTC time of the push, ISO 8601
     "message",  # push -m MSG
     "overrides",  # JSON object of the overrides written into the kernel's block
@@ -29,14 +35,15 @@ COLUMNS = [
     "trainable_params",  # exact trainable parameter count, as pushed
     "git_commit",  # commit of the repository at push time
     "git_dirty",  # true when tracked files had uncommitted changes
-    "kernel_ref",  # owner/slug pushed to
+    "kernel_ref",  # owner/slug pushed to: with version, the row's key
     "kernel_url",  # URL of the kernel on Kaggle
     "push_token",  # the token comment in the pushed script: finds this push among the kernel's versions
+    "sent_after",  # the kernel's newest version before the push was sent: its token is looked for above it
     "predict_from",  # version whose adapter a predict-only run reused
     "adapter_dataset",  # the private dataset (owner/slug) that carried that adapter to Kaggle
     "adapter_sha256",  # adapter_digest of that adapter, pinned in the run's overrides
     "accelerator",  # what the push asked for: a machine shape (NvidiaTeslaT4), "gpu" (any) or "none"
-    "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...; UNCONFIRMED, NOT_PUSHED)
+    "status",  # last kernel status seen (QUEUED, RUNNING, COMPLETE, ERROR, ...; SENDING, UNCONFIRMED, NOT_PUSHED)
     "val_accuracy",  # validation accuracy from metrics.json
     "run_minutes",  # the run's minutes from metrics.json (total_seconds, else train + predict seconds)
     "pulled_at",  # UTC time of the last pull
@@ -46,7 +53,11 @@ COLUMNS = [
     "submission_status",  # PENDING, COMPLETE or ERROR; UNCONFIRMED, NOT_SUBMITTED
     "public_score",  # the submission's public leaderboard score
     "private_score",  # its private score, once Kaggle shows it
+    "pending_token",  # the token of a submission sent but not yet confirmed (the columns above keep the last one)
+    "pending_status",  # SENDING or UNCONFIRMED while it is unsettled; NOT_SUBMITTED when it never reached Kaggle
 ]
+SENDING = "SENDING"  # recorded, and about to be sent or in flight: not yet known to have reached Kaggle
+LOCK_WAIT_S = 10.0  # a ledger update holds the lock for milliseconds: longer means another command is stuck
 
 
 def mode_under_umask(mode: int) -> int:
@@ -59,12 +70,36 @@ def mode_under_umask(mode: int) -> int:
 def _lock(path: Path):
     from filelock import FileLock
 
-    return FileLock(str(path) + ".lock", timeout=60)
+    return FileLock(str(path) + ".lock", timeout=LOCK_WAIT_S)
+
+
+def _ref(text: str) -> Optional[KernelRef]:
+    try:
+        return KernelRef.parse(text)
+    except UsageError:
+        return None
+
+
+def kernel_same(a: str, b: str) -> bool:
+    """Whether two kernel_ref texts name the same kernel (KernelRef.same_as; otherwise equal text)."""
+    ra, rb = _ref(a), _ref(b)
+    return ra.same_as(rb) if ra is not None and rb is not None else a == b
 
 
 class Ledger:
-    def __init__(self, path: os.PathLike):
+    """The rows of one kernel (``kernel``, owner/slug) in the ledger file; rows without a kernel_ref belong
+    to ``home``, the metadata's kernel. Ledger(path) alone acts on the rows without a kernel."""
+
+    def __init__(self, path: os.PathLike, kernel: str = "", home: str = ""):
         self.path = Path(path)
+        self.kernel = str(kernel)
+        self.home = str(home or kernel)
+
+    def kernel_of(self, record: dict) -> str:
+        return record.get("kernel_ref") or self.home
+
+    def owns(self, record: dict) -> bool:
+        return kernel_same(self.kernel_of(record), self.kernel)
 
     # -- reading -------------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -85,7 +120,7 @@ class Ledger:
         if "version" not in header or len(set(header)) != len(header) or any(not h.strip() for h in header):
             raise LedgerError(f"ledger {where} has a corrupted header (line 1); {advice}")
         records: list[dict] = []
-        seen: set[int] = set()
+        seen: set = set()
         for number, row in enumerate(rows[1:], start=2):
             if not row:
                 continue
@@ -94,6 +129,9 @@ class Ledger:
                     f"ledger {where} is corrupted: line {number} has {len(row)} fields, expected {len(header)}; {advice}"
                 )
             record = dict(zip(header, row))
+            if not record["version"] and record.get("push_token"):
+                records.append(record)  # a provisional push: keyed by its token
+                continue
             try:
                 version = int(record["version"])
                 if version < 1:
@@ -102,9 +140,11 @@ class Ledger:
                 raise LedgerError(
                     f"ledger {where} is corrupted: line {number} has version {record['version']!r}; {advice}"
                 )
-            if version in seen:
-                raise LedgerError(f"ledger {where} is corrupted: version {version} appears twice (line {number}); {advice}")
-            seen.add(version)
+            key = (self.kernel_of(record), version)
+            if key in seen:
+                raise LedgerError(f"ledger {where} is corrupted: version {version} of {key[0] or 'the kernel'} "
+                                  f"appears twice (line {number}); {advice}")
+            seen.add(key)
             records.append(record)
         extra = [h for h in header if h not in COLUMNS]
         return COLUMNS + extra, records
@@ -117,21 +157,27 @@ class Ledger:
         except OSError as exc:
             raise LedgerError(f"cannot read ledger {self.path}: {exc.strerror}")
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig")  # a spreadsheet saves it with a BOM; lorakit writes none
         except UnicodeDecodeError:
             raise LedgerError(f"ledger {self.path} is not UTF-8 text (corrupted); fix it by hand or move it aside")
         return self._parse(text)
 
-    def rows(self) -> list[dict]:
-        """All rows, sorted by version. A missing ledger is empty; a corrupted one raises LedgerError."""
+    def all_rows(self) -> list[dict]:
+        """Every kernel's rows, each with its kernel_ref filled in. A missing ledger is empty; a corrupted
+        one raises LedgerError."""
         _, records = self._read()
-        return sorted(records, key=lambda r: int(r["version"]))
+        return sorted(({**r, "kernel_ref": self.kernel_of(r)} for r in records), key=_order)
+
+    def rows(self) -> list[dict]:
+        """This kernel's numbered rows, sorted by version."""
+        return [r for r in self.all_rows() if r["version"] and self.owns(r)]
+
+    def provisional(self) -> list[dict]:
+        """This kernel's pushes recorded before sending and not numbered yet (SENDING, or never pushed)."""
+        return [r for r in self.all_rows() if not r["version"] and self.owns(r)]
 
     def row(self, version: int) -> Optional[dict]:
-        for record in self.rows():
-            if int(record["version"]) == int(version):
-                return record
-        return None
+        return next((r for r in self.rows() if int(r["version"]) == int(version)), None)
 
     def latest_version(self) -> int:
         records = self.rows()
@@ -159,7 +205,7 @@ class Ledger:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
                 writer.writeheader()
-                for record in sorted(records, key=lambda r: int(r["version"])):
+                for record in sorted(records, key=_order):
                     writer.writerow({c: _cell(record.get(c)) for c in columns})
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -179,27 +225,65 @@ class Ledger:
         try:
             with _lock(self.path):
                 columns, records = self._read()
+                for record in records:  # an old ledger's rows belong to the metadata's kernel: say so
+                    record["kernel_ref"] = self.kernel_of(record)
                 yield records
                 self._write(columns, records)
         except LockTimeout:
             raise LedgerError(f"the ledger {self.path} is locked by another lorakit command; try again")
 
     def update(self, version: int, **fields) -> dict:
-        """Create or update the row of ``version`` with ``fields`` (None leaves a field unchanged)."""
-        unknown = [k for k in fields if k not in COLUMNS]
-        if unknown:
-            raise ValueError(f"unknown ledger columns: {unknown}")
+        """Create or update this kernel's row of ``version`` with ``fields`` (None leaves a field unchanged)."""
         with self.transaction() as records:
             for record in records:
-                if int(record["version"]) == int(version):
+                if record["version"] and int(record["version"]) == int(version) and self.owns(record):
                     break
             else:
-                record = {"version": str(int(version))}
+                record = {"version": str(int(version)), "kernel_ref": self.kernel}
                 records.append(record)
-            for key, value in fields.items():
-                if value is not None:
-                    record[key] = _cell(value)
+            _fill(record, fields)
             return dict(record)
+
+    def add_provisional(self, token: str, **fields) -> None:
+        """Record a push before it is sent: a row without a version, found again by ``token``."""
+        with self.transaction() as records:
+            records.append(_fill({"version": "", "kernel_ref": self.kernel, "push_token": token}, fields))
+
+    def settle(self, token: str, version: Optional[int], **fields) -> bool:
+        """Number the push recorded with ``token`` as ``version`` (None: leave it unnumbered) and update it;
+        True when an older row of that version (a push that never arrived) was replaced."""
+        with self.transaction() as records:
+            record = next((r for r in records if r.get("push_token") == token), None)
+            if record is None:  # removed by hand meanwhile
+                record = {"kernel_ref": self.kernel, "push_token": token}
+                records.append(record)
+            older = [] if version is None else [
+                r for r in records if r is not record and self.owns(r) and r["version"] == str(int(version))]
+            records[:] = [r for r in records if not any(r is o for o in older)]
+            if version is not None:
+                record["version"] = str(int(version))
+            _fill(record, fields)
+            return bool(older)
+
+    def drop_provisional(self, token: str) -> None:
+        """Forget a push recorded before sending that Kaggle refused: nothing was pushed."""
+        with self.transaction() as records:
+            records[:] = [r for r in records if r["version"] or r.get("push_token") != token]
+
+
+def _order(record: dict) -> tuple:
+    version = record.get("version")
+    return (record.get("kernel_ref", ""), int(version) if version else float("inf"), record.get("pushed_at", ""))
+
+
+def _fill(record: dict, fields: dict) -> dict:
+    unknown = [k for k in fields if k not in COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown ledger columns: {unknown}")
+    for key, value in fields.items():
+        if value is not None:
+            record[key] = _cell(value)
+    return record
 
 
 def _cell(value) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -56,6 +57,10 @@ class KernelRef:
 
     def __str__(self) -> str:
         return f"{self.owner}/{self.slug}"
+
+    def same_as(self, other: "KernelRef") -> bool:
+        """The same kernel: equal, or the same slug where one owner is a placeholder ("your username")."""
+        return self.slug == other.slug and (self.owner == other.owner or self.is_placeholder or other.is_placeholder)
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ class Project:
     kernel: KernelRef
     competition: str
     warnings: tuple = ()
+    home: Optional[KernelRef] = None  # the metadata's own kernel (--kernel may name another)
 
     @property
     def metadata_path(self) -> Path:
@@ -164,8 +170,12 @@ class Project:
     def ledger_path(self) -> Path:
         return self.submissions_dir / "ledger.csv"
 
-    def version_dir(self, version: int) -> Path:
-        return self.submissions_dir / f"v{int(version)}"
+    def version_dir(self, version: int, kernel: Optional[KernelRef] = None) -> Path:
+        """submissions/v<N> for the metadata's kernel, submissions/<slug>/v<N> for another (--kernel)."""
+        kernel = kernel or self.kernel
+        if self.home is None or kernel.same_as(self.home):
+            return self.submissions_dir / f"v{int(version)}"
+        return self.submissions_dir / kernel.slug / f"v{int(version)}"
 
 
 def repo_found(start: Optional[os.PathLike] = None) -> Optional[Path]:
@@ -191,6 +201,7 @@ def project_load(start=None, kernel: Optional[str] = None, competition: Optional
         raise UsageError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}")
+    home = meta.get("id")
     if kernel:
         meta = dict(meta, id=kernel)
     warnings = metadata_validate(meta, root)
@@ -203,7 +214,11 @@ def project_load(start=None, kernel: Optional[str] = None, competition: Optional
         raise UsageError(f"no competition: add it to competition_sources in {METADATA_FILE} or pass --competition")
     if not _COMPETITION.match(comp):
         raise UsageError(f"competition slug {comp!r} must be lowercase letters, digits and '-'")
-    return Project(root=root, metadata=meta, kernel=ref, competition=comp, warnings=tuple(warnings))
+    home_ref = ref
+    if kernel:
+        with contextlib.suppress(UsageError):
+            home_ref = KernelRef.parse(str(home))
+    return Project(root=root, metadata=meta, kernel=ref, competition=comp, warnings=tuple(warnings), home=home_ref)
 
 
 KERNEL_MODULE = "agnews_lora"

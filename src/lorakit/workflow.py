@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
-from lorakit.errors import Interrupted, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
-from lorakit.kernel import Effective, config_effective, kernel_load, script_render, submission_check
-from lorakit.ledger import Ledger, mode_under_umask
+from lorakit.errors import FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
+from lorakit.kernel import Effective, config_effective, kernel_errors, kernel_load, script_render, submission_check
+from lorakit.ledger import SENDING, Ledger, kernel_same, mode_under_umask
 from lorakit.project import (
     METADATA_FILE,
     DatasetRef,
@@ -39,7 +39,7 @@ DEFAULT_TEST_ROWS = 8000
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 TERMINAL_KERNEL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED", "NEW_SCRIPT"}
 FAILED_KERNEL = {"ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED"}
-_DESCRIPTION_VERSION = re.compile(r"^\s*v(\d+)\b")
+_DESCRIPTION_VERSION = re.compile(r"^\s*v(\d+)\b(?:\s+([A-Za-z0-9_-]+/[A-Za-z0-9_-]+))?")
 UNCONFIRMED = "UNCONFIRMED"  # sent, reply lost, and the check failed: it may or may not have gone through
 NOT_PUSHED = "NOT_PUSHED"  # an UNCONFIRMED push found not to have gone through
 NOT_SUBMITTED = "NOT_SUBMITTED"  # an UNCONFIRMED submission found not to have gone through
@@ -59,8 +59,9 @@ def version_parse(value) -> int:
     return version
 
 
-def ledger_of(project: Project) -> Ledger:
-    return Ledger(project.ledger_path)
+def ledger_of(project: Project, ref: Optional[KernelRef] = None) -> Ledger:
+    """The ledger's rows of kernel ``ref`` (default: the project's, --kernel or the metadata's)."""
+    return Ledger(project.ledger_path, str(ref or project.kernel), str(project.home or project.kernel))
 
 
 def token_new() -> str:
@@ -116,6 +117,8 @@ class PushOptions:
     predict_from: Optional[int] = None
     build_dir: Optional[Path] = None
     dry_run: bool = False
+    again: bool = False  # push even when this kernel already ran the same config_hash to COMPLETE
+    for_submission: bool = False  # the run is to be submitted (run --submit): a smoke config is refused first
 
 
 @dataclass(frozen=True)
@@ -267,35 +270,124 @@ def interval_next(remote: Remote, interval: float) -> float:
     return min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
 
 
-def _row_replace(ledger: Ledger, version: int, notes: list, **fields) -> None:
-    """Write a fresh row for a newly pushed version, replacing any row the ledger had for that number."""
-    if ledger.row(version) is not None:
-        notes.append(f"the ledger already had a row for v{version}; it is replaced")
-        with ledger.transaction() as records:
-            records[:] = [r for r in records if int(r["version"]) != int(version)]
-    ledger.update(version, **fields)
+def build_dir_check(project: Project, build_dir: Path) -> Path:
+    """Refuse a build folder that would overwrite the project's own files: the repository root, or a folder
+    holding the kernel script (the build copy has its name, and the metadata beside it)."""
+    folder = Path(build_dir).resolve()
+    script_folder = project.script_path.resolve().parent
+    if folder == project.root.resolve() or folder == script_folder or folder in script_folder.parents:
+        raise UsageError(f"--build-dir {build_dir} would overwrite {project.script_path.relative_to(project.root)} "
+                         "or the metadata: choose a folder outside them (e.g. build/)")
+    return folder
 
 
-def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions) -> PushResult:
+def adapter_effective(effective: Effective, adapter: AdapterSource) -> Effective:
+    """A predict-only push's count: that of the config the adapter was trained with (its kit.json)."""
+    kmod = effective.kmod
+    try:
+        trained = json.loads((adapter.folder / "kit.json").read_text(encoding="utf-8"))["config"]
+        keys = {k: v for k, v in trained.items() if k in kmod.CONFIG_KEYS}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        raise UsageError(f"{adapter.folder}/kit.json is not the kit.json of a run: pull v{adapter.version} again")
+    with kernel_errors(kmod, f"{adapter.folder}/kit.json: "):
+        breakdown = kmod.param_breakdown(kmod.apply_overrides(kmod.Config(), keys))
+    return replace(effective, breakdown=breakdown)
+
+
+def text_checked(text: str, what: str) -> str:
+    """``text`` as it will be sent and stored; a byte that is not UTF-8 is refused before anything is sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{what} holds a byte that is not UTF-8 text (at character {exc.start + 1}): retype it") from None
+    return text
+
+
+def pushes_settle(project: Project, remote: Remote, ref: KernelRef) -> list:
+    """Settle this kernel's pushes the ledger holds as SENDING (recorded, then the command ended) by their
+    token among the versions above the one they were sent after; the rows of those that went through."""
+    ledger = ledger_of(project, ref)
+    pending = [r for r in ledger.provisional() if r.get("status") == SENDING]
+    if not pending:
+        return []
+    latest = remote.kernel_version_latest(ref)
+    sources: dict = {}
+    settled = []
+    for row in pending:
+        after = int(_float(row.get("sent_after")) or 0)
+        found = None
+        for number in range(after + 1, latest + 1):
+            if number not in sources:
+                sources[number] = remote.kernel_source_get(ref, number) or ""
+            if row["push_token"] in sources[number]:
+                found = number
+                break
+        if found is None:
+            ledger.settle(row["push_token"], None, status=NOT_PUSHED)
+            continue
+        status = remote.kernel_status_get(ref, found).status
+        ledger.settle(row["push_token"], found, status=status)
+        settled.append({**row, "version": str(found), "status": status})
+    return settled
+
+
+def push_duplicate_check(rows: list, config_hash: str, settled: list) -> None:
+    """A push of a config this kernel already ran to COMPLETE (or whose lost push just turned out to have gone
+    through) spends a GPU run again: it asks for --again."""
+    same = [r for r in rows if r.get("config_hash") == config_hash and r.get("status") == "COMPLETE"]
+    same += [r for r in settled if r.get("config_hash") == config_hash]
+    if same:
+        r = same[-1]
+        raise FlagNeeded(f"v{r['version']} already ran config_hash {config_hash[:12]} ({r['status']}): "
+                         f"nothing pushed; see lorakit status {r['version']}, or push it again with --again")
+
+
+def quota_check(remote: Remote, config, asked: str, warn: Callable[[str], None], notes: list) -> None:
+    """``warn`` when the run's time limit does not fit in the GPU hours left this week; a note when the quota
+    cannot be read (never a refusal); nothing when it fits or no GPU is asked for."""
+    if asked == "none":
+        return
+    limit_hours = float(getattr(config, "time_limit_minutes", 0) or 0) / 60
+    try:
+        gpu = getattr(remote.quota_get(), "gpu_quota", None)
+        used, total = gpu.time_used.total_seconds() / 3600, gpu.total_time_allowed.total_seconds() / 3600
+    except (RemoteError, AttributeError) as exc:
+        reason = str(exc) if isinstance(exc, RemoteError) else "Kaggle returned no GPU quota"
+        notes.append(f"could not read the GPU quota ({reason}); pushed without comparing the run's time limit")
+        return
+    left = max(0.0, total - used)
+    if limit_hours > left:
+        warn(f"the run may take up to {limit_hours:.1f} h (time_limit_minutes {config.time_limit_minutes:g}), but "
+             f"{left:.1f} h of GPU quota are left this week: it may stop early; pushing anyway")
+
+
+def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions,
+                warn: Callable[[str], None] = lambda _m: None) -> PushResult:
+    """Check, render and push a new version, recorded before it is sent; ``warn`` hears, before sending,
+    what may make the push a waste (a run longer than the GPU quota left)."""
     if not options.message or not options.message.strip():
         raise UsageError("push needs a message: -m MSG")
+    text_checked(options.message, "-m")
     accelerator = options.accelerator
     if accelerator is not None and (not accelerator.strip() or re.search(r"\s", accelerator)):
         raise UsageError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
-    ledger = ledger_of(project)
-    ledger.check_writable()
+    build_dir = build_dir_check(project, options.build_dir) if options.build_dir else None
+    ledger_of(project).check_writable()
     adapter = None
     extra = {}
     if options.predict_from is not None:
         adapter = adapter_source_of(project, options.predict_from, kernel_load(project))
         extra = {"adapter_from": adapter.dataset.mount, "adapter_sha256": adapter.sha256}
     report = config_check(project, options.sets, extra)
-    effective = report.effective
+    effective = report.effective if adapter is None else adapter_effective(report.effective, adapter)
     if not effective.within_budget:
         raise UsageError(
             f"{effective.trainable_params:,} trainable parameters exceed param_budget {effective.budget:,}; "
             "run lorakit check for the breakdown"
         )
+    if options.for_submission and effective.config.smoke:
+        raise FlagNeeded("a smoke run predicts synthetic data and is never submitted: drop --submit, or add "
+                         "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
     token = token_new()
     rendered = script_render(project, effective.overrides, token)  # once, before any network call: it compiles
     notes: list[str] = list(report.warnings)
@@ -303,14 +395,42 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
     if remote is None and not options.dry_run:  # pragma: no cover - the CLI always passes one
         raise UsageError("push needs a Kaggle connection")
     ref = kernel_ref_resolve(project, None if options.dry_run else remote, notes)
-    if adapter is not None and not options.dry_run:
-        adapter = adapter_dataset_ensure(remote, adapter, ref, notes)
-    folder = Path(options.build_dir) if options.build_dir else Path(tempfile.mkdtemp(prefix="lorakit-build-"))
-    build_write(project, rendered, ref, folder, accelerator, [str(adapter.dataset)] if adapter else [])
     if options.dry_run:
-        return PushResult(None, ref, ref.url, folder, effective, asked, adapter, tuple(notes))
+        _build_render(project, rendered, ref, build_dir, accelerator, [str(adapter.dataset)] if adapter else [])
+        return PushResult(None, ref, ref.url, build_dir, effective, asked, adapter, tuple(notes))
+    ledger = ledger_of(project, ref)
+    settled = pushes_settle(project, remote, ref)
+    notes += [f"a push left {SENDING} went through as v{r['version']} ({r['status']})" for r in settled]
+    if not options.again:
+        push_duplicate_check(ledger.rows(), effective.config_hash, settled)
+    quota_check(remote, effective.config, asked, warn, notes)
+    if adapter is not None:
+        adapter = adapter_dataset_ensure(remote, adapter, ref, notes)
+    folder = build_dir or Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+    try:
+        build_write(project, rendered, ref, folder, accelerator, [str(adapter.dataset)] if adapter else [])
+        version, url, status = _push_send(project, remote, ledger, ref, folder, options, token,
+                                          _push_fields(project, options, effective, token, adapter, asked), notes)
+    finally:
+        if build_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return PushResult(version, ref, url, build_dir, effective, asked, adapter, tuple(notes), status)
+
+
+def _build_render(project: Project, rendered: str, ref: KernelRef, build_dir: Optional[Path], accelerator, sources):
+    """A dry run's build folder: kept with --build-dir, else rendered in a temporary folder and removed."""
+    if build_dir is not None:
+        build_write(project, rendered, ref, build_dir, accelerator, sources)
+        return
+    with tempfile.TemporaryDirectory(prefix="lorakit-build-") as folder:
+        build_write(project, rendered, ref, Path(folder), accelerator, sources)
+
+
+def _push_fields(project: Project, options: PushOptions, effective: Effective, token: str,
+                 adapter: Optional[AdapterSource], asked: str) -> dict:
+    """The ledger columns a push writes when it is recorded."""
     commit, dirty = git_state(project.root)
-    fields = dict(
+    return dict(
         pushed_at=utc_now(),
         message=options.message,
         overrides=json.dumps(effective.overrides, sort_keys=True, separators=(",", ":")),
@@ -318,42 +438,58 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
         trainable_params=effective.trainable_params,
         git_commit=commit,
         git_dirty=dirty if dirty is not None else "",
-        kernel_ref=str(ref),
         push_token=token,
         predict_from=adapter.version if adapter else "",
         adapter_dataset=str(adapter.dataset) if adapter else "",
         adapter_sha256=adapter.sha256 if adapter else "",
         accelerator=asked,
     )
-    after = None
+
+
+def _push_send(project: Project, remote: Remote, ledger: Ledger, ref: KernelRef, folder: Path, options: PushOptions,
+               token: str, fields: dict, notes: list) -> tuple:
+    """Record the push (SENDING) before it leaves, send it, then number its row; (version, url, status)."""
+    after = remote.kernel_version_latest(ref)
+    ledger.add_provisional(token, status=SENDING, sent_after=after, kernel_url=ref.url, **fields)  # or nothing is sent
     try:
-        after = remote.kernel_version_latest(ref)
-        reply, recovered = remote.kernel_push(folder, accelerator, options.no_run, ref, token, after)
+        reply, recovered = remote.kernel_push(folder, options.accelerator, options.no_run, ref, token, after)
     except (Unconfirmed, KeyboardInterrupt) as exc:
-        if after is None:  # interrupted before anything was sent
-            raise
         version = after + 1  # what Kaggle numbers it if it went through
-        _row_replace(ledger, version, notes, kernel_url=ref.url, status=UNCONFIRMED, **fields)
+        _push_record(ledger, token, version, notes, ref, status=UNCONFIRMED)
         advice = f"recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted while pushing; {advice}", version) from None
         raise Unconfirmed(f"{exc}; {advice}") from None
-    finally:
-        if not options.build_dir:
-            shutil.rmtree(folder, ignore_errors=True)
-    if reply.error:
-        raise RemoteError(f"Kaggle refused the push of {ref}: {reply.error}")
+    except RemoteError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was pushed
+            ledger.drop_provisional(token)
+        raise
     url = reply.url or ref.url
+    if reply.error:
+        ledger.drop_provisional(token)
+        raise RemoteError(f"Kaggle refused the push of {ref}: {reply.error}")
     if reply.invalid_sources:
         notes.append(f"Kaggle could not attach these sources: {', '.join(reply.invalid_sources)}")
-    if not reply.version:
+    if not reply.version:  # the row stays SENDING: the next command finds the version by the token
         raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
     if recovered:
         notes.append(f"Kaggle's reply to the push was lost, but it went through as v{reply.version}: not sent again")
     status = "NEW_SCRIPT" if options.no_run else "QUEUED"
-    _row_replace(ledger, reply.version, notes, kernel_url=url, status=status, **fields)
-    return PushResult(reply.version, ref, url, Path(options.build_dir) if options.build_dir else None, effective, asked,
-                      adapter, tuple(notes), status)
+    _push_record(ledger, token, reply.version, notes, ref, kernel_url=url, status=status)
+    return reply.version, url, status
+
+
+def _push_record(ledger: Ledger, token: str, version: int, notes: list, ref: KernelRef, **fields) -> None:
+    """Number the SENDING row of a sent push; when the ledger cannot be written, the row stays SENDING and
+    the message says so (the next command finds the version by the token, never sending again)."""
+    try:
+        if ledger.settle(token, version, **fields):
+            notes.append(f"the ledger already had a row for v{version}; it is replaced (a push that never arrived)")
+    except (OSError, LedgerError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LedgerError(f"sent the push of {ref} (v{version} if it went through), but the ledger could not be "
+                          f"updated ({reason}): its row stays {SENDING}; lorakit status settles it by its token, "
+                          "do not push it again") from None
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -363,13 +499,14 @@ def version_resolve(project: Project, version) -> int:
     return version_parse(version)
 
 
-def version_kernel(project: Project, remote: Remote, version: int) -> KernelRef:
-    """The kernel a version was pushed to: the ledger's record, else the metadata (placeholder resolved)."""
-    row = ledger_of(project).row(version)
-    if row and row.get("kernel_ref"):
-        with contextlib.suppress(UsageError):
-            return KernelRef.parse(row["kernel_ref"])
-    return kernel_ref_resolve(project, remote)
+def version_target(project: Project, remote: Remote, version) -> tuple[int, KernelRef]:
+    """The version a command acts on (the one named, else the newest in the ledger) and its kernel (--kernel,
+    else the metadata's), once the pushes left SENDING are settled and an UNCONFIRMED one is confirmed."""
+    ref = kernel_ref_resolve(project, remote)
+    pushes_settle(project, remote, ref)
+    version = version_resolve(project, version)
+    push_confirm(project, remote, version, ref)
+    return version, ref
 
 
 def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef) -> None:
@@ -377,7 +514,7 @@ def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef)
 
     Raises UsageError (and records NOT_PUSHED) when it did not; returns when it did or was never in doubt.
     """
-    ledger = ledger_of(project)
+    ledger = ledger_of(project, ref)
     row = ledger.row(version) or {}
     if row.get("status") != UNCONFIRMED:
         return
@@ -391,9 +528,7 @@ def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef)
 
 
 def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[int, KernelStatus]:
-    version = version_resolve(project, version)
-    ref = version_kernel(project, remote, version)
-    push_confirm(project, remote, version, ref)
+    version, ref = version_target(project, remote, version)
     status = remote.kernel_status_get(ref, version)
     ledger = ledger_of(project)
     if ledger.row(version) is not None:
@@ -416,11 +551,9 @@ def kernel_status_wait(
     With ``on_log``, the run's log is followed instead of sleeping while it runs, and read to its end once it
     has ended; ``on_log`` gets each piece of text once.
     """
-    version = version_resolve(project, version)
     if not timeout > 0:
         raise UsageError("--timeout must be a positive number of seconds")
-    ref = version_kernel(project, remote, version)
-    push_confirm(project, remote, version, ref)
+    version, ref = version_target(project, remote, version)
     ledger = ledger_of(project)
     start = clock()
     deadline = time.monotonic() + timeout if timeout != math.inf else None
@@ -481,8 +614,7 @@ def log_readable(raw: str) -> str:
 
 
 def kernel_log_get(project: Project, remote: Remote, version=None) -> tuple[int, str]:
-    version = version_resolve(project, version)
-    ref = version_kernel(project, remote, version)
+    version, ref = version_target(project, remote, version)
     _, raw = remote.kernel_output_list(ref, version)
     if not raw:
         raise UsageError(f"Kaggle has no log for v{version} yet")
@@ -601,6 +733,7 @@ def pull_lock(project: Project, version: int, wait: float, on_wait: Callable[[st
 def _outputs_download(project: Project, remote: Remote, version: int, files: list, raw_log: str) -> list:
     """Download every output into a folder of this process's own, then swap it in as submissions/v<N>/."""
     dest = project.version_dir(version)
+    dest.parent.mkdir(parents=True, exist_ok=True)  # submissions/<slug>/ for another kernel
     shown = f"submissions/v{version}"
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.partial-", dir=str(project.submissions_dir)))
     written: list[str] = []
@@ -648,12 +781,10 @@ def kernel_output_pull(
 
     Once the files are in place, a bad metrics.json or an invalid submission.csv is a warning, not an error.
     """
-    version = version_resolve(project, version)
     ledger = ledger_of(project)
     ledger.check_writable()
+    version, ref = version_target(project, remote, version)
     with pull_lock(project, version, remote.policy.lock_wait, on_wait):
-        ref = version_kernel(project, remote, version)
-        push_confirm(project, remote, version, ref)
         warnings: list[str] = []
         status = remote.kernel_status_get(ref, version)
         if status.status in ("QUEUED", "RUNNING") and not allow_running:
@@ -787,29 +918,104 @@ def submission_wait(
         interval = interval_next(remote, interval)
 
 
-def submission_description(version: int, config_hash: str, token: str, text: str) -> str:
-    """``v<N>`` first (scores match versions by it), then the hash and the token, then the message."""
-    head = f"v{version}" + (f" {config_hash[:12]}" if config_hash else "") + f" {token}"
+def submission_description(kernel: KernelRef, version: int, config_hash: str, token: str, text: str) -> str:
+    """``v<N> owner/slug`` first (scores match submissions to versions by it), then the hash and the token,
+    then the message."""
+    head = f"v{version} {kernel}" + (f" {config_hash[:12]}" if config_hash else "") + f" {token}"
     return (head + (f": {text}" if text else ""))[:1000]
 
 
-def submission_create(project: Project, remote: Remote, version, message: Optional[str] = None) -> SubmitResult:
+def description_version(description: str) -> tuple:
+    """(version, kernel text or "") a submission's description names; (None, "") when it names none. Older
+    descriptions name only the version: theirs is the metadata's kernel."""
+    match = _DESCRIPTION_VERSION.match(description or "")
+    return (int(match.group(1)), match.group(2) or "") if match else (None, "")
+
+
+PREDICTED_ON = {"smoke": "synthetic smoke data", "competition": "the competition's test file"}
+
+
+def predicted_on(project: Project, version: int, row: dict, kernel: Optional[KernelRef] = None) -> tuple:
+    """What v<N>'s run predicted on: (kind, words) from metrics.json's predicted_on; for a run from before it
+    was recorded, ("smoke", ...) when its config or the ledger's overrides say smoke=true, else (None, why)."""
+    try:
+        metrics = metrics_read(project.version_dir(version, kernel)) or {}
+    except UsageError:
+        metrics = {}
+    seen = metrics.get("predicted_on")
+    if isinstance(seen, dict) and seen.get("kind"):
+        kind = str(seen["kind"])
+        where = "" if kind == "smoke" or not seen.get("path") else f" {seen['path']}"
+        return kind, PREDICTED_ON.get(kind, "another test file") + where
+    config = metrics.get("config") if isinstance(metrics.get("config"), dict) else {}
+    overrides = json_loads_safe(row.get("overrides") or "")
+    if config.get("smoke") is True or (isinstance(overrides, dict) and overrides.get("smoke") is True):
+        return "smoke", PREDICTED_ON["smoke"] + " (smoke=true)"
+    return None, "its metrics.json does not say (written before lorakit recorded it)"
+
+
+def real_run_check(project: Project, version: int, row: dict, allow_smoke: bool) -> list:
+    """Refuse (FlagNeeded) to submit a run that did not predict the competition's own test file, unless
+    ``allow_smoke``; the notes to show otherwise."""
+    kind, words = predicted_on(project, version, row)
+    if kind == "competition":
+        return []
+    if kind is None:
+        return [f"cannot tell what v{version} predicted on ({words}); submitting it"]
+    if allow_smoke:
+        return [f"v{version} predicted on {words}, not the competition's test file: submitted as --allow-smoke asks"]
+    raise FlagNeeded(f"v{version} predicted on {words}, not the competition's test file: nothing submitted "
+                     "(--allow-smoke submits it anyway, to exercise the loop against a stand-in)")
+
+
+def _submission_recorded(ledger: Ledger, version: int, sub: Submission, token: str) -> None:
+    """Make ``sub`` v<N>'s submission: the previous one's columns are replaced only now, once it is known."""
+    ledger.update(version, submission_ref=sub.ref, submission_token=token, submitted_at=sub.date or utc_now(),
+                  submission_status=sub.status, public_score="" if sub.public_score is None else sub.public_score,
+                  private_score="" if sub.private_score is None else sub.private_score, pending_token="",
+                  pending_status="")
+
+
+def submission_pending_settle(project: Project, remote: Remote, ledger: Ledger, version: int, row: dict):
+    """v<N>'s submission recorded before sending (SENDING) or sent with its reply lost (UNCONFIRMED): the
+    submission its token finds among mine (then recorded), else None (recorded as NOT_SUBMITTED)."""
+    token = row.get("pending_token", "")
+    found = next((s for s in remote.submissions_list(project.competition) if token and token in s.description), None)
+    if found is None:
+        ledger.update(version, pending_status=NOT_SUBMITTED)
+        return None
+    _submission_recorded(ledger, version, found, token)
+    return found
+
+
+def submission_create(project: Project, remote: Remote, version, message: Optional[str] = None,
+                      allow_smoke: bool = False) -> SubmitResult:
     version = version_parse(version)
+    text_checked(message or "", "-m")
     folder = project.version_dir(version)
     path = folder / "submission.csv"
     if not path.is_file():
         raise UsageError(f"{path.relative_to(project.root)} does not exist; run lorakit pull {version} first")
     submission_validate(project, path)  # the kernel's rules, before any network call
-    ledger = ledger_of(project)
-    ledger.check_writable()
-    row = ledger.row(version) or {}
-    if row.get("submission_status") == UNCONFIRMED:
+    ledger_of(project).check_writable()
+    notes = real_run_check(project, version, ledger_of(project).row(version) or {}, allow_smoke)
+    if (ledger_of(project).row(version) or {}).get("submission_status") == UNCONFIRMED:  # written by older lorakit
         raise UsageError(
             f"v{version}'s last submission is {UNCONFIRMED}: run lorakit scores to find out whether it reached "
             "Kaggle before submitting again"
         )
+    kernel = kernel_ref_resolve(project, remote)
+    ledger = ledger_of(project, kernel)
+    row = ledger.row(version) or {}
+    if row.get("pending_status") in (SENDING, UNCONFIRMED):
+        earlier = submission_pending_settle(project, remote, ledger, version, row)
+        if earlier is not None:
+            notes.append(f"v{version}'s earlier submission (its reply lost) reached Kaggle as {earlier.ref}: "
+                         "recorded, not sent again")
+            return SubmitResult(version, earlier.ref, _submissions_left(project, remote, notes), tuple(notes))
     token = token_new()
-    description = submission_description(version, row.get("config_hash", ""), token, message or row.get("message") or "")
+    description = submission_description(kernel, version, row.get("config_hash", ""), token,
+                                         message or row.get("message") or "")
     limits = remote.submission_limits_get(project.competition)
     if int(getattr(limits, "num_allowed_now", 0) or 0) <= 0:
         used = int(getattr(limits, "num_today", 0) or 0)
@@ -817,26 +1023,44 @@ def submission_create(project: Project, remote: Remote, version, message: Option
             f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
             f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
         )
+    ref, recovered = _submission_send(project, remote, ledger, version, path, description, token)
+    if recovered:
+        notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
+    return SubmitResult(version, ref, _submissions_left(project, remote, notes), tuple(notes))
+
+
+def _submission_send(project: Project, remote: Remote, ledger: Ledger, version: int, path: Path, description: str,
+                     token: str) -> tuple:
+    """Record the submission as pending (SENDING) before it leaves, send it, then record it; (ref, recovered).
+    The previous submission's columns stay until the new one is known."""
+    ledger.update(version, pending_token=token, pending_status=SENDING)  # or nothing is sent
     try:
         ref, recovered = remote.submission_create(path, description, project.competition, token)
     except (Unconfirmed, KeyboardInterrupt) as exc:
-        ledger.update(
-            version, submission_ref="", submission_token=token, submitted_at=utc_now(), submission_status=UNCONFIRMED
-        )
+        ledger.update(version, pending_status=UNCONFIRMED)
         advice = f"recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before submitting again"
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted while submitting; {advice}", version) from None
         raise Unconfirmed(f"{exc}; {advice}") from None
-    ledger.update(version, submission_ref=ref, submission_token=token, submitted_at=utc_now(), submission_status="PENDING")
-    notes = []
-    if recovered:
-        notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
-    remaining = None
+    except RemoteError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was submitted
+            ledger.update(version, pending_token="", pending_status="")
+        raise
     try:
-        remaining = int(getattr(remote.submission_limits_get(project.competition), "num_allowed_now", 0) or 0)
+        _submission_recorded(ledger, version, Submission(ref, "PENDING", None, None, description, utc_now()), token)
+    except (OSError, LedgerError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LedgerError(f"submitted v{version} as submission {ref}, but the ledger could not be updated ({reason}): "
+                          "lorakit scores records it by its token; do not submit it again") from None
+    return ref, recovered
+
+
+def _submissions_left(project: Project, remote: Remote, notes: list) -> Optional[int]:
+    try:
+        return int(getattr(remote.submission_limits_get(project.competition), "num_allowed_now", 0) or 0)
     except RemoteError as exc:
         notes.append(f"could not read the submissions left today: {exc}")
-    return SubmitResult(version, ref, remaining, tuple(notes))
+        return None
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -867,6 +1091,7 @@ class ScoreRow:
     val_accuracy: Optional[float]
     overrides: str
     message: str
+    kernel: str = ""  # the kernel of the version (owner/slug); "" when no version is known
 
     @property
     def gap(self) -> Optional[float]:
@@ -882,19 +1107,22 @@ class Scores:
     best_public: Optional[ScoreRow]
     best_validation: Optional[dict]  # ledger row
     unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
-    not_submitted: tuple = ()  # versions whose UNCONFIRMED submission turned out never to have reached Kaggle
+    not_submitted: tuple = ()  # versions whose unconfirmed submission turned out never to have reached Kaggle
+    not_candidates: tuple = ()  # (version, kernel, what it predicted on): runs that are not real runs
 
     def as_json(self) -> dict:
         return {
             "submissions": [
-                {**r.submission.as_json(), "version": r.version, "gap": r.gap, "val_accuracy": r.val_accuracy,
-                 "overrides": json_loads_safe(r.overrides) if r.overrides else None, "message": r.message}
+                {**r.submission.as_json(), "version": r.version, "kernel": r.kernel or None, "gap": r.gap,
+                 "val_accuracy": r.val_accuracy, "message": r.message,
+                 "overrides": json_loads_safe(r.overrides) if r.overrides else None}
                 for r in self.rows
             ],
             "best_public": None if self.best_public is None else self.best_public.version,
             "best_validation": None if self.best_validation is None else int(self.best_validation["version"]),
             "unrecorded": list(self.unrecorded),
             "not_submitted": list(self.not_submitted),
+            "not_candidates": [{"version": v, "kernel": k, "predicted_on": w} for v, k, w in self.not_candidates],
         }
 
 
@@ -905,65 +1133,100 @@ def _float(text) -> Optional[float]:
         return None
 
 
+def _submission_key(sub: Submission, rows: dict, home: str) -> Optional[tuple]:
+    """The (kernel, version) a submission belongs to: by its recorded ref, by a token in its description,
+    else by the version (and kernel) its description names."""
+    for key, row in rows.items():
+        tokens = [t for t in (row.get("submission_token"), row.get("pending_token")) if t]
+        if row.get("submission_ref") == str(sub.ref) or any(t in sub.description for t in tokens):
+            return key
+    version, kernel = description_version(sub.description)
+    if version is None:
+        return None
+    kernel = kernel or home
+    return next((k for k in rows if k[1] == version and kernel_same(k[0], kernel)), (kernel, version))
+
+
+def _submission_preferred(row: dict, sub: Submission, current: Optional[Submission]) -> bool:
+    """Whether ``sub`` is the version's submission rather than ``current``: the pending one once it shows
+    up, else the recorded one (by ref, else token), else the newest."""
+    pending = row.get("pending_token")
+    if pending and pending in sub.description:
+        return True
+    if pending and current is not None and pending in current.description:
+        return False
+    if row.get("submission_ref"):
+        return str(sub.ref) == row["submission_ref"]
+    if row.get("submission_token"):
+        return row["submission_token"] in sub.description
+    return current is None or sub.ref > current.ref
+
+
+def _scores_record(ledger: Ledger, chosen: dict, lost: set) -> None:
+    """Write each version's chosen submission, and NOT_SUBMITTED for the unconfirmed ones never seen."""
+    with ledger.transaction() as records:
+        for record in records:
+            key = (record["kernel_ref"], int(record["version"])) if record["version"] else None
+            if key in lost:  # an older lorakit recorded it in submission_status
+                record["pending_status" if record.get("pending_token") else "submission_status"] = NOT_SUBMITTED
+            sub = chosen.get(key)
+            if sub is None:
+                continue
+            if record.get("pending_token") and record["pending_token"] in sub.description:
+                record.update(submission_token=record["pending_token"], submitted_at=sub.date or utc_now(),
+                              pending_token="", pending_status="")
+            record["submission_ref"] = str(sub.ref)
+            record["submission_status"] = sub.status
+            record["public_score"] = "" if sub.public_score is None else repr(sub.public_score)
+            record["private_score"] = "" if sub.private_score is None else repr(sub.private_score)
+
+
 def scores_get(project: Project, remote: Remote) -> Scores:
+    """My submissions, each matched to its (kernel, version); the ledger updated; candidates among real runs."""
+    home = project.kernel  # a placeholder owner matches my own kernels by their slug
     ledger = ledger_of(project)
     ledger.check_writable()
     submissions = remote.submissions_list(project.competition)
-    rows = ledger.rows()
-    by_ref = {}
-    for r in rows:
-        if r.get("submission_ref"):
-            with contextlib.suppress(ValueError):
-                by_ref[int(r["submission_ref"])] = int(r["version"])
-    by_token = {r["submission_token"]: int(r["version"]) for r in rows if r.get("submission_token")}
-    by_version = {int(r["version"]): r for r in rows}
+    rows = {(r["kernel_ref"], int(r["version"])): r for r in ledger.all_rows() if r["version"]}
+    chosen: dict = {}
     result: list[ScoreRow] = []
-    # per version: the recorded submission (by ref, else by token), else the newest one named v<N>
-    chosen: dict[int, Submission] = {}
     for sub in submissions:
-        version = by_ref.get(sub.ref)
-        if version is None:
-            version = next((v for token, v in by_token.items() if token in sub.description), None)
-        if version is None:
-            match = _DESCRIPTION_VERSION.match(sub.description)
-            version = int(match.group(1)) if match else None
-        if version is not None:
-            row = by_version.get(version, {})
-            recorded, token = row.get("submission_ref", ""), row.get("submission_token", "")
-            current = chosen.get(version)
-            if recorded:
-                if str(sub.ref) == recorded:
-                    chosen[version] = sub
-            elif token:
-                if token in sub.description:
-                    chosen[version] = sub
-            elif current is None or sub.ref > current.ref:
-                chosen[version] = sub
-        row = by_version.get(version, {}) if version is not None else {}
-        result.append(ScoreRow(version, sub, _float(row.get("val_accuracy")), row.get("overrides", ""), row.get("message", "")))
-    updates = {v: sub for v, sub in chosen.items() if v in by_version}
-    lost = tuple(
-        v for v, r in sorted(by_version.items()) if r.get("submission_status") == UNCONFIRMED and v not in chosen
-    )
-    if updates or lost:
-        with ledger.transaction() as records:
-            for record in records:
-                version = int(record["version"])
-                if version in lost:
-                    record["submission_status"] = NOT_SUBMITTED
-                sub = updates.get(version)
-                if sub is None:
-                    continue
-                record["submission_ref"] = str(sub.ref)
-                record["submission_status"] = sub.status
-                record["public_score"] = "" if sub.public_score is None else repr(sub.public_score)
-                record["private_score"] = "" if sub.private_score is None else repr(sub.private_score)
+        key = _submission_key(sub, rows, str(home))
+        row = rows.get(key, {})
+        if key is not None and _submission_preferred(row, sub, chosen.get(key)):
+            chosen[key] = sub
+        result.append(ScoreRow(key and key[1], sub, _float(row.get("val_accuracy")), row.get("overrides", ""),
+                               row.get("message", ""), key[0] if key else ""))
+    unsettled = {k for k, r in rows.items() if r.get("pending_status") in (SENDING, UNCONFIRMED)
+                 or (r.get("submission_status") == UNCONFIRMED and not r.get("submission_ref"))}
+    lost = {k for k in unsettled if k not in chosen or not _settles(rows[k], chosen[k])}
+    if lost or any(k in rows for k in chosen):
+        _scores_record(ledger, {k: s for k, s in chosen.items() if k in rows}, lost)
     result.sort(key=lambda r: (r.submission.public_score is None, -(r.submission.public_score or 0.0), -r.submission.ref))
-    best_public = next((r for r in result if r.submission.public_score is not None and r.version is not None), None)
-    with_val = [r for r in ledger.rows() if _float(r.get("val_accuracy")) is not None]
+    seen_on = {k: predicted_on(project, k[1], r, _ref_or_none(k[0])) for k, r in rows.items()}
+    real = {k for k, (kind, _words) in seen_on.items() if kind in (None, "competition")}
+    best_public = next((r for r in result if r.submission.public_score is not None and r.version is not None
+                        and (r.kernel, r.version) in real), None)
+    with_val = [r for r in ledger.all_rows() if r["version"] and _float(r.get("val_accuracy")) is not None
+                and (r["kernel_ref"], int(r["version"])) in real]
     best_val = max(with_val, key=lambda r: (_float(r["val_accuracy"]), int(r["version"]))) if with_val else None
-    unrecorded = tuple(sorted(v for v in chosen if v not in by_version))
-    return Scores(tuple(result), best_public, best_val, unrecorded, lost)
+    shown = {k for k in chosen} | {k for k in rows if _float(rows[k].get("val_accuracy")) is not None}
+    not_candidates = tuple((k[1], k[0], seen_on[k][1]) for k in sorted(shown) if k in rows and k not in real)
+    unrecorded = tuple(sorted(k[1] for k in chosen if k not in rows))
+    return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates)
+
+
+def _settles(row: dict, sub: Submission) -> bool:
+    """Whether ``sub`` is the unconfirmed submission of ``row`` (its pending token, or an older lorakit's)."""
+    token = row.get("pending_token") or row.get("submission_token") or ""
+    return bool(token) and token in sub.description
+
+
+def _ref_or_none(text: str) -> Optional[KernelRef]:
+    try:
+        return KernelRef.parse(text)
+    except UsageError:
+        return None
 
 
 def scores_plot(project: Project, path: Path) -> Path:
