@@ -738,14 +738,20 @@ class SafeUnpickler(pickle.Unpickler):
 def load_test_texts(path: Path) -> list[str]:
     """The `text` column of a pickled datasets.Dataset (in memory), DataFrame or dict, in row (ID) order.
     Read by a forked child with capped memory where the platform can fork (in this process elsewhere)."""
-    import pickletools  # noqa: F401  (scan_pickle's, imported once here rather than in every child)
-
     if not hasattr(os, "fork"):
         return read_test_texts(path)
+    import pickletools  # noqa: F401  (the child's modules, imported before the fork: an import after it can
+    import resource  # noqa: F401   deadlock on a lock another thread held, and would be paid by every child)
+
     read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the child only parses bytes
-        pid = os.fork()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the child only parses bytes
+            pid = os.fork()
+    except OSError:  # no process to spare (a process limit, strict overcommit): the same checks, in process
+        os.close(read_end)
+        os.close(write_end)
+        return read_test_texts(path)
     if pid == 0:
         os.close(read_end)
         _read_in_child(path, write_end)
@@ -757,13 +763,15 @@ def load_test_texts(path: Path) -> list[str]:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
-    return _child_texts(path, reply, os.waitpid(pid, 0)[1])
+    return _child_texts(path, reply, pid)
 
 
 def _read_in_child(path: Path, pipe: int) -> None:
     """The forked child: caps its memory, reads the file and sends back its texts or the one-line error."""
     import faulthandler
+    import gc
 
+    gc.disable()  # a collection would touch every object the kernel holds, copying its pages into this child
     code = 1
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -802,20 +810,23 @@ def _cap_address_space(extra: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _child_texts(path: Path, reply: bytes, status: int) -> list[str]:
+def _child_texts(path: Path, reply: bytes, pid: int) -> list[str]:
     """The texts the child sent, or its failure as one line."""
     import io
 
+    try:
+        kind, payload = SafeUnpickler(io.BytesIO(reply)).load()  # only strings and lists: no global to find
+    except Exception:
+        kind = payload = None
+    status = os.waitpid(pid, 0)[1]  # after unpickling the reply, while the child was exiting
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
         raise DataError(f"cannot unpickle {path}: reading it killed the reading process ({name}); the file is "
                         "malformed or hostile")
-    try:
-        kind, payload = SafeUnpickler(io.BytesIO(reply)).load()  # only strings and lists: no global to find
-    except Exception:
+    if kind not in ("texts", "error"):
         raise DataError(f"cannot unpickle {path}: the reading process failed (exit status "
-                        f"{os.waitstatus_to_exitcode(status)})") from None
+                        f"{os.waitstatus_to_exitcode(status)})")
     if kind == "error":
         raise DataError(payload)
     return payload

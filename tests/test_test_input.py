@@ -98,13 +98,18 @@ def test_unexpected_shapes_get_one_line(kernel, tmp_path, obj, message):
         kernel.load_test_texts(write_pickle(tmp_path / "t.pkl", obj))
 
 
+@pytest.mark.compat
+@pytest.mark.parametrize("protocol", [4, 5])
 @pytest.mark.parametrize("frame", [
     pd.DataFrame({"a": ["x", "y", "z"], "text": FIXTURE_TEXTS, "b": ["u", "v", "w"]}),  # one block, row 1
+    pd.DataFrame({"a": list("xyz"), "n": [1, 2, 3], "b": list("uvw"), "text": FIXTURE_TEXTS}),  # a block at [0, 2, 3]
     pd.DataFrame({"n": [1, 2, 3], "text": FIXTURE_TEXTS}, index=[2, 0, 1]),  # IDs are positions, not the index
     pd.DataFrame({"text": pd.Series(FIXTURE_TEXTS, dtype="string")}),
-], ids=["consolidated-block", "shuffled-index", "string-dtype"])
-def test_dataframes_written_by_this_pandas(kernel, tmp_path, frame):
-    assert kernel.load_test_texts(write_pickle(tmp_path / "t.pkl", frame)) == FIXTURE_TEXTS
+], ids=["consolidated-block", "split-block", "shuffled-index", "string-dtype"])
+def test_dataframes_written_by_this_pandas(kernel, tmp_path, frame, protocol):
+    path = tmp_path / "t.pkl"
+    path.write_bytes(pickle.dumps(frame, protocol=protocol))
+    assert kernel.load_test_texts(path) == FIXTURE_TEXTS
 
 
 def test_a_record_with_another_layout_is_one_line(kernel, tmp_path):
