@@ -740,8 +740,10 @@ def load_test_texts(path: Path) -> list[str]:
     Read by a forked child with capped memory where the platform can fork (in this process elsewhere)."""
     if not hasattr(os, "fork"):
         return read_test_texts(path)
-    import pickletools  # noqa: F401  (the child's modules, imported before the fork: an import after it can
-    import resource  # noqa: F401   deadlock on a lock another thread held, and would be paid by every child)
+    # The child's modules, imported before the fork: an import after it could deadlock on a lock that another
+    # thread held at the fork, and every child would pay for it.
+    import pickletools  # noqa: F401
+    import resource  # noqa: F401
 
     read_end, write_end = os.pipe()
     try:
@@ -771,12 +773,12 @@ def _read_in_child(path: Path, pipe: int) -> None:
     import faulthandler
     import gc
 
+    faulthandler.disable()  # a crash here is one line in the parent, not a traceback dump
     gc.disable()  # a collection would touch every object the kernel holds, copying its pages into this child
     code = 1
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)  # the kernel's own handlers decide; this ends soon anyway
-        faulthandler.disable()  # a crash here is one line in the parent, not a traceback dump
         try:
             size = min(path.stat().st_size, TEST_MAX_FILE_BYTES)
         except OSError:

@@ -350,6 +350,7 @@ def test_a_reader_killed_by_a_signal_is_one_line(kernel, tmp_path):
         deadline = time.monotonic() + 20
         while not killed and time.monotonic() < deadline:
             for pid in children.read_text().split():
+                time.sleep(0.3)  # well into the scan, past the child's setup
                 os.kill(int(pid), signal.SIGSEGV)
                 killed.append(pid)
             time.sleep(0.002)
