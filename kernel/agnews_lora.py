@@ -665,9 +665,19 @@ def load_train_frame(source: str) -> pd.DataFrame:
     return pd.DataFrame({"text": list(split["text"]), "label": list(split["label"])})
 
 
-# Test pickles are untrusted, so unpickling is limited to these globals: numpy's and pyarrow's, which only
-# rebuild arrays, and datasets' and pandas' classes as inert records whose code never runs (their own
-# unpickling can reopen file paths) and whose layout is read the same whichever versions are installed.
+# Test pickles are untrusted: nothing in one may run code, crash the kernel or take its memory. So the file is
+# read in a forked child whose address space is capped (a child that dies of a signal or runs out of memory is
+# one line here); its opcodes are walked before anything is built (scan_pickle); every allowed global becomes an
+# inert record, so no numpy, pyarrow, pandas or datasets code runs on the file's contents (their rebuilders
+# trust their arguments; datasets' can reopen paths); and the arrays holding the texts are decoded here, each
+# checked against its layout, with the rows and the text they add up to bounded before a string is decoded.
+TEST_MAX_FILE_BYTES = 2**30
+TEST_MAX_OPCODES = 20_000_000  # a DataFrame of TEST_MAX_ROWS rows in a few object columns fits
+TEST_MAX_ROWS = 2_000_000
+TEST_MAX_TEXT_BYTES = 2**28  # all test texts together: UTF-8 bytes of arrow strings, characters of others
+TEST_MAX_DEPTH = 100  # containers within containers; the pickles of datasets and pandas nest under 20 deep
+TEST_LOAD_MEMORY = 2**31  # bytes the reading child may add to its address space, beyond 3 times the file size
+ARROW_OFFSET_WIDTHS = {"string": 4, "large_string": 8}  # the arrow string types, by their alias
 PICKLE_GLOBALS = {
     "builtins": ("bytearray", "slice"),
     "numpy": ("ndarray", "dtype"),
@@ -677,8 +687,6 @@ PICKLE_GLOBALS = {
     "numpy._core.numeric": ("_frombuffer",),
     "pyarrow.lib": ("_reconstruct_table", "_reconstruct_record_batch", "_restore_array", "chunked_array",
                     "field", "py_buffer", "schema", "type_for_alias"),
-}
-PICKLE_RECORDS = {
     "datasets.arrow_dataset": ("Dataset",),
     "datasets.table": ("InMemoryTable",),
     "datasets.info": ("DatasetInfo",),
@@ -699,8 +707,8 @@ PICKLE_RECORDS = {
 
 
 class PickledRecord(dict):
-    """A datasets or pandas object as plain data: its class name, arguments and state, none of its code.
-    (A dict, because some are rebuilt item by item.)"""
+    """What an allowed global stands for, as plain data: its name, the arguments it was called with and the
+    state it was given, none of its code. (A dict, because some are rebuilt item by item.)"""
 
     qualname = ""
     args: tuple = ()
@@ -721,24 +729,127 @@ class PickledRecord(dict):
 
 class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if name in PICKLE_RECORDS.get(module, ()):
-            return type(name, (PickledRecord,), {"qualname": f"{module}.{name}"})
         if name in PICKLE_GLOBALS.get(module, ()):
-            import importlib
-
-            return getattr(importlib.import_module(module), name)
+            return type(name, (PickledRecord,), {"qualname": f"{module}.{name}"})
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: a test file may hold only a datasets "
                                      "Dataset, a pandas DataFrame or a dict of lists")
 
 
 def load_test_texts(path: Path) -> list[str]:
     """The `text` column of a pickled datasets.Dataset (in memory), DataFrame or dict, in row (ID) order.
-    Unpickling goes through an allow-list: a refused global stops the load before it is called."""
+    Read by a forked child with capped memory where the platform can fork (in this process elsewhere)."""
+    if not hasattr(os, "fork"):
+        return read_test_texts(path)
+    # The child's modules, imported before the fork: an import after it could deadlock on a lock that another
+    # thread held at the fork, and every child would pay for it.
+    import pickletools  # noqa: F401
+    import resource  # noqa: F401
+
+    read_end, write_end = os.pipe()
     try:
-        with open(path, "rb") as handle:
-            obj = SafeUnpickler(handle).load()
-    except EOFError:
-        raise DataError(f"{path} is empty") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the child only parses bytes
+            pid = os.fork()
+    except OSError:  # no process to spare (a process limit, strict overcommit): the same checks, in process
+        os.close(read_end)
+        os.close(write_end)
+        return read_test_texts(path)
+    if pid == 0:
+        os.close(read_end)
+        _read_in_child(path, write_end)
+    os.close(write_end)
+    try:
+        with open(read_end, "rb") as pipe:
+            reply = pipe.read()
+    except BaseException:  # interrupted: the child goes too
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return _child_texts(path, reply, pid)
+
+
+def _read_in_child(path: Path, pipe: int) -> None:
+    """The forked child: caps its memory, reads the file and sends back its texts or the one-line error."""
+    import faulthandler
+    import gc
+
+    faulthandler.disable()  # a crash here is one line in the parent, not a traceback dump
+    gc.disable()  # a collection would touch every object the kernel holds, copying its pages into this child
+    code = 1
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # the kernel's own handlers decide; this ends soon anyway
+        try:
+            size = min(path.stat().st_size, TEST_MAX_FILE_BYTES)
+        except OSError:
+            size = 0  # read_test_texts says why
+        _cap_address_space(TEST_LOAD_MEMORY + 3 * size)
+        try:
+            reply = ("texts", read_test_texts(path))
+        except KernelError as exc:
+            reply = ("error", str(exc))
+        except MemoryError:
+            reply = ("error", f"{path} needs more memory to read than a test file may ({TEST_LOAD_MEMORY >> 20} "
+                              "MiB more than 3 times its size)")
+        with open(pipe, "wb") as out:
+            out.write(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _cap_address_space(extra: int) -> None:
+    """Caps this process's address space at what it maps now plus `extra` bytes (where /proc tells the first)."""
+    try:
+        import resource
+
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError):
+        return
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    limit = mapped + extra if hard == resource.RLIM_INFINITY else min(mapped + extra, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _child_texts(path: Path, reply: bytes, pid: int) -> list[str]:
+    """The texts the child sent, or its failure as one line."""
+    import io
+
+    try:
+        kind, payload = SafeUnpickler(io.BytesIO(reply)).load()  # only strings and lists: no global to find
+    except Exception:
+        kind = payload = None
+    status = os.waitpid(pid, 0)[1]  # after unpickling the reply, while the child was exiting
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+        raise DataError(f"cannot unpickle {path}: reading it killed the reading process ({name}); the file is "
+                        "malformed or hostile")
+    if kind not in ("texts", "error"):
+        raise DataError(f"cannot unpickle {path}: the reading process failed (exit status "
+                        f"{os.waitstatus_to_exitcode(status)})")
+    if kind == "error":
+        raise DataError(payload)
+    return payload
+
+
+def read_test_texts(path: Path) -> list[str]:
+    """load_test_texts' work, in whichever process runs it: the file read whole (bounded), its opcodes scanned,
+    unpickled through the allow-list, its texts taken from the shapes we know."""
+    import io
+
+    try:
+        with open(path, "rb") as handle:  # read() of n bytes reserves n first: ask for no more than is there
+            data = handle.read(min(os.fstat(handle.fileno()).st_size, TEST_MAX_FILE_BYTES) + 1)
+        if len(data) > TEST_MAX_FILE_BYTES:
+            raise DataError(f"{path} is larger than {TEST_MAX_FILE_BYTES:,} bytes, the most a test file may be")
+        if not data:
+            raise DataError(f"{path} is empty")
+        scan_pickle(data)
+        obj = SafeUnpickler(io.BytesIO(data)).load()
+    except (DataError, MemoryError):
+        raise
     except Exception as exc:  # a foreign or hostile pickle fails in many ways; every one is the same user error
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise DataError(f"cannot unpickle {path}: {type(exc).__name__}: {first}") from None
@@ -749,15 +860,105 @@ def load_test_texts(path: Path) -> list[str]:
                         f"{exc}); save the test texts as a dict {{'text': [...]}}") from None
     if not texts:
         raise DataError(f"{path} has no rows")
+    _check_text_size(path, len(texts), 0)
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise DataError(f"{path}: row {bad} of 'text' is {type(texts[bad]).__name__}, not a string")
+    _check_text_size(path, len(texts), sum(map(len, texts)))
     return texts
+
+
+def _check_text_size(path: Path, rows: int, size: int) -> None:
+    if rows > TEST_MAX_ROWS:
+        raise DataError(f"{path} holds more than {TEST_MAX_ROWS:,} rows, the most a test file may hold")
+    if size > TEST_MAX_TEXT_BYTES:
+        raise DataError(f"{path} holds more than {TEST_MAX_TEXT_BYTES >> 20} MiB of text, the most a test file "
+                        "may hold (the same texts repeated by reference?)")
+
+
+def scan_pickle(data: bytes) -> None:
+    """Walks a pickle's opcodes without building anything, so that unpickling it meets no length past the end of
+    the data, no memo index beyond the next (the C unpickler sizes its memo by the largest), no dict key that is
+    not a string (hashing a deep tuple recurses in C), no set, at most TEST_MAX_OPCODES opcodes and nothing
+    nested deeper than TEST_MAX_DEPTH. Each object is tracked as [depth, is a string]."""
+    import pickletools
+
+    stack: list[list] = []
+    marks: list[int] = []
+    memo: list[list] = []
+    for count, (op, arg, pos) in enumerate(pickletools.genops(data), 1):
+        if count > TEST_MAX_OPCODES:
+            raise pickle.UnpicklingError(f"more than {TEST_MAX_OPCODES:,} opcodes, more than a test file needs")
+        if op.name == "FRAME" and arg > len(data) - pos:
+            raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos} runs past the end of the data")
+        if op.name in ("EMPTY_SET", "ADDITEMS", "FROZENSET"):
+            raise pickle.UnpicklingError("a set, which no test file holds")
+        if op.name == "MARK":
+            marks.append(len(stack))
+            continue
+        _scan_opcode(op, arg, _scan_pop(op, stack, marks), stack, memo)
+
+
+def _scan_pop(op, stack: list, marks: list) -> list:
+    """The objects an opcode takes off the stack, bottom first (those down to the last MARK included)."""
+    import pickletools
+
+    before, items = op.stack_before, []
+    if pickletools.markobject in before:
+        if not marks:
+            raise pickle.UnpicklingError(f"{op.name} without a MARK")
+        items = stack[marks[-1]:]
+        del stack[marks.pop():]
+        before = before[:before.index(pickletools.markobject)]
+    if len(stack) < len(before):
+        raise pickle.UnpicklingError(f"{op.name} on a stack too short")
+    if before:
+        items = stack[-len(before):] + items
+        del stack[-len(before):]
+    return items
+
+
+def _scan_opcode(op, arg, items: list, stack: list, memo: list) -> None:
+    """Pushes what an opcode leaves on the stack, checking the memo index it stores at, the dict keys it sets
+    and how deep the object it builds or fills nests."""
+    import pickletools
+
+    name = op.name
+    if name in ("SETITEM", "SETITEMS", "DICT") and not all(key[1] for key in items[name != "DICT"::2]):
+        raise pickle.UnpicklingError("a dict key that is not a string")
+    if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+        index = len(memo) if name == "MEMOIZE" else arg
+        if index > len(memo) or not (items or stack):
+            raise pickle.UnpicklingError(f"memo index {index} beyond the next one ({len(memo)})")
+        memo[index:index + 1] = [items[0] if items else stack[-1]]
+        new = items
+    elif name in ("GET", "BINGET", "LONG_BINGET"):
+        if arg >= len(memo):
+            raise pickle.UnpicklingError(f"memo index {arg} that was never stored")
+        new = [memo[arg]]
+    elif name == "DUP":
+        new = items * 2
+    elif name in ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD"):  # fills the object below in place
+        new = items[:1]
+        new[0][0] = max([new[0][0]] + [1 + cell[0] for cell in items[1:]])
+    else:
+        depth = 1 + max(cell[0] for cell in items) if items else 0
+        text = (pickletools.pyunicode, pickletools.pybytes, pickletools.pybytes_or_str)
+        new = [[depth, kind in text] for kind in op.stack_after]
+    if any(cell[0] > TEST_MAX_DEPTH for cell in new):
+        raise pickle.UnpicklingError(f"objects nested more than {TEST_MAX_DEPTH} deep, deeper than a test "
+                                     "file's")
+    stack.extend(new)
+
+
+def _kind(obj) -> str:
+    """The global a record stands for; "" for plain data."""
+    return obj.qualname if isinstance(obj, PickledRecord) else ""
 
 
 def text_column(obj, path: Path) -> list:
     """The 'text' column of what a test pickle held, checked to be the shape we expect."""
-    kind = obj.qualname if isinstance(obj, PickledRecord) else ""
+    kind = _kind(obj)
     if kind == "datasets.arrow_dataset.Dataset":
         return _dataset_texts(obj.state, path)
     if kind.endswith(".DataFrame"):
@@ -774,11 +975,10 @@ def text_column(obj, path: Path) -> list:
 
 
 def _dataset_texts(state: dict, path: Path) -> list:
-    import pyarrow as pa
-
+    """A pickled Dataset's 'text' column, from its table: _reconstruct_table(columns, schema(fields, ...))."""
     table = getattr(state.get("_data"), "state", None)
     table = table.get("table") if isinstance(table, dict) else None
-    if not isinstance(table, pa.Table):
+    if _kind(table) != "pyarrow.lib._reconstruct_table":
         raise DataError(f"{path} holds a datasets.Dataset without an in-memory table")
     if state.get("_indices") is not None:
         raise DataError(f"{path} is a Dataset view with an indices mapping (select/shuffle/filter); save "
@@ -786,51 +986,155 @@ def _dataset_texts(state: dict, path: Path) -> list:
     if state.get("_format_type") is not None or state.get("_format_columns") is not None:
         raise DataError(f"{path} is a Dataset with a format set ({state.get('_format_type')}); save it with "
                         "dataset.with_format(None)")
-    try:
-        table.validate(full=True)
-    except pa.ArrowException as exc:
-        raise DataError(f"{path} holds a malformed arrow table: {exc}") from None
-    if "text" not in table.column_names:
-        raise DataError(f"{path} has no 'text' column (columns: {', '.join(table.column_names) or 'none'})")
-    column = table.column("text")
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise DataError(f"{path}: the 'text' column holds {column.type}, not strings")
-    return column.to_pylist()
+    columns, schema = table.args
+    names = [str(f.args[0]) for f in schema.args[0]]
+    if "text" not in names:
+        raise DataError(f"{path} has no 'text' column (columns: {', '.join(names) or 'none'})")
+    if len(columns) != len(names) or names.count("text") != 1:
+        raise DataError(f"{path} holds a malformed arrow table: {len(columns)} columns, {len(names)} names")
+    return _arrow_texts(columns[names.index("text")], path)
 
 
 def _frame_texts(state: dict, path: Path) -> list:
     """A pickled DataFrame's 'text' column, read from its BlockManager: (blocks, [columns, rows]), each block
     (values, the column positions it holds, ndim)."""
     blocks, axes = state["_mgr"].args
-    columns = [str(c) for c in _array_values(axes[0].args[1]["data"])]
+    columns = [str(c) for c in _array_rows(axes[0].args[1]["data"], path)[0]]
     if columns.count("text") != 1:
         raise DataError(f"{path} has {'several columns' if 'text' in columns else 'no column'} named 'text' "
                         f"(columns: {', '.join(columns) or 'none'})")
     position = columns.index("text")
     for block in blocks:
         values, locs = block.args[0], block.args[1]
-        positions = list(range(len(columns))[locs]) if isinstance(locs, slice) else [int(i) for i in locs]
+        if _kind(locs) == "builtins.slice":
+            positions = list(range(len(columns))[slice(*locs.args)])
+        else:
+            positions = _numpy_rows(locs, path)[0]
         if position in positions:
-            values = _array_values(values)
-            return list(values[positions.index(position)] if getattr(values, "ndim", 1) == 2 else values)
+            rows = _array_rows(values, path)
+            if len(rows) != len(positions):
+                raise ValueError(f"a block of {len(rows)} columns placed at {len(positions)}")
+            return rows[positions.index(position)]
     raise DataError(f"{path}: no block of the DataFrame holds its 'text' column")
 
 
-def _array_values(values):
-    """The elements of an array as pickled by pandas: a numpy array, or a string extension array."""
-    import pyarrow as pa
-
-    if isinstance(values, np.ndarray):
-        return values
+def _array_rows(values, path: Path) -> list[list]:
+    """The rows of an array as pickled by pandas (a numpy array, or a string extension array: one row)."""
+    if _kind(values).endswith(("._reconstruct", "._frombuffer")):
+        return _numpy_rows(values, path)
     state = values.state
     if isinstance(state, dict):  # ArrowStringArray: its arrow data
         data = state.get("_pa_array", state.get("_data"))
-        if isinstance(data, (pa.Array, pa.ChunkedArray)):
-            return data.to_pylist()
-    if isinstance(state, tuple) and len(state) >= 2 and isinstance(state[1], np.ndarray):  # NDArrayBacked
-        return state[1]
-    raise DataError(f"an array of type {getattr(values, 'qualname', type(values).__name__)} that a test file "
+        if _kind(data) in ("pyarrow.lib.chunked_array", "pyarrow.lib._restore_array"):
+            return [_arrow_texts(data, path)]
+    if isinstance(state, tuple) and len(state) >= 2 and _kind(state[1]).endswith("._reconstruct"):  # NDArrayBacked
+        return _numpy_rows(state[1], path)
+    raise DataError(f"{path}: an array of type {_kind(values) or type(values).__name__} that a test file "
                     "should not hold")
+
+
+def _numpy_rows(array, path: Path) -> list[list]:
+    """The rows of a pickled numpy array of objects (texts, column names) or int64 (column positions), checked
+    against its shape; a 1-D array is one row. Object arrays are pickled as a list in C order."""
+    if _kind(array).endswith("._frombuffer"):  # protocol 5: (buffer, dtype, shape, order)
+        data, dtype, shape, _order = array.args
+    else:  # _reconstruct(ndarray, (0,), b'b'), then __setstate__((version, shape, dtype, is_fortran, data))
+        _version, shape, dtype, _fortran, data = array.state
+    code = dtype.args[0] if _kind(dtype) == "numpy.dtype" and dtype.args else None
+    if not (isinstance(shape, tuple) and 1 <= len(shape) <= 2 and all(type(n) is int for n in shape)
+            and all(0 <= n <= TEST_MAX_ROWS for n in shape)):
+        raise DataError(f"{path} holds a numpy array of shape {shape!r:.60}, not one of a test file's")
+    count = math.prod(shape)
+    if count == 0:
+        values = []
+    elif code in ("O4", "O8") and isinstance(data, list) and len(data) == count:
+        values = data
+    elif code == "i8" and isinstance(data, (bytes, bytearray)) and len(data) == 8 * count and len(shape) == 1:
+        values = memoryview(data).cast("q").tolist()
+    else:
+        raise DataError(f"{path} holds a numpy array of {code!r:.20} and shape {shape} that does not match its "
+                        "data or is not one of a test file's")
+    if len(shape) == 1:
+        return [values]
+    return [values[i * shape[1]:(i + 1) * shape[1]] for i in range(shape[0])]
+
+
+def _arrow_texts(array, path: Path) -> list:
+    """The values of a pickled arrow string array or chunked array (None for nulls). Every chunk is checked
+    before a value is read, and the rows and bytes they add up to are bounded before one is decoded."""
+    if _kind(array) == "pyarrow.lib.chunked_array":
+        chunks, column_type = array.args
+        if _arrow_alias(column_type) not in ARROW_OFFSET_WIDTHS:
+            raise DataError(f"{path}: the 'text' column holds {_arrow_alias(column_type)}, not strings")
+    else:
+        chunks = [array]
+    layouts, rows, size = [], 0, 0
+    for chunk in chunks:
+        if _kind(chunk) != "pyarrow.lib._restore_array" or len(chunk.args) != 1 or len(chunk.args[0]) != 7:
+            raise DataError(f"{path} holds a malformed arrow array: a chunk that is no array")
+        length = chunk.args[0][1]
+        rows += length if type(length) is int and length > 0 else 0
+        _check_text_size(path, rows, size)
+        layouts.append(_arrow_layout(chunk.args[0], path))
+        size += layouts[-1][0][-1] - layouts[-1][0][0]
+        _check_text_size(path, rows, size)
+    return [text for layout in layouts for text in _arrow_values(*layout, path)]
+
+
+def _arrow_alias(arrow_type) -> str:
+    if _kind(arrow_type) == "pyarrow.lib.type_for_alias" and arrow_type.args:
+        return str(arrow_type.args[0])
+    return _kind(arrow_type) or type(arrow_type).__name__
+
+
+def _arrow_layout(array_data: tuple, path: Path) -> tuple:
+    """(value boundaries, data, validity bitmap, first row) of a string array pickled as (type, length,
+    null count, offset, buffers, children, dictionary), checked as arrow's full validation checks them: no
+    children or dictionary, three buffers as long as the rows need, offsets in order within the data."""
+    arrow_type, length, _nulls, offset, buffers, children, dictionary = array_data
+    width = ARROW_OFFSET_WIDTHS.get(_arrow_alias(arrow_type))
+    if width is None:
+        raise DataError(f"{path}: the 'text' column holds {_arrow_alias(arrow_type)}, not strings")
+    if not (type(length) is int and type(offset) is int and length >= 0 and offset >= 0 and children == []
+            and dictionary is None and isinstance(buffers, list) and len(buffers) == 3):
+        raise DataError(f"{path} holds a malformed arrow array: not the layout of {length!r:.20} strings")
+    validity, offsets, data = (_arrow_buffer(b, path) for b in buffers)
+    if length == 0:
+        return [0], b"", None, 0
+    if offsets is None or data is None:
+        raise DataError(f"{path} holds a malformed arrow array: its offsets or data buffer is missing")
+    if len(offsets) < (offset + length + 1) * width:
+        raise DataError(f"{path} holds a malformed arrow array: its offsets buffer is shorter than its rows need")
+    if validity is not None and len(validity) * 8 < offset + length:
+        raise DataError(f"{path} holds a malformed arrow array: its validity bitmap is shorter than its rows")
+    ends = memoryview(offsets)[offset * width:(offset + length + 1) * width].cast("iq"[width == 8]).tolist()
+    if ends[0] < 0 or ends[-1] > len(data) or ends != sorted(ends):
+        raise DataError(f"{path} holds a malformed arrow array: offsets out of order or past its data")
+    return ends, data, validity, offset
+
+
+def _arrow_buffer(buffer, path: Path):
+    """The bytes of a pickled arrow buffer: py_buffer(bytes), py_buffer(bytearray(bytes)); None stays None."""
+    if buffer is None:
+        return None
+    content = buffer.args[0] if _kind(buffer) == "pyarrow.lib.py_buffer" and len(buffer.args) == 1 else None
+    if _kind(content) == "builtins.bytearray" and len(content.args) == 1:  # protocol 4
+        content = content.args[0]
+    if not isinstance(content, (bytes, bytearray)):
+        raise DataError(f"{path} holds a malformed arrow array: a buffer that holds no bytes")
+    return content
+
+
+def _arrow_values(ends: list, data, validity, offset: int, path: Path) -> list:
+    try:
+        texts = [data[start:end].decode("utf-8") for start, end in zip(ends, ends[1:])]
+    except UnicodeDecodeError:
+        raise DataError(f"{path} holds a malformed arrow array: a value that is not valid UTF-8") from None
+    if validity is not None:
+        for row in range(len(texts)):
+            if not validity[(offset + row) >> 3] >> ((offset + row) & 7) & 1:
+                texts[row] = None
+    return texts
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

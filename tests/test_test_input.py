@@ -1,17 +1,23 @@
 """The competition's test file is untrusted input: allow-listed unpickling, expected shapes, one unambiguous file.
 
 The fixture pickles in fixtures/pickles/ were written by datasets 3.6.0, 4.8.5 and 5.2.0 and pandas 2.3.3 and
-3.1.1 (fixtures/make_pickles.py says how); every venv of `make test` loads every one of them.
+3.1.1 (fixtures/make_pickles.py says how); every venv of `make test` loads every one of them. Hostile files are
+written opcode by opcode below, so that they hold exactly what an attacker would put there, whatever is installed.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, run_kernel
 
 PICKLES = FIXTURES / "pickles"
 FIXTURE_TEXTS = ["first row", "second (AP) row", "Z\u00fcrich third \u65e5\u672c"]
@@ -92,13 +98,18 @@ def test_unexpected_shapes_get_one_line(kernel, tmp_path, obj, message):
         kernel.load_test_texts(write_pickle(tmp_path / "t.pkl", obj))
 
 
+@pytest.mark.compat
+@pytest.mark.parametrize("protocol", [4, 5])
 @pytest.mark.parametrize("frame", [
     pd.DataFrame({"a": ["x", "y", "z"], "text": FIXTURE_TEXTS, "b": ["u", "v", "w"]}),  # one block, row 1
+    pd.DataFrame({"a": list("xyz"), "n": [1, 2, 3], "b": list("uvw"), "text": FIXTURE_TEXTS}),  # a block at [0, 2, 3]
     pd.DataFrame({"n": [1, 2, 3], "text": FIXTURE_TEXTS}, index=[2, 0, 1]),  # IDs are positions, not the index
     pd.DataFrame({"text": pd.Series(FIXTURE_TEXTS, dtype="string")}),
-], ids=["consolidated-block", "shuffled-index", "string-dtype"])
-def test_dataframes_written_by_this_pandas(kernel, tmp_path, frame):
-    assert kernel.load_test_texts(write_pickle(tmp_path / "t.pkl", frame)) == FIXTURE_TEXTS
+], ids=["consolidated-block", "split-block", "shuffled-index", "string-dtype"])
+def test_dataframes_written_by_this_pandas(kernel, tmp_path, frame, protocol):
+    path = tmp_path / "t.pkl"
+    path.write_bytes(pickle.dumps(frame, protocol=protocol))
+    assert kernel.load_test_texts(path) == FIXTURE_TEXTS
 
 
 def test_a_record_with_another_layout_is_one_line(kernel, tmp_path):
@@ -130,6 +141,240 @@ def test_empty_and_garbage_files(kernel, tmp_path):
 def test_the_real_competition_file_loads(kernel, shared_dir):
     texts = kernel.load_test_texts(shared_dir / "data" / "test_unlabelled.pkl")
     assert len(texts) == 8000 and all(isinstance(t, str) and t for t in texts)
+
+
+# ------------------------------------------------------------------------------------- hostile files
+def op_global(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_str(text):
+    data = text.encode()
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def op_bytes(data):
+    return b"B" + len(data).to_bytes(4, "little") + data
+
+
+def op_int(n):
+    return b"\x8a\x09" + n.to_bytes(9, "little", signed=True)  # LONG1
+
+
+NONE = b"N"
+
+
+def op_tuple(*items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def op_list(*items):
+    return b"(" + b"".join(items) + b"l"
+
+
+def op_dict(**items):
+    return b"(" + b"".join(op_str(key) + value for key, value in items.items()) + b"d"
+
+
+def op_call(module, name, *args):
+    return op_global(module, name) + op_tuple(*args) + b"R"
+
+
+def as_pickle(body):
+    return b"\x80\x04" + body + b"."
+
+
+def arrow_type(alias="string"):
+    return op_call("pyarrow.lib", "type_for_alias", op_str(alias))
+
+
+def py_buffer(data):
+    return op_call("pyarrow.lib", "py_buffer", op_bytes(data))
+
+
+def arrow_strings(offsets, data, *, alias="string", length=None, buffers=None, children=()):
+    """An arrow string array as pyarrow pickles one: _restore_array((type, length, nulls, offset, buffers, ...))."""
+    raw = struct.pack(f"<{len(offsets)}{'q' if alias == 'large_string' else 'i'}", *offsets)
+    buffers = [NONE, py_buffer(raw), py_buffer(data)] if buffers is None else buffers
+    length = len(offsets) - 1 if length is None else length
+    return op_call("pyarrow.lib", "_restore_array", op_tuple(
+        arrow_type(alias), op_int(length), op_int(0), op_int(0), op_list(*buffers), op_list(*children), NONE))
+
+
+def dataset(chunks, alias="string"):
+    """A datasets.Dataset as datasets pickles one, its one column `text` holding `chunks` (opcodes)."""
+    column = op_call("pyarrow.lib", "chunked_array", op_list(chunks), arrow_type(alias))
+    field = op_call("pyarrow.lib", "field", op_str("text"), arrow_type(alias))
+    table = op_call("pyarrow.lib", "_reconstruct_table", op_list(column),
+                    op_call("pyarrow.lib", "schema", op_list(field), NONE))
+    data = op_call("datasets.table", "InMemoryTable") + op_dict(table=table) + b"b"
+    state = op_dict(_data=data, _indices=NONE, _format_type=NONE, _format_columns=NONE)
+    return as_pickle(op_call("datasets.arrow_dataset", "Dataset") + state + b"b")
+
+
+TEXT_BYTES = "".join(FIXTURE_TEXTS).encode()
+TEXT_ENDS = [0, 9, 24, 44]
+
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.compat
+def test_a_dataset_written_opcode_by_opcode_loads(kernel, tmp_path):
+    """The hostile files below differ from this one only in what they break."""
+    assert kernel.load_test_texts(write_bytes(tmp_path / "t.pkl", dataset(arrow_strings(TEXT_ENDS, TEXT_BYTES)))) \
+        == FIXTURE_TEXTS
+
+
+def refused(kernel, path, message):
+    """The one-line DataError that loading `path` gives (the kernel's exit 2), checked against `message`."""
+    with pytest.raises(kernel.DataError) as info:
+        kernel.load_test_texts(path)
+    text = str(info.value)
+    assert "\n" not in text and str(path) in text and "killed" not in text, text
+    assert __import__("re").search(message, text), text
+    return text
+
+
+@pytest.mark.compat
+@pytest.mark.parametrize("chunk, message", [
+    (arrow_strings([0, 9, 24, 4400], TEXT_BYTES), r"offsets out of order or past its data"),
+    (arrow_strings([0, 9, 2**31 - 1, 44], TEXT_BYTES), r"offsets out of order or past its data"),
+    (arrow_strings([0, 24, 9, 44], TEXT_BYTES), r"offsets out of order or past its data"),
+    (arrow_strings([-9, 9, 24, 44], TEXT_BYTES), r"offsets out of order or past its data"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[NONE]), r"not the layout of 3 strings"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[NONE, NONE, NONE]), r"offsets or data buffer is missing"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, length=1000), r"offsets buffer is shorter than its rows need"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[py_buffer(b""), py_buffer(b"\0" * 16), py_buffer(TEXT_BYTES)]),
+     r"validity bitmap is shorter than its rows"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, children=[NONE]), r"not the layout of 3 strings"),
+    (arrow_strings(TEXT_ENDS, b"\xff" * 44), r"a value that is not valid UTF-8"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, alias="int64"), r"the 'text' column holds int64, not strings"),
+    (op_str("not an array"), r"a chunk that is no array"),
+], ids=["offsets-past-the-buffer", "wild-offset", "offsets-backwards", "negative-offset", "missing-buffers",
+        "null-buffers", "length-past-the-offsets", "short-validity-bitmap", "children", "invalid-utf8",
+        "int-chunk", "not-an-array"])
+def test_malformed_arrow_arrays_are_refused_before_a_value_is_read(kernel, tmp_path, chunk, message):
+    refused(kernel, write_bytes(tmp_path / "t.pkl", dataset(chunk)), r"malformed arrow array: |" + message)
+
+
+@pytest.mark.compat
+@pytest.mark.parametrize("name", ["pandas-2.3.3-string-pyarrow.pkl", "pandas-3.1.1-string-pyarrow.pkl"])
+@pytest.mark.parametrize("last_offset", [4400, 2**60], ids=["past-the-buffer", "wild"])
+def test_a_dataframe_column_with_offsets_past_its_buffer(kernel, tmp_path, name, last_offset):
+    """Until this was checked, the first read heap memory past the buffer and the second ended the kernel."""
+    data = (PICKLES / name).read_bytes()
+    for fmt in ("<4i", "<4q"):  # string or large_string offsets
+        data = data.replace(struct.pack(fmt, *TEXT_ENDS), struct.pack(fmt, *TEXT_ENDS[:3], min(last_offset, 2**31 - 1)
+                                                                       if fmt == "<4i" else last_offset))
+    assert data != (PICKLES / name).read_bytes()
+    refused(kernel, write_bytes(tmp_path / "t.pkl", data), r"malformed arrow array: offsets out of order or past")
+
+
+DEEP = 200_000
+
+
+@pytest.mark.compat
+@pytest.mark.parametrize("body", [
+    b"}" + b")" + b"\x85" * DEEP + b"K\x01s",  # {((((...)))): 1}: hashing the key recursed in C to SIGSEGV
+    b"}" + op_str("text") + b"(" * DEEP + b"]" + b"l" * DEEP + b"s",  # {'text': [[[[...]]]]}
+], ids=["deep-key", "deep-value"])
+def test_deep_nesting_is_refused_before_it_is_built(kernel, tmp_path, body):
+    refused(kernel, write_bytes(tmp_path / "t.pkl", as_pickle(body)), r"UnpicklingError: objects nested more than "
+                                                                      r"100 deep")
+
+
+@pytest.mark.compat
+def test_a_dict_key_that_is_not_a_string_is_refused(kernel, tmp_path):
+    refused(kernel, write_bytes(tmp_path / "t.pkl", as_pickle(b"}" + op_tuple(op_str("text")) + b"K\x01s")),
+            r"a dict key that is not a string")
+
+
+GIB3 = 3 * 10**9
+
+
+@pytest.mark.compat
+@pytest.mark.parametrize("data, message", [
+    (b"\x80\x05\x8e" + GIB3.to_bytes(8, "little") + b".", r"expected 3000000000 bytes in a bytes8"),
+    (b"\x80\x05\x96" + GIB3.to_bytes(8, "little") + b".", r"expected 3000000000 bytes in a bytearray8"),
+    (b"\x80\x04\x8d" + GIB3.to_bytes(8, "little") + b".", r"expected 3000000000 bytes in a unicodestring8"),
+    (b"\x80\x04\x8b" + (2**31 - 1).to_bytes(4, "little") + b".", r"not enough data in stream to read long4"),
+    (b"\x80\x04\x95" + GIB3.to_bytes(8, "little") + b"N.", r"a frame of 3000000000 bytes at byte 2 runs past"),
+    (b"\x80\x04Nr" + (2**31 - 1).to_bytes(4, "little") + b".", r"memo index 2147483647 beyond the next one \(0\)"),
+    (as_pickle(op_call("builtins", "bytearray", op_int(GIB3))), r"holds a builtins.bytearray; expected"),
+    (as_pickle(op_dict(text=op_call("numpy", "ndarray", op_tuple(op_int(GIB3)), op_str("u1")))),
+     r"'text' must be a list of strings, got ndarray"),
+    (dataset(arrow_strings([0, 0], b"", length=GIB3)), r"holds more than 2,000,000 rows"),
+], ids=["bytes8", "bytearray8", "unicode8", "long4", "frame", "memo-index", "bytearray-call", "ndarray-call",
+        "arrow-length"])
+def test_a_tiny_file_cannot_make_the_reader_allocate_gigabytes(kernel, tmp_path, monkeypatch, data, message):
+    """Each asked for 3 GB (or a memo of 2**31 slots) before the refusal; now the reader, allowed 64 MiB more
+    than it maps, refuses each before allocating (a failed allocation would be a different message)."""
+    assert len(data) < 1000
+    monkeypatch.setattr(kernel, "TEST_LOAD_MEMORY", 64 << 20)
+    refused(kernel, write_bytes(tmp_path / "t.pkl", data), message)
+
+
+@pytest.mark.compat
+def test_a_1mb_file_cannot_expand_to_gigabytes_of_text(kernel, tmp_path):
+    big = "x" * 2**20
+    by_reference = pickle.dumps({"text": [big] * 20_000})  # one string, 20,000 references to it: 20 GB of text
+    assert len(by_reference) < 1.1 * 2**20
+    refused(kernel, write_bytes(tmp_path / "dict.pkl", by_reference), r"more than 256 MiB of text")
+    chunk = arrow_strings([0, 2**20], big.encode())
+    repeated = dataset(chunk + b"\x94" + b"h\x00" * 19_999)  # the same chunk 20,000 times through the memo
+    assert len(repeated) < 1.1 * 2**20
+    refused(kernel, write_bytes(tmp_path / "arrow.pkl", repeated), r"more than 256 MiB of text")
+
+
+@pytest.mark.compat
+def test_row_and_file_size_limits(kernel, tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel, "TEST_MAX_ROWS", 2)
+    refused(kernel, write_pickle(tmp_path / "rows.pkl", {"text": ["a", "b", "c"]}), r"more than 2 rows")
+    monkeypatch.setattr(kernel, "TEST_MAX_FILE_BYTES", 100)
+    refused(kernel, PICKLES / "datasets-4.8.5.pkl", r"is larger than 100 bytes, the most a test file may be")
+
+
+@pytest.mark.compat
+def test_a_reader_killed_by_a_signal_is_one_line(kernel, tmp_path):
+    """Whatever still crashes the reading child is one line here, and the kernel lives on."""
+    children = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
+    if not children.exists():
+        pytest.skip("no /proc/PID/task/TID/children here")
+    path = write_bytes(tmp_path / "slow.pkl", b"\x80\x04" + b"N0" * 1_000_000 + b"N.")  # scanned for seconds
+    killed = []
+
+    def kill_the_child():
+        deadline = time.monotonic() + 20
+        while not killed and time.monotonic() < deadline:
+            for pid in children.read_text().split():
+                time.sleep(0.3)  # well into the scan, past the child's setup
+                os.kill(int(pid), signal.SIGSEGV)
+                killed.append(pid)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=kill_the_child)
+    thread.start()
+    try:
+        with pytest.raises(kernel.DataError) as info:
+            kernel.load_test_texts(path)
+    finally:
+        killed.append("stop")
+        thread.join()
+    assert str(info.value) == (f"cannot unpickle {path}: reading it killed the reading process (SIGSEGV); the file "
+                               "is malformed or hostile")
+
+
+def test_the_kernel_ends_with_one_line_on_a_hostile_file(tmp_path):
+    """The file that ended the kernel with SIGSEGV (exit 139, no message) is now exit 2 and one line."""
+    path = write_bytes(tmp_path / "test_unlabelled.pkl", as_pickle(b"}" + b")" + b"\x85" * DEEP + b"K\x01s"))
+    proc = run_kernel("smoke=true", f"test_data={path}", f"output_dir={tmp_path / 'out'}", tmpdir=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"error: cannot unpickle {path}: UnpicklingError: objects nested "
+                                               "more than 100 deep, deeper than a test file's"]
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------- which file
