@@ -59,6 +59,7 @@ ODD_REPLIES = {
     "empty": (200, {"Content-Type": "application/json"}, b""),
     "redirect": (302, {"Content-Type": "text/html", "Location": "http://portal.example/login"}, b""),
     "{}": (200, {"Content-Type": "application/json"}, b"{}"),
+    "bad-gateway": (502, {"Content-Type": "application/json"}, b"<html>Bad Gateway</html>"),  # a proxy's error
 }
 
 

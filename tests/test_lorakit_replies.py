@@ -81,6 +81,15 @@ def test_a_captive_portal_page_is_one_line_for_every_call(kit, method, argv):
     assert len(kit.state.calls(method)) == before + 1  # not retried: a portal answers the same every time
 
 
+def test_a_proxys_error_page_labelled_json_is_read_by_its_status(kit):
+    kit.state.odd("GetAcceleratorQuotaStatistics", "bad-gateway")  # once: a 5xx is retried
+    code, out, err = kit.run("quota")
+    assert code == 0 and "HTTP 502; retrying" in err and "GPU quota this week" in out, err
+    kit.state.odd("GetAcceleratorQuotaStatistics", "bad-gateway", times=None)
+    code, out, err = kit.run("quota")
+    assert code == 1 and "Kaggle server error (502)" in one_error_line(err)
+
+
 def test_an_unknown_status_is_shown_as_unknown_and_not_recorded(kit):
     push(kit)
     versions(kit)[0].statuses = ["PREEMPTED"]
@@ -88,6 +97,16 @@ def test_an_unknown_status_is_shown_as_unknown_and_not_recorded(kit):
         code, out, err = kit.run(*argv)
         assert code == 1 and "unknown status 'PREEMPTED' from Kaggle" in one_error_line(err), (argv, err)
     assert kit.row(1)["status"] == "QUEUED"
+
+
+def test_an_unknown_submission_status_is_one_line_and_not_recorded(kit):
+    push_pull(kit)
+    kit.state.submission_script = ["WEIRD"]
+    code, out, err = kit.run("submit", 1)
+    assert code == 0, err
+    code, out, err = kit.run("scores")
+    assert code == 1 and "unknown value 'WEIRD' from Kaggle" in one_error_line(err)
+    assert kit.row(1)["submission_status"] == "PENDING"
 
 
 def test_secrets_in_server_messages_are_redacted_everywhere(kit):

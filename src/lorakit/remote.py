@@ -300,6 +300,9 @@ class Remote:
         if problem:
             raise OddReply(problem)
         body = response.content
+        if response.status_code >= 400 and "json" in (response.headers.get("Content-Type") or "").lower() \
+                and not isinstance(json_loads_safe(body), dict):  # the client would choke on it, status unread
+            body = json.dumps({"code": response.status_code, "message": "a reply that is not JSON"}).encode()
         for secret in self._secrets_long():
             body = body.replace(secret.encode("utf-8"), b"***")
         response._content = body  # what requests' .text and .json() read
@@ -412,6 +415,8 @@ class Remote:
         status = http_status(exc)
         if isinstance(exc, OddReply):
             msg = f"{what}: {exc}"
+        elif isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):  # the client's enums
+            msg = f"{what}: unknown value {exc.args[0]!r} from Kaggle (a newer kaggle package may know it)"
         elif status == 401:
             msg = f"{what}: Kaggle rejected the credentials (401) from {self.credentials_source}; {CREDENTIALS_FIX}"
         elif status == 403:

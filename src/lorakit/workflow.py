@@ -864,6 +864,38 @@ def _outputs_download(project: Project, remote: Remote, version: int, files: lis
     return written
 
 
+def _pulled_outputs_check(project: Project, version: int, written: list, status: KernelStatus,
+                          warnings: list) -> tuple[Optional[dict], bool]:
+    """(metrics.json, whether submission.csv may be submitted) of a pulled version; what is wrong with them
+    goes into ``warnings``: the files are in place, so none of it is an error."""
+    dest = project.version_dir(version)
+    try:
+        metrics = metrics_read(dest)
+    except UsageError:
+        metrics = None
+        warnings.append(
+            f"submissions/v{version}/metrics.json is not a JSON object (cut short?): the files are in place, "
+            "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
+        )
+    else:
+        if metrics is None:
+            warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
+    if metrics is not None and metrics.get("interrupted") is True:
+        warnings.append(
+            f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "
+            "a partial training; see log.txt"
+        )
+    if "submission.csv" not in written:
+        warnings.append(f"v{version} has no submission.csv")
+        return metrics, False
+    try:
+        submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
+    except UsageError as exc:
+        warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
+        return metrics, False
+    return metrics, status.status not in FAILED_KERNEL  # a failed run's file: its run did not finish
+
+
 def kernel_output_pull(
     project: Project,
     remote: Remote,
@@ -890,31 +922,7 @@ def kernel_output_pull(
             raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
         written = _outputs_download(project, remote, version, files, raw_log)
         dest = project.version_dir(version)
-        try:
-            metrics = metrics_read(dest)
-        except UsageError:
-            metrics = None
-            warnings.append(
-                f"submissions/v{version}/metrics.json is not a JSON object (cut short?): the files are in place, "
-                "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
-            )
-        else:
-            if metrics is None:
-                warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
-        if metrics is not None and metrics.get("interrupted") is True:
-            warnings.append(
-                f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "
-                "a partial training; see log.txt"
-            )
-        submittable = False
-        if "submission.csv" in written:
-            try:
-                submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
-                submittable = status.status not in FAILED_KERNEL
-            except UsageError as exc:
-                warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
-        else:
-            warnings.append(f"v{version} has no submission.csv")
+        metrics, submittable = _pulled_outputs_check(project, version, written, status, warnings)
         row = ledger.row(version) or {}
         fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
                         "run_config_hash": ""}
