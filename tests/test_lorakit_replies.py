@@ -282,6 +282,18 @@ def test_a_missing_kernel_package_names_the_checkouts_extra(kit, tmp_path, monke
     assert str(caught.value).endswith(f"pip install -e '{REPO}[kernel]'") and "lorakit[kernel]" not in str(caught.value)
 
 
+def test_outside_a_checkout_the_kernel_packages_are_named(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "src" / "lorakit", tmp_path / "site" / "lorakit")  # lorakit without its checkout
+    code = "from lorakit.project import kernel_install_hint; print(kernel_install_hint('torch'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                          capture_output=True, text=True, timeout=120)
+    hint = proc.stdout.strip()
+    assert proc.returncode == 0 and hint.startswith("pip install 'torch"), proc.stderr
+    assert "lorakit" not in hint and "-e" not in hint
+
+
 @pytest.mark.parametrize("argv, error", [
     (("status", "--json", "--bogus"), "unrecognized arguments: --bogus"),
     (("push", "--json"), "the following arguments are required: -m/--message"),

@@ -202,6 +202,28 @@ def token_file_missing(value: Optional[str]) -> Optional[str]:
     return value if path_like else None
 
 
+def token_file_check() -> None:
+    """Refuse a KAGGLE_API_TOKEN that names a missing file, which the client would send as the token itself."""
+    missing = token_file_missing(os.environ.get("KAGGLE_API_TOKEN"))
+    if missing:
+        raise RemoteError(
+            f"KAGGLE_API_TOKEN names the file {missing}, which does not exist"
+            f"{' (~ is not expanded)' if missing.startswith('~') else ''}; fix the path or unset it, or "
+            f"{CREDENTIALS_FIX}", status=401
+        )
+
+
+def secrets_before_authentication(kaggle_json: str) -> list:
+    """The secrets known before any reply comes: KAGGLE_KEY, KAGGLE_API_TOKEN (unless it names a file) and
+    kaggle.json's key (the access token the client finds is added once it is read)."""
+    found = [os.environ[name] for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")
+             if os.environ.get(name) and not Path(os.environ[name]).exists()]  # a token file's name is no secret
+    stored = json_loads_safe(_text_or_empty(kaggle_json))
+    if isinstance(stored, dict) and stored.get("key"):
+        found.append(str(stored["key"]))
+    return found
+
+
 def credentials_missing_message(kaggle_json: str, token_source: Optional[str]) -> str:
     """Why the kaggle client found no usable credentials, following its order of lookup."""
     if token_source:
@@ -321,13 +343,7 @@ class Remote:
         return self._api
 
     def _authenticate(self):
-        missing = token_file_missing(os.environ.get("KAGGLE_API_TOKEN"))
-        if missing:
-            raise RemoteError(
-                f"KAGGLE_API_TOKEN names the file {missing}, which does not exist"
-                f"{' (~ is not expanded)' if missing.startswith('~') else ''}; fix the path or unset it, or "
-                f"{CREDENTIALS_FIX}", status=401
-            )
+        token_file_check()
         with self._quiet(), bounded(IMPORT_AUTH_S, time.monotonic() + IMPORT_AUTH_S):
             try:
                 from kaggle.api.kaggle_api_extended import KaggleApi
@@ -351,12 +367,7 @@ class Remote:
         warning = credentials_permission_warning(config_dir)
         if warning:
             print(f"lorakit: warning: {warning}", file=self.log)
-        for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-            if os.environ.get(name) and not Path(os.environ[name]).exists():  # a token file's name is no secret
-                self._secrets.append(os.environ[name])
-        stored = json_loads_safe(_text_or_empty(api.config))  # kaggle.json's key, before any reply comes
-        if isinstance(stored, dict) and stored.get("key"):
-            self._secrets.append(str(stored["key"]))
+        self._secrets += secrets_before_authentication(api.config)
         # The client's order: an access token (KAGGLE_API_TOKEN, value or file; ~/.kaggle/access_token),
         # then kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY, then kaggle auth login's credentials.
         token, token_source = get_access_token_from_env()
@@ -646,7 +657,7 @@ class Remote:
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not is_retryable(exc):
                     raise self._translate(
-                        exc, f"stream the log of {label}", not_found=f"check the kernel id {ref} and the version {version}"
+                        exc, f"stream the log of {label}", not_found="Kaggle serves no log stream for it"
                     ) from None
                 if deadline is not None and time.monotonic() >= deadline:
                     return seen
@@ -655,8 +666,7 @@ class Remote:
                 if failures > self.policy.stream_reconnects:
                     raise RemoteError(
                         f"the log stream of {label} dropped {failures} times in a row without a new line (last: "
-                        f"{why}); the run goes on: lorakit status {version} --wait, or lorakit logs {version} "
-                        "--follow again",
+                        f"{why})",
                         status=http_status(exc),
                     ) from None
                 print(f"lorakit: the log stream of {label} dropped ({why}); reconnecting", file=self.log)
