@@ -199,6 +199,16 @@ def test_follow_falls_back_to_the_stored_log_when_the_stream_404s(kit, argv):
     assert len(notes) == 1 and "not found (404)" in notes[0]
 
 
+def test_a_web_page_for_the_log_stream_is_never_shown_as_the_log(kit):
+    push(kit)
+    assert kit.run("status", 1, "--wait")[0] == 0
+    stored = kit.run("logs", 1)[1]
+    kit.state.odd(LOG_STREAM, "html", times=None)
+    code, out, err = kit.run("logs", 1, "--follow")
+    assert code == 0 and out == stored and "<html" not in out + err
+    assert f"is unavailable (stream the log of alice/{kit.slug} v1: a web page, {PORTAL})" in err
+
+
 def test_follow_of_a_live_run_whose_stream_404s_prints_the_log_once_it_ends(kit):
     push(kit)
     kit.state.live_start(USERNAME, kit.slug, 1)

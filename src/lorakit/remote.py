@@ -61,6 +61,10 @@ def api_method_of(request, stream: bool) -> Optional[str]:
     return match.group(1) if match else None
 
 
+def _is_log_stream(request) -> bool:
+    return request.method == "GET" and "/v1/kernels/logs/stream/" in urlsplit(request.url).path
+
+
 def reply_problem(method: str, response) -> Optional[str]:
     """What an API call's reply is when it is not the API's JSON; None when it is (or when it is an HTTP
     error, which its status describes)."""
@@ -317,6 +321,9 @@ class Remote:
         stream, which kernel_log_stream redacts)."""
         method = api_method_of(request, stream)
         if method is None:
+            if _is_log_stream(request) and 200 <= response.status_code < 300 \
+                    and "html" in (response.headers.get("Content-Type") or "").lower():
+                raise OddReply(f"a web page, {NOT_THE_API}")  # the client would show its lines as the log
             return
         problem = reply_problem(method, response)
         if problem:
@@ -644,7 +651,7 @@ class Remote:
         while True:
             before = seen
             try:
-                with bounded(self.policy.stream_timeout, deadline):
+                with bounded(self.policy.stream_timeout, deadline, check=self.reply_check):
                     for index, event in enumerate(self.api.kernels_logs_stream(f"{ref}/{int(version)}")):
                         if index >= seen and isinstance(event, dict):
                             seen = index + 1
