@@ -22,7 +22,8 @@ proxy form (an absolute URL), API calls and file transfers alike. It speaks the 
 Faults are injected per method or path prefix: ``fail`` answers an HTTP error, ``drop`` closes the
 connection without an answer, ``stall`` never answers (until the server stops) and ``interrupt`` presses
 Ctrl-C in the in-process client (SIGINT to the main thread) and never answers; with ``after=True`` the
-request is processed first (a push saved, a submission made) and only its reply is lost. Also: a push
+request is processed first (a push saved, a submission made) and only its reply is lost; ``odd`` answers
+what a captive portal or a broken proxy would (a web page, an empty body, a redirect, an empty ``{}``). Also: a push
 ``error``, a status script ending in ERROR, a file download cut half way (``cut``) or sent slowly
 (``slow``). Every request is recorded in ``requests`` as (verb, path, body, auth), auth being "basic:<user>",
 "bearer:<user>" or "". The server stops itself after ``lifetime`` seconds in any case.
@@ -51,6 +52,15 @@ SECURITY = "security.OAuthService"
 DATASETS = "datasets.DatasetApiService"
 BLOBS = "blobs.BlobApiService"
 LOG_STREAM = "/api/v1/kernels/logs/stream/"
+PORTAL_PAGE = b"<!DOCTYPE html><html><head><title>Sign in to the hotel Wi-Fi</title></head><body>Accept the terms</body></html>"
+# kind -> (HTTP status, headers, body) of a reply that is not the API's JSON
+ODD_REPLIES = {
+    "html": (200, {"Content-Type": "text/html; charset=utf-8"}, PORTAL_PAGE),
+    "empty": (200, {"Content-Type": "application/json"}, b""),
+    "redirect": (302, {"Content-Type": "text/html", "Location": "http://portal.example/login"}, b""),
+    "{}": (200, {"Content-Type": "application/json"}, b"{}"),
+    "bad-gateway": (502, {"Content-Type": "application/json"}, b"<html>Bad Gateway</html>"),  # a proxy's error
+}
 
 
 def _iso(dt: datetime) -> str:
@@ -159,6 +169,12 @@ class StandinState:
         with self.lock:
             self.faults.append(Fault(method, 0, times, action="stall", after=after, skip=skip))
 
+    def odd(self, method: str, kind: str, times: Optional[int] = 1, after: bool = False, skip: int = 0):
+        """Answer with what is not the API's JSON, ``kind`` being one of ODD_REPLIES."""
+        assert kind in ODD_REPLIES, kind
+        with self.lock:
+            self.faults.append(Fault(method, 200, times, message=kind, action="odd", after=after, skip=skip))
+
     def interrupt(self, method: str, after: bool = False, skip: int = 0):
         """Ctrl-C: SIGINT to this process's main thread (the in-process client) on that request, left unanswered."""
         with self.lock:
@@ -259,7 +275,19 @@ class _Handler(BaseHTTPRequestHandler):
                     return fault
         return None
 
+    def _odd_answer(self, kind: str) -> None:
+        status, headers, body = ODD_REPLIES[kind]
+        self._reply_lost = False
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _fault_answer(self, fault: Fault) -> None:
+        if fault.action == "odd":
+            return self._odd_answer(fault.message)
         if fault.action == "interrupt":
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         if fault.action in ("stall", "interrupt"):

@@ -301,20 +301,32 @@ def cmd_status(args) -> int:
     flag("version", nargs="?", help="kernel version number"),
     flag("--follow", action="store_true",
          help="stream the log until the run ends (exit 3 when it ends in ERROR); status changes go to stderr"),
+    JSON,
 )
 def cmd_logs(args) -> int:
     from lorakit.workflow import kernel_failure_raise, kernel_log_get, kernel_status_wait
 
+    out = args.out
     project = _project(args)
     if not args.follow:
-        _version, text = kernel_log_get(project, _remote(), args.version)
-        sys.stdout.write(text)
+        version, text = kernel_log_get(project, _remote(), args.version)
+        out.document({"version": version, "log": text})
+        if not out.as_json:
+            sys.stdout.write(text)
         return 0
-    version, status = kernel_status_wait(  # the log alone on stdout, status changes on stderr
+    pieces: list = []
+
+    def on_log(text: str) -> None:  # the log alone on stdout (stderr under --json), status changes on stderr
+        pieces.append(text)
+        out.progress(text, end="")
+
+    version, status = kernel_status_wait(
         project, _remote(), args.version, math.inf, _on_poll(lambda text: _err(f"lorakit: {text}"), changes_only=True),
-        lambda text: args.out.progress(text, end=""),
+        on_log,
     )
+    out.partial = {"version": version, **status.as_json(), "log": "".join(pieces)}
     kernel_failure_raise(version, status)
+    out.document(out.partial)
     return 0
 
 
@@ -336,8 +348,12 @@ def _pull_show(out: Output, project, result, hints: bool) -> None:
         dist = m.get("test_label_distribution")
         if isinstance(dist, dict):
             out.progress("test labels  " + "  ".join(f"{k} {v}" for k, v in dist.items()))
-    if hints and "submission.csv" in result.files:
+    if not hints:
+        return
+    if result.submittable:
         out.progress(f"next: lorakit submit {result.version} --wait")
+    elif result.has_adapter:  # a run that failed after saving its adapter: predict again from it
+        out.progress(f"next: lorakit push --predict-from {result.version} -m MESSAGE")
 
 
 @command(
@@ -407,12 +423,14 @@ def cmd_submit(args) -> int:
 )
 def cmd_scores(args) -> int:
     from lorakit.ledger import kernel_same
-    from lorakit.workflow import scores_get, scores_plot
+    from lorakit.workflow import scores_get, scores_plot, scores_plot_check
 
     if args.csv and args.json:
         raise UsageError("choose one of --csv and --json")
     out = args.out
     project = _project(args)
+    if args.plot:
+        scores_plot_check(args.plot)
     scores = scores_get(project, _remote())
     headers = ["mark", "version", "ref", "status", "public", "private", "gap", "val_acc", "date", "overrides"]
     rows = []
@@ -676,13 +694,29 @@ def cmd_run(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+class CommandLineError(Exception):
+    """What argparse found wrong with the command line; main prints it as argparse would, and as the one JSON
+    document under --json."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse (its subcommands too), raising CommandLineError instead of exiting on an error."""
+
+    def error(self, message):
+        raise CommandLineError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--repo", metavar="DIR", help="start the search for kernel-metadata.json here (default: cwd)")
     common.add_argument("--kernel", metavar="OWNER/SLUG", help="override the kernel id of kernel-metadata.json")
     common.add_argument("--competition", metavar="SLUG", help="override the competition (default: competition_sources[0])")
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lorakit",
         description="The local Kaggle workflow for the AG News LoRA kernel: every version a recorded experiment.",
         epilog=epilog(),
@@ -722,9 +756,32 @@ def termination_as_interrupt():
             signal.signal(getattr(signal, name), handler)
 
 
+def stdout_discard() -> None:
+    """Point stdout at the null device, so that nothing more (the flush at exit included) meets the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a captured stdout): nothing to redirect
+        pass
+
+
 def main(argv: Optional[list] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:
+        return _command_run(argv)
+    except BrokenPipeError:  # stdout closed early (lorakit plan | head -1): stop quietly, as SIGPIPE would
+        stdout_discard()
+        return 141
+
+
+def _command_run(argv: list) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except CommandLineError as exc:
+        exc.parser.print_usage(sys.stderr)
+        _err(f"{exc.parser.prog}: error: {exc}")
+        Output("--json" in argv).failure(str(exc), 2)
+        return 2
     out = args.out = Output(getattr(args, "json", False))
     with termination_as_interrupt():
         return _main_run(args, out)
@@ -733,6 +790,8 @@ def main(argv: Optional[list] = None) -> int:
 def _main_run(args, out: Output) -> int:
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise
     except LorakitError as exc:
         message = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
         _err(f"lorakit: {'interrupted' if isinstance(exc, Interrupted) else 'error'}: {message}")

@@ -18,6 +18,12 @@ class FlagNeeded(UsageError):
     exit_code = 2
 
 
+class ArgumentError(UsageError):
+    """A command-line argument that cannot be used, found before anything is done (an unwritable --plot PATH)."""
+
+    exit_code = 2
+
+
 class LedgerError(LorakitError):
     """The ledger is missing where it is needed, unreadable or corrupted."""
 
@@ -62,11 +68,13 @@ class Interrupted(LorakitError):
 EXIT_CODES = (
     (0, "done"),
     (LorakitError.exit_code, "an error: bad input, a failed offline check, Kaggle refused or could not be reached"),
-    (2, "the command line itself is wrong (an unknown command or flag, a missing argument), or it needs an "
-        "explicit flag: a push that would spend a GPU run again (--again), a submission of a smoke run (--allow-smoke)"),
+    (2, "the command line itself is wrong (an unknown command or flag, a missing argument, an unwritable "
+        "--plot or --download path), or it needs an explicit flag: a push that would spend a GPU run again "
+        "(--again), a submission of a smoke run (--allow-smoke)"),
     (RunFailed.exit_code, RunFailed.__doc__),
     (Timeout.exit_code, Timeout.__doc__),
     (Unconfirmed.exit_code, Unconfirmed.__doc__),
     (70, "an internal error (a bug): one line; LORAKIT_DEBUG=1 shows the traceback"),
     (Interrupted.exit_code, Interrupted.__doc__),
+    (141, "stdout was closed before the output ended (lorakit plan | head -1): stopped quietly"),
 )

@@ -93,6 +93,12 @@ def adapter_dataset_ref(kernel: KernelRef, version: int) -> DatasetRef:
     return DatasetRef(kernel.owner, stem + suffix)
 
 
+def adapter_version_of(mount: str) -> Optional[int]:
+    """The version whose adapter dataset (adapter_dataset_ref) is mounted at ``mount``; None for another path."""
+    match = re.search(r"-v(\d+)-adapter/?$", mount or "")
+    return int(match.group(1)) if match else None
+
+
 def slugify_title(title: str) -> str:
     """Kaggle's title -> slug rule (close enough to warn on a mismatch, as `kaggle kernels push` does)."""
     text = re.sub(r"[^\w\s-]", "", title.lower())
@@ -255,10 +261,8 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE):
         spec.loader.exec_module(module)
     except ModuleNotFoundError as exc:
         sys.modules.pop(name, None)
-        raise UsageError(
-            f"{script.name} needs {exc.name}, one of the kernel's dependencies: pip install 'lorakit[kernel]' "
-            "(or pip install -r requirements.txt in a checkout)"
-        )
+        raise UsageError(f"{script.name} needs {exc.name}, one of the kernel's dependencies: "
+                         f"{kernel_install_hint(exc.name)}")
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"{script.name} does not compile: line {exc.lineno}: {exc.msg}")
@@ -271,6 +275,33 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE):
         raise UsageError(f"{script.name} does not define {', '.join(missing)}; is code_file the AG News LoRA kernel?")
     _LOADED[name] = (*key, module)
     return module
+
+
+def lorakit_checkout() -> Optional[Path]:
+    """The source checkout lorakit runs from (an editable install or src/ on sys.path); None when installed."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root if re.search(r'(?m)^name\s*=\s*"lorakit"', text) else None
+
+
+def kernel_install_hint(missing: Optional[str]) -> str:
+    """The command that installs the kernel's dependencies: the checkout's `kernel` extra, else (lorakit
+    installed from a package, whose extra no registry serves) the packages that extra names."""
+    checkout = lorakit_checkout()
+    if checkout is not None:
+        where = "." if checkout == Path.cwd().resolve() else str(checkout)
+        return f"pip install -e '{where}[kernel]'"
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        listed = requires("lorakit") or []
+    except PackageNotFoundError:
+        listed = []
+    packages = [r.split(";")[0].strip() for r in listed if re.search(r"extra\s*==\s*['\"]kernel['\"]", r)]
+    return "pip install " + " ".join(f"'{p}'" for p in packages or [missing or "torch"])
 
 
 def script_compile_check(script: Path) -> None:

@@ -5,7 +5,9 @@ credentials, so the import happens with stdout captured, on the first call that 
 Every call goes through :func:`lorakit.retry.call_with_retry` inside :func:`lorakit.timeouts.bounded`
 (so no request waits forever), and every failure becomes a one-line :class:`RemoteError` with advice for
 the status code. A push or a submission is never sent twice blindly (:meth:`Remote.call_confirmed`).
-Secrets never appear in a message.
+Every reply passes :meth:`Remote.reply_check` before the client reads it: what is not the API's JSON (a web
+page, an empty body, a redirect) is one line saying what came back, never a status, and the user's secrets
+are cut out of everything the server sent, so no message printed or stored holds one.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import contextlib
 import io
 import json
 import os
+import re
 import stat
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
+from urllib.parse import urlsplit
 
 from lorakit.errors import LorakitError, RemoteError, Unconfirmed
 from lorakit.retry import GaveUp, RetryPolicy, call_with_retry, http_status, is_connection_error, is_retryable, is_unsent
@@ -37,6 +41,51 @@ ACCESS_TOKEN_SOURCES = {  # kagglesdk's names for where it found an access token
 }
 OAUTH_SOURCE = "kaggle auth login's ~/.kaggle/credentials.json"
 IMPORT_AUTH_S = 2.0  # kaggle authenticates on import and discards the outcome: a slow server must not hold it
+NOT_THE_API = "not Kaggle's API: a captive portal or proxy?"
+_API_CALL = re.compile(r"/v1/[A-Za-z0-9_]+\.[A-Za-z0-9_]+/([A-Za-z0-9_]+)$")  # .../v1/<service>/<Method>
+# Replies whose every field may be absent would read as the client's defaults: a status call's {} as QUEUED.
+REPLY_NEEDS = {"GetKernelSessionStatus": "status"}
+
+
+class OddReply(Exception):
+    """A reply lorakit must not take as fact: not the API's JSON, or a value the kaggle client does not know.
+    Its text says what came back."""
+
+
+def api_method_of(request, stream: bool) -> Optional[str]:
+    """The method of a Kaggle API call (a POST to .../v1/<service>/<Method> whose reply is read whole);
+    None for downloads, uploads and the log stream."""
+    if stream or request.method != "POST":
+        return None
+    match = _API_CALL.search(urlsplit(request.url).path)
+    return match.group(1) if match else None
+
+
+def _is_log_stream(request) -> bool:
+    return request.method == "GET" and "/v1/kernels/logs/stream/" in urlsplit(request.url).path
+
+
+def reply_problem(method: str, response) -> Optional[str]:
+    """What an API call's reply is when it is not the API's JSON; None when it is (or when it is an HTTP
+    error, which its status describes)."""
+    status = response.status_code
+    if 300 <= status < 400:
+        return f"a redirect (HTTP {status} to {response.headers.get('Location') or 'nowhere'}), {NOT_THE_API}"
+    if status >= 400:
+        return None
+    body = (response.content or b"").strip()
+    kind = (response.headers.get("Content-Type") or "").lower()
+    if not body:
+        return f"an empty reply (HTTP {status}), {NOT_THE_API}"
+    if "html" in kind or body[:1] == b"<":
+        return f"a web page, {NOT_THE_API}"
+    data = json_loads_safe(body)
+    if not isinstance(data, dict):
+        return f"a reply that is not JSON ({kind or 'no content type'}), {NOT_THE_API}"
+    needed = REPLY_NEEDS.get(method)
+    if needed and needed not in data:
+        return f"a reply without a {needed} ({body[:40].decode('utf-8', 'replace')}), {NOT_THE_API}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -147,6 +196,38 @@ def token_rejected_message(token_source: str) -> str:
     )
 
 
+def token_file_missing(value: Optional[str]) -> Optional[str]:
+    """The file KAGGLE_API_TOKEN names when it looks like a path that does not exist (the kaggle client
+    would send the path itself as the token); None otherwise."""
+    if not value or Path(value).exists():
+        return None
+    path_like = value.startswith(("/", "~", ".")) or re.match(r"[A-Za-z]:[\\/]", value) or value.endswith(
+        (".txt", ".json", "access_token"))
+    return value if path_like else None
+
+
+def token_file_check() -> None:
+    """Refuse a KAGGLE_API_TOKEN that names a missing file, which the client would send as the token itself."""
+    missing = token_file_missing(os.environ.get("KAGGLE_API_TOKEN"))
+    if missing:
+        raise RemoteError(
+            f"KAGGLE_API_TOKEN names the file {missing}, which does not exist"
+            f"{' (~ is not expanded)' if missing.startswith('~') else ''}; fix the path or unset it, or "
+            f"{CREDENTIALS_FIX}", status=401
+        )
+
+
+def secrets_before_authentication(kaggle_json: str) -> list:
+    """The secrets known before any reply comes: KAGGLE_KEY, KAGGLE_API_TOKEN (unless it names a file) and
+    kaggle.json's key (the access token the client finds is added once it is read)."""
+    found = [os.environ[name] for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")
+             if os.environ.get(name) and not Path(os.environ[name]).exists()]  # a token file's name is no secret
+    stored = json_loads_safe(_text_or_empty(kaggle_json))
+    if isinstance(stored, dict) and stored.get("key"):
+        found.append(str(stored["key"]))
+    return found
+
+
 def credentials_missing_message(kaggle_json: str, token_source: Optional[str]) -> str:
     """Why the kaggle client found no usable credentials, following its order of lookup."""
     if token_source:
@@ -232,7 +313,28 @@ class Remote:
 
     def _bounded(self, budget: Optional[float] = None):
         budget = self.policy.total_time if budget is None else budget
-        return bounded(self.policy.timeout, time.monotonic() + budget)
+        return bounded(self.policy.timeout, time.monotonic() + budget, check=self.reply_check)
+
+    def reply_check(self, request, response, stream: bool) -> None:
+        """Every reply to an API call, before the kaggle client reads it: OddReply unless it is the API's JSON;
+        the user's secrets cut out of its body (the one place for everything the server sends but the log
+        stream, which kernel_log_stream redacts)."""
+        method = api_method_of(request, stream)
+        if method is None:
+            if _is_log_stream(request) and 200 <= response.status_code < 300 \
+                    and "html" in (response.headers.get("Content-Type") or "").lower():
+                raise OddReply(f"a web page, {NOT_THE_API}")  # the client would show its lines as the log
+            return
+        problem = reply_problem(method, response)
+        if problem:
+            raise OddReply(problem)
+        body = response.content
+        if response.status_code >= 400 and "json" in (response.headers.get("Content-Type") or "").lower() \
+                and not isinstance(json_loads_safe(body), dict):  # the client would choke on it, status unread
+            body = json.dumps({"code": response.status_code, "message": "a reply that is not JSON"}).encode()
+        for secret in self._secrets_long():
+            body = body.replace(secret.encode("utf-8"), b"***")
+        response._content = body  # what requests' .text and .json() read
 
     def _flush_kaggle_output(self) -> None:
         text = self.kaggle_output.getvalue()
@@ -248,6 +350,7 @@ class Remote:
         return self._api
 
     def _authenticate(self):
+        token_file_check()
         with self._quiet(), bounded(IMPORT_AUTH_S, time.monotonic() + IMPORT_AUTH_S):
             try:
                 from kaggle.api.kaggle_api_extended import KaggleApi
@@ -271,9 +374,7 @@ class Remote:
         warning = credentials_permission_warning(config_dir)
         if warning:
             print(f"lorakit: warning: {warning}", file=self.log)
-        for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-            if os.environ.get(name):
-                self._secrets.append(os.environ[name])
+        self._secrets += secrets_before_authentication(api.config)
         # The client's order: an access token (KAGGLE_API_TOKEN, value or file; ~/.kaggle/access_token),
         # then kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY, then kaggle auth login's credentials.
         token, token_source = get_access_token_from_env()
@@ -307,10 +408,13 @@ class Remote:
             print(f"lorakit: warning: Kaggle rejected the access token from {where}; using {OAUTH_SOURCE}", file=self.log)
         return api
 
+    def _secrets_long(self) -> list:
+        """The secrets worth cutting out (a very short one would mangle every text), longest first."""
+        return sorted({s for s in self._secrets if s and len(s) >= 4}, key=len, reverse=True)
+
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
+        for secret in self._secrets_long():
+            text = text.replace(secret, "***")
         return text
 
     @property
@@ -327,7 +431,11 @@ class Remote:
             attempts = f" (gave up after {exc.attempts} attempt(s), {exc.elapsed:.0f} s: {exc.reason})"
             exc = exc.last
         status = http_status(exc)
-        if status == 401:
+        if isinstance(exc, OddReply):
+            msg = f"{what}: {exc}"
+        elif isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):  # the client's enums
+            msg = f"{what}: unknown value {exc.args[0]!r} from Kaggle (a newer kaggle package may know it)"
+        elif status == 401:
             msg = f"{what}: Kaggle rejected the credentials (401) from {self.credentials_source}; {CREDENTIALS_FIX}"
         elif status == 403:
             msg = f"{what}: forbidden (403); {forbidden or 'check that your account may access this resource'}"
@@ -505,10 +613,17 @@ class Remote:
             with self.client() as kaggle:
                 return kaggle.kernels.kernels_api_client.get_kernel_session_status(request)
 
+        def known():
+            try:
+                return get()
+            except KeyError as exc:  # the client's enum lacks the value Kaggle sent
+                raise OddReply(f"unknown status {exc.args[0]!r} from Kaggle (a newer kaggle package may know it); "
+                               "it is not recorded") from None
+
         label = f"{ref} v{version}" if version else str(ref)
         response = self.call(
             f"status of {label}",
-            get,
+            known,
             not_found=f"check the kernel id {ref} and the version {version}",
             forbidden=f"check that you own the kernel {ref}",
         )
@@ -530,14 +645,17 @@ class Remote:
         label = f"{ref} v{version}"
         seen = skip
         failures = 0
+
+        def hand_on(event: dict) -> None:  # the stream passes no reply_check: its text is redacted here
+            on_event({**event, "data": self.redact(str(event["data"]))} if event.get("data") is not None else event)
         while True:
             before = seen
             try:
-                with bounded(self.policy.stream_timeout, deadline):
+                with bounded(self.policy.stream_timeout, deadline, check=self.reply_check):
                     for index, event in enumerate(self.api.kernels_logs_stream(f"{ref}/{int(version)}")):
                         if index >= seen and isinstance(event, dict):
                             seen = index + 1
-                            on_event(event)
+                            hand_on(event)
                         if deadline is not None and time.monotonic() >= deadline:
                             break  # a log that never pauses must not hold a --timeout
                 return seen
@@ -546,7 +664,7 @@ class Remote:
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not is_retryable(exc):
                     raise self._translate(
-                        exc, f"stream the log of {label}", not_found=f"check the kernel id {ref} and the version {version}"
+                        exc, f"stream the log of {label}", not_found="Kaggle serves no log stream for it"
                     ) from None
                 if deadline is not None and time.monotonic() >= deadline:
                     return seen
@@ -555,8 +673,7 @@ class Remote:
                 if failures > self.policy.stream_reconnects:
                     raise RemoteError(
                         f"the log stream of {label} dropped {failures} times in a row without a new line (last: "
-                        f"{why}); the run goes on: lorakit status {version} --wait, or lorakit logs {version} "
-                        "--follow again",
+                        f"{why})",
                         status=http_status(exc),
                     ) from None
                 print(f"lorakit: the log stream of {label} dropped ({why}); reconnecting", file=self.log)
@@ -930,6 +1047,13 @@ class Remote:
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else ""
+
+
+def _text_or_empty(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def json_loads_safe(text: str):

@@ -92,7 +92,7 @@ ENVIRONMENT = (
     EnvVar("LORAKIT_STREAM_TIMEOUT_S", "stream_timeout",
            "seconds a followed log waits per read (longer than the kernel's 60 s progress line)", True),
     EnvVar("LORAKIT_STREAM_RECONNECTS", "stream_reconnects",
-           "reconnects of a followed log in a row without a new line"),
+           "reconnects of a followed log in a row without a new line, before it falls back to status polls"),
     EnvVar("LORAKIT_DATASET_WAIT_S", "dataset_wait", "seconds a push waits for Kaggle to process an uploaded adapter"),
     EnvVar("LORAKIT_VERBOSE", "", "1: also show what the kaggle client printed"),
     EnvVar("LORAKIT_DEBUG", "", "1: a traceback instead of one line on an internal error"),

@@ -21,7 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
-from lorakit.errors import FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError
+from lorakit.errors import (
+    ArgumentError, FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
+)
 from lorakit.kernel import Effective, config_effective, kernel_errors, kernel_load, script_render, submission_check
 from lorakit.ledger import SENDING, Ledger, kernel_same, mode_under_umask
 from lorakit.project import (
@@ -30,6 +32,7 @@ from lorakit.project import (
     KernelRef,
     Project,
     adapter_dataset_ref,
+    adapter_version_of,
     git_state,
     script_compile_check,
 )
@@ -99,10 +102,58 @@ class CheckReport:
 
 def config_check(project: Project, sets: Iterable[str] = (), extra: Optional[dict] = None) -> CheckReport:
     """Offline preflight: metadata (already validated by project_load), compile, config (the kernel's rules,
-    lengths included where the encoder's config is at hand), exact count."""
+    lengths included where the encoder's config is at hand), exact count, and nothing to download when the
+    metadata turns the internet off."""
     script_compile_check(project.script_path)
     effective = config_effective(project, sets, extra)
-    return CheckReport(effective, tuple(project.warnings), effective.kmod.usable_positions(effective.config))
+    needs, warnings = internet_needs(project, effective)
+    if needs:
+        raise UsageError("enable_internet is false in kernel-metadata.json, but " + "; and ".join(needs)
+                         + " (or set enable_internet to true)")
+    return CheckReport(effective, (*project.warnings, *warnings), effective.kmod.usable_positions(effective.config))
+
+
+def encoder_of(project: Project, effective: Effective) -> Optional[str]:
+    """The pretrained encoder a run loads (a hub id or a folder); None when it needs none: a smoke run's is a
+    tiny random one, and a predict-from adapter may carry its own base. The kernel's rule (load_adapter_model):
+    a predict-from run on the default model loads the encoder its adapter was trained on."""
+    cfg, kmod = effective.config, effective.kmod
+    if cfg.smoke:
+        return None
+    if not cfg.adapter_from or cfg.model != kmod.Config.model:
+        return cfg.model
+    version = adapter_version_of(cfg.adapter_from)
+    folder = project.version_dir(version) / "adapter" if version else Path(cfg.adapter_from)
+    if (folder / "base").is_dir():
+        return None
+    kit = json_loads_safe((folder / "kit.json").read_text(encoding="utf-8")) if (folder / "kit.json").is_file() else None
+    trained = kit.get("config") if isinstance(kit, dict) else None
+    return str(trained.get("model") or cfg.model) if isinstance(trained, dict) else cfg.model
+
+
+def internet_needs(project: Project, effective: Effective) -> tuple[list, list]:
+    """What a run would download although kernel-metadata.json has enable_internet false, each with what to
+    attach instead; and warnings where it cannot be told offline. (Nothing when the internet is on.)"""
+    if str(project.metadata.get("enable_internet", True)).lower() != "false":
+        return [], []
+    cfg, kmod = effective.config, effective.kmod
+    needs, warnings = [], []
+    encoder = encoder_of(project, effective)
+    if encoder is not None and not encoder.startswith("/"):
+        needs.append(f"model {encoder} is a Hugging Face hub id, which needs the internet: attach a copy (a Kaggle "
+                     "model in model_sources, or a dataset) and pass --set model=/kaggle/input/<its folder>")
+    datasets = [d for d in project.metadata.get("dataset_sources") or []]
+    attach = f"attach the AG News CSVs {kmod.AG_NEWS_DATASET} in dataset_sources and keep train_data=auto"
+    if cfg.train_data.startswith("hf:"):
+        needs.append(f"train_data {cfg.train_data} downloads from the Hugging Face hub: {attach}")
+    elif cfg.train_data == "auto" and not cfg.smoke and kmod.AG_NEWS_DATASET not in datasets:
+        fallback = "train_data auto falls back to hf:ag_news, which needs the internet, when no attached dataset " \
+                   "holds AG News's train.csv"
+        if datasets:
+            warnings.append(f"{fallback}; unless one of {', '.join(datasets)} does, {attach}")
+        else:
+            needs.append(f"{fallback} (none is attached): {attach}")
+    return needs, warnings
 
 
 # ------------------------------------------------------------------------------------------------ push
@@ -536,6 +587,52 @@ def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[i
     return version, status
 
 
+class LogFollower:
+    """Hands each piece of a run's log to ``on_log`` once: from the live stream while the run goes on, then the
+    rest of the stored log once it has ended. When the stream is unavailable (a 404, or it keeps dropping) it
+    says so in one line and falls back to the stored log, read once the run has ended."""
+
+    def __init__(self, remote: Remote, ref: KernelRef, version: int, on_log: Callable[[str], None]):
+        self.remote, self.ref, self.version, self.on_log = remote, ref, version, on_log
+        self.shown = 0  # log events handed on so far
+        self.streaming = True
+
+    def _event(self, event: dict) -> None:
+        self.shown += 1  # counted here: a stream that fails half way has handed these on all the same
+        text = event.get("data")
+        if text is not None:
+            self.on_log(str(text) if str(text).endswith("\n") else f"{text}\n")
+
+    def _stream(self, deadline: Optional[float]) -> None:
+        try:
+            self.remote.kernel_log_stream(self.ref, self.version, self._event, self.shown, deadline)
+        except RemoteError as exc:
+            self.streaming = False
+            print(f"lorakit: note: the log stream of v{self.version} is unavailable ({exc}); following its "
+                  "status instead, the log comes once the run has ended", file=self.remote.log)
+
+    def follow(self, deadline: Optional[float]) -> bool:
+        """Stream while the run goes on (until the stream ends or ``deadline``); whether new lines came."""
+        before = self.shown
+        if self.streaming:
+            self._stream(deadline)
+        return self.shown > before
+
+    def finish(self) -> None:
+        """The stored log past what was shown: through the stream, else from the version's output listing."""
+        if self.streaming:
+            self._stream(None)
+            if self.streaming:
+                return
+        _, raw = self.remote.kernel_output_list(self.ref, self.version)
+        events = json_loads_safe(raw)
+        if isinstance(events, list):
+            for event in events[self.shown:]:
+                self._event(event if isinstance(event, dict) else {})
+        elif raw and not self.shown:
+            self.on_log(log_readable(raw))
+
+
 def kernel_status_wait(
     project: Project,
     remote: Remote,
@@ -549,7 +646,7 @@ def kernel_status_wait(
     """Poll v<N>'s status until the run ends (or ``timeout`` seconds pass: Timeout).
 
     With ``on_log``, the run's log is followed instead of sleeping while it runs, and read to its end once it
-    has ended; ``on_log`` gets each piece of text once.
+    has ended; ``on_log`` gets each piece of text once (see LogFollower).
     """
     if not timeout > 0:
         raise UsageError("--timeout must be a positive number of seconds")
@@ -559,13 +656,7 @@ def kernel_status_wait(
     deadline = time.monotonic() + timeout if timeout != math.inf else None
     interval = max(0.0, remote.policy.poll_start)
     last = None
-    shown = 0  # log events handed to on_log so far
-
-    def log_event(event: dict) -> None:
-        text = event.get("data")
-        if text is not None:
-            on_log(str(text) if str(text).endswith("\n") else f"{text}\n")
-
+    log = LogFollower(remote, ref, version, on_log) if on_log is not None else None
     while True:
         status = remote.kernel_status_get(ref, version)
         elapsed = clock() - start
@@ -575,18 +666,16 @@ def kernel_status_wait(
             last = status
         on_poll(version, status, elapsed)
         if status.status in TERMINAL_KERNEL:
-            if on_log is not None:  # the stored log, past what the live stream showed
-                remote.kernel_log_stream(ref, version, log_event, shown)
+            if log is not None:
+                log.finish()
             return version, status
-        following = on_log is not None and status.status == "RUNNING"  # the stream waits, not a sleep
+        following = log is not None and log.streaming and status.status == "RUNNING"  # the stream waits
         if elapsed + (0 if following else interval) > timeout:
             raise Timeout(
                 f"v{version} is still {status.status} after {elapsed:.0f} s; run lorakit status {version} --wait again"
             )
-        if following:
-            before, shown = shown, remote.kernel_log_stream(ref, version, log_event, shown, deadline)
-            if shown > before:
-                continue  # the stream ended (or the deadline came): ask the status at once
+        if following and log.follow(deadline):
+            continue  # the stream ended (or the deadline came): ask the status at once
         sleep(interval)
         interval = interval_next(remote, interval)
 
@@ -630,6 +719,11 @@ class PullResult:
     metrics: Optional[dict]
     warnings: tuple = ()
     status: str = ""
+    submittable: bool = False  # the run completed and its submission.csv passed the kernel's rules
+
+    @property
+    def has_adapter(self) -> bool:
+        return "adapter/kit.json" in self.files
 
     def as_json(self) -> dict:
         m = self.metrics or {}
@@ -770,6 +864,38 @@ def _outputs_download(project: Project, remote: Remote, version: int, files: lis
     return written
 
 
+def _pulled_outputs_check(project: Project, version: int, written: list, status: KernelStatus,
+                          warnings: list) -> tuple[Optional[dict], bool]:
+    """(metrics.json, whether submission.csv may be submitted) of a pulled version; what is wrong with them
+    goes into ``warnings``: the files are in place, so none of it is an error."""
+    dest = project.version_dir(version)
+    try:
+        metrics = metrics_read(dest)
+    except UsageError:
+        metrics = None
+        warnings.append(
+            f"submissions/v{version}/metrics.json is not a JSON object (cut short?): the files are in place, "
+            "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
+        )
+    else:
+        if metrics is None:
+            warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
+    if metrics is not None and metrics.get("interrupted") is True:
+        warnings.append(
+            f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "
+            "a partial training; see log.txt"
+        )
+    if "submission.csv" not in written:
+        warnings.append(f"v{version} has no submission.csv")
+        return metrics, False
+    try:
+        submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
+    except UsageError as exc:
+        warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
+        return metrics, False
+    return metrics, status.status not in FAILED_KERNEL  # a failed run's file: its run did not finish
+
+
 def kernel_output_pull(
     project: Project,
     remote: Remote,
@@ -796,29 +922,7 @@ def kernel_output_pull(
             raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
         written = _outputs_download(project, remote, version, files, raw_log)
         dest = project.version_dir(version)
-        try:
-            metrics = metrics_read(dest)
-        except UsageError:
-            metrics = None
-            warnings.append(
-                f"submissions/v{version}/metrics.json is not a JSON object (cut short?): the files are in place, "
-                "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
-            )
-        else:
-            if metrics is None:
-                warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
-        if metrics is not None and metrics.get("interrupted") is True:
-            warnings.append(
-                f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "
-                "a partial training; see log.txt"
-            )
-        if "submission.csv" in written:
-            try:
-                submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
-            except UsageError as exc:
-                warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
-        else:
-            warnings.append(f"v{version} has no submission.csv")
+        metrics, submittable = _pulled_outputs_check(project, version, written, status, warnings)
         row = ledger.row(version) or {}
         fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
                         "run_config_hash": ""}
@@ -847,7 +951,7 @@ def kernel_output_pull(
         if not row.get("kernel_ref"):
             fields["kernel_ref"] = str(ref)
         ledger.update(version, **fields)
-    return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings), status.status)
+    return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings), status.status, submittable)
 
 
 # -------------------------------------------------------------------------------------------- validate
@@ -1229,15 +1333,48 @@ def _ref_or_none(text: str) -> Optional[KernelRef]:
         return None
 
 
-def scores_plot(project: Project, path: Path) -> Path:
-    """PNG of public score and validation accuracy by version, from the ledger."""
+def output_path_check(path, flag: str, folder: bool = False) -> Path:
+    """``path`` when ``flag`` PATH can be written (a file, or with ``folder`` a folder to create or fill);
+    else ArgumentError naming it. Called before any network call, so that nothing is fetched in vain."""
+    path = Path(path)
+    target = path if folder else path.parent
+    existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+    problem = ""
+    if path.exists() and path.is_dir() != folder:
+        problem = "is a folder" if path.is_dir() else "is not a folder"
+    elif not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            problem = f"{existing} is not writable ({exc.strerror or type(exc).__name__})"
+    if problem:
+        raise ArgumentError(f"{flag} {path}: {problem}")
+    return path
+
+
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install matplotlib")
+        raise ArgumentError("--plot needs matplotlib: pip install matplotlib") from None
+    return plt
+
+
+def scores_plot_check(path) -> Path:
+    """--plot PATH, checked before the scores are read: matplotlib at hand and the path writable."""
+    _pyplot()
+    return output_path_check(path, "--plot")
+
+
+def scores_plot(project: Project, path: Path) -> Path:
+    """PNG of public score and validation accuracy by version, from the ledger."""
+    plt = _pyplot()
     rows = ledger_of(project).rows()
     versions = [int(r["version"]) for r in rows]
     public = [_float(r.get("public_score")) for r in rows]
@@ -1254,9 +1391,13 @@ def scores_plot(project: Project, path: Path) -> Path:
         ax.legend()
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise UsageError(f"--plot {path}: cannot write it ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -1277,6 +1418,8 @@ class LeaderboardRow:
 def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: Optional[Path] = None):
     if top < 1:
         raise UsageError("--top must be positive")
+    if download:
+        output_path_check(download, "--download", folder=True)
     zip_path = remote.leaderboard_download(project.competition, Path(download)) if download else None
     mine_names = set()
     with contextlib.suppress(RemoteError):
