@@ -160,7 +160,7 @@ def test_status_wait_follow_streams_the_log_then_reports_the_end(kit):
     code, out, err = kit.run("status", 1, "--wait", "--follow", "--json")
     feeder.join()
     assert code == 0, err
-    assert one_document(out) == {"version": 1, "status": "COMPLETE", "failure_message": None}
+    assert one_document(out) == {"version": 1, "status": "COMPLETE", "failure_message": None, "status_named": True}
     assert err.count("effective config:") == 1 and err.count("val_accuracy 0.9000") == 1  # under --json: stderr
     assert err.index("v1 RUNNING") < err.index("effective config:") < err.index("v1 COMPLETE")
 
@@ -173,7 +173,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
     assert set(data) == {"version", "push", "status", "pull", "submission"}
     assert set(data["push"]) >= {"version", "status", "kernel", "url", "config_hash", "trainable_params",
                                  "param_budget", "overrides", "accelerator", "predict_from", "notes", "dry_run"}
-    assert data["status"] == {"status": "COMPLETE", "failure_message": None}
+    assert data["status"] == {"status": "COMPLETE", "failure_message": None, "status_named": True}
     assert set(data["pull"]) == {"version", "status", "folder", "files", "val_accuracy", "run_minutes", "device",
                                  "metrics", "warnings"}
     assert data["submission"]["ref"] == 50000001 and data["submission"]["score"]["public_score"] == 0.8612
@@ -184,8 +184,8 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
                                                       "trainable_params", "param_budget", "overrides",
                                                       "accelerator", "predict_from", "notes", "dry_run",
                                                       "build_dir"},
-        ("status",): {"version", "status", "failure_message"},
-        ("status", 2, "--wait"): {"version", "status", "failure_message"},
+        ("status",): {"version", "status", "failure_message", "status_named"},
+        ("status", 2, "--wait"): {"version", "status", "failure_message", "status_named"},
         ("pull", 2): {"version", "status", "folder", "files", "val_accuracy", "run_minutes", "device", "metrics",
                       "warnings"},
         ("submit", 2, "--wait"): {"version", "ref", "remaining_today", "notes", "score"},
@@ -220,7 +220,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
     kit.state.failure_message = "CUDA out of memory"
     push(kit, "--again")  # v1 ran this config to COMPLETE
     code, out, err = kit.run("status", 3, "--wait", "--json")
-    assert code == 3 and one_document(out) == {"version": 3, "status": "ERROR", "failure_message": "CUDA out of memory",
+    assert code == 3 and one_document(out) == {"version": 3, "status": "ERROR", "failure_message": "CUDA out of memory", "status_named": True,
                                                "error": "v3 ended ERROR: CUDA out of memory", "exit_code": 3}
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,Label\n0,9\n")

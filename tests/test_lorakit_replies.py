@@ -46,7 +46,6 @@ def metadata_write(kit, **changes) -> None:
     ("html", f"a web page, {PORTAL}"),
     ("empty", f"an empty reply (HTTP 200), {PORTAL}"),
     ("redirect", f"a redirect (HTTP 302 to http://portal.example/login), {PORTAL}"),
-    ("{}", f"a reply without a status ({{}}), {PORTAL}"),
 ])
 def test_a_status_reply_that_is_not_the_apis_json_is_one_line_and_never_recorded(kit, kind, said):
     push(kit)
@@ -63,6 +62,22 @@ def test_a_status_reply_that_is_not_the_apis_json_is_one_line_and_never_recorded
     kit.state.faults.clear()
     code, out, err = kit.run("status", 1)
     assert code == 0 and "v1 COMPLETE" in out and kit.row(1)["status"] == "COMPLETE"
+
+
+def test_a_status_reply_without_a_status_reads_as_queued_and_is_never_recorded(kit):
+    """Kaggle's JSON leaves out a field that holds its default, and QUEUED is the status's default: a real
+    queued run may answer {}. It reads as QUEUED, as the client reads it, and is never written to the ledger."""
+    push(kit)
+    kit.row(1)  # pushed as QUEUED
+    versions(kit)[0].statuses = ["COMPLETE"]
+    kit.run("status", 1)  # the ledger now says COMPLETE
+    assert kit.row(1)["status"] == "COMPLETE"
+    kit.state.odd("GetKernelSessionStatus", "{}", times=None)
+    code, out, err = kit.run("status", 1)
+    assert code == 0 and "v1 QUEUED (the reply named no status: not recorded)" in out
+    assert kit.row(1)["status"] == "COMPLETE"
+    code, out, err = kit.run("status", 1, "--json")
+    assert code == 0 and json.loads(out)["status_named"] is False
 
 
 @pytest.mark.parametrize("method, argv", [
@@ -322,5 +337,5 @@ def test_logs_json_holds_the_version_and_its_log(kit):
     code, out, err = kit.run("logs", "--json")
     assert code == 0 and one_document(out) == {"version": 1, "log": text}
     code, out, err = kit.run("logs", 1, "--follow", "--json")
-    assert code == 0 and one_document(out) == {"version": 1, "status": "COMPLETE", "failure_message": None, "log": text}
+    assert code == 0 and one_document(out) == {"version": 1, "status": "COMPLETE", "failure_message": None, "status_named": True, "log": text}
     assert "effective config:" in err  # followed text under --json: stderr

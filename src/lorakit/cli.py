@@ -188,7 +188,7 @@ def _on_poll(emit: Callable[[str], None], changes_only: bool = False):
 
     def on_poll(version, status, elapsed):
         if not changes_only or seen[-1:] != [status.status]:
-            emit(f"[{_elapsed(elapsed)}] v{version} {status.status}")
+            emit(f"[{_elapsed(elapsed)}] v{version} {status.shown}")
         seen.append(status.status)
 
     return on_poll
@@ -284,7 +284,7 @@ def cmd_status(args) -> int:
         version, status = _status_wait(args, project, _remote(), args.version, args.timeout, args.follow)
     else:
         version, status = kernel_status_get(project, _remote(), args.version)
-        out.result(f"v{version} {status.status}")
+        out.result(f"v{version} {status.shown}")
     out.partial = {"version": version, **status.as_json()}
     if status.failure_message:
         out.result(f"failure message: {status.failure_message}")

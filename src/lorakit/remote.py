@@ -43,8 +43,9 @@ OAUTH_SOURCE = "kaggle auth login's ~/.kaggle/credentials.json"
 IMPORT_AUTH_S = 2.0  # kaggle authenticates on import and discards the outcome: a slow server must not hold it
 NOT_THE_API = "not Kaggle's API: a captive portal or proxy?"
 _API_CALL = re.compile(r"/v1/[A-Za-z0-9_]+\.[A-Za-z0-9_]+/([A-Za-z0-9_]+)$")  # .../v1/<service>/<Method>
-# Replies whose every field may be absent would read as the client's defaults: a status call's {} as QUEUED.
-REPLY_NEEDS = {"GetKernelSessionStatus": "status"}
+# Kaggle's JSON leaves out fields that hold their default, and a queued run's status (QUEUED) is the default: a
+# status reply without one is read as QUEUED, as the client reads it, but never recorded (a proxy's {} is too).
+STATUS_CALL = "GetKernelSessionStatus"
 
 
 class OddReply(Exception):
@@ -82,9 +83,6 @@ def reply_problem(method: str, response) -> Optional[str]:
     data = json_loads_safe(body)
     if not isinstance(data, dict):
         return f"a reply that is not JSON ({kind or 'no content type'}), {NOT_THE_API}"
-    needed = REPLY_NEEDS.get(method)
-    if needed and needed not in data:
-        return f"a reply without a {needed} ({body[:40].decode('utf-8', 'replace')}), {NOT_THE_API}"
     return None
 
 
@@ -98,9 +96,14 @@ class OutputFile:
 class KernelStatus:
     status: str
     failure_message: str = ""
+    named: bool = True  # False when the reply named no status (read as QUEUED, the default): never recorded
+
+    @property
+    def shown(self) -> str:
+        return self.status if self.named else f"{self.status} (the reply named no status: not recorded)"
 
     def as_json(self) -> dict:
-        return {"status": self.status, "failure_message": self.failure_message or None}
+        return {"status": self.status, "failure_message": self.failure_message or None, "status_named": self.named}
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,7 @@ class Remote:
         self._api = None
         self._secrets: list[str] = []
         self.credentials_source = "your credentials"
+        self.status_named = True  # whether the last status reply named its status (reply_check)
         self.kaggle_output = io.StringIO()  # what the kaggle package printed; shown with LORAKIT_VERBOSE=1
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -328,6 +332,8 @@ class Remote:
         problem = reply_problem(method, response)
         if problem:
             raise OddReply(problem)
+        if method == STATUS_CALL and response.status_code < 300:
+            self.status_named = "status" in json_loads_safe(response.content)
         body = response.content
         if response.status_code >= 400 and "json" in (response.headers.get("Content-Type") or "").lower() \
                 and not isinstance(json_loads_safe(body), dict):  # the client would choke on it, status unread
@@ -627,7 +633,7 @@ class Remote:
             not_found=f"check the kernel id {ref} and the version {version}",
             forbidden=f"check that you own the kernel {ref}",
         )
-        return KernelStatus(_enum_name(response.status), (response.failure_message or "").strip())
+        return KernelStatus(_enum_name(response.status), (response.failure_message or "").strip(), self.status_named)
 
     def kernel_log_stream(
         self, ref, version: int, on_event: Callable[[dict], None], skip: int = 0, deadline: Optional[float] = None

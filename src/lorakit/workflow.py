@@ -376,7 +376,7 @@ def pushes_settle(project: Project, remote: Remote, ref: KernelRef) -> list:
         if found is None:
             ledger.settle(row["push_token"], None, status=NOT_PUSHED)
             continue
-        status = remote.kernel_status_get(ref, found).status
+        status = remote.kernel_status_get(ref, found).status  # a fresh push's QUEUED when the reply names none
         ledger.settle(row["push_token"], found, status=status)
         settled.append({**row, "version": str(found), "status": status})
     return settled
@@ -582,7 +582,7 @@ def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[i
     version, ref = version_target(project, remote, version)
     status = remote.kernel_status_get(ref, version)
     ledger = ledger_of(project)
-    if ledger.row(version) is not None:
+    if status.named and ledger.row(version) is not None:
         ledger.update(version, status=status.status)
     return version, status
 
@@ -661,7 +661,7 @@ def kernel_status_wait(
         status = remote.kernel_status_get(ref, version)
         elapsed = clock() - start
         if status != last:
-            if ledger.row(version) is not None:
+            if status.named and ledger.row(version) is not None:
                 ledger.update(version, status=status.status)
             last = status
         on_poll(version, status, elapsed)
