@@ -3,6 +3,7 @@ credentials as the kaggle client reads them. Every fault is injected into the st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -86,6 +87,23 @@ def test_push_unconfirmed_is_recorded_then_confirmed_by_status(kit):
     code, out, err = kit.run("status", 1)
     assert code == 0 and "v1 QUEUED" in out, err
     assert kit.row(1)["status"] == "QUEUED"
+
+
+def test_push_unconfirmed_that_another_push_overtook_is_found_by_its_token(kit):
+    push(kit)
+    kit.state.fail("SaveKernel", 502, after=True)
+    kit.state.fail("GetKernel", 500, times=None, skip=1)
+    code, out, err = kit.run("push", "-m", "mine", "--set", "lora_r=4")
+    assert code == 5 and kit.row(2)["status"] == "UNCONFIRMED"
+    kit.state.faults.clear()
+    mine = versions(kit).pop()  # another push (the web editor, a teammate) took v2 just before mine: mine is v3
+    other = dataclasses.replace(mine, text="# another push")
+    mine.number = 3
+    versions(kit).extend([other, mine])
+    code, out, err = kit.run("status", 2)
+    assert code == 1 and "went through as v3" in one_error_line(err) and "lorakit status 3" in err
+    assert kit.row(3)["message"] == "mine" and kit.row(3)["status"] == "QUEUED" and len(kit.rows()) == 2
+    assert len(kit.state.calls("SaveKernel")) == 2  # nothing sent again
 
 
 def test_push_unconfirmed_that_never_arrived(kit):

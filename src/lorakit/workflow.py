@@ -365,14 +365,7 @@ def pushes_settle(project: Project, remote: Remote, ref: KernelRef) -> list:
     sources: dict = {}
     settled = []
     for row in pending:
-        after = int(_float(row.get("sent_after")) or 0)
-        found = None
-        for number in range(after + 1, latest + 1):
-            if number not in sources:
-                sources[number] = remote.kernel_source_get(ref, number) or ""
-            if row["push_token"] in sources[number]:
-                found = number
-                break
+        found = token_version(remote, ref, row, range(int(_float(row.get("sent_after")) or 0) + 1, latest + 1), sources)
         if found is None:
             ledger.settle(row["push_token"], None, status=NOT_PUSHED)
             continue
@@ -380,6 +373,17 @@ def pushes_settle(project: Project, remote: Remote, ref: KernelRef) -> list:
         ledger.settle(row["push_token"], found, status=status)
         settled.append({**row, "version": str(found), "status": status})
     return settled
+
+
+def token_version(remote: Remote, ref: KernelRef, row: dict, numbers: Iterable[int], sources: dict) -> Optional[int]:
+    """The version among ``numbers`` whose source holds the row's push token (None: none does); ``sources``
+    caches the sources read, for the next row."""
+    for number in numbers:
+        if number not in sources:
+            sources[number] = remote.kernel_source_get(ref, number) or ""
+        if row.get("push_token") and row["push_token"] in sources[number]:
+            return number
+    return None
 
 
 def push_duplicate_check(rows: list, config_hash: str, settled: list) -> None:
@@ -569,13 +573,19 @@ def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef)
     row = ledger.row(version) or {}
     if row.get("status") != UNCONFIRMED:
         return
-    source = remote.kernel_source_get(ref, version)
-    token = row.get("push_token", "")
-    if source is not None and token and token in source:
+    sources: dict = {}
+    if token_version(remote, ref, row, [version], sources) == version:
         return
+    after = int(_float(row.get("sent_after")) or version - 1)  # another push may have taken v<N> meanwhile
+    later = range(after + 1, remote.kernel_version_latest(ref) + 1)
+    found = token_version(remote, ref, row, [n for n in later if n != version], sources)
+    if found is not None:
+        ledger.settle(row["push_token"], found, status=remote.kernel_status_get(ref, found).status)
+        raise UsageError(f"the push recorded as v{version} went through as v{found} (another push took "
+                         f"v{version}); the ledger now says so: lorakit status {found}")
     ledger.update(version, status=NOT_PUSHED)
-    found = f"{ref} v{version} is another push" if source is not None else f"{ref} has no v{version}"
-    raise UsageError(f"the push recorded as v{version} never reached Kaggle ({found}); push it again")
+    seen = f"{ref} v{version} is another push" if sources.get(version) else f"{ref} has no v{version}"
+    raise UsageError(f"the push recorded as v{version} never reached Kaggle ({seen}); push it again")
 
 
 def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[int, KernelStatus]:
