@@ -269,6 +269,23 @@ def test_pull_suggests_submit_only_for_a_valid_submission_of_a_complete_run(kit,
     assert nexts == ([hint] if hint else []), out
 
 
+def test_run_names_the_same_next_step_as_pull(kit):
+    def run_hook(text, number):
+        files, log = kit.fake_run(text, number)
+        if number == 1:
+            files["submission.csv"] = b"ID,Label\n0,7\n"  # invalid: predict again from the adapter
+        return files, log
+
+    kit.state.run_hook = run_hook
+    for sets, hint in ((("lora_r=4",), ["next: lorakit push --predict-from 1 -m MESSAGE"]),
+                       (("smoke=true",), []),  # a smoke run's predictions are never submitted
+                       ((), ["next: lorakit submit 3 --wait"])):
+        argv = ["run", "-m", "x"] + [a for item in sets for a in ("--set", item)]
+        code, out, err = kit.run(*argv)
+        assert code == 0, err
+        assert [line for line in (out + err).splitlines() if line.startswith("next:")] == hint, out + err
+
+
 def test_a_token_file_that_does_not_exist_is_named(kit, monkeypatch, tmp_path):
     missing = tmp_path / "kaggle" / "access_token"
     monkeypatch.setenv("KAGGLE_API_TOKEN", str(missing))

@@ -330,7 +330,7 @@ def cmd_logs(args) -> int:
     return 0
 
 
-def _pull_show(out: Output, project, result, hints: bool) -> None:
+def _pull_show(out: Output, project, result) -> None:
     from lorakit.workflow import run_minutes_of
 
     for warning in result.warnings:
@@ -348,12 +348,19 @@ def _pull_show(out: Output, project, result, hints: bool) -> None:
         dist = m.get("test_label_distribution")
         if isinstance(dist, dict):
             out.progress("test labels  " + "  ".join(f"{k} {v}" for k, v in dist.items()))
-    if not hints:
-        return
+
+
+def _pull_next(project, result) -> Optional[str]:
+    """The step after a pull: submit a valid submission of a real run; predict again from the adapter of a run
+    that failed after saving it; nothing for a smoke run's or another test file's predictions."""
+    from lorakit.workflow import predicted_on
+
     if result.submittable:
-        out.progress(f"next: lorakit submit {result.version} --wait")
-    elif result.has_adapter:  # a run that failed after saving its adapter: predict again from it
-        out.progress(f"next: lorakit push --predict-from {result.version} -m MESSAGE")
+        kind, _ = predicted_on(project, result.version, {})
+        return f"next: lorakit submit {result.version} --wait" if kind in ("competition", None) else None
+    if result.has_adapter:
+        return f"next: lorakit push --predict-from {result.version} -m MESSAGE"
+    return None
 
 
 @command(
@@ -367,7 +374,10 @@ def cmd_pull(args) -> int:
 
     project = _project(args)
     result = kernel_output_pull(project, _remote(), args.version, on_wait=lambda m: _err(f"lorakit: {m}"))
-    _pull_show(args.out, project, result, hints=True)
+    _pull_show(args.out, project, result)
+    step_next = _pull_next(project, result)
+    if step_next:
+        args.out.progress(step_next)
     args.out.document(result.as_json())
     return 0
 
@@ -669,7 +679,7 @@ def cmd_run(args) -> int:
         kernel_failure_raise(version, status)
         step = "pull"
         pulled = kernel_output_pull(project, remote, version, on_wait=lambda m: _err(f"lorakit: {m}"))
-        _pull_show(out, project, pulled, hints=False)
+        _pull_show(out, project, pulled)
         out.partial["pull"] = pulled.as_json()
         if args.submit:
             step = "submit"
@@ -689,7 +699,9 @@ def cmd_run(args) -> int:
         raise RemoteError(f"{exc}; {run_resume(step, version, args.submit)}", status=exc.status) from None
     out.partial.setdefault("submission", None)
     out.document(out.partial)
-    out.progress("next: lorakit scores" if args.submit else f"next: lorakit submit {version} --wait")
+    step_next = "next: lorakit scores" if args.submit else _pull_next(project, pulled)
+    if step_next:
+        out.progress(step_next)
     return 0
 
 
