@@ -188,7 +188,7 @@ PUBLIC_API = (
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
     "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
     "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
-    "KAGGLE_INPUT", "TEST_FILE_NAME", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
+    "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
     "field_type", "interval_text",
     "run", "submission_problem", "validate_submission",
 )

@@ -74,7 +74,7 @@ def test_a_missing_kernel_dependency_names_the_extra(tmp_path, monkeypatch):
     copy.write_text(KERNEL.read_text())
     monkeypatch.setitem(sys.modules, "numpy", None)  # as if numpy were not installed
     with pytest.raises(UsageError, match=r"agnews_lora.py needs numpy, one of the kernel's dependencies: "
-                                         r"pip install 'lorakit\[kernel\]'"):
+                                         r"pip install -e '\.\[kernel\]'"):
         kernel_module_load(copy, name="agnews_lora_without_numpy")
 
 
