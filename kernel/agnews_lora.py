@@ -1234,6 +1234,14 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`. To a GPU through pinned memory without waiting, so the host queues the next step while the
+    GPU runs; a CPU tensor stays itself on CPU."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def pad_batch(seqs: list[list[int]], pad_id: int, device: torch.device):
     """input_ids and attention_mask padded to the batch's longest row (on GPU rounded up to 8 for tensor cores)."""
     width = max(len(s) for s in seqs)
@@ -1244,7 +1252,7 @@ def pad_batch(seqs: list[list[int]], pad_id: int, device: torch.device):
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, : len(s)] = 1
-    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    return to_device(ids, device), to_device(mask, device)
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -1461,7 +1469,7 @@ def train_loop(cfg: Config, data: TrainData, model: Classifier, device: torch.de
         for step, batch in enumerate(batches):
             seqs = [ids_epoch[i] for i in batch]
             ids, mask = pad_batch(seqs, data.pad_id, device)
-            labels = torch.as_tensor(data.labels[batch], device=device)
+            labels = to_device(torch.as_tensor(data.labels[batch]), device)
             loss = train_step(net, ids, mask, labels, optimizer, scheduler, scaler, dtype, cfg.grad_clip)
             finite = torch.isfinite(loss)
             loss_sum += torch.where(finite, loss, 0.0)

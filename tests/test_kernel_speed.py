@@ -1,5 +1,6 @@
-"""The kernel's speed changes keep every result: A, the last encoder layer computes the first token only
-(same logits and gradients as the unchanged model, saved adapters still load)."""
+"""The kernel's two speed changes keep every result: A, the last encoder layer computes the first token only
+(same logits and gradients as the unchanged model, saved adapters still load); B, host-to-GPU copies go through
+pinned memory (a no-op on CPU)."""
 from __future__ import annotations
 
 import copy
@@ -165,3 +166,24 @@ def test_an_adapter_saved_before_the_change_loads(kernel, tmp_path):
     with torch.no_grad():
         assert max_diff(loaded(ids, mask), unchanged(ids, mask)) <= TOL
 
+
+# ----------------------------------------------------------------------------------- B: pinned copies
+@pytest.mark.compat
+def test_to_device_leaves_cpu_tensors_alone(kernel):
+    t = torch.arange(6)
+    assert kernel.to_device(t, CPU) is t
+    ids, mask = kernel.pad_batch([[0, 5, 6], [0, 7]], 1, CPU)
+    assert ids.tolist() == [[0, 5, 6], [0, 7, 1]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert ids.device == mask.device == CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_device_copies_through_pinned_memory_to_the_gpu(kernel):
+    gpu = torch.device("cuda")
+    t = torch.arange(6)
+    moved = kernel.to_device(t, gpu)
+    assert moved.device.type == "cuda" and moved.cpu().tolist() == t.tolist()
+    assert not t.is_pinned()  # pinning copies: the caller's tensor is untouched
+    ids, mask = kernel.pad_batch([[0, 5, 6], [0, 7]], 1, gpu)
+    assert ids.device.type == mask.device.type == "cuda" and ids.shape == (2, 8)
+    assert mask.sum(1).tolist() == [3, 2]
