@@ -662,11 +662,20 @@ def clean_texts(texts, what: str) -> list[str]:
     return [clean_text(t) for t in texts]
 
 
+def invalid_utf8_lines(path: Path) -> int:
+    text = Path(path).read_bytes().decode("utf-8", "surrogateescape")  # each invalid byte: a lone surrogate
+    return sum(1 for line in text.splitlines() if _SURROGATE.search(line)) if _SURROGATE.search(text) else 0
+
+
 def read_ag_news_csv(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, encoding_errors="surrogateescape")  # bytes that are not UTF-8: repaired later
+        broken = invalid_utf8_lines(path)
+        frame = pd.read_csv(path, encoding_errors="replace")  # arrow-backed strings cannot hold invalid text
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read training CSV {path}: {exc}") from None
+    if broken:
+        print(f"warning: {broken:,} line(s) of {path} were not valid UTF-8; the invalid bytes became U+FFFD",
+              file=sys.stderr, flush=True)
     missing = [c for c in AG_NEWS_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(AG_NEWS_COLUMNS)}")
