@@ -21,8 +21,8 @@ failure while predicting still leaves it (`--set adapter_from=DIR/adapter`, or `
 the other outputs are staged and published after, submission.csv first.
 Exit status: 0 done; 2 bad config, input or data; 3 over the parameter budget; 4 training or prediction went
 non-finite (no submission written; the adapter is kept when training had finished); 5 trained, but not every
-output was published (the message names what is missing; adapter/ is there); 128 + N stopped by signal N
-(130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one had finished).
+output was published (the message names what is missing and where the adapter is kept); 128 + N stopped by
+signal N (130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one had finished).
 """
 from __future__ import annotations
 
@@ -192,6 +192,7 @@ PUBLIC_API = (
     "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
     "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
     "config_hash", "usable_positions", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
+    "budget_warning", "COMPETITION_PARAM_LIMIT",
     "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
     "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
@@ -602,12 +603,17 @@ def format_breakdown(breakdown: dict, budget: int) -> str:
     rows += [f"  {'head':<33} {breakdown['head']:>10,}", f"  {'other':<33} {breakdown['other']:>10,}"]
     verdict = "within" if breakdown["total"] <= budget else "OVER"
     rows.append(f"  {'total':<33} {breakdown['total']:>10,}  ({verdict} budget {budget:,})")
-    if budget > COMPETITION_PARAM_LIMIT:  # a budget may be raised for experiments, never for an entry
-        over = breakdown["total"] > COMPETITION_PARAM_LIMIT
-        rows.append(f"  warning: param_budget {budget:,} is above the competition's rule of at most "
-                    f"{COMPETITION_PARAM_LIMIT:,} trainable parameters"
-                    + ("; this config breaks it: not a valid entry" if over else ""))
-    return "trainable parameters:\n" + "\n".join(rows)
+    warning = budget_warning(breakdown["total"], budget)
+    return "trainable parameters:\n" + "\n".join(rows + ([f"  warning: {warning}"] if warning else []))
+
+
+def budget_warning(total: int, budget: int) -> str:
+    """A budget may be raised above the competition's rule for experiments, never for an entry: "" when not."""
+    if budget <= COMPETITION_PARAM_LIMIT:
+        return ""
+    over = "; this config breaks it: not a valid entry" if total > COMPETITION_PARAM_LIMIT else ""
+    return (f"param_budget {budget:,} is above the competition's rule of at most {COMPETITION_PARAM_LIMIT:,} "
+            f"trainable parameters{over}")
 
 
 def check_budget(cfg: Config, breakdown: dict) -> None:
