@@ -1531,10 +1531,11 @@ def remove_output(path: Path) -> None:
         path.unlink()
 
 
-def keep_adapter(model: Model, temperature: float, scratch: Path, out: Path) -> Path:
+def keep_adapter(model: Model, scratch: Path, out: Path) -> Path:
     """The trained adapter saved into the output folder before predicting, so that no later failure loses the
-    training. An earlier run's outputs there go first: beside this run's adapter they would pass for its own."""
-    save_adapter(model, scratch / "adapter", temperature)
+    training (its temperature is not fitted yet: a predict-only run fits it). An earlier run's outputs there go
+    first: beside this run's adapter they would pass for its own."""
+    save_adapter(model, scratch / "adapter", None)
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_NAMES[:-1]:
         remove_output(out / name)
@@ -1545,16 +1546,19 @@ def keep_adapter(model: Model, temperature: float, scratch: Path, out: Path) -> 
 
 def failed_after_training(exc: Exception, adapter: Path | None) -> KernelError:
     """A failure while predicting or writing, as one line that says where the trained adapter is kept and how to
-    predict with it: exit 5 (non-finite predictions stay 4, a second signal 128 + N)."""
+    predict with it: exit 5 (non-finite predictions stay 4, a second signal 128 + N; a predict-only run's own
+    errors are unchanged)."""
     text = f"cannot write the outputs: {exc.strerror or exc} ({exc.filename})" if isinstance(exc, OSError) else str(exc)
-    note = "" if adapter is None else (f"; the trained adapter is kept in {adapter}: predict with it using --set "
-                                       f"adapter_from={adapter} (lorakit push --predict-from N)")
+    if adapter is None:
+        return exc if isinstance(exc, KernelError) else PublishError(text)
+    note = (f"; the trained adapter is kept in {adapter}: predict with it using --set adapter_from={adapter} "
+            "(lorakit push --predict-from N)")
     if isinstance(exc, Interrupted):
         return Interrupted(f"{exc.signame} again: stopped at once, no submission written{note}", exc.signame)
     return (DivergedError if isinstance(exc, DivergedError) else PublishError)(text + note)
 
 
-def save_adapter(model: Model, folder: Path, temperature: float) -> None:
+def save_adapter(model: Model, folder: Path, temperature: float | None) -> None:
     """The LoRA adapter (PEFT format), the head's weights and what reloading needs, in `folder`."""
     folder.mkdir(parents=True)
     model.net.encoder.save_pretrained(str(folder))
@@ -2073,22 +2077,15 @@ def augmented_epochs(cfg: Config, tokenizer, data: Data, train_ids: list) -> lis
     return epochs
 
 
-def calibrate(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device) -> tuple:
-    """Validation logits and the temperature: fitted to them, unless the adapter brought one."""
-    net = model.net.to(device)
-    val_logits = predict_logits(net, encoded.val_ids, encoded.batch_size, encoded.pad_id, device,
-                                autocast_dtype(device, cfg.precision), "validate")
-    return val_logits, model.temperature or fit_temperature(val_logits, data.val_labels)
-
-
-def predict(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device,
-            calibrated: tuple | None = None) -> Prediction:
-    """Validation and test logits, the temperature (calibrate's, computed here unless given) and the corrected
+def predict(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device) -> Prediction:
+    """Validation and test logits, the temperature (fitted unless the adapter brought one) and the corrected
     test probabilities; non-finite probabilities are refused before anything is written."""
-    val_logits, temperature = calibrated or calibrate(cfg, model, data, encoded, device)
+    dtype = autocast_dtype(device, cfg.precision)
+    net = model.net.to(device)
+    val_logits = predict_logits(net, encoded.val_ids, encoded.batch_size, encoded.pad_id, device, dtype, "validate")
+    temperature = model.temperature or fit_temperature(val_logits, data.val_labels)
     started = time.perf_counter()
-    test_logits = predict_logits(model.net.to(device), encoded.test_ids, encoded.batch_size, encoded.pad_id, device,
-                                 autocast_dtype(device, cfg.precision), "test")
+    test_logits = predict_logits(net, encoded.test_ids, encoded.batch_size, encoded.pad_id, device, dtype, "test")
     probs, prior = corrected_probabilities(test_logits, temperature, cfg.prior_correction, data.train_prior)
     bad = int((~np.isfinite(probs).all(axis=1)).sum())
     if bad:
@@ -2108,8 +2105,10 @@ def write_outputs(stage: Path, cfg: Config, inputs: Inputs, data: Data, model: M
     np.savez_compressed(stage / "logits.npz", val_logits=prediction.val_logits, val_labels=data.val_labels,
                         test_logits=prediction.test_logits, train_prior=data.train_prior,
                         temperature=prediction.temperature)
-    # the adapter predicted with: a loaded one carried along unchanged, or the one keep_adapter saved in scratch
-    copy_tree(Path(cfg.adapter_from) if model.trained else stage.parent / "adapter", stage / "adapter")
+    if model.trained:  # the adapter predicted with: carried along unchanged
+        copy_tree(Path(cfg.adapter_from), stage / "adapter")
+    else:  # keep_adapter's copy, now with its temperature
+        save_adapter(model, stage / "adapter", prediction.temperature)
     val_pred = prediction.val_logits.argmax(axis=1)
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
     np.add.at(confusion, (data.val_labels, val_pred), 1)
@@ -2190,9 +2189,8 @@ def run(cfg: Config) -> dict:
         training = train_model(cfg, model, data, encoded, device, deadline, stop)
         adapter = None
         try:
-            calibrated = calibrate(cfg, model, data, encoded, device)
-            adapter = None if model.trained else keep_adapter(model, calibrated[1], scratch, out)
-            prediction = predict(cfg, model, data, encoded, device, calibrated)
+            adapter = None if model.trained else keep_adapter(model, scratch, out)
+            prediction = predict(cfg, model, data, encoded, device)
             metrics = write_outputs(scratch / "outputs", cfg, inputs, data, model, training, prediction, device,
                                     started, stop)
             publish(scratch / "outputs", out)

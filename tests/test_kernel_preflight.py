@@ -19,7 +19,7 @@ import torch
 from conftest import ROOT, kernel_env, run_kernel
 from test_kernel_runs import QUICK, run_main, snapshot, used_output  # noqa: F401 (fixtures)
 
-ONE_ROW_PER_BATCH = "test: out of memory with one row per batch; lower predict_max_length"
+ONE_ROW_PER_BATCH = "validate: out of memory with one row per batch; lower predict_max_length"
 
 
 def write_train_csv(path: Path, rows_per_class: int = 12, broken: int = 0) -> Path:
@@ -46,6 +46,7 @@ def write_test_pickle(path: Path, rows: int = 60, broken: int = 0) -> Path:
 
 
 # ------------------------------------------------------------------------------------ what it predicted on
+@pytest.mark.compat
 def test_a_smoke_run_says_so_loudly(smoke_run):
     out, metrics, proc, _ = smoke_run
     on = metrics["predicted_on"]
@@ -173,6 +174,7 @@ def test_the_estimate_covers_what_a_run_writes(kernel, smoke_run):
 
 
 # ------------------------------------------------------------------------------------------- the model
+@pytest.mark.compat
 def test_a_missing_model_offline_is_one_line(tmp_path):
     train = write_train_csv(tmp_path / "train.csv")
     test_pkl = write_test_pickle(tmp_path / "test.pkl")
@@ -238,6 +240,7 @@ def test_a_run_fits_its_prediction_batch_before_training(kernel, run_main, tmp_p
 
 
 # ------------------------------------------------------------------------ a failure after training
+@pytest.mark.compat
 def test_a_failure_while_predicting_keeps_the_adapter(kernel, run_main, used_output, tmp_path, monkeypatch):
     """Prediction fails after training (memory runs out whatever the batch): the adapter is in the output
     folder, said in one line with the way to predict with it, and predicting with it works."""
@@ -339,6 +342,7 @@ def another_encoder(adapter: Path, minilm) -> tuple:
                                   f"{minilm} has 384: predict with the encoder it was trained on (--set model=)")
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("damage", [break_head_foreign, break_head_shape, break_kit_json, break_kit_fields,
                                     break_kit_config, break_lora_weights, another_encoder])
 def test_a_broken_adapter_is_one_line(smoke_run, minilm_path, run_main, tmp_path, damage):
