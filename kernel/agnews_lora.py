@@ -14,9 +14,15 @@ competition's `test_unlabelled.pkl` and writes `submission.csv`, `probabilities.
 
 Only this file is uploaded to Kaggle, so it imports nothing local. `lorakit` (src/) loads it as the module
 `agnews_lora` for the config, the parameter count and the submission checks (PUBLIC_API lists what it uses).
+Before training it checks what would otherwise fail after it: the config, the count, the inputs, the model and
+tokenizer, the output folder (writable, with room for the outputs) and the largest prediction batch. The output
+folder is untouched until training finished; then the best adapter is saved there first (`adapter/`), so a
+failure while predicting still leaves it (`--set adapter_from=DIR/adapter`, or `lorakit push --predict-from N`);
+the other outputs are staged and published after, submission.csv first.
 Exit status: 0 done; 2 bad config, input or data; 3 over the parameter budget; 4 training or prediction went
-non-finite (nothing written); 5 submission.csv published but other outputs not; 128 + N stopped by signal N
-(130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one had finished).
+non-finite (no submission written; the adapter is kept when training had finished); 5 trained, but not every
+output was published (the message names what is missing and where the adapter is kept); 128 + N stopped by
+signal N (130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one had finished).
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ OVERRIDES_JSON = r"""
 
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 COMPETITION = "deep-learning-spring-2025-project-2"
+COMPETITION_PARAM_LIMIT = 1_000_000  # the competition's rule: at most this many trainable parameters
 TEST_FILE_NAME = "test_unlabelled.pkl"
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
@@ -132,6 +139,7 @@ class Interrupted(KernelError):
 
     def __init__(self, message: str, signame: str):
         super().__init__(message)
+        self.signame = signame
         self.exit_code = 128 + signal.Signals[signame].value
 
 
@@ -174,7 +182,7 @@ class Config:
     adapter_from: str = ""  # path to a previous run's adapter/: predict only, no training
     adapter_sha256: str = ""  # when set, adapter_from must hold exactly this adapter (adapter_digest)
     # guards
-    param_budget: int = 1_000_000  # max trainable parameters, head included
+    param_budget: int = COMPETITION_PARAM_LIMIT  # max trainable parameters, head included
     time_limit_minutes: float = 660.0  # training stops cleanly after this, leaving time to predict
     smoke: bool = False  # offline: tiny model, synthetic data, CPU-sized
 
@@ -185,6 +193,7 @@ PUBLIC_API = (
     "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
     "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
     "config_hash", "usable_positions", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
+    "budget_warning", "COMPETITION_PARAM_LIMIT",
     "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
     "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
@@ -206,15 +215,15 @@ RANGES = {
     "lora_dropout": (0, True, 1, False),
     "head_dropout": (0, True, 1, False),
     "epochs": (1, True, None, False),
-    "lr": (0, False, 1, True),
+    "lr": (1e-6, True, 1, True),  # below 1e-6 nothing is learnt: a "valid" submission of one class
     "batch_size": (1, True, None, False),
     "max_length": (8, True, None, False),
     "predict_max_length": (0, True, None, False),
-    "weight_decay": (0, True, None, False),
+    "weight_decay": (0, True, 1, True),
     "warmup_ratio": (0, True, 1, False),
     "grad_clip": (0, True, None, False),
     "processes": (0, True, None, False),
-    "eval_batch_size": (1, True, None, False),
+    "eval_batch_size": (1, True, 1024, True),  # larger batches only risk memory; an OOM halves it
     "seed": (0, True, 2**32, False),
     "augment": (0, True, 1, True),
     "pseudo_label_rounds": (0, True, None, False),
@@ -289,6 +298,8 @@ def validate_config(cfg: Config) -> Config:
             problems.append(f"{key} must be a finite number in {interval_text(low, low_in, high, high_in)}, got {value}")
     if 0 < cfg.predict_max_length < 8:
         problems.append("predict_max_length must be 0 (= max_length) or >= 8")
+    if 0 < cfg.grad_clip < 0.01:  # a tiny clip norm underflows every gradient: nothing is learnt
+        problems.append(f"grad_clip must be 0 (off) or >= 0.01, got {cfg.grad_clip}")
     for key, choices in (("head", HEADS), ("precision", PRECISIONS), ("prior_correction", PRIOR_CORRECTIONS)):
         if getattr(cfg, key) not in choices:
             problems.append(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
@@ -425,8 +436,25 @@ def encoder_config(cfg: Config, vocab_size: int | None = None):
     try:
         return AutoConfig.from_pretrained(cfg.model)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the architecture of model {cfg.model}: it is neither a folder with a "
-                          f"config.json nor reachable on the Hugging Face hub ({type(exc).__name__})") from None
+        raise model_missing(cfg.model, exc) from None
+
+
+def model_missing(model: str, exc: Exception) -> ConfigError:
+    """The one error for an encoder that cannot be loaded: offline, a wrong path, a hub id that is not there."""
+    where = ("; attach a copy (model_sources or dataset_sources in kernel-metadata.json) and point --set model= "
+             "at its folder, e.g. /kaggle/input/roberta-base/transformers/default/1" if on_kaggle() else
+             "; pass --set model=FOLDER, a local copy with config.json, the weights and the tokenizer files")
+    return ConfigError(f"cannot load model {model}: it is neither a folder with a config.json nor reachable on the "
+                       f"Hugging Face hub (internet off?) ({type(exc).__name__}){where}")
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise model_missing(source, exc) from None
 
 
 def build_head(kind: str, hidden_size: int, dropout: float, num_labels: int = len(LABELS)) -> nn.Module:
@@ -544,7 +572,10 @@ def build_model(cfg: Config, source=None, adapter: Path | None = None) -> Classi
     from transformers import AutoModel
 
     if isinstance(source, (str, os.PathLike)):
-        encoder = AutoModel.from_pretrained(source)
+        try:
+            encoder = AutoModel.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise model_missing(str(source), exc) from None
     else:
         encoder = AutoModel.from_config(source if source is not None else encoder_config(cfg))
     encoder.requires_grad_(False)
@@ -553,10 +584,34 @@ def build_model(cfg: Config, source=None, adapter: Path | None = None) -> Classi
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft on transformers 5
         if adapter is None:
             return Classifier(attach_lora(encoder, cfg), head)
-        from peft import PeftModel
+        load_head(head, adapter / "head.pt")
+        return Classifier(load_lora(encoder, adapter), head)
 
-        head.load_state_dict(torch.load(adapter / "head.pt", map_location="cpu", weights_only=True))
-        return Classifier(PeftModel.from_pretrained(encoder, str(adapter)), head)
+
+def load_head(head: nn.Module, path: Path) -> None:
+    """A saved head's weights: tensors only (torch's safe loader), shaped for this head and encoder."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch's own text would suggest weights_only=False: never for a file from elsewhere
+        raise ConfigError(f"{path} is not a head saved by this kernel (it must hold only tensors)") from None
+    try:
+        head.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError):
+        raise ConfigError(f"{path} does not fit this head ({len(state) if isinstance(state, dict) else 0} tensors "
+                          "for another head kind or encoder size): use the adapter with the encoder it was trained "
+                          "on") from None
+
+
+def load_lora(encoder: nn.Module, adapter: Path) -> nn.Module:
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(encoder, str(adapter))
+    except Exception as exc:  # peft fails in many ways on a foreign adapter; every one is the same user error
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        why = type(exc).__name__ + ("" if "weights_only" in str(exc) else f": {first}")
+        raise ConfigError(f"the LoRA adapter in {adapter} does not load on this encoder ({why}): it was saved for "
+                          "another encoder or by other code") from None
 
 
 def breakdown_of(model: Classifier) -> dict:
@@ -587,7 +642,17 @@ def format_breakdown(breakdown: dict, budget: int) -> str:
     rows += [f"  {'head':<33} {breakdown['head']:>10,}", f"  {'other':<33} {breakdown['other']:>10,}"]
     verdict = "within" if breakdown["total"] <= budget else "OVER"
     rows.append(f"  {'total':<33} {breakdown['total']:>10,}  ({verdict} budget {budget:,})")
-    return "trainable parameters:\n" + "\n".join(rows)
+    warning = budget_warning(breakdown["total"], budget)
+    return "trainable parameters:\n" + "\n".join(rows + ([f"  warning: {warning}"] if warning else []))
+
+
+def budget_warning(total: int, budget: int) -> str:
+    """A budget may be raised above the competition's rule for experiments, never for an entry: "" when not."""
+    if budget <= COMPETITION_PARAM_LIMIT:
+        return ""
+    over = "; this config breaks it: not a valid entry" if total > COMPETITION_PARAM_LIMIT else ""
+    return (f"param_budget {budget:,} is above the competition's rule of at most {COMPETITION_PARAM_LIMIT:,} "
+            f"trainable parameters{over}")
 
 
 def check_budget(cfg: Config, breakdown: dict) -> None:
@@ -613,14 +678,17 @@ def adapter_digest(folder: Path) -> str:
 _AG_CODE = re.compile(r"( ?)#(\d{2,5});")  # AG News writes "doesn #39;t" for "doesn&#39;t", "#36;" for "$"
 _TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?>")  # real tags only: tickers like <TXN.N> stay
 _URL = re.compile(r"(?:https?://|www\.)([^\s/]+)\S*")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # not valid Unicode: tokenizers and printing fail on it
 
 
 def clean_text(text: str) -> str:
-    """One cleaning for every split: HTML codes and entities, tags, backslashes, URLs, whitespace.
+    """One cleaning for every split: invalid Unicode (lone surrogates) to U+FFFD, HTML codes and entities,
+    tags, backslashes, URLs, whitespace.
 
     It keeps parenthesised passages and non-ASCII text: the generated half of the test file is full of both.
     """
-    text = _AG_CODE.sub(lambda m: ("" if m.group(2) == "39" else m.group(1)) + f"&#{m.group(2)};", str(text))
+    text = _SURROGATE.sub("\ufffd", str(text))
+    text = _AG_CODE.sub(lambda m: ("" if m.group(2) == "39" else m.group(1)) + f"&#{m.group(2)};", text)
     for _ in range(2):  # AG News double-escapes some entities (&amp;lt;b&amp;gt;)
         text = html.unescape(text)
     text = _TAG.sub(" ", text)
@@ -629,11 +697,30 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def clean_texts(texts, what: str) -> list[str]:
+    """clean_text over one split's rows, saying how many were not valid Unicode (repaired, never fatal)."""
+    texts = [str(t) for t in texts]
+    broken = sum(1 for t in texts if _SURROGATE.search(t))
+    if broken:
+        print(f"warning: {broken:,} {what} row(s) were not valid Unicode; the invalid characters became U+FFFD",
+              file=sys.stderr, flush=True)
+    return [clean_text(t) for t in texts]
+
+
+def invalid_utf8_lines(path: Path) -> int:
+    text = Path(path).read_bytes().decode("utf-8", "surrogateescape")  # each invalid byte: a lone surrogate
+    return sum(1 for line in text.splitlines() if _SURROGATE.search(line)) if _SURROGATE.search(text) else 0
+
+
 def read_ag_news_csv(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path)
+        broken = invalid_utf8_lines(path)
+        frame = pd.read_csv(path, encoding_errors="replace")  # arrow-backed strings cannot hold invalid text
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read training CSV {path}: {exc}") from None
+    if broken:
+        print(f"warning: {broken:,} line(s) of {path} were not valid UTF-8; the invalid bytes became U+FFFD",
+              file=sys.stderr, flush=True)
     missing = [c for c in AG_NEWS_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(AG_NEWS_COLUMNS)}")
@@ -662,13 +749,21 @@ def input_listing(root: Path, limit: int = 40) -> str:
     return ", ".join(files[:limit]) + more if files else f"{root} is empty"
 
 
+def competition_test_files(root: Path) -> tuple[Path, Path]:
+    """Where Kaggle mounts the competition's own test file (the path has varied between images)."""
+    return root / COMPETITION / TEST_FILE_NAME, root / "competitions" / COMPETITION / TEST_FILE_NAME
+
+
 def find_test_file(root: Path = KAGGLE_INPUT) -> Path:
-    """The competition's own test_unlabelled.pkl; elsewhere under `root` only when it is absent."""
-    for folder in (root / COMPETITION, root / "competitions" / COMPETITION):
-        if (folder / TEST_FILE_NAME).is_file():
-            return folder / TEST_FILE_NAME
+    """The competition's own test_unlabelled.pkl; elsewhere under `root` only when it is absent (with a warning:
+    predictions on another dataset's file are no submission)."""
+    for path in competition_test_files(root):
+        if path.is_file():
+            return path
     found = unique_input(TEST_FILE_NAME, root, "test_data")
     if found:
+        print(f"warning: the competition {COMPETITION} is not attached: reading {found}, another dataset's file; "
+              f"attach the competition (competition_sources) before submitting", file=sys.stderr, flush=True)
         return found
     if on_kaggle():
         raise DataError(f"{TEST_FILE_NAME} not found under {root}; attach the competition {COMPETITION}. "
@@ -1307,20 +1402,60 @@ def train_step(model, ids, mask, labels, optimizer, scheduler, scaler, dtype, gr
     return loss.detach()
 
 
+# torch >= 2.5 names it torch.OutOfMemoryError; older releases only torch.cuda's (the same class today).
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
 @torch.no_grad()
+def batch_logits(model, seqs: list[list[int]], pad_id: int, device, dtype) -> np.ndarray:
+    model.eval()
+    ids, mask = pad_batch(seqs, pad_id, device)
+    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return model(ids, mask).float().cpu().numpy()
+
+
+def halved_batch(size: int, desc: str) -> int:
+    """The batch size to retry with after running out of memory with `size` rows."""
+    if size == 1:
+        raise KernelError(f"{desc}: out of memory with one row per batch; lower predict_max_length")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    print(f"{desc}: out of memory with {size} rows per batch; retrying with {size // 2}", file=sys.stderr, flush=True)
+    return size // 2
+
+
 def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int, device, dtype,
                    desc: str = "predict") -> np.ndarray:
-    """Logits in the input's order; batches run in length order and the order is restored after."""
+    """Logits in the input's order; batches run in length order (sorted_batches') and the order is restored
+    after. A batch that runs out of memory is retried with half as many rows, and so are the rest."""
     from tqdm.auto import tqdm
 
-    model.eval()
-    lengths = np.array([len(s) for s in seqs])
+    order = np.argsort(-np.array([len(s) for s in seqs]), kind="stable")
     out = np.zeros((len(seqs), len(LABELS)), dtype=np.float32)
-    for batch in tqdm(sorted_batches(lengths, batch_size), desc=desc, leave=False, disable=None):
-        ids, mask = pad_batch([seqs[i] for i in batch], pad_id, device)
-        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out[batch] = model(ids, mask).float().cpu().numpy()
+    start, size = 0, batch_size
+    with tqdm(total=len(order), desc=desc, leave=False, disable=None) as bar:
+        while start < len(order):
+            rows = order[start:start + size]
+            try:
+                out[rows] = batch_logits(model, [seqs[i] for i in rows], pad_id, device, dtype)
+            except OUT_OF_MEMORY:
+                size = halved_batch(size, desc)
+                continue
+            start += len(rows)
+            bar.update(len(rows))
     return out
+
+
+def fitting_batch_size(model, seqs: list[list[int]], batch_size: int, pad_id: int, device, dtype) -> int:
+    """The largest prediction batch, at most `batch_size`, that fits in memory with the longest rows of `seqs`:
+    tried before training, so that a prediction batch too large is not found only after it."""
+    longest = sorted(seqs, key=len, reverse=True)[:batch_size]
+    while True:
+        try:
+            batch_logits(model, longest[:batch_size], pad_id, device, dtype)
+            return batch_size
+        except OUT_OF_MEMORY:
+            batch_size = halved_batch(batch_size, "prediction check")
 
 
 def trainable_state(model: Classifier) -> dict:
@@ -1343,6 +1478,7 @@ class TrainData:
     val_ids: list
     val_labels: np.ndarray
     pad_id: int
+    eval_batch_size: int  # what fitting_batch_size found
 
 
 class StopSignal:
@@ -1514,7 +1650,7 @@ def train_loop(cfg: Config, data: TrainData, model: Classifier, device: torch.de
 def evaluate(model, data: TrainData, cfg: Config, device, dtype, rank: int, world: int) -> tuple[float, float]:
     """Validation loss and accuracy; each rank scores a shard and the sums are all-reduced."""
     shard = np.arange(rank, len(data.val_ids), world)
-    logits = predict_logits(model, [data.val_ids[i] for i in shard], cfg.eval_batch_size, data.pad_id,
+    logits = predict_logits(model, [data.val_ids[i] for i in shard], data.eval_batch_size, data.pad_id,
                             device, dtype, desc="validate")
     labels = data.val_labels[shard]
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), reduction="sum").item()
@@ -1730,8 +1866,8 @@ def publish(stage: Path, out: Path) -> None:
         try:
             if src.exists():
                 publish_file(src, dst)
-            elif dst.exists():  # an earlier run's file would pass for this run's
-                shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+            else:  # an earlier run's file would pass for this run's
+                remove_output(dst)
         except OSError as exc:
             missing.append(f"{name} ({exc.strerror or exc})")
             shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
@@ -1739,7 +1875,41 @@ def publish(stage: Path, out: Path) -> None:
         raise PublishError(f"published {out / 'submission.csv'}, but not: {', '.join(missing)}")
 
 
-def save_adapter(model: Model, folder: Path, temperature: float) -> None:
+def remove_output(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def keep_adapter(model: Model, scratch: Path, out: Path) -> Path:
+    """The trained adapter saved into the output folder before predicting, so that no later failure loses the
+    training (its temperature is not fitted yet: a predict-only run fits it). An earlier run's outputs there go
+    first: beside this run's adapter they would pass for its own."""
+    save_adapter(model, scratch / "adapter", None)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_NAMES[:-1]:
+        remove_output(out / name)
+    publish_file(scratch / "adapter", out / "adapter")
+    print(f"saved the trained adapter to {out / 'adapter'} before predicting", flush=True)
+    return out / "adapter"
+
+
+def failed_after_training(exc: Exception, adapter: Path | None) -> KernelError:
+    """A failure while predicting or writing, as one line that says where the trained adapter is kept and how to
+    predict with it: exit 5 (non-finite predictions stay 4, a second signal 128 + N; a predict-only run's own
+    errors are unchanged)."""
+    text = f"cannot write the outputs: {exc.strerror or exc} ({exc.filename})" if isinstance(exc, OSError) else str(exc)
+    if adapter is None:
+        return exc if isinstance(exc, KernelError) else PublishError(text)
+    note = (f"; the trained adapter is kept in {adapter}: predict with it using --set adapter_from={adapter} "
+            "(lorakit push --predict-from N)")
+    if isinstance(exc, Interrupted):
+        return Interrupted(f"{exc.signame} again: stopped at once, no submission written{note}", exc.signame)
+    return (DivergedError if isinstance(exc, DivergedError) else PublishError)(text + note)
+
+
+def save_adapter(model: Model, folder: Path, temperature: float | None) -> None:
     """The LoRA adapter (PEFT format), the head's weights and what reloading needs, in `folder`."""
     folder.mkdir(parents=True)
     model.net.encoder.save_pretrained(str(folder))
@@ -1799,6 +1969,7 @@ def library_versions() -> dict:
 
 
 # ------------------------------------------------------------------------------------------ smoke mode
+SMOKE_NOTICE = "SMOKE RUN: tiny random encoder, synthetic data -- not a submission"
 SMOKE_VOCAB = 800
 # A tiny random encoder needs a larger step than a pretrained one; explicit overrides still win.
 SMOKE_DEFAULTS = {"lr": 5e-3, "epochs": 4, "val_fraction": 0.2, "batch_size": 16, "smoke": True}
@@ -1884,6 +2055,19 @@ def save_smoke_encoder(cfg: Config, tokenizer, folder: Path) -> str:
 class Inputs:
     train: str  # a CSV in the AG News layout, or hf:ag_news
     test: Path
+    test_kind: str  # smoke (any smoke run: a tiny random encoder) | competition (the file at its mount path) | other
+    test_sha256: str
+    synthetic: bool = False  # the smoke run's own test file
+
+    def predicted_on(self, rows: int) -> dict:
+        """What the predictions are of, for metrics.json (lorakit submits only kind "competition")."""
+        return {"kind": self.test_kind, "path": str(self.test), "sha256": self.test_sha256, "rows": int(rows)}
+
+    def describe(self) -> str:
+        if self.test_kind == "smoke":
+            return SMOKE_NOTICE if self.synthetic else SMOKE_NOTICE.replace("synthetic data", f"test data {self.test}")
+        where = "the competition's test file" if self.test_kind == "competition" else "NOT the competition's file"
+        return f"predicting on {self.test} ({where}, sha256 {self.test_sha256[:12]})"
 
 
 @dataclass
@@ -1922,6 +2106,7 @@ class Encoded:
     test_ids: list
     pad_id: int
     length: int  # prediction truncation, in tokens
+    batch_size: int  # rows per prediction batch: eval_batch_size, or less when that did not fit in memory
 
 
 @dataclass
@@ -2019,27 +2204,55 @@ def model_config(cfg: Config) -> Config:
     if digest != cfg.adapter_sha256:
         raise ConfigError(f"the adapter in {folder} has sha256 {digest}, not the adapter_sha256 "
                           f"{cfg.adapter_sha256} this run was pushed for")
-    kit = json.loads((folder / "kit.json").read_text(encoding="utf-8"))
-    trained = apply_overrides(Config(), {k: v for k, v in kit["config"].items() if k in CONFIG_KEYS})
+    kit = adapter_kit(folder)
+    try:
+        trained = apply_overrides(Config(), {k: v for k, v in kit["config"].items() if k in CONFIG_KEYS})
+    except ConfigError as exc:
+        raise ConfigError(f"{folder / 'kit.json'} holds a config this kernel refuses: {exc}") from None
     check_lengths(dataclasses.replace(trained, predict_max_length=cfg.predict_max_length))
     print(f"predict only, with the adapter in {folder} (trained with config_hash {config_hash(trained)[:12]})")
     return trained
 
 
+def adapter_kit(folder: Path) -> dict:
+    """An adapter's kit.json, checked to be what save_adapter writes: its config, temperature and hidden size."""
+    path = folder / "kit.json"
+    try:
+        kit = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path} ({type(exc).__name__}); point adapter_from at a previous run's "
+                          "adapter/") from None
+    shape = {"config": dict, "temperature": (int, float, type(None)), "hidden_size": int}
+    if not isinstance(kit, dict) or any(not isinstance(kit.get(k, ...), t) for k, t in shape.items()):
+        raise ConfigError(f"{path} is not a kit.json this kernel wrote: it needs config (an object), temperature "
+                          "(a number) and hidden_size (an integer)")
+    return kit
+
+
 def resolve_inputs(cfg: Config, scratch: Path) -> Inputs:
     """Which files the run reads (smoke runs write synthetic ones), said out loud."""
-    train, test = cfg.train_data, cfg.test_data
+    train, test, smoke_test = cfg.train_data, cfg.test_data, None
     if cfg.smoke:
         smoke_train, smoke_test = make_smoke_inputs(scratch, cfg.seed)
         train = str(smoke_train) if train == "auto" else train
         test = str(smoke_test) if test == "auto" else test
-    test_path = find_test_file() if test == "auto" else Path(test)
-    train = find_train_source() if train == "auto" else train
+    test_path = find_test_file(KAGGLE_INPUT) if test == "auto" else Path(test)
+    train = find_train_source(KAGGLE_INPUT) if train == "auto" else train
     for key, value in (("test_data", str(test_path)), ("train_data", train)):
         if value != "hf:ag_news" and not Path(value).is_file():
             raise DataError(f"{key} {value} is not a file; pass --set {key}=PATH")
     print(f"test data: {test_path}\ntraining data: {train}", flush=True)
-    return Inputs(train, test_path)
+    own = {p.resolve() for p in competition_test_files(KAGGLE_INPUT)}
+    kind = "smoke" if cfg.smoke else "competition" if test_path.resolve() in own else "other"
+    return Inputs(train, test_path, kind, file_sha256(test_path), cfg.smoke and test == str(smoke_test))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_data(cfg: Config, inputs: Inputs) -> Data:
@@ -2055,19 +2268,17 @@ def load_data(cfg: Config, inputs: Inputs) -> Data:
         raise DataError(f"every class needs at least 2 training rows (one to train on, one to validate), but "
                         f"{inputs.train} has too few of: {short}{sampled}")
     train_rows, val_rows = stratified_split(labels, cfg.val_fraction, cfg.seed)
-    test_texts = [clean_text(t) for t in load_test_texts(inputs.test)]
-    return Data([clean_text(t) for t in frame["text"]], labels, train_rows, val_rows, test_texts)
+    test_texts = clean_texts(load_test_texts(inputs.test), "test")
+    return Data(clean_texts(frame["text"], "training"), labels, train_rows, val_rows, test_texts)
 
 
 def new_model(cfg: Config, data: Data, scratch: Path) -> Model:
     """A fresh LoRA model on the pretrained encoder (smoke runs: a tiny random one saved in scratch)."""
-    from transformers import AutoTokenizer
-
     if cfg.smoke:
         tokenizer = smoke_tokenizer(data.texts + data.test_texts)
         source = save_smoke_encoder(cfg, tokenizer, scratch / "base")
     else:
-        tokenizer, source = AutoTokenizer.from_pretrained(cfg.model), cfg.model
+        tokenizer, source = load_tokenizer(cfg.model), cfg.model
     torch.manual_seed(cfg.seed)
     net = build_model(cfg, source)
     return Model(net, tokenizer, cfg, source, breakdown_of(net))
@@ -2076,15 +2287,59 @@ def new_model(cfg: Config, data: Data, scratch: Path) -> Model:
 def load_adapter_model(cfg: Config, trained: Config) -> Model:
     """A previous run's model from its adapter folder, on the encoder it was trained on (or this run's
     `model`, when set), with its calibration temperature."""
-    from transformers import AutoTokenizer
-
     folder = Path(cfg.adapter_from)
     source = cfg.model if cfg.model != Config.model else trained.model
     source = str(folder / "base") if (folder / "base").is_dir() else source
+    kit = adapter_kit(folder)
+    hidden = encoder_config(dataclasses.replace(trained, model=source, smoke=False)).hidden_size
+    if hidden != kit["hidden_size"]:
+        raise ConfigError(f"the adapter in {folder} was trained on an encoder of hidden size {kit['hidden_size']}, "
+                          f"but {source} has {hidden}: predict with the encoder it was trained on (--set model=)")
     net = build_model(trained, source, adapter=folder)
-    kit = json.loads((folder / "kit.json").read_text(encoding="utf-8"))
-    return Model(net, AutoTokenizer.from_pretrained(source), trained, source, param_breakdown(trained),
-                 float(kit["temperature"]), trained=True)
+    temperature = float(kit["temperature"]) if kit["temperature"] else None  # None: fitted again
+    return Model(net, load_tokenizer(source), trained, source, param_breakdown(trained), temperature, trained=True)
+
+
+def tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else 0
+
+
+def outputs_size(cfg: Config, data: Data, model: Model) -> int:
+    """A generous estimate of the outputs' bytes: the CSVs and logits by row, the adapter by parameter (with a
+    smoke run's encoder, or a loaded adapter's files), 2 MiB for the JSON files and plots."""
+    rows, val = len(data.test_texts), len(data.val_rows)
+    tables = rows * 80 + (rows + val) * len(LABELS) * 4 + val * 8
+    adapter = tree_size(Path(cfg.adapter_from)) if model.trained else (
+        model.breakdown["total"] * 4 + (tree_size(Path(model.source)) if model.config.smoke else 0))
+    return tables + adapter + 2 * 2**20
+
+
+def check_output_folder(out: Path, scratch: Path, size: int) -> None:
+    """Refuses, before training, an output folder that could not take `size` bytes of outputs: one that cannot be
+    created or written, or without the room (outputs are staged in `scratch`, then copied beside the old ones)."""
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    fix = "choose another with --set output_dir=PATH"
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir {out} cannot be created: {existing} is not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir {out} is not writable ({existing}: permission denied or read-only); {fix}")
+    shared = existing.stat().st_dev == scratch.stat().st_dev
+    for folder, what, need in ((existing, f"output_dir {out}", size * (3 if shared else 2)),
+                               (scratch, f"the temporary folder {scratch}", size)):
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise ConfigError(f"{what} has {free / 2**20:.1f} MiB free, but the outputs need about "
+                              f"{need / 2**20:.1f} MiB there; free some space or {fix}")
+
+
+def check_prediction_batch(cfg: Config, model: Model, encoded: Encoded, device: torch.device) -> None:
+    """The prediction batch size that fits in memory, found before training with the longest rows."""
+    net = model.net.to(device)
+    encoded.batch_size = fitting_batch_size(net, encoded.test_ids + encoded.val_ids, encoded.batch_size,
+                                            encoded.pad_id, device, autocast_dtype(device, cfg.precision))
+    if process_count(cfg) > 1 and not model.trained:  # the ranks train their own copies: free this one's memory
+        model.net.cpu()
+        torch.cuda.empty_cache()
 
 
 def encode_for_prediction(cfg: Config, model: Model, data: Data) -> Encoded:
@@ -2092,7 +2347,8 @@ def encode_for_prediction(cfg: Config, model: Model, data: Data) -> Encoded:
     length = cfg.predict_max_length or model.config.max_length
     tokenizer = model.tokenizer
     return Encoded(encode_texts(tokenizer, [data.texts[i] for i in data.val_rows], length),
-                   encode_texts(tokenizer, data.test_texts, length), tokenizer.pad_token_id, length)
+                   encode_texts(tokenizer, data.test_texts, length), tokenizer.pad_token_id, length,
+                   cfg.eval_batch_size)
 
 
 def describe_device(device: torch.device, world: int) -> str:
@@ -2101,13 +2357,21 @@ def describe_device(device: torch.device, world: int) -> str:
     return f"cpu ({torch.get_num_threads()} threads)" + (f" x{world} processes" if world > 1 else "")
 
 
-def print_banner(cfg: Config, data: Data, model: Model, device: torch.device) -> None:
-    """What is about to happen, before any long step: rows, steps, device, precision, parameters, samples."""
+def model_description(model: Model) -> str:
+    if model.config.smoke:  # its config still names roberta-base, which a smoke run never loads
+        return f"tiny random encoder (smoke run), not {model.config.model}"
+    return model.source
+
+
+def print_banner(cfg: Config, inputs: Inputs, data: Data, model: Model, device: torch.device) -> None:
+    """What is about to happen, before any long step: what it predicts on, the model, rows, steps, device,
+    precision, parameters, samples."""
     world = process_count(cfg)
     steps = (len(data.train_rows) // (cfg.batch_size * world) + 1) * cfg.epochs
     plan = (f"predict only: {cfg.adapter_from}" if model.trained else
             f"batch {cfg.batch_size} x {world} process(es) | ~{steps:,} steps over {cfg.epochs} epoch(s)")
-    print(f"\n{'=' * 72}\n  train rows {len(data.train_rows):,} | validation rows {len(data.val_rows):,} | test rows "
+    print(f"\n{'=' * 72}\n  {inputs.describe()}\n  model {model_description(model)}\n"
+          f"  train rows {len(data.train_rows):,} | validation rows {len(data.val_rows):,} | test rows "
           f"{len(data.test_texts):,}\n  {plan} | device {describe_device(device, 1 if model.trained else world)}\n"
           f"  precision {autocast_dtype(device, cfg.precision) or 'fp32'} | trainable parameters "
           f"{model.breakdown['total']:,}", flush=True)
@@ -2125,7 +2389,7 @@ def train_model(cfg: Config, model: Model, data: Data, encoded: Encoded, device:
         return training
     train_ids = encode_texts(model.tokenizer, [data.texts[i] for i in data.train_rows], cfg.max_length)
     batches = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
-                        encoded.val_ids, data.val_labels, encoded.pad_id)
+                        encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
     result = train(cfg, batches, model, device, deadline, stop)
     if result["state"] is None:
         raise Interrupted(f"{stop.received} before the first epoch finished: no trained model to predict with; "
@@ -2169,10 +2433,10 @@ def predict(cfg: Config, model: Model, data: Data, encoded: Encoded, device: tor
     test probabilities; non-finite probabilities are refused before anything is written."""
     dtype = autocast_dtype(device, cfg.precision)
     net = model.net.to(device)
-    val_logits = predict_logits(net, encoded.val_ids, cfg.eval_batch_size, encoded.pad_id, device, dtype, "validate")
+    val_logits = predict_logits(net, encoded.val_ids, encoded.batch_size, encoded.pad_id, device, dtype, "validate")
     temperature = model.temperature or fit_temperature(val_logits, data.val_labels)
     started = time.perf_counter()
-    test_logits = predict_logits(net, encoded.test_ids, cfg.eval_batch_size, encoded.pad_id, device, dtype, "test")
+    test_logits = predict_logits(net, encoded.test_ids, encoded.batch_size, encoded.pad_id, device, dtype, "test")
     probs, prior = corrected_probabilities(test_logits, temperature, cfg.prior_correction, data.train_prior)
     bad = int((~np.isfinite(probs).all(axis=1)).sum())
     if bad:
@@ -2194,7 +2458,7 @@ def write_outputs(stage: Path, cfg: Config, inputs: Inputs, data: Data, model: M
                         temperature=prediction.temperature)
     if model.trained:  # the adapter predicted with: carried along unchanged
         copy_tree(Path(cfg.adapter_from), stage / "adapter")
-    else:
+    else:  # keep_adapter's copy, now with its temperature
         save_adapter(model, stage / "adapter", prediction.temperature)
     val_pred = prediction.val_logits.argmax(axis=1)
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
@@ -2231,6 +2495,8 @@ def metrics_of(cfg, inputs, data, model, training, prediction, confusion, device
         "predict_seconds": round(prediction.seconds, 2),
         "total_seconds": round(time.monotonic() - started, 2),
         "test_file": str(inputs.test),
+        "predicted_on": inputs.predicted_on(len(labels)),
+        "model": model_description(model),
         "test_rows": len(labels),
         "test_label_distribution": {LABELS[i]: int((labels == i).sum()) for i in range(len(LABELS))},
         "temperature": prediction.temperature,
@@ -2248,15 +2514,19 @@ def metrics_of(cfg, inputs, data, model, training, prediction, confusion, device
 
 # ---------------------------------------------------------------------------------------------- main
 def run(cfg: Config) -> dict:
-    """The whole job, one phase per line; returns the metrics. The output folder is untouched until every
-    phase succeeded (or a signal stopped training after an epoch); then submission.csv is published first."""
+    """The whole job, one phase per line; returns the metrics. What would fail after training is checked before
+    it. The output folder is untouched until training finished (or a signal stopped it after an epoch); then the
+    adapter is saved there first, and the other outputs are staged and published, submission.csv first."""
     started = time.monotonic()
     deadline = started + cfg.time_limit_minutes * 60
     quiet_libraries()
+    if cfg.smoke:
+        print(SMOKE_NOTICE, flush=True)
     print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
     device = accelerator()
     cfg = locate_adapter(cfg)
     trained = model_config(cfg)
+    out = output_path(cfg)
     with tempfile.TemporaryDirectory(prefix="agnews_lora_") as tmp, StopSignal(Path(tmp) / "stop").installed() as stop:
         scratch = Path(tmp)
         seed_everything(cfg.seed)
@@ -2264,22 +2534,31 @@ def run(cfg: Config) -> dict:
         data = load_data(trained, inputs)
         model = load_adapter_model(cfg, trained) if cfg.adapter_from else new_model(cfg, data, scratch)
         encoded = encode_for_prediction(cfg, model, data)
-        print_banner(cfg, data, model, device)
+        check_output_folder(out, scratch, outputs_size(cfg, data, model))
+        check_prediction_batch(cfg, model, encoded, device)
+        print_banner(cfg, inputs, data, model, device)
         training = train_model(cfg, model, data, encoded, device, deadline, stop)
-        prediction = predict(cfg, model, data, encoded, device)
-        metrics = write_outputs(scratch / "outputs", cfg, inputs, data, model, training, prediction, device,
-                                started, stop)
-        publish(scratch / "outputs", output_path(cfg))
-    print_summary(metrics, output_path(cfg))
+        adapter = None
+        try:
+            adapter = None if model.trained else keep_adapter(model, scratch, out)
+            prediction = predict(cfg, model, data, encoded, device)
+            metrics = write_outputs(scratch / "outputs", cfg, inputs, data, model, training, prediction, device,
+                                    started, stop)
+            publish(scratch / "outputs", out)
+        except PublishError:
+            raise
+        except (KernelError, OSError) as exc:
+            raise failed_after_training(exc, adapter) from None
+    print_summary(metrics, out, inputs)
     return metrics
 
 
-def print_summary(metrics: dict, out: Path) -> None:
+def print_summary(metrics: dict, out: Path, inputs: Inputs) -> None:
     stopped = f", {metrics['signal']}: interrupted" if metrics["signal"] else ""
     print(f"\nval_accuracy {metrics['val_accuracy']:.4f} | train {metrics['train_seconds']:.0f}s "
           f"({metrics['train_samples_per_second']:.0f} rows/s) | predict {metrics['predict_seconds']:.1f}s\n"
           f"test label distribution {metrics['test_label_distribution']}\nwrote {out / 'submission.csv'} "
-          f"({metrics['test_rows']} rows, validated{stopped})", flush=True)
+          f"({metrics['test_rows']} rows, validated{stopped})\n{inputs.describe()}", flush=True)
 
 
 def seed_everything(seed: int) -> None:

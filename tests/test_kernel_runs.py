@@ -24,7 +24,7 @@ from conftest import KERNEL, ROOT, kernel_env
 METRIC_KEYS = {
     "trainable_params", "param_breakdown", "val_accuracy", "history", "train_seconds", "train_samples_per_second",
     "tokens_per_second", "predict_seconds", "test_rows", "test_label_distribution", "device", "versions",
-    "config_hash", "interrupted", "signal", "test_file",
+    "config_hash", "interrupted", "signal", "test_file", "predicted_on", "model",
 }
 QUICK = ("smoke=true", "epochs=1", "max_train_samples=800")  # about 5 s in-process
 
@@ -170,7 +170,8 @@ def test_non_finite_probabilities_are_refused(kernel, run_main, tmp_path, monkey
                         lambda logits, *a: (np.full((len(logits), 4), np.nan), None))
     code, _, err = run_main(*QUICK, f"output_dir={tmp_path / 'out'}")
     assert code == 4 and "non-finite probabilities for 8,000 of 8,000 test rows; no submission written" in err
-    assert not (tmp_path / "out").exists()
+    assert f"the trained adapter is kept in {tmp_path / 'out' / 'adapter'}" in err  # saved before predicting
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["adapter"]
 
 
 def test_one_class_training_data_is_refused_before_training(run_main, used_output, tmp_path):
