@@ -76,5 +76,5 @@ EXIT_CODES = (
     (Unconfirmed.exit_code, Unconfirmed.__doc__),
     (70, "an internal error (a bug): one line; LORAKIT_DEBUG=1 shows the traceback"),
     (Interrupted.exit_code, Interrupted.__doc__),
-    (141, "stdout was closed before the output ended (lorakit plan | head -1): stopped quietly"),
+    (141, "stdout was closed before the output ended (lorakit plan piped to head -1): stopped quietly"),
 )
