@@ -614,13 +614,11 @@ def cmd_validate(args) -> int:
     JSON,
 )
 def cmd_plan(args) -> int:
-    from lorakit.planner import budget_plan
+    from lorakit.planner import PlanRequest, budget_plan
 
     out = args.out
-    plan = budget_plan(
-        _project(args), args.budget, args.top, heads=args.head, targets=args.targets, ranks=args.ranks,
-        layers=args.layers,
-    )
+    plan = budget_plan(_project(args), PlanRequest(args.budget, args.top, args.head, args.targets, args.ranks,
+                                                   args.layers))
     out.document({"budget": plan.budget, "layers": plan.layers, "enumerated": plan.enumerated,
                   "fitting": plan.fitting, "evidence_source": plan.evidence_source,
                   "configs": [c.as_json() for c in plan.candidates]})

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional
 from lorakit.errors import (
     ArgumentError, FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
 )
-from lorakit.kernel import Effective, config_effective, kernel_errors, kernel_load, script_render, submission_check
+from lorakit.kernel import Effective, adapter_digest, config_effective, script_render, submission_check
 from lorakit.ledger import SENDING, Ledger, kernel_same, mode_under_umask
 from lorakit.project import (
     METADATA_FILE,
@@ -110,17 +110,17 @@ def config_check(project: Project, sets: Iterable[str] = (), extra: Optional[dic
     if needs:
         raise UsageError("enable_internet is false in kernel-metadata.json, but " + "; and ".join(needs)
                          + " (or set enable_internet to true)")
-    return CheckReport(effective, (*project.warnings, *warnings), effective.kmod.usable_positions(effective.config))
+    return CheckReport(effective, (*project.warnings, *warnings), effective.usable_positions())
 
 
 def encoder_of(project: Project, effective: Effective) -> Optional[str]:
     """The pretrained encoder a run loads (a hub id or a folder); None when it needs none: a smoke run's is a
     tiny random one, and a predict-from adapter may carry its own base. The kernel's rule (load_adapter_model):
     a predict-from run on the default model loads the encoder its adapter was trained on."""
-    cfg, kmod = effective.config, effective.kmod
+    cfg = effective.config
     if cfg.smoke:
         return None
-    if not cfg.adapter_from or cfg.model != kmod.Config.model:
+    if not cfg.adapter_from or cfg.model != effective.default_model:
         return cfg.model
     version = adapter_version_of(cfg.adapter_from)
     folder = project.version_dir(version) / "adapter" if version else Path(cfg.adapter_from)
@@ -136,17 +136,17 @@ def internet_needs(project: Project, effective: Effective) -> tuple[list, list]:
     attach instead; and warnings where it cannot be told offline. (Nothing when the internet is on.)"""
     if str(project.metadata.get("enable_internet", True)).lower() != "false":
         return [], []
-    cfg, kmod = effective.config, effective.kmod
+    cfg = effective.config
     needs, warnings = [], []
     encoder = encoder_of(project, effective)
     if encoder is not None and not encoder.startswith("/"):
         needs.append(f"model {encoder} is a Hugging Face hub id, which needs the internet: attach a copy (a Kaggle "
                      "model in model_sources, or a dataset) and pass --set model=/kaggle/input/<its folder>")
     datasets = [d for d in project.metadata.get("dataset_sources") or []]
-    attach = f"attach the AG News CSVs {kmod.AG_NEWS_DATASET} in dataset_sources and keep train_data=auto"
+    attach = f"attach the AG News CSVs {effective.ag_news_dataset} in dataset_sources and keep train_data=auto"
     if cfg.train_data.startswith("hf:"):
         needs.append(f"train_data {cfg.train_data} downloads from the Hugging Face hub: {attach}")
-    elif cfg.train_data == "auto" and not cfg.smoke and kmod.AG_NEWS_DATASET not in datasets:
+    elif cfg.train_data == "auto" and not cfg.smoke and effective.ag_news_dataset not in datasets:
         fallback = "train_data auto falls back to hf:ag_news, which needs the internet, when no attached dataset " \
                    "holds AG News's train.csv"
         if datasets:
@@ -264,14 +264,14 @@ def build_write(
     return folder
 
 
-def adapter_source_of(project: Project, version, kmod) -> AdapterSource:
+def adapter_source_of(project: Project, version) -> AdapterSource:
     """Version ``version``'s pulled adapter (offline): its folder, digest and the dataset that will carry it."""
     version = version_parse(version)
     folder = project.version_dir(version) / "adapter"
     shown = folder.relative_to(project.root)
     if not (folder / "kit.json").is_file():
         raise UsageError(f"{shown}/kit.json does not exist: pull v{version} first (lorakit pull {version})")
-    return AdapterSource(version, folder, kmod.adapter_digest(folder), adapter_dataset_ref(project.kernel, version))
+    return AdapterSource(version, folder, adapter_digest(project, folder), adapter_dataset_ref(project.kernel, version))
 
 
 def adapter_dataset_description(adapter: AdapterSource, kernel: KernelRef) -> str:
@@ -334,15 +334,13 @@ def build_dir_check(project: Project, build_dir: Path) -> Path:
 
 def adapter_effective(effective: Effective, adapter: AdapterSource) -> Effective:
     """A predict-only push's count: that of the config the adapter was trained with (its kit.json)."""
-    kmod = effective.kmod
     try:
         trained = json.loads((adapter.folder / "kit.json").read_text(encoding="utf-8"))["config"]
-        keys = {k: v for k, v in trained.items() if k in kmod.CONFIG_KEYS}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        if not isinstance(trained, dict):
+            raise TypeError
+    except (OSError, ValueError, TypeError, KeyError):
         raise UsageError(f"{adapter.folder}/kit.json is not the kit.json of a run: pull v{adapter.version} again")
-    with kernel_errors(kmod, f"{adapter.folder}/kit.json: "):
-        breakdown = kmod.param_breakdown(kmod.apply_overrides(kmod.Config(), keys))
-    return replace(effective, breakdown=breakdown)
+    return effective.trained(trained, f"{adapter.folder}/kit.json")
 
 
 def text_checked(text: str, what: str) -> str:
@@ -431,7 +429,7 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
     adapter = None
     extra = {}
     if options.predict_from is not None:
-        adapter = adapter_source_of(project, options.predict_from, kernel_load(project))
+        adapter = adapter_source_of(project, options.predict_from)
         extra = {"adapter_from": adapter.dataset.mount, "adapter_sha256": adapter.sha256}
     report = config_check(project, options.sets, extra)
     effective = report.effective if adapter is None else adapter_effective(report.effective, adapter)
@@ -444,7 +442,7 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
         raise FlagNeeded("a smoke run predicts synthetic data and is never submitted: drop --submit, or add "
                          "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
     token = token_new()
-    rendered = script_render(project, effective.overrides, token)  # once, before any network call: it compiles
+    rendered = script_render(project, effective, token)  # once, before any network call: it compiles
     notes: list[str] = list(report.warnings)
     asked = accelerator_asked(project.metadata, accelerator)
     if remote is None and not options.dry_run:  # pragma: no cover - the CLI always passes one
@@ -899,7 +897,7 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
         warnings.append(f"v{version} has no submission.csv")
         return metrics, False
     try:
-        submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
+        submission_check(project, dest / "submission.csv", rows_expected_of(metrics))
     except UsageError as exc:
         warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
         return metrics, False
@@ -978,7 +976,7 @@ def submission_validate(project: Optional[Project], path: Path, rows: Optional[i
     rows = int(rows) if rows else expected_rows_of(Path(path).parent)
     if rows < 1:
         raise UsageError("--rows must be positive")
-    submission_check(kernel_load(project), Path(path), rows)
+    submission_check(project, Path(path), rows)
     return rows
 
 
