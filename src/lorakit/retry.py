@@ -182,14 +182,31 @@ class GaveUp(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Timing:
+    """The clock a retry or a poll waits by: time.sleep, time.monotonic and random.random unless a test
+    passes its own (looked up at each use, so that a test may also patch the time module)."""
+
+    sleep: Optional[Callable[[float], None]] = None
+    clock: Optional[Callable[[], float]] = None
+    rng: Optional[Callable[[], float]] = None
+
+    def wait(self, seconds: float) -> None:
+        (self.sleep or time.sleep)(seconds)
+
+    def now(self) -> float:
+        return (self.clock or time.monotonic)()
+
+    def jitter(self) -> float:
+        return (self.rng or random.random)()
+
+
 def call_with_retry(
     fn: Callable[[], T],
     policy: RetryPolicy,
     describe: str,
     *,
-    sleep: Optional[Callable[[float], None]] = None,
-    clock: Optional[Callable[[], float]] = None,
-    rng: Optional[Callable[[], float]] = None,
+    timing: Timing = Timing(),
     log=None,
     retryable: Callable[[BaseException], bool] = is_retryable,
 ) -> T:
@@ -199,10 +216,7 @@ def call_with_retry(
     run out on a retryable error, :class:`GaveUp` is raised with that error as ``last``.
     """
     log = sys.stderr if log is None else log
-    sleep = sleep or time.sleep
-    clock = clock or time.monotonic
-    rng = rng or random.random
-    start = clock()
+    start = timing.now()
     attempt = 0
     while True:
         attempt += 1
@@ -211,22 +225,27 @@ def call_with_retry(
         except Exception as exc:  # noqa: BLE001 - classified below
             if not retryable(exc):
                 raise
-            elapsed = clock() - start
-            if attempt >= policy.max_attempts:
-                raise GaveUp(exc, attempt, elapsed, f"{attempt} attempts") from exc
-            delay = policy.backoff(attempt, rng)
-            hinted = retry_after_seconds(exc)
-            if hinted is not None:
-                if hinted > policy.max_delay:
-                    raise GaveUp(exc, attempt, elapsed, f"Kaggle asked to wait {hinted:.0f} s") from exc
-                delay = hinted + delay * 0.1  # honour Retry-After, plus a little jitter
-            remaining = policy.total_time - elapsed
-            if delay > remaining:
-                raise GaveUp(exc, attempt, elapsed, f"{policy.total_time:g} s budget") from exc
+            delay = retry_delay(exc, policy, attempt, timing.now() - start, timing)
             status = http_status(exc)
             what = f"HTTP {status}" if status is not None else type(exc).__name__
             print(
                 f"lorakit: {describe}: {what}; retrying in {delay:.1f} s (attempt {attempt + 1}/{policy.max_attempts})",
                 file=log,
             )
-            sleep(delay)
+            timing.wait(delay)
+
+
+def retry_delay(exc: Exception, policy: RetryPolicy, attempt: int, elapsed: float, timing: Timing) -> float:
+    """The wait before retrying after ``exc`` (Retry-After when Kaggle sent one); GaveUp when the attempts or
+    the time run out, or Kaggle asks for a longer wait than LORAKIT_RETRY_MAX_DELAY_S."""
+    if attempt >= policy.max_attempts:
+        raise GaveUp(exc, attempt, elapsed, f"{attempt} attempts") from exc
+    delay = policy.backoff(attempt, timing.jitter)
+    hinted = retry_after_seconds(exc)
+    if hinted is not None:
+        if hinted > policy.max_delay:
+            raise GaveUp(exc, attempt, elapsed, f"Kaggle asked to wait {hinted:.0f} s") from exc
+        delay = hinted + delay * 0.1  # honour Retry-After, plus a little jitter
+    if delay > policy.total_time - elapsed:
+        raise GaveUp(exc, attempt, elapsed, f"{policy.total_time:g} s budget") from exc
+    return delay

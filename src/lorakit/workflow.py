@@ -36,7 +36,8 @@ from lorakit.project import (
     git_state,
     script_compile_check,
 )
-from lorakit.remote import KernelStatus, Remote, Submission, json_loads_safe
+from lorakit.remote import KernelStatus, Remote, Submission
+from lorakit.transport import json_loads_safe
 
 DEFAULT_TEST_ROWS = 8000
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
