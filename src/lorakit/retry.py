@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -199,6 +199,55 @@ class Timing:
 
     def jitter(self) -> float:
         return (self.rng or random.random)()
+
+
+@dataclass(frozen=True)
+class Poll:
+    """How a wait polls: first after ``first`` seconds, each interval 1.5 times longer up to ``longest``, for
+    ``timeout`` seconds in all."""
+
+    timeout: float
+    first: float
+    longest: float
+    timing: Timing = Timing()
+
+    @classmethod
+    def of(cls, policy: RetryPolicy, timeout: float) -> "Poll":
+        """LORAKIT_POLL_START_S growing up to LORAKIT_POLL_MAX_S, for ``timeout`` seconds."""
+        return cls(timeout, max(0.0, policy.poll_start), max(0.0, policy.poll_max))
+
+    def interval_after(self, interval: float) -> float:
+        return min(self.longest, interval * 1.5) if interval else 0.0
+
+
+class Follower(Protocol):
+    """What waits instead of sleeping while it can (a followed log): ``live(value)`` says whether it can now,
+    ``follow()`` waits and says whether something new came (then the state is read again at once)."""
+
+    def live(self, value) -> bool: ...
+
+    def follow(self) -> bool: ...
+
+
+def poll_until(read: Callable[[], T], seen: Callable[[T, float], bool], poll: Poll,
+               stalled: Callable[[T, float], Exception], follower: Optional[Follower] = None) -> T:
+    """``read()`` until ``seen(value, seconds elapsed)`` says the wait is over (it may also record, show or
+    raise); between reads sleep the interval, or let a live ``follower`` wait. Raises ``stalled(value,
+    elapsed)`` when the next wait would pass ``poll.timeout``."""
+    start = poll.timing.now()
+    interval = poll.first
+    while True:
+        value = read()
+        elapsed = poll.timing.now() - start
+        if seen(value, elapsed):
+            return value
+        live = follower is not None and follower.live(value)
+        if elapsed + (0 if live else interval) > poll.timeout:
+            raise stalled(value, elapsed)
+        if live and follower.follow():
+            continue  # it brought news (or its deadline came): read again at once
+        poll.timing.wait(interval)
+        interval = poll.interval_after(interval)
 
 
 def call_with_retry(
