@@ -166,6 +166,35 @@ class Basis:
         return sum(self.per_target[t] for t in subset) * self.share(choice) // self.layers
 
 
+@dataclass(frozen=True)
+class Counter:
+    """Exact candidates at the default's LoRA scale (alpha / r), marked with the bench's evidence."""
+
+    effective: Effective
+    budget: int
+    marks: dict
+
+    @property
+    def ratio(self) -> float:
+        return self.effective.config.lora_alpha / self.effective.config.lora_r
+
+    def candidate(self, head, subset, r, choice, default=False) -> Optional[Candidate]:
+        """The exact count of this placement; None when it overshoots the budget (the default never does)."""
+        alpha = self.effective.config.lora_alpha if default else r * self.ratio
+        b = self.effective.count(lora_targets=",".join(subset), lora_r=r, lora_alpha=alpha, lora_layers=choice,
+                                 head=head)
+        if b["total"] > self.budget and not default:
+            return None
+        key = (head, canonical_targets(",".join(subset)), r, float(alpha), choice)
+        return Candidate(head, tuple(subset), r, alpha, choice, sum(b["lora"].values()), b["head"], b["other"],
+                         b["total"], default, self.marks.get(key, ""))
+
+    def default(self) -> Candidate:
+        base = self.effective.config
+        return self.candidate(base.head, tuple(t.strip() for t in base.lora_targets.split(",")), base.lora_r,
+                              base.lora_layers, default=True)
+
+
 def space_of(request: PlanRequest, effective: Effective) -> Space:
     """The heads, target subsets and ranks to try, checked."""
     head_choices = _split(request.heads) or list(effective.heads)
@@ -231,35 +260,6 @@ def placements_fitting(space: Space, basis: Basis, layer_choices: list, budget: 
         )
     placements.sort(key=lambda p: (-p[0], -basis.share(p[4]), len(p[2]), p[1], p[2]))
     return placements, len(combos)
-
-
-@dataclass(frozen=True)
-class Counter:
-    """Exact candidates at the default's LoRA scale (alpha / r), marked with the bench's evidence."""
-
-    effective: Effective
-    budget: int
-    marks: dict
-
-    @property
-    def ratio(self) -> float:
-        return self.effective.config.lora_alpha / self.effective.config.lora_r
-
-    def candidate(self, head, subset, r, choice, default=False) -> Optional[Candidate]:
-        """The exact count of this placement; None when it overshoots the budget (the default never does)."""
-        alpha = self.effective.config.lora_alpha if default else r * self.ratio
-        b = self.effective.count(lora_targets=",".join(subset), lora_r=r, lora_alpha=alpha, lora_layers=choice,
-                                 head=head)
-        if b["total"] > self.budget and not default:
-            return None
-        key = (head, canonical_targets(",".join(subset)), r, float(alpha), choice)
-        return Candidate(head, tuple(subset), r, alpha, choice, sum(b["lora"].values()), b["head"], b["other"],
-                         b["total"], default, self.marks.get(key, ""))
-
-    def default(self) -> Candidate:
-        base = self.effective.config
-        return self.candidate(base.head, tuple(t.strip() for t in base.lora_targets.split(",")), base.lora_r,
-                              base.lora_layers, default=True)
 
 
 def candidates_chosen(counter: Counter, placements: list, ranks: list, top: int) -> list:
