@@ -208,7 +208,7 @@ def run_specs(kernel) -> list[Spec]:
 # ------------------------------------------------------------------------------------------- helpers
 def load_kernel():
     """The kernel through lorakit's one loader (module agnews_lora, so --inprocess data parallel can spawn)."""
-    from lorakit.project import kernel_module_load
+    from lorakit.kernel import kernel_module_load
 
     return kernel_module_load(KERNEL_PATH)
 

@@ -47,7 +47,7 @@ TINY_ARCH = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2
 def load_kernel(path: str | Path | None = None):
     """kernel/agnews_lora.py through lorakit's loader (as the module agnews_lora), or another copy of it (a
     variant under test) as agnews_lora_variant, so the two can be compared in one process."""
-    from lorakit.project import kernel_module_load
+    from lorakit.kernel import kernel_module_load
 
     path = Path(path or KERNEL_PATH).resolve()
     return kernel_module_load(path, "agnews_lora" if path == KERNEL_PATH.resolve() else "agnews_lora_variant")

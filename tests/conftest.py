@@ -24,7 +24,7 @@ def pytest_configure(config):
 @pytest.fixture
 def kernel():
     """The repository's kernel as the module agnews_lora (a cache hit unless a test loaded another copy)."""
-    from lorakit.project import kernel_module_load
+    from lorakit.kernel import kernel_module_load
 
     return kernel_module_load(KERNEL)
 

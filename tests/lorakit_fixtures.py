@@ -133,7 +133,7 @@ class Kit:
         return next(r for r in self.rows() if int(r["version"]) == version)
 
     def kmod(self):
-        from lorakit.project import kernel_module_load
+        from lorakit.kernel import kernel_module_load
 
         return kernel_module_load(self.repo / "kernel" / "agnews_lora.py")
 

@@ -15,7 +15,9 @@ from test_kernel import BAD_VALUES
 
 USERS = sorted([*ROOT.joinpath("src", "lorakit").glob("*.py"), *ROOT.joinpath("bench").glob("*.py"),
                 *ROOT.joinpath("docs").glob("*.py")])
-KERNEL_HANDLES = r"\b(?:kmod|vmod|K)\.([A-Za-z_]\w*)"  # how lorakit and bench name the loaded kernel
+# How lorakit/kernel.py, bench/ and docs/generate.py name the loaded kernel (lorakit's other modules never see it).
+KERNEL_HANDLES = r"\b_?(?:kmod|vmod|K)\.([A-Za-z_]\w*)"
+DOOR = ROOT / "src" / "lorakit" / "kernel.py"
 
 
 def test_public_api_resolves(kernel):
@@ -28,7 +30,7 @@ def test_lorakit_and_bench_use_only_the_public_api(kernel):
     for path in USERS:
         text = path.read_text()
         used.update({name: path.name for name in re.findall(KERNEL_HANDLES, text)})
-        optional.update(re.findall(r'hasattr\((?:kmod|vmod|K), "(\w+)"\)', text))
+        optional.update(re.findall(r'hasattr\(_?(?:kmod|vmod|K), "(\w+)"\)', text))
     assert used, "no kernel use found: has the naming convention changed?"
     assert {name: where for name, where in used.items() if name not in {*kernel.PUBLIC_API, *optional}} == {}
 
@@ -42,7 +44,35 @@ def test_the_loader_is_the_one_door(kernel):
     for path in [*USERS, *ROOT.joinpath("tests").glob("*.py")]:
         text = path.read_text()
         loads_by_path = "spec_from_file_location" in text and "agnews_lora" in text
-        assert not loads_by_path or path.name in ("project.py", "test_kernel_rules.py"), path
+        assert not loads_by_path or path in (DOOR, ROOT / "tests" / "test_kernel_rules.py"), path
+        assert not re.search(r"^def kernel_module_load", text, re.M) or path == DOOR, path  # one loader
+
+
+def test_only_lorakit_kernel_sees_the_kernel_module():
+    """lorakit's other modules reach the kernel through lorakit.kernel's typed functions, never its module."""
+    sees = re.compile(r"\b_?(?:kmod|vmod)\b|\bK\.[A-Za-z_]|kernel_module_load|_kernel_of|\bagnews_lora\b")
+    assert sees.search(DOOR.read_text())
+    offenders = {path.name: sees.findall(path.read_text()) for path in ROOT.joinpath("src", "lorakit").glob("*.py")
+                 if path != DOOR and sees.search(path.read_text())}
+    assert offenders == {}
+
+
+def test_a_rendered_script_reads_back_its_overrides_and_config(kernel, monkeypatch):
+    """What lorakit renders into the build copy is what the kernel reads back: the same overrides, the same
+    config (script_render reuses the validated config instead of checking this on every push)."""
+    from lorakit.kernel import config_effective, script_render
+    from lorakit.project import project_load
+
+    monkeypatch.chdir(ROOT)
+    project = project_load()
+    effective = config_effective(project, ["lora_r=4", "lora_targets=query,value", "head=roberta"],
+                                 {"adapter_from": "/kaggle/input/x-v1-adapter", "adapter_sha256": "0" * 64})
+    rendered = script_render(project, effective, "lk-0123456789ab")
+    block = kernel.read_overrides_block(rendered)
+    assert block == json.loads(json.dumps(effective.overrides))
+    assert kernel.config_hash(kernel.config_from_overrides(block)) == effective.config_hash
+    assert rendered.endswith("\n# lorakit push token: lk-0123456789ab\n")
+    compile(rendered, "agnews_lora.py", "exec")
 
 
 @pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
@@ -68,7 +98,7 @@ def test_check_reports_the_length_verdict(capsys, monkeypatch):
 
 def test_a_missing_kernel_dependency_names_the_extra(tmp_path, monkeypatch):
     from lorakit.errors import UsageError
-    from lorakit.project import kernel_module_load
+    from lorakit.kernel import kernel_module_load
 
     copy = tmp_path / "agnews_lora.py"
     copy.write_text(KERNEL.read_text())

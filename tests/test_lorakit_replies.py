@@ -308,7 +308,7 @@ def test_an_unwritable_output_path_is_refused_before_any_network_call(kit, argv)
 
 def test_a_missing_kernel_package_names_the_checkouts_extra(kit, tmp_path, monkeypatch):
     from lorakit.errors import UsageError
-    from lorakit.project import kernel_module_load
+    from lorakit.kernel import kernel_module_load
 
     script = tmp_path / "needs_a_package.py"
     script.write_text("import lorakit_no_such_package_xyz\n")
@@ -327,7 +327,7 @@ def test_outside_a_checkout_the_kernel_packages_are_named(tmp_path):
     import shutil
 
     shutil.copytree(REPO / "src" / "lorakit", tmp_path / "site" / "lorakit")  # lorakit without its checkout
-    code = "from lorakit.project import kernel_install_hint; print(kernel_install_hint('torch'))"
+    code = "from lorakit.kernel import kernel_install_hint; print(kernel_install_hint('torch'))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
                           capture_output=True, text=True, timeout=120)
     hint = proc.stdout.strip()

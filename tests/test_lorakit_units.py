@@ -18,7 +18,7 @@ from lorakit_fixtures import REPO  # noqa: E402,F401  (puts src/ on sys.path)
 from lorakit.errors import LedgerError, UsageError  # noqa: E402
 from lorakit.ledger import COLUMNS, Ledger  # noqa: E402
 from lorakit.project import KernelRef, git_state, slugify_title  # noqa: E402
-from lorakit.retry import GaveUp, RetryPolicy, call_with_retry, is_unsent, retry_after_seconds  # noqa: E402
+from lorakit.retry import GaveUp, RetryPolicy, Timing, call_with_retry, is_unsent, retry_after_seconds  # noqa: E402
 from lorakit.workflow import log_readable, version_parse  # noqa: E402
 
 
@@ -172,7 +172,7 @@ def test_retry_honours_retry_after_and_succeeds():
 
     policy = RetryPolicy(base_delay=0.1, max_delay=10, total_time=100, max_attempts=5)
     log = open(os.devnull, "w")
-    assert call_with_retry(flaky, policy, "x", sleep=sleeps.append, clock=lambda: 0.0, rng=lambda: 0.5, log=log) == "ok"
+    assert call_with_retry(flaky, policy, "x", timing=Timing(sleeps.append, lambda: 0.0, lambda: 0.5), log=log) == "ok"
     assert len(calls) == 3 and 2.0 <= sleeps[0] <= 2.1 and sleeps[1] == pytest.approx(0.15)
 
 
@@ -184,7 +184,7 @@ def test_retry_does_not_retry_client_errors():
         raise FakeHTTPError(403)
 
     with pytest.raises(FakeHTTPError):
-        call_with_retry(denied, RetryPolicy(), "x", sleep=lambda s: None)
+        call_with_retry(denied, RetryPolicy(), "x", timing=Timing(sleep=lambda s: None))
     assert len(calls) == 1
 
 
@@ -199,7 +199,7 @@ def test_retry_total_time_is_bounded():
 
     policy = RetryPolicy(base_delay=4.0, max_delay=60, total_time=20, max_attempts=100)
     with pytest.raises(GaveUp) as info:
-        call_with_retry(always_down, policy, "x", sleep=sleep, clock=lambda: clock[0], rng=lambda: 1.0,
+        call_with_retry(always_down, policy, "x", timing=Timing(sleep, lambda: clock[0], lambda: 1.0),
                         log=open(os.devnull, "w"))
     assert clock[0] <= 20 and info.value.attempts == 3 and "20 s budget" in info.value.reason
 
@@ -219,7 +219,7 @@ def test_retry_classifier_can_make_429_final():
         raise FakeHTTPError(429)
 
     with pytest.raises(FakeHTTPError):
-        call_with_retry(limited, RetryPolicy(), "x", sleep=lambda s: None, retryable=lambda e: False)
+        call_with_retry(limited, RetryPolicy(), "x", timing=Timing(sleep=lambda s: None), retryable=lambda e: False)
     assert len(calls) == 1
 
 

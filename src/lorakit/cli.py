@@ -22,7 +22,7 @@ import threading
 from typing import Callable, Optional
 
 from lorakit import __version__
-from lorakit.errors import Interrupted, LorakitError, RemoteError, UsageError
+from lorakit.errors import Interrupted, LorakitError, UsageError
 
 LOOP = """\
 typical loop:
@@ -261,8 +261,12 @@ def _status_wait(args, project, remote, version, timeout: float, follow: bool):
     from lorakit.workflow import kernel_status_wait
 
     out = args.out
-    on_log = (lambda text: out.progress(text, end="")) if follow else None
-    return kernel_status_wait(project, remote, version, timeout, _on_poll(out.progress), on_log)
+    return kernel_status_wait(project, remote, version, timeout, _on_poll(out.progress), _log_shown(out, follow))
+
+
+def _log_shown(out: Output, follow: bool) -> Optional[Callable[[str], None]]:
+    """With ``follow``, where a followed log goes: stdout (stderr under --json), as it comes."""
+    return (lambda text: out.progress(text, end="")) if follow else None
 
 
 @command(
@@ -382,26 +386,29 @@ def cmd_pull(args) -> int:
     return 0
 
 
-def _submit_and_score(args, project, remote, version, message: Optional[str], wait: bool, timeout: float) -> dict:
-    """Submit v<N> (and with ``wait`` poll until scored); what it did, as JSON."""
-    from lorakit.workflow import submission_create, submission_wait
-
-    out = args.out
-    result = submission_create(project, remote, version, message, args.allow_smoke)
+def _submitted_show(out: Output, result) -> dict:
+    """Show a submission just made; what it did, as JSON (also the partial document, should the wait fail)."""
     for note in result.notes:
         _note(note)
     left = "left today unknown" if result.remaining is None else f"{result.remaining} left today"
     out.progress(f"submitted v{result.version} as submission {result.ref} ({left})")
     data = {**result.as_json(), "score": None}
     out.partial["submission"] = data
-    if wait:
-        def on_poll(sub, elapsed):
-            out.progress(f"[{_elapsed(elapsed)}] submission {sub.ref} {sub.status}")
-
-        scored = submission_wait(project, remote, result.ref, result.version, timeout, on_poll)
-        out.progress(f"scored: public {_fmt(scored.public_score, 5)} | private {_fmt(scored.private_score, 5)}")
-        data["score"] = scored.as_json()
     return data
+
+
+def _score_poll(out: Output):
+    """The line of each poll of a submission's score."""
+
+    def on_poll(sub, elapsed):
+        out.progress(f"[{_elapsed(elapsed)}] submission {sub.ref} {sub.status}")
+
+    return on_poll
+
+
+def _scored_show(out: Output, data: dict, scored) -> None:
+    out.progress(f"scored: public {_fmt(scored.public_score, 5)} | private {_fmt(scored.private_score, 5)}")
+    data["score"] = scored.as_json()
 
 
 @command(
@@ -415,12 +422,19 @@ def _submit_and_score(args, project, remote, version, message: Optional[str], wa
     JSON,
 )
 def cmd_submit(args) -> int:
+    from lorakit.workflow import submission_create, submission_wait
+
+    out = args.out
     if args.wait:
         _positive(args.timeout, "--timeout")
-    project = _project(args)
-    data = _submit_and_score(args, project, _remote(), args.version, args.message, args.wait, args.timeout)
-    args.out.document(data)
-    args.out.progress("next: lorakit scores")
+    project, remote = _project(args), _remote()
+    result = submission_create(project, remote, args.version, args.message, args.allow_smoke)
+    data = _submitted_show(out, result)
+    if args.wait:
+        scored = submission_wait(project, remote, result.ref, result.version, args.timeout, _score_poll(out))
+        _scored_show(out, data, scored)
+    out.document(data)
+    out.progress("next: lorakit scores")
     return 0
 
 
@@ -614,13 +628,11 @@ def cmd_validate(args) -> int:
     JSON,
 )
 def cmd_plan(args) -> int:
-    from lorakit.planner import budget_plan
+    from lorakit.planner import PlanRequest, budget_plan
 
     out = args.out
-    plan = budget_plan(
-        _project(args), args.budget, args.top, heads=args.head, targets=args.targets, ranks=args.ranks,
-        layers=args.layers,
-    )
+    plan = budget_plan(_project(args), PlanRequest(args.budget, args.top, args.head, args.targets, args.ranks,
+                                                   args.layers))
     out.document({"budget": plan.budget, "layers": plan.layers, "enumerated": plan.enumerated,
                   "fitting": plan.fitting, "evidence_source": plan.evidence_source,
                   "configs": [c.as_json() for c in plan.candidates]})
@@ -655,54 +667,45 @@ def cmd_plan(args) -> int:
     JSON,
 )
 def cmd_run(args) -> int:
-    from lorakit.workflow import RUN_STEPS, kernel_failure_raise, kernel_output_pull, kernel_push, run_resume
+    from lorakit.workflow import RunOptions, run_pipeline
 
     out = args.out
-    options = _push_options(args)
-    if options.no_run:
-        raise UsageError("lorakit run waits for the run it pushes; to save without running: lorakit push --no-run")
-    _positive(args.timeout, "--timeout")
-    _positive(args.score_timeout, "--score-timeout")
+    options = RunOptions(_push_options(args), args.submit, args.timeout, args.score_timeout, args.allow_smoke)
     project = _project(args)
-    remote = None if options.dry_run else _remote()
-    step, version = "push", None
-    try:
-        pushed = kernel_push(project, remote, options, _warn)
-        _push_show(out, project, pushed, hints=False)
-        out.partial = {"version": pushed.version, "push": pushed.as_json()}
-        if options.dry_run:
-            out.document(out.partial)
-            return 0
-        step, version = "wait", pushed.version
-        version, status = _status_wait(args, project, remote, version, args.timeout, args.follow)
-        out.partial["status"] = status.as_json()
-        kernel_failure_raise(version, status)
-        step = "pull"
-        pulled = kernel_output_pull(project, remote, version, on_wait=lambda m: _err(f"lorakit: {m}"))
-        _pull_show(out, project, pulled)
-        out.partial["pull"] = pulled.as_json()
-        if args.submit:
-            step = "submit"
-            _submit_and_score(args, project, remote, version, None, True, args.score_timeout)
-    except KeyboardInterrupt:
-        if step == "submit" and out.partial.get("submission"):
-            step = "score"  # submitted and recorded: only the score is left to read
-        raise Interrupted(f"interrupted {RUN_STEPS[step]}; the ledger is up to date; "
-                          f"{run_resume(step, version, args.submit)}") from None
-    except Interrupted as exc:
-        if step == "push" and exc.version is not None:  # the push was recorded UNCONFIRMED
-            raise Interrupted(f"{exc}; {run_resume('wait', exc.version, args.submit)}") from None
-        raise
-    except RemoteError as exc:
-        if version is None:
-            raise
-        raise RemoteError(f"{exc}; {run_resume(step, version, args.submit)}", status=exc.status) from None
+    result = run_pipeline(project, None if options.push.dry_run else _remote(), options, _run_show(args, project))
+    if result.pulled is None:  # a dry run
+        out.document(out.partial)
+        return 0
+    if result.score is not None:
+        _scored_show(out, out.partial["submission"], result.score)
     out.partial.setdefault("submission", None)
     out.document(out.partial)
-    step_next = "next: lorakit scores" if args.submit else _pull_next(project, pulled)
+    step_next = "next: lorakit scores" if args.submit else _pull_next(project, result.pulled)
     if step_next:
         out.progress(step_next)
     return 0
+
+
+def _run_show(args, project):
+    """What `lorakit run` prints as its steps go, and the partial document each adds to."""
+    from lorakit.workflow import RunShow
+
+    out = args.out
+
+    def pushed(result) -> None:
+        _push_show(out, project, result, hints=False)
+        out.partial = {"version": result.version, "push": result.as_json()}
+
+    def ran(_version, status) -> None:
+        out.partial["status"] = status.as_json()
+
+    def pulled(result) -> None:
+        _pull_show(out, project, result)
+        out.partial["pull"] = result.as_json()
+
+    return RunShow(warn=_warn, pushed=pushed, on_poll=_on_poll(out.progress), on_log=_log_shown(out, args.follow),
+                   ran=ran, on_wait=lambda m: _err(f"lorakit: {m}"), pulled=pulled,
+                   submitted=lambda result: _submitted_show(out, result), on_score_poll=_score_poll(out))
 
 
 # ------------------------------------------------------------------------------------------------ parser

@@ -1,24 +1,116 @@
-"""The kernel script as a library: effective config, exact count and submission checks.
+"""The one door to the kernel script: the only lorakit module that sees it.
 
-There is one implementation of the config rules, the count, the hash and the CSV checks: the kernel's
-own (``kernel/agnews_lora.py``), loaded as a module. This file only adapts its errors to lorakit's.
+There is one implementation of the config rules, the count, the hash and the CSV checks: the kernel's own
+(``kernel/agnews_lora.py``), loaded as a module by :func:`kernel_module_load` (also the loader of bench/,
+docs/generate.py and the tests). The rest of lorakit reaches it only through the typed functions and the
+:class:`Effective` config here, which turn the kernel's errors into lorakit's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import importlib.util
+import os
+import re
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Optional
+from types import ModuleType
+from typing import Any, Iterable, Optional
 
 from lorakit.errors import UsageError
-from lorakit.project import Project, kernel_module_load
+from lorakit.project import Project
+
+KERNEL_MODULE = "agnews_lora"
+_LOADED: dict = {}  # module name -> (path, mtime_ns, size, module)
+
+
+def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE) -> ModuleType:
+    """The kernel script imported as the module ``name`` (``agnews_lora``), its folder first on sys.path.
+
+    The one loader of the kernel for lorakit, bench/, docs/generate.py and the tests. Importing it under its own name, from a
+    folder on sys.path, lets spawned data-parallel processes import it too. A different script, or the same
+    one changed on disk, replaces the module; bench loads variant copies under another ``name``. The module
+    must define every name in its ``PUBLIC_API``. Only ``agnews_lora`` itself goes on sys.path.
+    """
+    script = Path(script).resolve()
+    try:
+        stat = script.stat()
+    except OSError as exc:
+        raise UsageError(f"cannot read the kernel script {script}: {exc.strerror}")
+    key = (script, stat.st_mtime_ns, stat.st_size)
+    cached = _LOADED.get(name)
+    if cached and cached[:3] == key and sys.modules.get(name) is cached[3]:
+        return cached[3]
+    if name == KERNEL_MODULE:  # spawned processes find it by name; only one kernel folder may lead
+        for folder in {str(script.parent), str(cached[0].parent) if cached else ""} & set(sys.path):
+            sys.path.remove(folder)
+        sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location(name, script)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load the kernel script {script}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(f"{script.name} needs {exc.name}, one of the kernel's dependencies: "
+                         f"{kernel_install_hint(exc.name)}")
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(f"{script.name} does not compile: line {exc.lineno}: {exc.msg}")
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(f"loading {script.name} failed: {type(exc).__name__}: {exc}")
+    missing = [attr for attr in getattr(module, "PUBLIC_API", ("PUBLIC_API",)) if not hasattr(module, attr)]
+    if missing:
+        sys.modules.pop(name, None)
+        raise UsageError(f"{script.name} does not define {', '.join(missing)}; is code_file the AG News LoRA kernel?")
+    _LOADED[name] = (*key, module)
+    return module
+
+
+def lorakit_checkout() -> Optional[Path]:
+    """The source checkout lorakit runs from (an editable install or src/ on sys.path); None when installed."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root if re.search(r'(?m)^name\s*=\s*"lorakit"', text) else None
+
+
+def kernel_install_hint(missing: Optional[str]) -> str:
+    """The command that installs the kernel's dependencies: the checkout's `kernel` extra, else (lorakit
+    installed from a package, whose extra no registry serves) the packages that extra names."""
+    checkout = lorakit_checkout()
+    if checkout is not None:
+        where = "." if checkout == Path.cwd().resolve() else str(checkout)
+        return f"pip install -e '{where}[kernel]'"
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        listed = requires("lorakit") or []
+    except PackageNotFoundError:
+        listed = []
+    packages = [r.split(";")[0].strip() for r in listed if re.search(r"extra\s*==\s*['\"]kernel['\"]", r)]
+    return "pip install " + " ".join(f"'{p}'" for p in packages or [missing or "torch"])
+
+
+
+# The script lorakit ships (a link to kernel/agnews_lora.py in a checkout, a copy in an installed wheel).
+PACKAGED_KERNEL = Path(__file__).with_name("kernel_script") / "agnews_lora.py"
+
+
+def _kernel_of(project: Optional[Project]) -> ModuleType:
+    """The project's kernel script (its code_file), or the copy lorakit ships when there is no repository."""
+    return kernel_module_load(project.script_path if project is not None else PACKAGED_KERNEL)
 
 
 @contextlib.contextmanager
-def kernel_errors(kmod, prefix: str = ""):
+def _kernel_errors(kmod: ModuleType, prefix: str = ""):
     """Turn the kernel's KernelError (and its subclasses) into a one-line UsageError."""
     try:
         with warnings.catch_warnings():
@@ -32,13 +124,14 @@ def kernel_errors(kmod, prefix: str = ""):
 
 @dataclass(frozen=True)
 class Effective:
-    """The effective config of a push: the script's block, then the --set overrides."""
+    """The effective config of a push (the script's block, then the --set overrides), validated by the kernel,
+    with its exact count; what else lorakit asks of that kernel goes through its methods."""
 
-    kmod: object
-    config: object  # kernel Config
+    config: Any  # the kernel's Config
     overrides: dict  # what the build copy's overrides block will hold
     breakdown: dict
     config_hash: str
+    _kmod: ModuleType = field(repr=False, compare=False)
 
     @property
     def trainable_params(self) -> int:
@@ -52,65 +145,81 @@ class Effective:
     def within_budget(self) -> bool:
         return self.trainable_params <= self.budget
 
+    @property
+    def default_model(self) -> str:
+        """The kernel's default encoder (a predict-from run on it loads the one its adapter was trained on)."""
+        return str(self._kmod.Config.model)
+
+    @property
+    def ag_news_dataset(self) -> str:
+        """The Kaggle dataset of AG News CSVs the kernel finds when the internet is off."""
+        return str(self._kmod.AG_NEWS_DATASET)
+
+    @property
+    def heads(self) -> tuple:
+        return tuple(self._kmod.HEADS)
+
     def breakdown_text(self) -> str:
-        return self.kmod.format_breakdown(self.breakdown, self.budget)
+        return self._kmod.format_breakdown(self.breakdown, self.budget)
 
+    def usable_positions(self) -> Optional[int]:
+        """The encoder's usable positions; None when its config is not here offline (a hub id)."""
+        return self._kmod.usable_positions(self.config)
 
-# The script lorakit ships (a link to kernel/agnews_lora.py in a checkout, a copy in an installed wheel).
-PACKAGED_KERNEL = Path(__file__).with_name("kernel_script") / "agnews_lora.py"
+    def count(self, **changes) -> dict:
+        """The exact param_breakdown of this config with ``changes`` (the planner's only way to count)."""
+        with _kernel_errors(self._kmod):
+            return self._kmod.param_breakdown(self._kmod.apply_overrides(self.config, changes))
 
-
-def kernel_load(project: Optional[Project]):
-    """The project's kernel script (its code_file), or the copy lorakit ships when there is no repository."""
-    return kernel_module_load(project.script_path if project is not None else PACKAGED_KERNEL)
+    def trained(self, trained_config: dict, where: str) -> "Effective":
+        """This push with the count of the config an adapter was trained with (its kit.json's, at ``where``)."""
+        keys = {k: v for k, v in trained_config.items() if k in self._kmod.CONFIG_KEYS}
+        with _kernel_errors(self._kmod, f"{where}: "):
+            breakdown = self._kmod.param_breakdown(self._kmod.apply_overrides(self._kmod.Config(), keys))
+        return replace(self, breakdown=breakdown)
 
 
 def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional[dict] = None) -> Effective:
-    kmod = kernel_load(project)
+    """The script's overrides block, then ``sets`` (KEY=VALUE), then ``extra``: validated and counted."""
+    kmod = _kernel_of(project)
     script_text = project.script_path.read_text(encoding="utf-8")
-    with kernel_errors(kmod):
+    with _kernel_errors(kmod):
         overrides = dict(kmod.read_overrides_block(script_text))
         overrides.update(kmod.parse_sets(list(sets)))
-        if extra:
-            overrides.update(extra)
+        overrides.update(extra or {})
         cfg = kmod.config_from_overrides(overrides)  # the kernel's own rule, smoke defaults included
-        breakdown = kmod.param_breakdown(cfg)
-        digest = kmod.config_hash(cfg)
-    return Effective(kmod, cfg, overrides, breakdown, digest)
+        return Effective(cfg, overrides, kmod.param_breakdown(cfg), kmod.config_hash(cfg), kmod)
 
 
-def breakdown_count(kmod, base_config, **changes) -> dict:
-    """param_breakdown of ``base_config`` with ``changes`` (the planner's only way to count)."""
-    with kernel_errors(kmod):
-        cfg = kmod.apply_overrides(base_config, changes)
-        return kmod.param_breakdown(cfg)
-
-
-def script_render(project: Project, overrides: dict, push_token: str = "") -> str:
-    """The build copy of the script: its overrides block filled in and, when given, a push token comment.
+def script_render(project: Project, effective: Effective, push_token: str = "") -> str:
+    """The build copy of the script: its overrides block holding ``effective``'s overrides (validated when
+    ``effective`` was made) and, when given, a push token comment; refused when it does not compile.
 
     The token line goes at the end, outside the block the kernel's render_overrides owns; it lets lorakit
     find this exact push among the kernel's versions when Kaggle's reply to it was lost.
     """
-    kmod = kernel_load(project)
-    with kernel_errors(kmod):
-        rendered = kmod.render_overrides(project.script_path.read_text(encoding="utf-8"), overrides)
-        if push_token:
-            rendered = rendered.rstrip("\n") + f"\n\n# lorakit push token: {push_token}\n"
-        try:
-            compile(rendered, project.script_path.name, "exec")
-            round_trip = kmod.read_overrides_block(rendered)
-        except SyntaxError as exc:
-            raise UsageError(
-                f"the kernel's render_overrides produced a script that does not compile (line {exc.lineno}: {exc.msg})"
-            ) from None
-        if round_trip != json.loads(json.dumps(overrides)):
-            raise UsageError("the kernel's render_overrides did not write the overrides block faithfully")
+    with _kernel_errors(effective._kmod):
+        rendered = effective._kmod.render_overrides(project.script_path.read_text(encoding="utf-8"),
+                                                    effective.overrides)
+    if push_token:
+        rendered = rendered.rstrip("\n") + f"\n\n# lorakit push token: {push_token}\n"
+    try:
+        compile(rendered, project.script_path.name, "exec")
+    except SyntaxError as exc:
+        raise UsageError(f"the kernel's render_overrides produced a script that does not compile "
+                         f"(line {exc.lineno}: {exc.msg})") from None
     return rendered
 
 
-def submission_check(kmod, path: Path, rows: int) -> None:
+def submission_check(project: Optional[Project], path: Path, rows: int) -> None:
+    """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships)."""
+    kmod = _kernel_of(project)
     if not Path(path).is_file():
         raise UsageError(f"{path} does not exist")
-    with kernel_errors(kmod):
+    with _kernel_errors(kmod):
         kmod.validate_submission(str(path), int(rows))
+
+
+def adapter_digest(project: Project, folder: Path) -> str:
+    """The kernel's sha256 of an adapter folder (what a predict-from run pins as adapter_sha256)."""
+    return str(_kernel_of(project).adapter_digest(folder))

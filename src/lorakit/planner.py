@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from lorakit.errors import UsageError
-from lorakit.kernel import breakdown_count, config_effective, kernel_errors
+from lorakit.kernel import Effective, config_effective
 from lorakit.project import Project
 
 TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
@@ -127,109 +127,172 @@ def evidence_marks(project: Project) -> tuple[dict, str]:
     return marks, f"{EVIDENCE_FILE} ({data.get('model', 'MiniLM stand-in')}, {data.get('date', 'undated')})"
 
 
-def budget_plan(
-    project: Project,
-    budget: Optional[int] = None,
-    top: int = 20,
-    heads: Optional[Sequence[str]] = None,
-    targets: Optional[Sequence[str]] = None,
-    ranks: Optional[Sequence[str]] = None,
-    layers: Optional[Sequence[str]] = None,
-) -> Plan:
-    if top < 1:
-        raise UsageError("--top must be positive")
-    effective = config_effective(project)
-    kmod, base = effective.kmod, effective.config
-    budget = int(budget if budget is not None else base.param_budget)
-    if budget < 1:
-        raise UsageError("--budget must be positive")
-    head_choices = _split(heads) or list(kmod.HEADS)
-    bad = [h for h in head_choices if h not in kmod.HEADS]
+@dataclass(frozen=True)
+class PlanRequest:
+    """What `lorakit plan` was asked: the budget (default: the kernel's param_budget), how many rows, and the
+    heads, target sets, ranks and layer choices to try (each None for all)."""
+
+    budget: Optional[int] = None
+    top: int = 20
+    heads: Optional[Sequence[str]] = None
+    targets: Optional[Sequence[str]] = None
+    ranks: Optional[Sequence[str]] = None
+    layers: Optional[Sequence[str]] = None
+
+
+@dataclass(frozen=True)
+class Space:
+    """The placements to enumerate: heads, target subsets and ranks (layer choices need the basis)."""
+
+    heads: list
+    subsets: list
+    ranks: list
+
+
+@dataclass(frozen=True)
+class Basis:
+    """Exact counts the linear model extrapolates from: LoRA parameters per target module type at r=1 over all
+    layers, the encoder's layer count, and each head's cost (head + other)."""
+
+    per_target: dict
+    layers: int
+    heads_cost: dict
+
+    def share(self, choice: str) -> int:
+        """The layers a lora_layers choice covers (all, or top:K)."""
+        return self.layers if choice == "all" else min(self.layers, int(choice[4:]))
+
+    def lora_per_rank(self, subset, choice: str) -> int:
+        return sum(self.per_target[t] for t in subset) * self.share(choice) // self.layers
+
+
+@dataclass(frozen=True)
+class Counter:
+    """Exact candidates at the default's LoRA scale (alpha / r), marked with the bench's evidence."""
+
+    effective: Effective
+    budget: int
+    marks: dict
+
+    @property
+    def ratio(self) -> float:
+        return self.effective.config.lora_alpha / self.effective.config.lora_r
+
+    def candidate(self, head, subset, r, choice, default=False) -> Optional[Candidate]:
+        """The exact count of this placement; None when it overshoots the budget (the default never does)."""
+        alpha = self.effective.config.lora_alpha if default else r * self.ratio
+        b = self.effective.count(lora_targets=",".join(subset), lora_r=r, lora_alpha=alpha, lora_layers=choice,
+                                 head=head)
+        if b["total"] > self.budget and not default:
+            return None
+        key = (head, canonical_targets(",".join(subset)), r, float(alpha), choice)
+        return Candidate(head, tuple(subset), r, alpha, choice, sum(b["lora"].values()), b["head"], b["other"],
+                         b["total"], default, self.marks.get(key, ""))
+
+    def default(self) -> Candidate:
+        base = self.effective.config
+        return self.candidate(base.head, tuple(t.strip() for t in base.lora_targets.split(",")), base.lora_r,
+                              base.lora_layers, default=True)
+
+
+def space_of(request: PlanRequest, effective: Effective) -> Space:
+    """The heads, target subsets and ranks to try, checked."""
+    head_choices = _split(request.heads) or list(effective.heads)
+    bad = [h for h in head_choices if h not in effective.heads]
     if bad:
-        raise UsageError(f"unknown head {bad[0]!r}; choose from {', '.join(kmod.HEADS)}")
-    if targets:
-        subsets = []
-        for group in targets:
-            names = tuple(t.strip() for t in str(group).split(",") if t.strip())
-            if not names:
-                raise UsageError("--targets needs module names, e.g. query,value")
-            subsets.append(names)
-    else:
-        subsets = [c for n in range(1, len(TARGETS) + 1) for c in itertools.combinations(TARGETS, n)]
+        raise UsageError(f"unknown head {bad[0]!r}; choose from {', '.join(effective.heads)}")
+    subsets = [c for n in range(1, len(TARGETS) + 1) for c in itertools.combinations(TARGETS, n)]
+    if request.targets:
+        subsets = [tuple(t.strip() for t in str(group).split(",") if t.strip()) for group in request.targets]
+        if not all(subsets):
+            raise UsageError("--targets needs module names, e.g. query,value")
     try:
-        rank_choices = sorted({int(r) for r in _split(ranks)}) or list(DEFAULT_RANKS)
+        rank_choices = sorted({int(r) for r in _split(request.ranks)}) or list(DEFAULT_RANKS)
     except ValueError:
         raise UsageError("--ranks takes integers, e.g. 4,8,16")
     if any(r < 1 for r in rank_choices):
         raise UsageError("--ranks must be >= 1")
+    return Space(head_choices, subsets, rank_choices)
 
-    # Exact basis, all on the meta device through the kernel's param_breakdown.
-    names = sorted({t for s in subsets for t in s})
+
+def basis_count(effective: Effective, space: Space) -> Basis:
+    """The exact basis, all on the meta device through the kernel's param_breakdown."""
+    names = sorted({t for s in space.subsets for t in s})
+    first_head = space.heads[0]
     per_target = {}
-    with kernel_errors(kmod):
-        for name in names:
-            b = breakdown_count(kmod, base, lora_targets=name, lora_r=1, lora_layers="all", head=head_choices[0])
-            per_target[name] = sum(b["lora"].values())
-        one = breakdown_count(kmod, base, lora_targets=names[0], lora_r=1, lora_layers="top:1", head=head_choices[0])
+    for name in names:
+        b = effective.count(lora_targets=name, lora_r=1, lora_layers="all", head=first_head)
+        per_target[name] = sum(b["lora"].values())
+    one = effective.count(lora_targets=names[0], lora_r=1, lora_layers="top:1", head=first_head)
     n_layers = per_target[names[0]] // max(1, sum(one["lora"].values()))
     heads_cost = {}
-    for head in head_choices:
-        b = breakdown_count(kmod, base, lora_targets=names[0], lora_r=1, lora_layers="all", head=head)
+    for head in space.heads:
+        b = effective.count(lora_targets=names[0], lora_r=1, lora_layers="all", head=head)
         heads_cost[head] = b["head"] + b["other"]
-    layer_choices = _split(layers) or ["all"] + [f"top:{k}" for k in range(n_layers - 1, 0, -1)]
-    for choice in layer_choices:
+    return Basis(per_target, n_layers, heads_cost)
+
+
+def layer_choices_of(layers: Optional[Sequence[str]], basis: Basis) -> list:
+    """--layers (all or top:K), checked; default: all, then every top:K."""
+    choices = _split(layers) or ["all"] + [f"top:{k}" for k in range(basis.layers - 1, 0, -1)]
+    for choice in choices:
         if choice != "all" and not (choice.startswith("top:") and choice[4:].isdigit() and int(choice[4:]) >= 1):
             raise UsageError(f"--layers takes all or top:K, got {choice!r}")
+    return choices
 
-    def share(choice: str) -> int:
-        return n_layers if choice == "all" else min(n_layers, int(choice[4:]))
 
-    # Each placement at its largest fitting rank (the linear model ranks; exact counts decide below).
+def placements_fitting(space: Space, basis: Basis, layer_choices: list, budget: int) -> tuple[list, int]:
+    """Each placement at its largest fitting rank (the linear model ranks; exact counts decide later), as
+    (lora size, head, subset, rank, layers); and how many placements were enumerated."""
     placements = []
-    enumerated = 0
-    for head, subset, choice in itertools.product(head_choices, subsets, layer_choices):
-        enumerated += 1
-        per_rank = sum(per_target[t] for t in subset) * share(choice) // n_layers
-        fits = [r for r in rank_choices if r * per_rank + heads_cost[head] <= budget]
+    combos = list(itertools.product(space.heads, space.subsets, layer_choices))
+    for head, subset, choice in combos:
+        per_rank = basis.lora_per_rank(subset, choice)
+        fits = [r for r in space.ranks if r * per_rank + basis.heads_cost[head] <= budget]
         if fits:
             placements.append((max(fits) * per_rank, head, subset, max(fits), choice))
     if not placements:
-        smallest = min(
-            ((min(rank_choices) * sum(per_target[t] for t in s) * share(c) // n_layers + heads_cost[h]), h, s, c)
-            for h, s, c in itertools.product(head_choices, subsets, layer_choices)
-        )
+        r = min(space.ranks)
+        need, h, s, c = min((r * basis.lora_per_rank(s, c) + basis.heads_cost[h], h, s, c) for h, s, c in combos)
         raise UsageError(
-            f"no configuration fits a budget of {budget:,}: the smallest enumerated one needs {smallest[0]:,} "
-            f"(head={smallest[1]}, lora_targets={','.join(smallest[2])}, lora_r={min(rank_choices)}, "
-            f"lora_layers={smallest[3]})"
+            f"no configuration fits a budget of {budget:,}: the smallest enumerated one needs {need:,} "
+            f"(head={h}, lora_targets={','.join(s)}, lora_r={r}, lora_layers={c})"
         )
-    marks, source = evidence_marks(project)
-    ratio = base.lora_alpha / base.lora_r  # every row keeps the default's LoRA scale, alpha / r
+    placements.sort(key=lambda p: (-p[0], -basis.share(p[4]), len(p[2]), p[1], p[2]))
+    return placements, len(combos)
 
-    def exact(head, subset, r, choice, default=False) -> Optional[Candidate]:
-        alpha = base.lora_alpha if default else r * ratio
-        b = breakdown_count(kmod, base, lora_targets=",".join(subset), lora_r=r, lora_alpha=alpha,
-                            lora_layers=choice, head=head)
-        if b["total"] > budget and not default:
-            return None
-        key = (head, canonical_targets(",".join(subset)), r, float(alpha), choice)
-        return Candidate(head, tuple(subset), r, alpha, choice, sum(b["lora"].values()), b["head"], b["other"],
-                         b["total"], default, marks.get(key, ""))
 
-    default = exact(base.head, tuple(t.strip() for t in base.lora_targets.split(",")), base.lora_r,
-                    base.lora_layers, default=True)
-    chosen = [default]
-    placements.sort(key=lambda p: (-p[0], -share(p[4]), len(p[2]), p[1], p[2]))
-    with_evidence = [p for p in placements if (p[1], canonical_targets(",".join(p[2])), p[3], p[3] * ratio, p[4]) in marks]
+def candidates_chosen(counter: Counter, placements: list, ranks: list, top: int) -> list:
+    """The default, then the placements with evidence, then the rest, one per (head, targets, layers), each at
+    the largest rank whose exact count fits."""
+    chosen = [counter.default()]
+    with_evidence = [p for p in placements
+                     if (p[1], canonical_targets(",".join(p[2])), p[3], p[3] * counter.ratio, p[4]) in counter.marks]
     for _lora, head, subset, r, choice in with_evidence + placements:
         if len(chosen) >= top:
             break
         same = (head, canonical_targets(",".join(subset)), choice)
         if any((c.head, canonical_targets(c.placement), c.layers) == same for c in chosen):
             continue
-        for rank in sorted((x for x in rank_choices if x <= r), reverse=True):  # an exact count may overshoot
-            candidate = exact(head, subset, rank, choice)
+        for rank in sorted((x for x in ranks if x <= r), reverse=True):  # an exact count may overshoot
+            candidate = counter.candidate(head, subset, rank, choice)
             if candidate is not None:
                 chosen.append(candidate)
                 break
-    return Plan(budget, n_layers, tuple(chosen), enumerated, len(placements), source)
+    return chosen
+
+
+def budget_plan(project: Project, request: PlanRequest = PlanRequest()) -> Plan:
+    """The default configuration, then the placements that fit the budget, each counted exactly."""
+    if request.top < 1:
+        raise UsageError("--top must be positive")
+    effective = config_effective(project)
+    budget = int(request.budget if request.budget is not None else effective.config.param_budget)
+    if budget < 1:
+        raise UsageError("--budget must be positive")
+    space = space_of(request, effective)
+    basis = basis_count(effective, space)
+    placements, enumerated = placements_fitting(space, basis, layer_choices_of(request.layers, basis), budget)
+    marks, source = evidence_marks(project)
+    chosen = candidates_chosen(Counter(effective, budget, marks), placements, space.ranks, request.top)
+    return Plan(budget, basis.layers, tuple(chosen), enumerated, len(placements), source)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -225,83 +223,6 @@ def project_load(start=None, kernel: Optional[str] = None, competition: Optional
         with contextlib.suppress(UsageError):
             home_ref = KernelRef.parse(str(home))
     return Project(root=root, metadata=meta, kernel=ref, competition=comp, warnings=tuple(warnings), home=home_ref)
-
-
-KERNEL_MODULE = "agnews_lora"
-_LOADED: dict = {}  # module name -> (path, mtime_ns, size, module)
-
-
-def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE):
-    """The kernel script imported as the module ``name`` (``agnews_lora``), its folder first on sys.path.
-
-    The one door to the kernel for lorakit, bench/ and the tests. Importing it under its own name, from a
-    folder on sys.path, lets spawned data-parallel processes import it too. A different script, or the same
-    one changed on disk, replaces the module; bench loads variant copies under another ``name``. The module
-    must define every name in its ``PUBLIC_API``. Only ``agnews_lora`` itself goes on sys.path.
-    """
-    script = Path(script).resolve()
-    try:
-        stat = script.stat()
-    except OSError as exc:
-        raise UsageError(f"cannot read the kernel script {script}: {exc.strerror}")
-    key = (script, stat.st_mtime_ns, stat.st_size)
-    cached = _LOADED.get(name)
-    if cached and cached[:3] == key and sys.modules.get(name) is cached[3]:
-        return cached[3]
-    if name == KERNEL_MODULE:  # spawned processes find it by name; only one kernel folder may lead
-        for folder in {str(script.parent), str(cached[0].parent) if cached else ""} & set(sys.path):
-            sys.path.remove(folder)
-        sys.path.insert(0, str(script.parent))
-    spec = importlib.util.spec_from_file_location(name, script)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot load the kernel script {script}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look the module up by name
-    try:
-        spec.loader.exec_module(module)
-    except ModuleNotFoundError as exc:
-        sys.modules.pop(name, None)
-        raise UsageError(f"{script.name} needs {exc.name}, one of the kernel's dependencies: "
-                         f"{kernel_install_hint(exc.name)}")
-    except SyntaxError as exc:
-        sys.modules.pop(name, None)
-        raise UsageError(f"{script.name} does not compile: line {exc.lineno}: {exc.msg}")
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise UsageError(f"loading {script.name} failed: {type(exc).__name__}: {exc}")
-    missing = [attr for attr in getattr(module, "PUBLIC_API", ("PUBLIC_API",)) if not hasattr(module, attr)]
-    if missing:
-        sys.modules.pop(name, None)
-        raise UsageError(f"{script.name} does not define {', '.join(missing)}; is code_file the AG News LoRA kernel?")
-    _LOADED[name] = (*key, module)
-    return module
-
-
-def lorakit_checkout() -> Optional[Path]:
-    """The source checkout lorakit runs from (an editable install or src/ on sys.path); None when installed."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        text = (root / "pyproject.toml").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return root if re.search(r'(?m)^name\s*=\s*"lorakit"', text) else None
-
-
-def kernel_install_hint(missing: Optional[str]) -> str:
-    """The command that installs the kernel's dependencies: the checkout's `kernel` extra, else (lorakit
-    installed from a package, whose extra no registry serves) the packages that extra names."""
-    checkout = lorakit_checkout()
-    if checkout is not None:
-        where = "." if checkout == Path.cwd().resolve() else str(checkout)
-        return f"pip install -e '{where}[kernel]'"
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        listed = requires("lorakit") or []
-    except PackageNotFoundError:
-        listed = []
-    packages = [r.split(";")[0].strip() for r in listed if re.search(r"extra\s*==\s*['\"]kernel['\"]", r)]
-    return "pip install " + " ".join(f"'{p}'" for p in packages or [missing or "torch"])
 
 
 def script_compile_check(script: Path) -> None:

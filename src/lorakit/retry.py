@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -182,14 +182,80 @@ class GaveUp(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Timing:
+    """The clock a retry or a poll waits by: time.sleep, time.monotonic and random.random unless a test
+    passes its own (looked up at each use, so that a test may also patch the time module)."""
+
+    sleep: Optional[Callable[[float], None]] = None
+    clock: Optional[Callable[[], float]] = None
+    rng: Optional[Callable[[], float]] = None
+
+    def wait(self, seconds: float) -> None:
+        (self.sleep or time.sleep)(seconds)
+
+    def now(self) -> float:
+        return (self.clock or time.monotonic)()
+
+    def jitter(self) -> float:
+        return (self.rng or random.random)()
+
+
+@dataclass(frozen=True)
+class Poll:
+    """How a wait polls: first after ``first`` seconds, each interval 1.5 times longer up to ``longest``, for
+    ``timeout`` seconds in all."""
+
+    timeout: float
+    first: float
+    longest: float
+    timing: Timing = Timing()
+
+    @classmethod
+    def of(cls, policy: RetryPolicy, timeout: float) -> "Poll":
+        """LORAKIT_POLL_START_S growing up to LORAKIT_POLL_MAX_S, for ``timeout`` seconds."""
+        return cls(timeout, max(0.0, policy.poll_start), max(0.0, policy.poll_max))
+
+    def interval_after(self, interval: float) -> float:
+        return min(self.longest, interval * 1.5) if interval else 0.0
+
+
+class Follower(Protocol):
+    """What waits instead of sleeping while it can (a followed log): ``live(value)`` says whether it can now,
+    ``follow()`` waits and says whether something new came (then the state is read again at once)."""
+
+    def live(self, value) -> bool: ...
+
+    def follow(self) -> bool: ...
+
+
+def poll_until(read: Callable[[], T], seen: Callable[[T, float], bool], poll: Poll,
+               stalled: Callable[[T, float], Exception], follower: Optional[Follower] = None) -> T:
+    """``read()`` until ``seen(value, seconds elapsed)`` says the wait is over (it may also record, show or
+    raise); between reads sleep the interval, or let a live ``follower`` wait. Raises ``stalled(value,
+    elapsed)`` when the next wait would pass ``poll.timeout``."""
+    start = poll.timing.now()
+    interval = poll.first
+    while True:
+        value = read()
+        elapsed = poll.timing.now() - start
+        if seen(value, elapsed):
+            return value
+        live = follower is not None and follower.live(value)
+        if elapsed + (0 if live else interval) > poll.timeout:
+            raise stalled(value, elapsed)
+        if live and follower.follow():
+            continue  # it brought news (or its deadline came): read again at once
+        poll.timing.wait(interval)
+        interval = poll.interval_after(interval)
+
+
 def call_with_retry(
     fn: Callable[[], T],
     policy: RetryPolicy,
     describe: str,
     *,
-    sleep: Optional[Callable[[float], None]] = None,
-    clock: Optional[Callable[[], float]] = None,
-    rng: Optional[Callable[[], float]] = None,
+    timing: Timing = Timing(),
     log=None,
     retryable: Callable[[BaseException], bool] = is_retryable,
 ) -> T:
@@ -199,10 +265,7 @@ def call_with_retry(
     run out on a retryable error, :class:`GaveUp` is raised with that error as ``last``.
     """
     log = sys.stderr if log is None else log
-    sleep = sleep or time.sleep
-    clock = clock or time.monotonic
-    rng = rng or random.random
-    start = clock()
+    start = timing.now()
     attempt = 0
     while True:
         attempt += 1
@@ -211,22 +274,27 @@ def call_with_retry(
         except Exception as exc:  # noqa: BLE001 - classified below
             if not retryable(exc):
                 raise
-            elapsed = clock() - start
-            if attempt >= policy.max_attempts:
-                raise GaveUp(exc, attempt, elapsed, f"{attempt} attempts") from exc
-            delay = policy.backoff(attempt, rng)
-            hinted = retry_after_seconds(exc)
-            if hinted is not None:
-                if hinted > policy.max_delay:
-                    raise GaveUp(exc, attempt, elapsed, f"Kaggle asked to wait {hinted:.0f} s") from exc
-                delay = hinted + delay * 0.1  # honour Retry-After, plus a little jitter
-            remaining = policy.total_time - elapsed
-            if delay > remaining:
-                raise GaveUp(exc, attempt, elapsed, f"{policy.total_time:g} s budget") from exc
+            delay = retry_delay(exc, policy, attempt, timing.now() - start, timing)
             status = http_status(exc)
             what = f"HTTP {status}" if status is not None else type(exc).__name__
             print(
                 f"lorakit: {describe}: {what}; retrying in {delay:.1f} s (attempt {attempt + 1}/{policy.max_attempts})",
                 file=log,
             )
-            sleep(delay)
+            timing.wait(delay)
+
+
+def retry_delay(exc: Exception, policy: RetryPolicy, attempt: int, elapsed: float, timing: Timing) -> float:
+    """The wait before retrying after ``exc`` (Retry-After when Kaggle sent one); GaveUp when the attempts or
+    the time run out, or Kaggle asks for a longer wait than LORAKIT_RETRY_MAX_DELAY_S."""
+    if attempt >= policy.max_attempts:
+        raise GaveUp(exc, attempt, elapsed, f"{attempt} attempts") from exc
+    delay = policy.backoff(attempt, timing.jitter)
+    hinted = retry_after_seconds(exc)
+    if hinted is not None:
+        if hinted > policy.max_delay:
+            raise GaveUp(exc, attempt, elapsed, f"Kaggle asked to wait {hinted:.0f} s") from exc
+        delay = hinted + delay * 0.1  # honour Retry-After, plus a little jitter
+    if delay > policy.total_time - elapsed:
+        raise GaveUp(exc, attempt, elapsed, f"{policy.total_time:g} s budget") from exc
+    return delay

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional
 from lorakit.errors import (
     ArgumentError, FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
 )
-from lorakit.kernel import Effective, config_effective, kernel_errors, kernel_load, script_render, submission_check
+from lorakit.kernel import Effective, adapter_digest, config_effective, script_render, submission_check
 from lorakit.ledger import SENDING, Ledger, kernel_same, mode_under_umask
 from lorakit.project import (
     METADATA_FILE,
@@ -36,7 +36,9 @@ from lorakit.project import (
     git_state,
     script_compile_check,
 )
-from lorakit.remote import KernelStatus, Remote, Submission, json_loads_safe
+from lorakit.remote import KernelStatus, Remote, Submission
+from lorakit.retry import Poll, poll_until
+from lorakit.transport import json_loads_safe
 
 DEFAULT_TEST_ROWS = 8000
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
@@ -110,17 +112,17 @@ def config_check(project: Project, sets: Iterable[str] = (), extra: Optional[dic
     if needs:
         raise UsageError("enable_internet is false in kernel-metadata.json, but " + "; and ".join(needs)
                          + " (or set enable_internet to true)")
-    return CheckReport(effective, (*project.warnings, *warnings), effective.kmod.usable_positions(effective.config))
+    return CheckReport(effective, (*project.warnings, *warnings), effective.usable_positions())
 
 
 def encoder_of(project: Project, effective: Effective) -> Optional[str]:
     """The pretrained encoder a run loads (a hub id or a folder); None when it needs none: a smoke run's is a
     tiny random one, and a predict-from adapter may carry its own base. The kernel's rule (load_adapter_model):
     a predict-from run on the default model loads the encoder its adapter was trained on."""
-    cfg, kmod = effective.config, effective.kmod
+    cfg = effective.config
     if cfg.smoke:
         return None
-    if not cfg.adapter_from or cfg.model != kmod.Config.model:
+    if not cfg.adapter_from or cfg.model != effective.default_model:
         return cfg.model
     version = adapter_version_of(cfg.adapter_from)
     folder = project.version_dir(version) / "adapter" if version else Path(cfg.adapter_from)
@@ -136,17 +138,17 @@ def internet_needs(project: Project, effective: Effective) -> tuple[list, list]:
     attach instead; and warnings where it cannot be told offline. (Nothing when the internet is on.)"""
     if str(project.metadata.get("enable_internet", True)).lower() != "false":
         return [], []
-    cfg, kmod = effective.config, effective.kmod
+    cfg = effective.config
     needs, warnings = [], []
     encoder = encoder_of(project, effective)
     if encoder is not None and not encoder.startswith("/"):
         needs.append(f"model {encoder} is a Hugging Face hub id, which needs the internet: attach a copy (a Kaggle "
                      "model in model_sources, or a dataset) and pass --set model=/kaggle/input/<its folder>")
     datasets = [d for d in project.metadata.get("dataset_sources") or []]
-    attach = f"attach the AG News CSVs {kmod.AG_NEWS_DATASET} in dataset_sources and keep train_data=auto"
+    attach = f"attach the AG News CSVs {effective.ag_news_dataset} in dataset_sources and keep train_data=auto"
     if cfg.train_data.startswith("hf:"):
         needs.append(f"train_data {cfg.train_data} downloads from the Hugging Face hub: {attach}")
-    elif cfg.train_data == "auto" and not cfg.smoke and kmod.AG_NEWS_DATASET not in datasets:
+    elif cfg.train_data == "auto" and not cfg.smoke and effective.ag_news_dataset not in datasets:
         fallback = "train_data auto falls back to hf:ag_news, which needs the internet, when no attached dataset " \
                    "holds AG News's train.csv"
         if datasets:
@@ -264,14 +266,14 @@ def build_write(
     return folder
 
 
-def adapter_source_of(project: Project, version, kmod) -> AdapterSource:
+def adapter_source_of(project: Project, version) -> AdapterSource:
     """Version ``version``'s pulled adapter (offline): its folder, digest and the dataset that will carry it."""
     version = version_parse(version)
     folder = project.version_dir(version) / "adapter"
     shown = folder.relative_to(project.root)
     if not (folder / "kit.json").is_file():
         raise UsageError(f"{shown}/kit.json does not exist: pull v{version} first (lorakit pull {version})")
-    return AdapterSource(version, folder, kmod.adapter_digest(folder), adapter_dataset_ref(project.kernel, version))
+    return AdapterSource(version, folder, adapter_digest(project, folder), adapter_dataset_ref(project.kernel, version))
 
 
 def adapter_dataset_description(adapter: AdapterSource, kernel: KernelRef) -> str:
@@ -297,28 +299,19 @@ def adapter_dataset_ensure(remote: Remote, adapter: AdapterSource, kernel: Kerne
     return replace(adapter, dataset=ref, upload=upload)
 
 
-def dataset_ready_wait(
-    remote: Remote, ref: DatasetRef, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
-) -> None:
+def dataset_ready_wait(remote: Remote, ref: DatasetRef) -> None:
     """Poll until Kaggle has processed the dataset (a kernel cannot attach it before), for LORAKIT_DATASET_WAIT_S."""
-    start = clock()
-    interval = max(0.0, remote.policy.poll_start)
-    while True:
-        status = remote.dataset_status_get(ref)
-        if status == "READY":
-            return
+
+    def seen(status: str, _elapsed: float) -> bool:
         if status in ("FAILED", "DELETED"):
             raise RemoteError(f"Kaggle could not process the adapter dataset {ref} ({status}); see {ref.url}")
-        elapsed = clock() - start
-        if elapsed + interval > remote.policy.dataset_wait:
-            raise Timeout(f"the adapter dataset {ref} is still {status} after {elapsed:.0f} s; push again later")
-        sleep(interval)
-        interval = interval_next(remote, interval)
+        return status == "READY"
 
+    def stalled(status: str, elapsed: float) -> Timeout:
+        return Timeout(f"the adapter dataset {ref} is still {status} after {elapsed:.0f} s; push again later")
 
-def interval_next(remote: Remote, interval: float) -> float:
-    """The next poll interval: 1.5 times longer, up to LORAKIT_POLL_MAX_S."""
-    return min(max(remote.policy.poll_max, 0.0), interval * 1.5) if interval else 0.0
+    poll_until(lambda: remote.dataset_status_get(ref), seen, Poll.of(remote.policy, remote.policy.dataset_wait),
+               stalled)
 
 
 def build_dir_check(project: Project, build_dir: Path) -> Path:
@@ -334,15 +327,13 @@ def build_dir_check(project: Project, build_dir: Path) -> Path:
 
 def adapter_effective(effective: Effective, adapter: AdapterSource) -> Effective:
     """A predict-only push's count: that of the config the adapter was trained with (its kit.json)."""
-    kmod = effective.kmod
     try:
         trained = json.loads((adapter.folder / "kit.json").read_text(encoding="utf-8"))["config"]
-        keys = {k: v for k, v in trained.items() if k in kmod.CONFIG_KEYS}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        if not isinstance(trained, dict):
+            raise TypeError
+    except (OSError, ValueError, TypeError, KeyError):
         raise UsageError(f"{adapter.folder}/kit.json is not the kit.json of a run: pull v{adapter.version} again")
-    with kernel_errors(kmod, f"{adapter.folder}/kit.json: "):
-        breakdown = kmod.param_breakdown(kmod.apply_overrides(kmod.Config(), keys))
-    return replace(effective, breakdown=breakdown)
+    return effective.trained(trained, f"{adapter.folder}/kit.json")
 
 
 def text_checked(text: str, what: str) -> str:
@@ -416,10 +407,56 @@ def quota_check(remote: Remote, config, asked: str, warn: Callable[[str], None],
              f"{left:.1f} h of GPU quota are left this week: it may stop early; pushing anyway")
 
 
+@dataclass(frozen=True)
+class PushPlan:
+    """What a push will send, settled offline before any network call: the effective config (an adapter's
+    count for a predict-only push), the adapter, the rendered script and its token, the accelerator asked."""
+
+    effective: Effective
+    adapter: Optional[AdapterSource]
+    token: str
+    rendered: str
+    asked: str  # accelerator_asked
+    build_dir: Optional[Path]  # --build-dir, checked
+    warnings: tuple  # the check's
+
+    @property
+    def sources(self) -> list:
+        """The datasets the build copy's metadata adds: the adapter's."""
+        return [str(self.adapter.dataset)] if self.adapter else []
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Where a push goes: the project, the connection, the kernel (its owner resolved) and its ledger."""
+
+    project: Project
+    remote: Remote
+    ref: KernelRef
+    ledger: Ledger
+
+
 def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions,
                 warn: Callable[[str], None] = lambda _m: None) -> PushResult:
     """Check, render and push a new version, recorded before it is sent; ``warn`` hears, before sending,
     what may make the push a waste (a run longer than the GPU quota left)."""
+    plan = push_plan(project, options)
+    notes: list[str] = list(plan.warnings)
+    if options.dry_run:
+        ref = kernel_ref_resolve(project, None, notes)
+        _build_render(project, plan, ref, options.accelerator)
+        return PushResult(None, ref, ref.url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes))
+    if remote is None:  # pragma: no cover - the CLI always passes one
+        raise UsageError("push needs a Kaggle connection")
+    ref = kernel_ref_resolve(project, remote, notes)
+    target = PushTarget(project, remote, ref, ledger_of(project, ref))
+    plan = push_preflight(target, plan, options, warn, notes)
+    version, url, status = push_send(target, plan, options, notes)
+    return PushResult(version, ref, url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes), status)
+
+
+def push_options_check(project: Project, options: PushOptions) -> Optional[Path]:
+    """The message and --accelerator usable, the ledger writable; the checked --build-dir, if any."""
     if not options.message or not options.message.strip():
         raise UsageError("push needs a message: -m MSG")
     text_checked(options.message, "-m")
@@ -428,10 +465,16 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
         raise UsageError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
     build_dir = build_dir_check(project, options.build_dir) if options.build_dir else None
     ledger_of(project).check_writable()
+    return build_dir
+
+
+def push_plan(project: Project, options: PushOptions) -> PushPlan:
+    """Everything a push checks offline (options, adapter, config, budget, smoke) and the rendered script."""
+    build_dir = push_options_check(project, options)
     adapter = None
     extra = {}
     if options.predict_from is not None:
-        adapter = adapter_source_of(project, options.predict_from, kernel_load(project))
+        adapter = adapter_source_of(project, options.predict_from)
         extra = {"adapter_from": adapter.dataset.mount, "adapter_sha256": adapter.sha256}
     report = config_check(project, options.sets, extra)
     effective = report.effective if adapter is None else adapter_effective(report.effective, adapter)
@@ -444,47 +487,49 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
         raise FlagNeeded("a smoke run predicts synthetic data and is never submitted: drop --submit, or add "
                          "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
     token = token_new()
-    rendered = script_render(project, effective.overrides, token)  # once, before any network call: it compiles
-    notes: list[str] = list(report.warnings)
-    asked = accelerator_asked(project.metadata, accelerator)
-    if remote is None and not options.dry_run:  # pragma: no cover - the CLI always passes one
-        raise UsageError("push needs a Kaggle connection")
-    ref = kernel_ref_resolve(project, None if options.dry_run else remote, notes)
-    if options.dry_run:
-        _build_render(project, rendered, ref, build_dir, accelerator, [str(adapter.dataset)] if adapter else [])
-        return PushResult(None, ref, ref.url, build_dir, effective, asked, adapter, tuple(notes))
-    ledger = ledger_of(project, ref)
-    settled = pushes_settle(project, remote, ref)
+    rendered = script_render(project, effective, token)  # once, before any network call: it compiles
+    return PushPlan(effective, adapter, token, rendered, accelerator_asked(project.metadata, options.accelerator),
+                    build_dir, report.warnings)
+
+
+def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
+                   notes: list) -> PushPlan:
+    """Before sending: settle the pushes left SENDING, refuse a config already run (unless --again), compare
+    the time limit with the GPU quota, and upload the adapter; the plan with the adapter as uploaded."""
+    settled = pushes_settle(target.project, target.remote, target.ref)
     notes += [f"a push left {SENDING} went through as v{r['version']} ({r['status']})" for r in settled]
     if not options.again:
-        push_duplicate_check(ledger.rows(), effective.config_hash, settled)
-    quota_check(remote, effective.config, asked, warn, notes)
-    if adapter is not None:
-        adapter = adapter_dataset_ensure(remote, adapter, ref, notes)
-    folder = build_dir or Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+        push_duplicate_check(target.ledger.rows(), plan.effective.config_hash, settled)
+    quota_check(target.remote, plan.effective.config, plan.asked, warn, notes)
+    if plan.adapter is None:
+        return plan
+    return replace(plan, adapter=adapter_dataset_ensure(target.remote, plan.adapter, target.ref, notes))
+
+
+def push_send(target: PushTarget, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
+    """Write the build folder (a temporary one unless --build-dir), then record and send the push."""
+    folder = plan.build_dir or Path(tempfile.mkdtemp(prefix="lorakit-build-"))
     try:
-        build_write(project, rendered, ref, folder, accelerator, [str(adapter.dataset)] if adapter else [])
-        version, url, status = _push_send(project, remote, ledger, ref, folder, options, token,
-                                          _push_fields(project, options, effective, token, adapter, asked), notes)
+        build_write(target.project, plan.rendered, target.ref, folder, options.accelerator, plan.sources)
+        return _push_send(target, folder, plan, options, notes)
     finally:
-        if build_dir is None:
+        if plan.build_dir is None:
             shutil.rmtree(folder, ignore_errors=True)
-    return PushResult(version, ref, url, build_dir, effective, asked, adapter, tuple(notes), status)
 
 
-def _build_render(project: Project, rendered: str, ref: KernelRef, build_dir: Optional[Path], accelerator, sources):
+def _build_render(project: Project, plan: PushPlan, ref: KernelRef, accelerator: Optional[str]) -> None:
     """A dry run's build folder: kept with --build-dir, else rendered in a temporary folder and removed."""
-    if build_dir is not None:
-        build_write(project, rendered, ref, build_dir, accelerator, sources)
+    if plan.build_dir is not None:
+        build_write(project, plan.rendered, ref, plan.build_dir, accelerator, plan.sources)
         return
     with tempfile.TemporaryDirectory(prefix="lorakit-build-") as folder:
-        build_write(project, rendered, ref, Path(folder), accelerator, sources)
+        build_write(project, plan.rendered, ref, Path(folder), accelerator, plan.sources)
 
 
-def _push_fields(project: Project, options: PushOptions, effective: Effective, token: str,
-                 adapter: Optional[AdapterSource], asked: str) -> dict:
+def _push_fields(project: Project, plan: PushPlan, options: PushOptions) -> dict:
     """The ledger columns a push writes when it is recorded."""
     commit, dirty = git_state(project.root)
+    effective, adapter = plan.effective, plan.adapter
     return dict(
         pushed_at=utc_now(),
         message=options.message,
@@ -493,24 +538,25 @@ def _push_fields(project: Project, options: PushOptions, effective: Effective, t
         trainable_params=effective.trainable_params,
         git_commit=commit,
         git_dirty=dirty if dirty is not None else "",
-        push_token=token,
+        push_token=plan.token,
         predict_from=adapter.version if adapter else "",
         adapter_dataset=str(adapter.dataset) if adapter else "",
         adapter_sha256=adapter.sha256 if adapter else "",
-        accelerator=asked,
+        accelerator=plan.asked,
     )
 
 
-def _push_send(project: Project, remote: Remote, ledger: Ledger, ref: KernelRef, folder: Path, options: PushOptions,
-               token: str, fields: dict, notes: list) -> tuple:
+def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
     """Record the push (SENDING) before it leaves, send it, then number its row; (version, url, status)."""
+    remote, ledger, ref, token = target.remote, target.ledger, target.ref, plan.token
     after = remote.kernel_version_latest(ref)
+    fields = _push_fields(target.project, plan, options)
     ledger.add_provisional(token, status=SENDING, sent_after=after, kernel_url=ref.url, **fields)  # or nothing is sent
     try:
         reply, recovered = remote.kernel_push(folder, options.accelerator, options.no_run, ref, token, after)
     except (Unconfirmed, KeyboardInterrupt) as exc:
         version = after + 1  # what Kaggle numbers it if it went through
-        _push_record(ledger, token, version, notes, ref, status=UNCONFIRMED)
+        _push_record(target, token, version, notes, status=UNCONFIRMED)
         advice = f"recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted while pushing; {advice}", version) from None
@@ -530,20 +576,20 @@ def _push_send(project: Project, remote: Remote, ledger: Ledger, ref: KernelRef,
     if recovered:
         notes.append(f"Kaggle's reply to the push was lost, but it went through as v{reply.version}: not sent again")
     status = "NEW_SCRIPT" if options.no_run else "QUEUED"
-    _push_record(ledger, token, reply.version, notes, ref, kernel_url=url, status=status)
+    _push_record(target, token, reply.version, notes, kernel_url=url, status=status)
     return reply.version, url, status
 
 
-def _push_record(ledger: Ledger, token: str, version: int, notes: list, ref: KernelRef, **fields) -> None:
+def _push_record(target: PushTarget, token: str, version: int, notes: list, **fields) -> None:
     """Number the SENDING row of a sent push; when the ledger cannot be written, the row stays SENDING and
     the message says so (the next command finds the version by the token, never sending again)."""
     try:
-        if ledger.settle(token, version, **fields):
+        if target.ledger.settle(token, version, **fields):
             notes.append(f"the ledger already had a row for v{version}; it is replaced (a push that never arrived)")
     except (OSError, LedgerError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise LedgerError(f"sent the push of {ref} (v{version} if it went through), but the ledger could not be "
-                          f"updated ({reason}): its row stays {SENDING}; lorakit status settles it by its token, "
+        raise LedgerError(f"sent the push of {target.ref} (v{version} if it went through), but the ledger could not "
+                          f"be updated ({reason}): its row stays {SENDING}; lorakit status settles it by its token, "
                           "do not push it again") from None
 
 
@@ -602,8 +648,10 @@ class LogFollower:
     rest of the stored log once it has ended. When the stream is unavailable (a 404, or it keeps dropping) it
     says so in one line and falls back to the stored log, read once the run has ended."""
 
-    def __init__(self, remote: Remote, ref: KernelRef, version: int, on_log: Callable[[str], None]):
+    def __init__(self, remote: Remote, ref: KernelRef, version: int, on_log: Callable[[str], None],
+                 deadline: Optional[float]):
         self.remote, self.ref, self.version, self.on_log = remote, ref, version, on_log
+        self.deadline = deadline  # a time.monotonic() the stream never waits past; None: none
         self.shown = 0  # log events handed on so far
         self.streaming = True
 
@@ -621,11 +669,15 @@ class LogFollower:
             print(f"lorakit: note: the log stream of v{self.version} is unavailable ({exc}); following its "
                   "status instead, the log comes once the run has ended", file=self.remote.log)
 
-    def follow(self, deadline: Optional[float]) -> bool:
-        """Stream while the run goes on (until the stream ends or ``deadline``); whether new lines came."""
+    def live(self, status: KernelStatus) -> bool:
+        """Whether the stream waits for the next status read (instead of a sleep): while the run runs."""
+        return self.streaming and status.status == "RUNNING"
+
+    def follow(self) -> bool:
+        """Stream while the run goes on (until the stream ends or the deadline); whether new lines came."""
         before = self.shown
         if self.streaming:
-            self._stream(deadline)
+            self._stream(self.deadline)
         return self.shown > before
 
     def finish(self) -> None:
@@ -650,10 +702,8 @@ def kernel_status_wait(
     timeout: float = 3600.0,
     on_poll: Callable[[int, KernelStatus, float], None] = lambda *_: None,
     on_log: Optional[Callable[[str], None]] = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[int, KernelStatus]:
-    """Poll v<N>'s status until the run ends (or ``timeout`` seconds pass: Timeout).
+    """Poll v<N>'s status until the run ends (or ``timeout`` seconds pass: Timeout), recording each change.
 
     With ``on_log``, the run's log is followed instead of sleeping while it runs, and read to its end once it
     has ended; ``on_log`` gets each piece of text once (see LogFollower).
@@ -662,32 +712,27 @@ def kernel_status_wait(
         raise UsageError("--timeout must be a positive number of seconds")
     version, ref = version_target(project, remote, version)
     ledger = ledger_of(project)
-    start = clock()
     deadline = time.monotonic() + timeout if timeout != math.inf else None
-    interval = max(0.0, remote.policy.poll_start)
-    last = None
-    log = LogFollower(remote, ref, version, on_log) if on_log is not None else None
-    while True:
-        status = remote.kernel_status_get(ref, version)
-        elapsed = clock() - start
-        if status != last:
+    log = LogFollower(remote, ref, version, on_log, deadline) if on_log is not None else None
+    recorded: list = [None]
+
+    def seen(status: KernelStatus, elapsed: float) -> bool:
+        if status != recorded[-1]:
             if status.named and ledger.row(version) is not None:
                 ledger.update(version, status=status.status)
-            last = status
+            recorded.append(status)
         on_poll(version, status, elapsed)
-        if status.status in TERMINAL_KERNEL:
-            if log is not None:
-                log.finish()
-            return version, status
-        following = log is not None and log.streaming and status.status == "RUNNING"  # the stream waits
-        if elapsed + (0 if following else interval) > timeout:
-            raise Timeout(
-                f"v{version} is still {status.status} after {elapsed:.0f} s; run lorakit status {version} --wait again"
-            )
-        if following and log.follow(deadline):
-            continue  # the stream ended (or the deadline came): ask the status at once
-        sleep(interval)
-        interval = interval_next(remote, interval)
+        if status.status in TERMINAL_KERNEL and log is not None:
+            log.finish()
+        return status.status in TERMINAL_KERNEL
+
+    def stalled(status: KernelStatus, elapsed: float) -> Timeout:
+        return Timeout(f"v{version} is still {status.status} after {elapsed:.0f} s; run lorakit status {version} "
+                       "--wait again")
+
+    status = poll_until(lambda: remote.kernel_status_get(ref, version), seen, Poll.of(remote.policy, timeout),
+                        stalled, log)
+    return version, status
 
 
 def kernel_failure_raise(version: int, status: KernelStatus) -> None:
@@ -899,7 +944,7 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
         warnings.append(f"v{version} has no submission.csv")
         return metrics, False
     try:
-        submission_check(kernel_load(project), dest / "submission.csv", rows_expected_of(metrics))
+        submission_check(project, dest / "submission.csv", rows_expected_of(metrics))
     except UsageError as exc:
         warnings.append(f"submissions/v{version}/submission.csv is NOT a valid submission, do not submit it: {exc}")
         return metrics, False
@@ -921,47 +966,64 @@ def kernel_output_pull(
     ledger.check_writable()
     version, ref = version_target(project, remote, version)
     with pull_lock(project, version, remote.policy.lock_wait, on_wait):
-        warnings: list[str] = []
-        status = remote.kernel_status_get(ref, version)
-        if status.status in ("QUEUED", "RUNNING") and not allow_running:
-            raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
-        if status.status in FAILED_KERNEL:
-            warnings.append(f"v{version} ended {status.status}: pulling what it left (see log.txt)")
-        files, raw_log = remote.kernel_output_list(ref, version)
-        if not files and not raw_log:
-            raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
-        written = _outputs_download(project, remote, version, files, raw_log)
-        dest = project.version_dir(version)
+        status, warnings = pullable_status(remote, ref, version, allow_running)
+        written = outputs_fetch(project, remote, ref, version)
         metrics, submittable = _pulled_outputs_check(project, version, written, status, warnings)
         row = ledger.row(version) or {}
-        fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
-                        "run_config_hash": ""}
-        if metrics is not None:
-            pushed_hash = row.get("config_hash", "")
-            run_hash = str(metrics.get("config_hash") or "")
-            if pushed_hash and run_hash and pushed_hash != run_hash:
-                warnings.append(
-                    f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
-                    "the run did not use the pushed config"
-                )
-            # rows pushed before lorakit recorded the accelerator: what the metadata asks for now
-            asked = row.get("accelerator") or accelerator_asked(project.metadata, None)
-            mismatch = device_mismatch(asked, str(metrics.get("device") or ""))
-            if mismatch:
-                warnings.append(f"v{version} {mismatch}")
-            val = _float(metrics.get("val_accuracy"))
-            minutes = run_minutes_of(metrics)
-            fields.update(
-                val_accuracy="" if val is None else val,
-                run_minutes="" if minutes is None else minutes,
-                run_config_hash=run_hash,
-            )
-            if not row.get("trainable_params") and metrics.get("trainable_params") is not None:
-                fields["trainable_params"] = metrics["trainable_params"]  # a row the push did not write
-        if not row.get("kernel_ref"):
-            fields["kernel_ref"] = str(ref)
-        ledger.update(version, **fields)
+        warnings += run_mismatches(project, version, row, metrics)
+        ledger.update(version, **pulled_fields(row, ref, status, metrics))
+    dest = project.version_dir(version)
     return PullResult(version, dest, tuple(sorted(written)), metrics, tuple(warnings), status.status, submittable)
+
+
+def pullable_status(remote: Remote, ref: KernelRef, version: int, allow_running: bool) -> tuple[KernelStatus, list]:
+    """v<N>'s status, refused while the run goes on (unless ``allow_running``); with a warning when it failed."""
+    status = remote.kernel_status_get(ref, version)
+    if status.status in ("QUEUED", "RUNNING") and not allow_running:
+        raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
+    if status.status in FAILED_KERNEL:
+        return status, [f"v{version} ended {status.status}: pulling what it left (see log.txt)"]
+    return status, []
+
+
+def outputs_fetch(project: Project, remote: Remote, ref: KernelRef, version: int) -> list:
+    """List v<N>'s outputs and download them (and its log) into submissions/v<N>/; the files written."""
+    files, raw_log = remote.kernel_output_list(ref, version)
+    if not files and not raw_log:
+        raise RemoteError(f"Kaggle lists no output for v{version} of {ref}")
+    return _outputs_download(project, remote, version, files, raw_log)
+
+
+def run_mismatches(project: Project, version: int, row: dict, metrics: Optional[dict]) -> list:
+    """Where the run (its metrics.json) differs from what was pushed: another config_hash, another device."""
+    if metrics is None:
+        return []
+    warnings = []
+    pushed_hash, run_hash = row.get("config_hash", ""), str(metrics.get("config_hash") or "")
+    if pushed_hash and run_hash and pushed_hash != run_hash:
+        warnings.append(f"v{version} ran config_hash {run_hash[:12]}, but lorakit pushed {pushed_hash[:12]}: "
+                        "the run did not use the pushed config")
+    # rows pushed before lorakit recorded the accelerator: what the metadata asks for now
+    asked = row.get("accelerator") or accelerator_asked(project.metadata, None)
+    mismatch = device_mismatch(asked, str(metrics.get("device") or ""))
+    if mismatch:
+        warnings.append(f"v{version} {mismatch}")
+    return warnings
+
+
+def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Optional[dict]) -> dict:
+    """The ledger columns a pull fills: when and how the run ended, and what its metrics.json says."""
+    fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
+                    "run_config_hash": ""}
+    if metrics is not None:
+        val, minutes = _float(metrics.get("val_accuracy")), run_minutes_of(metrics)
+        fields.update(val_accuracy="" if val is None else val, run_minutes="" if minutes is None else minutes,
+                      run_config_hash=str(metrics.get("config_hash") or ""))
+        if not row.get("trainable_params") and metrics.get("trainable_params") is not None:
+            fields["trainable_params"] = metrics["trainable_params"]  # a row the push did not write
+    if not row.get("kernel_ref"):
+        fields["kernel_ref"] = str(ref)
+    return fields
 
 
 # -------------------------------------------------------------------------------------------- validate
@@ -978,7 +1040,7 @@ def submission_validate(project: Optional[Project], path: Path, rows: Optional[i
     rows = int(rows) if rows else expected_rows_of(Path(path).parent)
     if rows < 1:
         raise UsageError("--rows must be positive")
-    submission_check(kernel_load(project), Path(path), rows)
+    submission_check(project, Path(path), rows)
     return rows
 
 
@@ -1001,35 +1063,35 @@ def submission_wait(
     version: Optional[int],
     timeout: float,
     on_poll: Callable[[Submission, float], None] = lambda *_: None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
 ) -> Submission:
-    start = clock()
-    interval = max(0.0, remote.policy.poll_start)
-    while True:
+    """Poll submission ``ref`` until it is scored (or ``timeout`` seconds pass: Timeout); v<N>'s ledger row
+    gets its status and scores."""
+    poll = Poll.of(remote.policy, timeout)
+    start = poll.timing.now()
+
+    def read() -> Submission:
         try:
-            sub = remote.submission_get(ref, project.competition)
+            return remote.submission_get(ref, project.competition)
         except RemoteError as exc:
-            if exc.status != 404 or clock() - start > timeout:  # a fresh submission may not be readable yet
+            if exc.status != 404 or poll.timing.now() - start > timeout:  # a fresh one may not be readable yet
                 raise
-            sub = Submission(ref, "PENDING", None, None, "", "")
-        elapsed = clock() - start
+            return Submission(ref, "PENDING", None, None, "", "")
+
+    def seen(sub: Submission, elapsed: float) -> bool:
         on_poll(sub, elapsed)
-        if sub.status in ("COMPLETE", "ERROR"):
-            if version is not None:
-                ledger_of(project).update(
-                    version,
-                    submission_status=sub.status,
-                    public_score=sub.public_score,
-                    private_score=sub.private_score,
-                )
-            if sub.status == "ERROR":
-                raise RunFailed(f"submission {ref} failed to score: {sub.error or 'no error message'}")
-            return sub
-        if elapsed + interval > timeout:
-            raise Timeout(f"submission {ref} is still {sub.status} after {elapsed:.0f} s; see lorakit scores later")
-        sleep(interval)
-        interval = interval_next(remote, interval)
+        if sub.status not in ("COMPLETE", "ERROR"):
+            return False
+        if version is not None:
+            ledger_of(project).update(version, submission_status=sub.status, public_score=sub.public_score,
+                                      private_score=sub.private_score)
+        if sub.status == "ERROR":
+            raise RunFailed(f"submission {ref} failed to score: {sub.error or 'no error message'}")
+        return True
+
+    def stalled(sub: Submission, elapsed: float) -> Timeout:
+        return Timeout(f"submission {ref} is still {sub.status} after {elapsed:.0f} s; see lorakit scores later")
+
+    return poll_until(read, seen, poll, stalled)
 
 
 def submission_description(kernel: KernelRef, version: int, config_hash: str, token: str, text: str) -> str:
@@ -1137,16 +1199,26 @@ def submission_create(project: Project, remote: Remote, version, message: Option
             f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
             f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
         )
-    ref, recovered = _submission_send(project, remote, ledger, version, path, description, token)
+    ref, recovered = _submission_send(project, remote, ledger, Outgoing(version, path, description, token))
     if recovered:
         notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
     return SubmitResult(version, ref, _submissions_left(project, remote, notes), tuple(notes))
 
 
-def _submission_send(project: Project, remote: Remote, ledger: Ledger, version: int, path: Path, description: str,
-                     token: str) -> tuple:
+@dataclass(frozen=True)
+class Outgoing:
+    """A submission about to be sent: v<N>'s file, its description and the token the description holds."""
+
+    version: int
+    path: Path
+    description: str
+    token: str
+
+
+def _submission_send(project: Project, remote: Remote, ledger: Ledger, outgoing: Outgoing) -> tuple:
     """Record the submission as pending (SENDING) before it leaves, send it, then record it; (ref, recovered).
     The previous submission's columns stay until the new one is known."""
+    version, path, description, token = outgoing.version, outgoing.path, outgoing.description, outgoing.token
     ledger.update(version, pending_token=token, pending_status=SENDING)  # or nothing is sent
     try:
         ref, recovered = remote.submission_create(path, description, project.competition, token)
@@ -1195,6 +1267,105 @@ def run_resume(step: str, version: Optional[int], submit: bool) -> str:
     if submit and step in ("wait", "pull", "submit"):
         commands.append(f"lorakit submit {version} --wait")
     return "resume with: " + ", then ".join(commands)
+
+
+def _nothing(*_args) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `lorakit run` was asked: the push, then whether to submit, and how long to wait for each end."""
+
+    push: PushOptions
+    submit: bool = False
+    timeout: float = 3600.0  # for the run
+    score_timeout: float = 1800.0  # for the score
+    allow_smoke: bool = False
+
+    def __post_init__(self):
+        if self.push.no_run:
+            raise UsageError("lorakit run waits for the run it pushes; to save without running: lorakit push --no-run")
+        for value, name in ((self.timeout, "--timeout"), (self.score_timeout, "--score-timeout")):
+            if not value > 0:
+                raise UsageError(f"{name} must be a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class RunShow:
+    """What the caller of run_pipeline hears as the steps go (the CLI prints it); nothing by default."""
+
+    warn: Callable[[str], None] = _nothing  # kernel_push's warn
+    pushed: Callable[[PushResult], None] = _nothing
+    on_poll: Callable[[int, KernelStatus, float], None] = _nothing
+    on_log: Optional[Callable[[str], None]] = None  # follow the run's log (kernel_status_wait)
+    ran: Callable[[int, KernelStatus], None] = _nothing  # the run ended, failed or not
+    on_wait: Callable[[str], None] = _nothing  # another pull of the version holds its lock
+    pulled: Callable[[PullResult], None] = _nothing
+    submitted: Callable[[SubmitResult], None] = _nothing
+    on_score_poll: Callable[[Submission, float], None] = _nothing
+
+
+@dataclass(frozen=True)
+class RunResult:
+    pushed: PushResult
+    pulled: Optional[PullResult] = None  # None in a dry run
+    submitted: Optional[SubmitResult] = None
+    score: Optional[Submission] = None  # the scored submission (with --submit)
+
+
+@dataclass
+class RunAt:
+    """Where a run pipeline is: its step (one of RUN_STEPS) and the version pushed (None before)."""
+
+    step: str = "push"
+    version: Optional[int] = None
+
+
+def run_pipeline(project: Project, remote: Optional[Remote], options: RunOptions, show: RunShow = RunShow()) -> RunResult:
+    """Push, wait for the run, pull its outputs and, with ``options.submit``, submit and wait for the score.
+
+    The ledger is up to date at every step; when Ctrl-C or a Kaggle error stops it, the message says which
+    commands finish the job from there (run_resume).
+    """
+    at = RunAt()
+    try:
+        return _run_steps(project, remote, options, show, at)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted {RUN_STEPS[at.step]}; the ledger is up to date; "
+                          f"{run_resume(at.step, at.version, options.submit)}") from None
+    except Interrupted as exc:
+        if at.step == "push" and exc.version is not None:  # the push was recorded UNCONFIRMED
+            raise Interrupted(f"{exc}; {run_resume('wait', exc.version, options.submit)}") from None
+        raise
+    except RemoteError as exc:
+        if at.version is None:
+            raise
+        raise RemoteError(f"{exc}; {run_resume(at.step, at.version, options.submit)}", status=exc.status) from None
+
+
+def _run_steps(project: Project, remote: Optional[Remote], options: RunOptions, show: RunShow, at: RunAt) -> RunResult:
+    """run_pipeline's steps, each recorded in ``at`` as it starts."""
+    pushed = kernel_push(project, remote, options.push, show.warn)
+    show.pushed(pushed)
+    if options.push.dry_run:
+        return RunResult(pushed)
+    at.step, at.version = "wait", pushed.version
+    version, status = kernel_status_wait(project, remote, pushed.version, options.timeout, show.on_poll, show.on_log)
+    show.ran(version, status)
+    kernel_failure_raise(version, status)
+    at.step = "pull"
+    pulled = kernel_output_pull(project, remote, version, on_wait=show.on_wait)
+    show.pulled(pulled)
+    if not options.submit:
+        return RunResult(pushed, pulled)
+    at.step = "submit"
+    submitted = submission_create(project, remote, version, None, options.allow_smoke)
+    at.step = "score"  # submitted and recorded: only the score is left to read
+    show.submitted(submitted)
+    scored = submission_wait(project, remote, submitted.ref, submitted.version, options.score_timeout,
+                             show.on_score_poll)
+    return RunResult(pushed, pulled, submitted, scored)
 
 
 # ---------------------------------------------------------------------------------------------- scores
