@@ -175,7 +175,8 @@ class Kit:
             "adapter/adapter_config.json": b'{"r": %d}' % cfg.lora_r,
             "adapter/adapter_model.safetensors": os.urandom(2048),
             "adapter/head.pt": os.urandom(512),
-            "adapter/kit.json": json.dumps({"config": dataclasses.asdict(cfg), "temperature": 1.0}).encode(),
+            "adapter/kit.json": json.dumps({"config": dataclasses.asdict(cfg), "temperature": 1.0,
+                                            "hidden_size": 768}).encode(),  # roberta-base's width
             "training_curves.png": b"\x89PNG\r\n\x1a\n" + os.urandom(256),
         }
         log = json.dumps(

@@ -323,3 +323,13 @@ def test_a_predict_from_dry_run_counts_the_adapters_config(kit):
     assert json.loads(out)["trainable_params"] == int(kit.row(1)["trainable_params"])
     code, out, err = kit.run("check", "--json")
     assert json.loads(out)["trainable_params"] != int(kit.row(1)["trainable_params"])
+
+
+def test_a_push_over_the_competitions_rule_names_it(kit):
+    """A budget raised above 1,000,000 is for experiments: the push goes ahead and says the entry is invalid."""
+    code, out, err = kit.run("push", "-m", "big", "--set", "param_budget=2000000", "--set", "lora_r=40")
+    assert code == 0, err
+    assert ("param_budget 2,000,000 is above the competition's rule of at most 1,000,000 trainable parameters; "
+            "this config breaks it: not a valid entry") in err
+    code, out, err = kit.run("push", "-m", "small", "--set", "lora_r=4")
+    assert code == 0 and "competition's rule" not in err

@@ -162,6 +162,11 @@ class Effective:
     def breakdown_text(self) -> str:
         return self._kmod.format_breakdown(self.breakdown, self.budget)
 
+    @property
+    def budget_warning(self) -> str:
+        """The kernel's word on a param_budget above the competition's 1M rule ("" within it)."""
+        return self._kmod.budget_warning(self.trainable_params, self.budget)
+
     def usable_positions(self) -> Optional[int]:
         """The encoder's usable positions; None when its config is not here offline (a hub id)."""
         return self._kmod.usable_positions(self.config)

@@ -488,8 +488,9 @@ def push_plan(project: Project, options: PushOptions) -> PushPlan:
                          "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
     token = token_new()
     rendered = script_render(project, effective, token)  # once, before any network call: it compiles
+    warnings = (*report.warnings, *([effective.budget_warning] if effective.budget_warning else []))
     return PushPlan(effective, adapter, token, rendered, accelerator_asked(project.metadata, options.accelerator),
-                    build_dir, report.warnings)
+                    build_dir, warnings)
 
 
 def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
