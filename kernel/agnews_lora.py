@@ -23,9 +23,13 @@ Exit status: 0 done; 2 bad config, input or data; 3 over the parameter budget; 4
 non-finite (no submission written; the adapter is kept when training had finished); 5 trained, but not every
 output was published (the message names what is missing and where the adapter is kept); 128 + N stopped by
 signal N (130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one had finished).
+
+Reading order: the overrides block and `Config` (every knob: type, default, help, allowed values), then `run()`,
+the whole job one phase per line, and its phases in call order; then the building blocks in the order the
+phases use them (config rules, data, model and budget, batching, training, data parallel, prediction, outputs,
+smoke mode); last what exists for robustness or for lorakit (the hardened test-file reader, the stop signal,
+the overrides rendering, PUBLIC_API) and `main`.
 """
-
-
 from __future__ import annotations
 
 import argparse
@@ -79,83 +83,131 @@ KAGGLE_WORKING = Path("/kaggle/working")
 AG_NEWS_COLUMNS = ("Class Index", "Title", "Description")
 AG_NEWS_DATASET = "amananandrai/ag-news-classification-dataset"  # AG News as CSVs, for runs with internet off
 SYNC_STEPS = 25  # training steps between host syncs: time limit, stop signal, non-finite checks, progress
-PROGRESS_ENV = "AGNEWS_PROGRESS_SECONDS"  # seconds between plain progress lines when stderr is no terminal
+PROGRESS_ENV = "AGNEWS_PROGRESS_SECONDS"  # an alias of the config key progress_seconds (a key beats it)
 
 
 # --------------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
+class Knob:
+    """What one config key allows, declared on its field (`knob`): its help, with the unit, and its rule. Numbers
+    lie in [low, high] (an end None is unbounded, an open end excluded); with `least_nonzero`, a number is 0
+    (meaning `zero`) or at least that; strings are one of `choices`, or match `pattern` (else they must `rule`);
+    `within_positions`: at most the encoder's usable positions. `group` heads the docs' table it opens."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    least_nonzero: float | None = None
+    zero: str = ""
+    choices: tuple = ()
+    pattern: str = ""
+    rule: str = ""
+    within_positions: bool = False
+    group: str = ""
+
+    @property
+    def bounds(self) -> tuple:
+        """(low, low included, high, high included), as interval_text takes them."""
+        return self.low, not self.low_open, self.high, self.high is not None and not self.high_open
+
+    def admits(self, value: float) -> bool:
+        return (self.low is None or (value > self.low if self.low_open else value >= self.low)) and (
+            self.high is None or (value < self.high if self.high_open else value <= self.high))
+
+
+def knob(default, help: str, **rules):
+    """A Config field declared once: its default, its help (with the unit) and its rule (Knob's fields)."""
+    return field(default=default, metadata={"knob": Knob(help, **rules)})
+
+
+NOT_EMPTY = {"pattern": r"(?s).*\S.*", "rule": "not be empty"}
+
+
+@dataclass(frozen=True)
 class Config:
-    # data
-    model: str = "roberta-base"  # hub id or a local folder with pretrained weights (e.g. under /kaggle/input)
-    train_data: str = "auto"  # auto: the AG News train.csv under /kaggle/input, else hf:ag_news | a CSV | hf:ag_news
-    test_data: str = "auto"  # auto: the competition's test_unlabelled.pkl under /kaggle/input | a pickle path
-    output_dir: str = "auto"  # auto: /kaggle/working on Kaggle, ./outputs elsewhere
-    max_train_samples: int = 0  # training rows used before the split; 0 = all
-    val_fraction: float = 0.05  # stratified held-out share of the training rows, in (0, 0.5]
-    # LoRA and head
-    lora_r: int = 16  # LoRA rank, >= 1
-    lora_alpha: float = 32.0  # LoRA scaling numerator (scale = alpha / r), > 0
-    lora_dropout: float = 0.1  # dropout on the LoRA input, [0, 1)
-    lora_targets: str = "query,value"  # comma-separated: query,key,value,dense or exact in-layer names
-    lora_layers: str = "all"  # all | top:K (the last K encoder layers)
-    head: str = "linear"  # linear: dropout + Linear(hidden, 4) | roberta: the default 2-layer head
-    head_dropout: float = 0.1  # dropout before the head, [0, 1)
-    # optimisation
-    epochs: int = 3  # passes over the training rows, >= 1
-    lr: float = 5e-4  # peak AdamW learning rate, in (0, 1]
-    batch_size: int = 32  # rows per step and process
-    max_length: int = 128  # training truncation in tokens (with <s> and </s>), 8 to the encoder's positions
-    predict_max_length: int = 256  # prediction truncation in tokens (generated test rows are long); 0 = max_length
-    weight_decay: float = 0.01  # AdamW decoupled weight decay, >= 0
-    warmup_ratio: float = 0.06  # share of steps with a linear warm-up, then linear decay to 0; [0, 1)
-    grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    precision: str = "auto"  # auto (bf16 if supported, else fp16 on GPU; fp32 on CPU) | fp32 | fp16 | bf16
-    processes: int = 0  # data-parallel processes; 0 = one per visible GPU (1 on CPU)
-    eval_batch_size: int = 128  # rows per prediction batch
-    seed: int = 42  # seeds the split, batching, init and noise; [0, 2**32)
-    augment: float = 0.0  # probability per row and epoch of cheap noise (case, truncation, typos), [0, 1]
-    # prediction
-    prior_correction: str = "none"  # none | em | em_uniform: EM re-estimate of the test label prior
-    pseudo_label_rounds: int = 0  # rounds of training on train + confident test rows
-    pseudo_label_threshold: float = 0.95  # min probability for a test row to become a pseudo-label, (0, 1]
-    adapter_from: str = ""  # path to a previous run's adapter/: predict only, no training
-    adapter_sha256: str = ""  # when set, adapter_from must hold exactly this adapter (adapter_digest)
-    # guards
-    param_budget: int = COMPETITION_PARAM_LIMIT  # max trainable parameters, head included
-    time_limit_minutes: float = 660.0  # training stops cleanly after this, leaving time to predict
-    smoke: bool = False  # offline: tiny model, synthetic data, CPU-sized
+    """Every knob of a run. Overrides apply in order: the OVERRIDES_JSON block, --config FILE, --set key=value."""
+
+    model: str = knob("roberta-base", "hub id or a local folder with pretrained weights (e.g. under /kaggle/input)",
+                      group="data", **NOT_EMPTY)
+    train_data: str = knob("auto", "auto: the AG News train.csv under /kaggle/input, else hf:ag_news | a CSV path | "
+                                   "hf:ag_news", **NOT_EMPTY)
+    test_data: str = knob("auto", "auto: the competition's test_unlabelled.pkl under /kaggle/input | a pickle path",
+                          **NOT_EMPTY)
+    output_dir: str = knob("auto", "auto: /kaggle/working on Kaggle, ./outputs elsewhere", **NOT_EMPTY)
+    max_train_samples: int = knob(0, "training rows used before the split; 0 = all", low=0)
+    val_fraction: float = knob(0.05, "stratified held-out share of the training rows", low=0, low_open=True, high=0.5)
+    lora_r: int = knob(16, "LoRA rank", low=1, group="LoRA and head")
+    lora_alpha: float = knob(32.0, "LoRA scaling numerator (scale = alpha / r)", low=0, low_open=True)
+    lora_dropout: float = knob(0.1, "dropout probability on the LoRA input", low=0, high=1, high_open=True)
+    lora_targets: str = knob("query,value", "comma-separated: query,key,value,dense or exact in-layer names",
+                             pattern=r"(?s).*[^\s,].*", rule="name at least one module")
+    lora_layers: str = knob("all", "all | top:K (the last K encoder layers)", pattern=r"all|top:[1-9]\d*",
+                            rule="be 'all' or 'top:K' with K >= 1")
+    head: str = knob("linear", "linear: dropout + Linear(hidden, 4) | roberta: the default 2-layer head",
+                     choices=("linear", "roberta"))
+    head_dropout: float = knob(0.1, "dropout probability before the head", low=0, high=1, high_open=True)
+    epochs: int = knob(3, "passes over the training rows", low=1, group="optimisation")
+    # below 1e-6 nothing is learnt: a "valid" submission of one class
+    lr: float = knob(5e-4, "peak AdamW learning rate", low=1e-6, high=1)
+    batch_size: int = knob(32, "rows per step and process", low=1)
+    max_length: int = knob(128, "training truncation in tokens (with <s> and </s>)", low=8, within_positions=True)
+    predict_max_length: int = knob(256, "prediction truncation in tokens (generated test rows are long); "
+                                        "0 = max_length", low=0, least_nonzero=8, zero="= max_length",
+                                   within_positions=True)
+    weight_decay: float = knob(0.01, "AdamW decoupled weight decay", low=0, high=1)
+    warmup_ratio: float = knob(0.06, "share of steps with a linear warm-up, then linear decay to 0", low=0, high=1,
+                               high_open=True)
+    # a tiny clip norm underflows every gradient: nothing is learnt
+    grad_clip: float = knob(1.0, "max global gradient norm; 0 = off", low=0, least_nonzero=0.01, zero="off")
+    precision: str = knob("auto", "auto: bf16 if supported, else fp16 on GPU; fp32 on CPU",
+                          choices=("auto", "fp32", "fp16", "bf16"))
+    processes: int = knob(0, "data-parallel processes; 0 = one per visible GPU (1 on CPU)", low=0)
+    # larger batches only risk memory; an out-of-memory error halves it
+    eval_batch_size: int = knob(128, "rows per prediction batch", low=1, high=1024)
+    seed: int = knob(42, "seeds the split, batching, init and noise", low=0, high=2**32, high_open=True)
+    augment: float = knob(0.0, "probability per row and epoch of cheap noise (case, truncation, typos)", low=0,
+                          high=1)
+    prior_correction: str = knob("none", "none | em | em_uniform: EM re-estimate of the test label prior",
+                                 choices=("none", "em", "em_uniform"), group="prediction")
+    pseudo_label_rounds: int = knob(0, "rounds of training on train + confident test rows", low=0)
+    pseudo_label_threshold: float = knob(0.95, "min probability for a test row to become a pseudo-label", low=0,
+                                         low_open=True, high=1)
+    adapter_from: str = knob("", "path to a previous run's adapter/: predict only, no training")
+    adapter_sha256: str = knob("", "when set, adapter_from must hold exactly this adapter (adapter_digest)",
+                               pattern=r"|[0-9a-f]{64}", rule="be 64 lowercase hex digits (or empty)")
+    param_budget: int = knob(COMPETITION_PARAM_LIMIT, "max trainable parameters, head included", low=1,
+                             group="guards")
+    time_limit_minutes: float = knob(660.0, "minutes of training, which then stops cleanly, leaving time to predict",
+                                     low=0, low_open=True)
+    progress_seconds: float = knob(60.0, f"seconds between plain progress lines when stderr is no terminal (a "
+                                         f"tqdm bar there); also set by the environment variable {PROGRESS_ENV}",
+                                   low=0)
+    smoke: bool = knob(False, "offline: tiny random encoder, synthetic data, CPU-sized (see smoke_setup)")
+
+    @property
+    def predict_length(self) -> int:
+        """Prediction truncation in tokens: predict_max_length, 0 meaning max_length."""
+        return self.predict_max_length or self.max_length
+
+    @property
+    def known_arch(self) -> dict | None:
+        """The encoder's architecture when it is known without a download (a smoke run's tiny RoBERTa, or
+        roberta-base's); None for any other model, whose own config.json tells."""
+        if self.smoke:
+            return SMOKE_ARCH
+        return ROBERTA_BASE_ARCH if self.model == "roberta-base" else None
 
 
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
-HASH_EXCLUDED = ("output_dir", "train_data", "test_data")
-HEADS = ("linear", "roberta")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-PRIOR_CORRECTIONS = ("none", "em", "em_uniform")
-# Every numeric field's allowed interval: (low, low included, high, high included); None = unbounded.
-RANGES = {
-    "max_train_samples": (0, True, None, False),
-    "val_fraction": (0, False, 0.5, True),
-    "lora_r": (1, True, None, False),
-    "lora_alpha": (0, False, None, False),
-    "lora_dropout": (0, True, 1, False),
-    "head_dropout": (0, True, 1, False),
-    "epochs": (1, True, None, False),
-    "lr": (1e-6, True, 1, True),  # below 1e-6 nothing is learnt: a "valid" submission of one class
-    "batch_size": (1, True, None, False),
-    "max_length": (8, True, None, False),
-    "predict_max_length": (0, True, None, False),
-    "weight_decay": (0, True, 1, True),
-    "warmup_ratio": (0, True, 1, False),
-    "grad_clip": (0, True, None, False),
-    "processes": (0, True, None, False),
-    "eval_batch_size": (1, True, 1024, True),  # larger batches only risk memory; an OOM halves it
-    "seed": (0, True, 2**32, False),
-    "augment": (0, True, 1, True),
-    "pseudo_label_rounds": (0, True, None, False),
-    "pseudo_label_threshold": (0, False, 1, True),
-    "param_budget": (1, True, None, False),
-    "time_limit_minutes": (0, False, None, False),
-}
+KNOBS = {f.name: f.metadata["knob"] for f in dataclasses.fields(Config)}  # what validation and docs read
+HASH_EXCLUDED = ("output_dir", "train_data", "test_data", "progress_seconds")  # where, not what: not hashed
+# Views of KNOBS that lorakit and older callers use.
+HEADS = KNOBS["head"].choices
+PRECISIONS = KNOBS["precision"].choices
+PRIOR_CORRECTIONS = KNOBS["prior_correction"].choices
+RANGES = {key: rules.bounds for key, rules in KNOBS.items() if rules.low is not None}
 
 
 # -------------------------------------------------------------------------------------------- the job
@@ -164,33 +216,29 @@ def run(cfg: Config) -> dict:
     it. The output folder is untouched until training finished (or a signal stopped it after an epoch); then the
     adapter is saved there first, and the other outputs are staged and published, submission.csv first."""
     started = time.monotonic()
-    deadline = started + cfg.time_limit_minutes * 60
-    quiet_libraries()
-    if cfg.smoke:
-        print(SMOKE_NOTICE, flush=True)
-    print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
+    announce(cfg)
     device = accelerator()
     cfg = locate_adapter(cfg)
-    trained = model_config(cfg)
+    trained = model_config(cfg)  # the parameter budget, checked before anything loads
     out = output_path(cfg)
     with tempfile.TemporaryDirectory(prefix="agnews_lora_") as tmp, StopSignal(Path(tmp) / "stop").installed() as stop:
-        scratch = Path(tmp)
+        ctx = RunContext(cfg, device, started, started + cfg.time_limit_minutes * 60, stop, Path(tmp),
+                         world=process_count(cfg))
         seed_everything(cfg.seed)
-        inputs = resolve_inputs(cfg, scratch)
+        inputs = resolve_inputs(smoke_setup(cfg, ctx.scratch), ctx.scratch)
         data = load_data(trained, inputs)
-        model = load_adapter_model(cfg, trained) if cfg.adapter_from else new_model(cfg, data, scratch)
+        model = load_adapter_model(cfg, trained) if cfg.adapter_from else new_model(cfg, inputs)
         encoded = encode_for_prediction(cfg, model, data)
-        check_output_folder(out, scratch, outputs_size(cfg, data, model))
-        check_prediction_batch(cfg, model, encoded, device)
-        print_banner(cfg, inputs, data, model, device)
-        training = train_model(cfg, model, data, encoded, device, deadline, stop)
+        check_output_folder(out, ctx.scratch, outputs_size(cfg, data, model))
+        check_prediction_batch(ctx, model, encoded)
+        print_banner(ctx, inputs, data, model)
+        training = train_model(ctx, model, data, encoded)
         adapter = None
         try:
-            adapter = None if model.trained else keep_adapter(model, scratch, out)
-            prediction = predict(cfg, model, data, encoded, device)
-            metrics = write_outputs(scratch / "outputs", cfg, inputs, data, model, training, prediction, device,
-                                    started, stop)
-            publish(scratch / "outputs", out)
+            adapter = None if model.trained else keep_adapter(model, ctx.scratch, out)
+            prediction = predict(ctx, model, data, encoded)
+            metrics = write_outputs(ctx, inputs, data, model, training, prediction)
+            publish(ctx.scratch / "outputs", out)
         except PublishError:
             raise
         except (KernelError, OSError) as exc:
@@ -200,12 +248,38 @@ def run(cfg: Config) -> dict:
 
 
 @dataclass(frozen=True)
+class RunContext:
+    """What every phase needs, in one object. Picklable: data-parallel ranks receive it through mp.spawn (the
+    monotonic clock is system-wide, so `started` and `deadline` hold in every rank)."""
+
+    cfg: Config
+    device: torch.device
+    started: float  # time.monotonic() when the run started
+    deadline: float  # time.monotonic() after which training stops at its next sync point
+    stop: StopSignal
+    scratch: Path  # the run's own temporary folder: staged outputs, a smoke run's generated inputs
+    rank: int = 0  # this process's data-parallel rank
+    world: int = 1  # data-parallel processes that train
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return autocast_dtype(self.device, self.cfg.precision)
+
+
+@dataclass(frozen=True)
 class Inputs:
+    """What the run reads. Files in `scratch`, the run's own temporary folder, were generated for it (smoke_setup)."""
+
+    model: str  # where the encoder and its tokenizer load from: a hub id or a folder
     train: str  # a CSV in the AG News layout, or hf:ag_news
     test: Path
     test_kind: str  # smoke (any smoke run: a tiny random encoder) | competition (the file at its mount path) | other
     test_sha256: str
-    synthetic: bool = False  # the smoke run's own test file
+    scratch: Path
+
+    @property
+    def generated_encoder(self) -> bool:
+        return Path(self.model).parent == self.scratch
 
     def predicted_on(self, rows: int) -> dict:
         """What the predictions are of, for metrics.json (lorakit submits only kind "competition")."""
@@ -213,7 +287,8 @@ class Inputs:
 
     def describe(self) -> str:
         if self.test_kind == "smoke":
-            return SMOKE_NOTICE if self.synthetic else SMOKE_NOTICE.replace("synthetic data", f"test data {self.test}")
+            synthetic = self.test.parent == self.scratch
+            return SMOKE_NOTICE if synthetic else SMOKE_NOTICE.replace("synthetic data", f"test data {self.test}")
         where = "the competition's test file" if self.test_kind == "competition" else "NOT the competition's file"
         return f"predicting on {self.test} ({where}, sha256 {self.test_sha256[:12]})"
 
@@ -246,6 +321,7 @@ class Model:
     breakdown: dict
     temperature: float | None = None  # a loaded adapter's calibration; None until a new model is fitted
     trained: bool = False  # loaded from an adapter: nothing to train
+    generated: bool = False  # its encoder was generated for this run (a smoke run's): the adapter keeps a copy
 
 
 @dataclass
@@ -289,6 +365,14 @@ class Prediction:
 
 
 # --------------------------------------------------------------------------------------------- phases
+def announce(cfg: Config) -> None:
+    """The effective config, first in the log (with a smoke run's notice), and quieter libraries."""
+    quiet_libraries()
+    if cfg.smoke:
+        print(SMOKE_NOTICE, flush=True)
+    print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
+
+
 def quiet_libraries() -> None:
     """Notices that are expected with a frozen encoder (unused pooler, new head) would bury the log."""
     from transformers.utils import logging as hf_logging
@@ -392,22 +476,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def smoke_setup(cfg: Config, scratch: Path) -> Config:
+    """smoke=true made ordinary, the one place a run branches on it (its defaults, SMOKE_DEFAULTS, come with the
+    config): a synthetic training CSV and test pickle, and a tiny random encoder with its tokenizer, generated in
+    `scratch`, and `cfg` pointing at them. Its own train_data and test_data win; a predict-only run keeps the
+    encoder its adapter names."""
+    if not cfg.smoke:
+        return cfg
+    train_csv, test_pkl, texts = make_smoke_inputs(scratch, cfg.seed)
+    model = cfg.model if cfg.adapter_from else save_smoke_encoder(cfg, smoke_tokenizer(texts), scratch / "base")
+    return dataclasses.replace(cfg, model=model, train_data=str(train_csv) if cfg.train_data == "auto" else
+                               cfg.train_data, test_data=str(test_pkl) if cfg.test_data == "auto" else cfg.test_data)
+
+
 def resolve_inputs(cfg: Config, scratch: Path) -> Inputs:
-    """Which files the run reads (smoke runs write synthetic ones), said out loud."""
-    train, test, smoke_test = cfg.train_data, cfg.test_data, None
-    if cfg.smoke:
-        smoke_train, smoke_test = make_smoke_inputs(scratch, cfg.seed)
-        train = str(smoke_train) if train == "auto" else train
-        test = str(smoke_test) if test == "auto" else test
-    test_path = find_test_file(KAGGLE_INPUT) if test == "auto" else Path(test)
-    train = find_train_source(KAGGLE_INPUT) if train == "auto" else train
+    """Which files the run reads, said out loud."""
+    test_path = find_test_file(KAGGLE_INPUT) if cfg.test_data == "auto" else Path(cfg.test_data)
+    train = find_train_source(KAGGLE_INPUT) if cfg.train_data == "auto" else cfg.train_data
     for key, value in (("test_data", str(test_path)), ("train_data", train)):
         if value != "hf:ag_news" and not Path(value).is_file():
             raise DataError(f"{key} {value} is not a file; pass --set {key}=PATH")
     print(f"test data: {test_path}\ntraining data: {train}", flush=True)
     own = {p.resolve() for p in competition_test_files(KAGGLE_INPUT)}
     kind = "smoke" if cfg.smoke else "competition" if test_path.resolve() in own else "other"
-    return Inputs(train, test_path, kind, file_sha256(test_path), cfg.smoke and test == str(smoke_test))
+    return Inputs(cfg.model, train, test_path, kind, file_sha256(test_path), scratch)
 
 
 def file_sha256(path: Path) -> str:
@@ -435,37 +527,34 @@ def load_data(cfg: Config, inputs: Inputs) -> Data:
     return Data(clean_texts(frame["text"], "training"), labels, train_rows, val_rows, test_texts)
 
 
-def new_model(cfg: Config, data: Data, scratch: Path) -> Model:
-    """A fresh LoRA model on the pretrained encoder (smoke runs: a tiny random one saved in scratch)."""
-    if cfg.smoke:
-        tokenizer = smoke_tokenizer(data.texts + data.test_texts)
-        source = save_smoke_encoder(cfg, tokenizer, scratch / "base")
-    else:
-        tokenizer, source = load_tokenizer(cfg.model), cfg.model
+def new_model(cfg: Config, inputs: Inputs) -> Model:
+    """A fresh LoRA model on the encoder the inputs name (pretrained, or a smoke run's tiny random one)."""
+    tokenizer = load_tokenizer(inputs.model)
     torch.manual_seed(cfg.seed)
-    net = build_model(cfg, source)
-    return Model(net, tokenizer, cfg, source, breakdown_of(net))
+    net = build_model(cfg, inputs.model)
+    return Model(net, tokenizer, cfg, inputs.model, breakdown_of(net), generated=inputs.generated_encoder)
 
 
 def load_adapter_model(cfg: Config, trained: Config) -> Model:
     """A previous run's model from its adapter folder, on the encoder it was trained on (or this run's
-    `model`, when set), with its calibration temperature."""
+    `model`, when set), with its calibration temperature; it predicts at this run's predict_max_length."""
     folder = Path(cfg.adapter_from)
     source = cfg.model if cfg.model != Config.model else trained.model
     source = str(folder / "base") if (folder / "base").is_dir() else source
     kit = adapter_kit(folder)
-    hidden = encoder_config(dataclasses.replace(trained, model=source, smoke=False)).hidden_size
+    hidden = encoder_config(Config(model=source)).hidden_size
     if hidden != kit["hidden_size"]:
         raise ConfigError(f"the adapter in {folder} was trained on an encoder of hidden size {kit['hidden_size']}, "
                           f"but {source} has {hidden}: predict with the encoder it was trained on (--set model=)")
     net = build_model(trained, source, adapter=folder)
     temperature = float(kit["temperature"]) if kit["temperature"] else None  # None: fitted again
-    return Model(net, load_tokenizer(source), trained, source, param_breakdown(trained), temperature, trained=True)
+    config = dataclasses.replace(trained, predict_max_length=cfg.predict_max_length)
+    return Model(net, load_tokenizer(source), config, source, param_breakdown(trained), temperature, trained=True)
 
 
 def encode_for_prediction(cfg: Config, model: Model, data: Data) -> Encoded:
-    """Validation and test token ids at the prediction length: this run's choice, 0 = the model's max_length."""
-    length = cfg.predict_max_length or model.config.max_length
+    """Validation and test token ids at the prediction length of the model (this run's, for a loaded adapter)."""
+    length = model.config.predict_length
     tokenizer = model.tokenizer
     return Encoded(encode_texts(tokenizer, [data.texts[i] for i in data.val_rows], length),
                    encode_texts(tokenizer, data.test_texts, length), tokenizer.pad_token_id, length,
@@ -492,11 +581,11 @@ def check_output_folder(out: Path, scratch: Path, size: int) -> None:
 
 def outputs_size(cfg: Config, data: Data, model: Model) -> int:
     """A generous estimate of the outputs' bytes: the CSVs and logits by row, the adapter by parameter (with a
-    smoke run's encoder, or a loaded adapter's files), 2 MiB for the JSON files and plots."""
+    generated encoder, or a loaded adapter's files), 2 MiB for the JSON files and plots."""
     rows, val = len(data.test_texts), len(data.val_rows)
     tables = rows * 80 + (rows + val) * len(LABELS) * 4 + val * 8
     adapter = tree_size(Path(cfg.adapter_from)) if model.trained else (
-        model.breakdown["total"] * 4 + (tree_size(Path(model.source)) if model.config.smoke else 0))
+        model.breakdown["total"] * 4 + (tree_size(Path(model.source)) if model.generated else 0))
     return tables + adapter + 2 * 2**20
 
 
@@ -504,31 +593,34 @@ def tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else 0
 
 
-def check_prediction_batch(cfg: Config, model: Model, encoded: Encoded, device: torch.device) -> None:
+def check_prediction_batch(ctx: RunContext, model: Model, encoded: Encoded) -> None:
     """The prediction batch size that fits in memory, found before training with the longest rows."""
-    net = model.net.to(device)
+    net = model.net.to(ctx.device)
     encoded.batch_size = fitting_batch_size(net, encoded.test_ids + encoded.val_ids, encoded.batch_size,
-                                            encoded.pad_id, device, autocast_dtype(device, cfg.precision))
-    if process_count(cfg) > 1 and not model.trained:  # the ranks train their own copies: free this one's memory
+                                            Feed(encoded.pad_id, ctx.device, ctx.dtype))
+    if ctx.world > 1 and not model.trained:  # the ranks train their own copies: free this one's memory
         model.net.cpu()
         torch.cuda.empty_cache()
 
 
-def print_banner(cfg: Config, inputs: Inputs, data: Data, model: Model, device: torch.device) -> None:
+def print_banner(ctx: RunContext, inputs: Inputs, data: Data, model: Model) -> None:
     """What is about to happen, before any long step: what it predicts on, the model, rows, steps, device,
     precision, parameters, samples."""
-    world = process_count(cfg)
-    steps = (len(data.train_rows) // (cfg.batch_size * world) + 1) * cfg.epochs
+    cfg = ctx.cfg
+    steps = (len(data.train_rows) // (cfg.batch_size * ctx.world) + 1) * cfg.epochs
     plan = (f"predict only: {cfg.adapter_from}" if model.trained else
-            f"batch {cfg.batch_size} x {world} process(es) | ~{steps:,} steps over {cfg.epochs} epoch(s)")
+            f"batch {cfg.batch_size} x {ctx.world} process(es) | ~{steps:,} steps over {cfg.epochs} epoch(s)")
     print(f"\n{'=' * 72}\n  {inputs.describe()}\n  model {model_description(model)}\n"
           f"  train rows {len(data.train_rows):,} | validation rows {len(data.val_rows):,} | test rows "
-          f"{len(data.test_texts):,}\n  {plan} | device {describe_device(device, 1 if model.trained else world)}\n"
-          f"  precision {autocast_dtype(device, cfg.precision) or 'fp32'} | trainable parameters "
-          f"{model.breakdown['total']:,}", flush=True)
+          f"{len(data.test_texts):,}\n  {plan} | device {describe_device(ctx.device, training_processes(ctx, model))}"
+          f"\n  precision {ctx.dtype or 'fp32'} | trainable parameters {model.breakdown['total']:,}", flush=True)
     for i in data.train_rows[:3]:
         print(f"  sample [{LABELS[data.labels[i]]}] {data.texts[i][:110]}")
     print("=" * 72, flush=True)
+
+
+def training_processes(ctx: RunContext, model: Model) -> int:
+    return 1 if model.trained else ctx.world
 
 
 def describe_device(device: torch.device, world: int) -> str:
@@ -543,17 +635,16 @@ def model_description(model: Model) -> str:
     return model.source
 
 
-def train_model(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device,
-                deadline: float, stop: StopSignal) -> Training:
+def train_model(ctx: RunContext, model: Model, data: Data, encoded: Encoded) -> Training:
     """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds. A loaded
     adapter has nothing to train; a signal before the first epoch finished leaves nothing to predict with."""
-    training = Training()
+    cfg, stop, training = ctx.cfg, ctx.stop, Training()
     if model.trained:
         return training
     train_ids = encode_texts(model.tokenizer, [data.texts[i] for i in data.train_rows], cfg.max_length)
     batches = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
                         encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
-    result = train(cfg, batches, model, device, deadline, stop)
+    result = train(ctx, batches, model)
     if result["state"] is None:
         raise Interrupted(f"{stop.received} before the first epoch finished: no trained model to predict with; "
                           "nothing written", stop.received)
@@ -562,7 +653,7 @@ def train_model(cfg: Config, model: Model, data: Data, encoded: Encoded, device:
     for round_ in range(cfg.pseudo_label_rounds):
         if stop.requested() or training.stopped_early:
             break
-        probs = predict(cfg, model, data, encoded, device).probs  # the current model's, calibrated
+        probs = predict(ctx, model, data, encoded).probs  # the current model's, calibrated
         keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
         training.pseudo_label_rows.append(int(len(keep)))
         print(f"pseudo-label round {round_ + 1}: {len(keep):,} confident test rows join the training rows")
@@ -570,7 +661,7 @@ def train_model(cfg: Config, model: Model, data: Data, encoded: Encoded, device:
             break
         rows = dataclasses.replace(batches, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
                                    labels=np.concatenate([batches.labels, probs[keep].argmax(axis=1)]))
-        result = train(cfg, rows, model, device, deadline, stop, epochs=1)
+        result = train(ctx, rows, model, epochs=1)
         if result["state"] is not None:
             load_trainable_state(model.net, result["state"])
         training.add(result, pseudo_round=round_ + 1)
@@ -591,25 +682,26 @@ def augmented_epochs(cfg: Config, tokenizer, data: Data, train_ids: list) -> lis
     return epochs
 
 
-def predict(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device) -> Prediction:
+def predict(ctx: RunContext, model: Model, data: Data, encoded: Encoded) -> Prediction:
     """Validation and test logits, the temperature (fitted unless the adapter brought one) and the corrected
     test probabilities; non-finite probabilities are refused before anything is written."""
-    dtype = autocast_dtype(device, cfg.precision)
-    net = model.net.to(device)
-    val_logits = predict_logits(net, encoded.val_ids, encoded.batch_size, encoded.pad_id, device, dtype, "validate")
+    feed = Feed(encoded.pad_id, ctx.device, ctx.dtype)
+    net = model.net.to(ctx.device)
+    val_logits = predict_logits(net, encoded.val_ids, encoded.batch_size, feed, "validate")
     temperature = model.temperature or fit_temperature(val_logits, data.val_labels)
     started = time.perf_counter()
-    test_logits = predict_logits(net, encoded.test_ids, encoded.batch_size, encoded.pad_id, device, dtype, "test")
-    probs, prior = corrected_probabilities(test_logits, temperature, cfg.prior_correction, data.train_prior)
+    test_logits = predict_logits(net, encoded.test_ids, encoded.batch_size, feed, "test")
+    probs, prior = corrected_probabilities(test_logits, temperature, ctx.cfg.prior_correction, data.train_prior)
     bad = int((~np.isfinite(probs).all(axis=1)).sum())
     if bad:
         raise DivergedError(f"non-finite probabilities for {bad:,} of {len(probs):,} test rows; no submission written")
     return Prediction(val_logits, test_logits, temperature, probs, prior, time.perf_counter() - started)
 
 
-def write_outputs(stage: Path, cfg: Config, inputs: Inputs, data: Data, model: Model, training: Training,
-                  prediction: Prediction, device: torch.device, started: float, stop: StopSignal) -> dict:
-    """Every output, written into the staging folder `stage`; returns the metrics."""
+def write_outputs(ctx: RunContext, inputs: Inputs, data: Data, model: Model, training: Training,
+                  prediction: Prediction) -> dict:
+    """Every output, written into the staging folder scratch/outputs; returns the metrics."""
+    stage, cfg = ctx.scratch / "outputs", ctx.cfg
     stage.mkdir()
     write_submission(stage / "submission.csv", prediction.labels)
     probs = prediction.probs
@@ -623,21 +715,24 @@ def write_outputs(stage: Path, cfg: Config, inputs: Inputs, data: Data, model: M
         copy_tree(Path(cfg.adapter_from), stage / "adapter")
     else:  # keep_adapter's copy, now with its temperature
         save_adapter(model, stage / "adapter", prediction.temperature)
-    val_pred = prediction.val_logits.argmax(axis=1)
-    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
-    np.add.at(confusion, (data.val_labels, val_pred), 1)
-    metrics = metrics_of(cfg, inputs, data, model, training, prediction, confusion, device, started, stop)
-    metrics["plots"] = save_plots(stage, training.history, confusion)
+    metrics = metrics_of(ctx, inputs, data, model, training, prediction)
+    metrics["plots"] = save_plots(stage, training.history, confusion_of(data, prediction))
     write_json(stage / "config.json", {**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)})
     write_json(stage / "metrics.json", metrics)
     return metrics
 
 
-def metrics_of(cfg, inputs, data, model, training, prediction, confusion, device, started, stop) -> dict:
-    seconds = max(training.seconds, 1e-9)
-    world = 1 if model.trained else process_count(cfg)
-    history = training.history
-    labels = prediction.labels
+def confusion_of(data: Data, prediction: Prediction) -> np.ndarray:
+    """Validation counts: true label by row, predicted label by column."""
+    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
+    np.add.at(confusion, (data.val_labels, prediction.val_logits.argmax(axis=1)), 1)
+    return confusion
+
+
+def metrics_of(ctx: RunContext, inputs: Inputs, data: Data, model: Model, training: Training,
+               prediction: Prediction) -> dict:
+    cfg, seconds, confusion = ctx.cfg, max(training.seconds, 1e-9), confusion_of(data, prediction)
+    history, labels = training.history, prediction.labels
     return {
         "config_hash": config_hash(cfg),
         "trainable_params": model.breakdown["total"],
@@ -649,14 +744,14 @@ def metrics_of(cfg, inputs, data, model, training, prediction, confusion, device
         "history": history,
         "best_epoch": max(history, key=lambda h: h["val_accuracy"])["epoch"] if history else None,
         "stopped_early": training.stopped_early,
-        "interrupted": bool(stop.received),
-        "signal": stop.received or None,
+        "interrupted": bool(ctx.stop.received),
+        "signal": ctx.stop.received or None,
         "train_rows": int(len(data.train_rows)),
         "train_seconds": round(training.seconds, 2),
         "train_samples_per_second": round(training.samples / seconds, 2),
         "tokens_per_second": round(training.tokens / seconds, 1),
         "predict_seconds": round(prediction.seconds, 2),
-        "total_seconds": round(time.monotonic() - started, 2),
+        "total_seconds": round(time.monotonic() - ctx.started, 2),
         "test_file": str(inputs.test),
         "predicted_on": inputs.predicted_on(len(labels)),
         "model": model_description(model),
@@ -667,9 +762,9 @@ def metrics_of(cfg, inputs, data, model, training, prediction, confusion, device
                                                                             for p in prediction.test_prior],
         "pseudo_label_rows": training.pseudo_label_rows,
         "predict_only": model.trained,
-        "device": describe_device(device, world),
-        "processes": world,
-        "precision": str(autocast_dtype(device, cfg.precision) or "fp32").replace("torch.", ""),
+        "device": describe_device(ctx.device, training_processes(ctx, model)),
+        "processes": training_processes(ctx, model),
+        "precision": str(ctx.dtype or "fp32").replace("torch.", ""),
         "versions": library_versions(),
         "config": dataclasses.asdict(cfg),
     }
@@ -783,53 +878,44 @@ def interval_text(low, low_in, high, high_in) -> str:
 
 
 def validate_config(cfg: Config) -> Config:
-    """Every rule a value must meet, checked before anything loads: kernel runs and `lorakit check` alike."""
-    problems = []
-    for key, (low, low_in, high, high_in) in RANGES.items():
-        value = getattr(cfg, key)
-        inside = (value >= low if low_in else value > low) and (
-            high is None or (value <= high if high_in else value < high))
-        if not math.isfinite(value) or not inside:
-            problems.append(f"{key} must be a finite number in {interval_text(low, low_in, high, high_in)}, got {value}")
-    if 0 < cfg.predict_max_length < 8:
-        problems.append("predict_max_length must be 0 (= max_length) or >= 8")
-    if 0 < cfg.grad_clip < 0.01:  # a tiny clip norm underflows every gradient: nothing is learnt
-        problems.append(f"grad_clip must be 0 (off) or >= 0.01, got {cfg.grad_clip}")
-    for key, choices in (("head", HEADS), ("precision", PRECISIONS), ("prior_correction", PRIOR_CORRECTIONS)):
-        if getattr(cfg, key) not in choices:
-            problems.append(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
-    if not re.fullmatch(r"all|top:[1-9]\d*", cfg.lora_layers):
-        problems.append("lora_layers must be 'all' or 'top:K' with K >= 1")
-    if not [t for t in cfg.lora_targets.split(",") if t.strip()]:
-        problems.append("lora_targets must name at least one module")
-    for key in ("model", "train_data", "test_data", "output_dir"):
-        if not getattr(cfg, key).strip():
-            problems.append(f"{key} must not be empty")
-    if cfg.adapter_sha256 and not re.fullmatch(r"[0-9a-f]{64}", cfg.adapter_sha256):
-        problems.append("adapter_sha256 must be 64 lowercase hex digits (or empty)")
+    """Every rule a value must meet (its field's Knob), checked before anything loads: kernel runs and `lorakit
+    check` alike."""
+    problems = [problem for key, rules in KNOBS.items() for problem in knob_problems(key, getattr(cfg, key), rules)]
     problems += length_problems(cfg, usable_positions(cfg))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     return cfg
 
 
+def knob_problems(key: str, value, rules: Knob) -> list[str]:
+    """What is wrong with one value under its field's rules (an empty list: nothing)."""
+    if rules.choices and value not in rules.choices:
+        return [f"{key} must be one of {', '.join(rules.choices)}, got {value!r}"]
+    if rules.pattern and not re.fullmatch(rules.pattern, value):
+        return [f"{key} must {rules.rule}"]
+    if rules.low is None and rules.high is None:
+        return []
+    if not math.isfinite(value) or not rules.admits(value):
+        return [f"{key} must be a finite number in {interval_text(*rules.bounds)}, got {value}"]
+    if rules.least_nonzero is not None and 0 < value < rules.least_nonzero:
+        return [f"{key} must be 0 ({rules.zero}) or >= {rules.least_nonzero}, got {value}"]
+    return []
+
+
 def length_problems(cfg: Config, positions: int | None) -> list[str]:
-    """max_length and predict_max_length against the encoder's usable positions (None: not known here)."""
+    """The token lengths against the encoder's usable positions (None: not known here)."""
     if positions is None:
         return []
     return [f"{key} must be <= {positions}, the usable positions of {cfg.model}, got {getattr(cfg, key)}"
-            for key in ("max_length", "predict_max_length") if getattr(cfg, key) > positions]
+            for key, rules in KNOBS.items() if rules.within_positions and getattr(cfg, key) > positions]
 
 
 def usable_positions(cfg: Config, local_only: bool = True) -> int | None:
     """Tokens one row may hold in the encoder, without weights; None when its config is not at hand (with
     `local_only`, a hub id other than roberta-base that is not in the local cache). RoBERTa-style encoders
     keep 2 positions for the padding offset."""
-    if cfg.smoke:
-        arch = {**SMOKE_ARCH, "model_type": "roberta"}
-    elif cfg.model == "roberta-base":
-        arch = ROBERTA_BASE_ARCH
-    else:
+    arch = cfg.known_arch
+    if arch is None:
         try:
             from transformers import AutoConfig
 
@@ -863,7 +949,7 @@ def config_from_overrides(*layers: dict) -> Config:
 
 
 def resolve_config(config_file: str | None = None, sets=()) -> Config:
-    """Defaults < this script's OVERRIDES_JSON < --config FILE < --set key=value."""
+    """Defaults < AGNEWS_PROGRESS_SECONDS < this script's OVERRIDES_JSON < --config FILE < --set key=value."""
     from_file = {}
     if config_file:
         try:
@@ -871,7 +957,21 @@ def resolve_config(config_file: str | None = None, sets=()) -> Config:
         except OSError as exc:
             raise ConfigError(f"cannot read --config {config_file}: {exc.strerror}") from None
         from_file = overrides_object(text, f"--config {config_file}")
-    return config_from_overrides(overrides_object(OVERRIDES_JSON), from_file, parse_sets(sets))
+    return config_from_overrides(progress_alias(), overrides_object(OVERRIDES_JSON), from_file, parse_sets(sets))
+
+
+def progress_alias() -> dict:
+    """progress_seconds from the environment variable PROGRESS_ENV, when it is set (a config key beats it)."""
+    raw = os.environ.get(PROGRESS_ENV)
+    if not raw:
+        return {}
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise ConfigError(f"{PROGRESS_ENV} must be a number of seconds >= 0, got {raw!r}")
+    return {"progress_seconds": seconds}
 
 
 def config_hash(cfg: Config) -> str:
@@ -1072,17 +1172,25 @@ ROBERTA_BASE_ARCH = {
 
 
 def encoder_config(cfg: Config, vocab_size: int | None = None):
-    """The transformers config of the encoder the run uses, without downloading weights."""
-    from transformers import AutoConfig, RobertaConfig
+    """The transformers config of the encoder the run uses, without downloading weights (`vocab_size`: a smoke
+    encoder's, its tokenizer's size)."""
+    from transformers import RobertaConfig
 
-    if cfg.smoke:
-        return RobertaConfig(**SMOKE_ARCH, vocab_size=vocab_size or SMOKE_VOCAB)
-    if cfg.model == "roberta-base":
-        return RobertaConfig(**{k: v for k, v in ROBERTA_BASE_ARCH.items() if k != "model_type"})
+    arch = cfg.known_arch
+    if arch is None:
+        return pretrained_config(cfg.model)
+    values = {key: value for key, value in arch.items() if key != "model_type"}
+    return RobertaConfig(**{**values, **({"vocab_size": vocab_size} if vocab_size else {})})
+
+
+def pretrained_config(source: str):
+    """The transformers config in a model folder or hub repository."""
+    from transformers import AutoConfig
+
     try:
-        return AutoConfig.from_pretrained(cfg.model)
+        return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise model_missing(cfg.model, exc) from None
+        raise model_missing(source, exc) from None
 
 
 def model_missing(model: str, exc: Exception) -> ConfigError:
@@ -1401,19 +1509,30 @@ def make_scheduler(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_step(model, ids, mask, labels, optimizer, scheduler, scaler, dtype, grad_clip: float) -> torch.Tensor:
+@dataclass
+class Optimization:
+    """What an optimizer step needs besides the model and the batch."""
+
+    optimizer: torch.optim.Optimizer  # AdamW (make_optimizer)
+    scheduler: object  # warm-up then linear decay (make_scheduler)
+    scaler: object  # fp16's loss scaler; a pass-through otherwise (grad_scaler)
+    dtype: torch.dtype | None  # autocast dtype; None: fp32
+    grad_clip: float  # max global gradient norm; 0 = off
+
+
+def train_step(model, ids, mask, labels, opt: Optimization) -> torch.Tensor:
     """One optimizer step; returns the loss on the device (no host sync)."""
-    with torch.autocast(device_type=ids.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.autocast(device_type=ids.device.type, dtype=opt.dtype or torch.float32, enabled=opt.dtype is not None):
         logits = model(ids, mask)
     loss = F.cross_entropy(logits.float(), labels)
-    scaler.scale(loss).backward()
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
+    opt.scaler.scale(loss).backward()
+    if opt.grad_clip > 0:
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in opt.optimizer.param_groups for p in g["params"]], opt.grad_clip)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scheduler.step()
     return loss.detach()
 
 
@@ -1429,109 +1548,148 @@ class TrainData:
     eval_batch_size: int  # what fitting_batch_size found
 
 
-def train_loop(cfg: Config, data: TrainData, model: Classifier, device: torch.device, rank: int = 0,
-               world: int = 1, deadline: float = math.inf, epochs: int | None = None,
-               stop: StopSignal | None = None) -> dict:
-    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it).
+@dataclass
+class Loop:
+    """The training loop's state across epochs and sync points."""
 
-    Every SYNC_STEPS steps all ranks agree on whether to stop (time limit, a stop signal) or fail (non-finite
-    trainable weights, or a non-finite loss that no fp16 GradScaler skip explains). A signal skips the
-    unfinished epoch's evaluation: the best finished epoch is what predicts."""
-    epochs = epochs or cfg.epochs
-    dtype = autocast_dtype(device, cfg.precision)
+    model: Classifier
+    net: nn.Module  # the model, wrapped for data parallel when there are several ranks
+    params: list  # the trainable tensors
+    opt: Optimization
+    progress: Progress
+    rng: np.random.Generator  # shuffles the batches
+    lengths: list  # per epoch's token ids: each row's length
+    steps: int  # steps per epoch and rank
+    epochs: int
+    history: list = field(default_factory=list)
+    best: dict | None = None  # the best epoch's trainable weights (rank 0 alone keeps them)
+    best_acc: float = -1.0
+    stopped: bool = False  # the time limit was reached
+    signalled: bool = False  # a stop signal arrived, in some rank
+    seen: int = 0  # rows trained on, all ranks together
+    tokens: int = 0
+    loss_sum: torch.Tensor | None = None  # this epoch's finite losses, on the device (no host sync)
+    finite_steps: torch.Tensor | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def result(self) -> dict:
+        return {"state": self.best, "history": self.history, "train_seconds": time.perf_counter() - self.started,
+                "samples": self.seen, "tokens": self.tokens, "stopped_early": self.stopped,
+                "signalled": self.signalled}
+
+
+def train_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int | None = None) -> dict:
+    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it). A signal
+    skips the unfinished epoch's evaluation: the best finished epoch is what predicts."""
+    loop = start_loop(ctx, data, model, epochs or ctx.cfg.epochs)
+    for epoch in range(loop.epochs):
+        finished = train_epoch(ctx, data, loop, epoch)
+        if loop.signalled and not finished:
+            break  # an unfinished epoch is not evaluated: the best finished one predicts
+        end_epoch(ctx, data, loop, epoch)
+        if loop.stopped or loop.signalled:
+            break
+    loop.progress.close()
+    return loop.result()
+
+
+def start_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int) -> Loop:
+    """The loop's optimizer, schedule, batch order and progress display, before the first step."""
     params = [p for p in model.parameters() if p.requires_grad]
     net = model
-    if world > 1:
+    if ctx.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    rng = np.random.default_rng(cfg.seed)
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    rng = np.random.default_rng(ctx.cfg.seed)
     lengths = [np.array([len(s) for s in ids]) for ids in data.epoch_ids]
-    steps_per_epoch = len(length_grouped_batches(lengths[0], cfg.batch_size, rng)) // world
-    optimizer = make_optimizer(params, cfg, device)
-    scheduler = make_scheduler(optimizer, steps_per_epoch * epochs, cfg.warmup_ratio)
-    scaler = grad_scaler(dtype)
-    progress = Progress(steps_per_epoch * epochs, epochs, show=rank == 0)
-    history, best, best_acc, stopped, signalled = [], None, -1.0, False, False
-    seen = tokens = 0
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        ids_epoch = data.epoch_ids[epoch % len(data.epoch_ids)]
-        batches = length_grouped_batches(lengths[epoch % len(lengths)], cfg.batch_size, rng)
-        batches = batches[: steps_per_epoch * world][rank::world]
-        net.train()
-        loss_sum = torch.zeros((), device=device)
-        finite_steps = torch.zeros((), device=device)
-        step = 0
-        for step, batch in enumerate(batches):
-            seqs = [ids_epoch[i] for i in batch]
-            ids, mask = pad_batch(seqs, data.pad_id, device)
-            labels = to_device(torch.as_tensor(data.labels[batch]), device)
-            loss = train_step(net, ids, mask, labels, optimizer, scheduler, scaler, dtype, cfg.grad_clip)
-            finite = torch.isfinite(loss)
-            loss_sum += torch.where(finite, loss, 0.0)
-            finite_steps += finite
-            seen += len(batch) * world
-            tokens += sum(len(s) for s in seqs) * world
-            if (step + 1) % SYNC_STEPS and step != len(batches) - 1:
-                continue
-            diverged = not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) or (
-                not scaler.is_enabled() and finite_steps.item() < step + 1)
-            flags = any_rank([time.monotonic() > deadline, stop is not None and stop.requested(), diverged],
-                             device, world)
-            if flags[2]:
-                raise DivergedError(f"training diverged at epoch {epoch + 1} step {step + 1}: non-finite loss or "
-                                    "weights (try a lower lr); no submission written")
-            progress.update(epoch * steps_per_epoch + step + 1, epoch + 1, step + 1, len(batches), seen,
-                            loss_sum.item() / max(1.0, finite_steps.item()))
-            stopped, signalled = flags[0], flags[1]
-            if stopped or signalled:
-                break
-        if signalled and step < len(batches) - 1:
-            break  # an unfinished epoch is not evaluated: the best finished one predicts
-        epoch_steps = reduce_sum([finite_steps.item(), loss_sum.item()], device, world)
-        if epoch_steps[0] == 0:
-            raise DivergedError(f"training diverged: every step of epoch {epoch + 1} had a non-finite loss; "
-                                "no submission written")
-        val_loss, val_acc = evaluate(model, data, cfg, device, dtype, rank, world)
-        history.append({"epoch": epoch + 1, "train_loss": round(epoch_steps[1] / epoch_steps[0], 5),
-                        "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5), "stopped_early": stopped})
-        if rank == 0:
-            print(f"epoch {epoch + 1}: train_loss {history[-1]['train_loss']:.4f}  val_loss {val_loss:.4f}  "
-                  f"val_acc {val_acc:.4f}" + ("  (time limit reached: stopping)" if stopped else ""), flush=True)
-        if val_acc > best_acc:
-            best_acc, best = val_acc, trainable_state(model) if rank == 0 else None
-        if stopped or signalled:
-            break
-    progress.close()
-    return {"state": best, "history": history, "train_seconds": time.perf_counter() - start, "samples": seen,
-            "tokens": tokens, "stopped_early": stopped, "signalled": signalled}
+    steps = len(length_grouped_batches(lengths[0], ctx.cfg.batch_size, rng)) // ctx.world
+    optimizer = make_optimizer(params, ctx.cfg, ctx.device)
+    opt = Optimization(optimizer, make_scheduler(optimizer, steps * epochs, ctx.cfg.warmup_ratio),
+                       grad_scaler(ctx.dtype), ctx.dtype, ctx.cfg.grad_clip)
+    progress = Progress(steps * epochs, epochs, ctx.cfg.progress_seconds if ctx.rank == 0 else None)
+    return Loop(model, net, params, opt, progress, rng, lengths, steps, epochs)
 
 
-def evaluate(model, data: TrainData, cfg: Config, device, dtype, rank: int, world: int) -> tuple[float, float]:
+def train_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> bool:
+    """This rank's share of one epoch's steps, up to a sync point that stops it; whether the epoch finished."""
+    ids_epoch = data.epoch_ids[epoch % len(data.epoch_ids)]
+    batches = length_grouped_batches(loop.lengths[epoch % len(loop.lengths)], ctx.cfg.batch_size, loop.rng)
+    batches = batches[: loop.steps * ctx.world][ctx.rank::ctx.world]
+    loop.net.train()
+    loop.loss_sum = torch.zeros((), device=ctx.device)
+    loop.finite_steps = torch.zeros((), device=ctx.device)
+    for step, batch in enumerate(batches):
+        seqs = [ids_epoch[i] for i in batch]
+        ids, mask = pad_batch(seqs, data.pad_id, ctx.device)
+        labels = to_device(torch.as_tensor(data.labels[batch]), ctx.device)
+        loss = train_step(loop.net, ids, mask, labels, loop.opt)
+        finite = torch.isfinite(loss)
+        loop.loss_sum += torch.where(finite, loss, 0.0)
+        loop.finite_steps += finite
+        loop.seen += len(batch) * ctx.world
+        loop.tokens += sum(len(s) for s in seqs) * ctx.world
+        last = step == len(batches) - 1
+        if ((step + 1) % SYNC_STEPS == 0 or last) and sync_point(ctx, loop, epoch + 1, step + 1, len(batches)):
+            return last
+    return True
+
+
+def sync_point(ctx: RunContext, loop: Loop, epoch: int, step: int, steps: int) -> bool:
+    """Every SYNC_STEPS steps all ranks agree on whether to stop (the time limit, a stop signal) or fail
+    (non-finite trainable weights, or a non-finite loss that no fp16 GradScaler skip explains); True: stop."""
+    diverged = not bool(torch.stack([torch.isfinite(p).all() for p in loop.params]).all()) or (
+        not loop.opt.scaler.is_enabled() and loop.finite_steps.item() < step)
+    late, signalled, diverged = any_rank([time.monotonic() > ctx.deadline, ctx.stop.requested(), diverged], ctx)
+    if diverged:
+        raise DivergedError(f"training diverged at epoch {epoch} step {step}: non-finite loss or weights (try a "
+                            "lower lr); no submission written")
+    loop.progress.update(epoch, step, steps, loop.seen, loop.loss_sum.item() / max(1.0, loop.finite_steps.item()))
+    loop.stopped, loop.signalled = late, signalled
+    return late or signalled
+
+
+def end_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> None:
+    """The epoch's evaluation, its line in the history and the log, and the best state kept."""
+    finite_steps, loss_sum = reduce_sum([loop.finite_steps.item(), loop.loss_sum.item()], ctx)
+    if finite_steps == 0:
+        raise DivergedError(f"training diverged: every step of epoch {epoch + 1} had a non-finite loss; "
+                            "no submission written")
+    val_loss, val_acc = evaluate(ctx, loop.model, data)
+    loop.history.append({"epoch": epoch + 1, "train_loss": round(loss_sum / finite_steps, 5),
+                         "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5),
+                         "stopped_early": loop.stopped})
+    if ctx.rank == 0:
+        print(f"epoch {epoch + 1}: train_loss {loop.history[-1]['train_loss']:.4f}  val_loss {val_loss:.4f}  "
+              f"val_acc {val_acc:.4f}" + ("  (time limit reached: stopping)" if loop.stopped else ""), flush=True)
+    if val_acc > loop.best_acc:
+        loop.best_acc, loop.best = val_acc, trainable_state(loop.model) if ctx.rank == 0 else None
+
+
+def evaluate(ctx: RunContext, model: Classifier, data: TrainData) -> tuple[float, float]:
     """Validation loss and accuracy; each rank scores a shard and the sums are all-reduced."""
-    shard = np.arange(rank, len(data.val_ids), world)
-    logits = predict_logits(model, [data.val_ids[i] for i in shard], data.eval_batch_size, data.pad_id,
-                            device, dtype, desc="validate")
+    shard = np.arange(ctx.rank, len(data.val_ids), ctx.world)
+    logits = predict_logits(model, [data.val_ids[i] for i in shard], data.eval_batch_size,
+                            Feed(data.pad_id, ctx.device, ctx.dtype), desc="validate")
     labels = data.val_labels[shard]
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), reduction="sum").item()
-    sums = reduce_sum([loss, float((logits.argmax(1) == labels).sum()), float(len(shard))], device, world)
+    sums = reduce_sum([loss, float((logits.argmax(1) == labels).sum()), float(len(shard))], ctx)
     return sums[0] / sums[2], sums[1] / sums[2]
 
 
-def reduce_sum(values: list[float], device, world: int) -> list[float]:
-    if world == 1:
+def reduce_sum(values: list[float], ctx: RunContext) -> list[float]:
+    if ctx.world == 1:
         return values
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
 
 
-def any_rank(flags: list[bool], device, world: int) -> list[bool]:
+def any_rank(flags: list[bool], ctx: RunContext) -> list[bool]:
     """Each flag true on any rank: every rank must stop or fail at the same step, or DDP would hang."""
-    return [total > 0 for total in reduce_sum([float(f) for f in flags], device, world)]
+    return [total > 0 for total in reduce_sum([float(f) for f in flags], ctx)]
 
 
 def trainable_state(model: Classifier) -> dict:
@@ -1547,17 +1705,19 @@ def load_trainable_state(model: Classifier, state: dict) -> None:
 
 class Progress:
     """Training progress at each sync point: a tqdm bar on a terminal; elsewhere (Kaggle's log, where tqdm
-    stays silent) a plain line every AGNEWS_PROGRESS_SECONDS seconds (60 by default)."""
+    stays silent) a plain line every `interval` seconds (progress_seconds). `interval` None: nothing shown."""
 
-    def __init__(self, total_steps: int, epochs: int, show: bool):
+    def __init__(self, total_steps: int, epochs: int, interval: float | None):
         from tqdm.auto import tqdm
 
         self.total, self.epochs, self.start, self.last = total_steps, epochs, time.perf_counter(), 0.0
-        self.bar = tqdm(total=total_steps, desc="train") if show and sys.stderr.isatty() else None
-        self.interval = progress_interval() if show and self.bar is None else math.inf
+        self.bar = tqdm(total=total_steps, desc="train") if interval is not None and sys.stderr.isatty() else None
+        self.interval = interval if interval is not None and self.bar is None else math.inf
 
-    def update(self, done: int, epoch: int, step: int, steps: int, rows: int, loss: float) -> None:
+    def update(self, epoch: int, step: int, steps: int, rows: int, loss: float) -> None:
+        """At step `step` of `steps` in epoch `epoch` (both from 1), `rows` trained on, the epoch's mean loss."""
         now = time.perf_counter()
+        done = (epoch - 1) * (self.total // self.epochs) + step
         elapsed = max(now - self.start, 1e-9)
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
@@ -1580,19 +1740,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def progress_interval() -> float:
-    """Seconds between plain progress lines, from AGNEWS_PROGRESS_SECONDS (60 when unset)."""
-    raw = os.environ.get(PROGRESS_ENV) or "60"
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not seconds >= 0:
-        raise ConfigError(f"{PROGRESS_ENV} must be a number of seconds >= 0, got {raw!r}")
-    return seconds
-
-
 # -------------------------------------------------------------------------------------- data parallel
+# With several processes (one per GPU), train() spawns the ranks; each builds its model, trains its share of every
+# batch list under DistributedDataParallel, and rank 0 hands back the best state through a file. The run context
+# crosses to them, so every rank agrees on the config, the deadline and the stop marker.
 def process_count(cfg: Config) -> int:
     if cfg.processes:
         return cfg.processes
@@ -1605,54 +1756,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ddp_worker(rank: int, world: int, port: int, cfg: Config, data: TrainData, source: str, state: dict | None,
-               deadline_in: float, epochs: int, result_path: str, stop_marker: str) -> None:
+@dataclass(frozen=True)
+class RankJob:
+    """What a spawned rank needs besides the run context and the rows."""
+
+    port: int  # the rendezvous port on 127.0.0.1
+    source: str  # where the encoder weights load from
+    state: dict  # the trainable weights to start from
+    epochs: int
+    result: str  # the file rank 0 saves its result in
+
+
+def train(ctx: RunContext, data: TrainData, model: Model, epochs: int | None = None) -> dict:
+    """Trains in this process, or data-parallel over ctx.world spawned ranks when there are several."""
+    if ctx.world == 1:
+        return train_loop(ctx, data, model.net.to(ctx.device), epochs)
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
+        job = RankJob(free_port(), model.source, trainable_state(model.net), epochs or ctx.cfg.epochs,
+                      os.path.join(tmp, "result.pt"))
+        mp.spawn(ddp_worker, nprocs=ctx.world, join=True, args=(ctx, data, job))
+        result = torch.load(job.result, weights_only=False)
+    if "diverged" in result:
+        raise DivergedError(result["diverged"])
+    return result
+
+
+def ddp_worker(rank: int, ctx: RunContext, data: TrainData, job: RankJob) -> None:
     """One data-parallel rank: train, then rank 0 alone saves the best state; the others just exit."""
     import torch.distributed as dist
 
-    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= ctx.world
     device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     else:  # ranks share the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
-                            rank=rank, world_size=world)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world))
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{job.port}",
+                            rank=rank, world_size=ctx.world)
     try:
-        with StopSignal(Path(stop_marker)).installed() as stop:
-            torch.manual_seed(cfg.seed)
-            model = build_model(cfg, source).to(device)
-            if state is not None:
-                load_trainable_state(model, state)
+        with StopSignal(ctx.stop.marker).installed() as stop:
+            torch.manual_seed(ctx.cfg.seed)
+            model = build_model(ctx.cfg, job.source).to(device)
+            load_trainable_state(model, job.state)
             try:
-                result = train_loop(cfg, data, model, device, rank, world, time.monotonic() + deadline_in, epochs,
-                                    stop)
+                result = train_loop(dataclasses.replace(ctx, device=device, rank=rank, stop=stop), data, model,
+                                    job.epochs)
             except DivergedError as exc:  # every rank raises it at the same step; rank 0 reports it
                 result = {"diverged": str(exc)}
         if rank == 0:
-            torch.save(result, result_path)
+            torch.save(result, job.result)
     finally:
         dist.destroy_process_group()
-
-
-def train(cfg: Config, data: TrainData, model: Model, device, deadline: float, stop: StopSignal,
-          epochs: int | None = None) -> dict:
-    """Trains in this process, or data-parallel over `processes` spawned ranks when there are several."""
-    world = process_count(cfg)
-    if world == 1:
-        return train_loop(cfg, data, model.net.to(device), device, 0, 1, deadline, epochs, stop)
-    import torch.multiprocessing as mp
-
-    state = trainable_state(model.net)
-    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
-        result_path = os.path.join(tmp, "result.pt")
-        mp.spawn(ddp_worker, nprocs=world, join=True,
-                 args=(world, free_port(), cfg, data, model.source, state, deadline - time.monotonic(),
-                       epochs or cfg.epochs, result_path, str(stop.marker)))
-        result = torch.load(result_path, weights_only=False)
-    if "diverged" in result:
-        raise DivergedError(result["diverged"])
-    return result
 
 
 # ----------------------------------------------------------------------------------------- prediction
@@ -1660,11 +1816,21 @@ def train(cfg: Config, data: TrainData, model: Model, device, deadline: float, s
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
+@dataclass(frozen=True)
+class Feed:
+    """How token ids reach a model: padded with `pad_id`, on `device`, under autocast to `dtype` (None: fp32)."""
+
+    pad_id: int
+    device: torch.device
+    dtype: torch.dtype | None = None
+
+
 @torch.no_grad()
-def batch_logits(model, seqs: list[list[int]], pad_id: int, device, dtype) -> np.ndarray:
+def batch_logits(model, seqs: list[list[int]], feed: Feed) -> np.ndarray:
     model.eval()
-    ids, mask = pad_batch(seqs, pad_id, device)
-    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    ids, mask = pad_batch(seqs, feed.pad_id, feed.device)
+    with torch.autocast(device_type=feed.device.type, dtype=feed.dtype or torch.float32,
+                        enabled=feed.dtype is not None):
         return model(ids, mask).float().cpu().numpy()
 
 
@@ -1678,8 +1844,7 @@ def halved_batch(size: int, desc: str) -> int:
     return size // 2
 
 
-def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int, device, dtype,
-                   desc: str = "predict") -> np.ndarray:
+def predict_logits(model, seqs: list[list[int]], batch_size: int, feed: Feed, desc: str = "predict") -> np.ndarray:
     """Logits in the input's order; batches run in length order (sorted_batches') and the order is restored
     after. A batch that runs out of memory is retried with half as many rows, and so are the rest."""
     from tqdm.auto import tqdm
@@ -1691,7 +1856,7 @@ def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int, d
         while start < len(order):
             rows = order[start:start + size]
             try:
-                out[rows] = batch_logits(model, [seqs[i] for i in rows], pad_id, device, dtype)
+                out[rows] = batch_logits(model, [seqs[i] for i in rows], feed)
             except OUT_OF_MEMORY:
                 size = halved_batch(size, desc)
                 continue
@@ -1700,13 +1865,13 @@ def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int, d
     return out
 
 
-def fitting_batch_size(model, seqs: list[list[int]], batch_size: int, pad_id: int, device, dtype) -> int:
+def fitting_batch_size(model, seqs: list[list[int]], batch_size: int, feed: Feed) -> int:
     """The largest prediction batch, at most `batch_size`, that fits in memory with the longest rows of `seqs`:
     tried before training, so that a prediction batch too large is not found only after it."""
     longest = sorted(seqs, key=len, reverse=True)[:batch_size]
     while True:
         try:
-            batch_logits(model, longest[:batch_size], pad_id, device, dtype)
+            batch_logits(model, longest[:batch_size], feed)
             return batch_size
         except OUT_OF_MEMORY:
             batch_size = halved_batch(batch_size, "prediction check")
@@ -1791,7 +1956,7 @@ def save_adapter(model: Model, folder: Path, temperature: float | None) -> None:
     folder.mkdir(parents=True)
     model.net.encoder.save_pretrained(str(folder))
     torch.save(model.net.head.state_dict(), folder / "head.pt")
-    if model.config.smoke:  # the tiny encoder's weights are random: keep them (and its tokenizer) to reload
+    if model.generated:  # an encoder generated for this run (random weights): keep it and its tokenizer to reload
         copy_tree(Path(model.source), folder / "base")
     write_json(folder / "kit.json", {"config": dataclasses.asdict(model.config), "temperature": temperature,
                                      "hidden_size": model.net.encoder.get_base_model().config.hidden_size})
@@ -1949,9 +2114,9 @@ SMOKE_VOCAB = 800
 # A tiny random encoder needs a larger step than a pretrained one; explicit overrides still win.
 SMOKE_DEFAULTS = {"lr": 5e-3, "epochs": 4, "val_fraction": 0.2, "batch_size": 16, "smoke": True}
 SMOKE_ARCH = {  # a tiny RoBERTa; initializer_range 0.2 keeps the first token input-dependent
-    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-    "max_position_embeddings": 260, "type_vocab_size": 1, "initializer_range": 0.2,
-    "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+    "model_type": "roberta", "vocab_size": SMOKE_VOCAB, "hidden_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "intermediate_size": 128, "max_position_embeddings": 260, "type_vocab_size": 1,
+    "initializer_range": 0.2, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
 }
 SMOKE_KEYWORDS = (
     ("election", "minister", "embassy", "parliament", "ceasefire", "refugees", "treaty", "diplomat"),
@@ -1977,8 +2142,9 @@ def smoke_texts(n: int, rng: random.Random, noisy: bool = False) -> tuple[list[s
     return texts, labels
 
 
-def make_smoke_inputs(folder: Path, seed: int) -> tuple[Path, Path]:
-    """A synthetic training CSV in the AG News layout and an 8000-row test pickle shaped like the real one."""
+def make_smoke_inputs(folder: Path, seed: int) -> tuple[Path, Path, list[str]]:
+    """A synthetic training CSV in the AG News layout and an 8000-row test pickle shaped like the real one, and
+    their texts as the run reads them (cleaned), for the tokenizer."""
     rng = random.Random(seed)
     texts, labels = smoke_texts(3000, rng)
     titles = [" ".join(t.split()[:4]) for t in texts]
@@ -1996,7 +2162,7 @@ def make_smoke_inputs(folder: Path, seed: int) -> tuple[Path, Path]:
     test_pkl = folder / TEST_FILE_NAME
     with open(test_pkl, "wb") as handle:
         pickle.dump(test_obj, handle)
-    return train_csv, test_pkl
+    return train_csv, test_pkl, texts + [clean_text(t) for t in test_texts]
 
 
 def smoke_tokenizer(texts: list[str]):
@@ -2577,10 +2743,10 @@ PUBLIC_API = (
     "budget_warning", "COMPETITION_PARAM_LIMIT",
     "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
-    "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
-    "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
-    "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
-    "field_type", "interval_text",
+    "make_optimizer", "make_scheduler", "Optimization", "train_step", "trainable_state", "load_trainable_state",
+    "Feed", "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
+    "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
+    "KNOBS", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "field_type", "interval_text",
     "run", "submission_problem", "validate_submission",
 )
 
@@ -2605,7 +2771,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        progress_interval()  # a malformed AGNEWS_PROGRESS_SECONDS fails here, not in a data-parallel rank
         metrics = run(resolve_config(args.config, args.sets))
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -77,6 +77,7 @@ def test_the_config_page_follows_the_code(kernel, monkeypatch):
     page = generate.config_page()
     for name in kernel.CONFIG_KEYS:
         assert f"| `{name}` |" in page
-    assert "| `lr` | float | `0.0005` | (0, 1], finite |" in page
-    monkeypatch.setitem(kernel.RANGES, "lr", (0, False, 0.1, True))  # a changed rule changes the page
+    assert "| `lr` | float | `0.0005` | [1e-06, 1], finite |" in page
+    lr = kernel.dataclasses.replace(kernel.KNOBS["lr"], low=0, low_open=True, high=0.1)
+    monkeypatch.setitem(kernel.KNOBS, "lr", lr)  # a changed rule changes the page
     assert "| `lr` | float | `0.0005` | (0, 0.1], finite |" in generate.config_page()
