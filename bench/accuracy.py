@@ -377,8 +377,8 @@ def run_seed_recipe(K, cfg, out: Path) -> dict:
     breakdown = K.breakdown_of(model)
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
     optimizer = K.make_optimizer(params, cfg, device)
-    scheduler = K.make_scheduler(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
-    scaler = K.grad_scaler(None)
+    opt = K.Optimization(optimizer, K.make_scheduler(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_ratio),
+                         K.grad_scaler(None), None, cfg.grad_clip)
 
     @torch.no_grad()
     def logits_of(ids, mask) -> np.ndarray:
@@ -397,7 +397,7 @@ def run_seed_recipe(K, cfg, out: Path) -> dict:
         for step in range(steps_per_epoch):
             batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             loss = K.train_step(model, train_ids[batch].to(device), train_mask[batch].to(device),
-                                y_train[batch].to(device), optimizer, scheduler, scaler, None, cfg.grad_clip)
+                                y_train[batch].to(device), opt)
             loss_sum += float(loss)
         val_logits = logits_of(val_ids, val_mask)
         acc = float((val_logits.argmax(1) == y_val).mean())
@@ -454,7 +454,6 @@ def posthoc_predict(env: Env, folder: Path, length: int, log=print) -> Path | No
         tokenizer = loaded.tokenizer
         device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         model = loaded.net.to(device)
-        dtype = K.autocast_dtype(device, trained.precision)
         frame = K.read_ag_news_csv(Path(env.train_csv))
         labels = frame["label"].to_numpy(dtype=np.int64)
         texts = [K.clean_text(t) for t in frame["text"]]
@@ -462,10 +461,10 @@ def posthoc_predict(env: Env, folder: Path, length: int, log=print) -> Path | No
         test_texts = [K.clean_text(t) for t in K.load_test_texts(Path(env.test_pkl))]
         val_ids = K.encode_texts(tokenizer, [texts[i] for i in val_rows], length)
         test_ids = K.encode_texts(tokenizer, test_texts, length)
-        pad = tokenizer.pad_token_id
-        val_logits = K.predict_logits(model, val_ids, trained.eval_batch_size, pad, device, dtype, "validate")
+        feed = K.Feed(tokenizer.pad_token_id, device, K.autocast_dtype(device, trained.precision))
+        val_logits = K.predict_logits(model, val_ids, trained.eval_batch_size, feed, "validate")
         t0 = time.perf_counter()
-        test_logits = K.predict_logits(model, test_ids, trained.eval_batch_size, pad, device, dtype, "test")
+        test_logits = K.predict_logits(model, test_ids, trained.eval_batch_size, feed, "test")
         seconds = time.perf_counter() - t0
     sub.mkdir(exist_ok=True)
     np.savez_compressed(sub / "logits.npz", val_logits=val_logits, val_labels=labels[val_rows],
@@ -474,9 +473,8 @@ def posthoc_predict(env: Env, folder: Path, length: int, log=print) -> Path | No
     full = K.encode_texts(tokenizer, test_texts, 100_000)
     write_json(sub / "posthoc.json", {"predict_max_length": length, "predict_seconds": round(seconds, 2),
                                       "truncated_test_rows": int(sum(len(s) > length for s in full)),
-                                      "own_length": trained.predict_max_length or trained.max_length,
-                                      "truncated_at_own_length": int(sum(len(s) > (trained.predict_max_length
-                                                                                    or trained.max_length)
+                                      "own_length": trained.predict_length,
+                                      "truncated_at_own_length": int(sum(len(s) > trained.predict_length
                                                                          for s in full))})
     log(f"  val {(val_logits.argmax(1) == labels[val_rows]).mean():.4f} | predict {seconds:.0f}s")
     return sub
@@ -495,7 +493,7 @@ def warm_up_gpu(K, model: str) -> None:
     mask = torch.ones_like(ids)
     labels = torch.zeros(32, dtype=torch.long, device="cuda")
     for dtype in (None, torch.bfloat16, None, torch.bfloat16):
-        K.train_step(net, ids, mask, labels, opt, sched, K.grad_scaler(dtype), dtype, 1.0)
+        K.train_step(net, ids, mask, labels, K.Optimization(opt, sched, K.grad_scaler(dtype), dtype, 1.0))
     torch.cuda.synchronize()
 
 
@@ -824,7 +822,7 @@ def main(argv=None) -> int:
                 if spec.name == "default":
                     default_hash[seed] = K.config_hash(cfg)
                     if done and not args.no_posthoc_length:
-                        own = cfg.predict_max_length or cfg.max_length
+                        own = cfg.predict_length
                         for length in PREDICT_LENGTHS:
                             if length != own:
                                 posthoc_predict(env, done, length, log)

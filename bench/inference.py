@@ -116,17 +116,18 @@ def benchmark(args) -> dict:
     seqs = {name: [ids[name][i] for i in rows] for name in ids}
     n = len(rows)
 
+    feed = kmod.Feed(pad_id, device, dtype)
     passes = {  # seed first, then the kit at its own prediction length, then the kit truncating like the seed
         "seed": lambda: seed_predict(model, seqs["seed"], pad_id, device, dtype),
-        "kit": lambda: kmod.predict_logits(model, seqs["kit"], batch_size, pad_id, device, dtype),
+        "kit": lambda: kmod.predict_logits(model, seqs["kit"], batch_size, feed),
     }
     if seqs["kit_128"] != seqs["kit"]:  # skipped when no sampled row is longer than 128 (then identical)
-        passes["kit_128"] = lambda: kmod.predict_logits(model, seqs["kit_128"], batch_size, pad_id, device, dtype)
+        passes["kit_128"] = lambda: kmod.predict_logits(model, seqs["kit_128"], batch_size, feed)
     warm = slice(0, min(n, 2 * common.SEED_PREDICT_BATCH))  # warm-up: a slice, every path
     seed_predict(model, seqs["seed"][warm], pad_id, device, dtype)
     for name in passes:
         if name != "seed":
-            kmod.predict_logits(model, seqs[name][warm], batch_size, pad_id, device, dtype)
+            kmod.predict_logits(model, seqs[name][warm], batch_size, feed)
     times = {name: [] for name in passes}
     logits, counters, time_boxed, loads = {}, {}, False, []
     for rep in range(args.repeats):

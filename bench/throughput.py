@@ -149,8 +149,8 @@ def make_sides(args, device, source, with_default: bool) -> tuple[list[Side], di
         dtype = kmod.autocast_dtype(device, cfg.precision)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = kmod.make_optimizer(params, cfg, device)
-        scheduler = kmod.make_scheduler(optimizer, 100_000, cfg.warmup_ratio)
-        scaler = kmod.grad_scaler(dtype)
+        opt = kmod.Optimization(optimizer, kmod.make_scheduler(optimizer, 100_000, cfg.warmup_ratio),
+                                kmod.grad_scaler(dtype), dtype, cfg.grad_clip)
         batches = kmod.length_grouped_batches(lengths, cfg.batch_size, np.random.default_rng(cfg.seed))
         cost = lambda b: len(b) * int(lengths[b].max())  # noqa: E731
         batches = spread_order(batches, cost)
@@ -162,7 +162,7 @@ def make_sides(args, device, source, with_default: bool) -> tuple[list[Side], di
                 y = kmod.to_device(torch.as_tensor(labels[batch]), device)
             else:  # as the kernel's train_loop does
                 y = torch.as_tensor(labels[batch], device=device)
-            kmod.train_step(model, ids_t, mask, y, optimizer, scheduler, scaler, dtype, cfg.grad_clip)
+            kmod.train_step(model, ids_t, mask, y, opt)
             return len(batch), sum(len(s) for s in seqs), ids_t.numel()
 
         lora = f"r={cfg.lora_r} a={cfg.lora_alpha:g} {cfg.lora_targets} +{cfg.head} head"

@@ -4,8 +4,8 @@
     python docs/generate.py           # rewrite docs/config.md and docs/cli.md (runs a stand-in session, ~1 min)
     python docs/generate.py --check   # exit 1, naming the page, when a committed page differs from a fresh one
 
-docs/config.md comes from the kernel's Config (fields, defaults, the comments beside them) and its rules
-(RANGES and choices). docs/cli.md comes from lorakit's parsers, exit codes, environment variables and ledger
+docs/config.md comes from the kernel's Config: each field's type, default, help and rule (KNOBS, the
+metadata of its declaration). docs/cli.md comes from lorakit's parsers, exit codes, environment variables and ledger
 columns, then transcripts of a session run against the tests' stand-in Kaggle server. tests/test_docs.py
 runs the check.
 """
@@ -32,33 +32,24 @@ def kernel():
     return kernel_module_load(ROOT / "kernel" / "agnews_lora.py")
 
 
-def config_fields(kmod) -> list[tuple[str, str, str]]:
-    """(section, field name, comment) in the order Config declares them."""
-    rows, section = [], ""
-    for line in inspect.getsource(kmod.Config).splitlines():
-        if re.fullmatch(r"    # .+", line):
-            section = line.strip()[2:]
-            continue
-        match = re.fullmatch(r"    (\w+): \w+ = .+?  # (.+)", line)
-        if match:
-            rows.append((section, match.group(1), match.group(2)))
-    return rows
-
-
 def allowed(kmod, name: str) -> str:
-    """The rule a value must meet, from the kernel's own validation tables."""
-    choices = {"head": kmod.HEADS, "precision": kmod.PRECISIONS, "prior_correction": kmod.PRIOR_CORRECTIONS}
-    if name in choices:
-        return " / ".join(f"`{c}`" for c in choices[name])
-    if name in kmod.RANGES:
-        low, low_in, high, high_in = kmod.RANGES[name]
-        text = kmod.interval_text(low, low_in, high, high_in).replace("inf", "∞")
-        if name in ("max_length", "predict_max_length"):
-            text += ", ≤ the encoder's usable positions (512 on roberta-base)"
-        return text + (", finite" if kmod.field_type(name) is float else "")
-    return {"lora_layers": "`all` / `top:K`, K ≥ 1", "lora_targets": "one module name or more",
-            "adapter_sha256": "empty, or 64 hex digits", "smoke": "`true` / `false`"}.get(name, "non-empty" if name in (
-                "model", "train_data", "test_data", "output_dir") else "any")
+    """The rule a value must meet, from its field's declaration (the kernel's KNOBS)."""
+    rules = kmod.KNOBS[name]
+    if rules.choices:
+        return " / ".join(f"`{c}`" for c in rules.choices)
+    if rules.pattern:
+        return f"must {rules.rule}"
+    if rules.low is None:
+        return "`true` / `false`" if kmod.field_type(name) is bool else "any"
+    low, low_in, high, high_in = rules.bounds
+    if rules.least_nonzero is not None:  # 0, or at least least_nonzero
+        text = f"0 ({rules.zero}) or {kmod.interval_text(rules.least_nonzero, True, high, high_in)}"
+    else:
+        text = kmod.interval_text(low, low_in, high, high_in)
+    text = text.replace("inf", "∞")
+    if rules.within_positions:
+        text += ", ≤ the encoder's usable positions (512 on roberta-base)"
+    return text + (", finite" if kmod.field_type(name) is float else "")
 
 
 def config_page() -> str:
@@ -78,16 +69,14 @@ def config_page() -> str:
         f"`config_hash` is the sha256 of the effective config's canonical JSON without "
         f"{', '.join(f'`{key}`' for key in kmod.HASH_EXCLUDED)}; `config.json`, `metrics.json` and the ledger carry it.",
     ]
-    section = None
-    for sec, name, comment in config_fields(kmod):
-        if sec != section:
-            section = sec
-            lines += ["", f"## {sec[0].upper() + sec[1:]}", "", "| key | type | default | allowed | meaning |",
-                      "|---|---|---|---|---|"]
+    for name, rules in kmod.KNOBS.items():
+        if rules.group:  # the first key of a group opens its table
+            lines += ["", f"## {rules.group[0].upper() + rules.group[1:]}", "",
+                      "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
         default = getattr(defaults, name)
         shown = f'`"{default}"`' if isinstance(default, str) else f"`{str(default).lower() if isinstance(default, bool) else default}`"
         lines.append(f"| `{name}` | {kmod.field_type(name).__name__} | {shown} | {allowed(kmod, name)} | "
-                     f"{comment.replace('|', '/')} |")
+                     f"{rules.help.replace('|', '/')} |")
     lines += [
         "", "## LoRA targets", "",
         "`lora_targets` names modules inside the encoder layers and is expanded to exact module names before PEFT "

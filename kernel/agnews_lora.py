@@ -23,6 +23,12 @@ Exit status: 0 done; 2 bad config, input or data; 3 over the parameter budget; 4
 non-finite (no submission written; the adapter is kept when training had finished); 5 trained, but not every
 output was published (the message names what is missing and where the adapter is kept); 128 + N stopped by
 signal N (130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one had finished).
+
+Reading order: the overrides block and `Config` (every knob: type, default, help, allowed values), then `run()`,
+the whole job one phase per line, and its phases in call order; then the building blocks in the order the
+phases use them (config rules, data, model and budget, batching, training, data parallel, prediction, outputs,
+smoke mode); last what exists for robustness or for lorakit (the hardened test-file reader, the stop signal,
+the overrides rendering, PUBLIC_API) and `main`.
 """
 from __future__ import annotations
 
@@ -57,6 +63,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
 # The JSON object between these two markers overrides the defaults below; `lorakit push` rewrites it in a
 # build copy of this script, so a pushed version carries its own config.
 OVERRIDES_BEGIN = "# >>> lorakit overrides >>>"
@@ -76,27 +83,699 @@ KAGGLE_WORKING = Path("/kaggle/working")
 AG_NEWS_COLUMNS = ("Class Index", "Title", "Description")
 AG_NEWS_DATASET = "amananandrai/ag-news-classification-dataset"  # AG News as CSVs, for runs with internet off
 SYNC_STEPS = 25  # training steps between host syncs: time limit, stop signal, non-finite checks, progress
-PROGRESS_ENV = "AGNEWS_PROGRESS_SECONDS"  # seconds between plain progress lines when stderr is no terminal
+PROGRESS_ENV = "AGNEWS_PROGRESS_SECONDS"  # an alias of the config key progress_seconds (a key beats it)
 
-# roberta-base's architecture (public facts from its config.json), so counting needs no download.
-ROBERTA_BASE_ARCH = {
-    "model_type": "roberta",
-    "vocab_size": 50265,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 514,
-    "type_vocab_size": 1,
-    "initializer_range": 0.02,
-    "layer_norm_eps": 1e-05,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-}
+
+# --------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class Knob:
+    """What one config key allows, declared on its field (`knob`): its help, with the unit, and its rule. Numbers
+    lie in [low, high] (an end None is unbounded, an open end excluded); with `least_nonzero`, a number is 0
+    (meaning `zero`) or at least that; strings are one of `choices`, or match `pattern` (else they must `rule`);
+    `within_positions`: at most the encoder's usable positions. `group` heads the docs' table it opens."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    least_nonzero: float | None = None
+    zero: str = ""
+    choices: tuple = ()
+    pattern: str = ""
+    rule: str = ""
+    within_positions: bool = False
+    group: str = ""
+
+    @property
+    def bounds(self) -> tuple:
+        """(low, low included, high, high included), as interval_text takes them."""
+        return self.low, not self.low_open, self.high, self.high is not None and not self.high_open
+
+    def admits(self, value: float) -> bool:
+        return (self.low is None or (value > self.low if self.low_open else value >= self.low)) and (
+            self.high is None or (value < self.high if self.high_open else value <= self.high))
+
+
+def knob(default, help: str, **rules):
+    """A Config field declared once: its default, its help (with the unit) and its rule (Knob's fields)."""
+    return field(default=default, metadata={"knob": Knob(help, **rules)})
+
+
+NOT_EMPTY = {"pattern": r"(?s).*\S.*", "rule": "not be empty"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob of a run. Overrides apply in order: the OVERRIDES_JSON block, --config FILE, --set key=value."""
+
+    model: str = knob("roberta-base", "hub id or a local folder with pretrained weights (e.g. under /kaggle/input)",
+                      group="data", **NOT_EMPTY)
+    train_data: str = knob("auto", "auto: the AG News train.csv under /kaggle/input, else hf:ag_news | a CSV path | "
+                                   "hf:ag_news", **NOT_EMPTY)
+    test_data: str = knob("auto", "auto: the competition's test_unlabelled.pkl under /kaggle/input | a pickle path",
+                          **NOT_EMPTY)
+    output_dir: str = knob("auto", "auto: /kaggle/working on Kaggle, ./outputs elsewhere", **NOT_EMPTY)
+    max_train_samples: int = knob(0, "training rows used before the split; 0 = all", low=0)
+    val_fraction: float = knob(0.05, "stratified held-out share of the training rows", low=0, low_open=True, high=0.5)
+    lora_r: int = knob(16, "LoRA rank", low=1, group="LoRA and head")
+    lora_alpha: float = knob(32.0, "LoRA scaling numerator (scale = alpha / r)", low=0, low_open=True)
+    lora_dropout: float = knob(0.1, "dropout probability on the LoRA input", low=0, high=1, high_open=True)
+    lora_targets: str = knob("query,value", "comma-separated: query,key,value,dense or exact in-layer names",
+                             pattern=r"(?s).*[^\s,].*", rule="name at least one module")
+    lora_layers: str = knob("all", "all | top:K (the last K encoder layers)", pattern=r"all|top:[1-9]\d*",
+                            rule="be 'all' or 'top:K' with K >= 1")
+    head: str = knob("linear", "linear: dropout + Linear(hidden, 4) | roberta: the default 2-layer head",
+                     choices=("linear", "roberta"))
+    head_dropout: float = knob(0.1, "dropout probability before the head", low=0, high=1, high_open=True)
+    epochs: int = knob(3, "passes over the training rows", low=1, group="optimisation")
+    # below 1e-6 nothing is learnt: a "valid" submission of one class
+    lr: float = knob(5e-4, "peak AdamW learning rate", low=1e-6, high=1)
+    batch_size: int = knob(32, "rows per step and process", low=1)
+    max_length: int = knob(128, "training truncation in tokens (with <s> and </s>)", low=8, within_positions=True)
+    predict_max_length: int = knob(256, "prediction truncation in tokens (generated test rows are long); "
+                                        "0 = max_length", low=0, least_nonzero=8, zero="= max_length",
+                                   within_positions=True)
+    weight_decay: float = knob(0.01, "AdamW decoupled weight decay", low=0, high=1)
+    warmup_ratio: float = knob(0.06, "share of steps with a linear warm-up, then linear decay to 0", low=0, high=1,
+                               high_open=True)
+    # a tiny clip norm underflows every gradient: nothing is learnt
+    grad_clip: float = knob(1.0, "max global gradient norm; 0 = off", low=0, least_nonzero=0.01, zero="off")
+    precision: str = knob("auto", "auto: bf16 if supported, else fp16 on GPU; fp32 on CPU",
+                          choices=("auto", "fp32", "fp16", "bf16"))
+    processes: int = knob(0, "data-parallel processes; 0 = one per visible GPU (1 on CPU)", low=0)
+    # larger batches only risk memory; an out-of-memory error halves it
+    eval_batch_size: int = knob(128, "rows per prediction batch", low=1, high=1024)
+    seed: int = knob(42, "seeds the split, batching, init and noise", low=0, high=2**32, high_open=True)
+    augment: float = knob(0.0, "probability per row and epoch of cheap noise (case, truncation, typos)", low=0,
+                          high=1)
+    prior_correction: str = knob("none", "none | em | em_uniform: EM re-estimate of the test label prior",
+                                 choices=("none", "em", "em_uniform"), group="prediction")
+    pseudo_label_rounds: int = knob(0, "rounds of training on train + confident test rows", low=0)
+    pseudo_label_threshold: float = knob(0.95, "min probability for a test row to become a pseudo-label", low=0,
+                                         low_open=True, high=1)
+    adapter_from: str = knob("", "path to a previous run's adapter/: predict only, no training")
+    adapter_sha256: str = knob("", "when set, adapter_from must hold exactly this adapter (adapter_digest)",
+                               pattern=r"|[0-9a-f]{64}", rule="be 64 lowercase hex digits (or empty)")
+    param_budget: int = knob(COMPETITION_PARAM_LIMIT, "max trainable parameters, head included", low=1,
+                             group="guards")
+    time_limit_minutes: float = knob(660.0, "minutes of training, which then stops cleanly, leaving time to predict",
+                                     low=0, low_open=True)
+    progress_seconds: float = knob(60.0, f"seconds between plain progress lines when stderr is no terminal (a "
+                                         f"tqdm bar there); also set by the environment variable {PROGRESS_ENV}",
+                                   low=0)
+    smoke: bool = knob(False, "offline: tiny random encoder, synthetic data, CPU-sized (see smoke_setup)")
+
+    @property
+    def predict_length(self) -> int:
+        """Prediction truncation in tokens: predict_max_length, 0 meaning max_length."""
+        return self.predict_max_length or self.max_length
+
+    @property
+    def known_arch(self) -> dict | None:
+        """The encoder's architecture when it is known without a download (a smoke run's tiny RoBERTa, or
+        roberta-base's); None for any other model, whose own config.json tells."""
+        if self.smoke:
+            return SMOKE_ARCH
+        return ROBERTA_BASE_ARCH if self.model == "roberta-base" else None
+
+
+CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
+KNOBS = {f.name: f.metadata["knob"] for f in dataclasses.fields(Config)}  # what validation and docs read
+HASH_EXCLUDED = ("output_dir", "train_data", "test_data", "progress_seconds")  # where, not what: not hashed
+# Views of KNOBS that lorakit and older callers use.
+HEADS = KNOBS["head"].choices
+PRECISIONS = KNOBS["precision"].choices
+PRIOR_CORRECTIONS = KNOBS["prior_correction"].choices
+RANGES = {key: rules.bounds for key, rules in KNOBS.items() if rules.low is not None}
+
+
+# -------------------------------------------------------------------------------------------- the job
+def run(cfg: Config) -> dict:
+    """The whole job, one phase per line; returns the metrics. What would fail after training is checked before
+    it. The output folder is untouched until training finished (or a signal stopped it after an epoch); then the
+    adapter is saved there first, and the other outputs are staged and published, submission.csv first."""
+    started = time.monotonic()
+    announce(cfg)
+    device = accelerator()
+    cfg = locate_adapter(cfg)
+    trained = model_config(cfg)  # the parameter budget, checked before anything loads
+    out = output_path(cfg)
+    with tempfile.TemporaryDirectory(prefix="agnews_lora_") as tmp, StopSignal(Path(tmp) / "stop").installed() as stop:
+        ctx = RunContext(cfg, device, started, started + cfg.time_limit_minutes * 60, stop, Path(tmp),
+                         world=process_count(cfg))
+        seed_everything(cfg.seed)
+        inputs = resolve_inputs(smoke_setup(cfg, ctx.scratch), ctx.scratch)
+        data = load_data(trained, inputs)
+        model = load_adapter_model(cfg, trained) if cfg.adapter_from else new_model(cfg, inputs)
+        encoded = encode_for_prediction(cfg, model, data)
+        check_output_folder(out, ctx.scratch, outputs_size(cfg, data, model))
+        check_prediction_batch(ctx, model, encoded)
+        print_banner(ctx, inputs, data, model)
+        training = train_model(ctx, model, data, encoded)
+        adapter = None
+        try:
+            adapter = None if model.trained else keep_adapter(model, ctx.scratch, out)
+            prediction = predict(ctx, model, data, encoded)
+            metrics = write_outputs(ctx, inputs, data, model, training, prediction)
+            publish(ctx.scratch / "outputs", out)
+        except PublishError:
+            raise
+        except (KernelError, OSError) as exc:
+            raise failed_after_training(exc, adapter) from None
+    print_summary(metrics, out, inputs)
+    return metrics
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every phase needs, in one object. Picklable: data-parallel ranks receive it through mp.spawn (the
+    monotonic clock is system-wide, so `started` and `deadline` hold in every rank)."""
+
+    cfg: Config
+    device: torch.device
+    started: float  # time.monotonic() when the run started
+    deadline: float  # time.monotonic() after which training stops at its next sync point
+    stop: StopSignal
+    scratch: Path  # the run's own temporary folder: staged outputs, a smoke run's generated inputs
+    rank: int = 0  # this process's data-parallel rank
+    world: int = 1  # data-parallel processes that train
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return autocast_dtype(self.device, self.cfg.precision)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the run reads. Files in `scratch`, the run's own temporary folder, were generated for it (smoke_setup)."""
+
+    model: str  # where the encoder and its tokenizer load from: a hub id or a folder
+    train: str  # a CSV in the AG News layout, or hf:ag_news
+    test: Path
+    test_kind: str  # smoke (any smoke run: a tiny random encoder) | competition (the file at its mount path) | other
+    test_sha256: str
+    scratch: Path
+
+    @property
+    def generated_encoder(self) -> bool:
+        return Path(self.model).parent == self.scratch
+
+    def predicted_on(self, rows: int) -> dict:
+        """What the predictions are of, for metrics.json (lorakit submits only kind "competition")."""
+        return {"kind": self.test_kind, "path": str(self.test), "sha256": self.test_sha256, "rows": int(rows)}
+
+    def describe(self) -> str:
+        if self.test_kind == "smoke":
+            synthetic = self.test.parent == self.scratch
+            return SMOKE_NOTICE if synthetic else SMOKE_NOTICE.replace("synthetic data", f"test data {self.test}")
+        where = "the competition's test file" if self.test_kind == "competition" else "NOT the competition's file"
+        return f"predicting on {self.test} ({where}, sha256 {self.test_sha256[:12]})"
+
+
+@dataclass
+class Data:
+    """Every row the run reads, cleaned; validation rows are a stratified slice of the training data."""
+
+    texts: list[str]
+    labels: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    test_texts: list[str]
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.labels[self.val_rows]
+
+    @property
+    def train_prior(self) -> np.ndarray:
+        return np.bincount(self.labels[self.train_rows], minlength=len(LABELS)) / len(self.train_rows)
+
+
+@dataclass
+class Model:
+    net: Classifier
+    tokenizer: object
+    config: Config  # what the model is trained with: this run's config, or a loaded adapter's own
+    source: str  # where its encoder weights load from (every data-parallel rank loads them)
+    breakdown: dict
+    temperature: float | None = None  # a loaded adapter's calibration; None until a new model is fitted
+    trained: bool = False  # loaded from an adapter: nothing to train
+    generated: bool = False  # its encoder was generated for this run (a smoke run's): the adapter keeps a copy
+
+
+@dataclass
+class Encoded:
+    val_ids: list
+    test_ids: list
+    pad_id: int
+    length: int  # prediction truncation, in tokens
+    batch_size: int  # rows per prediction batch: eval_batch_size, or less when that did not fit in memory
+
+
+@dataclass
+class Training:
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    samples: int = 0
+    tokens: int = 0
+    stopped_early: bool = False  # the time limit cut it short
+    pseudo_label_rows: list = field(default_factory=list)
+
+    def add(self, result: dict, **extra) -> None:
+        self.history += [{**h, "epoch": len(self.history) + i + 1, **extra} for i, h in enumerate(result["history"])]
+        self.seconds += result["train_seconds"]
+        self.samples += result["samples"]
+        self.tokens += result["tokens"]
+        self.stopped_early = self.stopped_early or result["stopped_early"]
+
+
+@dataclass
+class Prediction:
+    val_logits: np.ndarray
+    test_logits: np.ndarray
+    temperature: float
+    probs: np.ndarray
+    test_prior: np.ndarray | None
+    seconds: float
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+
+# --------------------------------------------------------------------------------------------- phases
+def announce(cfg: Config) -> None:
+    """The effective config, first in the log (with a smoke run's notice), and quieter libraries."""
+    quiet_libraries()
+    if cfg.smoke:
+        print(SMOKE_NOTICE, flush=True)
+    print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
+
+
+def quiet_libraries() -> None:
+    """Notices that are expected with a frozen encoder (unused pooler, new head) would bury the log."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # weight loading and shard writing bars
+
+
+def accelerator() -> torch.device:
+    """The device to run on; a GPU that the installed torch has no kernels for stops the run at once."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda:0")
+    capability, arches = torch.cuda.get_device_capability(device), torch.cuda.get_arch_list()
+    if not gpu_supported(capability, arches):
+        raise KernelError(f"this GPU ({torch.cuda.get_device_name(device)}, compute capability "
+                          f"{capability[0]}.{capability[1]}) cannot run torch {torch.__version__} (built for "
+                          f"{' '.join(arches)}); pick the accelerator 'GPU T4 x2' (machine_shape NvidiaTeslaT4)")
+    return device
+
+
+def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a build for `arch_list` runs on a GPU of `capability`: a cubin of the same major version and no
+    newer minor, or PTX (compute_XY) no newer than the GPU. An empty list means torch cannot tell: try."""
+    for arch in arch_list:
+        match = re.fullmatch(r"(sm|compute)_(\d+)(\d)[a-z]?", arch)
+        if not match:
+            continue
+        built = (int(match.group(2)), int(match.group(3)))
+        if (match.group(1) == "sm" and built[0] == capability[0] and built[1] <= capability[1]) or (
+                match.group(1) == "compute" and built <= tuple(capability)):
+            return True
+    return not arch_list
+
+
+def locate_adapter(cfg: Config, root: Path = KAGGLE_INPUT) -> Config:
+    """To predict only: `cfg` with adapter_from pointing at the adapter. When that path is absent and
+    adapter_sha256 is set, the attached folder holding exactly that adapter (Kaggle's mount paths vary)."""
+    if not cfg.adapter_from or Path(cfg.adapter_from).is_dir() or not cfg.adapter_sha256:
+        return cfg
+    for kit in sorted(root.rglob("kit.json")) if root.is_dir() else []:
+        if adapter_digest(kit.parent) == cfg.adapter_sha256:
+            print(f"adapter_from {cfg.adapter_from} is absent; {kit.parent} holds the adapter of adapter_sha256")
+            return dataclasses.replace(cfg, adapter_from=str(kit.parent))
+    raise ConfigError(f"adapter_from {cfg.adapter_from} does not exist, and no folder under {root} holds the "
+                      f"adapter with adapter_sha256 {cfg.adapter_sha256[:12]}...: attach its dataset")
+
+
+def model_config(cfg: Config) -> Config:
+    """The config the model is trained with: this run's own (held to the budget, lengths checked against the
+    encoder), or, to predict only, the one saved beside the adapter (checked against adapter_sha256)."""
+    if not cfg.adapter_from:
+        check_lengths(cfg)
+        breakdown = param_breakdown(cfg)
+        print(format_breakdown(breakdown, cfg.param_budget), flush=True)
+        check_budget(cfg, breakdown)
+        return cfg
+    folder = Path(cfg.adapter_from)
+    if not (folder / "kit.json").is_file():
+        raise ConfigError(f"adapter_from {folder} holds no kit.json; point it at a previous run's adapter/")
+    digest = adapter_digest(folder) if cfg.adapter_sha256 else ""
+    if digest != cfg.adapter_sha256:
+        raise ConfigError(f"the adapter in {folder} has sha256 {digest}, not the adapter_sha256 "
+                          f"{cfg.adapter_sha256} this run was pushed for")
+    kit = adapter_kit(folder)
+    try:
+        trained = apply_overrides(Config(), {k: v for k, v in kit["config"].items() if k in CONFIG_KEYS})
+    except ConfigError as exc:
+        raise ConfigError(f"{folder / 'kit.json'} holds a config this kernel refuses: {exc}") from None
+    check_lengths(dataclasses.replace(trained, predict_max_length=cfg.predict_max_length))
+    print(f"predict only, with the adapter in {folder} (trained with config_hash {config_hash(trained)[:12]})")
+    return trained
+
+
+def check_lengths(cfg: Config) -> None:
+    """The length rules against the encoder's own config, fetched if need be (validate_config has only
+    checked what is at hand offline)."""
+    problems = length_problems(cfg, usable_positions(cfg, local_only=False))
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def adapter_kit(folder: Path) -> dict:
+    """An adapter's kit.json, checked to be what save_adapter writes: its config, temperature and hidden size."""
+    path = folder / "kit.json"
+    try:
+        kit = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path} ({type(exc).__name__}); point adapter_from at a previous run's "
+                          "adapter/") from None
+    shape = {"config": dict, "temperature": (int, float, type(None)), "hidden_size": int}
+    if not isinstance(kit, dict) or any(not isinstance(kit.get(k, ...), t) for k, t in shape.items()):
+        raise ConfigError(f"{path} is not a kit.json this kernel wrote: it needs config (an object), temperature "
+                          "(a number) and hidden_size (an integer)")
+    return kit
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def smoke_setup(cfg: Config, scratch: Path) -> Config:
+    """smoke=true made ordinary, the one place a run branches on it (its defaults, SMOKE_DEFAULTS, come with the
+    config): a synthetic training CSV and test pickle, and a tiny random encoder with its tokenizer, generated in
+    `scratch`, and `cfg` pointing at them. Its own train_data and test_data win; a predict-only run keeps the
+    encoder its adapter names."""
+    if not cfg.smoke:
+        return cfg
+    train_csv, test_pkl, texts = make_smoke_inputs(scratch, cfg.seed)
+    model = cfg.model if cfg.adapter_from else save_smoke_encoder(cfg, smoke_tokenizer(texts), scratch / "base")
+    return dataclasses.replace(cfg, model=model, train_data=str(train_csv) if cfg.train_data == "auto" else
+                               cfg.train_data, test_data=str(test_pkl) if cfg.test_data == "auto" else cfg.test_data)
+
+
+def resolve_inputs(cfg: Config, scratch: Path) -> Inputs:
+    """Which files the run reads, said out loud."""
+    test_path = find_test_file(KAGGLE_INPUT) if cfg.test_data == "auto" else Path(cfg.test_data)
+    train = find_train_source(KAGGLE_INPUT) if cfg.train_data == "auto" else cfg.train_data
+    for key, value in (("test_data", str(test_path)), ("train_data", train)):
+        if value != "hf:ag_news" and not Path(value).is_file():
+            raise DataError(f"{key} {value} is not a file; pass --set {key}=PATH")
+    print(f"test data: {test_path}\ntraining data: {train}", flush=True)
+    own = {p.resolve() for p in competition_test_files(KAGGLE_INPUT)}
+    kind = "smoke" if cfg.smoke else "competition" if test_path.resolve() in own else "other"
+    return Inputs(cfg.model, train, test_path, kind, file_sha256(test_path), scratch)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_data(cfg: Config, inputs: Inputs) -> Data:
+    """The training rows (sampled, cleaned, every class present at least twice, split) and the test texts."""
+    frame = load_train_frame(inputs.train)
+    if cfg.max_train_samples and cfg.max_train_samples < len(frame):
+        frame = frame.sample(n=cfg.max_train_samples, random_state=cfg.seed).reset_index(drop=True)
+    labels = frame["label"].to_numpy(dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(LABELS))
+    if (counts < 2).any():
+        short = ", ".join(f"{LABELS[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
+        sampled = f" among the {cfg.max_train_samples} rows of max_train_samples" if cfg.max_train_samples else ""
+        raise DataError(f"every class needs at least 2 training rows (one to train on, one to validate), but "
+                        f"{inputs.train} has too few of: {short}{sampled}")
+    train_rows, val_rows = stratified_split(labels, cfg.val_fraction, cfg.seed)
+    test_texts = clean_texts(load_test_texts(inputs.test), "test")
+    return Data(clean_texts(frame["text"], "training"), labels, train_rows, val_rows, test_texts)
+
+
+def new_model(cfg: Config, inputs: Inputs) -> Model:
+    """A fresh LoRA model on the encoder the inputs name (pretrained, or a smoke run's tiny random one)."""
+    tokenizer = load_tokenizer(inputs.model)
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg, inputs.model)
+    return Model(net, tokenizer, cfg, inputs.model, breakdown_of(net), generated=inputs.generated_encoder)
+
+
+def load_adapter_model(cfg: Config, trained: Config) -> Model:
+    """A previous run's model from its adapter folder, on the encoder it was trained on (or this run's
+    `model`, when set), with its calibration temperature; it predicts at this run's predict_max_length."""
+    folder = Path(cfg.adapter_from)
+    source = cfg.model if cfg.model != Config.model else trained.model
+    source = str(folder / "base") if (folder / "base").is_dir() else source
+    kit = adapter_kit(folder)
+    hidden = encoder_config(Config(model=source)).hidden_size
+    if hidden != kit["hidden_size"]:
+        raise ConfigError(f"the adapter in {folder} was trained on an encoder of hidden size {kit['hidden_size']}, "
+                          f"but {source} has {hidden}: predict with the encoder it was trained on (--set model=)")
+    net = build_model(trained, source, adapter=folder)
+    temperature = float(kit["temperature"]) if kit["temperature"] else None  # None: fitted again
+    config = dataclasses.replace(trained, predict_max_length=cfg.predict_max_length)
+    return Model(net, load_tokenizer(source), config, source, param_breakdown(trained), temperature, trained=True)
+
+
+def encode_for_prediction(cfg: Config, model: Model, data: Data) -> Encoded:
+    """Validation and test token ids at the prediction length of the model (this run's, for a loaded adapter)."""
+    length = model.config.predict_length
+    tokenizer = model.tokenizer
+    return Encoded(encode_texts(tokenizer, [data.texts[i] for i in data.val_rows], length),
+                   encode_texts(tokenizer, data.test_texts, length), tokenizer.pad_token_id, length,
+                   cfg.eval_batch_size)
+
+
+def check_output_folder(out: Path, scratch: Path, size: int) -> None:
+    """Refuses, before training, an output folder that could not take `size` bytes of outputs: one that cannot be
+    created or written, or without the room (outputs are staged in `scratch`, then copied beside the old ones)."""
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    fix = "choose another with --set output_dir=PATH"
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir {out} cannot be created: {existing} is not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir {out} is not writable ({existing}: permission denied or read-only); {fix}")
+    shared = existing.stat().st_dev == scratch.stat().st_dev
+    for folder, what, need in ((existing, f"output_dir {out}", size * (3 if shared else 2)),
+                               (scratch, f"the temporary folder {scratch}", size)):
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise ConfigError(f"{what} has {free / 2**20:.1f} MiB free, but the outputs need about "
+                              f"{need / 2**20:.1f} MiB there; free some space or {fix}")
+
+
+def outputs_size(cfg: Config, data: Data, model: Model) -> int:
+    """A generous estimate of the outputs' bytes: the CSVs and logits by row, the adapter by parameter (with a
+    generated encoder, or a loaded adapter's files), 2 MiB for the JSON files and plots."""
+    rows, val = len(data.test_texts), len(data.val_rows)
+    tables = rows * 80 + (rows + val) * len(LABELS) * 4 + val * 8
+    adapter = tree_size(Path(cfg.adapter_from)) if model.trained else (
+        model.breakdown["total"] * 4 + (tree_size(Path(model.source)) if model.generated else 0))
+    return tables + adapter + 2 * 2**20
+
+
+def tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else 0
+
+
+def check_prediction_batch(ctx: RunContext, model: Model, encoded: Encoded) -> None:
+    """The prediction batch size that fits in memory, found before training with the longest rows."""
+    net = model.net.to(ctx.device)
+    encoded.batch_size = fitting_batch_size(net, encoded.test_ids + encoded.val_ids, encoded.batch_size,
+                                            Feed(encoded.pad_id, ctx.device, ctx.dtype))
+    if ctx.world > 1 and not model.trained:  # the ranks train their own copies: free this one's memory
+        model.net.cpu()
+        torch.cuda.empty_cache()
+
+
+def print_banner(ctx: RunContext, inputs: Inputs, data: Data, model: Model) -> None:
+    """What is about to happen, before any long step: what it predicts on, the model, rows, steps, device,
+    precision, parameters, samples."""
+    cfg = ctx.cfg
+    steps = (len(data.train_rows) // (cfg.batch_size * ctx.world) + 1) * cfg.epochs
+    plan = (f"predict only: {cfg.adapter_from}" if model.trained else
+            f"batch {cfg.batch_size} x {ctx.world} process(es) | ~{steps:,} steps over {cfg.epochs} epoch(s)")
+    print(f"\n{'=' * 72}\n  {inputs.describe()}\n  model {model_description(model)}\n"
+          f"  train rows {len(data.train_rows):,} | validation rows {len(data.val_rows):,} | test rows "
+          f"{len(data.test_texts):,}\n  {plan} | device {describe_device(ctx.device, training_processes(ctx, model))}"
+          f"\n  precision {ctx.dtype or 'fp32'} | trainable parameters {model.breakdown['total']:,}", flush=True)
+    for i in data.train_rows[:3]:
+        print(f"  sample [{LABELS[data.labels[i]]}] {data.texts[i][:110]}")
+    print("=" * 72, flush=True)
+
+
+def training_processes(ctx: RunContext, model: Model) -> int:
+    return 1 if model.trained else ctx.world
+
+
+def describe_device(device: torch.device, world: int) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x{world}" if world > 1 else torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)" + (f" x{world} processes" if world > 1 else "")
+
+
+def model_description(model: Model) -> str:
+    if model.config.smoke:  # its config still names roberta-base, which a smoke run never loads
+        return f"tiny random encoder (smoke run), not {model.config.model}"
+    return model.source
+
+
+def train_model(ctx: RunContext, model: Model, data: Data, encoded: Encoded) -> Training:
+    """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds. A loaded
+    adapter has nothing to train; a signal before the first epoch finished leaves nothing to predict with."""
+    cfg, stop, training = ctx.cfg, ctx.stop, Training()
+    if model.trained:
+        return training
+    train_ids = encode_texts(model.tokenizer, [data.texts[i] for i in data.train_rows], cfg.max_length)
+    batches = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
+                        encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
+    result = train(ctx, batches, model)
+    if result["state"] is None:
+        raise Interrupted(f"{stop.received} before the first epoch finished: no trained model to predict with; "
+                          "nothing written", stop.received)
+    load_trainable_state(model.net, result["state"])
+    training.add(result)
+    for round_ in range(cfg.pseudo_label_rounds):
+        if stop.requested() or training.stopped_early:
+            break
+        probs = predict(ctx, model, data, encoded).probs  # the current model's, calibrated
+        keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
+        training.pseudo_label_rows.append(int(len(keep)))
+        print(f"pseudo-label round {round_ + 1}: {len(keep):,} confident test rows join the training rows")
+        if not len(keep):
+            break
+        rows = dataclasses.replace(batches, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
+                                   labels=np.concatenate([batches.labels, probs[keep].argmax(axis=1)]))
+        result = train(ctx, rows, model, epochs=1)
+        if result["state"] is not None:
+            load_trainable_state(model.net, result["state"])
+        training.add(result, pseudo_round=round_ + 1)
+    return training
+
+
+def augmented_epochs(cfg: Config, tokenizer, data: Data, train_ids: list) -> list:
+    """Token ids per epoch: the same ids every epoch, or with `augment` a fresh noisy share of rows in each."""
+    if cfg.augment <= 0:
+        return [train_ids]
+    rng = random.Random(cfg.seed)
+    epochs = []
+    for _ in range(cfg.epochs):
+        noisy = {i: augment_text(data.texts[r], rng) for i, r in enumerate(data.train_rows)
+                 if rng.random() < cfg.augment}
+        fresh = dict(zip(noisy, encode_texts(tokenizer, list(noisy.values()), cfg.max_length))) if noisy else {}
+        epochs.append([fresh.get(i, ids) for i, ids in enumerate(train_ids)])
+    return epochs
+
+
+def predict(ctx: RunContext, model: Model, data: Data, encoded: Encoded) -> Prediction:
+    """Validation and test logits, the temperature (fitted unless the adapter brought one) and the corrected
+    test probabilities; non-finite probabilities are refused before anything is written."""
+    feed = Feed(encoded.pad_id, ctx.device, ctx.dtype)
+    net = model.net.to(ctx.device)
+    val_logits = predict_logits(net, encoded.val_ids, encoded.batch_size, feed, "validate")
+    temperature = model.temperature or fit_temperature(val_logits, data.val_labels)
+    started = time.perf_counter()
+    test_logits = predict_logits(net, encoded.test_ids, encoded.batch_size, feed, "test")
+    probs, prior = corrected_probabilities(test_logits, temperature, ctx.cfg.prior_correction, data.train_prior)
+    bad = int((~np.isfinite(probs).all(axis=1)).sum())
+    if bad:
+        raise DivergedError(f"non-finite probabilities for {bad:,} of {len(probs):,} test rows; no submission written")
+    return Prediction(val_logits, test_logits, temperature, probs, prior, time.perf_counter() - started)
+
+
+def write_outputs(ctx: RunContext, inputs: Inputs, data: Data, model: Model, training: Training,
+                  prediction: Prediction) -> dict:
+    """Every output, written into the staging folder scratch/outputs; returns the metrics."""
+    stage, cfg = ctx.scratch / "outputs", ctx.cfg
+    stage.mkdir()
+    write_submission(stage / "submission.csv", prediction.labels)
+    probs = prediction.probs
+    pd.DataFrame({"ID": np.arange(len(probs)), **{f"p_{i}": probs[:, i].round(6) for i in range(len(LABELS))}}
+                 ).to_csv(stage / "probabilities.csv", index=False)
+    # Raw logits let post-processing be compared without retraining (bench/accuracy.py reads them).
+    np.savez_compressed(stage / "logits.npz", val_logits=prediction.val_logits, val_labels=data.val_labels,
+                        test_logits=prediction.test_logits, train_prior=data.train_prior,
+                        temperature=prediction.temperature)
+    if model.trained:  # the adapter predicted with: carried along unchanged
+        copy_tree(Path(cfg.adapter_from), stage / "adapter")
+    else:  # keep_adapter's copy, now with its temperature
+        save_adapter(model, stage / "adapter", prediction.temperature)
+    metrics = metrics_of(ctx, inputs, data, model, training, prediction)
+    metrics["plots"] = save_plots(stage, training.history, confusion_of(data, prediction))
+    write_json(stage / "config.json", {**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)})
+    write_json(stage / "metrics.json", metrics)
+    return metrics
+
+
+def confusion_of(data: Data, prediction: Prediction) -> np.ndarray:
+    """Validation counts: true label by row, predicted label by column."""
+    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
+    np.add.at(confusion, (data.val_labels, prediction.val_logits.argmax(axis=1)), 1)
+    return confusion
+
+
+def metrics_of(ctx: RunContext, inputs: Inputs, data: Data, model: Model, training: Training,
+               prediction: Prediction) -> dict:
+    cfg, seconds, confusion = ctx.cfg, max(training.seconds, 1e-9), confusion_of(data, prediction)
+    history, labels = training.history, prediction.labels
+    return {
+        "config_hash": config_hash(cfg),
+        "trainable_params": model.breakdown["total"],
+        "param_breakdown": model.breakdown,
+        "val_accuracy": float((prediction.val_logits.argmax(axis=1) == data.val_labels).mean()),
+        "val_rows": int(len(data.val_rows)),
+        "per_class_val_accuracy": {LABELS[i]: float(confusion[i, i] / max(1, confusion[i].sum()))
+                                   for i in range(len(LABELS))},
+        "history": history,
+        "best_epoch": max(history, key=lambda h: h["val_accuracy"])["epoch"] if history else None,
+        "stopped_early": training.stopped_early,
+        "interrupted": bool(ctx.stop.received),
+        "signal": ctx.stop.received or None,
+        "train_rows": int(len(data.train_rows)),
+        "train_seconds": round(training.seconds, 2),
+        "train_samples_per_second": round(training.samples / seconds, 2),
+        "tokens_per_second": round(training.tokens / seconds, 1),
+        "predict_seconds": round(prediction.seconds, 2),
+        "total_seconds": round(time.monotonic() - ctx.started, 2),
+        "test_file": str(inputs.test),
+        "predicted_on": inputs.predicted_on(len(labels)),
+        "model": model_description(model),
+        "test_rows": len(labels),
+        "test_label_distribution": {LABELS[i]: int((labels == i).sum()) for i in range(len(LABELS))},
+        "temperature": prediction.temperature,
+        "test_prior_estimate": None if prediction.test_prior is None else [round(float(p), 5)
+                                                                            for p in prediction.test_prior],
+        "pseudo_label_rows": training.pseudo_label_rows,
+        "predict_only": model.trained,
+        "device": describe_device(ctx.device, training_processes(ctx, model)),
+        "processes": training_processes(ctx, model),
+        "precision": str(ctx.dtype or "fp32").replace("torch.", ""),
+        "versions": library_versions(),
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def print_summary(metrics: dict, out: Path, inputs: Inputs) -> None:
+    stopped = f", {metrics['signal']}: interrupted" if metrics["signal"] else ""
+    print(f"\nval_accuracy {metrics['val_accuracy']:.4f} | train {metrics['train_seconds']:.0f}s "
+          f"({metrics['train_samples_per_second']:.0f} rows/s) | predict {metrics['predict_seconds']:.1f}s\n"
+          f"test label distribution {metrics['test_label_distribution']}\nwrote {out / 'submission.csv'} "
+          f"({metrics['test_rows']} rows, validated{stopped})\n{inputs.describe()}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -143,96 +822,7 @@ class Interrupted(KernelError):
         self.exit_code = 128 + signal.Signals[signame].value
 
 
-# --------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class Config:
-    # data
-    model: str = "roberta-base"  # hub id or a local folder with pretrained weights (e.g. under /kaggle/input)
-    train_data: str = "auto"  # auto: the AG News train.csv under /kaggle/input, else hf:ag_news | a CSV | hf:ag_news
-    test_data: str = "auto"  # auto: the competition's test_unlabelled.pkl under /kaggle/input | a pickle path
-    output_dir: str = "auto"  # auto: /kaggle/working on Kaggle, ./outputs elsewhere
-    max_train_samples: int = 0  # training rows used before the split; 0 = all
-    val_fraction: float = 0.05  # stratified held-out share of the training rows, in (0, 0.5]
-    # LoRA and head
-    lora_r: int = 16  # LoRA rank, >= 1
-    lora_alpha: float = 32.0  # LoRA scaling numerator (scale = alpha / r), > 0
-    lora_dropout: float = 0.1  # dropout on the LoRA input, [0, 1)
-    lora_targets: str = "query,value"  # comma-separated: query,key,value,dense or exact in-layer names
-    lora_layers: str = "all"  # all | top:K (the last K encoder layers)
-    head: str = "linear"  # linear: dropout + Linear(hidden, 4) | roberta: the default 2-layer head
-    head_dropout: float = 0.1  # dropout before the head, [0, 1)
-    # optimisation
-    epochs: int = 3  # passes over the training rows, >= 1
-    lr: float = 5e-4  # peak AdamW learning rate, in (0, 1]
-    batch_size: int = 32  # rows per step and process
-    max_length: int = 128  # training truncation in tokens (with <s> and </s>), 8 to the encoder's positions
-    predict_max_length: int = 256  # prediction truncation in tokens (generated test rows are long); 0 = max_length
-    weight_decay: float = 0.01  # AdamW decoupled weight decay, >= 0
-    warmup_ratio: float = 0.06  # share of steps with a linear warm-up, then linear decay to 0; [0, 1)
-    grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    precision: str = "auto"  # auto (bf16 if supported, else fp16 on GPU; fp32 on CPU) | fp32 | fp16 | bf16
-    processes: int = 0  # data-parallel processes; 0 = one per visible GPU (1 on CPU)
-    eval_batch_size: int = 128  # rows per prediction batch
-    seed: int = 42  # seeds the split, batching, init and noise; [0, 2**32)
-    augment: float = 0.0  # probability per row and epoch of cheap noise (case, truncation, typos), [0, 1]
-    # prediction
-    prior_correction: str = "none"  # none | em | em_uniform: EM re-estimate of the test label prior
-    pseudo_label_rounds: int = 0  # rounds of training on train + confident test rows
-    pseudo_label_threshold: float = 0.95  # min probability for a test row to become a pseudo-label, (0, 1]
-    adapter_from: str = ""  # path to a previous run's adapter/: predict only, no training
-    adapter_sha256: str = ""  # when set, adapter_from must hold exactly this adapter (adapter_digest)
-    # guards
-    param_budget: int = COMPETITION_PARAM_LIMIT  # max trainable parameters, head included
-    time_limit_minutes: float = 660.0  # training stops cleanly after this, leaving time to predict
-    smoke: bool = False  # offline: tiny model, synthetic data, CPU-sized
-
-
-CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
-# What lorakit (src/) and bench/ use of this script, through lorakit's one loader; a test checks each resolves.
-PUBLIC_API = (
-    "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
-    "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
-    "config_hash", "usable_positions", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
-    "budget_warning", "COMPETITION_PARAM_LIMIT",
-    "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
-    "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
-    "make_optimizer", "make_scheduler", "train_step", "trainable_state", "load_trainable_state",
-    "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
-    "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
-    "field_type", "interval_text",
-    "run", "submission_problem", "validate_submission",
-)
-HASH_EXCLUDED = ("output_dir", "train_data", "test_data")
-HEADS = ("linear", "roberta")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-PRIOR_CORRECTIONS = ("none", "em", "em_uniform")
-# Every numeric field's allowed interval: (low, low included, high, high included); None = unbounded.
-RANGES = {
-    "max_train_samples": (0, True, None, False),
-    "val_fraction": (0, False, 0.5, True),
-    "lora_r": (1, True, None, False),
-    "lora_alpha": (0, False, None, False),
-    "lora_dropout": (0, True, 1, False),
-    "head_dropout": (0, True, 1, False),
-    "epochs": (1, True, None, False),
-    "lr": (1e-6, True, 1, True),  # below 1e-6 nothing is learnt: a "valid" submission of one class
-    "batch_size": (1, True, None, False),
-    "max_length": (8, True, None, False),
-    "predict_max_length": (0, True, None, False),
-    "weight_decay": (0, True, 1, True),
-    "warmup_ratio": (0, True, 1, False),
-    "grad_clip": (0, True, None, False),
-    "processes": (0, True, None, False),
-    "eval_batch_size": (1, True, 1024, True),  # larger batches only risk memory; an OOM halves it
-    "seed": (0, True, 2**32, False),
-    "augment": (0, True, 1, True),
-    "pseudo_label_rounds": (0, True, None, False),
-    "pseudo_label_threshold": (0, False, 1, True),
-    "param_budget": (1, True, None, False),
-    "time_limit_minutes": (0, False, None, False),
-}
-
-
+# --------------------------------------------------------------------------------------- config rules
 def field_type(key: str) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool}[Config.__dataclass_fields__[key].type]
 
@@ -288,53 +878,44 @@ def interval_text(low, low_in, high, high_in) -> str:
 
 
 def validate_config(cfg: Config) -> Config:
-    """Every rule a value must meet, checked before anything loads: kernel runs and `lorakit check` alike."""
-    problems = []
-    for key, (low, low_in, high, high_in) in RANGES.items():
-        value = getattr(cfg, key)
-        inside = (value >= low if low_in else value > low) and (
-            high is None or (value <= high if high_in else value < high))
-        if not math.isfinite(value) or not inside:
-            problems.append(f"{key} must be a finite number in {interval_text(low, low_in, high, high_in)}, got {value}")
-    if 0 < cfg.predict_max_length < 8:
-        problems.append("predict_max_length must be 0 (= max_length) or >= 8")
-    if 0 < cfg.grad_clip < 0.01:  # a tiny clip norm underflows every gradient: nothing is learnt
-        problems.append(f"grad_clip must be 0 (off) or >= 0.01, got {cfg.grad_clip}")
-    for key, choices in (("head", HEADS), ("precision", PRECISIONS), ("prior_correction", PRIOR_CORRECTIONS)):
-        if getattr(cfg, key) not in choices:
-            problems.append(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
-    if not re.fullmatch(r"all|top:[1-9]\d*", cfg.lora_layers):
-        problems.append("lora_layers must be 'all' or 'top:K' with K >= 1")
-    if not [t for t in cfg.lora_targets.split(",") if t.strip()]:
-        problems.append("lora_targets must name at least one module")
-    for key in ("model", "train_data", "test_data", "output_dir"):
-        if not getattr(cfg, key).strip():
-            problems.append(f"{key} must not be empty")
-    if cfg.adapter_sha256 and not re.fullmatch(r"[0-9a-f]{64}", cfg.adapter_sha256):
-        problems.append("adapter_sha256 must be 64 lowercase hex digits (or empty)")
+    """Every rule a value must meet (its field's Knob), checked before anything loads: kernel runs and `lorakit
+    check` alike."""
+    problems = [problem for key, rules in KNOBS.items() for problem in knob_problems(key, getattr(cfg, key), rules)]
     problems += length_problems(cfg, usable_positions(cfg))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     return cfg
 
 
+def knob_problems(key: str, value, rules: Knob) -> list[str]:
+    """What is wrong with one value under its field's rules (an empty list: nothing)."""
+    if rules.choices and value not in rules.choices:
+        return [f"{key} must be one of {', '.join(rules.choices)}, got {value!r}"]
+    if rules.pattern and not re.fullmatch(rules.pattern, value):
+        return [f"{key} must {rules.rule}"]
+    if rules.low is None and rules.high is None:
+        return []
+    if not math.isfinite(value) or not rules.admits(value):
+        return [f"{key} must be a finite number in {interval_text(*rules.bounds)}, got {value}"]
+    if rules.least_nonzero is not None and 0 < value < rules.least_nonzero:
+        return [f"{key} must be 0 ({rules.zero}) or >= {rules.least_nonzero}, got {value}"]
+    return []
+
+
 def length_problems(cfg: Config, positions: int | None) -> list[str]:
-    """max_length and predict_max_length against the encoder's usable positions (None: not known here)."""
+    """The token lengths against the encoder's usable positions (None: not known here)."""
     if positions is None:
         return []
     return [f"{key} must be <= {positions}, the usable positions of {cfg.model}, got {getattr(cfg, key)}"
-            for key in ("max_length", "predict_max_length") if getattr(cfg, key) > positions]
+            for key, rules in KNOBS.items() if rules.within_positions and getattr(cfg, key) > positions]
 
 
 def usable_positions(cfg: Config, local_only: bool = True) -> int | None:
     """Tokens one row may hold in the encoder, without weights; None when its config is not at hand (with
     `local_only`, a hub id other than roberta-base that is not in the local cache). RoBERTa-style encoders
     keep 2 positions for the padding offset."""
-    if cfg.smoke:
-        arch = {**SMOKE_ARCH, "model_type": "roberta"}
-    elif cfg.model == "roberta-base":
-        arch = ROBERTA_BASE_ARCH
-    else:
+    arch = cfg.known_arch
+    if arch is None:
         try:
             from transformers import AutoConfig
 
@@ -347,19 +928,6 @@ def usable_positions(cfg: Config, local_only: bool = True) -> int | None:
     return int(arch["max_position_embeddings"]) - offset
 
 
-_BLOCK_RE = re.compile(
-    "^" + re.escape(OVERRIDES_BEGIN) + '\nOVERRIDES_JSON = r"""\n(.*?)\n"""\n' + re.escape(OVERRIDES_END) + "$",
-    re.S | re.M,
-)
-
-
-def _overrides_match(script_text: str) -> re.Match:
-    match = _BLOCK_RE.search(script_text)
-    if not match:
-        raise ConfigError("the overrides block markers are missing or damaged in the kernel script")
-    return match
-
-
 def overrides_object(text: str, where: str = "the overrides block") -> dict:
     try:
         block = json.loads(text)
@@ -368,22 +936,6 @@ def overrides_object(text: str, where: str = "the overrides block") -> dict:
     if not isinstance(block, dict):
         raise ConfigError(f"{where} must hold a JSON object, got {type(block).__name__}")
     return block
-
-
-def read_overrides_block(script_text: str) -> dict:
-    """The overrides block of a copy of this script (lorakit reads rendered build copies with it)."""
-    return overrides_object(_overrides_match(script_text).group(1))
-
-
-def render_overrides(script_text: str, overrides: dict) -> str:
-    """The script with its overrides block replaced by `overrides` (checked first)."""
-    match = _overrides_match(script_text)
-    config_from_overrides(overrides)
-    body = json.dumps(overrides, indent=2, sort_keys=True)
-    if '"""' in body:
-        raise ConfigError('override values may not contain """')
-    start, end = match.span(1)
-    return script_text[:start] + body + script_text[end:]
 
 
 def config_from_overrides(*layers: dict) -> Config:
@@ -397,7 +949,7 @@ def config_from_overrides(*layers: dict) -> Config:
 
 
 def resolve_config(config_file: str | None = None, sets=()) -> Config:
-    """Defaults < this script's OVERRIDES_JSON < --config FILE < --set key=value."""
+    """Defaults < AGNEWS_PROGRESS_SECONDS < this script's OVERRIDES_JSON < --config FILE < --set key=value."""
     from_file = {}
     if config_file:
         try:
@@ -405,7 +957,21 @@ def resolve_config(config_file: str | None = None, sets=()) -> Config:
         except OSError as exc:
             raise ConfigError(f"cannot read --config {config_file}: {exc.strerror}") from None
         from_file = overrides_object(text, f"--config {config_file}")
-    return config_from_overrides(overrides_object(OVERRIDES_JSON), from_file, parse_sets(sets))
+    return config_from_overrides(progress_alias(), overrides_object(OVERRIDES_JSON), from_file, parse_sets(sets))
+
+
+def progress_alias() -> dict:
+    """progress_seconds from the environment variable PROGRESS_ENV, when it is set (a config key beats it)."""
+    raw = os.environ.get(PROGRESS_ENV)
+    if not raw:
+        return {}
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise ConfigError(f"{PROGRESS_ENV} must be a number of seconds >= 0, got {raw!r}")
+    return {"progress_seconds": seconds}
 
 
 def config_hash(cfg: Config) -> str:
@@ -424,19 +990,207 @@ def output_path(cfg: Config) -> Path:
     return KAGGLE_WORKING if on_kaggle() else Path("outputs")
 
 
-# ---------------------------------------------------------------------------------------------- model
-def encoder_config(cfg: Config, vocab_size: int | None = None):
-    """The transformers config of the encoder the run uses, without downloading weights."""
-    from transformers import AutoConfig, RobertaConfig
+# ----------------------------------------------------------------------------------------------- data
+_AG_CODE = re.compile(r"( ?)#(\d{2,5});")  # AG News writes "doesn #39;t" for "doesn&#39;t", "#36;" for "$"
+_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?>")  # real tags only: tickers like <TXN.N> stay
+_URL = re.compile(r"(?:https?://|www\.)([^\s/]+)\S*")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # not valid Unicode: tokenizers and printing fail on it
 
-    if cfg.smoke:
-        return RobertaConfig(**SMOKE_ARCH, vocab_size=vocab_size or SMOKE_VOCAB)
-    if cfg.model == "roberta-base":
-        return RobertaConfig(**{k: v for k, v in ROBERTA_BASE_ARCH.items() if k != "model_type"})
+
+def clean_text(text: str) -> str:
+    """One cleaning for every split: invalid Unicode (lone surrogates) to U+FFFD, HTML codes and entities,
+    tags, backslashes, URLs, whitespace.
+
+    It keeps parenthesised passages and non-ASCII text: the generated half of the test file is full of both.
+    """
+    text = _SURROGATE.sub("\ufffd", str(text))
+    text = _AG_CODE.sub(lambda m: ("" if m.group(2) == "39" else m.group(1)) + f"&#{m.group(2)};", text)
+    for _ in range(2):  # AG News double-escapes some entities (&amp;lt;b&amp;gt;)
+        text = html.unescape(text)
+    text = _TAG.sub(" ", text)
+    text = _URL.sub(lambda m: " " + m.group(1).removeprefix("www.") + " ", text)
+    text = text.replace("\\", " ")
+    return " ".join(text.split())
+
+
+def clean_texts(texts, what: str) -> list[str]:
+    """clean_text over one split's rows, saying how many were not valid Unicode (repaired, never fatal)."""
+    texts = [str(t) for t in texts]
+    broken = sum(1 for t in texts if _SURROGATE.search(t))
+    if broken:
+        print(f"warning: {broken:,} {what} row(s) were not valid Unicode; the invalid characters became U+FFFD",
+              file=sys.stderr, flush=True)
+    return [clean_text(t) for t in texts]
+
+
+def invalid_utf8_lines(path: Path) -> int:
+    text = Path(path).read_bytes().decode("utf-8", "surrogateescape")  # each invalid byte: a lone surrogate
+    return sum(1 for line in text.splitlines() if _SURROGATE.search(line)) if _SURROGATE.search(text) else 0
+
+
+def read_ag_news_csv(path: Path) -> pd.DataFrame:
     try:
-        return AutoConfig.from_pretrained(cfg.model)
+        broken = invalid_utf8_lines(path)
+        frame = pd.read_csv(path, encoding_errors="replace")  # arrow-backed strings cannot hold invalid text
     except (OSError, ValueError) as exc:
-        raise model_missing(cfg.model, exc) from None
+        raise DataError(f"cannot read training CSV {path}: {exc}") from None
+    if broken:
+        print(f"warning: {broken:,} line(s) of {path} were not valid UTF-8; the invalid bytes became U+FFFD",
+              file=sys.stderr, flush=True)
+    missing = [c for c in AG_NEWS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(AG_NEWS_COLUMNS)}")
+    labels = pd.to_numeric(frame["Class Index"], errors="coerce") - 1
+    if frame.empty or labels.isna().any() or not labels.isin(range(len(LABELS))).all():
+        raise DataError(f"{path}: 'Class Index' must hold 1-4 on every row (and the file must have rows)")
+    text = frame["Title"].fillna("").astype(str) + " " + frame["Description"].fillna("").astype(str)
+    return pd.DataFrame({"text": text, "label": labels.astype(int)})
+
+
+def unique_input(name: str, root: Path, key: str, accept=lambda path: True) -> Path | None:
+    """The one file called `name` under `root` that `accept`s; several are refused, since any attached dataset
+    could shadow the intended one."""
+    found = [p for p in sorted(root.rglob(name)) if accept(p)] if root.is_dir() else []
+    if len(found) > 1:
+        raise DataError(f"{len(found)} candidate {name} files under {root}: {', '.join(map(str, found))}; "
+                        f"choose one with --set {key}=PATH")
+    return found[0] if found else None
+
+
+def input_listing(root: Path, limit: int = 40) -> str:
+    if not root.is_dir():
+        return f"{root} does not exist"
+    files = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    more = f" ... and {len(files) - limit} more" if len(files) > limit else ""
+    return ", ".join(files[:limit]) + more if files else f"{root} is empty"
+
+
+def competition_test_files(root: Path) -> tuple[Path, Path]:
+    """Where Kaggle mounts the competition's own test file (the path has varied between images)."""
+    return root / COMPETITION / TEST_FILE_NAME, root / "competitions" / COMPETITION / TEST_FILE_NAME
+
+
+def find_test_file(root: Path = KAGGLE_INPUT) -> Path:
+    """The competition's own test_unlabelled.pkl; elsewhere under `root` only when it is absent (with a warning:
+    predictions on another dataset's file are no submission)."""
+    for path in competition_test_files(root):
+        if path.is_file():
+            return path
+    found = unique_input(TEST_FILE_NAME, root, "test_data")
+    if found:
+        print(f"warning: the competition {COMPETITION} is not attached: reading {found}, another dataset's file; "
+              f"attach the competition (competition_sources) before submitting", file=sys.stderr, flush=True)
+        return found
+    if on_kaggle():
+        raise DataError(f"{TEST_FILE_NAME} not found under {root}; attach the competition {COMPETITION}. "
+                        f"Found: {input_listing(root)}")
+    raise DataError(f"no {TEST_FILE_NAME} here ({root} is Kaggle's input folder): pass --set test_data=PATH "
+                    f"(kaggle competitions download -c {COMPETITION})")
+
+
+def find_train_source(root: Path = KAGGLE_INPUT) -> str:
+    """An attached AG News train.csv (internet off works), else the Hugging Face dataset."""
+    found = unique_input("train.csv", root, "train_data", has_ag_news_columns)
+    return str(found) if found else "hf:ag_news"
+
+
+def has_ag_news_columns(path: Path) -> bool:
+    try:
+        return set(AG_NEWS_COLUMNS) <= set(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError):
+        return False
+
+
+def load_train_frame(source: str) -> pd.DataFrame:
+    """Training rows as text + label (0-3), from a CSV in the AG News layout or the HF dataset."""
+    if source != "hf:ag_news":
+        return read_ag_news_csv(Path(source))
+    try:
+        from datasets import load_dataset
+
+        split = load_dataset("ag_news", split="train")
+    except Exception as exc:  # offline, hub errors, a missing package: one advice for all
+        raise DataError(f"cannot load ag_news from the Hugging Face hub ({type(exc).__name__}); pass --set "
+                        f"train_data=PATH/train.csv (kaggle datasets download {AG_NEWS_DATASET})") from None
+    return pd.DataFrame({"text": list(split["text"]), "label": list(split["label"])})
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation row indices, the same share of every class held out."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        n_val = max(1, int(round(len(rows) * fraction)))
+        val.append(rows[:n_val])
+        train.append(rows[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def augment_text(text: str, rng: random.Random) -> str:
+    """One cheap noise that mimics the generated half of the test file: case, truncation or typos."""
+    if not text:
+        return text
+    kind = rng.randrange(3)
+    if kind == 0:
+        return text.lower() if rng.random() < 0.7 else text.upper()
+    if kind == 1:
+        return text[: max(20, int(len(text) * rng.uniform(0.4, 0.9)))]
+    chars = list(text)
+    for _ in range(max(1, len(chars) // 30)):
+        i = rng.randrange(len(chars))
+        op = rng.randrange(3)
+        if op == 0:
+            chars[i] = ""
+        elif op == 1:
+            chars[i] = chars[i] * 2
+        else:
+            chars[i] = rng.choice("abcdefghijklmnopqrstuvwxyz")
+    return "".join(chars)
+
+
+# ----------------------------------------------------------------------------------- model and budget
+# roberta-base's architecture (public facts from its config.json), so counting needs no download.
+ROBERTA_BASE_ARCH = {
+    "model_type": "roberta",
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-05,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+
+
+def encoder_config(cfg: Config, vocab_size: int | None = None):
+    """The transformers config of the encoder the run uses, without downloading weights (`vocab_size`: a smoke
+    encoder's, its tokenizer's size)."""
+    from transformers import RobertaConfig
+
+    arch = cfg.known_arch
+    if arch is None:
+        return pretrained_config(cfg.model)
+    values = {key: value for key, value in arch.items() if key != "model_type"}
+    return RobertaConfig(**{**values, **({"vocab_size": vocab_size} if vocab_size else {})})
+
+
+def pretrained_config(source: str):
+    """The transformers config in a model folder or hub repository."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise model_missing(source, exc) from None
 
 
 def model_missing(model: str, exc: Exception) -> ConfigError:
@@ -674,131 +1428,770 @@ def adapter_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-# ----------------------------------------------------------------------------------------------- data
-_AG_CODE = re.compile(r"( ?)#(\d{2,5});")  # AG News writes "doesn #39;t" for "doesn&#39;t", "#36;" for "$"
-_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?>")  # real tags only: tickers like <TXN.N> stay
-_URL = re.compile(r"(?:https?://|www\.)([^\s/]+)\S*")
-_SURROGATE = re.compile("[\ud800-\udfff]")  # not valid Unicode: tokenizers and printing fail on it
+# ------------------------------------------------------------------------------------------- batching
+def encode_texts(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids with <s> and </s>, truncated, unpadded: the one preprocessing for every split."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
-def clean_text(text: str) -> str:
-    """One cleaning for every split: invalid Unicode (lone surrogates) to U+FFFD, HTML codes and entities,
-    tags, backslashes, URLs, whitespace.
-
-    It keeps parenthesised passages and non-ASCII text: the generated half of the test file is full of both.
-    """
-    text = _SURROGATE.sub("\ufffd", str(text))
-    text = _AG_CODE.sub(lambda m: ("" if m.group(2) == "39" else m.group(1)) + f"&#{m.group(2)};", text)
-    for _ in range(2):  # AG News double-escapes some entities (&amp;lt;b&amp;gt;)
-        text = html.unescape(text)
-    text = _TAG.sub(" ", text)
-    text = _URL.sub(lambda m: " " + m.group(1).removeprefix("www.") + " ", text)
-    text = text.replace("\\", " ")
-    return " ".join(text.split())
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                           pool: int = 64) -> list[np.ndarray]:
+    """Shuffled batches of rows of similar length: sort within random pools of `pool` batches."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), pool * batch_size):
+        chunk = order[start:start + pool * batch_size]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def clean_texts(texts, what: str) -> list[str]:
-    """clean_text over one split's rows, saying how many were not valid Unicode (repaired, never fatal)."""
-    texts = [str(t) for t in texts]
-    broken = sum(1 for t in texts if _SURROGATE.search(t))
-    if broken:
-        print(f"warning: {broken:,} {what} row(s) were not valid Unicode; the invalid characters became U+FFFD",
-              file=sys.stderr, flush=True)
-    return [clean_text(t) for t in texts]
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Prediction batches in length order (longest first), so each pads to a near neighbour."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def invalid_utf8_lines(path: Path) -> int:
-    text = Path(path).read_bytes().decode("utf-8", "surrogateescape")  # each invalid byte: a lone surrogate
-    return sum(1 for line in text.splitlines() if _SURROGATE.search(line)) if _SURROGATE.search(text) else 0
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`. To a GPU through pinned memory without waiting, so the host queues the next step while the
+    GPU runs; a CPU tensor stays itself on CPU."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
-def read_ag_news_csv(path: Path) -> pd.DataFrame:
+def pad_batch(seqs: list[list[int]], pad_id: int, device: torch.device):
+    """input_ids and attention_mask padded to the batch's longest row (on GPU rounded up to 8 for tensor cores)."""
+    width = max(len(s) for s in seqs)
+    if device.type == "cuda":
+        width = -(-width // 8) * 8
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return to_device(ids, device), to_device(mask, device)
+
+
+# ------------------------------------------------------------------------------------------- training
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """None means fp32. T4s have no bf16, so auto picks fp16 there (with a GradScaler)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def grad_scaler(dtype: torch.dtype | None):
+    """A GradScaler for fp16 (a pass-through otherwise): torch >= 2.3 has torch.amp's, older only cuda's."""
+    scaler_cls = getattr(torch.amp, "GradScaler", None)
+    if scaler_cls is None:
+        return torch.cuda.amp.GradScaler(enabled=dtype is torch.float16)
+    return scaler_cls("cuda", enabled=dtype is torch.float16)
+
+
+def make_optimizer(params: list, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+
+
+def make_scheduler(optimizer, total_steps: int, warmup_ratio: float):
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class Optimization:
+    """What an optimizer step needs besides the model and the batch."""
+
+    optimizer: torch.optim.Optimizer  # AdamW (make_optimizer)
+    scheduler: object  # warm-up then linear decay (make_scheduler)
+    scaler: object  # fp16's loss scaler; a pass-through otherwise (grad_scaler)
+    dtype: torch.dtype | None  # autocast dtype; None: fp32
+    grad_clip: float  # max global gradient norm; 0 = off
+
+
+def train_step(model, ids, mask, labels, opt: Optimization) -> torch.Tensor:
+    """One optimizer step; returns the loss on the device (no host sync)."""
+    with torch.autocast(device_type=ids.device.type, dtype=opt.dtype or torch.float32, enabled=opt.dtype is not None):
+        logits = model(ids, mask)
+    loss = F.cross_entropy(logits.float(), labels)
+    opt.scaler.scale(loss).backward()
+    if opt.grad_clip > 0:
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in opt.optimizer.param_groups for p in g["params"]], opt.grad_clip)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scheduler.step()
+    return loss.detach()
+
+
+@dataclass
+class TrainData:
+    """What the training loop needs: token ids per epoch (augmentation varies them) and labels."""
+
+    epoch_ids: list  # per epoch: a list of token-id lists, one per training row
+    labels: np.ndarray
+    val_ids: list
+    val_labels: np.ndarray
+    pad_id: int
+    eval_batch_size: int  # what fitting_batch_size found
+
+
+@dataclass
+class Loop:
+    """The training loop's state across epochs and sync points."""
+
+    model: Classifier
+    net: nn.Module  # the model, wrapped for data parallel when there are several ranks
+    params: list  # the trainable tensors
+    opt: Optimization
+    progress: Progress
+    rng: np.random.Generator  # shuffles the batches
+    lengths: list  # per epoch's token ids: each row's length
+    steps: int  # steps per epoch and rank
+    epochs: int
+    history: list = field(default_factory=list)
+    best: dict | None = None  # the best epoch's trainable weights (rank 0 alone keeps them)
+    best_acc: float = -1.0
+    stopped: bool = False  # the time limit was reached
+    signalled: bool = False  # a stop signal arrived, in some rank
+    seen: int = 0  # rows trained on, all ranks together
+    tokens: int = 0
+    loss_sum: torch.Tensor | None = None  # this epoch's finite losses, on the device (no host sync)
+    finite_steps: torch.Tensor | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def result(self) -> dict:
+        return {"state": self.best, "history": self.history, "train_seconds": time.perf_counter() - self.started,
+                "samples": self.seen, "tokens": self.tokens, "stopped_early": self.stopped,
+                "signalled": self.signalled}
+
+
+def train_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int | None = None) -> dict:
+    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it). A signal
+    skips the unfinished epoch's evaluation: the best finished epoch is what predicts."""
+    loop = start_loop(ctx, data, model, epochs or ctx.cfg.epochs)
+    for epoch in range(loop.epochs):
+        finished = train_epoch(ctx, data, loop, epoch)
+        if loop.signalled and not finished:
+            break  # an unfinished epoch is not evaluated: the best finished one predicts
+        end_epoch(ctx, data, loop, epoch)
+        if loop.stopped or loop.signalled:
+            break
+    loop.progress.close()
+    return loop.result()
+
+
+def start_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int) -> Loop:
+    """The loop's optimizer, schedule, batch order and progress display, before the first step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    net = model
+    if ctx.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    rng = np.random.default_rng(ctx.cfg.seed)
+    lengths = [np.array([len(s) for s in ids]) for ids in data.epoch_ids]
+    steps = len(length_grouped_batches(lengths[0], ctx.cfg.batch_size, rng)) // ctx.world
+    optimizer = make_optimizer(params, ctx.cfg, ctx.device)
+    opt = Optimization(optimizer, make_scheduler(optimizer, steps * epochs, ctx.cfg.warmup_ratio),
+                       grad_scaler(ctx.dtype), ctx.dtype, ctx.cfg.grad_clip)
+    progress = Progress(steps * epochs, epochs, ctx.cfg.progress_seconds if ctx.rank == 0 else None)
+    return Loop(model, net, params, opt, progress, rng, lengths, steps, epochs)
+
+
+def train_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> bool:
+    """This rank's share of one epoch's steps, up to a sync point that stops it; whether the epoch finished."""
+    ids_epoch = data.epoch_ids[epoch % len(data.epoch_ids)]
+    batches = length_grouped_batches(loop.lengths[epoch % len(loop.lengths)], ctx.cfg.batch_size, loop.rng)
+    batches = batches[: loop.steps * ctx.world][ctx.rank::ctx.world]
+    loop.net.train()
+    loop.loss_sum = torch.zeros((), device=ctx.device)
+    loop.finite_steps = torch.zeros((), device=ctx.device)
+    for step, batch in enumerate(batches):
+        seqs = [ids_epoch[i] for i in batch]
+        ids, mask = pad_batch(seqs, data.pad_id, ctx.device)
+        labels = to_device(torch.as_tensor(data.labels[batch]), ctx.device)
+        loss = train_step(loop.net, ids, mask, labels, loop.opt)
+        finite = torch.isfinite(loss)
+        loop.loss_sum += torch.where(finite, loss, 0.0)
+        loop.finite_steps += finite
+        loop.seen += len(batch) * ctx.world
+        loop.tokens += sum(len(s) for s in seqs) * ctx.world
+        last = step == len(batches) - 1
+        if ((step + 1) % SYNC_STEPS == 0 or last) and sync_point(ctx, loop, epoch + 1, step + 1, len(batches)):
+            return last
+    return True
+
+
+def sync_point(ctx: RunContext, loop: Loop, epoch: int, step: int, steps: int) -> bool:
+    """Every SYNC_STEPS steps all ranks agree on whether to stop (the time limit, a stop signal) or fail
+    (non-finite trainable weights, or a non-finite loss that no fp16 GradScaler skip explains); True: stop."""
+    diverged = not bool(torch.stack([torch.isfinite(p).all() for p in loop.params]).all()) or (
+        not loop.opt.scaler.is_enabled() and loop.finite_steps.item() < step)
+    late, signalled, diverged = any_rank([time.monotonic() > ctx.deadline, ctx.stop.requested(), diverged], ctx)
+    if diverged:
+        raise DivergedError(f"training diverged at epoch {epoch} step {step}: non-finite loss or weights (try a "
+                            "lower lr); no submission written")
+    loop.progress.update(epoch, step, steps, loop.seen, loop.loss_sum.item() / max(1.0, loop.finite_steps.item()))
+    loop.stopped, loop.signalled = late, signalled
+    return late or signalled
+
+
+def end_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> None:
+    """The epoch's evaluation, its line in the history and the log, and the best state kept."""
+    finite_steps, loss_sum = reduce_sum([loop.finite_steps.item(), loop.loss_sum.item()], ctx)
+    if finite_steps == 0:
+        raise DivergedError(f"training diverged: every step of epoch {epoch + 1} had a non-finite loss; "
+                            "no submission written")
+    val_loss, val_acc = evaluate(ctx, loop.model, data)
+    loop.history.append({"epoch": epoch + 1, "train_loss": round(loss_sum / finite_steps, 5),
+                         "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5),
+                         "stopped_early": loop.stopped})
+    if ctx.rank == 0:
+        print(f"epoch {epoch + 1}: train_loss {loop.history[-1]['train_loss']:.4f}  val_loss {val_loss:.4f}  "
+              f"val_acc {val_acc:.4f}" + ("  (time limit reached: stopping)" if loop.stopped else ""), flush=True)
+    if val_acc > loop.best_acc:
+        loop.best_acc, loop.best = val_acc, trainable_state(loop.model) if ctx.rank == 0 else None
+
+
+def evaluate(ctx: RunContext, model: Classifier, data: TrainData) -> tuple[float, float]:
+    """Validation loss and accuracy; each rank scores a shard and the sums are all-reduced."""
+    shard = np.arange(ctx.rank, len(data.val_ids), ctx.world)
+    logits = predict_logits(model, [data.val_ids[i] for i in shard], data.eval_batch_size,
+                            Feed(data.pad_id, ctx.device, ctx.dtype), desc="validate")
+    labels = data.val_labels[shard]
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), reduction="sum").item()
+    sums = reduce_sum([loss, float((logits.argmax(1) == labels).sum()), float(len(shard))], ctx)
+    return sums[0] / sums[2], sums[1] / sums[2]
+
+
+def reduce_sum(values: list[float], ctx: RunContext) -> list[float]:
+    if ctx.world == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def any_rank(flags: list[bool], ctx: RunContext) -> list[bool]:
+    """Each flag true on any rank: every rank must stop or fail at the same step, or DDP would hang."""
+    return [total > 0 for total in reduce_sum([float(f) for f in flags], ctx)]
+
+
+def trainable_state(model: Classifier) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def load_trainable_state(model: Classifier, state: dict) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+class Progress:
+    """Training progress at each sync point: a tqdm bar on a terminal; elsewhere (Kaggle's log, where tqdm
+    stays silent) a plain line every `interval` seconds (progress_seconds). `interval` None: nothing shown."""
+
+    def __init__(self, total_steps: int, epochs: int, interval: float | None):
+        from tqdm.auto import tqdm
+
+        self.total, self.epochs, self.start, self.last = total_steps, epochs, time.perf_counter(), 0.0
+        self.bar = tqdm(total=total_steps, desc="train") if interval is not None and sys.stderr.isatty() else None
+        self.interval = interval if interval is not None and self.bar is None else math.inf
+
+    def update(self, epoch: int, step: int, steps: int, rows: int, loss: float) -> None:
+        """At step `step` of `steps` in epoch `epoch` (both from 1), `rows` trained on, the epoch's mean loss."""
+        now = time.perf_counter()
+        done = (epoch - 1) * (self.total // self.epochs) + step
+        elapsed = max(now - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix(epoch=f"{epoch}/{self.epochs}", loss=f"{loss:.4f}", rows_s=f"{rows / elapsed:.0f}")
+        elif now - self.last >= self.interval:
+            self.last = now
+            left = elapsed / max(done, 1) * (self.total - done)
+            print(f"epoch {epoch}/{self.epochs} step {step}/{steps} | {rows / elapsed:.0f} rows/s | loss {loss:.4f} | "
+                  f"{_duration(elapsed)} elapsed, ~{_duration(left)} left", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# -------------------------------------------------------------------------------------- data parallel
+# With several processes (one per GPU), train() spawns the ranks; each builds its model, trains its share of every
+# batch list under DistributedDataParallel, and rank 0 hands back the best state through a file. The run context
+# crosses to them, so every rank agrees on the config, the deadline and the stop marker.
+def process_count(cfg: Config) -> int:
+    if cfg.processes:
+        return cfg.processes
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """What a spawned rank needs besides the run context and the rows."""
+
+    port: int  # the rendezvous port on 127.0.0.1
+    source: str  # where the encoder weights load from
+    state: dict  # the trainable weights to start from
+    epochs: int
+    result: str  # the file rank 0 saves its result in
+
+
+def train(ctx: RunContext, data: TrainData, model: Model, epochs: int | None = None) -> dict:
+    """Trains in this process, or data-parallel over ctx.world spawned ranks when there are several."""
+    if ctx.world == 1:
+        return train_loop(ctx, data, model.net.to(ctx.device), epochs)
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
+        job = RankJob(free_port(), model.source, trainable_state(model.net), epochs or ctx.cfg.epochs,
+                      os.path.join(tmp, "result.pt"))
+        mp.spawn(ddp_worker, nprocs=ctx.world, join=True, args=(ctx, data, job))
+        result = torch.load(job.result, weights_only=False)
+    if "diverged" in result:
+        raise DivergedError(result["diverged"])
+    return result
+
+
+def ddp_worker(rank: int, ctx: RunContext, data: TrainData, job: RankJob) -> None:
+    """One data-parallel rank: train, then rank 0 alone saves the best state; the others just exit."""
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= ctx.world
+    device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    else:  # ranks share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world))
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{job.port}",
+                            rank=rank, world_size=ctx.world)
     try:
-        broken = invalid_utf8_lines(path)
-        frame = pd.read_csv(path, encoding_errors="replace")  # arrow-backed strings cannot hold invalid text
+        with StopSignal(ctx.stop.marker).installed() as stop:
+            torch.manual_seed(ctx.cfg.seed)
+            model = build_model(ctx.cfg, job.source).to(device)
+            load_trainable_state(model, job.state)
+            try:
+                result = train_loop(dataclasses.replace(ctx, device=device, rank=rank, stop=stop), data, model,
+                                    job.epochs)
+            except DivergedError as exc:  # every rank raises it at the same step; rank 0 reports it
+                result = {"diverged": str(exc)}
+        if rank == 0:
+            torch.save(result, job.result)
+    finally:
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------- prediction
+# torch >= 2.5 names it torch.OutOfMemoryError; older releases only torch.cuda's (the same class today).
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How token ids reach a model: padded with `pad_id`, on `device`, under autocast to `dtype` (None: fp32)."""
+
+    pad_id: int
+    device: torch.device
+    dtype: torch.dtype | None = None
+
+
+@torch.no_grad()
+def batch_logits(model, seqs: list[list[int]], feed: Feed) -> np.ndarray:
+    model.eval()
+    ids, mask = pad_batch(seqs, feed.pad_id, feed.device)
+    with torch.autocast(device_type=feed.device.type, dtype=feed.dtype or torch.float32,
+                        enabled=feed.dtype is not None):
+        return model(ids, mask).float().cpu().numpy()
+
+
+def halved_batch(size: int, desc: str) -> int:
+    """The batch size to retry with after running out of memory with `size` rows."""
+    if size == 1:
+        raise KernelError(f"{desc}: out of memory with one row per batch; lower predict_max_length")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    print(f"{desc}: out of memory with {size} rows per batch; retrying with {size // 2}", file=sys.stderr, flush=True)
+    return size // 2
+
+
+def predict_logits(model, seqs: list[list[int]], batch_size: int, feed: Feed, desc: str = "predict") -> np.ndarray:
+    """Logits in the input's order; batches run in length order (sorted_batches') and the order is restored
+    after. A batch that runs out of memory is retried with half as many rows, and so are the rest."""
+    from tqdm.auto import tqdm
+
+    order = np.argsort(-np.array([len(s) for s in seqs]), kind="stable")
+    out = np.zeros((len(seqs), len(LABELS)), dtype=np.float32)
+    start, size = 0, batch_size
+    with tqdm(total=len(order), desc=desc, leave=False, disable=None) as bar:
+        while start < len(order):
+            rows = order[start:start + size]
+            try:
+                out[rows] = batch_logits(model, [seqs[i] for i in rows], feed)
+            except OUT_OF_MEMORY:
+                size = halved_batch(size, desc)
+                continue
+            start += len(rows)
+            bar.update(len(rows))
+    return out
+
+
+def fitting_batch_size(model, seqs: list[list[int]], batch_size: int, feed: Feed) -> int:
+    """The largest prediction batch, at most `batch_size`, that fits in memory with the longest rows of `seqs`:
+    tried before training, so that a prediction batch too large is not found only after it."""
+    longest = sorted(seqs, key=len, reverse=True)[:batch_size]
+    while True:
+        try:
+            batch_logits(model, longest[:batch_size], feed)
+            return batch_size
+        except OUT_OF_MEMORY:
+            batch_size = halved_batch(batch_size, "prediction check")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises validation NLL (a log-spaced grid): EM needs calibrated probabilities."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 241))
+    nll = [-np.log(softmax(logits / t)[np.arange(len(labels)), labels] + 1e-12).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def em_prior(probs: np.ndarray, train_prior: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """The test label prior by EM (Saerens, Latinne & Decaestecker 2002)."""
+    prior = train_prior.copy()
+    for _ in range(iterations):
+        adjusted = reweight(probs, prior, train_prior)
+        new = adjusted.mean(axis=0)
+        if np.abs(new - prior).max() < 1e-7:
+            break
+        prior = new
+    return prior
+
+
+def reweight(probs: np.ndarray, prior: np.ndarray, train_prior: np.ndarray) -> np.ndarray:
+    adjusted = probs * (prior / train_prior)
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
+def corrected_probabilities(test_logits: np.ndarray, temperature: float, method: str,
+                            train_prior: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Test probabilities after temperature scaling and (optionally) the EM prior correction."""
+    probs = softmax(test_logits / temperature)
+    if method == "none":
+        return probs, None
+    prior = em_prior(probs, train_prior)
+    if method == "em_uniform":  # halfway to uniform: EM alone can over-commit to the shifted half's skew
+        prior = (prior + np.full_like(prior, 1.0 / len(prior))) / 2
+    return reweight(probs, prior, train_prior), prior
+
+
+# -------------------------------------------------------------------------------------------- outputs
+OUTPUT_NAMES = ("submission.csv", "probabilities.csv", "logits.npz", "config.json", "metrics.json",
+                "curves.png", "confusion.png", "adapter")  # published in this order: the submission first
+
+
+def keep_adapter(model: Model, scratch: Path, out: Path) -> Path:
+    """The trained adapter saved into the output folder before predicting, so that no later failure loses the
+    training (its temperature is not fitted yet: a predict-only run fits it). An earlier run's outputs there go
+    first: beside this run's adapter they would pass for its own."""
+    save_adapter(model, scratch / "adapter", None)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_NAMES[:-1]:
+        remove_output(out / name)
+    publish_file(scratch / "adapter", out / "adapter")
+    print(f"saved the trained adapter to {out / 'adapter'} before predicting", flush=True)
+    return out / "adapter"
+
+
+def failed_after_training(exc: Exception, adapter: Path | None) -> KernelError:
+    """A failure while predicting or writing, as one line that says where the trained adapter is kept and how to
+    predict with it: exit 5 (non-finite predictions stay 4, a second signal 128 + N; a predict-only run's own
+    errors are unchanged)."""
+    text = f"cannot write the outputs: {exc.strerror or exc} ({exc.filename})" if isinstance(exc, OSError) else str(exc)
+    if adapter is None:
+        return exc if isinstance(exc, KernelError) else PublishError(text)
+    note = (f"; the trained adapter is kept in {adapter}: predict with it using --set adapter_from={adapter} "
+            "(lorakit push --predict-from N)")
+    if isinstance(exc, Interrupted):
+        return Interrupted(f"{exc.signame} again: stopped at once, no submission written{note}", exc.signame)
+    return (DivergedError if isinstance(exc, DivergedError) else PublishError)(text + note)
+
+
+def save_adapter(model: Model, folder: Path, temperature: float | None) -> None:
+    """The LoRA adapter (PEFT format), the head's weights and what reloading needs, in `folder`."""
+    folder.mkdir(parents=True)
+    model.net.encoder.save_pretrained(str(folder))
+    torch.save(model.net.head.state_dict(), folder / "head.pt")
+    if model.generated:  # an encoder generated for this run (random weights): keep it and its tokenizer to reload
+        copy_tree(Path(model.source), folder / "base")
+    write_json(folder / "kit.json", {"config": dataclasses.asdict(model.config), "temperature": temperature,
+                                     "hidden_size": model.net.encoder.get_base_model().config.hidden_size})
+
+
+def submission_problem(frame: pd.DataFrame, expected_rows: int) -> str | None:
+    """Why a submission frame is invalid, or None: the one rule set for the kernel and lorakit."""
+    if list(frame.columns) != ["ID", "Label"]:
+        return f"columns must be exactly ID,Label, got {','.join(map(str, frame.columns))}"
+    if len(frame) != expected_rows:
+        return f"{len(frame)} rows, expected {expected_rows}"
+    for column in ("ID", "Label"):
+        if not pd.api.types.is_integer_dtype(frame[column]):  # "1.0" is refused too: Kaggle wants integers
+            values = frame[column].astype(str)
+            bad = values[~values.str.fullmatch(r"-?\d+")]
+            example = f"; row {bad.index[0]} holds {bad.iloc[0]!r}" if len(bad) else ""
+            return f"{column} must hold integers on every row{example}"
+    ids = frame["ID"].astype(np.int64)
+    if ids.duplicated().any():
+        return f"ID has duplicates (e.g. {int(ids[ids.duplicated()].iloc[0])})"
+    if set(ids) != set(range(expected_rows)):
+        return f"IDs must be exactly 0..{expected_rows - 1}"
+    bad = ~frame["Label"].astype(np.int64).isin(range(len(LABELS)))
+    if bad.any():
+        return f"Label must be 0-3; row {int(np.flatnonzero(bad)[0])} holds {frame['Label'][bad].iloc[0]}"
+    return None
+
+
+def validate_submission(path, expected_rows: int) -> None:
+    """Raises SubmissionError with one line when the CSV at `path` is not a valid submission."""
+    try:
+        frame = pd.read_csv(path)
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read training CSV {path}: {exc}") from None
-    if broken:
-        print(f"warning: {broken:,} line(s) of {path} were not valid UTF-8; the invalid bytes became U+FFFD",
-              file=sys.stderr, flush=True)
-    missing = [c for c in AG_NEWS_COLUMNS if c not in frame.columns]
+        raise SubmissionError(f"cannot read {path}: {exc}") from None
+    problem = submission_problem(frame, expected_rows)
+    if problem:
+        raise SubmissionError(f"{path}: {problem}")
+
+
+def write_submission(path: Path, labels: np.ndarray) -> None:
+    pd.DataFrame({"ID": np.arange(len(labels)), "Label": labels.astype(int)}).to_csv(path, index=False)
+    validate_submission(path, len(labels))
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Files and folders copied with fresh modes (the umask's), not the source's: inputs may be read-only."""
+    dst.mkdir(parents=True)
+    for path in sorted(Path(src).iterdir()):
+        if path.is_dir():
+            copy_tree(path, dst / path.name)
+        else:
+            shutil.copyfile(path, dst / path.name)
+
+
+def publish_file(src: Path, dst: Path) -> None:
+    """`src` (a file or folder) as `dst`, atomically: copied beside it under a temporary name, then renamed."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
+    try:
+        if src.is_dir():
+            copy_tree(src, tmp)
+            if dst.exists():
+                os.replace(dst, old)
+            os.replace(tmp, dst)
+        else:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+    finally:
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Moves the staged outputs into `out`, submission.csv first; removes outputs of an earlier run that this
+    one did not write. A failure after the submission leaves it in place and names what is missing."""
+    out.mkdir(parents=True, exist_ok=True)
+    publish_file(stage / "submission.csv", out / "submission.csv")
+    missing = []
+    for name in OUTPUT_NAMES[1:]:
+        src, dst = stage / name, out / name
+        try:
+            if src.exists():
+                publish_file(src, dst)
+            else:  # an earlier run's file would pass for this run's
+                remove_output(dst)
+        except OSError as exc:
+            missing.append(f"{name} ({exc.strerror or exc})")
+            shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
     if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(AG_NEWS_COLUMNS)}")
-    labels = pd.to_numeric(frame["Class Index"], errors="coerce") - 1
-    if frame.empty or labels.isna().any() or not labels.isin(range(len(LABELS))).all():
-        raise DataError(f"{path}: 'Class Index' must hold 1-4 on every row (and the file must have rows)")
-    text = frame["Title"].fillna("").astype(str) + " " + frame["Description"].fillna("").astype(str)
-    return pd.DataFrame({"text": text, "label": labels.astype(int)})
+        raise PublishError(f"published {out / 'submission.csv'}, but not: {', '.join(missing)}")
 
 
-def unique_input(name: str, root: Path, key: str, accept=lambda path: True) -> Path | None:
-    """The one file called `name` under `root` that `accept`s; several are refused, since any attached dataset
-    could shadow the intended one."""
-    found = [p for p in sorted(root.rglob(name)) if accept(p)] if root.is_dir() else []
-    if len(found) > 1:
-        raise DataError(f"{len(found)} candidate {name} files under {root}: {', '.join(map(str, found))}; "
-                        f"choose one with --set {key}=PATH")
-    return found[0] if found else None
+def remove_output(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
-def input_listing(root: Path, limit: int = 40) -> str:
-    if not root.is_dir():
-        return f"{root} does not exist"
-    files = sorted(str(p) for p in root.rglob("*") if p.is_file())
-    more = f" ... and {len(files) - limit} more" if len(files) > limit else ""
-    return ", ".join(files[:limit]) + more if files else f"{root} is empty"
-
-
-def competition_test_files(root: Path) -> tuple[Path, Path]:
-    """Where Kaggle mounts the competition's own test file (the path has varied between images)."""
-    return root / COMPETITION / TEST_FILE_NAME, root / "competitions" / COMPETITION / TEST_FILE_NAME
-
-
-def find_test_file(root: Path = KAGGLE_INPUT) -> Path:
-    """The competition's own test_unlabelled.pkl; elsewhere under `root` only when it is absent (with a warning:
-    predictions on another dataset's file are no submission)."""
-    for path in competition_test_files(root):
-        if path.is_file():
-            return path
-    found = unique_input(TEST_FILE_NAME, root, "test_data")
-    if found:
-        print(f"warning: the competition {COMPETITION} is not attached: reading {found}, another dataset's file; "
-              f"attach the competition (competition_sources) before submitting", file=sys.stderr, flush=True)
-        return found
-    if on_kaggle():
-        raise DataError(f"{TEST_FILE_NAME} not found under {root}; attach the competition {COMPETITION}. "
-                        f"Found: {input_listing(root)}")
-    raise DataError(f"no {TEST_FILE_NAME} here ({root} is Kaggle's input folder): pass --set test_data=PATH "
-                    f"(kaggle competitions download -c {COMPETITION})")
-
-
-def find_train_source(root: Path = KAGGLE_INPUT) -> str:
-    """An attached AG News train.csv (internet off works), else the Hugging Face dataset."""
-    found = unique_input("train.csv", root, "train_data", has_ag_news_columns)
-    return str(found) if found else "hf:ag_news"
-
-
-def has_ag_news_columns(path: Path) -> bool:
+def save_plots(out: Path, history: list[dict], confusion: np.ndarray) -> list[str]:
+    """Loss and accuracy curves and the normalised confusion matrix; skipped without matplotlib or history."""
     try:
-        return set(AG_NEWS_COLUMNS) <= set(pd.read_csv(path, nrows=0).columns)
-    except (OSError, ValueError):
-        return False
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: plots skipped")
+        return []
+    if not history:
+        return []
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss")
+    axes[0].legend()
+    axes[1].plot(epochs, [h["val_accuracy"] for h in history], "o-")
+    axes[1].set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    norm = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(norm):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black")
+    ax.set(xticks=range(len(LABELS)), yticks=range(len(LABELS)), xticklabels=LABELS, yticklabels=LABELS,
+           xlabel="predicted", ylabel="true", title="Validation confusion (row-normalised)")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=100)
+    plt.close(fig)
+    return ["curves.png", "confusion.png"]
 
 
-def load_train_frame(source: str) -> pd.DataFrame:
-    """Training rows as text + label (0-3), from a CSV in the AG News layout or the HF dataset."""
-    if source != "hf:ag_news":
-        return read_ag_news_csv(Path(source))
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "datasets", "numpy", "pandas", "pyarrow"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# ----------------------------------------------------------------------------------------- smoke mode
+SMOKE_NOTICE = "SMOKE RUN: tiny random encoder, synthetic data -- not a submission"
+SMOKE_VOCAB = 800
+# A tiny random encoder needs a larger step than a pretrained one; explicit overrides still win.
+SMOKE_DEFAULTS = {"lr": 5e-3, "epochs": 4, "val_fraction": 0.2, "batch_size": 16, "smoke": True}
+SMOKE_ARCH = {  # a tiny RoBERTa; initializer_range 0.2 keeps the first token input-dependent
+    "model_type": "roberta", "vocab_size": SMOKE_VOCAB, "hidden_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "intermediate_size": 128, "max_position_embeddings": 260, "type_vocab_size": 1,
+    "initializer_range": 0.2, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+}
+SMOKE_KEYWORDS = (
+    ("election", "minister", "embassy", "parliament", "ceasefire", "refugees", "treaty", "diplomat"),
+    ("goal", "striker", "tournament", "coach", "playoff", "quarterback", "medal", "stadium"),
+    ("earnings", "shares", "merger", "investors", "profit", "retailer", "dividend", "quarterly"),
+    ("software", "chip", "internet", "processor", "spacecraft", "genome", "browser", "wireless"),
+)
+SMOKE_FILLER = ("the", "a", "on", "in", "said", "after", "new", "year", "report", "today", "with", "over",
+                "from", "week", "first", "people", "plans", "officials", "monday", "group", "could", "more")
+
+
+def smoke_texts(n: int, rng: random.Random, noisy: bool = False) -> tuple[list[str], list[int]]:
+    """Rows separable by class keywords, inside filler; `noisy` adds case changes and cuts."""
+    texts, labels = [], []
+    for _ in range(n):
+        label = rng.randrange(len(LABELS))
+        words = [rng.choice(SMOKE_FILLER) for _ in range(rng.randint(8, 30))]
+        for _ in range(rng.randint(2, 4)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(SMOKE_KEYWORDS[label]))
+        text = " ".join(words)
+        texts.append(augment_text(text, rng) if noisy and rng.random() < 0.3 else text)
+        labels.append(label)
+    return texts, labels
+
+
+def make_smoke_inputs(folder: Path, seed: int) -> tuple[Path, Path, list[str]]:
+    """A synthetic training CSV in the AG News layout and an 8000-row test pickle shaped like the real one, and
+    their texts as the run reads them (cleaned), for the tokenizer."""
+    rng = random.Random(seed)
+    texts, labels = smoke_texts(3000, rng)
+    titles = [" ".join(t.split()[:4]) for t in texts]
+    bodies = [" ".join(t.split()[4:]) for t in texts]
+    train_csv = folder / "train.csv"
+    pd.DataFrame({"Class Index": [y + 1 for y in labels], "Title": titles, "Description": bodies}).to_csv(
+        train_csv, index=False)
+    test_texts, _ = smoke_texts(8000, rng, noisy=True)
     try:
-        from datasets import load_dataset
+        from datasets import Dataset
 
-        split = load_dataset("ag_news", split="train")
-    except Exception as exc:  # offline, hub errors, a missing package: one advice for all
-        raise DataError(f"cannot load ag_news from the Hugging Face hub ({type(exc).__name__}); pass --set "
-                        f"train_data=PATH/train.csv (kaggle datasets download {AG_NEWS_DATASET})") from None
-    return pd.DataFrame({"text": list(split["text"]), "label": list(split["label"])})
+        test_obj = Dataset.from_dict({"text": test_texts})
+    except ImportError:
+        test_obj = pd.DataFrame({"text": test_texts})
+    test_pkl = folder / TEST_FILE_NAME
+    with open(test_pkl, "wb") as handle:
+        pickle.dump(test_obj, handle)
+    return train_csv, test_pkl, texts + [clean_text(t) for t in test_texts]
 
 
+def smoke_tokenizer(texts: list[str]):
+    """A byte-level BPE tokenizer with RoBERTa's special tokens, trained here in a fraction of a second."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=SMOKE_VOCAB, min_frequency=1, special_tokens=specials,
+                            show_progress=False)
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                   sep_token="</s>", cls_token="<s>", pad_token="<pad>", unk_token="<unk>",
+                                   mask_token="<mask>")
+
+
+def save_smoke_encoder(cfg: Config, tokenizer, folder: Path) -> str:
+    """A tiny random RoBERTa and its tokenizer saved in `folder`, so every rank and the adapter reload them."""
+    from transformers import AutoModel
+
+    torch.manual_seed(cfg.seed)
+    AutoModel.from_config(encoder_config(cfg, len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+# ----------------------------------------------------------------------------------- test file reader
 # Test pickles are untrusted: nothing in one may run code, crash the kernel or take its memory. So the file is
 # read in a forked child whose address space is capped (a child that dies of a signal or runs out of memory is
 # one line here); its opcodes are walked before anything is built (scan_pickle); every allowed global becomes an
@@ -1271,216 +2664,7 @@ def _arrow_values(ends: list, data, validity, offset: int, path: Path) -> list:
     return texts
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation row indices, the same share of every class held out."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        n_val = max(1, int(round(len(rows) * fraction)))
-        val.append(rows[:n_val])
-        train.append(rows[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
-def augment_text(text: str, rng: random.Random) -> str:
-    """One cheap noise that mimics the generated half of the test file: case, truncation or typos."""
-    if not text:
-        return text
-    kind = rng.randrange(3)
-    if kind == 0:
-        return text.lower() if rng.random() < 0.7 else text.upper()
-    if kind == 1:
-        return text[: max(20, int(len(text) * rng.uniform(0.4, 0.9)))]
-    chars = list(text)
-    for _ in range(max(1, len(chars) // 30)):
-        i = rng.randrange(len(chars))
-        op = rng.randrange(3)
-        if op == 0:
-            chars[i] = ""
-        elif op == 1:
-            chars[i] = chars[i] * 2
-        else:
-            chars[i] = rng.choice("abcdefghijklmnopqrstuvwxyz")
-    return "".join(chars)
-
-
-# ------------------------------------------------------------------------------------------- batching
-def encode_texts(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids with <s> and </s>, truncated, unpadded: the one preprocessing for every split."""
-    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-
-
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                           pool: int = 64) -> list[np.ndarray]:
-    """Shuffled batches of rows of similar length: sort within random pools of `pool` batches."""
-    order = rng.permutation(len(lengths))
-    batches = []
-    for start in range(0, len(order), pool * batch_size):
-        chunk = order[start:start + pool * batch_size]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Prediction batches in length order (longest first), so each pads to a near neighbour."""
-    order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`t` on `device`. To a GPU through pinned memory without waiting, so the host queues the next step while the
-    GPU runs; a CPU tensor stays itself on CPU."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, device: torch.device):
-    """input_ids and attention_mask padded to the batch's longest row (on GPU rounded up to 8 for tensor cores)."""
-    width = max(len(s) for s in seqs)
-    if device.type == "cuda":
-        width = -(-width // 8) * 8
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return to_device(ids, device), to_device(mask, device)
-
-
-# ------------------------------------------------------------------------------------------- training
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """None means fp32. T4s have no bf16, so auto picks fp16 there (with a GradScaler)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def grad_scaler(dtype: torch.dtype | None):
-    """A GradScaler for fp16 (a pass-through otherwise): torch >= 2.3 has torch.amp's, older only cuda's."""
-    scaler_cls = getattr(torch.amp, "GradScaler", None)
-    if scaler_cls is None:
-        return torch.cuda.amp.GradScaler(enabled=dtype is torch.float16)
-    return scaler_cls("cuda", enabled=dtype is torch.float16)
-
-
-def make_optimizer(params: list, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
-
-
-def make_scheduler(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(total_steps * warmup_ratio))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def train_step(model, ids, mask, labels, optimizer, scheduler, scaler, dtype, grad_clip: float) -> torch.Tensor:
-    """One optimizer step; returns the loss on the device (no host sync)."""
-    with torch.autocast(device_type=ids.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        logits = model(ids, mask)
-    loss = F.cross_entropy(logits.float(), labels)
-    scaler.scale(loss).backward()
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    return loss.detach()
-
-
-# torch >= 2.5 names it torch.OutOfMemoryError; older releases only torch.cuda's (the same class today).
-OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-@torch.no_grad()
-def batch_logits(model, seqs: list[list[int]], pad_id: int, device, dtype) -> np.ndarray:
-    model.eval()
-    ids, mask = pad_batch(seqs, pad_id, device)
-    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        return model(ids, mask).float().cpu().numpy()
-
-
-def halved_batch(size: int, desc: str) -> int:
-    """The batch size to retry with after running out of memory with `size` rows."""
-    if size == 1:
-        raise KernelError(f"{desc}: out of memory with one row per batch; lower predict_max_length")
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    print(f"{desc}: out of memory with {size} rows per batch; retrying with {size // 2}", file=sys.stderr, flush=True)
-    return size // 2
-
-
-def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int, device, dtype,
-                   desc: str = "predict") -> np.ndarray:
-    """Logits in the input's order; batches run in length order (sorted_batches') and the order is restored
-    after. A batch that runs out of memory is retried with half as many rows, and so are the rest."""
-    from tqdm.auto import tqdm
-
-    order = np.argsort(-np.array([len(s) for s in seqs]), kind="stable")
-    out = np.zeros((len(seqs), len(LABELS)), dtype=np.float32)
-    start, size = 0, batch_size
-    with tqdm(total=len(order), desc=desc, leave=False, disable=None) as bar:
-        while start < len(order):
-            rows = order[start:start + size]
-            try:
-                out[rows] = batch_logits(model, [seqs[i] for i in rows], pad_id, device, dtype)
-            except OUT_OF_MEMORY:
-                size = halved_batch(size, desc)
-                continue
-            start += len(rows)
-            bar.update(len(rows))
-    return out
-
-
-def fitting_batch_size(model, seqs: list[list[int]], batch_size: int, pad_id: int, device, dtype) -> int:
-    """The largest prediction batch, at most `batch_size`, that fits in memory with the longest rows of `seqs`:
-    tried before training, so that a prediction batch too large is not found only after it."""
-    longest = sorted(seqs, key=len, reverse=True)[:batch_size]
-    while True:
-        try:
-            batch_logits(model, longest[:batch_size], pad_id, device, dtype)
-            return batch_size
-        except OUT_OF_MEMORY:
-            batch_size = halved_batch(batch_size, "prediction check")
-
-
-def trainable_state(model: Classifier) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-
-def load_trainable_state(model: Classifier, state: dict) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-@dataclass
-class TrainData:
-    """What the training loop needs: token ids per epoch (augmentation varies them) and labels."""
-
-    epoch_ids: list  # per epoch: a list of token-id lists, one per training row
-    labels: np.ndarray
-    val_ids: list
-    val_labels: np.ndarray
-    pad_id: int
-    eval_batch_size: int  # what fitting_batch_size found
-
-
+# ---------------------------------------------------------------------------------------- stop signal
 class StopSignal:
     """SIGINT and SIGTERM ask training to stop at its next sync point, so that the best finished epoch still
     predicts; a second signal aborts at once. A marker file carries the request to data-parallel ranks."""
@@ -1521,1060 +2705,53 @@ class StopSignal:
                 signal.signal(signum, handler)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def progress_interval() -> float:
-    """Seconds between plain progress lines, from AGNEWS_PROGRESS_SECONDS (60 when unset)."""
-    raw = os.environ.get(PROGRESS_ENV) or "60"
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not seconds >= 0:
-        raise ConfigError(f"{PROGRESS_ENV} must be a number of seconds >= 0, got {raw!r}")
-    return seconds
-
-
-class Progress:
-    """Training progress at each sync point: a tqdm bar on a terminal; elsewhere (Kaggle's log, where tqdm
-    stays silent) a plain line every AGNEWS_PROGRESS_SECONDS seconds (60 by default)."""
-
-    def __init__(self, total_steps: int, epochs: int, show: bool):
-        from tqdm.auto import tqdm
-
-        self.total, self.epochs, self.start, self.last = total_steps, epochs, time.perf_counter(), 0.0
-        self.bar = tqdm(total=total_steps, desc="train") if show and sys.stderr.isatty() else None
-        self.interval = progress_interval() if show and self.bar is None else math.inf
-
-    def update(self, done: int, epoch: int, step: int, steps: int, rows: int, loss: float) -> None:
-        now = time.perf_counter()
-        elapsed = max(now - self.start, 1e-9)
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
-            self.bar.set_postfix(epoch=f"{epoch}/{self.epochs}", loss=f"{loss:.4f}", rows_s=f"{rows / elapsed:.0f}")
-        elif now - self.last >= self.interval:
-            self.last = now
-            left = elapsed / max(done, 1) * (self.total - done)
-            print(f"epoch {epoch}/{self.epochs} step {step}/{steps} | {rows / elapsed:.0f} rows/s | loss {loss:.4f} | "
-                  f"{_duration(elapsed)} elapsed, ~{_duration(left)} left", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def train_loop(cfg: Config, data: TrainData, model: Classifier, device: torch.device, rank: int = 0,
-               world: int = 1, deadline: float = math.inf, epochs: int | None = None,
-               stop: StopSignal | None = None) -> dict:
-    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it).
-
-    Every SYNC_STEPS steps all ranks agree on whether to stop (time limit, a stop signal) or fail (non-finite
-    trainable weights, or a non-finite loss that no fp16 GradScaler skip explains). A signal skips the
-    unfinished epoch's evaluation: the best finished epoch is what predicts."""
-    epochs = epochs or cfg.epochs
-    dtype = autocast_dtype(device, cfg.precision)
-    params = [p for p in model.parameters() if p.requires_grad]
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    rng = np.random.default_rng(cfg.seed)
-    lengths = [np.array([len(s) for s in ids]) for ids in data.epoch_ids]
-    steps_per_epoch = len(length_grouped_batches(lengths[0], cfg.batch_size, rng)) // world
-    optimizer = make_optimizer(params, cfg, device)
-    scheduler = make_scheduler(optimizer, steps_per_epoch * epochs, cfg.warmup_ratio)
-    scaler = grad_scaler(dtype)
-    progress = Progress(steps_per_epoch * epochs, epochs, show=rank == 0)
-    history, best, best_acc, stopped, signalled = [], None, -1.0, False, False
-    seen = tokens = 0
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        ids_epoch = data.epoch_ids[epoch % len(data.epoch_ids)]
-        batches = length_grouped_batches(lengths[epoch % len(lengths)], cfg.batch_size, rng)
-        batches = batches[: steps_per_epoch * world][rank::world]
-        net.train()
-        loss_sum = torch.zeros((), device=device)
-        finite_steps = torch.zeros((), device=device)
-        step = 0
-        for step, batch in enumerate(batches):
-            seqs = [ids_epoch[i] for i in batch]
-            ids, mask = pad_batch(seqs, data.pad_id, device)
-            labels = to_device(torch.as_tensor(data.labels[batch]), device)
-            loss = train_step(net, ids, mask, labels, optimizer, scheduler, scaler, dtype, cfg.grad_clip)
-            finite = torch.isfinite(loss)
-            loss_sum += torch.where(finite, loss, 0.0)
-            finite_steps += finite
-            seen += len(batch) * world
-            tokens += sum(len(s) for s in seqs) * world
-            if (step + 1) % SYNC_STEPS and step != len(batches) - 1:
-                continue
-            diverged = not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) or (
-                not scaler.is_enabled() and finite_steps.item() < step + 1)
-            flags = any_rank([time.monotonic() > deadline, stop is not None and stop.requested(), diverged],
-                             device, world)
-            if flags[2]:
-                raise DivergedError(f"training diverged at epoch {epoch + 1} step {step + 1}: non-finite loss or "
-                                    "weights (try a lower lr); no submission written")
-            progress.update(epoch * steps_per_epoch + step + 1, epoch + 1, step + 1, len(batches), seen,
-                            loss_sum.item() / max(1.0, finite_steps.item()))
-            stopped, signalled = flags[0], flags[1]
-            if stopped or signalled:
-                break
-        if signalled and step < len(batches) - 1:
-            break  # an unfinished epoch is not evaluated: the best finished one predicts
-        epoch_steps = reduce_sum([finite_steps.item(), loss_sum.item()], device, world)
-        if epoch_steps[0] == 0:
-            raise DivergedError(f"training diverged: every step of epoch {epoch + 1} had a non-finite loss; "
-                                "no submission written")
-        val_loss, val_acc = evaluate(model, data, cfg, device, dtype, rank, world)
-        history.append({"epoch": epoch + 1, "train_loss": round(epoch_steps[1] / epoch_steps[0], 5),
-                        "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5), "stopped_early": stopped})
-        if rank == 0:
-            print(f"epoch {epoch + 1}: train_loss {history[-1]['train_loss']:.4f}  val_loss {val_loss:.4f}  "
-                  f"val_acc {val_acc:.4f}" + ("  (time limit reached: stopping)" if stopped else ""), flush=True)
-        if val_acc > best_acc:
-            best_acc, best = val_acc, trainable_state(model) if rank == 0 else None
-        if stopped or signalled:
-            break
-    progress.close()
-    return {"state": best, "history": history, "train_seconds": time.perf_counter() - start, "samples": seen,
-            "tokens": tokens, "stopped_early": stopped, "signalled": signalled}
-
-
-def evaluate(model, data: TrainData, cfg: Config, device, dtype, rank: int, world: int) -> tuple[float, float]:
-    """Validation loss and accuracy; each rank scores a shard and the sums are all-reduced."""
-    shard = np.arange(rank, len(data.val_ids), world)
-    logits = predict_logits(model, [data.val_ids[i] for i in shard], data.eval_batch_size, data.pad_id,
-                            device, dtype, desc="validate")
-    labels = data.val_labels[shard]
-    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), reduction="sum").item()
-    sums = reduce_sum([loss, float((logits.argmax(1) == labels).sum()), float(len(shard))], device, world)
-    return sums[0] / sums[2], sums[1] / sums[2]
-
-
-def reduce_sum(values: list[float], device, world: int) -> list[float]:
-    if world == 1:
-        return values
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def any_rank(flags: list[bool], device, world: int) -> list[bool]:
-    """Each flag true on any rank: every rank must stop or fail at the same step, or DDP would hang."""
-    return [total > 0 for total in reduce_sum([float(f) for f in flags], device, world)]
-
-
-# ------------------------------------------------------------------------------------ data parallel
-def process_count(cfg: Config) -> int:
-    if cfg.processes:
-        return cfg.processes
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ddp_worker(rank: int, world: int, port: int, cfg: Config, data: TrainData, source: str, state: dict | None,
-               deadline_in: float, epochs: int, result_path: str, stop_marker: str) -> None:
-    """One data-parallel rank: train, then rank 0 alone saves the best state; the others just exit."""
-    import torch.distributed as dist
-
-    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world
-    device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    else:  # ranks share the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
-                            rank=rank, world_size=world)
-    try:
-        with StopSignal(Path(stop_marker)).installed() as stop:
-            torch.manual_seed(cfg.seed)
-            model = build_model(cfg, source).to(device)
-            if state is not None:
-                load_trainable_state(model, state)
-            try:
-                result = train_loop(cfg, data, model, device, rank, world, time.monotonic() + deadline_in, epochs,
-                                    stop)
-            except DivergedError as exc:  # every rank raises it at the same step; rank 0 reports it
-                result = {"diverged": str(exc)}
-        if rank == 0:
-            torch.save(result, result_path)
-    finally:
-        dist.destroy_process_group()
-
-
-def train(cfg: Config, data: TrainData, model: Model, device, deadline: float, stop: StopSignal,
-          epochs: int | None = None) -> dict:
-    """Trains in this process, or data-parallel over `processes` spawned ranks when there are several."""
-    world = process_count(cfg)
-    if world == 1:
-        return train_loop(cfg, data, model.net.to(device), device, 0, 1, deadline, epochs, stop)
-    import torch.multiprocessing as mp
-
-    state = trainable_state(model.net)
-    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
-        result_path = os.path.join(tmp, "result.pt")
-        mp.spawn(ddp_worker, nprocs=world, join=True,
-                 args=(world, free_port(), cfg, data, model.source, state, deadline - time.monotonic(),
-                       epochs or cfg.epochs, result_path, str(stop.marker)))
-        result = torch.load(result_path, weights_only=False)
-    if "diverged" in result:
-        raise DivergedError(result["diverged"])
-    return result
-
-
-# ----------------------------------------------------------------------------------------- prediction
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature that minimises validation NLL (a log-spaced grid): EM needs calibrated probabilities."""
-    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 241))
-    nll = [-np.log(softmax(logits / t)[np.arange(len(labels)), labels] + 1e-12).mean() for t in grid]
-    return float(grid[int(np.argmin(nll))])
-
-
-def em_prior(probs: np.ndarray, train_prior: np.ndarray, iterations: int = 200) -> np.ndarray:
-    """The test label prior by EM (Saerens, Latinne & Decaestecker 2002)."""
-    prior = train_prior.copy()
-    for _ in range(iterations):
-        adjusted = reweight(probs, prior, train_prior)
-        new = adjusted.mean(axis=0)
-        if np.abs(new - prior).max() < 1e-7:
-            break
-        prior = new
-    return prior
-
-
-def reweight(probs: np.ndarray, prior: np.ndarray, train_prior: np.ndarray) -> np.ndarray:
-    adjusted = probs * (prior / train_prior)
-    return adjusted / adjusted.sum(axis=1, keepdims=True)
-
-
-def corrected_probabilities(test_logits: np.ndarray, temperature: float, method: str,
-                            train_prior: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Test probabilities after temperature scaling and (optionally) the EM prior correction."""
-    probs = softmax(test_logits / temperature)
-    if method == "none":
-        return probs, None
-    prior = em_prior(probs, train_prior)
-    if method == "em_uniform":  # halfway to uniform: EM alone can over-commit to the shifted half's skew
-        prior = (prior + np.full_like(prior, 1.0 / len(prior))) / 2
-    return reweight(probs, prior, train_prior), prior
-
-
-# -------------------------------------------------------------------------------------------- outputs
-OUTPUT_NAMES = ("submission.csv", "probabilities.csv", "logits.npz", "config.json", "metrics.json",
-                "curves.png", "confusion.png", "adapter")  # published in this order: the submission first
-
-
-def submission_problem(frame: pd.DataFrame, expected_rows: int) -> str | None:
-    """Why a submission frame is invalid, or None: the one rule set for the kernel and lorakit."""
-    if list(frame.columns) != ["ID", "Label"]:
-        return f"columns must be exactly ID,Label, got {','.join(map(str, frame.columns))}"
-    if len(frame) != expected_rows:
-        return f"{len(frame)} rows, expected {expected_rows}"
-    for column in ("ID", "Label"):
-        if not pd.api.types.is_integer_dtype(frame[column]):  # "1.0" is refused too: Kaggle wants integers
-            values = frame[column].astype(str)
-            bad = values[~values.str.fullmatch(r"-?\d+")]
-            example = f"; row {bad.index[0]} holds {bad.iloc[0]!r}" if len(bad) else ""
-            return f"{column} must hold integers on every row{example}"
-    ids = frame["ID"].astype(np.int64)
-    if ids.duplicated().any():
-        return f"ID has duplicates (e.g. {int(ids[ids.duplicated()].iloc[0])})"
-    if set(ids) != set(range(expected_rows)):
-        return f"IDs must be exactly 0..{expected_rows - 1}"
-    bad = ~frame["Label"].astype(np.int64).isin(range(len(LABELS)))
-    if bad.any():
-        return f"Label must be 0-3; row {int(np.flatnonzero(bad)[0])} holds {frame['Label'][bad].iloc[0]}"
-    return None
-
-
-def validate_submission(path, expected_rows: int) -> None:
-    """Raises SubmissionError with one line when the CSV at `path` is not a valid submission."""
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise SubmissionError(f"cannot read {path}: {exc}") from None
-    problem = submission_problem(frame, expected_rows)
-    if problem:
-        raise SubmissionError(f"{path}: {problem}")
-
-
-def write_submission(path: Path, labels: np.ndarray) -> None:
-    pd.DataFrame({"ID": np.arange(len(labels)), "Label": labels.astype(int)}).to_csv(path, index=False)
-    validate_submission(path, len(labels))
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    """Files and folders copied with fresh modes (the umask's), not the source's: inputs may be read-only."""
-    dst.mkdir(parents=True)
-    for path in sorted(Path(src).iterdir()):
-        if path.is_dir():
-            copy_tree(path, dst / path.name)
-        else:
-            shutil.copyfile(path, dst / path.name)
-
-
-def publish_file(src: Path, dst: Path) -> None:
-    """`src` (a file or folder) as `dst`, atomically: copied beside it under a temporary name, then renamed."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
-    try:
-        if src.is_dir():
-            copy_tree(src, tmp)
-            if dst.exists():
-                os.replace(dst, old)
-            os.replace(tmp, dst)
-        else:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-    finally:
-        for leftover in (tmp, old):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
-
-
-def publish(stage: Path, out: Path) -> None:
-    """Moves the staged outputs into `out`, submission.csv first; removes outputs of an earlier run that this
-    one did not write. A failure after the submission leaves it in place and names what is missing."""
-    out.mkdir(parents=True, exist_ok=True)
-    publish_file(stage / "submission.csv", out / "submission.csv")
-    missing = []
-    for name in OUTPUT_NAMES[1:]:
-        src, dst = stage / name, out / name
-        try:
-            if src.exists():
-                publish_file(src, dst)
-            else:  # an earlier run's file would pass for this run's
-                remove_output(dst)
-        except OSError as exc:
-            missing.append(f"{name} ({exc.strerror or exc})")
-            shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
-    if missing:
-        raise PublishError(f"published {out / 'submission.csv'}, but not: {', '.join(missing)}")
-
-
-def remove_output(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
-def keep_adapter(model: Model, scratch: Path, out: Path) -> Path:
-    """The trained adapter saved into the output folder before predicting, so that no later failure loses the
-    training (its temperature is not fitted yet: a predict-only run fits it). An earlier run's outputs there go
-    first: beside this run's adapter they would pass for its own."""
-    save_adapter(model, scratch / "adapter", None)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_NAMES[:-1]:
-        remove_output(out / name)
-    publish_file(scratch / "adapter", out / "adapter")
-    print(f"saved the trained adapter to {out / 'adapter'} before predicting", flush=True)
-    return out / "adapter"
-
-
-def failed_after_training(exc: Exception, adapter: Path | None) -> KernelError:
-    """A failure while predicting or writing, as one line that says where the trained adapter is kept and how to
-    predict with it: exit 5 (non-finite predictions stay 4, a second signal 128 + N; a predict-only run's own
-    errors are unchanged)."""
-    text = f"cannot write the outputs: {exc.strerror or exc} ({exc.filename})" if isinstance(exc, OSError) else str(exc)
-    if adapter is None:
-        return exc if isinstance(exc, KernelError) else PublishError(text)
-    note = (f"; the trained adapter is kept in {adapter}: predict with it using --set adapter_from={adapter} "
-            "(lorakit push --predict-from N)")
-    if isinstance(exc, Interrupted):
-        return Interrupted(f"{exc.signame} again: stopped at once, no submission written{note}", exc.signame)
-    return (DivergedError if isinstance(exc, DivergedError) else PublishError)(text + note)
-
-
-def save_adapter(model: Model, folder: Path, temperature: float | None) -> None:
-    """The LoRA adapter (PEFT format), the head's weights and what reloading needs, in `folder`."""
-    folder.mkdir(parents=True)
-    model.net.encoder.save_pretrained(str(folder))
-    torch.save(model.net.head.state_dict(), folder / "head.pt")
-    if model.config.smoke:  # the tiny encoder's weights are random: keep them (and its tokenizer) to reload
-        copy_tree(Path(model.source), folder / "base")
-    write_json(folder / "kit.json", {"config": dataclasses.asdict(model.config), "temperature": temperature,
-                                     "hidden_size": model.net.encoder.get_base_model().config.hidden_size})
-
-
-def save_plots(out: Path, history: list[dict], confusion: np.ndarray) -> list[str]:
-    """Loss and accuracy curves and the normalised confusion matrix; skipped without matplotlib or history."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: plots skipped")
-        return []
-    if not history:
-        return []
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss")
-    axes[0].legend()
-    axes[1].plot(epochs, [h["val_accuracy"] for h in history], "o-")
-    axes[1].set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=100)
-    plt.close(fig)
-    norm = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), v in np.ndenumerate(norm):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black")
-    ax.set(xticks=range(len(LABELS)), yticks=range(len(LABELS)), xticklabels=LABELS, yticklabels=LABELS,
-           xlabel="predicted", ylabel="true", title="Validation confusion (row-normalised)")
-    fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=100)
-    plt.close(fig)
-    return ["curves.png", "confusion.png"]
-
-
-def library_versions() -> dict:
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "datasets", "numpy", "pandas", "pyarrow"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-# ------------------------------------------------------------------------------------------ smoke mode
-SMOKE_NOTICE = "SMOKE RUN: tiny random encoder, synthetic data -- not a submission"
-SMOKE_VOCAB = 800
-# A tiny random encoder needs a larger step than a pretrained one; explicit overrides still win.
-SMOKE_DEFAULTS = {"lr": 5e-3, "epochs": 4, "val_fraction": 0.2, "batch_size": 16, "smoke": True}
-SMOKE_ARCH = {  # a tiny RoBERTa; initializer_range 0.2 keeps the first token input-dependent
-    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-    "max_position_embeddings": 260, "type_vocab_size": 1, "initializer_range": 0.2,
-    "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
-}
-SMOKE_KEYWORDS = (
-    ("election", "minister", "embassy", "parliament", "ceasefire", "refugees", "treaty", "diplomat"),
-    ("goal", "striker", "tournament", "coach", "playoff", "quarterback", "medal", "stadium"),
-    ("earnings", "shares", "merger", "investors", "profit", "retailer", "dividend", "quarterly"),
-    ("software", "chip", "internet", "processor", "spacecraft", "genome", "browser", "wireless"),
+# ---------------------------------------------------------------------------------------- for lorakit
+_BLOCK_RE = re.compile(
+    "^" + re.escape(OVERRIDES_BEGIN) + '\nOVERRIDES_JSON = r"""\n(.*?)\n"""\n' + re.escape(OVERRIDES_END) + "$",
+    re.S | re.M,
 )
-SMOKE_FILLER = ("the", "a", "on", "in", "said", "after", "new", "year", "report", "today", "with", "over",
-                "from", "week", "first", "people", "plans", "officials", "monday", "group", "could", "more")
 
 
-def smoke_texts(n: int, rng: random.Random, noisy: bool = False) -> tuple[list[str], list[int]]:
-    """Rows separable by class keywords, inside filler; `noisy` adds case changes and cuts."""
-    texts, labels = [], []
-    for _ in range(n):
-        label = rng.randrange(len(LABELS))
-        words = [rng.choice(SMOKE_FILLER) for _ in range(rng.randint(8, 30))]
-        for _ in range(rng.randint(2, 4)):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(SMOKE_KEYWORDS[label]))
-        text = " ".join(words)
-        texts.append(augment_text(text, rng) if noisy and rng.random() < 0.3 else text)
-        labels.append(label)
-    return texts, labels
-
-
-def make_smoke_inputs(folder: Path, seed: int) -> tuple[Path, Path]:
-    """A synthetic training CSV in the AG News layout and an 8000-row test pickle shaped like the real one."""
-    rng = random.Random(seed)
-    texts, labels = smoke_texts(3000, rng)
-    titles = [" ".join(t.split()[:4]) for t in texts]
-    bodies = [" ".join(t.split()[4:]) for t in texts]
-    train_csv = folder / "train.csv"
-    pd.DataFrame({"Class Index": [y + 1 for y in labels], "Title": titles, "Description": bodies}).to_csv(
-        train_csv, index=False)
-    test_texts, _ = smoke_texts(8000, rng, noisy=True)
-    try:
-        from datasets import Dataset
-
-        test_obj = Dataset.from_dict({"text": test_texts})
-    except ImportError:
-        test_obj = pd.DataFrame({"text": test_texts})
-    test_pkl = folder / TEST_FILE_NAME
-    with open(test_pkl, "wb") as handle:
-        pickle.dump(test_obj, handle)
-    return train_csv, test_pkl
-
-
-def smoke_tokenizer(texts: list[str]):
-    """A byte-level BPE tokenizer with RoBERTa's special tokens, trained here in a fraction of a second."""
-    from tokenizers import ByteLevelBPETokenizer
-    from tokenizers.processors import RobertaProcessing
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=SMOKE_VOCAB, min_frequency=1, special_tokens=specials,
-                            show_progress=False)
-    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
-                                   sep_token="</s>", cls_token="<s>", pad_token="<pad>", unk_token="<unk>",
-                                   mask_token="<mask>")
-
-
-def save_smoke_encoder(cfg: Config, tokenizer, folder: Path) -> str:
-    """A tiny random RoBERTa and its tokenizer saved in `folder`, so every rank and the adapter reload them."""
-    from transformers import AutoModel
-
-    torch.manual_seed(cfg.seed)
-    AutoModel.from_config(encoder_config(cfg, len(tokenizer))).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-# ---------------------------------------------------------------------------------------------- phases
-@dataclass(frozen=True)
-class Inputs:
-    train: str  # a CSV in the AG News layout, or hf:ag_news
-    test: Path
-    test_kind: str  # smoke (any smoke run: a tiny random encoder) | competition (the file at its mount path) | other
-    test_sha256: str
-    synthetic: bool = False  # the smoke run's own test file
-
-    def predicted_on(self, rows: int) -> dict:
-        """What the predictions are of, for metrics.json (lorakit submits only kind "competition")."""
-        return {"kind": self.test_kind, "path": str(self.test), "sha256": self.test_sha256, "rows": int(rows)}
-
-    def describe(self) -> str:
-        if self.test_kind == "smoke":
-            return SMOKE_NOTICE if self.synthetic else SMOKE_NOTICE.replace("synthetic data", f"test data {self.test}")
-        where = "the competition's test file" if self.test_kind == "competition" else "NOT the competition's file"
-        return f"predicting on {self.test} ({where}, sha256 {self.test_sha256[:12]})"
-
-
-@dataclass
-class Data:
-    """Every row the run reads, cleaned; validation rows are a stratified slice of the training data."""
-
-    texts: list[str]
-    labels: np.ndarray
-    train_rows: np.ndarray
-    val_rows: np.ndarray
-    test_texts: list[str]
-
-    @property
-    def val_labels(self) -> np.ndarray:
-        return self.labels[self.val_rows]
-
-    @property
-    def train_prior(self) -> np.ndarray:
-        return np.bincount(self.labels[self.train_rows], minlength=len(LABELS)) / len(self.train_rows)
-
-
-@dataclass
-class Model:
-    net: Classifier
-    tokenizer: object
-    config: Config  # what the model is trained with: this run's config, or a loaded adapter's own
-    source: str  # where its encoder weights load from (every data-parallel rank loads them)
-    breakdown: dict
-    temperature: float | None = None  # a loaded adapter's calibration; None until a new model is fitted
-    trained: bool = False  # loaded from an adapter: nothing to train
-
-
-@dataclass
-class Encoded:
-    val_ids: list
-    test_ids: list
-    pad_id: int
-    length: int  # prediction truncation, in tokens
-    batch_size: int  # rows per prediction batch: eval_batch_size, or less when that did not fit in memory
-
-
-@dataclass
-class Training:
-    history: list = field(default_factory=list)
-    seconds: float = 0.0
-    samples: int = 0
-    tokens: int = 0
-    stopped_early: bool = False  # the time limit cut it short
-    pseudo_label_rows: list = field(default_factory=list)
-
-    def add(self, result: dict, **extra) -> None:
-        self.history += [{**h, "epoch": len(self.history) + i + 1, **extra} for i, h in enumerate(result["history"])]
-        self.seconds += result["train_seconds"]
-        self.samples += result["samples"]
-        self.tokens += result["tokens"]
-        self.stopped_early = self.stopped_early or result["stopped_early"]
-
-
-@dataclass
-class Prediction:
-    val_logits: np.ndarray
-    test_logits: np.ndarray
-    temperature: float
-    probs: np.ndarray
-    test_prior: np.ndarray | None
-    seconds: float
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.probs.argmax(axis=1)
-
-
-def accelerator() -> torch.device:
-    """The device to run on; a GPU that the installed torch has no kernels for stops the run at once."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    device = torch.device("cuda:0")
-    capability, arches = torch.cuda.get_device_capability(device), torch.cuda.get_arch_list()
-    if not gpu_supported(capability, arches):
-        raise KernelError(f"this GPU ({torch.cuda.get_device_name(device)}, compute capability "
-                          f"{capability[0]}.{capability[1]}) cannot run torch {torch.__version__} (built for "
-                          f"{' '.join(arches)}); pick the accelerator 'GPU T4 x2' (machine_shape NvidiaTeslaT4)")
-    return device
-
-
-def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
-    """Whether a build for `arch_list` runs on a GPU of `capability`: a cubin of the same major version and no
-    newer minor, or PTX (compute_XY) no newer than the GPU. An empty list means torch cannot tell: try."""
-    for arch in arch_list:
-        match = re.fullmatch(r"(sm|compute)_(\d+)(\d)[a-z]?", arch)
-        if not match:
-            continue
-        built = (int(match.group(2)), int(match.group(3)))
-        if (match.group(1) == "sm" and built[0] == capability[0] and built[1] <= capability[1]) or (
-                match.group(1) == "compute" and built <= tuple(capability)):
-            return True
-    return not arch_list
-
-
-def locate_adapter(cfg: Config, root: Path = KAGGLE_INPUT) -> Config:
-    """To predict only: `cfg` with adapter_from pointing at the adapter. When that path is absent and
-    adapter_sha256 is set, the attached folder holding exactly that adapter (Kaggle's mount paths vary)."""
-    if not cfg.adapter_from or Path(cfg.adapter_from).is_dir() or not cfg.adapter_sha256:
-        return cfg
-    for kit in sorted(root.rglob("kit.json")) if root.is_dir() else []:
-        if adapter_digest(kit.parent) == cfg.adapter_sha256:
-            print(f"adapter_from {cfg.adapter_from} is absent; {kit.parent} holds the adapter of adapter_sha256")
-            return dataclasses.replace(cfg, adapter_from=str(kit.parent))
-    raise ConfigError(f"adapter_from {cfg.adapter_from} does not exist, and no folder under {root} holds the "
-                      f"adapter with adapter_sha256 {cfg.adapter_sha256[:12]}...: attach its dataset")
-
-
-def check_lengths(cfg: Config) -> None:
-    """The length rules against the encoder's own config, fetched if need be (validate_config has only
-    checked what is at hand offline)."""
-    problems = length_problems(cfg, usable_positions(cfg, local_only=False))
-    if problems:
-        raise ConfigError("invalid config: " + "; ".join(problems))
-
-
-def model_config(cfg: Config) -> Config:
-    """The config the model is trained with: this run's own (held to the budget, lengths checked against the
-    encoder), or, to predict only, the one saved beside the adapter (checked against adapter_sha256)."""
-    if not cfg.adapter_from:
-        check_lengths(cfg)
-        breakdown = param_breakdown(cfg)
-        print(format_breakdown(breakdown, cfg.param_budget), flush=True)
-        check_budget(cfg, breakdown)
-        return cfg
-    folder = Path(cfg.adapter_from)
-    if not (folder / "kit.json").is_file():
-        raise ConfigError(f"adapter_from {folder} holds no kit.json; point it at a previous run's adapter/")
-    digest = adapter_digest(folder) if cfg.adapter_sha256 else ""
-    if digest != cfg.adapter_sha256:
-        raise ConfigError(f"the adapter in {folder} has sha256 {digest}, not the adapter_sha256 "
-                          f"{cfg.adapter_sha256} this run was pushed for")
-    kit = adapter_kit(folder)
-    try:
-        trained = apply_overrides(Config(), {k: v for k, v in kit["config"].items() if k in CONFIG_KEYS})
-    except ConfigError as exc:
-        raise ConfigError(f"{folder / 'kit.json'} holds a config this kernel refuses: {exc}") from None
-    check_lengths(dataclasses.replace(trained, predict_max_length=cfg.predict_max_length))
-    print(f"predict only, with the adapter in {folder} (trained with config_hash {config_hash(trained)[:12]})")
-    return trained
-
-
-def adapter_kit(folder: Path) -> dict:
-    """An adapter's kit.json, checked to be what save_adapter writes: its config, temperature and hidden size."""
-    path = folder / "kit.json"
-    try:
-        kit = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path} ({type(exc).__name__}); point adapter_from at a previous run's "
-                          "adapter/") from None
-    shape = {"config": dict, "temperature": (int, float, type(None)), "hidden_size": int}
-    if not isinstance(kit, dict) or any(not isinstance(kit.get(k, ...), t) for k, t in shape.items()):
-        raise ConfigError(f"{path} is not a kit.json this kernel wrote: it needs config (an object), temperature "
-                          "(a number) and hidden_size (an integer)")
-    return kit
-
-
-def resolve_inputs(cfg: Config, scratch: Path) -> Inputs:
-    """Which files the run reads (smoke runs write synthetic ones), said out loud."""
-    train, test, smoke_test = cfg.train_data, cfg.test_data, None
-    if cfg.smoke:
-        smoke_train, smoke_test = make_smoke_inputs(scratch, cfg.seed)
-        train = str(smoke_train) if train == "auto" else train
-        test = str(smoke_test) if test == "auto" else test
-    test_path = find_test_file(KAGGLE_INPUT) if test == "auto" else Path(test)
-    train = find_train_source(KAGGLE_INPUT) if train == "auto" else train
-    for key, value in (("test_data", str(test_path)), ("train_data", train)):
-        if value != "hf:ag_news" and not Path(value).is_file():
-            raise DataError(f"{key} {value} is not a file; pass --set {key}=PATH")
-    print(f"test data: {test_path}\ntraining data: {train}", flush=True)
-    own = {p.resolve() for p in competition_test_files(KAGGLE_INPUT)}
-    kind = "smoke" if cfg.smoke else "competition" if test_path.resolve() in own else "other"
-    return Inputs(train, test_path, kind, file_sha256(test_path), cfg.smoke and test == str(smoke_test))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_data(cfg: Config, inputs: Inputs) -> Data:
-    """The training rows (sampled, cleaned, every class present at least twice, split) and the test texts."""
-    frame = load_train_frame(inputs.train)
-    if cfg.max_train_samples and cfg.max_train_samples < len(frame):
-        frame = frame.sample(n=cfg.max_train_samples, random_state=cfg.seed).reset_index(drop=True)
-    labels = frame["label"].to_numpy(dtype=np.int64)
-    counts = np.bincount(labels, minlength=len(LABELS))
-    if (counts < 2).any():
-        short = ", ".join(f"{LABELS[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
-        sampled = f" among the {cfg.max_train_samples} rows of max_train_samples" if cfg.max_train_samples else ""
-        raise DataError(f"every class needs at least 2 training rows (one to train on, one to validate), but "
-                        f"{inputs.train} has too few of: {short}{sampled}")
-    train_rows, val_rows = stratified_split(labels, cfg.val_fraction, cfg.seed)
-    test_texts = clean_texts(load_test_texts(inputs.test), "test")
-    return Data(clean_texts(frame["text"], "training"), labels, train_rows, val_rows, test_texts)
-
-
-def new_model(cfg: Config, data: Data, scratch: Path) -> Model:
-    """A fresh LoRA model on the pretrained encoder (smoke runs: a tiny random one saved in scratch)."""
-    if cfg.smoke:
-        tokenizer = smoke_tokenizer(data.texts + data.test_texts)
-        source = save_smoke_encoder(cfg, tokenizer, scratch / "base")
-    else:
-        tokenizer, source = load_tokenizer(cfg.model), cfg.model
-    torch.manual_seed(cfg.seed)
-    net = build_model(cfg, source)
-    return Model(net, tokenizer, cfg, source, breakdown_of(net))
-
-
-def load_adapter_model(cfg: Config, trained: Config) -> Model:
-    """A previous run's model from its adapter folder, on the encoder it was trained on (or this run's
-    `model`, when set), with its calibration temperature."""
-    folder = Path(cfg.adapter_from)
-    source = cfg.model if cfg.model != Config.model else trained.model
-    source = str(folder / "base") if (folder / "base").is_dir() else source
-    kit = adapter_kit(folder)
-    hidden = encoder_config(dataclasses.replace(trained, model=source, smoke=False)).hidden_size
-    if hidden != kit["hidden_size"]:
-        raise ConfigError(f"the adapter in {folder} was trained on an encoder of hidden size {kit['hidden_size']}, "
-                          f"but {source} has {hidden}: predict with the encoder it was trained on (--set model=)")
-    net = build_model(trained, source, adapter=folder)
-    temperature = float(kit["temperature"]) if kit["temperature"] else None  # None: fitted again
-    return Model(net, load_tokenizer(source), trained, source, param_breakdown(trained), temperature, trained=True)
-
-
-def tree_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else 0
-
-
-def outputs_size(cfg: Config, data: Data, model: Model) -> int:
-    """A generous estimate of the outputs' bytes: the CSVs and logits by row, the adapter by parameter (with a
-    smoke run's encoder, or a loaded adapter's files), 2 MiB for the JSON files and plots."""
-    rows, val = len(data.test_texts), len(data.val_rows)
-    tables = rows * 80 + (rows + val) * len(LABELS) * 4 + val * 8
-    adapter = tree_size(Path(cfg.adapter_from)) if model.trained else (
-        model.breakdown["total"] * 4 + (tree_size(Path(model.source)) if model.config.smoke else 0))
-    return tables + adapter + 2 * 2**20
-
-
-def check_output_folder(out: Path, scratch: Path, size: int) -> None:
-    """Refuses, before training, an output folder that could not take `size` bytes of outputs: one that cannot be
-    created or written, or without the room (outputs are staged in `scratch`, then copied beside the old ones)."""
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
-    fix = "choose another with --set output_dir=PATH"
-    if not existing.is_dir():
-        raise ConfigError(f"output_dir {out} cannot be created: {existing} is not a folder; {fix}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"output_dir {out} is not writable ({existing}: permission denied or read-only); {fix}")
-    shared = existing.stat().st_dev == scratch.stat().st_dev
-    for folder, what, need in ((existing, f"output_dir {out}", size * (3 if shared else 2)),
-                               (scratch, f"the temporary folder {scratch}", size)):
-        free = shutil.disk_usage(folder).free
-        if free < need:
-            raise ConfigError(f"{what} has {free / 2**20:.1f} MiB free, but the outputs need about "
-                              f"{need / 2**20:.1f} MiB there; free some space or {fix}")
-
-
-def check_prediction_batch(cfg: Config, model: Model, encoded: Encoded, device: torch.device) -> None:
-    """The prediction batch size that fits in memory, found before training with the longest rows."""
-    net = model.net.to(device)
-    encoded.batch_size = fitting_batch_size(net, encoded.test_ids + encoded.val_ids, encoded.batch_size,
-                                            encoded.pad_id, device, autocast_dtype(device, cfg.precision))
-    if process_count(cfg) > 1 and not model.trained:  # the ranks train their own copies: free this one's memory
-        model.net.cpu()
-        torch.cuda.empty_cache()
-
-
-def encode_for_prediction(cfg: Config, model: Model, data: Data) -> Encoded:
-    """Validation and test token ids at the prediction length: this run's choice, 0 = the model's max_length."""
-    length = cfg.predict_max_length or model.config.max_length
-    tokenizer = model.tokenizer
-    return Encoded(encode_texts(tokenizer, [data.texts[i] for i in data.val_rows], length),
-                   encode_texts(tokenizer, data.test_texts, length), tokenizer.pad_token_id, length,
-                   cfg.eval_batch_size)
-
-
-def describe_device(device: torch.device, world: int) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} x{world}" if world > 1 else torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)" + (f" x{world} processes" if world > 1 else "")
-
-
-def model_description(model: Model) -> str:
-    if model.config.smoke:  # its config still names roberta-base, which a smoke run never loads
-        return f"tiny random encoder (smoke run), not {model.config.model}"
-    return model.source
-
-
-def print_banner(cfg: Config, inputs: Inputs, data: Data, model: Model, device: torch.device) -> None:
-    """What is about to happen, before any long step: what it predicts on, the model, rows, steps, device,
-    precision, parameters, samples."""
-    world = process_count(cfg)
-    steps = (len(data.train_rows) // (cfg.batch_size * world) + 1) * cfg.epochs
-    plan = (f"predict only: {cfg.adapter_from}" if model.trained else
-            f"batch {cfg.batch_size} x {world} process(es) | ~{steps:,} steps over {cfg.epochs} epoch(s)")
-    print(f"\n{'=' * 72}\n  {inputs.describe()}\n  model {model_description(model)}\n"
-          f"  train rows {len(data.train_rows):,} | validation rows {len(data.val_rows):,} | test rows "
-          f"{len(data.test_texts):,}\n  {plan} | device {describe_device(device, 1 if model.trained else world)}\n"
-          f"  precision {autocast_dtype(device, cfg.precision) or 'fp32'} | trainable parameters "
-          f"{model.breakdown['total']:,}", flush=True)
-    for i in data.train_rows[:3]:
-        print(f"  sample [{LABELS[data.labels[i]]}] {data.texts[i][:110]}")
-    print("=" * 72, flush=True)
-
-
-def train_model(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device,
-                deadline: float, stop: StopSignal) -> Training:
-    """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds. A loaded
-    adapter has nothing to train; a signal before the first epoch finished leaves nothing to predict with."""
-    training = Training()
-    if model.trained:
-        return training
-    train_ids = encode_texts(model.tokenizer, [data.texts[i] for i in data.train_rows], cfg.max_length)
-    batches = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
-                        encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
-    result = train(cfg, batches, model, device, deadline, stop)
-    if result["state"] is None:
-        raise Interrupted(f"{stop.received} before the first epoch finished: no trained model to predict with; "
-                          "nothing written", stop.received)
-    load_trainable_state(model.net, result["state"])
-    training.add(result)
-    for round_ in range(cfg.pseudo_label_rounds):
-        if stop.requested() or training.stopped_early:
-            break
-        probs = predict(cfg, model, data, encoded, device).probs  # the current model's, calibrated
-        keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
-        training.pseudo_label_rows.append(int(len(keep)))
-        print(f"pseudo-label round {round_ + 1}: {len(keep):,} confident test rows join the training rows")
-        if not len(keep):
-            break
-        rows = dataclasses.replace(batches, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
-                                   labels=np.concatenate([batches.labels, probs[keep].argmax(axis=1)]))
-        result = train(cfg, rows, model, device, deadline, stop, epochs=1)
-        if result["state"] is not None:
-            load_trainable_state(model.net, result["state"])
-        training.add(result, pseudo_round=round_ + 1)
-    return training
-
-
-def augmented_epochs(cfg: Config, tokenizer, data: Data, train_ids: list) -> list:
-    """Token ids per epoch: the same ids every epoch, or with `augment` a fresh noisy share of rows in each."""
-    if cfg.augment <= 0:
-        return [train_ids]
-    rng = random.Random(cfg.seed)
-    epochs = []
-    for _ in range(cfg.epochs):
-        noisy = {i: augment_text(data.texts[r], rng) for i, r in enumerate(data.train_rows)
-                 if rng.random() < cfg.augment}
-        fresh = dict(zip(noisy, encode_texts(tokenizer, list(noisy.values()), cfg.max_length))) if noisy else {}
-        epochs.append([fresh.get(i, ids) for i, ids in enumerate(train_ids)])
-    return epochs
-
-
-def predict(cfg: Config, model: Model, data: Data, encoded: Encoded, device: torch.device) -> Prediction:
-    """Validation and test logits, the temperature (fitted unless the adapter brought one) and the corrected
-    test probabilities; non-finite probabilities are refused before anything is written."""
-    dtype = autocast_dtype(device, cfg.precision)
-    net = model.net.to(device)
-    val_logits = predict_logits(net, encoded.val_ids, encoded.batch_size, encoded.pad_id, device, dtype, "validate")
-    temperature = model.temperature or fit_temperature(val_logits, data.val_labels)
-    started = time.perf_counter()
-    test_logits = predict_logits(net, encoded.test_ids, encoded.batch_size, encoded.pad_id, device, dtype, "test")
-    probs, prior = corrected_probabilities(test_logits, temperature, cfg.prior_correction, data.train_prior)
-    bad = int((~np.isfinite(probs).all(axis=1)).sum())
-    if bad:
-        raise DivergedError(f"non-finite probabilities for {bad:,} of {len(probs):,} test rows; no submission written")
-    return Prediction(val_logits, test_logits, temperature, probs, prior, time.perf_counter() - started)
-
-
-def write_outputs(stage: Path, cfg: Config, inputs: Inputs, data: Data, model: Model, training: Training,
-                  prediction: Prediction, device: torch.device, started: float, stop: StopSignal) -> dict:
-    """Every output, written into the staging folder `stage`; returns the metrics."""
-    stage.mkdir()
-    write_submission(stage / "submission.csv", prediction.labels)
-    probs = prediction.probs
-    pd.DataFrame({"ID": np.arange(len(probs)), **{f"p_{i}": probs[:, i].round(6) for i in range(len(LABELS))}}
-                 ).to_csv(stage / "probabilities.csv", index=False)
-    # Raw logits let post-processing be compared without retraining (bench/accuracy.py reads them).
-    np.savez_compressed(stage / "logits.npz", val_logits=prediction.val_logits, val_labels=data.val_labels,
-                        test_logits=prediction.test_logits, train_prior=data.train_prior,
-                        temperature=prediction.temperature)
-    if model.trained:  # the adapter predicted with: carried along unchanged
-        copy_tree(Path(cfg.adapter_from), stage / "adapter")
-    else:  # keep_adapter's copy, now with its temperature
-        save_adapter(model, stage / "adapter", prediction.temperature)
-    val_pred = prediction.val_logits.argmax(axis=1)
-    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
-    np.add.at(confusion, (data.val_labels, val_pred), 1)
-    metrics = metrics_of(cfg, inputs, data, model, training, prediction, confusion, device, started, stop)
-    metrics["plots"] = save_plots(stage, training.history, confusion)
-    write_json(stage / "config.json", {**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)})
-    write_json(stage / "metrics.json", metrics)
-    return metrics
-
-
-def metrics_of(cfg, inputs, data, model, training, prediction, confusion, device, started, stop) -> dict:
-    seconds = max(training.seconds, 1e-9)
-    world = 1 if model.trained else process_count(cfg)
-    history = training.history
-    labels = prediction.labels
-    return {
-        "config_hash": config_hash(cfg),
-        "trainable_params": model.breakdown["total"],
-        "param_breakdown": model.breakdown,
-        "val_accuracy": float((prediction.val_logits.argmax(axis=1) == data.val_labels).mean()),
-        "val_rows": int(len(data.val_rows)),
-        "per_class_val_accuracy": {LABELS[i]: float(confusion[i, i] / max(1, confusion[i].sum()))
-                                   for i in range(len(LABELS))},
-        "history": history,
-        "best_epoch": max(history, key=lambda h: h["val_accuracy"])["epoch"] if history else None,
-        "stopped_early": training.stopped_early,
-        "interrupted": bool(stop.received),
-        "signal": stop.received or None,
-        "train_rows": int(len(data.train_rows)),
-        "train_seconds": round(training.seconds, 2),
-        "train_samples_per_second": round(training.samples / seconds, 2),
-        "tokens_per_second": round(training.tokens / seconds, 1),
-        "predict_seconds": round(prediction.seconds, 2),
-        "total_seconds": round(time.monotonic() - started, 2),
-        "test_file": str(inputs.test),
-        "predicted_on": inputs.predicted_on(len(labels)),
-        "model": model_description(model),
-        "test_rows": len(labels),
-        "test_label_distribution": {LABELS[i]: int((labels == i).sum()) for i in range(len(LABELS))},
-        "temperature": prediction.temperature,
-        "test_prior_estimate": None if prediction.test_prior is None else [round(float(p), 5)
-                                                                            for p in prediction.test_prior],
-        "pseudo_label_rows": training.pseudo_label_rows,
-        "predict_only": model.trained,
-        "device": describe_device(device, world),
-        "processes": world,
-        "precision": str(autocast_dtype(device, cfg.precision) or "fp32").replace("torch.", ""),
-        "versions": library_versions(),
-        "config": dataclasses.asdict(cfg),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- main
-def run(cfg: Config) -> dict:
-    """The whole job, one phase per line; returns the metrics. What would fail after training is checked before
-    it. The output folder is untouched until training finished (or a signal stopped it after an epoch); then the
-    adapter is saved there first, and the other outputs are staged and published, submission.csv first."""
-    started = time.monotonic()
-    deadline = started + cfg.time_limit_minutes * 60
-    quiet_libraries()
-    if cfg.smoke:
-        print(SMOKE_NOTICE, flush=True)
-    print("effective config:\n" + json.dumps(dataclasses.asdict(cfg), indent=2), flush=True)
-    device = accelerator()
-    cfg = locate_adapter(cfg)
-    trained = model_config(cfg)
-    out = output_path(cfg)
-    with tempfile.TemporaryDirectory(prefix="agnews_lora_") as tmp, StopSignal(Path(tmp) / "stop").installed() as stop:
-        scratch = Path(tmp)
-        seed_everything(cfg.seed)
-        inputs = resolve_inputs(cfg, scratch)
-        data = load_data(trained, inputs)
-        model = load_adapter_model(cfg, trained) if cfg.adapter_from else new_model(cfg, data, scratch)
-        encoded = encode_for_prediction(cfg, model, data)
-        check_output_folder(out, scratch, outputs_size(cfg, data, model))
-        check_prediction_batch(cfg, model, encoded, device)
-        print_banner(cfg, inputs, data, model, device)
-        training = train_model(cfg, model, data, encoded, device, deadline, stop)
-        adapter = None
-        try:
-            adapter = None if model.trained else keep_adapter(model, scratch, out)
-            prediction = predict(cfg, model, data, encoded, device)
-            metrics = write_outputs(scratch / "outputs", cfg, inputs, data, model, training, prediction, device,
-                                    started, stop)
-            publish(scratch / "outputs", out)
-        except PublishError:
-            raise
-        except (KernelError, OSError) as exc:
-            raise failed_after_training(exc, adapter) from None
-    print_summary(metrics, out, inputs)
-    return metrics
-
-
-def print_summary(metrics: dict, out: Path, inputs: Inputs) -> None:
-    stopped = f", {metrics['signal']}: interrupted" if metrics["signal"] else ""
-    print(f"\nval_accuracy {metrics['val_accuracy']:.4f} | train {metrics['train_seconds']:.0f}s "
-          f"({metrics['train_samples_per_second']:.0f} rows/s) | predict {metrics['predict_seconds']:.1f}s\n"
-          f"test label distribution {metrics['test_label_distribution']}\nwrote {out / 'submission.csv'} "
-          f"({metrics['test_rows']} rows, validated{stopped})\n{inputs.describe()}", flush=True)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def quiet_libraries() -> None:
-    """Notices that are expected with a frozen encoder (unused pooler, new head) would bury the log."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # weight loading and shard writing bars
-
-
+def _overrides_match(script_text: str) -> re.Match:
+    match = _BLOCK_RE.search(script_text)
+    if not match:
+        raise ConfigError("the overrides block markers are missing or damaged in the kernel script")
+    return match
+
+
+def read_overrides_block(script_text: str) -> dict:
+    """The overrides block of a copy of this script (lorakit reads rendered build copies with it)."""
+    return overrides_object(_overrides_match(script_text).group(1))
+
+
+def render_overrides(script_text: str, overrides: dict) -> str:
+    """The script with its overrides block replaced by `overrides` (checked first)."""
+    match = _overrides_match(script_text)
+    config_from_overrides(overrides)
+    body = json.dumps(overrides, indent=2, sort_keys=True)
+    if '"""' in body:
+        raise ConfigError('override values may not contain """')
+    start, end = match.span(1)
+    return script_text[:start] + body + script_text[end:]
+
+
+# What lorakit (src/) and bench/ use of this script, through lorakit's one loader; a test checks each resolves.
+PUBLIC_API = (
+    "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
+    "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
+    "config_hash", "usable_positions", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
+    "budget_warning", "COMPETITION_PARAM_LIMIT",
+    "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
+    "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
+    "make_optimizer", "make_scheduler", "Optimization", "train_step", "trainable_state", "load_trainable_state",
+    "Feed", "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
+    "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
+    "KNOBS", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "field_type", "interval_text",
+    "run", "submission_problem", "validate_submission",
+)
+
+
+# ----------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog=f"config keys: {', '.join(CONFIG_KEYS)}")
@@ -2594,7 +2771,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        progress_interval()  # a malformed AGNEWS_PROGRESS_SECONDS fails here, not in a data-parallel rank
         metrics = run(resolve_config(args.config, args.sets))
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)

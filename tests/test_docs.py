@@ -78,5 +78,6 @@ def test_the_config_page_follows_the_code(kernel, monkeypatch):
     for name in kernel.CONFIG_KEYS:
         assert f"| `{name}` |" in page
     assert "| `lr` | float | `0.0005` | [1e-06, 1], finite |" in page
-    monkeypatch.setitem(kernel.RANGES, "lr", (0, False, 0.1, True))  # a changed rule changes the page
+    lr = kernel.dataclasses.replace(kernel.KNOBS["lr"], low=0, low_open=True, high=0.1)
+    monkeypatch.setitem(kernel.KNOBS, "lr", lr)  # a changed rule changes the page
     assert "| `lr` | float | `0.0005` | (0, 0.1], finite |" in generate.config_page()

@@ -349,11 +349,12 @@ def test_head_save_reload_predicts_the_same(kernel, tmp_path, head, expected):
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.5)
     seqs = kernel.encode_texts(tokenizer, ["alpha beta", "gamma delta alpha", "beta"], 32)
-    before = kernel.predict_logits(net, seqs, 2, tokenizer.pad_token_id, torch.device("cpu"), None)
-    kernel.save_adapter(kernel.Model(net, tokenizer, cfg, source, kernel.breakdown_of(net)), tmp_path / "adapter", 1.5)
+    before = kernel.predict_logits(net, seqs, 2, kernel.Feed(tokenizer.pad_token_id, torch.device("cpu")))
+    kernel.save_adapter(kernel.Model(net, tokenizer, cfg, source, kernel.breakdown_of(net), generated=True),
+                        tmp_path / "adapter", 1.5)
     again = kernel.config_from_overrides({"smoke": True, "adapter_from": str(tmp_path / "adapter")})
     loaded = kernel.load_adapter_model(again, kernel.model_config(again))
-    after = kernel.predict_logits(loaded.net, seqs, 3, tokenizer.pad_token_id, torch.device("cpu"), None)
+    after = kernel.predict_logits(loaded.net, seqs, 3, kernel.Feed(tokenizer.pad_token_id, torch.device("cpu")))
     assert loaded.trained and loaded.config.head == head and loaded.temperature == 1.5
     np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-5)
 

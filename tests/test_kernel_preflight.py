@@ -167,7 +167,7 @@ def test_the_estimate_covers_what_a_run_writes(kernel, smoke_run):
     out, metrics, _, _ = smoke_run
     cfg = kernel.config_from_overrides({"smoke": True})
     data = kernel.Data([], np.zeros(0), np.zeros(0), np.zeros(metrics["val_rows"]), [""] * metrics["test_rows"])
-    model = kernel.Model(None, None, cfg, str(out / "adapter" / "base"), metrics["param_breakdown"])
+    model = kernel.Model(None, None, cfg, str(out / "adapter" / "base"), metrics["param_breakdown"], generated=True)
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert written < kernel.outputs_size(cfg, data, model) < 10 * written + 4 * 2**20
 
@@ -211,7 +211,7 @@ def test_out_of_memory_halves_the_prediction_batch(kernel, tmp_path, monkeypatch
     tokenizer = kernel.smoke_tokenizer(["alpha beta gamma delta epsilon"] * 20)
     net = kernel.build_model(cfg, kernel.save_smoke_encoder(cfg, tokenizer, tmp_path / "base"))
     seqs = kernel.encode_texts(tokenizer, [" ".join(["alpha beta"] * (i % 7 + 1)) for i in range(100)], 64)
-    args = (tokenizer.pad_token_id, torch.device("cpu"), None)
+    args = (kernel.Feed(tokenizer.pad_token_id, torch.device("cpu")),)
     expected = kernel.predict_logits(net, seqs, 10, *args)
     calls = []
     monkeypatch.setattr(kernel.Classifier, "forward", oom_above(10, calls))

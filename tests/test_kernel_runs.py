@@ -266,7 +266,7 @@ def test_sigint_before_the_first_epoch_writes_nothing(tmp_path):
 # ------------------------------------------------------------------------------------ other shapes
 def test_shift_options_run(kernel, run_main, tmp_path):
     code, _, err = run_main("smoke=true", "augment=0.3", "prior_correction=em_uniform", "pseudo_label_rounds=1",
-                            "pseudo_label_threshold=0.9", "predict_max_length=64", "epochs=2", "max_train_samples=1600",
+                            "pseudo_label_threshold=0.7", "predict_max_length=64", "epochs=2", "max_train_samples=1600",
                             f"output_dir={tmp_path}")
     assert code == 0, err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
