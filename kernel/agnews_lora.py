@@ -980,7 +980,16 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+ON_KAGGLE_ENV = "AGNEWS_ON_KAGGLE"  # 1 or 0 says where the script runs; unset: Kaggle's own markers decide
+
+
 def on_kaggle() -> bool:
+    """Whether this is a Kaggle kernel (its output folder, input mounts, and lenient arguments)."""
+    said = os.environ.get(ON_KAGGLE_ENV, "").strip()
+    if said and said not in ("0", "1"):
+        raise ConfigError(f"{ON_KAGGLE_ENV} must be 1 (on Kaggle) or 0 (elsewhere), got {said!r}")
+    if said:
+        return said == "1"
     return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or KAGGLE_WORKING.is_dir()
 
 

@@ -429,3 +429,21 @@ def test_kernel_imports_nothing_local():
     third_party = {"numpy", "pandas", "torch", "transformers", "peft", "datasets", "tqdm", "tokenizers", "matplotlib",
                    "pyarrow"}
     assert roots - set(sys.stdlib_module_names) - {"__future__"} <= third_party
+
+
+@pytest.mark.parametrize("said, run_type, expected", [
+    ("1", "", True), ("0", "Batch", False), ("", "Batch", True), ("", "", None),
+])
+def test_on_kaggle_is_what_the_environment_says(kernel, monkeypatch, tmp_path, said, run_type, expected):
+    monkeypatch.setenv("AGNEWS_ON_KAGGLE", said)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", run_type)
+    monkeypatch.setattr(kernel, "KAGGLE_WORKING", tmp_path / "absent")  # this machine may be Kaggle's image
+    assert kernel.on_kaggle() is (bool(expected))
+    monkeypatch.setattr(kernel, "KAGGLE_WORKING", tmp_path)  # /kaggle/working exists: only an explicit 0 says no
+    assert kernel.on_kaggle() is (said != "0")
+
+
+def test_a_malformed_on_kaggle_variable_is_one_line(kernel, monkeypatch):
+    monkeypatch.setenv("AGNEWS_ON_KAGGLE", "yes")
+    with pytest.raises(kernel.ConfigError, match="AGNEWS_ON_KAGGLE must be 1 .on Kaggle. or 0 .elsewhere., got 'yes'"):
+        kernel.on_kaggle()
