@@ -1,32 +1,33 @@
-"""Fixtures for lorakit's tests: an isolated repo copy, dummy credentials and the stand-in Kaggle server.
-
-Test modules use them with ``from lorakit_fixtures import *`` (tests/ is on sys.path under pytest's default
-import mode), so nothing has to be added to tests/conftest.py.
-"""
-
+"""Helpers for lorakit's tests, imported explicitly (the fixtures built on them, `kit` and `kaggle_imported`, are in
+conftest.py): an isolated repo copy with dummy credentials and the stand-in Kaggle server (docs/generate.py uses
+it too), the Kit a test drives the CLI with, and what several test files share."""
 from __future__ import annotations
 
 import contextlib
 import csv
 import dataclasses
-import io
+import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
-import pytest
-
 from kaggle_standin import StandinServer
+
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 if SRC.is_dir() and str(SRC) not in sys.path:  # works before `pip install -e .` too
     sys.path.insert(0, str(SRC))
+
+# lorakit from this checkout's src/, which the statement above puts on sys.path
+from lorakit import ledger as ledger_module
 
 USERNAME = "alice"
 SECRET = "sekrit-key-0123456789"
@@ -63,22 +64,6 @@ ENV_CLEARED = (
     "VERBOSE",
     "VERBOSE_OUTPUT",
 )
-
-
-@pytest.fixture(scope="session")
-def kaggle_imported(tmp_path_factory):
-    """Import kaggle once, with a throwaway config dir set first: it authenticates on import."""
-    mp = pytest.MonkeyPatch()
-    config = tmp_path_factory.mktemp("kaggle-import")
-    mp.setenv("KAGGLE_CONFIG_DIR", str(config))
-    mp.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
-    mp.setenv("HOME", str(config))
-    for name in ENV_CLEARED:
-        mp.delenv(name, raising=False)
-    with contextlib.redirect_stdout(io.StringIO()):
-        import kaggle.api.kaggle_api_extended  # noqa: F401
-    mp.undo()
-    yield
 
 
 def _labels_csv(n: int) -> bytes:
@@ -249,20 +234,6 @@ def push_pull(kit, *extra):
     return version
 
 
-@pytest.fixture
-def kit(tmp_path, monkeypatch, capsys, kaggle_imported):
-    """An isolated repo copy, dummy credentials in a private KAGGLE_CONFIG_DIR, and a running stand-in."""
-    with standin_server(tmp_path) as (repo, server, env):
-        for name in ENV_CLEARED:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.chdir(repo)
-        k = Kit(repo, server, capsys)
-        server.state.run_hook = k.fake_run
-        yield k
-
-
 def kernel_run(text: str, number: int) -> tuple:
     """The stand-in's run hook for a real run: the pushed script itself, run here offline (a quick smoke
     configuration), and what Kaggle would keep of it: the files of its output folder and its log."""
@@ -270,10 +241,76 @@ def kernel_run(text: str, number: int) -> tuple:
         script, out = Path(tmp) / "agnews_lora.py", Path(tmp) / "working"
         script.write_text(text, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.endswith(("_PROXY", "_proxy"))}
-        env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"})
+        env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1", "AGNEWS_ON_KAGGLE": "0"})
         proc = subprocess.run([sys.executable, str(script), "--set", f"output_dir={out}"], cwd=tmp, env=env,
                               capture_output=True, text=True, timeout=600)
         outputs = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
         lines = (proc.stdout + proc.stderr).splitlines(keepends=True)
         log = [{"stream_name": "stdout", "time": float(i), "data": line} for i, line in enumerate(lines)]
         return outputs, json.dumps(log)
+
+
+def no_secret(*texts):
+    for text in texts:
+        assert SECRET not in text
+
+
+TOKEN = "kgat_0123456789abcdef0123"  # an access token the stand-in knows (tests add it to state.tokens)
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("lorakit: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def versions(kit, slug=None) -> list:
+    return kit.state.versions(USERNAME, slug or kit.slug)
+
+
+def error_line(err: str, kind: str = "error") -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith(f"lorakit: {kind}:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def lorakit_started(kit, *argv) -> subprocess.Popen:
+    """A real lorakit process (its own signal handlers), with a long request timeout: the test signals it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LORAKIT_TIMEOUT_S": "120", "LORAKIT_RETRY_TOTAL_S": "120"}
+    return subprocess.Popen([sys.executable, "-m", "lorakit", *map(str, argv)], cwd=kit.repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def signalled_in_flight(kit, proc: subprocess.Popen, held, signum: int) -> tuple:
+    """Send ``signum`` once ``held()`` says the request is held open by the stand-in; (exit code, stderr)."""
+    deadline = time.monotonic() + 60
+    while not held():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.2)  # the request is read and held
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+SIGNALS = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+
+
+def full_disk_after(monkeypatch, kit, method: str) -> None:
+    """Every ledger write fails with ENOSPC once ``method`` has been sent."""
+    write = ledger_module.Ledger._write
+
+    def failing(self, columns, records):
+        if kit.state.calls(method):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, columns, records)
+
+    monkeypatch.setattr(ledger_module.Ledger, "_write", failing)
+
+
+def one_document(out: str) -> dict:
+    assert len(out.strip().splitlines()) == 1, out
+    return json.loads(out)
+
+
+PORTAL = "not Kaggle's API: a captive portal or proxy?"

@@ -76,6 +76,7 @@ def test_prepared_folder_matches_shared_without_datasets(prepared, monkeypatch):
     assert common.load_tokenizer(source)("Hello world")["input_ids"] == [0, 31414, 232, 2]
 
 
+@pytest.mark.slow
 def test_throughput_contract(prepared, tmp_path, one_thread, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     out = tmp_path / "t.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KERNEL, ROOT
+from kernel_helpers import KERNEL, ROOT
 
 MAX_LINES = 60
 MAX_PARAMETERS = 6

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from kernel_helpers import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 sys.path.insert(0, str(ROOT / "docs"))
@@ -51,6 +51,7 @@ def test_every_figure_in_the_results_table_was_measured():
             assert re.search(r"CPU|NVIDIA|exact count", cells[2]), row
 
 
+@pytest.mark.slow
 def test_generated_pages_are_fresh():
     """config.md and cli.md, the transcripts included (a stand-in session running the real kernel: ~45 s)."""
     stale = [path.name for path, text in generate.pages().items() if path.read_text(encoding="utf-8") != text]

@@ -1,8 +1,9 @@
-"""One implementation of each rule: lorakit and bench reach the kernel through one loader and a listed API,
-and `lorakit check` enforces exactly the kernel's config rules."""
+"""One implementation of each rule: lorakit, bench and docs reach the kernel through one loader and a listed API, the
+loader names what is missing, the kernel script imports nothing local and lorakit's wheel ships it."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import zipfile
 
 import pytest
 
-from conftest import KERNEL, ROOT
-from test_kernel import BAD_VALUES
+from kernel_helpers import KERNEL, ROOT
+from lorakit_fixtures import REPO
+
 
 USERS = sorted([*ROOT.joinpath("src", "lorakit").glob("*.py"), *ROOT.joinpath("bench").glob("*.py"),
                 *ROOT.joinpath("docs").glob("*.py")])
@@ -75,27 +77,6 @@ def test_a_rendered_script_reads_back_its_overrides_and_config(kernel, monkeypat
     compile(rendered, "agnews_lora.py", "exec")
 
 
-@pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
-def test_lorakit_check_refuses_what_the_kernel_refuses(key, value, message, capsys, monkeypatch):
-    from lorakit.cli import main
-
-    monkeypatch.chdir(ROOT)
-    assert main(["check", "--set", f"{key}={value}"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("lorakit: error: invalid config: ") and message in err and len(err.splitlines()) == 1
-
-
-def test_check_reports_the_length_verdict(capsys, monkeypatch):
-    from lorakit.cli import main
-
-    monkeypatch.chdir(ROOT)
-    assert main(["check"]) == 0
-    assert "lengths    max_length 128, predict_max_length 256 within the 512 usable positions of roberta-base" in \
-        capsys.readouterr().out
-    assert main(["check", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["usable_positions"] == 512
-
-
 def test_a_missing_kernel_dependency_names_the_extra(tmp_path, monkeypatch):
     from lorakit.errors import UsageError
     from lorakit.kernel import kernel_module_load
@@ -108,18 +89,33 @@ def test_a_missing_kernel_dependency_names_the_extra(tmp_path, monkeypatch):
         kernel_module_load(copy, name="agnews_lora_without_numpy")
 
 
-def test_validate_works_outside_a_checkout_and_refuses_float_labels(tmp_path, monkeypatch, capsys):
-    from lorakit.cli import main
+def test_a_missing_kernel_package_names_the_checkouts_extra(kit, tmp_path, monkeypatch):
+    from lorakit.errors import UsageError
+    from lorakit.kernel import kernel_module_load
 
-    monkeypatch.chdir(tmp_path)  # no kernel-metadata.json here or above
-    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
-    good.write_text("ID,Label\n0,3\n1,0\n")
-    bad.write_text("ID,Label\n0,1.0\n1,2\n")
-    assert main(["validate", str(good), "--rows", "2"]) == 0
-    assert "valid submission (2 rows" in capsys.readouterr().out
-    assert main(["validate", str(bad), "--rows", "2"]) == 1
-    assert capsys.readouterr().err.strip() == f"lorakit: error: {bad}: Label must hold integers on every row; " \
-                                              "row 0 holds '1.0'"
+    script = tmp_path / "needs_a_package.py"
+    script.write_text("import lorakit_no_such_package_xyz\n")
+    monkeypatch.chdir(REPO)
+    with pytest.raises(UsageError) as caught:
+        kernel_module_load(script, name="needs_a_package")
+    assert str(caught.value).endswith("needs lorakit_no_such_package_xyz, one of the kernel's dependencies: "
+                                      "pip install -e '.[kernel]'")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as caught:
+        kernel_module_load(script, name="needs_a_package")
+    assert str(caught.value).endswith(f"pip install -e '{REPO}[kernel]'") and "lorakit[kernel]" not in str(caught.value)
+
+
+def test_outside_a_checkout_the_kernel_packages_are_named(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "src" / "lorakit", tmp_path / "site" / "lorakit")  # lorakit without its checkout
+    code = "from lorakit.kernel import kernel_install_hint; print(kernel_install_hint('torch'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                          capture_output=True, text=True, timeout=120)
+    hint = proc.stdout.strip()
+    assert proc.returncode == 0 and hint.startswith("pip install 'torch"), proc.stderr
+    assert "lorakit" not in hint and "-e" not in hint
 
 
 def test_the_wheel_ships_the_kernel_script(tmp_path):
@@ -129,3 +125,14 @@ def test_the_wheel_ships_the_kernel_script(tmp_path):
     wheel = next(tmp_path.glob("lorakit-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("lorakit/kernel_script/agnews_lora.py") == KERNEL.read_bytes()
+
+
+def test_kernel_imports_nothing_local():
+    """Only the script is uploaded: it may import the standard library and the Kaggle image's packages."""
+    import sys
+
+    source = KERNEL.read_text()
+    roots = {name.split(".")[0] for name in re.findall(r"^\s*(?:from|import) ([\w.]+)", source, re.M)}
+    third_party = {"numpy", "pandas", "torch", "transformers", "peft", "datasets", "tqdm", "tokenizers", "matplotlib",
+                   "pyarrow"}
+    assert roots - set(sys.stdlib_module_names) - {"__future__"} <= third_party

@@ -1,166 +1,175 @@
-"""Never spend what a user cannot get back (issue 14): every push and submission is recorded before it is
-sent and settled by its token, whatever ends the command (SIGTERM, SIGHUP, a full disk, a held lock, a
-message that is not UTF-8); the ledger is keyed by (kernel, version); smoke runs are not submitted; a config
-already run is not pushed again by accident. Through the real kaggle client against the stand-in."""
-
+"""The ledger (submissions/ledger.csv): pandas-readable, never corrupted or overwritten, locked, one row per (kernel,
+version), migrated in place."""
 from __future__ import annotations
 
-import errno
+import csv
 import json
-import os
-import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from lorakit_fixtures import REPO, USERNAME, kaggle_imported, kit, push, push_pull  # noqa: F401
+from lorakit import ledger as ledger_module
+from lorakit.errors import LedgerError
+from lorakit.ledger import COLUMNS, Ledger
 
-from lorakit import ledger as ledger_module  # noqa: E402
-
-
-def versions(kit, slug=None) -> list:
-    return kit.state.versions(USERNAME, slug or kit.slug)
+from lorakit_fixtures import REPO, USERNAME, error_line, push, push_pull
 
 
-def error_line(err: str, kind: str = "error") -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith(f"lorakit: {kind}:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+def test_ledger_round_trip_is_pandas_readable(tmp_path):
+    import pandas as pd
+
+    ledger = Ledger(tmp_path / "submissions" / "ledger.csv")
+    assert ledger.rows() == [] and not ledger.exists()
+    ledger.update(2, message='comma, "quotes"\nand a newline', trainable_params=592900, git_dirty=True)
+    ledger.update(1, message="first", val_accuracy=0.9412345678)
+    ledger.update(2, status="COMPLETE")
+    rows = ledger.rows()
+    assert [r["version"] for r in rows] == ["1", "2"]
+    assert rows[1]["message"] == 'comma, "quotes"\nand a newline' and rows[1]["status"] == "COMPLETE"
+    assert rows[1]["git_dirty"] == "true" and rows[0]["val_accuracy"] == "0.941235"
+    frame = pd.read_csv(ledger.path)
+    assert list(frame.columns) == COLUMNS and list(frame["version"]) == [1, 2]
+    assert ledger.latest_version() == 2
 
 
-def lorakit_started(kit, *argv) -> subprocess.Popen:
-    """A real lorakit process (its own signal handlers), with a long request timeout: the test signals it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LORAKIT_TIMEOUT_S": "120", "LORAKIT_RETRY_TOTAL_S": "120"}
-    return subprocess.Popen([sys.executable, "-m", "lorakit", *map(str, argv)], cwd=kit.repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_ledger_keeps_unknown_columns(tmp_path):
+    path = tmp_path / "ledger.csv"
+    path.write_text("version,message,my_note\n3,hello,keep me\n")
+    Ledger(path).update(3, status="RUNNING")
+    row = Ledger(path).row(3)
+    assert row["my_note"] == "keep me" and row["status"] == "RUNNING" and row["message"] == "hello"
 
 
-def signalled_in_flight(kit, proc: subprocess.Popen, held, signum: int) -> tuple:
-    """Send ``signum`` once ``held()`` says the request is held open by the stand-in; (exit code, stderr)."""
-    deadline = time.monotonic() + 60
-    while not held():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(0.2)  # the request is read and held
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
-    return proc.returncode, err
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "empty"),
+        ("version,message\n1,a\n1,b\n", "appears twice"),
+        ("version,message\nx,a\n", "line 2 has version 'x'"),
+        ("message,status\nhello,ok\n", "header"),
+        ("version,message\n1,a,b\n", "line 2 has 3 fields"),
+        ("version,message\n1,\x00\n", "NUL"),
+    ],
+)
+def test_corrupted_ledger_raises_and_is_not_rewritten(tmp_path, content, expected):
+    path = tmp_path / "ledger.csv"
+    path.write_text(content)
+    ledger = Ledger(path)
+    with pytest.raises(LedgerError, match=expected):
+        ledger.update(1, status="x")
+    with pytest.raises(LedgerError):
+        ledger.rows()
+    assert path.read_text() == content
 
 
-SIGNALS = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+def test_ledger_not_utf8(tmp_path):
+    path = tmp_path / "ledger.csv"
+    path.write_bytes(b"version\n\xff\xfe\n")
+    with pytest.raises(LedgerError, match="UTF-8"):
+        Ledger(path).rows()
 
 
-# ---------------------------------------------------------------------------------------- signals
-@pytest.mark.parametrize("signum, processed", [(SIGNALS[0], True), (SIGNALS[-1], False)],
-                         ids=lambda v: getattr(v, "name", str(v)))
-def test_signal_during_a_push_leaves_a_row_the_next_command_settles(kit, signum, processed):
-    kit.state.stall("SaveKernel", after=processed)
-    proc = lorakit_started(kit, "push", "-m", "signalled")
-    code, err = signalled_in_flight(kit, proc, lambda: versions(kit) if processed else kit.state.calls("SaveKernel"),
-                                    signum)
-    assert code == 130 and "interrupted while pushing; recorded as v1 UNCONFIRMED" in err, err
-    row = kit.row(1)
-    assert row["status"] == "UNCONFIRMED" and row["push_token"].startswith("lk-")
-    assert len(versions(kit)) == int(processed)
+def test_ledger_concurrent_updates_lose_no_row(tmp_path):
+    path = tmp_path / "ledger.csv"
+    errors = []
 
+    def writer(start):
+        try:
+            for v in range(start, start + 10):
+                Ledger(path).update(v, message=f"m{v}")
+                Ledger(path).update(v, status="QUEUED")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(1 + 10 * i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    rows = Ledger(path).rows()
+    assert [int(r["version"]) for r in rows] == list(range(1, 41))
+    assert all(r["status"] == "QUEUED" and r["message"] == f"m{r['version']}" for r in rows)
+
+
+def test_ledger_concurrent_processes(tmp_path):
+    path = tmp_path / "ledger.csv"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from lorakit.ledger import Ledger;"
+        "[Ledger(sys.argv[2]).update(int(sys.argv[3]) + i, message='p') for i in range(15)]"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(REPO / "src"), str(path), str(100 * k + 1)]) for k in range(3)
+    ]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert len(Ledger(path).rows()) == 45
+
+
+def test_ledger_write_interrupted_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.csv"
+    ledger = Ledger(path)
+    ledger.update(1, message="safe")
+    before = path.read_bytes()
+
+    real_writerow = csv.DictWriter.writerow
+
+    def exploding(self, row):
+        if row.get("version") == "2":
+            raise KeyboardInterrupt
+        return real_writerow(self, row)
+
+    monkeypatch.setattr(csv.DictWriter, "writerow", exploding)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.update(2, message="lost")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ledger.")] == []
+
+
+def test_latest_version_needs_a_ledger(tmp_path):
+    with pytest.raises(LedgerError, match="no ledger"):
+        Ledger(tmp_path / "ledger.csv").latest_version()
+    (tmp_path / "ledger.csv").write_text(",".join(COLUMNS) + "\n")
+    with pytest.raises(LedgerError, match="no versions"):
+        Ledger(tmp_path / "ledger.csv").latest_version()
+
+
+def test_corrupted_ledger_is_never_overwritten(kit):
+    kit.ledger.parent.mkdir()
+    kit.ledger.write_text("version,message\n1,ok\n2,broken,extra,fields\n")
+    before = kit.ledger.read_bytes()
+    code, out, err = kit.run("push", "-m", "x")
+    assert code == 1 and "corrupted" in err and "line 3" in err
+    assert not kit.state.requests  # refused before the push
+    assert kit.ledger.read_bytes() == before
+    for argv in (("status",), ("scores",), ("quota",)):
+        code, out, err = kit.run(*argv)
+        assert code == 1 and "corrupted" in err
+    assert kit.ledger.read_bytes() == before
+
+
+def test_missing_ledger(kit):
     code, out, err = kit.run("status")
-    if processed:
-        assert code == 0 and "v1 QUEUED" in out and kit.row(1)["status"] == "QUEUED"
-        assert row["push_token"] in versions(kit)[0].text
-    else:
-        assert code == 1 and "never reached Kaggle" in error_line(err) and kit.row(1)["status"] == "NOT_PUSHED"
-    assert len(kit.state.calls("SaveKernel")) == 1  # settled without a second send
+    assert code == 1 and "no ledger at" in err and "push a version first" in err
+    code, out, err = kit.run("pull")
+    assert code == 1 and "no ledger" in err
+    code, out, err = kit.run("scores")  # works without one
+    assert code == 0 and "no submissions" in out
+    assert not kit.ledger.exists()
+    code, out, err = kit.run("quota")
+    assert code == 0 and "no run minutes recorded" in out
 
 
-@pytest.mark.parametrize("signum, processed", [(SIGNALS[-1], True), (SIGNALS[0], False)],
-                         ids=lambda v: getattr(v, "name", str(v)))
-def test_signal_during_a_submission_leaves_a_row_the_next_submit_settles(kit, signum, processed):
+def test_ledger_gets_recreated_for_explicit_versions(kit):
     push_pull(kit)
-    kit.state.stall("CreateSubmission", after=processed)
-    proc = lorakit_started(kit, "submit", 1)
-    code, err = signalled_in_flight(
-        kit, proc, lambda: kit.state.submissions if processed else kit.state.calls("CreateSubmission"), signum)
-    assert code == 130 and "interrupted while submitting" in err, err
-    row = kit.row(1)
-    assert row["pending_status"] == "UNCONFIRMED" and row["pending_token"] and row["submission_ref"] == ""
-
-    code, out, err = kit.run("submit", 1)
+    kit.ledger.unlink()
+    code, out, err = kit.run("pull", 1)
     assert code == 0, err
-    assert len(kit.state.submissions) == 1 and kit.row(1)["submission_ref"] == str(kit.state.submissions[0].ref)
-    assert kit.row(1)["pending_token"] == "" and kit.row(1)["pending_status"] == ""
-    if processed:  # found by its token: not sent again
-        assert "not sent again" in err and len(kit.state.calls("CreateSubmission")) == 1
-        assert row["pending_token"] in kit.state.submissions[0].description
-    else:  # it never reached Kaggle: sent once more, counted once
-        assert len(kit.state.calls("CreateSubmission")) == 2
+    assert kit.row(1)["val_accuracy"]
 
 
-def test_an_unconfirmed_resubmission_keeps_the_previous_submission(kit):
-    push_pull(kit)
-    assert kit.run("submit", 1, "--wait")[0] == 0
-    before = kit.row(1)
-    kit.state.fail("CreateSubmission", 502, after=True)
-    kit.state.fail("ListSubmissions", 500, times=None)
-    code, out, err = kit.run("submit", 1, "-m", "again")
-    assert code == 5 and "UNCONFIRMED" in error_line(err)
-    row = kit.row(1)
-    assert row["pending_status"] == "UNCONFIRMED" and row["pending_token"] in kit.state.submissions[1].description
-    assert [row[c] for c in ("submission_ref", "submission_status", "public_score")] == [
-        before[c] for c in ("submission_ref", "submission_status", "public_score")]
-    kit.state.faults.clear()
-    assert kit.run("scores")[0] == 0
-    assert kit.row(1)["submission_ref"] == str(kit.state.submissions[1].ref) and kit.row(1)["pending_status"] == ""
-    assert len(kit.state.calls("CreateSubmission")) == 2 and len(kit.state.submissions) == 2
-
-
-# ---------------------------------------------------------------------------- write errors after sending
-def full_disk_after(monkeypatch, kit, method: str) -> None:
-    """Every ledger write fails with ENOSPC once ``method`` has been sent."""
-    write = ledger_module.Ledger._write
-
-    def failing(self, columns, records):
-        if kit.state.calls(method):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return write(self, columns, records)
-
-    monkeypatch.setattr(ledger_module.Ledger, "_write", failing)
-
-
-def test_full_disk_after_a_push_leaves_it_sending_and_the_retry_does_not_resend(kit, monkeypatch):
-    with monkeypatch.context() as mp:
-        full_disk_after(mp, kit, "SaveKernel")
-        code, out, err = kit.run("push", "-m", "full disk")
-    assert code == 1
-    line = error_line(err)
-    assert "No space left on device" in line and "stays SENDING" in line and "do not push it again" in line
-    (row,) = kit.rows()
-    assert row["status"] == "SENDING" and row["version"] == "" and row["push_token"] in versions(kit)[0].text
-
-    code, out, err = kit.run("push", "-m", "full disk")  # the obvious retry finds it first
-    assert code == 2 and "v1 already ran config_hash" in error_line(err) and "--again" in err
-    assert len(kit.state.calls("SaveKernel")) == 1
-    assert kit.row(1)["status"] == "QUEUED" and kit.row(1)["message"] == "full disk"
-
-
-def test_full_disk_after_a_submission_is_settled_by_scores(kit, monkeypatch):
-    push_pull(kit)
-    with monkeypatch.context() as mp:
-        full_disk_after(mp, kit, "CreateSubmission")
-        code, out, err = kit.run("submit", 1)
-    assert code == 1 and "lorakit scores records it by its token" in error_line(err)
-    assert kit.row(1)["pending_status"] == "SENDING"
-    code, out, err = kit.run("scores")
-    assert code == 0, err
-    row = kit.row(1)
-    assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["pending_status"] == ""
-    assert len(kit.state.calls("CreateSubmission")) == 1
-
-
-# ------------------------------------------------------------------------------ checked before sending
 def test_a_held_ledger_lock_refuses_before_sending(kit, monkeypatch):
     from filelock import FileLock
 
@@ -177,17 +186,6 @@ def test_a_held_ledger_lock_refuses_before_sending(kit, monkeypatch):
     assert [r["version"] for r in kit.rows()] == ["1"]
 
 
-def test_a_message_that_is_not_utf8_is_refused_before_sending(kit):
-    message = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of such a byte in argv
-    code, out, err = kit.run("push", "-m", message)
-    assert code == 1 and "not UTF-8" in error_line(err)
-    assert not kit.state.requests and not kit.ledger.exists()
-    push_pull(kit)
-    code, out, err = kit.run("submit", 1, "-m", message)
-    assert code == 1 and "not UTF-8" in error_line(err) and not kit.state.calls("StartSubmissionUpload")
-
-
-# ------------------------------------------------------------------------------------- (kernel, version)
 def test_two_kernels_keep_their_own_v1(kit):
     push_pull(kit, "--set", "lora_r=4")
     assert kit.run("submit", 1, "--wait")[0] == 0
@@ -238,98 +236,3 @@ def test_a_ledger_saved_with_a_bom_is_read_and_written_without_one(kit):
     code, out, err = kit.run("status", 1)
     assert code == 0 and "v1 QUEUED" in out, err
     assert not kit.ledger.read_bytes().startswith(b"\xef\xbb\xbf") and kit.row(1)["status"] == "QUEUED"
-
-
-# ----------------------------------------------------------------------------------------- smoke runs
-def test_a_smoke_run_is_not_submitted_without_allow_smoke(kit):
-    push_pull(kit, "--set", "smoke=true")
-    code, out, err = kit.run("submit", 1)
-    line = error_line(err)
-    assert code == 2 and "predicted on synthetic smoke data" in line and "--allow-smoke" in line
-    assert not kit.state.calls("StartSubmissionUpload") and not kit.state.calls("CreateSubmission")
-    code, out, err = kit.run("submit", 1, "--allow-smoke")
-    assert code == 0 and len(kit.state.submissions) == 1, err
-    code, out, err = kit.run("scores", "--json")
-    data = json.loads(out)
-    assert data["best_public"] is None and data["best_validation"] is None
-    assert data["not_candidates"][0]["version"] == 1 and "v1 is not a candidate" in err
-
-
-def test_run_submit_of_a_smoke_config_is_refused_before_pushing(kit):
-    code, out, err = kit.run("run", "-m", "x", "--submit", "--set", "smoke=true")
-    assert code == 2 and "--allow-smoke" in error_line(err) and not kit.state.calls("SaveKernel")
-
-
-@pytest.mark.parametrize("old", ["config smoke", "ledger smoke", "unknown"])
-def test_runs_from_before_predicted_on_fall_back_to_their_config(kit, old):
-    push_pull(kit, *(["--set", "smoke=true"] if old == "ledger smoke" else []))
-    path = kit.repo / "submissions" / "v1" / "metrics.json"
-    metrics = json.loads(path.read_text())
-    del metrics["predicted_on"]
-    metrics["config"] = {"smoke": True} if old == "config smoke" else {}
-    path.write_text(json.dumps(metrics))
-    code, out, err = kit.run("submit", 1)
-    if old == "unknown":
-        assert code == 0 and "cannot tell what v1 predicted on" in err
-    else:
-        assert code == 2 and "synthetic smoke data" in error_line(err) and not kit.state.submissions
-
-
-# ------------------------------------------------------------------------------------ GPU runs and quota
-def test_a_config_already_run_to_complete_needs_again(kit):
-    push_pull(kit)
-    code, out, err = kit.run("push", "-m", "same")
-    line = error_line(err)
-    assert code == 2 and line.startswith("lorakit: error: v1 already ran config_hash") and "--again" in line
-    assert len(kit.state.calls("SaveKernel")) == 1
-    out, err = push(kit, "--again", message="same")
-    assert "pushed v2" in out
-
-
-def test_a_run_longer_than_the_quota_left_is_warned_before_pushing(kit):
-    kit.state.quota = {"timeUsed": "100800s", "totalTimeAllowed": "108000s"}  # 2 h left
-    out, err = push(kit)
-    assert "lorakit: warning: the run may take up to 11.0 h (time_limit_minutes 660), but 2.0 h of GPU quota" in err
-    kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "108000s"}
-    out, err = push(kit, "--set", "lora_r=4")
-    assert "GPU quota" not in err
-    kit.state.fail("GetAcceleratorQuotaStatistics", 500, times=None)
-    out, err = push(kit, "--set", "lora_r=2")
-    assert "pushed v3" in out and "note: could not read the GPU quota" in err and "lorakit: error" not in err
-
-
-# ------------------------------------------------------------------------------------------- dry runs
-@pytest.mark.parametrize("folder", ["kernel", ".", "sub/.."])
-def test_a_build_dir_over_the_sources_is_refused(kit, folder):
-    before = (kit.repo / "kernel" / "agnews_lora.py").read_bytes(), (kit.repo / "kernel-metadata.json").read_bytes()
-    code, out, err = kit.run("push", "-m", "x", "--dry-run", "--build-dir", folder, "--set", "lora_r=4")
-    assert code == 1 and "would overwrite" in error_line(err)
-    assert before == ((kit.repo / "kernel" / "agnews_lora.py").read_bytes(),
-                      (kit.repo / "kernel-metadata.json").read_bytes())
-
-
-def test_a_dry_run_leaves_no_temporary_folder(kit, monkeypatch, tmp_path):
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    code, out, err = kit.run("push", "-m", "x", "--dry-run")
-    assert code == 0 and "nothing pushed" in out and not list(scratch.iterdir())
-
-
-def test_a_predict_from_dry_run_counts_the_adapters_config(kit):
-    push_pull(kit, "--set", "lora_r=4")
-    code, out, err = kit.run("push", "-m", "p", "--predict-from", 1, "--dry-run", "--json")
-    assert code == 0, err
-    assert json.loads(out)["trainable_params"] == int(kit.row(1)["trainable_params"])
-    code, out, err = kit.run("check", "--json")
-    assert json.loads(out)["trainable_params"] != int(kit.row(1)["trainable_params"])
-
-
-def test_a_push_over_the_competitions_rule_names_it(kit):
-    """A budget raised above 1,000,000 is for experiments: the push goes ahead and says the entry is invalid."""
-    code, out, err = kit.run("push", "-m", "big", "--set", "param_budget=2000000", "--set", "lora_r=40")
-    assert code == 0, err
-    assert ("param_budget 2,000,000 is above the competition's rule of at most 1,000,000 trainable parameters; "
-            "this config breaks it: not a valid entry") in err
-    code, out, err = kit.run("push", "-m", "small", "--set", "lora_r=4")
-    assert code == 0 and "competition's rule" not in err

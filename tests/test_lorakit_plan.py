@@ -1,4 +1,4 @@
-"""`lorakit plan`: the default first, every placement at its largest fitting rank, bench evidence marked."""
+"""`lorakit plan`: the default first, every placement at its largest fitting rank, bench evidence, room left."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT
+from kernel_helpers import ROOT
 
 
 @pytest.fixture

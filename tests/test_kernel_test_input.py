@@ -6,6 +6,7 @@ written opcode by opcode below, so that they hold exactly what an attacker would
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -17,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FIXTURES, run_kernel
+from kernel_helpers import FIXTURES, run_kernel, write_test_pickle, write_train_csv
+
 
 PICKLES = FIXTURES / "pickles"
 FIXTURE_TEXTS = ["first row", "second (AP) row", "Z\u00fcrich third \u65e5\u672c"]
@@ -27,6 +29,116 @@ ACCEPTED = sorted(p.name for p in PICKLES.glob("*.pkl") if not p.name.startswith
 def write_pickle(path, obj):
     with open(path, "wb") as handle:
         pickle.dump(obj, handle)
+    return path
+
+
+class RunsACommand:
+    """What an attacker puts in a pickle: unpickling calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def op_global(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_str(text):
+    data = text.encode()
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def op_bytes(data):
+    return b"B" + len(data).to_bytes(4, "little") + data
+
+
+def op_int(n):
+    return b"\x8a\x09" + n.to_bytes(9, "little", signed=True)  # LONG1
+
+
+NONE = b"N"
+
+
+def op_tuple(*items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def op_list(*items):
+    return b"(" + b"".join(items) + b"l"
+
+
+def op_dict(**items):
+    return b"(" + b"".join(op_str(key) + value for key, value in items.items()) + b"d"
+
+
+def op_call(module, name, *args):
+    return op_global(module, name) + op_tuple(*args) + b"R"
+
+
+def as_pickle(body):
+    return b"\x80\x04" + body + b"."
+
+
+def arrow_type(alias="string"):
+    return op_call("pyarrow.lib", "type_for_alias", op_str(alias))
+
+
+def py_buffer(data):
+    return op_call("pyarrow.lib", "py_buffer", op_bytes(data))
+
+
+def arrow_strings(offsets, data, *, alias="string", length=None, buffers=None, children=()):
+    """An arrow string array as pyarrow pickles one: _restore_array((type, length, nulls, offset, buffers, ...))."""
+    raw = struct.pack(f"<{len(offsets)}{'q' if alias == 'large_string' else 'i'}", *offsets)
+    buffers = [NONE, py_buffer(raw), py_buffer(data)] if buffers is None else buffers
+    length = len(offsets) - 1 if length is None else length
+    return op_call("pyarrow.lib", "_restore_array", op_tuple(
+        arrow_type(alias), op_int(length), op_int(0), op_int(0), op_list(*buffers), op_list(*children), NONE))
+
+
+def dataset(chunks, alias="string"):
+    """A datasets.Dataset as datasets pickles one, its one column `text` holding `chunks` (opcodes)."""
+    column = op_call("pyarrow.lib", "chunked_array", op_list(chunks), arrow_type(alias))
+    field = op_call("pyarrow.lib", "field", op_str("text"), arrow_type(alias))
+    table = op_call("pyarrow.lib", "_reconstruct_table", op_list(column),
+                    op_call("pyarrow.lib", "schema", op_list(field), NONE))
+    data = op_call("datasets.table", "InMemoryTable") + op_dict(table=table) + b"b"
+    state = op_dict(_data=data, _indices=NONE, _format_type=NONE, _format_columns=NONE)
+    return as_pickle(op_call("datasets.arrow_dataset", "Dataset") + state + b"b")
+
+
+TEXT_BYTES = "".join(FIXTURE_TEXTS).encode()
+TEXT_ENDS = [0, 9, 24, 44]
+
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def refused(kernel, path, message):
+    """The one-line DataError that loading `path` gives (the kernel's exit 2), checked against `message`."""
+    with pytest.raises(kernel.DataError) as info:
+        kernel.load_test_texts(path)
+    text = str(info.value)
+    assert "\n" not in text and str(path) in text and "killed" not in text, text
+    assert __import__("re").search(message, text), text
+    return text
+
+
+DEEP = 200_000
+
+
+GIB3 = 3 * 10**9
+
+
+def put(root, *parts):
+    path = root.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_pickle(path, {"text": ["x"]})
     return path
 
 
@@ -50,16 +162,6 @@ def test_every_fixture_pickle_loads_in_id_order(kernel, name):
 def test_dataset_shapes_that_would_mislead_are_refused(kernel, name, message):
     with pytest.raises(kernel.DataError, match=message):
         kernel.load_test_texts(PICKLES / name)
-
-
-class RunsACommand:
-    """What an attacker puts in a pickle: unpickling calls os.system."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 @pytest.mark.compat
@@ -143,99 +245,11 @@ def test_the_real_competition_file_loads(kernel, shared_dir):
     assert len(texts) == 8000 and all(isinstance(t, str) and t for t in texts)
 
 
-# ------------------------------------------------------------------------------------- hostile files
-def op_global(module, name):
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def op_str(text):
-    data = text.encode()
-    return b"X" + len(data).to_bytes(4, "little") + data
-
-
-def op_bytes(data):
-    return b"B" + len(data).to_bytes(4, "little") + data
-
-
-def op_int(n):
-    return b"\x8a\x09" + n.to_bytes(9, "little", signed=True)  # LONG1
-
-
-NONE = b"N"
-
-
-def op_tuple(*items):
-    return b"(" + b"".join(items) + b"t"
-
-
-def op_list(*items):
-    return b"(" + b"".join(items) + b"l"
-
-
-def op_dict(**items):
-    return b"(" + b"".join(op_str(key) + value for key, value in items.items()) + b"d"
-
-
-def op_call(module, name, *args):
-    return op_global(module, name) + op_tuple(*args) + b"R"
-
-
-def as_pickle(body):
-    return b"\x80\x04" + body + b"."
-
-
-def arrow_type(alias="string"):
-    return op_call("pyarrow.lib", "type_for_alias", op_str(alias))
-
-
-def py_buffer(data):
-    return op_call("pyarrow.lib", "py_buffer", op_bytes(data))
-
-
-def arrow_strings(offsets, data, *, alias="string", length=None, buffers=None, children=()):
-    """An arrow string array as pyarrow pickles one: _restore_array((type, length, nulls, offset, buffers, ...))."""
-    raw = struct.pack(f"<{len(offsets)}{'q' if alias == 'large_string' else 'i'}", *offsets)
-    buffers = [NONE, py_buffer(raw), py_buffer(data)] if buffers is None else buffers
-    length = len(offsets) - 1 if length is None else length
-    return op_call("pyarrow.lib", "_restore_array", op_tuple(
-        arrow_type(alias), op_int(length), op_int(0), op_int(0), op_list(*buffers), op_list(*children), NONE))
-
-
-def dataset(chunks, alias="string"):
-    """A datasets.Dataset as datasets pickles one, its one column `text` holding `chunks` (opcodes)."""
-    column = op_call("pyarrow.lib", "chunked_array", op_list(chunks), arrow_type(alias))
-    field = op_call("pyarrow.lib", "field", op_str("text"), arrow_type(alias))
-    table = op_call("pyarrow.lib", "_reconstruct_table", op_list(column),
-                    op_call("pyarrow.lib", "schema", op_list(field), NONE))
-    data = op_call("datasets.table", "InMemoryTable") + op_dict(table=table) + b"b"
-    state = op_dict(_data=data, _indices=NONE, _format_type=NONE, _format_columns=NONE)
-    return as_pickle(op_call("datasets.arrow_dataset", "Dataset") + state + b"b")
-
-
-TEXT_BYTES = "".join(FIXTURE_TEXTS).encode()
-TEXT_ENDS = [0, 9, 24, 44]
-
-
-def write_bytes(path, data):
-    path.write_bytes(data)
-    return path
-
-
 @pytest.mark.compat
 def test_a_dataset_written_opcode_by_opcode_loads(kernel, tmp_path):
     """The hostile files below differ from this one only in what they break."""
     assert kernel.load_test_texts(write_bytes(tmp_path / "t.pkl", dataset(arrow_strings(TEXT_ENDS, TEXT_BYTES)))) \
         == FIXTURE_TEXTS
-
-
-def refused(kernel, path, message):
-    """The one-line DataError that loading `path` gives (the kernel's exit 2), checked against `message`."""
-    with pytest.raises(kernel.DataError) as info:
-        kernel.load_test_texts(path)
-    text = str(info.value)
-    assert "\n" not in text and str(path) in text and "killed" not in text, text
-    assert __import__("re").search(message, text), text
-    return text
 
 
 @pytest.mark.compat
@@ -273,9 +287,6 @@ def test_a_dataframe_column_with_offsets_past_its_buffer(kernel, tmp_path, name,
     refused(kernel, write_bytes(tmp_path / "t.pkl", data), r"malformed arrow array: offsets out of order or past")
 
 
-DEEP = 200_000
-
-
 @pytest.mark.compat
 @pytest.mark.parametrize("body", [
     b"}" + b")" + b"\x85" * DEEP + b"K\x01s",  # {((((...)))): 1}: hashing the key recursed in C to SIGSEGV
@@ -290,9 +301,6 @@ def test_deep_nesting_is_refused_before_it_is_built(kernel, tmp_path, body):
 def test_a_dict_key_that_is_not_a_string_is_refused(kernel, tmp_path):
     refused(kernel, write_bytes(tmp_path / "t.pkl", as_pickle(b"}" + op_tuple(op_str("text")) + b"K\x01s")),
             r"a dict key that is not a string")
-
-
-GIB3 = 3 * 10**9
 
 
 @pytest.mark.compat
@@ -337,6 +345,7 @@ def test_row_and_file_size_limits(kernel, tmp_path, monkeypatch):
     refused(kernel, PICKLES / "datasets-4.8.5.pkl", r"is larger than 100 bytes, the most a test file may be")
 
 
+@pytest.mark.slow
 @pytest.mark.compat
 def test_a_reader_killed_by_a_signal_is_one_line(kernel, tmp_path):
     """Whatever still crashes the reading child is one line here, and the kernel lives on."""
@@ -367,6 +376,7 @@ def test_a_reader_killed_by_a_signal_is_one_line(kernel, tmp_path):
                                "is malformed or hostile")
 
 
+@pytest.mark.slow
 def test_the_kernel_ends_with_one_line_on_a_hostile_file(tmp_path):
     """The file that ended the kernel with SIGSEGV (exit 139, no message) is now exit 2 and one line."""
     path = write_bytes(tmp_path / "test_unlabelled.pkl", as_pickle(b"}" + b")" + b"\x85" * DEEP + b"K\x01s"))
@@ -375,14 +385,6 @@ def test_the_kernel_ends_with_one_line_on_a_hostile_file(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: cannot unpickle {path}: UnpicklingError: objects nested "
                                                "more than 100 deep, deeper than a test file's"]
     assert not (tmp_path / "out").exists()
-
-
-# ------------------------------------------------------------------------------------- which file
-def put(root, *parts):
-    path = root.joinpath(*parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_pickle(path, {"text": ["x"]})
-    return path
 
 
 def test_the_competition_folder_wins_over_a_shadowing_dataset(kernel, tmp_path):
@@ -403,10 +405,69 @@ def test_the_competition_folder_wins_over_a_shadowing_dataset(kernel, tmp_path):
 def test_a_missing_test_file_says_what_to_do(kernel, tmp_path, monkeypatch):
     (tmp_path / "ag-news").mkdir()
     (tmp_path / "ag-news" / "train.csv").write_text("Class Index,Title,Description\n")
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     with pytest.raises(kernel.DataError, match=r"pass --set test_data=PATH \(kaggle competitions download -c "
                                                r"deep-learning-spring-2025-project-2\)"):
         kernel.find_test_file(tmp_path)
-    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    monkeypatch.setenv("AGNEWS_ON_KAGGLE", "1")
     with pytest.raises(kernel.DataError, match=r"attach the competition .*Found: .*ag-news/train.csv"):
         kernel.find_test_file(tmp_path)
+
+
+def test_the_kind_of_test_file(kernel, tmp_path, monkeypatch, capsys):
+    """competition: the file at the competition's mount path, however it was named; other: anything else, with a
+    warning when the competition is not attached and another dataset's file is taken."""
+    train = write_train_csv(tmp_path / "train.csv")
+    root = tmp_path / "input"
+    monkeypatch.setattr(kernel, "KAGGLE_INPUT", root)
+    cfg = kernel.Config(train_data=str(train))
+    for own in kernel.competition_test_files(root):
+        write_test_pickle(own)
+        inputs = kernel.resolve_inputs(cfg, tmp_path)
+        assert (inputs.test, inputs.test_kind) == (own, "competition")
+        assert inputs.predicted_on(60) == {"kind": "competition", "path": str(own),
+                                           "sha256": kernel.file_sha256(own), "rows": 60}
+        explicit = kernel.resolve_inputs(kernel.dataclasses.replace(cfg, test_data=str(own)), tmp_path)
+        assert explicit.test_kind == "competition"
+        own.unlink()
+    assert "not attached" not in capsys.readouterr().err
+    other = write_test_pickle(root / "someone-else" / "test_unlabelled.pkl")
+    inputs = kernel.resolve_inputs(cfg, tmp_path)
+    assert (inputs.test, inputs.test_kind) == (other, "other")
+    assert (f"warning: the competition {kernel.COMPETITION} is not attached: reading {other}, another dataset's "
+            "file; attach the competition (competition_sources) before submitting") in capsys.readouterr().err
+    assert "NOT the competition's file" in inputs.describe()
+    smoke = kernel.resolve_inputs(kernel.config_from_overrides({"smoke": True, "test_data": str(other)}), tmp_path)
+    assert smoke.test_kind == "smoke" and smoke.describe() == (
+        f"SMOKE RUN: tiny random encoder, test data {other} -- not a submission")
+
+
+def test_invalid_unicode_on_the_smoke_path(run_main, tmp_path):
+    test_pkl = write_test_pickle(tmp_path / "test.pkl", rows=50, broken=4)
+    train = write_train_csv(tmp_path / "train.csv", rows_per_class=30, broken=1)
+    code, _, err = run_main("smoke=true", "epochs=1", f"train_data={train}", f"test_data={test_pkl}",
+                            f"output_dir={tmp_path / 'out'}")
+    assert code == 0, err[-3000:]
+    assert "warning: 4 test row(s) were not valid Unicode" in err and f"1 line(s) of {train} were not valid" in err
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["predicted_on"]["kind"] == "smoke"
+
+
+def test_real_weights_on_the_competition_file_with_invalid_unicode(kernel, minilm_path, run_main, tmp_path,
+                                                                   monkeypatch):
+    """The real path (pretrained weights, not smoke): the competition's file at its mount path, with rows that
+    are not valid Unicode in the test pickle and the training CSV, repaired and counted."""
+    root = tmp_path / "input"
+    test_file = write_test_pickle(kernel.competition_test_files(root)[0], rows=60, broken=3)
+    monkeypatch.setattr(kernel, "KAGGLE_INPUT", root)
+    train = write_train_csv(tmp_path / "train.csv", broken=2)
+    code, out, err = run_main(f"model={minilm_path}", f"train_data={train}", "epochs=1", "val_fraction=0.25",
+                              f"output_dir={tmp_path / 'out'}")
+    assert code == 0, err[-3000:]
+    assert "warning: 3 test row(s) were not valid Unicode; the invalid characters became U+FFFD" in err
+    assert f"warning: 2 line(s) of {train} were not valid UTF-8; the invalid bytes became U+FFFD" in err
+    assert "Traceback" not in err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["predicted_on"] == {"kind": "competition", "path": str(test_file),
+                                       "sha256": kernel.file_sha256(test_file), "rows": 60}
+    assert metrics["model"] == str(minilm_path) and "SMOKE" not in out
+    assert f"predicting on {test_file} (the competition's test file, sha256 " in out.strip().splitlines()[-1]
+    kernel.validate_submission(tmp_path / "out" / "submission.csv", 60)

@@ -1,0 +1,81 @@
+"""`lorakit check` and `lorakit validate`: the offline checks, with the kernel's own rules."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kernel_helpers import BAD_VALUES, ROOT
+
+
+def test_check_json_reports_the_seed_config(kit):
+    code, out, err = kit.run(
+        "check", "--set", "head=roberta", "--set", "lora_r=8", "--set", "lora_alpha=8", "--set", "lora_targets=query", "--json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["trainable_params"] == 741124 and data["within_budget"] is True
+    assert set(data) >= {"trainable_params", "param_breakdown", "within_budget", "config_hash"}
+    assert len(out.strip().splitlines()) == 1
+    assert not kit.state.requests
+
+
+def test_check_rejects_bad_metadata(kit):
+    meta_path = kit.repo / "kernel-metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for change, expected in (
+        ({"title": "abc"}, "five characters"),
+        ({"code_file": "missing.py"}, "does not exist"),
+        ({"language": "julia"}, "'language'"),
+        ({"kernel_type": "app"}, "'kernel_type'"),
+        ({"enable_gpu": "yes"}, "'enable_gpu' must be true or false"),
+        ({"id": "alice/abc"}, "5+ characters"),
+    ):
+        meta_path.write_text(json.dumps({**meta, **change}))
+        code, out, err = kit.run("check")
+        assert code == 1 and expected in err, (change, err)
+    meta_path.write_text("{not json")
+    code, out, err = kit.run("check")
+    assert code == 1 and "not valid JSON" in err
+
+
+def test_check_rejects_a_script_that_does_not_compile(kit):
+    script = kit.repo / "kernel" / "agnews_lora.py"
+    script.write_text(script.read_text() + "\ndef broken(:\n")
+    code, out, err = kit.run("check")
+    assert code == 1 and "does not compile" in err
+
+
+@pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
+def test_lorakit_check_refuses_what_the_kernel_refuses(key, value, message, capsys, monkeypatch):
+    from lorakit.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(["check", "--set", f"{key}={value}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lorakit: error: invalid config: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_check_reports_the_length_verdict(capsys, monkeypatch):
+    from lorakit.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(["check"]) == 0
+    assert "lengths    max_length 128, predict_max_length 256 within the 512 usable positions of roberta-base" in \
+        capsys.readouterr().out
+    assert main(["check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["usable_positions"] == 512
+
+
+def test_validate_works_outside_a_checkout_and_refuses_float_labels(tmp_path, monkeypatch, capsys):
+    from lorakit.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no kernel-metadata.json here or above
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("ID,Label\n0,3\n1,0\n")
+    bad.write_text("ID,Label\n0,1.0\n1,2\n")
+    assert main(["validate", str(good), "--rows", "2"]) == 0
+    assert "valid submission (2 rows" in capsys.readouterr().out
+    assert main(["validate", str(bad), "--rows", "2"]) == 1
+    assert capsys.readouterr().err.strip() == f"lorakit: error: {bad}: Label must hold integers on every row; " \
+                                              "row 0 holds '1.0'"

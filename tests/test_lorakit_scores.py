@@ -1,0 +1,85 @@
+"""`lorakit scores`, `leaderboard`, `compare` and `quota`; `scores` settles submissions left unconfirmed."""
+from __future__ import annotations
+
+import pytest
+
+from lorakit_fixtures import COMPETITION, error_line, full_disk_after, one_error_line, push_pull
+
+
+def test_second_version_scores_gap_leaderboard_quota_compare_logs(kit):
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    kit.state.score_hook = lambda content: ("0.85000", "0.84000")
+    assert kit.run("submit", 1, "--wait")[0] == 0
+    kit.state.score_hook = lambda content: ("0.86500", "0.86000")
+    assert kit.run("submit", 2, "-m", "second", "--wait")[0] == 0
+
+    code, out, err = kit.run("scores")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split()[:2] == ["PV", "v2"]  # best public and best validation, sorted by score
+    assert "0.00500" in out and "0.01000" in out  # public-private gaps
+
+    code, out, err = kit.run("leaderboard", "--top", "2", "--download", "lb")
+    assert code == 0, err
+    assert "top team" in out and "> " in out and "your rank: 2 (alice, 0.86500)" in out
+    assert (kit.repo / "lb" / f"{COMPETITION}.zip").is_file()
+
+    code, out, err = kit.run("quota")
+    assert code == 0, err
+    assert "10.50 h used, 19.50 h left of 30.00 h" in out and "v1" in out and "43.0 min" in out
+
+    code, out, err = kit.run("compare", 1, 2)
+    assert code == 0, err
+    assert "agreement 100.00%" in out and "World" in out
+
+    (kit.repo / "submissions" / "v2" / "submission.csv").write_text(
+        "ID,Label\n" + "".join(f"{i},{(i * 7 + (i % 2)) % 4}\n" for i in range(8000)))
+    code, out, err = kit.run("compare", 1, 2)
+    assert code == 0 and "agreement 50.00% (4000 rows differ)" in out and "mean confidence" in out
+
+    code, out, err = kit.run("logs", 2)
+    assert code == 0 and "effective config:" in out and "epoch 1/1" in out and "stream_name" not in out
+
+
+@pytest.mark.parametrize("processed", [True, False])
+def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, processed):
+    push_pull(kit)
+    kit.state.fail("CreateSubmission", 502, after=processed)
+    kit.state.fail("ListSubmissions", 500, times=None)
+    code, out, err = kit.run("submit", 1)
+    assert code == 5
+    line = one_error_line(err)
+    assert "UNCONFIRMED" in line and "lorakit scores" in line
+    assert len(kit.state.calls("CreateSubmission")) == 1 and len(kit.state.submissions) == int(processed)
+    row = kit.row(1)
+    assert row["pending_status"] == "UNCONFIRMED" and row["submission_ref"] == "" and row["pending_token"]
+
+    code, out, err = kit.run("submit", 1)  # no blind resend by the user either: it looks for the token first
+    assert code == 1 and "500" in one_error_line(err)
+    assert len(kit.state.calls("CreateSubmission")) == 1
+
+    kit.state.faults.clear()
+    code, out, err = kit.run("scores")
+    assert code == 0, err
+    row = kit.row(1)
+    if processed:
+        assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["submission_status"] == "PENDING"
+        assert row["pending_token"] == "" and row["submission_token"] in kit.state.submissions[0].description
+    else:
+        assert row["pending_status"] == "NOT_SUBMITTED" and "never reached Kaggle" in err
+    assert kit.run("submit", 1)[0] == 0
+
+
+def test_full_disk_after_a_submission_is_settled_by_scores(kit, monkeypatch):
+    push_pull(kit)
+    with monkeypatch.context() as mp:
+        full_disk_after(mp, kit, "CreateSubmission")
+        code, out, err = kit.run("submit", 1)
+    assert code == 1 and "lorakit scores records it by its token" in error_line(err)
+    assert kit.row(1)["pending_status"] == "SENDING"
+    code, out, err = kit.run("scores")
+    assert code == 0, err
+    row = kit.row(1)
+    assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["pending_status"] == ""
+    assert len(kit.state.calls("CreateSubmission")) == 1

@@ -1,0 +1,99 @@
+"""`lorakit status`: waiting and following a run, a failed run, and replies that are not a status."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from lorakit_fixtures import PORTAL, USERNAME, one_document, one_error_line, push, versions
+
+
+def test_kernel_error_prints_failure_and_exits_nonzero(kit):
+    kit.state.status_script = ["RUNNING", "ERROR"]
+    kit.state.failure_message = "CUDA out of memory at epoch 1"
+    push(kit)
+    code, out, err = kit.run("status", "--wait")
+    assert code == 3
+    assert "failure message: CUDA out of memory at epoch 1" in out
+    assert "v1 ended ERROR: CUDA out of memory" in err
+    assert kit.row(1)["status"] == "ERROR"
+    code, out, err = kit.run("status")
+    assert code == 3 and "v1 ERROR" in out
+
+
+def test_status_wait_times_out(kit, monkeypatch):
+    kit.state.status_script = ["RUNNING"]
+    push(kit)
+    monkeypatch.setenv("LORAKIT_POLL_START_S", "0.05")
+    code, out, err = kit.run("status", "--wait", "--timeout", "0.2")
+    assert code == 4 and "still RUNNING" in err
+
+
+def test_status_wait_follow_streams_the_log_then_reports_the_end(kit):
+    push(kit)
+    kit.state.live_start(USERNAME, kit.slug, 1)
+
+    def feed():
+        for text in ("effective config:\n", "epoch 1/1 val_accuracy 0.9000\n"):
+            time.sleep(0.2)
+            kit.state.log_feed(USERNAME, kit.slug, 1, text)
+        time.sleep(0.2)
+        kit.state.run_end(USERNAME, kit.slug, 1)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    code, out, err = kit.run("status", 1, "--wait", "--follow", "--json")
+    feeder.join()
+    assert code == 0, err
+    assert one_document(out) == {"version": 1, "status": "COMPLETE", "failure_message": None, "status_named": True}
+    assert err.count("effective config:") == 1 and err.count("val_accuracy 0.9000") == 1  # under --json: stderr
+    assert err.index("v1 RUNNING") < err.index("effective config:") < err.index("v1 COMPLETE")
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("html", f"a web page, {PORTAL}"),
+    ("empty", f"an empty reply (HTTP 200), {PORTAL}"),
+    ("redirect", f"a redirect (HTTP 302 to http://portal.example/login), {PORTAL}"),
+])
+def test_a_status_reply_that_is_not_the_apis_json_is_one_line_and_never_recorded(kit, kind, said):
+    push(kit)
+    versions(kit)[0].statuses = ["COMPLETE"]  # a finished run: an odd reply must not read as QUEUED
+    kit.state.odd("GetKernelSessionStatus", kind, times=None)
+    for argv in (("status", 1), ("status", 1, "--wait"), ("pull", 1)):
+        code, out, err = kit.run(*argv)
+        assert code == 1 and one_error_line(err).endswith(said), (argv, err)
+        assert "QUEUED" not in out + err and "Expecting value" not in err
+    code, out, err = kit.run("status", 1, "--json")
+    assert code == 1 and one_document(out) == {"error": one_error_line(err)[len("lorakit: error: "):], "exit_code": 1}
+    assert kit.row(1)["status"] == "QUEUED" and kit.row(1)["pulled_at"] == ""  # as the push left it
+    assert not [r for r in kit.state.requests if r[1] == "/login"]  # the redirect was not followed
+    kit.state.faults.clear()
+    code, out, err = kit.run("status", 1)
+    assert code == 0 and "v1 COMPLETE" in out and kit.row(1)["status"] == "COMPLETE"
+
+
+def test_a_status_reply_without_a_status_reads_as_queued_and_is_never_recorded(kit):
+    """Kaggle's JSON leaves out a field that holds its default, and QUEUED is the status's default: a real
+    queued run may answer {}. It reads as QUEUED, as the client reads it, and is never written to the ledger."""
+    push(kit)
+    kit.row(1)  # pushed as QUEUED
+    versions(kit)[0].statuses = ["COMPLETE"]
+    kit.run("status", 1)  # the ledger now says COMPLETE
+    assert kit.row(1)["status"] == "COMPLETE"
+    kit.state.odd("GetKernelSessionStatus", "{}", times=None)
+    code, out, err = kit.run("status", 1)
+    assert code == 0 and "v1 QUEUED (the reply named no status: not recorded)" in out
+    assert kit.row(1)["status"] == "COMPLETE"
+    code, out, err = kit.run("status", 1, "--json")
+    assert code == 0 and json.loads(out)["status_named"] is False
+
+
+def test_an_unknown_status_is_shown_as_unknown_and_not_recorded(kit):
+    push(kit)
+    versions(kit)[0].statuses = ["PREEMPTED"]
+    for argv in (("status", 1), ("status", 1, "--wait"), ("logs", 1, "--follow")):
+        code, out, err = kit.run(*argv)
+        assert code == 1 and "unknown status 'PREEMPTED' from Kaggle" in one_error_line(err), (argv, err)
+    assert kit.row(1)["status"] == "QUEUED"
