@@ -102,3 +102,30 @@ QUICK = ("smoke=true", "epochs=1", "max_train_samples=800")  # about 5 s in-proc
 def snapshot(folder):
     """Every file under `folder` with its bytes: a failed run must leave this unchanged."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def out_of_memory_after(monkeypatch, kernel, hook: str):
+    """From the moment the kernel's function ``hook`` has run, every Classifier forward runs out of memory, as
+    on a GPU whose memory no prediction batch fits; returns what puts both back."""
+    import torch
+
+    real_hook, real_forward, ran = getattr(kernel, hook), kernel.Classifier.forward, []
+
+    def hooked(*args):
+        result = real_hook(*args)
+        ran.append(True)
+        return result
+
+    def forward(self, ids, mask):
+        if ran:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_forward(self, ids, mask)
+
+    monkeypatch.setattr(kernel, hook, hooked)
+    monkeypatch.setattr(kernel.Classifier, "forward", forward)
+
+    def restore() -> None:
+        monkeypatch.setattr(kernel, hook, real_hook)
+        monkeypatch.setattr(kernel.Classifier, "forward", real_forward)
+
+    return restore

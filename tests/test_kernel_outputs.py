@@ -11,9 +11,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from kernel_helpers import ONE_ROW_PER_BATCH, QUICK, snapshot
+from kernel_helpers import ONE_ROW_PER_BATCH, QUICK, out_of_memory_after, snapshot
 
 
 def write_csv(path, frame):
@@ -99,19 +98,7 @@ def test_the_estimate_covers_what_a_run_writes(kernel, smoke_run):
 def test_a_failure_while_predicting_keeps_the_adapter(kernel, run_main, used_output, tmp_path, monkeypatch):
     """Prediction fails after training (memory runs out whatever the batch): the adapter is in the output
     folder, said in one line with the way to predict with it, and predicting with it works."""
-    real_keep, real_forward, kept = kernel.keep_adapter, kernel.Classifier.forward, []
-
-    def keep_then_fail(*args):  # the hook: from now on every forward runs out of memory
-        kept.append(real_keep(*args))
-        return kept[-1]
-
-    def forward(self, ids, mask):
-        if kept:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return real_forward(self, ids, mask)
-
-    monkeypatch.setattr(kernel, "keep_adapter", keep_then_fail)
-    monkeypatch.setattr(kernel.Classifier, "forward", forward)
+    restore = out_of_memory_after(monkeypatch, kernel, "keep_adapter")
     code, out, err = run_main(*QUICK, f"output_dir={used_output}")
     adapter = used_output / "adapter"
     assert code == 5 and "epoch 1:" in out
@@ -121,8 +108,7 @@ def test_a_failure_while_predicting_keeps_the_adapter(kernel, run_main, used_out
     assert f"saved the trained adapter to {adapter} before predicting" in out
     assert sorted(p.name for p in used_output.iterdir()) == ["adapter"]  # the earlier run's outputs are gone
     assert {"kit.json", "head.pt", "adapter_config.json"} <= {p.name for p in adapter.iterdir()}
-    monkeypatch.setattr(kernel, "keep_adapter", real_keep)
-    monkeypatch.setattr(kernel.Classifier, "forward", real_forward)
+    restore()
     code, out, err = run_main("smoke=true", f"adapter_from={adapter}", f"output_dir={tmp_path / 'again'}")
     assert code == 0, err[-3000:]
     kernel.validate_submission(tmp_path / "again" / "submission.csv", 8000)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kernel_helpers import ONE_ROW_PER_BATCH, QUICK
+from kernel_helpers import ONE_ROW_PER_BATCH, QUICK, out_of_memory_after
 
 
 def oom_above(limit: int, calls: list):
@@ -227,19 +227,7 @@ def test_another_encoders_adapter_is_one_line(smoke_run, minilm_path, run_main, 
 @pytest.mark.slow
 def test_a_predict_only_failure_keeps_its_own_exit_status(kernel, smoke_run, run_main, tmp_path, monkeypatch):
     """Nothing was trained, so nothing is kept: the error is the failure's own (exit 2), not 5."""
-    real_check, real_forward, checked = kernel.check_prediction_batch, kernel.Classifier.forward, []
-
-    def check_then_fail(*args):  # the hook: memory runs out once the batch was checked
-        real_check(*args)
-        checked.append(True)
-
-    def forward(self, ids, mask):
-        if checked:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return real_forward(self, ids, mask)
-
-    monkeypatch.setattr(kernel, "check_prediction_batch", check_then_fail)
-    monkeypatch.setattr(kernel.Classifier, "forward", forward)
+    out_of_memory_after(monkeypatch, kernel, "check_prediction_batch")  # memory runs out once the batch was checked
     code, _, err = run_main("smoke=true", f"adapter_from={smoke_run[0] / 'adapter'}", f"output_dir={tmp_path / 'o'}")
     assert code == 2 and err.strip().splitlines()[-1] == f"error: {ONE_ROW_PER_BATCH}"
     assert not (tmp_path / "o").exists()
