@@ -302,10 +302,22 @@ class Data:
     train_rows: np.ndarray
     val_rows: np.ndarray
     test_texts: list[str]
+    source_rows: np.ndarray | None = None  # each row's index in the training source (None: the same as here)
 
     @property
     def val_labels(self) -> np.ndarray:
         return self.labels[self.val_rows]
+
+    @property
+    def val_ids(self) -> np.ndarray:
+        """The validation rows' indices in the training source: two runs' validation predictions pair by them."""
+        rows = self.val_rows if self.source_rows is None else self.source_rows[self.val_rows]
+        return np.asarray(rows, dtype=np.int64)
+
+    @property
+    def val_ids_sha256(self) -> str:
+        """A digest of the validation slice (ids and labels): equal digests, the same rows to compare on."""
+        return hashlib.sha256(self.val_ids.tobytes() + self.val_labels.astype(np.int64).tobytes()).hexdigest()
 
     @property
     def train_prior(self) -> np.ndarray:
@@ -514,7 +526,9 @@ def load_data(cfg: Config, inputs: Inputs) -> Data:
     """The training rows (sampled, cleaned, every class present at least twice, split) and the test texts."""
     frame = load_train_frame(inputs.train)
     if cfg.max_train_samples and cfg.max_train_samples < len(frame):
-        frame = frame.sample(n=cfg.max_train_samples, random_state=cfg.seed).reset_index(drop=True)
+        frame = frame.sample(n=cfg.max_train_samples, random_state=cfg.seed)
+    source_rows = frame.index.to_numpy(dtype=np.int64)  # kept through the sampling: the rows' ids in the source
+    frame = frame.reset_index(drop=True)
     labels = frame["label"].to_numpy(dtype=np.int64)
     counts = np.bincount(labels, minlength=len(LABELS))
     if (counts < 2).any():
@@ -524,7 +538,7 @@ def load_data(cfg: Config, inputs: Inputs) -> Data:
                         f"{inputs.train} has too few of: {short}{sampled}")
     train_rows, val_rows = stratified_split(labels, cfg.val_fraction, cfg.seed)
     test_texts = clean_texts(load_test_texts(inputs.test), "test")
-    return Data(clean_texts(frame["text"], "training"), labels, train_rows, val_rows, test_texts)
+    return Data(clean_texts(frame["text"], "training"), labels, train_rows, val_rows, test_texts, source_rows)
 
 
 def new_model(cfg: Config, inputs: Inputs) -> Model:
@@ -709,6 +723,7 @@ def write_outputs(ctx: RunContext, inputs: Inputs, data: Data, model: Model, tra
                  ).to_csv(stage / "probabilities.csv", index=False)
     # Raw logits let post-processing be compared without retraining (bench/accuracy.py reads them).
     np.savez_compressed(stage / "logits.npz", val_logits=prediction.val_logits, val_labels=data.val_labels,
+                        val_ids=data.val_ids, val_ids_sha256=data.val_ids_sha256,
                         test_logits=prediction.test_logits, train_prior=data.train_prior,
                         temperature=prediction.temperature)
     if model.trained:  # the adapter predicted with: carried along unchanged

@@ -89,3 +89,24 @@ def test_one_class_training_data_is_refused_before_training(run_main, used_outpu
     assert snapshot(used_output) == before
     code, _, err = run_main("smoke=true", "max_train_samples=5", f"output_dir={used_output}")
     assert code == 2 and "among the 5 rows of max_train_samples" in err
+
+
+@pytest.mark.parametrize("sample", [0, 20])
+def test_validation_ids_are_the_rows_indices_in_the_training_source(kernel, tmp_path, sample):
+    """Two runs' validation predictions pair by these ids; the digest changes with the slice."""
+    from kernel_helpers import write_test_pickle, write_train_csv
+
+    train = write_train_csv(tmp_path / "train.csv", rows_per_class=12)
+    test = write_test_pickle(tmp_path / "test.pkl", rows=8)
+    inputs = kernel.Inputs("unused", str(train), test, "other", "", tmp_path)
+    cfg = kernel.config_from_overrides({"max_train_samples": sample, "val_fraction": 0.25, "seed": 3})
+    data = kernel.load_data(cfg, inputs)
+    source = kernel.read_ag_news_csv(train)
+    assert len(data.val_ids) == len(data.val_rows) and len(set(data.val_ids.tolist())) == len(data.val_ids)
+    for row, source_row in zip(data.val_rows, data.val_ids):  # the id names the same row of the source file
+        assert data.texts[row] == kernel.clean_text(source["text"][source_row])
+        assert data.labels[row] == source["label"][source_row]
+    again = kernel.load_data(cfg, inputs)
+    assert again.val_ids_sha256 == data.val_ids_sha256 and len(data.val_ids_sha256) == 64
+    other = kernel.load_data(kernel.dataclasses.replace(cfg, seed=4), inputs)
+    assert other.val_ids_sha256 != data.val_ids_sha256

@@ -62,6 +62,11 @@ def test_smoke_run_outputs(kernel, smoke_run):
     assert set(metrics["history"][0]) >= {"epoch", "train_loss", "val_loss", "val_accuracy"}
     config = json.loads((out / "config.json").read_text())
     assert config["config_hash"] == metrics["config_hash"] and config["smoke"] is True
+    with np.load(out / "logits.npz") as logits:  # validation predictions that pair with another run's
+        ids, labels = logits["val_ids"], logits["val_labels"]
+        assert len(ids) == len(labels) == len(logits["val_logits"]) == len(set(ids.tolist())) > 0
+        assert str(logits["val_ids_sha256"]) == kernel.hashlib.sha256(
+            ids.astype(np.int64).tobytes() + labels.astype(np.int64).tobytes()).hexdigest()
     probs = pd.read_csv(out / "probabilities.csv")
     assert probs["ID"].tolist() == list(range(8000))
     assert np.allclose(probs[[f"p_{i}" for i in range(4)]].sum(axis=1), 1.0, atol=1e-4)
