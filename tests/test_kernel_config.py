@@ -138,13 +138,13 @@ def test_unknown_arguments_and_a_bad_progress_interval(kernel, run_main, capfd, 
 
 
 @pytest.mark.parametrize("said, run_type, expected", [
-    ("1", "", True), ("0", "Batch", False), ("", "Batch", True), ("", "", None),
+    ("1", "", True), ("0", "Batch", False), ("", "Batch", True), ("", "", False),
 ])
 def test_on_kaggle_is_what_the_environment_says(kernel, monkeypatch, tmp_path, said, run_type, expected):
     monkeypatch.setenv("AGNEWS_ON_KAGGLE", said)
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", run_type)
     monkeypatch.setattr(kernel, "KAGGLE_WORKING", tmp_path / "absent")  # this machine may be Kaggle's image
-    assert kernel.on_kaggle() is (bool(expected))
+    assert kernel.on_kaggle() is expected
     monkeypatch.setattr(kernel, "KAGGLE_WORKING", tmp_path)  # /kaggle/working exists: only an explicit 0 says no
     assert kernel.on_kaggle() is (said != "0")
 

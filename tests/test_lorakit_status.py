@@ -78,7 +78,7 @@ def test_a_status_reply_without_a_status_reads_as_queued_and_is_never_recorded(k
     """Kaggle's JSON leaves out a field that holds its default, and QUEUED is the status's default: a real
     queued run may answer {}. It reads as QUEUED, as the client reads it, and is never written to the ledger."""
     push(kit)
-    kit.row(1)  # pushed as QUEUED
+    assert kit.row(1)["status"] == "QUEUED"  # as the push recorded it
     versions(kit)[0].statuses = ["COMPLETE"]
     kit.run("status", 1)  # the ledger now says COMPLETE
     assert kit.row(1)["status"] == "COMPLETE"
