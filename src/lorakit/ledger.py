@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lorakit.errors import LedgerError, UsageError
+from lorakit.errors import LedgerError
 from lorakit.project import KernelRef
 
 # Column order of the file; docs/cli.md lists them with these comments (docs/generate.py).
@@ -73,16 +73,9 @@ def _lock(path: Path):
     return FileLock(str(path) + ".lock", timeout=LOCK_WAIT_S)
 
 
-def _ref(text: str) -> Optional[KernelRef]:
-    try:
-        return KernelRef.parse(text)
-    except UsageError:
-        return None
-
-
 def kernel_same(a: str, b: str) -> bool:
     """Whether two kernel_ref texts name the same kernel (KernelRef.same_as; otherwise equal text)."""
-    ra, rb = _ref(a), _ref(b)
+    ra, rb = KernelRef.parse_or_none(a), KernelRef.parse_or_none(b)
     return ra.same_as(rb) if ra is not None and rb is not None else a == b
 
 

@@ -42,6 +42,14 @@ class KernelRef:
             raise UsageError(f"kernel owner {owner!r} is not a valid Kaggle username")
         return cls(owner, slug)
 
+    @classmethod
+    def parse_or_none(cls, text: str) -> Optional["KernelRef"]:
+        """``parse``, or None for text that is not a kernel id (a ledger cell written by hand, say)."""
+        try:
+            return cls.parse(text)
+        except UsageError:
+            return None
+
     @property
     def is_placeholder(self) -> bool:
         return bool(_PLACEHOLDER_OWNER.match(self.owner))

@@ -1489,7 +1489,7 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     if lost or any(k in rows for k in chosen):
         _scores_record(ledger, {k: s for k, s in chosen.items() if k in rows}, lost)
     result.sort(key=lambda r: (r.submission.public_score is None, -(r.submission.public_score or 0.0), -r.submission.ref))
-    seen_on = {k: predicted_on(project, k[1], r, _ref_or_none(k[0])) for k, r in rows.items()}
+    seen_on = {k: predicted_on(project, k[1], r, KernelRef.parse_or_none(k[0])) for k, r in rows.items()}
     real = {k for k, (kind, _words) in seen_on.items() if kind in (None, "competition")}
     best_public = next((r for r in result if r.submission.public_score is not None and r.version is not None
                         and (r.kernel, r.version) in real), None)
@@ -1506,13 +1506,6 @@ def _settles(row: dict, sub: Submission) -> bool:
     """Whether ``sub`` is the unconfirmed submission of ``row`` (its pending token, or an older lorakit's)."""
     token = row.get("pending_token") or row.get("submission_token") or ""
     return bool(token) and token in sub.description
-
-
-def _ref_or_none(text: str) -> Optional[KernelRef]:
-    try:
-        return KernelRef.parse(text)
-    except UsageError:
-        return None
 
 
 def output_path_check(path, flag: str, folder: bool = False) -> Path:
@@ -1748,4 +1741,3 @@ def quota_get(project: Project, remote: Remote) -> Quota:
         (int(r["version"]), float(r["run_minutes"])) for r in rows if _float(r.get("run_minutes")) is not None
     )
     return Quota(used, total, refresh_text, minutes)
-
