@@ -1211,8 +1211,13 @@ def pretrained_config(source: str):
     """The transformers config in a model folder or hub repository."""
     from transformers import AutoConfig
 
+    return from_pretrained(AutoConfig, source)
+
+
+def from_pretrained(kind, source: str):
+    """``kind.from_pretrained(source)``, with model_missing's one line when the encoder cannot be loaded."""
     try:
-        return AutoConfig.from_pretrained(source)
+        return kind.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise model_missing(source, exc) from None
 
@@ -1229,10 +1234,7 @@ def model_missing(model: str, exc: Exception) -> ConfigError:
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise model_missing(source, exc) from None
+    return from_pretrained(AutoTokenizer, source)
 
 
 def build_head(kind: str, hidden_size: int, dropout: float, num_labels: int = len(LABELS)) -> nn.Module:
@@ -1350,10 +1352,7 @@ def build_model(cfg: Config, source=None, adapter: Path | None = None) -> Classi
     from transformers import AutoModel
 
     if isinstance(source, (str, os.PathLike)):
-        try:
-            encoder = AutoModel.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise model_missing(str(source), exc) from None
+        encoder = from_pretrained(AutoModel, str(source))
     else:
         encoder = AutoModel.from_config(source if source is not None else encoder_config(cfg))
     encoder.requires_grad_(False)
