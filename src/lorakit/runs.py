@@ -1,0 +1,122 @@
+"""What a pulled version folder says about its run: metrics.json and the validation predictions of logits.npz.
+
+The one reader of a pulled run for `versions`, `compare`, `sweep` and `report`. A folder is untrusted input:
+logits.npz is read with pickles refused, and anything missing or malformed becomes the version's ``reason``
+("not comparable: ...") rather than an exception, so one bad folder never hides the others.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from lorakit.errors import UsageError
+from lorakit.project import KernelRef, Project
+from lorakit.stats import mcnemar_exact
+from lorakit.transport import json_loads_safe
+
+VAL_KEYS = ("val_logits", "val_labels", "val_ids", "val_ids_sha256")
+
+
+@dataclass(frozen=True)
+class ValPredictions:
+    """One run's validation slice: row ids in the training source, true labels, predicted labels."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    predicted: np.ndarray
+    sha256: str
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.labels
+
+
+@dataclass(frozen=True)
+class PulledRun:
+    version: int
+    folder: Path
+    metrics: Optional[dict]  # metrics.json; None when absent or unreadable (see reason)
+    val: Optional[ValPredictions]  # None when logits.npz is absent, old or unreadable (see reason)
+    reason: str = ""  # why this run cannot be paired with another: "" when it can
+
+    @property
+    def pulled(self) -> bool:
+        return self.folder.is_dir()
+
+
+def pull_command(version: int, kernel: Optional[KernelRef], project: Project) -> str:
+    """The command that pulls ``version`` (with --kernel when it is not the project's own kernel)."""
+    other = kernel is not None and project.home is not None and not kernel.same_as(project.home)
+    return f"lorakit pull {version}" + (f" --kernel {kernel}" if other else "")
+
+
+def pulled_run_load(project: Project, version: int, kernel: Optional[KernelRef] = None) -> PulledRun:
+    """The run of ``version`` as its pulled folder holds it; never raises for what the folder lacks."""
+    folder = project.version_dir(version, kernel)
+    if not folder.is_dir():
+        return PulledRun(version, folder, None, None,
+                         f"v{version} is not pulled: run `{pull_command(version, kernel, project)}`")
+    metrics, why = _metrics_load(folder)
+    val, why_val = _val_load(folder)
+    return PulledRun(version, folder, metrics, val, why or why_val)
+
+
+def _metrics_load(folder: Path) -> tuple[Optional[dict], str]:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None, f"{path} is missing (the run did not finish?)"
+    try:
+        data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, UsageError, ValueError) as exc:
+        return None, f"{path} is not readable JSON ({exc})"
+    if not isinstance(data, dict):
+        return None, f"{path} is not a JSON object"
+    return data, ""
+
+
+def _val_load(folder: Path) -> tuple[Optional[ValPredictions], str]:
+    path = folder / "logits.npz"
+    if not path.is_file():
+        return None, f"{path} is missing: no validation predictions to pair"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in VAL_KEYS if k not in npz.files]
+            if missing:
+                return None, f"{path} has no {', '.join(missing)} (a run from before paired validation)"
+            logits, labels, ids = npz["val_logits"], npz["val_labels"], npz["val_ids"]
+            sha = str(npz["val_ids_sha256"])
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        return None, f"{path} is not a readable npz ({type(exc).__name__})"
+    if logits.ndim != 2 or not (len(logits) == len(labels) == len(ids)) or len(ids) == 0:
+        return None, f"{path}: val_logits, val_labels and val_ids do not line up"
+    return ValPredictions(ids.astype(np.int64), labels.astype(np.int64), logits.argmax(axis=1), sha), ""
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two runs on the same validation rows: b rows only A got right, c rows only B got right."""
+
+    rows: int
+    a_wins: int
+    b_wins: int
+    p_value: float
+
+
+def paired_test(a: PulledRun, b: PulledRun) -> Paired:
+    """The exact McNemar test of ``a`` against ``b`` on their shared validation slice; UsageError saying
+    why when they cannot be paired (a reason of either, or slices that differ)."""
+    for run in (a, b):
+        if run.reason:
+            raise UsageError(f"v{run.version} is not comparable: {run.reason}")
+    if a.val.sha256 != b.val.sha256:
+        raise UsageError(f"v{a.version} and v{b.version} validated on different rows (val_ids_sha256 differ): "
+                         "train_data, max_train_samples, val_fraction or seed changed, so no paired test")
+    order_a, order_b = np.argsort(a.val.ids, kind="stable"), np.argsort(b.val.ids, kind="stable")
+    right_a, right_b = a.val.correct[order_a], b.val.correct[order_b]
+    a_wins, b_wins = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    return Paired(len(right_a), a_wins, b_wins, mcnemar_exact(a_wins, b_wins))
