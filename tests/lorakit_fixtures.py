@@ -89,6 +89,8 @@ class Kit:
         self.server = server
         self.state = server.state
         self._capsys = capsys
+        # the validation accuracy fake_run gives a run: of its config (the kernel's Config) and version number
+        self.accuracy = lambda cfg, number: 0.9 + number / 1000
 
     def run(self, *argv):
         from lorakit.cli import main
@@ -124,22 +126,30 @@ class Kit:
 
     def fake_run(self, text: str, number: int, test_rows: int = 8000):
         """The outputs a kernel run would leave, for the config that ``text`` carries: a smoke config's run
-        predicted on synthetic data, any other on the competition's test file (as the kernel records it)."""
+        predicted on synthetic data, any other on the competition's test file (as the kernel records it).
+        Its validation slice (ids and labels) follows the config's seed and val_fraction, as the kernel's does;
+        which rows it gets right follows its config_hash and version, with ``self.accuracy`` of them right."""
         kmod = self.kmod()
         block = kmod.read_overrides_block(text)
-        if hasattr(kmod, "config_from_overrides"):
-            cfg = kmod.config_from_overrides(block)
-        else:
-            cfg = kmod.apply_overrides(kmod.Config(), block)
+        cfg = kmod.config_from_overrides(block)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             breakdown = kmod.param_breakdown(cfg)
+        val = fake_validation(cfg.seed, cfg.val_fraction, kmod.config_hash(cfg) + str(number),
+                              self.accuracy(cfg, number))
         metrics = {
             "config_hash": kmod.config_hash(cfg),
             "trainable_params": breakdown["total"],
             "param_breakdown": breakdown,
-            "val_accuracy": 0.9 + number / 1000,
-            "history": [{"epoch": 1, "train_loss": 0.4, "val_loss": 0.3, "val_accuracy": 0.9}],
+            "val_accuracy": float(val["correct"].mean()),
+            "val_rows": len(val["ids"]),
+            "per_class_val_accuracy": {name: float(val["correct"][val["labels"] == k].mean())
+                                       for k, name in enumerate(kmod.LABELS)},
+            "history": [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.35, "val_accuracy": 0.88},
+                        {"epoch": 2, "train_loss": 0.4, "val_loss": 0.3, "val_accuracy": 0.9}],
+            "best_epoch": 2,
+            "interrupted": False,
+            "signal": None,
             "train_seconds": 1200.0,
             "predict_seconds": 60.0,
             "total_seconds": 1290.0,
@@ -147,7 +157,7 @@ class Kit:
             "test_label_distribution": {"World": 2000, "Sports": 2000, "Business": 2000, "Sci/Tech": 2000},
             "device": "cuda:0 (Tesla T4)",
             "versions": {"torch": "2.x"},
-            "config": {"lora_r": cfg.lora_r, "smoke": cfg.smoke},
+            "config": dataclasses.asdict(cfg),
             "predicted_on": {"kind": "smoke" if cfg.smoke else "competition",
                              "path": "smoke_test.pkl" if cfg.smoke else f"/kaggle/input/{COMPETITION}/test_unlabelled.pkl",
                              "sha256": "0" * 64, "rows": test_rows},
@@ -155,6 +165,7 @@ class Kit:
         outputs = {
             "submission.csv": _labels_csv(test_rows),
             "probabilities.csv": _probabilities_csv(test_rows),
+            "logits.npz": _logits_npz(val, test_rows),
             "metrics.json": json.dumps(metrics, indent=2).encode(),
             "config.json": json.dumps({"config_hash": metrics["config_hash"]}).encode(),
             "adapter/adapter_config.json": b'{"r": %d}' % cfg.lora_r,
@@ -172,6 +183,50 @@ class Kit:
             ]
         )
         return outputs, log
+
+
+FAKE_SOURCE_ROWS = 120_000  # AG News' training split
+
+
+def fake_validation(seed: int, val_fraction: float, salt: str, accuracy: float, rows: int = 2000) -> dict:
+    """A fake run's validation slice: ``rows`` ids of the training source and their labels, fixed by seed and
+    val_fraction (as the kernel's slice is), and which of them the run got right (``accuracy`` of them,
+    chosen by ``salt``). ``sha256`` is the kernel's digest of the slice (Data.val_ids_sha256)."""
+    import hashlib
+
+    import numpy as np
+
+    slice_rng = np.random.default_rng([seed, int(round(val_fraction * 1e6))])
+    ids = np.sort(slice_rng.choice(FAKE_SOURCE_ROWS, size=rows, replace=False)).astype(np.int64)
+    labels = (ids * 7 % 4).astype(np.int64)
+    right = np.zeros(rows, dtype=bool)
+    salt_rng = np.random.default_rng(int(hashlib.sha256(salt.encode()).hexdigest()[:12], 16))
+    right[salt_rng.permutation(rows)[: int(round(accuracy * rows))]] = True
+    sha = hashlib.sha256(ids.tobytes() + labels.tobytes()).hexdigest()
+    return {"ids": ids, "labels": labels, "correct": right, "sha256": sha}
+
+
+def fake_logits(labels, correct):
+    """Validation logits whose argmax is the label where ``correct``, the next class elsewhere."""
+    import numpy as np
+
+    predicted = np.where(correct, labels, (labels + 1) % 4)
+    logits = np.zeros((len(labels), 4), dtype=np.float32)
+    logits[np.arange(len(labels)), predicted] = 3.0
+    return logits
+
+
+def _logits_npz(val: dict, test_rows: int) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, val_logits=fake_logits(val["labels"], val["correct"]), val_labels=val["labels"],
+                        val_ids=val["ids"], val_ids_sha256=val["sha256"],
+                        test_logits=np.zeros((test_rows, 4), dtype=np.float32),
+                        train_prior=np.full(4, 0.25), temperature=1.0)
+    return buffer.getvalue()
 
 
 # What every lorakit session against the stand-in sets: fast retries and polls, short timeouts.

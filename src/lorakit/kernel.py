@@ -216,6 +216,12 @@ def script_render(project: Project, effective: Effective, push_token: str = "") 
     return rendered
 
 
+def config_defaults(project: Optional[Project]) -> dict:
+    """Every config key of the kernel with its default (what `versions` and `compare` diff against)."""
+    kmod = _kernel_of(project)
+    return {key: getattr(kmod.Config, key) for key in kmod.CONFIG_KEYS}
+
+
 def submission_check(project: Optional[Project], path: Path, rows: int) -> None:
     """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships)."""
     kmod = _kernel_of(project)

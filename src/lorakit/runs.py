@@ -97,6 +97,12 @@ def _val_load(folder: Path) -> tuple[Optional[ValPredictions], str]:
     return ValPredictions(ids.astype(np.int64), labels.astype(np.int64), logits.argmax(axis=1), sha), ""
 
 
+def config_diff(before: dict, after: dict) -> dict:
+    """key -> (before, after) for every key whose value differs (a key one side lacks reads as None)."""
+    return {key: (before.get(key), after.get(key)) for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)}
+
+
 @dataclass(frozen=True)
 class Paired:
     """Two runs on the same validation rows: b rows only A got right, c rows only B got right."""
