@@ -120,8 +120,8 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
                       "not_candidates"},
         ("leaderboard", "--top", "2"): {"competition", "rows", "me", "download"},
         ("quota",): {"used_hours", "total_hours", "left_hours", "refresh", "runs"},
-        ("compare", 1, 2): {"a", "b", "rows", "agreement", "per_class", "distribution_a", "distribution_b",
-                            "disagreements", "confidence_a", "confidence_b"},
+        ("compare", 1, 2): {"a", "b", "config_diff", "where_diff", "config_reason", "paired", "paired_reason",
+                            "test", "test_reason"},
         ("validate", "submissions/v1/submission.csv"): {"file", "valid", "rows"},
         ("check", "--set", "lora_r=4"): {"trainable_params", "param_breakdown", "within_budget", "config_hash",
                                          "param_budget", "overrides", "usable_positions"},
@@ -140,7 +140,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
     assert board["me"]["mine"] is True and set(board["rows"][0]) == {"rank", "team_id", "team_name", "score",
                                                                      "date", "mine"}
     compare = json.loads(kit.run("compare", 1, 2, "--json")[1])
-    assert set(compare["per_class"]["World"]) == {"a_rows", "b_agrees", "b_rows", "a_agrees"}
+    assert set(compare["test"]["per_class"]["World"]) == {"a_rows", "b_agrees", "b_rows", "a_agrees"}
 
     # a failure is one document too, with the same exit code
     kit.state.status_script = ["RUNNING", "ERROR"]

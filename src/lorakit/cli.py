@@ -544,31 +544,91 @@ def cmd_leaderboard(args) -> int:
 
 @command(
     "compare",
-    "agreement and label distributions of two pulled versions",
-    flag("a", metavar="A", help="first version"),
-    flag("b", metavar="B", help="second version"),
+    "two versions side by side: config diff, metrics diff, exact McNemar test on their shared validation rows "
+    "(skipped with the reason, exit 0, when the slices differ) and test-set agreement; for submission CSV paths, "
+    "the agreement only",
+    flag("a", metavar="A", help="first version (N or vN), or a submission CSV path (ID,Label)"),
+    flag("b", metavar="B", help="second version (N or vN), or a submission CSV path (ID,Label)"),
     JSON,
 )
 def cmd_compare(args) -> int:
-    from lorakit.workflow import submissions_compare
+    from lorakit.compare import compare, is_version
 
     out = args.out
-    c = submissions_compare(_project(args), args.a, args.b)
+    project = _project(args) if is_version(args.a) or is_version(args.b) else None  # two files need no checkout
+    c = compare(project, args.a, args.b)
     out.document(c.as_json())
-    out.result(f"v{c.a} vs v{c.b}: {c.rows} rows, agreement {c.agreement:.2%} ({c.disagreements} rows differ)")
+    if c.a.run is not None and c.b.run is not None:
+        _runs_compared_show(out, c)
+    _agreement_show(out, c)
+    return 0
+
+
+def _runs_compared_show(out: Output, c) -> None:
+    """The config diff, the metrics diff and the paired test of two versions."""
+    a, b = c.a.name, c.b.name
+    for side in (c.a, c.b):
+        if side.reason:
+            out.result(f"{side.name} is not comparable: {side.reason}")
+    if c.config_diff is None:
+        out.result(f"config: {c.config_reason}")
+    else:
+        out.result(f"config {a} -> {b}:" + ("" if c.config_diff else " the same"))
+        for key, (before, after) in c.config_diff.items():
+            out.result(f"  {key}: {'unset' if before is None else before} -> {'unset' if after is None else after}")
+        for key, (before, after) in c.where_diff.items():
+            out.result(f"  {key} (where, not what: not in config_hash): {before} -> {after}")
+    out.result(_table(["metric", a, b, f"{b} - {a}"], _metrics_rows(c.a.metrics(), c.b.metrics())))
+    p = c.paired
+    if p is None:
+        out.result(f"paired test: none: {c.paired_reason}")
+        return
+    out.result(f"paired test on the {p.rows} shared validation rows (exact McNemar): {a} right and {b} wrong "
+               f"{p.a_wins}, {b} right and {a} wrong {p.b_wins}, p_value {p.p_value:.3g}")
+    out.result(f"verdict: {c.verdict}")
+
+
+def _metrics_rows(ma: dict, mb: dict) -> list:
+    """metric, A, B, B - A; "-" where a run does not say. Accuracy carries its 95% interval."""
+    recall_a, recall_b = ma["per_class_recall"] or {}, mb["per_class_recall"] or {}
+    figures = [("val accuracy [95%]", ma["val_accuracy"], mb["val_accuracy"], ".4f"),
+               ("val rows", ma["val_rows"], mb["val_rows"], ",d"),
+               *((f"recall {name}", recall_a.get(name), recall_b.get(name), ".4f") for name in recall_a or recall_b),
+               ("train minutes", ma["train_minutes"], mb["train_minutes"], ".1f"),
+               ("trainable params", ma["trainable_params"], mb["trainable_params"], ",d")]
+    rows = [[label, "-" if x is None else format(x, spec), "-" if y is None else format(y, spec),
+             "" if x is None or y is None else format(y - x, "+" + spec)] for label, x, y, spec in figures]
+    for column, m in ((1, ma), (2, mb)):
+        if m["val_interval"] is not None:
+            rows[0][column] += " [{:.4f}, {:.4f}]".format(*m["val_interval"])
+    rows.append(["device", ma["device"] or "-", mb["device"] or "-", ""])
+    return rows
+
+
+def _agreement_show(out: Output, c) -> None:
+    """How the two sides' test predictions agree (overall, per class, class shares, confidence)."""
+    t = c.test
+    if t is None:
+        out.result(f"test set: not compared: {c.test_reason}")
+        return
+    a = c.a.name if c.a.run is not None else "A"  # a file's path is too long for the table's headers
+    b = c.b.name if c.b.run is not None else "B"
+    title_a, title_b = (side.name + ("" if side.name == short else f" ({short})")
+                        for side, short in ((c.a, a), (c.b, b)))
+    out.result(f"test set: {title_a} vs {title_b}: {t.rows} rows, agreement {t.agreement:.2%} "
+               f"({t.disagreements} rows differ)")
     rows = [
         [name, na, "-" if agree_b is None else f"{agree_b:.2%}", nb, "-" if agree_a is None else f"{agree_a:.2%}",
-         f"{c.distribution_a[name] / c.rows:.1%}", f"{c.distribution_b[name] / c.rows:.1%}"]
-        for name, (na, agree_b, nb, agree_a) in c.per_class.items()
+         f"{t.distribution_a[name] / t.rows:.1%}", f"{t.distribution_b[name] / t.rows:.1%}"]
+        for name, (na, agree_b, nb, agree_a) in t.per_class.items()
     ]
-    out.result(_table(["class", f"v{c.a} rows", f"v{c.b} agrees", f"v{c.b} rows", f"v{c.a} agrees",
-                       f"v{c.a} share", f"v{c.b} share"], rows))
-    if c.confidence_a is not None:
-        out.result(f"mean confidence on the {c.disagreements} disagreements: v{c.a} {c.confidence_a:.3f}, "
-                   f"v{c.b} {c.confidence_b:.3f}")
-    elif c.disagreements:
-        out.result("(no probabilities.csv in both folders: confidence on the disagreements not shown)")
-    return 0
+    out.result(_table(["class", f"{a} rows", f"{b} agrees", f"{b} rows", f"{a} agrees", f"{a} share", f"{b} share"],
+                      rows))
+    if t.confidence_a is not None:
+        out.result(f"mean confidence on the {t.disagreements} disagreements: {a} {t.confidence_a:.3f}, "
+                   f"{b} {t.confidence_b:.3f}")
+    elif t.disagreements:
+        out.result("(confidence on the disagreements needs both versions' probabilities.csv)")
 
 
 @command("quota", "GPU hours used and left this week, and the run minutes per version", JSON)

@@ -6,7 +6,6 @@ Offline validation always comes before the first network call.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import math
@@ -1613,92 +1612,6 @@ def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: O
     shown = ranked[:top]
     me = next((r for r in ranked if r.mine), None)
     return shown, me, zip_path
-
-
-# --------------------------------------------------------------------------------------------- compare
-def _read_labels(path: Path) -> dict:
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist")
-    out = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "ID" not in reader.fieldnames or "Label" not in reader.fieldnames:
-            raise UsageError(f"{path} must have the columns ID,Label")
-        for row in reader:
-            try:
-                out[int(row["ID"])] = int(row["Label"])
-            except (TypeError, ValueError):
-                raise UsageError(f"{path}: a row is not integer ID,Label: {row}")
-    return out
-
-
-def _read_confidence(path: Path) -> Optional[dict]:
-    if not path.is_file():
-        return None
-    out = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        cols = [c for c in (reader.fieldnames or []) if c != "ID"]
-        if "ID" not in (reader.fieldnames or []) or not cols:
-            return None
-        for row in reader:
-            try:
-                out[int(row["ID"])] = max(float(row[c]) for c in cols)
-            except (TypeError, ValueError):
-                return None
-    return out
-
-
-@dataclass(frozen=True)
-class Comparison:
-    a: int
-    b: int
-    rows: int
-    agreement: float
-    per_class: dict  # label -> (rows A predicts it, agreement of B on them, rows B predicts it, agreement of A)
-    distribution_a: dict
-    distribution_b: dict
-    disagreements: int
-    confidence_a: Optional[float]
-    confidence_b: Optional[float]
-
-    def as_json(self) -> dict:
-        per_class = {
-            name: {"a_rows": na, "b_agrees": agree_b, "b_rows": nb, "a_agrees": agree_a}
-            for name, (na, agree_b, nb, agree_a) in self.per_class.items()
-        }
-        return {**dataclasses.asdict(self), "per_class": per_class}
-
-
-def submissions_compare(project: Project, a, b) -> Comparison:
-    va, vb = version_parse(a), version_parse(b)
-    da, db = project.version_dir(va), project.version_dir(vb)
-    la, lb = _read_labels(da / "submission.csv"), _read_labels(db / "submission.csv")
-    if set(la) != set(lb):
-        raise UsageError(f"v{va} and v{vb} cover different IDs ({len(la)} and {len(lb)} rows)")
-    ids = sorted(la)
-    if not ids:
-        raise UsageError(f"v{va}'s submission is empty")
-    agree = sum(la[i] == lb[i] for i in ids)
-    per_class = {}
-    for k, name in enumerate(LABELS):
-        rows_a = [i for i in ids if la[i] == k]
-        rows_b = [i for i in ids if lb[i] == k]
-        per_class[name] = (
-            len(rows_a),
-            sum(lb[i] == k for i in rows_a) / len(rows_a) if rows_a else None,
-            len(rows_b),
-            sum(la[i] == k for i in rows_b) / len(rows_b) if rows_b else None,
-        )
-    dist_a = {name: sum(1 for i in ids if la[i] == k) for k, name in enumerate(LABELS)}
-    dist_b = {name: sum(1 for i in ids if lb[i] == k) for k, name in enumerate(LABELS)}
-    differ = [i for i in ids if la[i] != lb[i]]
-    ca, cb = _read_confidence(da / "probabilities.csv"), _read_confidence(db / "probabilities.csv")
-    conf_a = conf_b = None
-    if ca is not None and cb is not None and differ:
-        conf_a = sum(ca.get(i, 0.0) for i in differ) / len(differ)
-        conf_b = sum(cb.get(i, 0.0) for i in differ) / len(differ)
-    return Comparison(va, vb, len(ids), agree / len(ids), per_class, dist_a, dist_b, len(differ), conf_a, conf_b)
 
 
 # ----------------------------------------------------------------------------------------------- quota
