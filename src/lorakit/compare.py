@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorakit.errors import ArgumentError, UsageError
-from lorakit.kernel import config_defaults, kernel_module_load
+from lorakit.kernel import config_defaults, config_where_keys
 from lorakit.project import Project
 from lorakit.runs import Paired, PulledRun, ValPredictions, config_diff, paired_test, pulled_run_load
 from lorakit.stats import accuracy_interval, verdict
@@ -306,11 +306,6 @@ def _config_diff_or_reason(a: Side, b: Side) -> tuple[Optional[dict], str]:
     return config_diff(a.config, b.config), ""
 
 
-def _where_keys(project: Optional[Project]) -> tuple:
-    """The config keys that say where a run read and wrote, not what it ran: the kernel's HASH_EXCLUDED."""
-    return () if project is None else tuple(getattr(kernel_module_load(project.script_path), "HASH_EXCLUDED", ()))
-
-
 def compare(project: Optional[Project], first: str, second: str) -> Comparison:
     """Compare A and B (each a version or a submission CSV path); ``project`` may be None for two paths."""
     a, b = side_of(project, first), side_of(project, second)
@@ -318,7 +313,7 @@ def compare(project: Optional[Project], first: str, second: str) -> Comparison:
         raise ArgumentError(f"compare needs two different versions or files: {first} and {second} are the same")
     diff, config_reason = _config_diff_or_reason(a, b)
     paired, paired_reason = _paired_or_reason(a, b, diff)
-    where = _where_keys(project)
+    where = () if project is None else config_where_keys(project)
     what_diff, where_diff = (None, None) if diff is None else (
         {k: v for k, v in diff.items() if k not in where}, {k: v for k, v in diff.items() if k in where})
     try:

@@ -222,6 +222,11 @@ def config_defaults(project: Optional[Project]) -> dict:
     return {key: getattr(kmod.Config, key) for key in kmod.CONFIG_KEYS}
 
 
+def config_where_keys(project: Optional[Project]) -> tuple:
+    """The config keys that say where a run read and wrote, not what it ran (the kernel's HASH_EXCLUDED)."""
+    return tuple(_kernel_of(project).HASH_EXCLUDED)
+
+
 def submission_check(project: Optional[Project], path: Path, rows: int) -> None:
     """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships)."""
     kmod = _kernel_of(project)
