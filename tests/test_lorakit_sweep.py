@@ -80,7 +80,8 @@ def test_a_sweep_interrupted_after_its_first_arm_is_resumed_without_pushing_any_
     line = error_line(err, "interrupted")
     assert "interrupted while pushing; recorded as v2 UNCONFIRMED" in line
     assert line.endswith(f"carry on the whole sweep with: lorakit sweep --resume {sweep_id}; an arm already running "
-                         "on Kaggle keeps running (and using GPU time): Kaggle's API has no way to cancel a version")
+                         "on Kaggle keeps running (and using GPU time) after Ctrl-C: Kaggle's API has no way to "
+                         "cancel a version")
     assert pushed_rs(kit) == [2, 4] and kit.row(2)["status"] == "UNCONFIRMED"
 
     code, out, err = kit.run("sweep", "--resume", sweep_id)
@@ -141,7 +142,9 @@ def test_submit_best_is_capped_by_the_submissions_left_today(kit):
                              "--allow-smoke", "--json")
     assert code == 0, err
     assert len(kit.state.submissions) == 1 and kit.state.submissions[0].description.startswith("v3 ")
-    skipped = one_document(out)["submissions"]["skipped"]
+    data = one_document(out)
+    assert [s["version"] for s in data["submissions"]["submitted"]] == [3] and "submission" not in data
+    skipped = data["submissions"]["skipped"]
     assert skipped == ["1 of the best 2 (v2): only 1 submission(s) left today"]
     assert "not submitted: 1 of the best 2 (v2): only 1 submission(s) left today" in err
 

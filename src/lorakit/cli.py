@@ -711,8 +711,8 @@ def _run_show(args, project):
 SWEEP_ONE_AT_A_TIME = ("Arms run one at a time: no Kaggle documentation we could find states how many GPU runs of "
                        "one account may run at once (users report two; no documented guarantee), so there is no "
                        "--parallel.")
-SWEEP_STILL_RUNNING = ("After Ctrl-C an arm already running on Kaggle keeps running (and using GPU time): Kaggle's "
-                       "API has no way to cancel a version.")
+SWEEP_STILL_RUNNING = ("an arm already running on Kaggle keeps running (and using GPU time) after Ctrl-C: Kaggle's "
+                       "API has no way to cancel a version")
 SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "--config": ("config_file", None),
                   "--set": ("sets", []), "-m": ("message", ""), "--seeds": ("seeds", 1),
                   "--submit-best": ("submit_best", 0), "--allow-smoke": ("allow_smoke", False),
@@ -747,7 +747,7 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
     flag("--resume", metavar="ID",
          help="carry on sweep ID (submissions/sweeps/ID.json) after Ctrl-C or an error: settles pushes whose reply "
               "was lost, waits for and pulls the arms pushed, pushes only those never pushed. "
-              + SWEEP_STILL_RUNNING + " " + SWEEP_ONE_AT_A_TIME + " Exit 3 when an arm's run failed."),
+              f"Note: {SWEEP_STILL_RUNNING}. {SWEEP_ONE_AT_A_TIME} Exit 3 when an arm's run failed."),
     JSON,
 )
 def cmd_sweep(args) -> int:
@@ -768,7 +768,10 @@ def cmd_sweep(args) -> int:
         out.progress(f"recorded {path.relative_to(project.root)} (carry on after Ctrl-C or an error: "
                      f"lorakit sweep --resume {sweep.id})")
     remote = _remote()
-    outcomes = sw.sweep_run(project, remote, sweep, _sweep_show(args, project))
+    try:
+        outcomes = sw.sweep_run(project, remote, sweep, _sweep_show(args, project))
+    except Interrupted as exc:
+        raise Interrupted(f"{exc}; {SWEEP_STILL_RUNNING}", exc.version) from None
     ranked = sw.sweep_rank(project, sweep)
     out.partial["ranked"] = [r.as_json() for r in ranked]
     _sweep_ranked_show(out, sweep, ranked)
@@ -876,8 +879,9 @@ def _p(value: Optional[float]) -> str:
 
 
 def _sweep_submitted_show(out: Output, submitted) -> None:
+    shown = Output(out.as_json)  # prints as out does; its partial is not the sweep's document
     for result in submitted.results:
-        _submitted_show(out, result)
+        _submitted_show(shown, result)
     for version in submitted.already:
         _note(f"v{version} of this sweep was submitted before: not submitted again")
     for why in submitted.skipped:

@@ -7,7 +7,8 @@
   config rules, the exact count, the budget, the render): one refused arm refuses the whole sweep.
 - Recorded before sent: submissions/sweeps/<id>.json (arms, shared settings, options), then each arm's ledger
   row carries ``sweep_id``. An arm is found again by its sweep id and config_hash, so ``--resume`` pushes only
-  the arms never pushed, waits for and pulls the others, and never pushes an arm twice.
+  the arms never pushed, waits for and pulls the others, and never pushes an arm twice. An arm running on
+  Kaggle when the sweep stops keeps running: Kaggle's API cannot cancel a version (the CLI says so).
 - One arm at a time, through run_pipeline (push -> wait -> pull), as `lorakit run` does. There is no
   ``--parallel`` (NO_PARALLEL says why).
 - Ranked by validation accuracy (the mean over seeds), each arm paired with the best on the same validation
@@ -46,8 +47,6 @@ SWEEP_ID = re.compile(r"sw-[0-9a-f]{6}")
 NO_PARALLEL = ("one arm at a time: no Kaggle documentation we could find states how many GPU runs of one account "
                "(here, versions of one kernel) may run at once; the two that users report is no documented "
                "guarantee, so lorakit never starts an arm before the previous one has ended")
-STILL_RUNNING = ("an arm already running on Kaggle keeps running (and using GPU time): Kaggle's API has no way "
-                 "to cancel a version")
 
 
 @dataclass(frozen=True)
@@ -352,11 +351,8 @@ def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = 
 
 def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
     """``exc`` (same kind, same exit status), its message ending with how to carry on the sweep."""
-    words = f"{exc}; carry on the whole sweep with: lorakit sweep --resume {sweep.id}"
-    if isinstance(exc, Interrupted):
-        words += f"; {STILL_RUNNING}"
     carried = copy.copy(exc)
-    carried.args = (words,)
+    carried.args = (f"{exc}; carry on the whole sweep with: lorakit sweep --resume {sweep.id}",)
     return carried
 
 
@@ -499,9 +495,10 @@ def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -
     never more than today's submissions left; the arms this sweep submitted before count as done."""
     want = sweep.options.submit_best
     rows = {int(r["version"]): r for r in ledger_of(project).rows() if r.get("sweep_id") == sweep.id}
-    best = [(arm, v) for arm in ranked if arm.mean is not None for v in [_best_version(project, arm)] if v][:want]
-    already = tuple(v for _, v in best if rows.get(v, {}).get("submission_ref"))
-    todo = [v for _, v in best if v not in already]
+    best = [_best_version(project, arm) for arm in ranked if arm.mean is not None]
+    best = [v for v in best if v is not None][:want]
+    already = tuple(v for v in best if rows.get(v, {}).get("submission_ref"))
+    todo = [v for v in best if v not in already]
     skipped = []
     if len(best) < want:
         skipped.append(f"{want - len(best)} of the best {want}: only {len(best)} arm(s) have a validation "
