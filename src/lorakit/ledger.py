@@ -55,6 +55,7 @@ COLUMNS = [
     "private_score",  # its private score, once Kaggle shows it
     "pending_token",  # the token of a submission sent but not yet confirmed (the columns above keep the last one)
     "pending_status",  # SENDING or UNCONFIRMED while it is unsettled; NOT_SUBMITTED when it never reached Kaggle
+    "sweep_id",  # the `lorakit sweep` this version is an arm of (submissions/sweeps/<id>.json); empty otherwise
 ]
 SENDING = "SENDING"  # recorded, and about to be sent or in flight: not yet known to have reached Kaggle
 LOCK_WAIT_S = 10.0  # a ledger update holds the lock for milliseconds: longer means another command is stuck

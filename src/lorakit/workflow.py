@@ -171,6 +171,7 @@ class PushOptions:
     dry_run: bool = False
     again: bool = False  # push even when this kernel already ran the same config_hash to COMPLETE
     for_submission: bool = False  # the run is to be submitted (run --submit): a smoke config is refused first
+    sweep_id: str = ""  # the sweep this push is an arm of (lorakit sweep), written into its ledger row
 
 
 @dataclass(frozen=True)
@@ -543,6 +544,7 @@ def _push_fields(project: Project, plan: PushPlan, options: PushOptions) -> dict
         adapter_dataset=str(adapter.dataset) if adapter else "",
         adapter_sha256=adapter.sha256 if adapter else "",
         accelerator=plan.asked,
+        sweep_id=options.sweep_id,
     )
 
 

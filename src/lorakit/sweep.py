@@ -1,0 +1,515 @@
+"""`lorakit sweep`: a grid of configs pushed, run and pulled one after another, then ranked and paired.
+
+- Arms: the cartesian product of ``--grid KEY=V1,V2`` (repeatable), the first N rows of `lorakit plan`
+  (``--from-plan N``) and the override objects of a JSON list (``--config FILE``); ``--set`` is shared by every
+  arm; ``--seeds K`` repeats each arm with seeds seed, seed+1, ... (one push each).
+- Before anything is pushed, every arm goes through the push's own offline checks (push_plan: the kernel's
+  config rules, the exact count, the budget, the render): one refused arm refuses the whole sweep.
+- Recorded before sent: submissions/sweeps/<id>.json (arms, shared settings, options), then each arm's ledger
+  row carries ``sweep_id``. An arm is found again by its sweep id and config_hash, so ``--resume`` pushes only
+  the arms never pushed, waits for and pulls the others, and never pushes an arm twice. An arm running on
+  Kaggle when the sweep stops keeps running: Kaggle's API cannot cancel a version (the CLI says so).
+- One arm at a time, through run_pipeline (push -> wait -> pull), as `lorakit run` does. There is no
+  ``--parallel`` (NO_PARALLEL says why).
+- Ranked by validation accuracy (the mean over seeds), each arm paired with the best on the same validation
+  rows (exact McNemar; with seeds, the discordant rows summed over the seeds, each seed's slice paired with
+  the same seed's), Holm-corrected over the arms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, RunFailed, UsageError
+from lorakit.ledger import mode_under_umask
+from lorakit.project import Project
+from lorakit.remote import Remote
+from lorakit.runs import paired_test, pulled_run_load
+from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
+from lorakit.transport import json_loads_safe
+from lorakit.workflow import (
+    FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, PushOptions, RunOptions, RunShow, _submissions_left,
+    accelerator_asked, kernel_failure_raise, kernel_output_pull, kernel_ref_resolve, kernel_status_wait, ledger_of,
+    push_confirm, push_duplicate_check, push_plan, pushes_settle, run_pipeline, submission_create, utc_now,
+)
+
+SWEEP_ID = re.compile(r"sw-[0-9a-f]{6}")
+NO_PARALLEL = ("one arm at a time: no Kaggle documentation we could find states how many GPU runs of one account "
+               "(here, versions of one kernel) may run at once; the two that users report is no documented "
+               "guarantee, so lorakit never starts an arm before the previous one has ended")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One push of a sweep: an arm's own settings, with --seeds one of its seeds; counted by sweep_check."""
+
+    name: str  # a1, a2, ... in the order the arms were given
+    sets: tuple  # the arm's own KEY=VALUE settings (grid, plan row, config file)
+    seed: Optional[int] = None  # --seeds: this push's seed; None: the config's own
+    config_hash: str = ""
+    trainable_params: int = 0
+    time_limit_minutes: float = 0.0  # what a run may take at most: quota_check's measure too
+
+    @property
+    def label(self) -> str:
+        return self.name if self.seed is None else f"{self.name} seed={self.seed}"
+
+    @property
+    def own(self) -> tuple:
+        """The settings that make this push what it is: the arm's, and its seed."""
+        return (*self.sets, *(() if self.seed is None else (f"seed={self.seed}",)))
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "sets": list(self.sets), "label": self.label}
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    message: str = ""  # -m: the prefix of each arm's message
+    seeds: int = 1
+    submit_best: int = 0
+    allow_smoke: bool = False
+    accelerator: Optional[str] = None
+    timeout: float = 3600.0  # for each arm's run
+    again: bool = False  # push an arm whose config already ran to COMPLETE outside this sweep
+
+
+@dataclass(frozen=True)
+class Sweep:
+    id: str
+    shared: tuple  # --set, for every arm
+    arms: tuple  # of Arm, one per push
+    options: SweepOptions = field(default_factory=SweepOptions)
+    created_at: str = ""
+
+    def message_of(self, arm: Arm) -> str:
+        """The arm's ledger message: the -m prefix, the sweep id and the arm's own settings."""
+        head = f"{self.options.message} " if self.options.message else ""
+        return f"{head}[sweep {self.id} {arm.name}: {' '.join(arm.own) or 'the shared config'}]"
+
+    def push_options(self, arm: Arm) -> PushOptions:
+        o = self.options
+        return PushOptions(self.message_of(arm), (*self.shared, *arm.own), o.accelerator, again=o.again,
+                           sweep_id=self.id)
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "created_at": self.created_at, "shared_sets": list(self.shared),
+                "options": asdict(self.options), "arms": [a.as_json() for a in self.arms]}
+
+
+# ------------------------------------------------------------------------------------------------- arms
+def grid_arms(grid: Sequence[str]) -> list:
+    """The settings of each arm of the cartesian product of ``--grid KEY=V1,V2,...`` items."""
+    axes, keys = [], set()
+    for item in grid:
+        key, _, values = item.partition("=")
+        key, choices = key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+        if not key or not choices:
+            raise ArgumentError(f"--grid {item!r} is empty: give KEY=V1,V2,... (a value with commas: --config FILE)")
+        if key in keys:
+            raise ArgumentError(f"--grid {key} is given twice: list its values in one --grid {key}=V1,V2")
+        keys.add(key)
+        axes.append([f"{key}={v}" for v in choices])
+    return [tuple(c) for c in itertools.product(*axes)] if axes else []
+
+
+def config_file_arms(path: str) -> list:
+    """The settings of each arm a JSON file lists as an override object (``[{"lora_r": 4}, ...]``)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArgumentError(f"--config {path}: cannot read it ({getattr(exc, 'strerror', None) or type(exc).__name__})")
+    data = json_loads_safe(text)
+    if not isinstance(data, list) or not data or not all(isinstance(item, dict) for item in data):
+        raise ArgumentError(f"--config {path} must hold a non-empty JSON list of override objects, e.g. "
+                            '[{"lora_r": 4}, {"lora_r": 8}]')
+    return [tuple(_set_text(path, key, value) for key, value in item.items()) for item in data]
+
+
+def _set_text(path: str, key: str, value) -> str:
+    """An override of a config file as --set spells it, so that the kernel parses every arm alike."""
+    if isinstance(value, bool):
+        return f"{key}={'true' if value else 'false'}"
+    if isinstance(value, (int, float, str)):
+        return f"{key}={value}"
+    raise UsageError(f"--config {path}: {key} must be a number, a string or true/false, got {json.dumps(value)}")
+
+
+def plan_arms(project: Project, rows: int) -> list:
+    """The settings of the first ``rows`` rows of `lorakit plan`."""
+    from lorakit.planner import PlanRequest, budget_plan
+
+    if rows < 1:
+        raise ArgumentError("--from-plan takes a positive number of rows")
+    return [tuple(c.sets) for c in budget_plan(project, PlanRequest(top=rows)).candidates[:rows]]
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What `lorakit sweep` was asked for a new sweep."""
+
+    grid: tuple = ()
+    from_plan: Optional[int] = None
+    config_file: Optional[str] = None
+    shared: tuple = ()
+    options: SweepOptions = field(default_factory=SweepOptions)
+
+
+def sweep_new(project: Project, request: SweepRequest) -> Sweep:
+    """A new sweep's arms (each with its seeds), checked and counted; nothing recorded or pushed yet."""
+    own = grid_arms(request.grid)
+    own += plan_arms(project, request.from_plan) if request.from_plan is not None else []
+    own += config_file_arms(request.config_file) if request.config_file else []
+    if not own:
+        raise ArgumentError("a sweep needs arms: --grid KEY=V1,V2,..., --from-plan N or --config FILE")
+    seeds = request.options.seeds
+    if seeds < 1:
+        raise ArgumentError("--seeds takes a positive number of seeds")
+    shared_keys = {s.partition("=")[0].strip() for s in request.shared}
+    for sets in own:
+        keys = {s.partition("=")[0].strip() for s in sets}
+        if keys & shared_keys:
+            raise ArgumentError(f"{', '.join(sorted(keys & shared_keys))} is both an arm's setting and --set: "
+                                "give it in one place")
+        if seeds > 1 and "seed" in keys:
+            raise ArgumentError("--seeds sets each push's seed: drop seed from the arms")
+    first = 0
+    if seeds > 1:
+        from lorakit.kernel import config_effective
+
+        first = int(config_effective(project, request.shared).config.seed)
+    arms = tuple(Arm(f"a{i}", sets, None if seeds == 1 else first + k)
+                 for i, sets in enumerate(own, start=1) for k in range(seeds))
+    sweep = Sweep("sw-" + secrets.token_hex(3), tuple(request.shared), arms, request.options, utc_now())
+    return sweep_check(project, sweep)
+
+
+def sweep_check(project: Project, sweep: Sweep) -> Sweep:
+    """Every arm through the push's offline checks; the sweep with each arm's hash, count and time limit.
+    Refuses (naming each arm and why) when any arm fails, two arms are one config, an arm is a smoke run to
+    be submitted, or an arm's config already ran outside the sweep (without --again)."""
+    problems, arms = [], []
+    for arm in sweep.arms:
+        try:
+            effective = push_plan(project, sweep.push_options(arm)).effective
+        except UsageError as exc:
+            problems.append(f"{arm.label} ({' '.join(arm.own) or 'no settings'}): {exc}")
+            continue
+        arms.append(replace(arm, config_hash=effective.config_hash, trainable_params=effective.trainable_params,
+                            time_limit_minutes=float(effective.config.time_limit_minutes)))
+        if sweep.options.submit_best and effective.config.smoke and not sweep.options.allow_smoke:
+            raise FlagNeeded(f"{arm.label} is a smoke run, which is never submitted: drop --submit-best, or add "
+                             "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
+    if problems:
+        raise UsageError("nothing pushed: " + "; ".join(problems))
+    seen: dict = {}
+    for arm in arms:
+        if arm.config_hash in seen:
+            raise ArgumentError(f"{seen[arm.config_hash]} and {arm.label} are the same config (config_hash "
+                                f"{arm.config_hash[:12]}): nothing pushed")
+        seen[arm.config_hash] = arm.label
+    if not sweep.options.again:
+        others = [r for r in ledger_of(project).rows() if r.get("sweep_id") != sweep.id]
+        for arm in arms:
+            push_duplicate_check(others, arm.config_hash, [])
+    return replace(sweep, arms=tuple(arms))
+
+
+def gpu_minutes(project: Project, sweep: Sweep) -> Optional[float]:
+    """The GPU minutes the sweep's runs may take at most (their time limits); None when no GPU is asked for."""
+    if accelerator_asked(project.metadata, sweep.options.accelerator) == "none":
+        return None
+    return sum(arm.time_limit_minutes for arm in sweep.arms)
+
+
+def gpu_hours_left(project: Project, remote_of: Callable[[], Remote]) -> tuple:
+    """(GPU hours left this week, "") from quota_get; (None, why) when they cannot be read."""
+    from lorakit.workflow import quota_get
+
+    try:
+        quota = quota_get(project, remote_of())
+    except LorakitError as exc:
+        return None, f"could not read the GPU quota ({exc})"
+    if quota.left_hours is None:
+        return None, "Kaggle returned no GPU quota"
+    return quota.left_hours, ""
+
+
+# ------------------------------------------------------------------------------------------------ record
+def sweeps_dir(project: Project) -> Path:
+    return project.submissions_dir / "sweeps"
+
+
+def sweep_record(project: Project, sweep: Sweep) -> Path:
+    """Write submissions/sweeps/<id>.json atomically (a temporary file renamed over it): before any push."""
+    folder = sweeps_dir(project)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sweep.id}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{sweep.id}.", suffix=".tmp", dir=str(folder))
+    try:
+        os.chmod(tmp, mode_under_umask(0o666))
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(sweep.as_json(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def sweep_load(project: Project, sweep_id: str) -> Sweep:
+    """The sweep recorded as submissions/sweeps/<id>.json; UsageError naming the recorded ones otherwise."""
+    if not SWEEP_ID.fullmatch(sweep_id or ""):
+        raise ArgumentError(f"--resume takes a sweep id such as sw-1a2b3c, got {sweep_id!r}")
+    path = sweeps_dir(project) / f"{sweep_id}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in sweeps_dir(project).glob("sw-*.json")) if sweeps_dir(project).is_dir() else []
+        raise UsageError(f"no sweep {sweep_id} in {path.parent.relative_to(project.root)}/; recorded sweeps: "
+                         f"{', '.join(known) or 'none'}")
+    data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
+    try:
+        arms = tuple(Arm(str(a["name"]), tuple(str(s) for s in a["sets"]), None if a["seed"] is None else int(a["seed"]),
+                         str(a["config_hash"]), int(a["trainable_params"]), float(a["time_limit_minutes"]))
+                     for a in data["arms"])
+        options = SweepOptions(**{k: v for k, v in data["options"].items() if k in SweepOptions.__dataclass_fields__})
+        return Sweep(str(data["id"]), tuple(str(s) for s in data["shared_sets"]), arms, options, str(data["created_at"]))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise UsageError(f"{path.relative_to(project.root)} is not a sweep lorakit recorded (corrupted?)") from None
+
+
+# ----------------------------------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class ArmOutcome:
+    arm: Arm
+    version: Optional[int]
+    state: str  # pulled, or failed: why
+    resumed: bool = False  # pushed by an earlier command (found in the ledger), not now
+
+    def as_json(self) -> dict:
+        return {**self.arm.as_json(), "version": self.version, "state": self.state,
+                "resumed": self.resumed}
+
+
+@dataclass(frozen=True)
+class SweepShow:
+    """What the caller hears as the arms go: each arm's start (its version when it was pushed before) and
+    end, and run_pipeline's own steps."""
+
+    run: RunShow = RunShow()
+    started: Callable[[Arm, Optional[int]], None] = lambda _arm, _version: None
+    ended: Callable[[ArmOutcome], None] = lambda _outcome: None
+
+
+def arm_row(project: Project, sweep: Sweep, arm: Arm) -> Optional[dict]:
+    """The ledger row of the arm's push (by sweep id and config_hash); None when it was never pushed."""
+    rows = [r for r in ledger_of(project).rows() if r.get("sweep_id") == sweep.id
+            and r.get("config_hash") == arm.config_hash and r.get("status") != NOT_PUSHED]
+    return rows[-1] if rows else None
+
+
+def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
+    """Settle the sweep's pushes whose reply was lost: by their token, as every command does (the ledger
+    then says which went through, and which never did: NOT_PUSHED, to be pushed again)."""
+    ref = kernel_ref_resolve(project, remote)
+    pushes_settle(project, remote, ref)
+    for row in ledger_of(project, ref).rows():
+        if row.get("sweep_id") == sweep.id and row.get("status") == UNCONFIRMED:
+            with contextlib.suppress(UsageError):  # it raises after recording what it found: that is enough here
+                push_confirm(project, remote, int(row["version"]), ref)
+
+
+def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = SweepShow()) -> list:
+    """Each arm in turn: pushed, waited for and pulled (run_pipeline), or, when the ledger holds its push,
+    waited for and pulled only. A failed run is that arm's outcome; anything else stops the sweep, with how
+    to carry on."""
+    outcomes = []
+    try:
+        sweep_settle(project, remote, sweep)
+        for arm in sweep.arms:
+            outcomes.append(_arm_run(project, remote, sweep, arm, show))
+            show.ended(outcomes[-1])
+    except KeyboardInterrupt:
+        raise _carry_on(Interrupted("interrupted between arms; the ledger is up to date"), sweep) from None
+    except LorakitError as exc:
+        raise _carry_on(exc, sweep) from None
+    return outcomes
+
+
+def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
+    """``exc`` (same kind, same exit status), its message ending with how to carry on the sweep."""
+    carried = copy.copy(exc)
+    carried.args = (f"{exc}; carry on the whole sweep with: lorakit sweep --resume {sweep.id}",)
+    return carried
+
+
+def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow) -> ArmOutcome:
+    row = arm_row(project, sweep, arm)
+    version, before = (int(row["version"]), True) if row else (None, False)
+    if row and row.get("status") in FAILED_KERNEL:
+        return ArmOutcome(arm, version, f"failed: {row['status']}", resumed=True)
+    if row and row.get("pulled_at"):
+        return ArmOutcome(arm, version, "pulled", resumed=True)
+    show.started(arm, version)
+    try:
+        if row is None:
+            _unchanged_check(project, sweep, arm)
+            options = RunOptions(sweep.push_options(arm), timeout=sweep.options.timeout)
+            version = run_pipeline(project, remote, options, show.run).pushed.version
+        else:
+            version, status = kernel_status_wait(project, remote, version, sweep.options.timeout, show.run.on_poll,
+                                                 show.run.on_log)
+            show.run.ran(version, status)
+            kernel_failure_raise(version, status)
+            show.run.pulled(kernel_output_pull(project, remote, version, on_wait=show.run.on_wait))
+    except RunFailed as exc:  # the run ended in ERROR: this arm's outcome, the next arm goes on
+        row = arm_row(project, sweep, arm)
+        return ArmOutcome(arm, int(row["version"]) if row else version, f"failed: {exc}", before)
+    return ArmOutcome(arm, version, "pulled", before)
+
+
+def _unchanged_check(project: Project, sweep: Sweep, arm: Arm) -> None:
+    """Refuse to push an arm whose config is no longer the one recorded (the kernel script or its block
+    changed since): the sweep would not find it again, nor compare like with like."""
+    now = push_plan(project, sweep.push_options(arm)).effective.config_hash
+    if now != arm.config_hash:
+        raise UsageError(f"{arm.label}'s config_hash is now {now[:12]}, but the sweep recorded {arm.config_hash[:12]}: "
+                         "the kernel script changed since; start a new sweep")
+
+
+# ------------------------------------------------------------------------------------------------ ranking
+@dataclass(frozen=True)
+class Ranked:
+    """One arm of the sweep, its runs over the seeds, and its paired test against the best arm."""
+
+    name: str
+    sets: tuple
+    versions: tuple  # one per seed (None: not pushed or not run)
+    accuracies: tuple  # validation accuracy of each run that has one
+    trainable_params: int
+    mean: Optional[float] = None
+    spread: Optional[float] = None  # sample standard deviation over the seeds (None for one seed)
+    best_wins: Optional[int] = None  # validation rows the best arm got right and this one wrong
+    arm_wins: Optional[int] = None
+    rows: Optional[int] = None  # paired rows (summed over the seeds)
+    p_value: Optional[float] = None
+    p_holm: Optional[float] = None
+    words: str = ""  # the verdict in words, or "best", or "not comparable: why"
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "sets": list(self.sets), "versions": list(self.versions),
+                "accuracies": list(self.accuracies)}
+
+
+def _arm_runs(project: Project, sweep: Sweep) -> dict:
+    """name -> [(arm, its version or None, its PulledRun or None)] in the sweep's order."""
+    groups: dict = {}
+    for arm in sweep.arms:
+        row = arm_row(project, sweep, arm)
+        version = int(row["version"]) if row else None
+        run = pulled_run_load(project, version) if row and row.get("pulled_at") else None
+        groups.setdefault(arm.name, []).append((arm, version, run))
+    return groups
+
+
+def _accuracy(run) -> Optional[float]:
+    try:
+        return float(run.metrics["val_accuracy"]) if run is not None and run.metrics else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def sweep_rank(project: Project, sweep: Sweep) -> list:
+    """The arms ranked by validation accuracy (the mean over seeds; arms without one last), each paired with
+    the best arm seed by seed, and the p-values Holm-corrected over the arms compared."""
+    ranked = []
+    for name, runs in _arm_runs(project, sweep).items():
+        accuracies = tuple(a for a in (_accuracy(run) for _, _, run in runs) if a is not None)
+        mean, spread = mean_spread(accuracies)
+        ranked.append((Ranked(name, runs[0][0].sets, tuple(v for _, v, _ in runs), accuracies,
+                              runs[0][0].trainable_params, mean, spread), runs))
+    ranked.sort(key=lambda item: (item[0].mean is None, -(item[0].mean or 0.0)))
+    if not ranked or ranked[0][0].mean is None:
+        return [r for r, _ in ranked]
+    best, best_runs = ranked[0]
+    out = [replace(best, words="best")] + [_paired(best, best_runs, r, runs) for r, runs in ranked[1:]]
+    tested = [i for i, r in enumerate(out) if r.p_value is not None]
+    for i, adjusted in zip(tested, holm([out[i].p_value for i in tested])):
+        r = out[i]
+        out[i] = replace(r, p_holm=adjusted, words=verdict(best.name, r.name, r.best_wins, r.arm_wins, adjusted))
+    return out
+
+
+def _paired(best: Ranked, best_runs: list, arm: Ranked, runs: list) -> Ranked:
+    """``arm`` with its McNemar counts against ``best``: each seed's run with the best arm's run of that seed."""
+    by_seed = {a.seed: run for a, _, run in best_runs}
+    wins = [0, 0, 0]
+    for a, _, run in runs:
+        other = by_seed.get(a.seed)
+        if run is None or other is None:
+            missing = a.label if run is None else f"{best.name}'s seed {a.seed}"
+            return replace(arm, words=f"not comparable: {missing} has no pulled run")
+        try:
+            paired = paired_test(other, run)
+        except UsageError as exc:
+            return replace(arm, words=f"not comparable: {exc}")
+        wins = [wins[0] + paired.a_wins, wins[1] + paired.b_wins, wins[2] + paired.rows]
+    return replace(arm, best_wins=wins[0], arm_wins=wins[1], rows=wins[2], p_value=mcnemar_exact(wins[0], wins[1]))
+
+
+# ---------------------------------------------------------------------------------------------- submitting
+@dataclass(frozen=True)
+class Submitted:
+    results: tuple  # SubmitResult of each submission made now
+    already: tuple  # versions of this sweep submitted by an earlier command
+    skipped: tuple  # why each of the best K not submitted was not
+
+    def as_json(self) -> dict:
+        return {"submitted": [r.as_json() for r in self.results], "already": list(self.already),
+                "skipped": list(self.skipped)}
+
+
+def _best_version(project: Project, arm: Ranked) -> Optional[int]:
+    """The arm's run with the best validation accuracy that left a submission.csv."""
+    runs = [(pulled_run_load(project, v), v) for v in arm.versions if v is not None]
+    runs = [(_accuracy(run), v) for run, v in runs if (run.folder / "submission.csv").is_file()]
+    runs = [(a, v) for a, v in runs if a is not None]
+    return max(runs)[1] if runs else None
+
+
+def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -> Submitted:
+    """Submit the best ``submit_best`` arms by validation (each its best seed's run) through submission_create,
+    never more than today's submissions left; the arms this sweep submitted before count as done."""
+    want = sweep.options.submit_best
+    rows = {int(r["version"]): r for r in ledger_of(project).rows() if r.get("sweep_id") == sweep.id}
+    best = [_best_version(project, arm) for arm in ranked if arm.mean is not None]
+    best = [v for v in best if v is not None][:want]
+    already = tuple(v for v in best if rows.get(v, {}).get("submission_ref"))
+    todo = [v for v in best if v not in already]
+    skipped = []
+    if len(best) < want:
+        skipped.append(f"{want - len(best)} of the best {want}: only {len(best)} arm(s) have a validation "
+                       "accuracy and a submission.csv")
+    notes: list = []
+    left = _submissions_left(project, remote, notes) if todo else None
+    if left is not None and left < len(todo):
+        skipped.append(f"{len(todo) - left} of the best {want} ({', '.join(f'v{v}' for v in todo[left:])}): "
+                       f"only {left} submission(s) left today")
+        todo = todo[:left]
+    results = tuple(submission_create(project, remote, v, None, sweep.options.allow_smoke) for v in todo)
+    return Submitted(results, already, (*skipped, *notes))
+
+

@@ -1,0 +1,212 @@
+"""`lorakit sweep`: arms checked and counted before any push, recorded before sent, run one after another,
+ranked with paired tests, the best submitted within today's limit, and carried on after Ctrl-C without an arm
+pushed twice."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorakit.stats import holm, mcnemar_exact
+from lorakit_fixtures import error_line, one_document, versions
+
+
+def pushed_rs(kit) -> list:
+    """The lora_r of every version the stand-in holds, in push order."""
+    return [json.loads(v.text.split('r"""', 1)[1].split('"""', 1)[0]).get("lora_r") for v in versions(kit)]
+
+
+def sweep_file(kit) -> dict:
+    (path,) = (kit.repo / "submissions" / "sweeps").glob("sw-*.json")
+    return json.loads(path.read_text())
+
+
+def test_a_three_arm_sweep_ranks_its_arms_and_submits_the_best(kit):
+    kit.accuracy = lambda cfg, number: {2: 0.80, 4: 0.90, 8: 0.85}[cfg.lora_r]
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "-m", "ranks",
+                             "--submit-best", "1", "--allow-smoke")
+    assert code == 0, err
+    assert pushed_rs(kit) == [2, 4, 8] and len(kit.state.calls("SaveKernel")) == 3
+    recorded = sweep_file(kit)
+    sweep_id = recorded["id"]
+    assert [a["sets"] for a in recorded["arms"]] == [["lora_r=2"], ["lora_r=4"], ["lora_r=8"]]
+    assert recorded["shared_sets"] == ["smoke=true"] and recorded["options"]["submit_best"] == 1
+    rows = kit.rows()
+    assert [r["sweep_id"] for r in rows] == [sweep_id] * 3
+    assert rows[0]["message"] == f"ranks [sweep {sweep_id} a1: lora_r=2]"
+    assert all(r["status"] == "COMPLETE" and r["pulled_at"] for r in rows)
+    table = out[out.index("ranked by validation accuracy"):].splitlines()
+    assert [line.split()[1] for line in table[2:5]] == ["a2", "a3", "a1"]  # 0.90, 0.85, 0.80
+    assert "best" in table[2] and "beats" in table[4]  # 0.90 against 0.80 on 2000 rows is no noise
+    assert len(kit.state.submissions) == 1 and kit.state.submissions[0].description.startswith("v2 ")
+    assert "submitted v2 as submission" in out and kit.row(2)["submission_ref"]
+
+
+def test_the_json_document_holds_the_arms_and_the_ranked_table(kit):
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--json")
+    assert code == 0, err
+    data = one_document(out)
+    assert [a["state"] for a in data["arms"]] == ["pulled", "pulled"]
+    assert [r["name"] for r in data["ranked"]] == ["a2", "a1"]  # the default accuracy grows with the version
+    best, other = data["ranked"]
+    assert best["words"] == "best" and best["p_value"] is None
+    assert other["p_value"] == pytest.approx(mcnemar_exact(other["best_wins"], other["arm_wins"]))
+    assert other["p_holm"] == pytest.approx(other["p_value"])  # one comparison: nothing to correct
+    assert data["gpu_hours_left"] == pytest.approx(30 - 10.5) and data["gpu_minutes"] == 2 * 660
+
+
+def test_seeds_give_mean_spread_and_holm_corrected_tests(kit):
+    kit.accuracy = lambda cfg, number: 0.8 + 0.05 * (cfg.lora_r == 4) + 0.02 * (cfg.lora_r == 8) + 0.01 * (cfg.seed % 2)
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--seeds", "2", "--json")
+    assert code == 0, err
+    assert len(versions(kit)) == 6
+    seeds = [json.loads(v.text.split('r"""', 1)[1].split('"""', 1)[0]).get("seed") for v in versions(kit)]
+    assert seeds == [42, 43] * 3
+    ranked = one_document(out)["ranked"]
+    assert [r["name"] for r in ranked] == ["a2", "a3", "a1"]
+    for r in ranked:
+        assert len(r["accuracies"]) == 2 and r["spread"] == pytest.approx(0.01 / 2 ** 0.5, abs=1e-3)
+        assert r["mean"] == pytest.approx(sum(r["accuracies"]) / 2)
+    raw = [r["p_value"] for r in ranked[1:]]
+    assert [r["p_holm"] for r in ranked[1:]] == pytest.approx(holm(raw))
+    assert ranked[1]["rows"] == 2 * 2000  # paired seed by seed, summed
+
+
+def test_a_sweep_interrupted_after_its_first_arm_is_resumed_without_pushing_any_arm_twice(kit):
+    kit.state.interrupt("SaveKernel", after=True, skip=1)  # Ctrl-C once the second arm's push went through
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true")
+    assert code == 130, err
+    sweep_id = sweep_file(kit)["id"]
+    line = error_line(err, "interrupted")
+    assert "interrupted while pushing; recorded as v2 UNCONFIRMED" in line
+    assert line.endswith(f"carry on the whole sweep with: lorakit sweep --resume {sweep_id}; an arm already running "
+                         "on Kaggle keeps running (and using GPU time) after Ctrl-C: Kaggle's API has no way to "
+                         "cancel a version")
+    assert pushed_rs(kit) == [2, 4] and kit.row(2)["status"] == "UNCONFIRMED"
+
+    code, out, err = kit.run("sweep", "--resume", sweep_id)
+    assert code == 0, err
+    assert pushed_rs(kit) == [2, 4, 8] and len(kit.state.calls("SaveKernel")) == 3  # the second not sent again
+    assert "a1: v1 pulled (pushed before)" in out and "a2: v2 pulled (pushed before)" in out
+    assert [r["sweep_id"] for r in kit.rows()] == [sweep_id] * 3
+    assert all(r["pulled_at"] for r in kit.rows())
+
+    code, out, err = kit.run("sweep", "--resume", sweep_id)  # all done: nothing pushed, the table again
+    assert code == 0 and len(kit.state.calls("SaveKernel")) == 3 and "ranked by validation accuracy" in out
+
+
+def test_resume_refuses_the_flags_that_define_a_sweep_and_unknown_ids(kit):
+    code, out, err = kit.run("sweep", "--resume", "sw-000000", "--grid", "lora_r=2,4")
+    assert code == 2 and "drop --grid" in error_line(err)
+    code, out, err = kit.run("sweep", "--resume", "sw-000000")
+    assert code == 1 and "no sweep sw-000000" in error_line(err) and "recorded sweeps: none" in err
+    code, out, err = kit.run("sweep", "--resume", "../ledger")
+    assert code == 2 and "a sweep id such as" in error_line(err)
+    assert not kit.state.requests
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--grid", "lora_r=2,0"), "a2 (lora_r=0): invalid config: lora_r must be"),
+    (("--grid", "lora_r=2,x"), "a2 (lora_r=x): config key 'lora_r' expects int, got 'x'"),
+    (("--grid", "lora_rank=2"), "unknown config key 'lora_rank'"),
+])
+def test_a_grid_value_failing_the_config_rules_is_refused_before_any_push(kit, argv, words):
+    code, out, err = kit.run("sweep", *argv, "--set", "smoke=true")
+    assert code == 1 and words in error_line(err) and "nothing pushed" in err
+    assert not kit.state.calls("SaveKernel") and not (kit.repo / "submissions" / "sweeps").exists()
+
+
+def test_an_arm_over_the_budget_refuses_the_whole_sweep(kit):
+    code, out, err = kit.run("sweep", "--grid", "lora_r=8,64", "--set", "lora_targets=query,key,value")
+    line = error_line(err)
+    assert code == 1 and "a2 (lora_r=64)" in line and "exceed param_budget" in line and "a1" not in line
+    assert not kit.state.requests and not kit.ledger.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    ((), "a sweep needs arms"),
+    (("--grid", "lora_r="), "--grid 'lora_r=' is empty"),
+    (("--grid", "lora_r=2", "--grid", "lora_r=4"), "--grid lora_r is given twice"),
+    (("--grid", "lora_r=2,4", "--set", "lora_r=8"), "lora_r is both an arm's setting and --set"),
+    (("--grid", "lora_r=2,2"), "a1 and a2 are the same config"),
+])
+def test_an_empty_or_contradictory_grid_is_a_usage_error(kit, argv, words):
+    code, out, err = kit.run("sweep", *argv, "--set", "smoke=true")
+    assert code == 2 and words in error_line(err)
+    assert not kit.state.requests
+
+
+def test_submit_best_is_capped_by_the_submissions_left_today(kit):
+    kit.state.allowed_now = 1
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--submit-best", "2",
+                             "--allow-smoke", "--json")
+    assert code == 0, err
+    assert len(kit.state.submissions) == 1 and kit.state.submissions[0].description.startswith("v3 ")
+    data = one_document(out)
+    assert [s["version"] for s in data["submissions"]["submitted"]] == [3] and "submission" not in data
+    skipped = data["submissions"]["skipped"]
+    assert skipped == ["1 of the best 2 (v2): only 1 submission(s) left today"]
+    assert "not submitted: 1 of the best 2 (v2): only 1 submission(s) left today" in err
+
+
+def test_submit_best_never_submits_a_smoke_run_without_allow_smoke(kit):
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--submit-best", "1")
+    assert code == 2 and "--allow-smoke" in error_line(err) and not kit.state.requests
+
+
+def test_dry_run_counts_the_arms_against_the_quota_and_pushes_nothing(kit, tmp_path):
+    plan = tmp_path / "arms.json"
+    plan.write_text(json.dumps([{"lora_r": 4, "lr": 0.001}, {"lora_targets": "query,value"}]))
+    code, out, err = kit.run("sweep", "--config", plan, "--grid", "lora_r=2", "--set", "smoke=true", "--dry-run")
+    assert code == 0, err
+    kmod = kit.kmod()
+    arms = [line.split() for line in out.splitlines()[2:5]]
+    for arm, settings, overrides in zip(arms, (["lora_r=2"], ["lora_r=4", "lr=0.001"], ["lora_targets=query,value"]),
+                                        ({"lora_r": 2}, {"lora_r": 4, "lr": 0.001}, {"lora_targets": "query,value"})):
+        count = kmod.param_breakdown(kmod.config_from_overrides({"smoke": True, **overrides}))["total"]
+        assert arm[1:len(settings) + 2] == [*settings, f"{count:,}"]  # the exact count, arm by arm
+    assert "GPU quota left this week: 19.5 h" in out and "up to 33.0 h in all" in out
+    assert "may take up to 33.0 h of GPU time but 19.5 h are left" in err
+    assert not kit.state.calls("SaveKernel") and not kit.ledger.exists()
+    assert not (kit.repo / "submissions" / "sweeps").exists()
+    kit.state.fail("GetAcceleratorQuotaStatistics", 500, times=None)
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2", "--set", "smoke=true", "--dry-run")
+    assert code == 0 and "GPU quota left this week: unknown" in out and "could not read the GPU quota" in err
+
+
+def test_a_failed_arm_is_reported_and_the_others_go_on(kit):
+    def run_hook(text, number):  # called before the stand-in copies status_script into the new version
+        kit.state.status_script = ["QUEUED", "ERROR"] if number == 2 else ["QUEUED", "COMPLETE"]
+        return kit.fake_run(text, number)
+
+    kit.state.run_hook = run_hook
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--json")
+    assert code == 3 and "a2 (v2) failed: v2 ended ERROR" in err
+    data = one_document(out)
+    assert [a["state"][:6] for a in data["arms"]] == ["pulled", "failed", "pulled"]
+    assert [r["name"] for r in data["ranked"]] == ["a3", "a1", "a2"] and data["ranked"][2]["mean"] is None
+    assert len(versions(kit)) == 3
+
+
+def test_resume_refuses_an_arm_whose_config_changed_since_it_was_recorded(kit):
+    kit.state.interrupt("GetKernelSessionStatus")  # Ctrl-C while waiting for the first arm
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    assert code == 130 and "resume with: lorakit status 1 --wait, then lorakit pull 1" in err
+    sweep_id = sweep_file(kit)["id"]
+    script = kit.repo / "kernel" / "agnews_lora.py"
+    script.write_text(script.read_text().replace('r"""\n{}\n"""', 'r"""\n{"lr": 0.002}\n"""', 1))
+    code, out, err = kit.run("sweep", "--resume", sweep_id)
+    assert code == 1 and "a2's config_hash is now" in error_line(err) and "start a new sweep" in err
+    assert len(versions(kit)) == 1 and kit.row(1)["pulled_at"]  # the first arm carried on, the second not pushed
+
+
+@pytest.mark.slow
+def test_from_plan_takes_the_first_rows_of_lorakit_plan(kit):
+    code, out, err = kit.run("sweep", "--from-plan", "2", "--dry-run", "--json")
+    assert code == 0, err
+    planned = one_document(out)["planned"]
+    d = kit.kmod().Config()
+    assert planned[0]["sets"] == [f"head={d.head}", f"lora_targets={d.lora_targets}", f"lora_r={d.lora_r}",
+                                  f"lora_alpha={d.lora_alpha:g}", f"lora_layers={d.lora_layers}"]  # plan's first row
+    assert len(planned) == 2 and planned[1]["sets"] != planned[0]["sets"]
+    assert all(a["trainable_params"] <= d.param_budget for a in planned) and not kit.state.calls("SaveKernel")
