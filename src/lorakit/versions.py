@@ -100,14 +100,16 @@ def version_row(project: Project, record: dict, defaults: dict) -> VersionRow:
     accuracy = finite_number(metrics.get("val_accuracy"), finite_number(record.get("val_accuracy")))
     val_rows = _count(metrics.get("val_rows"))
     seconds = finite_number(metrics.get("train_seconds"))
-    public, private = finite_number(record.get("public_score")), finite_number(record.get("private_score"))
     return VersionRow(
-        version, record.get("message", ""), state_of(record, pulled), record.get("status", ""),
-        record.get("pushed_at", ""), changes_of(defaults, record, metrics),
-        _count(metrics.get("trainable_params"), _count(record.get("trainable_params"))), accuracy, val_rows,
-        _interval(accuracy, val_rows), None if seconds is None else round(seconds / 60.0, 2),
-        str(metrics.get("device") or ""), record.get("submitted_at", ""), public, private,
-        _smoke(project, version, record), _interruption(metrics), run.reason if pulled else "")
+        version=version, message=record.get("message", ""), state=state_of(record, pulled),
+        status=record.get("status", ""), pushed_at=record.get("pushed_at", ""),
+        changes=changes_of(defaults, record, metrics),
+        trainable_params=_count(metrics.get("trainable_params"), _count(record.get("trainable_params"))),
+        val_accuracy=accuracy, val_rows=val_rows, val_interval=_interval(accuracy, val_rows),
+        train_minutes=None if seconds is None else round(seconds / 60.0, 2), device=str(metrics.get("device") or ""),
+        submitted_at=record.get("submitted_at", ""), public_score=finite_number(record.get("public_score")),
+        private_score=finite_number(record.get("private_score")), smoke=_smoke(project, version, record),
+        interrupted=_interruption(metrics), not_comparable=run.reason if pulled else "")
 
 
 def state_of(record: dict, pulled: bool) -> str:
@@ -128,15 +130,20 @@ def state_of(record: dict, pulled: bool) -> str:
 
 def changes_of(defaults: dict, record: dict, metrics: dict) -> dict:
     """The config keys that differ from the defaults: of the config metrics.json says the run used when it is
-    pulled, else of the overrides the ledger recorded at push time. A key either lacks reads as its default."""
+    pulled, else of the overrides the ledger recorded at push time. A key that these lack reads as its default."""
     ran = metrics.get("config")
     source = ran if isinstance(ran, dict) else _overrides(record)
     return {key: after for key, (_before, after) in config_diff(defaults, {**defaults, **source}).items()}
 
 
-def changes_text(changes: dict) -> str:
-    """key=value pairs, space-separated: what a version changed, compactly."""
-    return " ".join(f"{key}={_value_text(value)}" for key, value in changes.items())
+def changes_text(changes: dict, value_width: Optional[int] = None) -> str:
+    """key=value pairs, space-separated: what a version changed, compactly (each value cut to ``value_width``
+    characters when given: an adapter's sha256 needs no more than its start in a table)."""
+    return " ".join(f"{key}={_cut(_value_text(value), value_width)}" for key, value in changes.items())
+
+
+def _cut(text: str, width: Optional[int]) -> str:
+    return text if width is None or len(text) <= width else text[: width - 1] + "~"
 
 
 def interval_text(row: VersionRow) -> str:
@@ -148,6 +155,7 @@ def interval_text(row: VersionRow) -> str:
     return f"{row.val_accuracy:.4f} [{row.val_interval[0]:.4f}-{row.val_interval[1]:.4f}]"
 
 
+CHANGE_WIDTH = 20  # a value in the table's changes column: longer ones (paths, digests) are cut
 TABLE_HEADERS = ("version", "state", "message", "changes", "params", "val_acc [95% CI]", "train min", "device",
                  "public", "private", "marks")
 
@@ -155,10 +163,8 @@ TABLE_HEADERS = ("version", "state", "message", "changes", "params", "val_acc [9
 def table_cells(row: VersionRow, message_width: Optional[int] = None) -> list:
     """The row as the cells under TABLE_HEADERS (`versions` prints them, `report` shows them); the message cut
     to ``message_width`` characters when given."""
-    message = row.message
-    if message_width is not None and len(message) > message_width:
-        message = message[: message_width - 1] + "~"
-    return ["-" if row.version is None else f"v{row.version}", row.state, message, changes_text(row.changes) or "-",
+    return ["-" if row.version is None else f"v{row.version}", row.state, _cut(row.message, message_width),
+            changes_text(row.changes, CHANGE_WIDTH) or "-",
             "-" if row.trainable_params is None else f"{row.trainable_params:,}", interval_text(row),
             "-" if row.train_minutes is None else f"{row.train_minutes:.1f}", row.device or "-",
             _score_text(row.public_score), _score_text(row.private_score), "; ".join(row.marks)]
