@@ -128,7 +128,11 @@ def test_corrupt_ledger_is_refused_and_left_as_it_is(kit):
     assert kit.ledger.read_bytes() == before
 
 
-def test_empty_ledger_says_so(kit):
+def test_empty_ledger_says_so_and_kernel_chooses_whose_rows(kit):
     code, out, err = kit.run("versions")
     assert code == 0 and "no versions of" in out and "lorakit push" in out
     assert versions_json(kit) == {}
+    push_pull(kit)
+    code, out, err = kit.run("versions", "--kernel", "alice/another-kernel")
+    assert code == 0 and out == "no versions of alice/another-kernel in the ledger yet: lorakit push records them\n"
+    assert list(versions_json(kit)) == [1]

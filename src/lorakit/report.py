@@ -255,12 +255,13 @@ def confusion_svg(version: int, matrix: np.ndarray) -> str:
 
 
 def _moment(text: str) -> Optional[float]:
-    """Seconds since the epoch of an ISO 8601 time (UTC when it names no zone); None when it is none."""
+    """Hours since the epoch of an ISO 8601 time (UTC when it names no zone); None when it is none. Hours, so
+    that submissions minutes apart still spread over the chart's least span of one."""
     try:
         moment = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() / 3600
 
 
 def _scores_section(rows: list[VersionRow]) -> str:
@@ -282,12 +283,13 @@ def _scores_section(rows: list[VersionRow]) -> str:
 
 
 def _time_ticks(series: list) -> list:
+    """Up to four ticks from the first submission to the last, each labelled once."""
     moments = [p[0] for s in series for p in s.points]
     lo, hi = min(moments), max(moments)
-    shape = "%Y-%m-%d" if hi - lo > 2 * 86400 else "%m-%d %H:%M"
-    count = 1 if hi == lo else 4
-    marks = [lo + (hi - lo) * k / max(1, count - 1) for k in range(count)]
-    return [(m, datetime.fromtimestamp(m, timezone.utc).strftime(shape)) for m in marks]
+    shape = "%Y-%m-%d" if hi - lo > 48 else "%m-%d %H:%M"
+    labels = {datetime.fromtimestamp((lo + (hi - lo) * k / 3) * 3600, timezone.utc).strftime(shape):
+              lo + (hi - lo) * k / 3 for k in range(4)}
+    return [(moment, label) for label, moment in labels.items()]
 
 
 # ------------------------------------------------------------------------------------------------ charts
