@@ -351,12 +351,12 @@ def signalled_in_flight(kit, proc: subprocess.Popen, held, signum: int) -> tuple
 SIGNALS = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
 
 
-def full_disk_after(monkeypatch, kit, method: str) -> None:
-    """Every ledger write fails with ENOSPC once ``method`` has been sent."""
+def full_disk_after(monkeypatch, kit, method: str, skip: int = 0) -> None:
+    """Every ledger write fails with ENOSPC once ``method`` has been sent (after the first ``skip`` times)."""
     write = ledger_module.Ledger._write
 
     def failing(self, columns, records):
-        if kit.state.calls(method):
+        if len(kit.state.calls(method)) > skip:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write(self, columns, records)
 

@@ -490,6 +490,7 @@ def cmd_scores(args) -> int:
                        f"({_fmt(v.get('val_accuracy'))})")
         if scores.best_public is not None or scores.best_validation is not None:
             out.result("  -> the candidates for the two final submissions")
+    _note("versions that were never submitted are listed by lorakit versions")
     for version in scores.unrecorded:
         _warn(f"v{version} has submissions but no ledger row; its scores were not recorded")
     for version, kernel, words in scores.not_candidates:
@@ -508,6 +509,33 @@ def _version_label(project, version: Optional[int], kernel: str) -> str:
     if version is None:
         return "?"
     return f"v{version}" if not kernel or kernel_same(kernel, str(project.kernel)) else f"{kernel} v{version}"
+
+
+@command(
+    "versions",
+    "every version the ledger knows, newest first: state, config changes, validation accuracy with its "
+    "confidence interval, scores (offline: status, pull, scores and sync refresh it)",
+    flag("--csv", action="store_true", help="print CSV (pandas.read_csv reads it) instead of a table"),
+    JSON,
+)
+def cmd_versions(args) -> int:
+    from lorakit.errors import ArgumentError
+    from lorakit.versions import REFRESHED_BY, TABLE_HEADERS, table_cells, versions_csv, versions_list
+
+    if args.csv and args.json:
+        raise ArgumentError("choose one of --csv and --json")
+    out = args.out
+    project = _project(args)
+    rows = versions_list(project)
+    out.document({"kernel": str(project.kernel), "versions": [r.as_json() for r in rows]})
+    if args.csv:
+        sys.stdout.write(versions_csv(rows))
+    elif not rows:
+        out.result(f"no versions of {project.kernel} in the ledger yet: lorakit push records them")
+    else:
+        out.result(_table(list(TABLE_HEADERS), [table_cells(r, message_width=40) for r in rows]))
+        _note(f"offline: {REFRESHED_BY}")
+    return 0
 
 
 @command(
@@ -651,6 +679,35 @@ def cmd_quota(args) -> int:
         out.result(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over {len(q.minutes_by_version)} version(s)")
     else:
         out.result("no run minutes recorded yet (lorakit pull fills them)")
+    return 0
+
+
+@command(
+    "report",
+    "write one self-contained HTML file: the versions table, validation curves, confusion matrices and scores "
+    "over time (offline, from the ledger and the pulled folders)",
+    flag("--out", dest="out_path", metavar="PATH", help="where to write it (default submissions/report.html)"),
+    flag("--versions", metavar="N,M", help="whose curves and confusion matrices to show, e.g. 3,5,7 "
+                                           "(default: the newest 8 pulled versions)"),
+    flag("--open", action="store_true", help="then open it in the default web browser"),
+    JSON,
+)
+def cmd_report(args) -> int:
+    import webbrowser
+
+    from lorakit.report import report_make, report_path_check, versions_parse
+
+    project = _project(args)
+    path = report_path_check(project, args.out_path)
+    report = report_make(project, path, versions_parse(args.versions))
+    for note in report.notes:
+        _note(note)
+    args.out.document(report.as_json())
+    shown = ", ".join(f"v{v}" for v in report.versions) or "no pulled version"
+    where = path.resolve().relative_to(project.root) if path.resolve().is_relative_to(project.root) else path
+    args.out.result(f"wrote {where} ({report.charts} charts; curves of {shown})")
+    if args.open and not webbrowser.open(path.resolve().as_uri()):
+        _warn(f"no web browser could be started: open {path} by hand")
     return 0
 
 

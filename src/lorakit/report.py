@@ -1,0 +1,372 @@
+"""`lorakit report`: one self-contained HTML file of the kernel's versions, to open in any browser offline.
+
+It holds the versions table (the rows of `lorakit versions`), the validation curves of the chosen versions
+overlaid (val_accuracy by epoch from metrics.json's history; train and validation loss when recorded), their
+confusion matrices on the validation slice (from logits.npz), and the public and private scores over time
+(the ledger's submitted_at and scores). The charts are inline SVG drawn here: no script, no stylesheet or font
+from elsewhere, nothing fetched when it is viewed. Every text from the ledger or a pulled folder (a -m message
+is the user's own text) is escaped with html.escape. The file is written to a temporary file beside it and
+renamed over it, so an existing report is replaced whole or not at all.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from lorakit.errors import UsageError
+from lorakit.ledger import mode_under_umask
+from lorakit.project import Project
+from lorakit.runs import PulledRun, pull_command, pulled_run_load
+from lorakit.versions import TABLE_HEADERS, VersionRow, finite_number, table_cells, versions_list
+from lorakit.workflow import LABELS, output_path_check, utc_now, version_parse
+
+DEFAULT_CHOSEN = 8  # without --versions: the newest pulled versions, as many as one chart can tell apart
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+           "#bcbd22")
+WIDTH, HEIGHT = 680, 320
+MARGIN = {"left": 64, "right": 180, "top": 34, "bottom": 48}  # the right margin holds the legend
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path
+    versions: tuple  # the versions whose curves and confusion matrices it shows
+    charts: int  # the SVG charts in it
+    notes: tuple  # what it could not show, and why
+
+    def as_json(self) -> dict:
+        return {"path": str(self.path), "versions": list(self.versions), "charts": self.charts,
+                "notes": list(self.notes)}
+
+
+def report_path_check(project: Project, out: Optional[str]) -> Path:
+    """--out PATH (default submissions/report.html), refused before any work when it cannot be written."""
+    return output_path_check(out or project.submissions_dir / "report.html", "--out")
+
+
+def versions_parse(text: Optional[str]) -> Optional[list]:
+    """--versions 3,5,7 as [3, 5, 7] (repeats dropped); None without the flag."""
+    if text is None:
+        return None
+    pieces = [p.strip() for p in text.split(",") if p.strip()]
+    if not pieces:
+        raise UsageError("--versions needs version numbers, e.g. --versions 3,5,7")
+    return list(dict.fromkeys(version_parse(p) for p in pieces))
+
+
+def versions_chosen(project: Project, rows: list[VersionRow], asked: Optional[list]) -> list:
+    """The versions asked for, each known to the ledger and pulled; without --versions the newest pulled ones."""
+    known = [r.version for r in rows if r.version is not None]
+    if asked is None:
+        return sorted([v for v in known if project.version_dir(v).is_dir()][:DEFAULT_CHOSEN])
+    for version in asked:
+        if version not in known:
+            have = ", ".join(f"v{v}" for v in sorted(known)) or "none"
+            raise UsageError(f"v{version} is not in the ledger of {project.kernel} (it has: {have})")
+        if not project.version_dir(version).is_dir():
+            raise UsageError(f"v{version} is not pulled: run `{pull_command(version, project.kernel, project)}`")
+    return asked
+
+
+def report_make(project: Project, path: Path, asked: Optional[list]) -> Report:
+    """Read the ledger and the chosen versions' folders, and write the report to ``path``."""
+    rows = versions_list(project)
+    chosen = versions_chosen(project, rows, asked)
+    runs = [pulled_run_load(project, v, project.kernel) for v in chosen]
+    notes = [f"v{r.version} not comparable: {r.reason}" for r in runs if r.reason]
+    sections = [_table_section(rows), _curves_section(runs, notes), _confusion_section(runs), _scores_section(rows)]
+    body = "\n".join(sections)
+    page = _page(f"lorakit report: {project.kernel}", _heading(project, rows, chosen) + body + _notes_html(notes))
+    file_write_atomic(path, page)
+    return Report(path, tuple(chosen), body.count("<svg "), tuple(notes))
+
+
+def file_write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file in its folder renamed over it: whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        os.chmod(tmp, mode_under_umask(0o666))  # mkstemp makes it 0600; a report is an ordinary file
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with _quiet():
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UsageError(f"--out {path}: cannot write it ({exc.strerror or type(exc).__name__})") from None
+        raise
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, _value, _tb):
+        return kind is not None and issubclass(kind, OSError)
+
+
+# ------------------------------------------------------------------------------------------------ page
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; white-space: nowrap; }
+th { background: #f3f3f3; }
+td.message, td.changes, td.marks { white-space: normal; max-width: 320px; overflow-wrap: anywhere; }
+figure { display: inline-block; margin: 8px 16px 8px 0; }
+svg text { font: 11px sans-serif; fill: #222; }
+.note { color: #8a4b00; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def _heading(project: Project, rows: list[VersionRow], chosen: list) -> str:
+    shown = ", ".join(f"v{v}" for v in chosen) or "none pulled"
+    return (f"<h1>{_esc(project.kernel)}</h1>\n<p>Competition {_esc(project.competition)}; {len(rows)} version(s) "
+            f"in the ledger; curves and confusion matrices of {_esc(shown)}. Written {_esc(utc_now())} by "
+            "<code>lorakit report</code> from the ledger and the pulled folders.</p>\n")
+
+
+def _notes_html(notes: list) -> str:
+    if not notes:
+        return ""
+    return "<h2>Notes</h2>\n<ul>" + "".join(f'<li class="note">{_esc(n)}</li>' for n in notes) + "</ul>\n"
+
+
+def _table_section(rows: list[VersionRow]) -> str:
+    if not rows:
+        return "<h2>Versions</h2>\n<p>No versions in the ledger yet: <code>lorakit push</code> records them.</p>\n"
+    head = "".join(f"<th>{_esc(h)}</th>" for h in TABLE_HEADERS)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{_esc(h.split()[0])}">{_esc(c)}</td>'
+                         for h, c in zip(TABLE_HEADERS, table_cells(row))) + "</tr>\n"
+        for row in rows)
+    return f'<h2>Versions</h2>\n<table id="versions">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n'
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def _history(run: PulledRun, key: str) -> tuple:
+    """(epoch, value, tooltip) of ``key`` in each epoch of metrics.json's history that records it."""
+    history = (run.metrics or {}).get("history")
+    points = []
+    for i, entry in enumerate(history if isinstance(history, list) else []):
+        value = finite_number(entry.get(key)) if isinstance(entry, dict) else None
+        epoch = finite_number(entry.get("epoch"), i + 1) if isinstance(entry, dict) else None
+        if value is not None and epoch is not None:
+            points.append((epoch, value, f"v{run.version} epoch {epoch:g}: {key} {value:.4f}"))
+    return tuple(points)
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    points: tuple  # (x, y, tooltip)
+    color: str
+    dashed: bool = False
+
+
+def _curves_section(runs: list[PulledRun], notes: list) -> str:
+    """Validation accuracy by epoch, overlaid; train (solid) and validation (dashed) loss when recorded."""
+    accuracy, loss = [], []
+    for i, run in enumerate(runs):
+        color = PALETTE[i % len(PALETTE)]
+        accuracy.append(Series(f"v{run.version}", _history(run, "val_accuracy"), color))
+        loss.append(Series(f"v{run.version} train", _history(run, "train_loss"), color))
+        loss.append(Series(f"v{run.version} val", _history(run, "val_loss"), color, dashed=True))
+        if run.metrics is not None and not accuracy[-1].points:
+            notes.append(f"v{run.version}: metrics.json has no validation history")
+    accuracy, loss = [s for s in accuracy if s.points], [s for s in loss if s.points]
+    if not accuracy:
+        return "<h2>Validation curves</h2>\n<p>No validation history in the chosen versions.</p>\n"
+    text = "<h2>Validation curves</h2>\n" + line_chart("val_accuracy", "Validation accuracy by epoch", accuracy,
+                                                        "epoch", "accuracy", _epoch_ticks(accuracy))
+    if loss:
+        text += line_chart("loss", "Loss by epoch (solid: train, dashed: validation)", loss, "epoch", "loss",
+                           _epoch_ticks(loss))
+    return text
+
+
+def _epoch_ticks(series: list) -> list:
+    epochs = sorted({p[0] for s in series for p in s.points})
+    step = max(1, len(epochs) // 10)
+    return [(e, f"{e:g}") for e in epochs[::step]]
+
+
+def confusion_of(run: PulledRun) -> Optional[np.ndarray]:
+    """Validation counts of ``run``: true label by row, predicted label by column; None without predictions."""
+    if run.val is None:
+        return None
+    classes = len(LABELS)
+    labels, predicted = run.val.labels, run.val.predicted
+    valid = (labels >= 0) & (labels < classes) & (predicted >= 0) & (predicted < classes)
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels[valid], predicted[valid]), 1)
+    return matrix
+
+
+def _confusion_section(runs: list[PulledRun]) -> str:
+    figures = [confusion_svg(run.version, matrix) for run in runs
+               if (matrix := confusion_of(run)) is not None]
+    if not figures:
+        return "<h2>Confusion matrices</h2>\n<p>No validation predictions in the chosen versions.</p>\n"
+    return ("<h2>Confusion matrices</h2>\n<p>Validation rows: true class by row, predicted class by column; the "
+            "shade is the row's share.</p>\n" + "".join(figures))
+
+
+def confusion_svg(version: int, matrix: np.ndarray) -> str:
+    cell, left, top = 58, 78, 60
+    size = len(LABELS)
+    width, height = left + cell * size + 10, top + cell * size + 10
+    parts = [f'<figure><svg class="chart" data-chart="confusion" data-version="{version}" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="v{version} confusion matrix">',
+             f'<text x="{left}" y="14" font-weight="bold">v{version}: {int(matrix.sum())} validation rows</text>',
+             f'<text x="{left + cell * size / 2}" y="34" text-anchor="middle">predicted</text>']
+    for j, name in enumerate(LABELS):
+        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" text-anchor="middle">{_esc(name)}</text>')
+    for i, name in enumerate(LABELS):
+        total = max(1, int(matrix[i].sum()))
+        y = top + i * cell
+        parts.append(f'<text x="{left - 6}" y="{y + cell / 2 + 4}" text-anchor="end">{_esc(name)}</text>')
+        for j in range(size):
+            share = matrix[i, j] / total
+            tip = f"true {LABELS[i]}, predicted {LABELS[j]}: {int(matrix[i, j])} ({share:.1%} of the row)"
+            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell}" height="{cell}" fill="#1f77b4" '
+                         f'fill-opacity="{0.08 + 0.85 * share:.3f}" stroke="#fff"><title>{_esc(tip)}</title></rect>')
+            parts.append(f'<text x="{left + j * cell + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle">'
+                         f'{int(matrix[i, j])}</text>')
+    parts.append("</svg></figure>\n")
+    return "".join(parts)
+
+
+def _moment(text: str) -> Optional[float]:
+    """Hours since the epoch of an ISO 8601 time (UTC when it names no zone); None when it is none. Hours, so
+    that submissions minutes apart still spread over the chart's least span of one."""
+    try:
+        moment = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() / 3600
+
+
+def _scores_section(rows: list[VersionRow]) -> str:
+    """Public and private scores of each version's (last) submission by when it was submitted."""
+    public, private = [], []
+    for row in rows:
+        moment = _moment(row.submitted_at) if row.version is not None else None
+        if moment is None:
+            continue
+        for points, score, which in ((public, row.public_score, "public"), (private, row.private_score, "private")):
+            if score is not None:
+                points.append((moment, score, f"v{row.version} {which} {score:.5f} ({row.submitted_at})"))
+    series = [Series(name, tuple(sorted(points)), color) for name, points, color in
+              (("public", public, PALETTE[0]), ("private", private, PALETTE[1])) if points]
+    if not series:
+        return "<h2>Scores over time</h2>\n<p>No scored submissions in the ledger yet.</p>\n"
+    return "<h2>Scores over time</h2>\n" + line_chart("scores", "Leaderboard scores by submission time", series,
+                                                       "submitted (UTC)", "score", _time_ticks(series))
+
+
+def _time_ticks(series: list) -> list:
+    """Up to four ticks from the first submission to the last, each labelled once."""
+    moments = [p[0] for s in series for p in s.points]
+    lo, hi = min(moments), max(moments)
+    shape = "%Y-%m-%d" if hi - lo > 48 else "%m-%d %H:%M"
+    labels = {datetime.fromtimestamp((lo + (hi - lo) * k / 3) * 3600, timezone.utc).strftime(shape):
+              lo + (hi - lo) * k / 3 for k in range(4)}
+    return [(moment, label) for label, moment in labels.items()]
+
+
+# ------------------------------------------------------------------------------------------------ charts
+def _span(values: list, least: float) -> tuple:
+    """The axis range of ``values``: at least ``least`` wide, with 5% to spare on each side."""
+    lo, hi = min(values), max(values)
+    if hi - lo < least:
+        middle = (lo + hi) / 2
+        lo, hi = middle - least / 2, middle + least / 2
+    spare = (hi - lo) * 0.05
+    return lo - spare, hi + spare
+
+
+def _ticks(lo: float, hi: float) -> list:
+    """About five round values between ``lo`` and ``hi``."""
+    raw = (hi - lo) / 5
+    magnitude = 10 ** np.floor(np.log10(raw))
+    step = magnitude * next(k for k in (1, 2, 5, 10) if k * magnitude >= raw)
+    first = np.ceil(lo / step) * step
+    return [float(first + k * step) for k in range(int((hi - first) / step) + 1)]
+
+
+PLOT_W = WIDTH - MARGIN["left"] - MARGIN["right"]
+PLOT_H = HEIGHT - MARGIN["top"] - MARGIN["bottom"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The data ranges a chart's plot area shows, and where a value lands in it."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    def px(self, x: float) -> float:
+        return round(MARGIN["left"] + (x - self.x0) / (self.x1 - self.x0) * PLOT_W, 1)
+
+    def py(self, y: float) -> float:
+        return round(MARGIN["top"] + (self.y1 - y) / (self.y1 - self.y0) * PLOT_H, 1)
+
+
+def line_chart(name: str, title: str, series: list, x_label: str, y_label: str, x_ticks: list) -> str:
+    """An SVG line chart of ``series`` with a legend on the right; each point's tooltip is its <title>."""
+    frame = Frame(*_span([p[0] for s in series for p in s.points], 1.0),
+                  *_span([p[1] for s in series for p in s.points], 0.01))
+    parts = [f'<svg class="chart" data-chart="{name}" width="{WIDTH}" height="{HEIGHT}" '
+             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{_esc(title)}">',
+             f'<text x="{MARGIN["left"]}" y="18" font-weight="bold">{_esc(title)}</text>',
+             f'<rect x="{MARGIN["left"]}" y="{MARGIN["top"]}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
+             'stroke="#999"/>', *_axes(frame, x_ticks, x_label, y_label)]
+    for k, s in enumerate(series):
+        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+        line = " ".join(f"{frame.px(x)},{frame.py(y)}" for x, y, _tip in s.points)
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{s.color}" stroke-width="2"{dash}/>')
+        parts += [f'<circle cx="{frame.px(x)}" cy="{frame.py(y)}" r="3" fill="{s.color}"><title>{_esc(tip)}</title>'
+                  "</circle>" for x, y, tip in s.points]
+        lx, ly = WIDTH - MARGIN["right"] + 12, MARGIN["top"] + 10 + 16 * k
+        parts.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 22}" y2="{ly}" stroke="{s.color}" stroke-width="2"{dash}/>'
+                     f'<text x="{lx + 28}" y="{ly + 4}">{_esc(s.label[:24])}</text>')
+    parts.append("</svg>\n")
+    return "".join(parts)
+
+
+def _axes(frame: Frame, x_ticks: list, x_label: str, y_label: str) -> list:
+    """Tick marks and labels of both axes, and the axis titles."""
+    left, bottom, middle = MARGIN["left"], MARGIN["top"] + PLOT_H, MARGIN["top"] + PLOT_H / 2
+    parts = []
+    for x, label in x_ticks:
+        px = frame.px(x)
+        parts.append(f'<line x1="{px}" y1="{bottom}" x2="{px}" y2="{bottom + 4}" stroke="#999"/>'
+                     f'<text x="{px}" y="{bottom + 16}" text-anchor="middle">{_esc(label)}</text>')
+    for y in _ticks(frame.y0, frame.y1):
+        py = frame.py(y)
+        parts.append(f'<line x1="{left - 4}" y1="{py}" x2="{left}" y2="{py}" stroke="#999"/>'
+                     f'<text x="{left - 7}" y="{py + 4}" text-anchor="end">{y:.4g}</text>')
+    parts.append(f'<text x="{left + PLOT_W / 2}" y="{HEIGHT - 10}" text-anchor="middle">{_esc(x_label)}</text>')
+    parts.append(f'<text x="14" y="{middle}" text-anchor="middle" transform="rotate(-90 14 {middle})">'
+                 f"{_esc(y_label)}</text>")
+    return parts

@@ -1,0 +1,238 @@
+"""`lorakit versions`: one row per version of the kernel that the ledger knows, newest first.
+
+Offline: it reads submissions/ledger.csv and the pulled folders (submissions/v<N>/) only, so it shows what the
+last `status`, `pull`, `scores` or `sync` recorded. A version's ``state`` is the first of these that holds:
+
+- scored:    its submission (the ledger's submission_ref) has a public score
+- submitted: it was submitted (submission_ref recorded) and has no score yet
+- error:     the last status seen is ERROR or a cancellation, whatever was pulled of it
+- pulled:    its folder submissions/v<N>/ exists
+- complete:  the last status seen is COMPLETE, and its outputs are not pulled yet
+- running:   the last status seen is RUNNING
+- sending:   recorded before it was sent and not confirmed yet (SENDING, UNCONFIRMED): it may have no number yet
+- pushed:    Kaggle numbered it and nothing later was seen (QUEUED, or NEW_SCRIPT for a --no-run push)
+
+A push found never to have reached Kaggle (NOT_PUSHED) is no version and is not listed.
+
+Marks: ``smoke`` (the run predicted on synthetic smoke data, or its config says smoke=true), ``interrupted``
+(metrics.json says a signal stopped training early) and ``not comparable: <reason>`` (a pulled folder without
+metrics.json or without pairable validation predictions, as lorakit.runs says).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from lorakit.kernel import config_defaults
+from lorakit.ledger import SENDING
+from lorakit.project import Project
+from lorakit.runs import config_diff, pulled_run_load
+from lorakit.stats import accuracy_interval
+from lorakit.transport import json_loads_safe
+from lorakit.workflow import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, predicted_on
+
+REFRESHED_BY = "lorakit status, pull, scores and sync refresh what it shows"
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: Optional[int]  # None: a push recorded but not numbered yet (state sending)
+    message: str
+    state: str
+    status: str  # the kernel status the ledger saw last
+    pushed_at: str
+    changes: dict  # config key -> value, for every key that differs from the kernel's default
+    trainable_params: Optional[int]
+    val_accuracy: Optional[float]
+    val_rows: Optional[int]  # the validation slice's size (metrics.json), behind the interval
+    val_interval: Optional[tuple]  # Wilson's 95% interval of val_accuracy on val_rows rows
+    train_minutes: Optional[float]
+    device: str
+    submitted_at: str
+    public_score: Optional[float]
+    private_score: Optional[float]
+    smoke: bool
+    interrupted: str  # "" or what stopped it ("SIGTERM"; "interrupted" when metrics.json names no signal)
+    not_comparable: str  # "" or why the pulled folder cannot be paired with another
+
+    @property
+    def marks(self) -> list:
+        """smoke, interrupted (SIGTERM), not comparable: <reason>: the ones that hold."""
+        marks = ["smoke"] if self.smoke else []
+        if self.interrupted:
+            marks.append("interrupted" + ("" if self.interrupted == "interrupted" else f" ({self.interrupted})"))
+        if self.not_comparable:
+            marks.append(f"not comparable: {self.not_comparable}")
+        return marks
+
+    def as_json(self) -> dict:
+        low, high = self.val_interval or (None, None)
+        return {"version": self.version, "message": self.message, "state": self.state, "status": self.status,
+                "pushed_at": self.pushed_at, "changes": self.changes, "trainable_params": self.trainable_params,
+                "val_accuracy": self.val_accuracy, "val_rows": self.val_rows, "val_low": low, "val_high": high,
+                "train_minutes": self.train_minutes, "device": self.device, "submitted_at": self.submitted_at,
+                "public_score": self.public_score, "private_score": self.private_score, "smoke": self.smoke,
+                "interrupted": bool(self.interrupted), "signal": self.interrupted or None,
+                "not_comparable": self.not_comparable or None, "marks": self.marks}
+
+
+def versions_list(project: Project) -> list[VersionRow]:
+    """Every version of the project's kernel (--kernel) that the ledger knows, newest first; LedgerError for a
+    corrupted ledger (nothing is written)."""
+    ledger = ledger_of(project)
+    records = [r for r in ledger.all_rows() if ledger.owns(r) and r.get("status") != NOT_PUSHED]
+    records.sort(key=lambda r: (int(r["version"]) if r["version"] else math.inf, r.get("pushed_at", "")),
+                 reverse=True)  # pushes not numbered yet first, then the newest version
+    defaults = config_defaults(project)
+    return [version_row(project, r, defaults) for r in records]
+
+
+def version_row(project: Project, record: dict, defaults: dict) -> VersionRow:
+    """One ledger row and what its pulled folder (if any) says."""
+    version = int(record["version"]) if record.get("version") else None
+    run = pulled_run_load(project, version, project.kernel) if version is not None else None
+    pulled = run is not None and run.pulled
+    metrics = (run.metrics if pulled else None) or {}
+    accuracy = finite_number(metrics.get("val_accuracy"), finite_number(record.get("val_accuracy")))
+    val_rows = _count(metrics.get("val_rows"))
+    seconds = finite_number(metrics.get("train_seconds"))
+    return VersionRow(
+        version=version, message=record.get("message", ""), state=state_of(record, pulled),
+        status=record.get("status", ""), pushed_at=record.get("pushed_at", ""),
+        changes=changes_of(defaults, record, metrics),
+        trainable_params=_count(metrics.get("trainable_params"), _count(record.get("trainable_params"))),
+        val_accuracy=accuracy, val_rows=val_rows, val_interval=_interval(accuracy, val_rows),
+        train_minutes=None if seconds is None else round(seconds / 60.0, 2), device=str(metrics.get("device") or ""),
+        submitted_at=record.get("submitted_at", ""), public_score=finite_number(record.get("public_score")),
+        private_score=finite_number(record.get("private_score")), smoke=_smoke(project, version, record),
+        interrupted=_interruption(metrics), not_comparable=run.reason if pulled else "")
+
+
+def state_of(record: dict, pulled: bool) -> str:
+    """The version's state (see the module's docstring) from its ledger row and whether its folder exists."""
+    status = record.get("status", "")
+    if finite_number(record.get("public_score")) is not None:
+        return "scored"
+    if record.get("submission_ref"):
+        return "submitted"
+    if status in FAILED_KERNEL:
+        return "error"
+    if pulled:
+        return "pulled"
+    if status in (SENDING, UNCONFIRMED) or not record.get("version"):
+        return "sending"
+    return {"COMPLETE": "complete", "RUNNING": "running"}.get(status, "pushed")
+
+
+def changes_of(defaults: dict, record: dict, metrics: dict) -> dict:
+    """The config keys that differ from the defaults: of the config metrics.json says the run used when it is
+    pulled, else of the overrides the ledger recorded at push time. A key that these lack reads as its default."""
+    ran = metrics.get("config")
+    source = ran if isinstance(ran, dict) else _overrides(record)
+    return {key: after for key, (_before, after) in config_diff(defaults, {**defaults, **source}).items()}
+
+
+def changes_text(changes: dict, value_width: Optional[int] = None) -> str:
+    """key=value pairs, space-separated: what a version changed, compactly (each value cut to ``value_width``
+    characters when given: an adapter's sha256 needs no more than its start in a table)."""
+    return " ".join(f"{key}={_cut(_value_text(value), value_width)}" for key, value in changes.items())
+
+
+def _cut(text: str, width: Optional[int]) -> str:
+    return text if width is None or len(text) <= width else text[: width - 1] + "~"
+
+
+def interval_text(row: VersionRow) -> str:
+    """0.9020 [0.8884-0.9141]: the validation accuracy and its 95% interval, as far as they are known."""
+    if row.val_accuracy is None:
+        return "-"
+    if row.val_interval is None:
+        return f"{row.val_accuracy:.4f}"
+    return f"{row.val_accuracy:.4f} [{row.val_interval[0]:.4f}-{row.val_interval[1]:.4f}]"
+
+
+CHANGE_WIDTH = 20  # a value in the table's changes column: longer ones (paths, digests) are cut
+TABLE_HEADERS = ("version", "state", "message", "changes", "params", "val_acc [95% CI]", "train min", "device",
+                 "public", "private", "marks")
+
+
+def table_cells(row: VersionRow, message_width: Optional[int] = None) -> list:
+    """The row as the cells under TABLE_HEADERS (`versions` prints them, `report` shows them); the message cut
+    to ``message_width`` characters when given."""
+    return ["-" if row.version is None else f"v{row.version}", row.state, _cut(row.message, message_width),
+            changes_text(row.changes, CHANGE_WIDTH) or "-",
+            "-" if row.trainable_params is None else f"{row.trainable_params:,}", interval_text(row),
+            "-" if row.train_minutes is None else f"{row.train_minutes:.1f}", row.device or "-",
+            _score_text(row.public_score), _score_text(row.private_score), "; ".join(row.marks)]
+
+
+def _score_text(score: Optional[float]) -> str:
+    return "-" if score is None else f"{score:.5f}"
+
+
+CSV_COLUMNS = ("version", "state", "message", "changes", "trainable_params", "val_accuracy", "val_low", "val_high",
+               "val_rows", "train_minutes", "device", "public_score", "private_score", "submitted_at", "pushed_at",
+               "status", "smoke", "interrupted", "not_comparable")
+
+
+def versions_csv(rows: list[VersionRow]) -> str:
+    """The rows as CSV with a header (pandas.read_csv reads it: empty cells for unknowns)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        data = {**row.as_json(), "changes": changes_text(row.changes)}
+        writer.writerow(["" if data[c] is None else data[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def _value_text(value) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def _overrides(record: dict) -> dict:
+    data = json_loads_safe(record.get("overrides") or "")
+    return data if isinstance(data, dict) else {}
+
+
+def _smoke(project: Project, version: Optional[int], record: dict) -> bool:
+    """Whether the run predicted on smoke data (workflow.predicted_on); for a push not numbered yet, whether its
+    overrides say smoke=true."""
+    if version is None:
+        return _overrides(record).get("smoke") is True
+    return predicted_on(project, version, record, project.kernel)[0] == "smoke"
+
+
+def _interruption(metrics: dict) -> str:
+    signal = metrics.get("signal")
+    if signal:
+        return str(signal)
+    return "interrupted" if metrics.get("interrupted") is True else ""
+
+
+def _interval(accuracy: Optional[float], rows: Optional[int]) -> Optional[tuple]:
+    if accuracy is None or not rows or not 0.0 <= accuracy <= 1.0:
+        return None
+    low, high = accuracy_interval(accuracy, rows)
+    return round(low, 6), round(high, 6)
+
+
+def finite_number(value, default: Optional[float] = None) -> Optional[float]:
+    """A finite float from untrusted text or JSON; ``default`` for anything else (a bool is no number)."""
+    if value is None or value == "" or isinstance(value, bool):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _count(value, default: Optional[int] = None) -> Optional[int]:
+    number = finite_number(value)
+    return int(number) if number is not None and number >= 0 and number == int(number) else default
+

@@ -1,0 +1,138 @@
+"""`lorakit versions`: every version the ledger knows, with its state, config changes, validation interval,
+scores and marks, as a table, --json and --csv; offline, from the ledger and the pulled folders."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from lorakit.stats import accuracy_interval
+from lorakit_fixtures import error_line, full_disk_after, one_document, push, push_pull
+
+
+def versions_json(kit, *extra) -> dict:
+    code, out, err = kit.run("versions", "--json", *extra)
+    assert code == 0, err
+    return {row["version"]: row for row in one_document(out)["versions"]}
+
+
+def test_every_version_is_listed_with_its_state_changes_interval_and_scores(kit, monkeypatch):
+    kit.state.score_hook = lambda content: ("0.85000", "0.84000")
+    push_pull(kit, "--set", "lora_r=4")
+    assert kit.run("submit", 1, "--wait")[0] == 0
+    push_pull(kit, "--set", "lr=0.001")
+    kit.state.submission_script = ["PENDING"]
+    assert kit.run("submit", 2)[0] == 0
+    push_pull(kit, "--set", "lora_dropout=0.2")  # pulled, never submitted: `scores` has no row for it
+    for number, status in ((4, "QUEUED"), (5, "RUNNING"), (6, "ERROR"), (7, "COMPLETE")):
+        kit.state.status_script = [status]
+        push(kit, "--set", f"seed={number}", message=f"seed {number}")
+        kit.run("status", number)  # what the ledger last saw
+    kit.state.fail("SaveKernel", 502)
+    kit.state.fail("GetKernel", 500, times=None, skip=1)
+    assert kit.run("push", "-m", "lost reply", "--set", "seed=8")[0] == 5  # recorded as v8, UNCONFIRMED
+    kit.state.faults.clear()
+    with monkeypatch.context() as mp:  # a push recorded, sent, and never numbered: the disk filled up
+        full_disk_after(mp, kit, "SaveKernel", skip=len(kit.state.calls("SaveKernel")))
+        code, out, err = kit.run("push", "-m", "disk full", "--set", "seed=9")
+        assert code == 1, err
+    assert kit.row(8)["status"] == "UNCONFIRMED" and kit.rows()[-1]["version"] == ""
+
+    code, out, err = kit.run("scores")
+    assert code == 0 and "listed by lorakit versions" in err
+    table = out.split("\n\n")[0].splitlines()[1:]
+    assert len(table) == 2 and not any("v3" in line.split() for line in table)  # the motivating bug
+
+    rows = versions_json(kit)
+    states = {v: rows[v]["state"] for v in rows}
+    assert states == {None: "sending", 8: "sending", 7: "complete", 6: "error", 5: "running", 4: "pushed",
+                      3: "pulled", 2: "submitted", 1: "scored"}
+    assert list(rows) == [None, 8, 7, 6, 5, 4, 3, 2, 1]  # newest first
+    assert rows[None]["message"] == "disk full" and rows[None]["changes"] == {"seed": 9}
+    assert rows[1]["changes"] == {"lora_r": 4} and rows[2]["changes"] == {"lr": 0.001}
+    assert rows[3]["changes"] == {"lora_dropout": 0.2} and rows[4]["changes"] == {"seed": 4}  # ledger overrides
+    assert (rows[1]["public_score"], rows[1]["private_score"]) == (0.85, 0.84) and rows[2]["public_score"] is None
+    metrics = json.loads((kit.repo / "submissions" / "v3" / "metrics.json").read_text())
+    low, high = accuracy_interval(metrics["val_accuracy"], metrics["val_rows"])
+    v3 = rows[3]
+    assert v3["val_accuracy"] == metrics["val_accuracy"] and v3["val_rows"] == metrics["val_rows"] == 2000
+    assert v3["val_low"] == pytest.approx(low, abs=1e-6) and v3["val_high"] == pytest.approx(high, abs=1e-6)
+    assert low < v3["val_accuracy"] < high and high - low == pytest.approx(0.0264, abs=0.002)
+    assert v3["trainable_params"] == metrics["trainable_params"] and v3["train_minutes"] == 20.0
+    assert v3["device"] == "cuda:0 (Tesla T4)" and v3["marks"] == [] and v3["message"] == "baseline"
+    assert rows[4]["val_accuracy"] is None and rows[4]["trainable_params"] > 0  # the count recorded at push
+
+    code, out, err = kit.run("versions")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["version", "state", "message"] and len(lines) == 10
+    assert lines[1].split()[:4] == ["-", "sending", "disk", "full"]
+    v3_line = next(line for line in lines if line.startswith("v3 "))
+    assert "pulled" in v3_line and "lora_dropout=0.2" in v3_line and f"[{low:.4f}-{high:.4f}]" in v3_line
+    assert "0.85000" in next(line for line in lines if line.startswith("v1 "))
+    assert "refresh" in err and "Traceback" not in err
+
+
+def test_smoke_interrupted_and_not_comparable_are_marked_never_a_traceback(kit):
+    push_pull(kit, "--set", "smoke=true")
+    for seed in (2, 3, 4, 5):
+        push_pull(kit, "--set", f"seed={seed}")
+    folder = kit.repo / "submissions"
+    metrics = json.loads((folder / "v2" / "metrics.json").read_text())
+    (folder / "v2" / "metrics.json").write_text(json.dumps({**metrics, "interrupted": True, "signal": "SIGTERM"}))
+    (folder / "v3" / "logits.npz").unlink()
+    (folder / "v4" / "metrics.json").unlink()
+    (folder / "v5" / "metrics.json").write_text("{not json")
+
+    rows = versions_json(kit)
+    assert rows[1]["marks"] == ["smoke"] and rows[1]["smoke"] is True
+    assert rows[2]["marks"] == ["interrupted (SIGTERM)"] and rows[2]["signal"] == "SIGTERM"
+    assert rows[3]["not_comparable"].endswith("logits.npz is missing: no validation predictions to pair")
+    assert rows[3]["val_low"] is not None  # metrics.json is there: the interval still shows
+    assert "metrics.json is missing" in rows[4]["not_comparable"] and rows[4]["val_rows"] is None
+    assert rows[4]["val_accuracy"] == float(kit.row(4)["val_accuracy"])  # the ledger's, recorded at pull
+    assert "is not readable JSON" in rows[5]["not_comparable"] or "not a JSON object" in rows[5]["not_comparable"]
+    assert all(rows[v]["state"] == "pulled" for v in rows)
+
+    code, out, err = kit.run("versions")
+    assert code == 0 and "Traceback" not in err
+    assert "not comparable: " in next(line for line in out.splitlines() if line.startswith("v3 "))
+    assert "smoke" in next(line for line in out.splitlines() if line.startswith("v1 "))
+
+
+def test_csv_reads_with_pandas_and_excludes_json(kit):
+    import pandas
+
+    push_pull(kit, "--set", "lora_r=4")
+    push(kit, "--set", "lora_r=2", message='a "quoted", comma message')
+    code, out, err = kit.run("versions", "--csv")
+    assert code == 0, err
+    frame = pandas.read_csv(io.StringIO(out))
+    assert list(frame["version"]) == [2, 1] and list(frame["state"]) == ["pushed", "pulled"]
+    assert frame.loc[0, "message"] == 'a "quoted", comma message' and frame.loc[1, "changes"] == "lora_r=4"
+    assert frame["val_accuracy"].isna().tolist() == [True, False] and frame.loc[1, "val_rows"] == 2000
+    assert frame.loc[1, "val_low"] < frame.loc[1, "val_accuracy"] < frame.loc[1, "val_high"]
+
+    code, out, err = kit.run("versions", "--csv", "--json")
+    assert code == 2 and "choose one of --csv and --json" in error_line(err)
+    assert one_document(out)["exit_code"] == 2
+
+
+def test_corrupt_ledger_is_refused_and_left_as_it_is(kit):
+    push_pull(kit)
+    kit.ledger.write_text(kit.ledger.read_text() + "1,broken\n")
+    before = kit.ledger.read_bytes()
+    code, out, err = kit.run("versions")
+    assert code == 1 and "corrupted" in error_line(err) and out == ""
+    assert kit.ledger.read_bytes() == before
+
+
+def test_empty_ledger_says_so_and_kernel_chooses_whose_rows(kit):
+    code, out, err = kit.run("versions")
+    assert code == 0 and "no versions of" in out and "lorakit push" in out
+    assert versions_json(kit) == {}
+    push_pull(kit)
+    code, out, err = kit.run("versions", "--kernel", "alice/another-kernel")
+    assert code == 0 and out == "no versions of alice/another-kernel in the ledger yet: lorakit push records them\n"
+    assert list(versions_json(kit)) == [1]
