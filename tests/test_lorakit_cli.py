@@ -154,7 +154,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
     code, out, err = kit.run("validate", bad, "--rows", "1", "--json")
     assert code == 1 and one_document(out)["valid"] is False and "Label" in one_document(out)["error"]
     code, out, err = kit.run("scores", "--json", "--csv")
-    assert code == 1 and one_document(out) == {"error": "choose one of --csv and --json", "exit_code": 1}
+    assert code == 2 and one_document(out) == {"error": "choose one of --csv and --json", "exit_code": 2}
 
 
 @pytest.mark.parametrize("argv, error", [

@@ -22,7 +22,7 @@ import threading
 from typing import Callable, Optional
 
 from lorakit import __version__
-from lorakit.errors import Interrupted, LorakitError, UsageError
+from lorakit.errors import ArgumentError, Interrupted, LorakitError, UsageError
 
 LOOP = """\
 typical loop:
@@ -125,6 +125,11 @@ def _remote():
 def _elapsed(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _one_format(args) -> None:
+    if args.csv and args.json:
+        raise ArgumentError("choose one of --csv and --json")
 
 
 def _positive(value: float, name: str) -> None:
@@ -449,8 +454,7 @@ def cmd_scores(args) -> int:
     from lorakit.ledger import kernel_same
     from lorakit.workflow import scores_get, scores_plot, scores_plot_check
 
-    if args.csv and args.json:
-        raise UsageError("choose one of --csv and --json")
+    _one_format(args)
     out = args.out
     project = _project(args)
     if args.plot:
@@ -519,11 +523,9 @@ def _version_label(project, version: Optional[int], kernel: str) -> str:
     JSON,
 )
 def cmd_versions(args) -> int:
-    from lorakit.errors import ArgumentError
     from lorakit.versions import REFRESHED_BY, TABLE_HEADERS, table_cells, versions_csv, versions_list
 
-    if args.csv and args.json:
-        raise ArgumentError("choose one of --csv and --json")
+    _one_format(args)
     out = args.out
     project = _project(args)
     rows = versions_list(project)
@@ -915,7 +917,6 @@ def _sweep_resumed(args, project):
     """The recorded sweep, its --timeout the one given now; the flags that define a sweep are refused."""
     from dataclasses import replace
 
-    from lorakit.errors import ArgumentError
     from lorakit.sweep import sweep_load
 
     given = [name for name, (dest, default) in SWEEP_RECORDED.items() if getattr(args, dest) != default]
