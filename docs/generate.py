@@ -97,7 +97,13 @@ SESSION = (
     "lorakit scores",
     "lorakit status 1 --json",
     f'lorakit run -m "rank 8" {QUICK} --set lora_r=8',
+    "lorakit versions",
     "lorakit compare 1 2",
+    "lorakit compare submissions/v1/submission.csv submissions/v2/submission.csv",
+    "lorakit sweep --grid lora_r=4,8,16 --grid lr=1e-3,3e-3 --set smoke=true --dry-run",
+    f'lorakit sweep -m "ranks" --grid lora_r=2,4 {QUICK} --submit-best 1 --allow-smoke',
+    "lorakit versions --csv",
+    "lorakit report",
     "lorakit validate submissions/v2/submission.csv",
     "lorakit leaderboard --top 3",
     "lorakit quota",
@@ -120,6 +126,14 @@ MASKS = (
      lambda m: m.group(1) + re.sub(r" {2,}", "  ", re.sub(r"\d+", "#", m.group(2)))),
     (r"agreement \d+\.\d+% \(\d+ rows differ\)|the \d+ disagreements", lambda m: re.sub(r"\d+", "#", m.group(0))),
     (r'"(val_accuracy|public_score|private_score|run_minutes)": [\d.]+', r'"\1": 0.####'),
+    (r"\bsw-[0-9a-f]{6}\b", "sw-xxxxxx"),  # a sweep's random id
+    (r"(?m)^(train minutes +)(.*)$", lambda m: m.group(1) + re.sub(r"[\d.]+", "#.#", m.group(2))),
+    (r"wrong \d+", "wrong #"),
+    (r"(?m)^verdict: .*$", "verdict: (masked: the CPU-trained weights decide it)"),
+    (r"\bp = [\d.e-]+", "p = #"),
+    (r"\b\d+/\d+ of (\d+)", r"#/# of \1"),  # a sweep's wins and losses against the best
+    (r"wins \d+ rows and (\S+) wins \d+|on \d+ rows and loses on \d+", lambda m: re.sub(r"\d+", "#", m.group(0))),
+    (r"\b\d+\.\d+(,| +)(cpu \()", r"#.#\1\2"),  # versions' train minutes, just before the device
 )
 
 

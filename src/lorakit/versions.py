@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from lorakit.kernel import config_defaults
+from lorakit.kernel import config_defaults, config_where_keys
 from lorakit.ledger import SENDING
 from lorakit.project import Project
 from lorakit.runs import config_diff, pulled_run_load
@@ -87,7 +87,8 @@ def versions_list(project: Project) -> list[VersionRow]:
     records = [r for r in ledger.all_rows() if ledger.owns(r) and r.get("status") != NOT_PUSHED]
     records.sort(key=lambda r: (int(r["version"]) if r["version"] else math.inf, r.get("pushed_at", "")),
                  reverse=True)  # pushes not numbered yet first, then the newest version
-    defaults = config_defaults(project)
+    where = set(config_where_keys(project))  # where a run read and wrote (output_dir...): not a change it tried
+    defaults = {k: v for k, v in config_defaults(project).items() if k not in where}
     return [version_row(project, r, defaults) for r in records]
 
 
@@ -130,10 +131,12 @@ def state_of(record: dict, pulled: bool) -> str:
 
 def changes_of(defaults: dict, record: dict, metrics: dict) -> dict:
     """The config keys that differ from the defaults: of the config metrics.json says the run used when it is
-    pulled, else of the overrides the ledger recorded at push time. A key that these lack reads as its default."""
+    pulled, else of the overrides the ledger recorded at push time. A key that these lack reads as its default;
+    only the keys of ``defaults`` are compared (the caller leaves out where a run read and wrote)."""
     ran = metrics.get("config")
     source = ran if isinstance(ran, dict) else _overrides(record)
-    return {key: after for key, (_before, after) in config_diff(defaults, {**defaults, **source}).items()}
+    return {key: after for key, (_before, after) in config_diff(defaults, {**defaults, **source}).items()
+            if key in defaults}
 
 
 def changes_text(changes: dict, value_width: Optional[int] = None) -> str:
