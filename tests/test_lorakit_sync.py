@@ -3,13 +3,13 @@ every submission matched to its version), never overwriting a row it cannot conf
 from __future__ import annotations
 
 import csv
-import json
 import re
 import shutil
 import subprocess
 
 import pytest
 
+from kaggle_standin import StoredSubmission
 from lorakit_fixtures import one_document, one_error_line, push, versions
 
 NASTY = 'r=4: "quoted", \'\'\' and """ and a \\ back\\slash, ünïcödé ✓ \U0001F600\nsecond line\r\n\ttabbed'
@@ -222,21 +222,20 @@ def test_a_kernel_kaggle_does_not_have_is_one_line(kit):
 
 def test_submissions_of_other_kernels_and_versions_are_left_out(kit):
     two_versions_one_submitted(kit)
-    kit.state.submissions[0].description  # noqa: B018 - v1's, recorded
-    path = kit.repo / "submissions" / "v2" / "submission.csv"
-    for description in ("v9 alice/other-kernel lk-0123456789ab: theirs", "a hand-made file", "v7: lost"):
-        kit.state.uploads["x"] = {"fileName": "submission.csv", "content": path.read_bytes()}
-        kit.state.submissions.append(type(kit.state.submissions[0])(
-            kit.state.next_ref, description, "submission.csv", b"", kit.state.submissions[0].date,
-            ["COMPLETE"], "0.8", None))
+    recorded = kit.state.submissions[0]
+    for description in ("v9 alice/other-kernel lk-0123456789ab: theirs", "a hand-made file", "v7: lost",
+                        f"v2 alice/{kit.slug} {'e' * 12} lk-00000000000e: another config"):
+        kit.state.submissions.append(StoredSubmission(kit.state.next_ref, description, "submission.csv", b"",
+                                                      recorded.date, ["COMPLETE"], "0.8"))
         kit.state.next_ref += 1
     code, out, err = kit.run("sync", "--json")
     assert code == 0, err
     actions = {c["ref"]: (c["version"], c["action"]) for c in one_document(out)["submissions"]}
     refs = [s.ref for s in kit.state.submissions]
-    assert actions[refs[0]] == (1, "unchanged")
-    assert actions[refs[1]] == (9, "other") and actions[refs[2]] == (None, "other")
-    assert actions[refs[3]] == (7, "absent")
+    assert [actions[ref] for ref in refs] == [(1, "unchanged"), (9, "other"), (None, "other"), (7, "absent"),
+                                              (2, "conflict")]
+    assert "lorakit: warning: submission %d of v2 conflicts with the ledger: it names config_hash eeeeeeeeeeee" \
+        % refs[4] in err
     assert kit.row(2)["submission_ref"] == ""
 
 
