@@ -248,3 +248,14 @@ def test_a_metrics_json_cut_short_is_reported_and_its_columns_stay_empty(kit, tm
     assert "lorakit: warning: v1: its metrics.json is not a JSON object (cut short?)" in err
     row = rows_of("submissions/ledger.csv")[0]
     assert row["val_accuracy"] == "" and row["message"] == "one" and row["status"] == "COMPLETE"
+
+
+def test_a_sweeps_arms_get_their_sweep_id_back(kit, tmp_path, monkeypatch):
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    assert code == 0, err
+    first = kit.rows()
+    assert first[0]["sweep_id"] and first[0]["sweep_id"] == first[1]["sweep_id"]
+    clone = fresh_clone(kit, tmp_path, monkeypatch)
+    assert kit.run("sync")[0] == 0
+    rebuilt = rows_of(clone / "submissions" / "ledger.csv")
+    assert [r["sweep_id"] for r in rebuilt] == [r["sweep_id"] for r in first]
