@@ -28,7 +28,8 @@ Reading order: the overrides block and `Config` (every knob: type, default, help
 the whole job one phase per line, and its phases in call order; then the building blocks in the order the
 phases use them (config rules, data, model and budget, batching, training, data parallel, prediction, outputs,
 smoke mode); last what exists for robustness or for lorakit (the hardened test-file reader, the stop signal,
-the overrides rendering, PUBLIC_API) and `main`.
+the overrides and push record rendering, PUBLIC_API) and `main`. The push record block below the overrides
+holds what `lorakit push` recorded (message, git commit, push time, accelerator asked); metrics.json copies it.
 """
 from __future__ import annotations
 
@@ -73,6 +74,16 @@ OVERRIDES_JSON = r"""
 {}
 """
 # <<< lorakit overrides <<<
+# What `lorakit push` recorded of this version (its message, git commit, push time, the accelerator asked) as a
+# JSON object between these markers of the pushed copy. It is no config (config_hash never sees it): the run
+# copies it into metrics.json as `push`, and `lorakit sync` reads it back from the version's source.
+PUSH_RECORD_BEGIN = "# >>> lorakit push record >>>"
+PUSH_RECORD_END = "# <<< lorakit push record <<<"
+# >>> lorakit push record >>>
+PUSH_RECORD_JSON = r"""
+{}
+"""
+# <<< lorakit push record <<<
 
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 COMPETITION = "deep-learning-spring-2025-project-2"
@@ -782,6 +793,7 @@ def metrics_of(ctx: RunContext, inputs: Inputs, data: Data, model: Model, traini
         "precision": str(ctx.dtype or "fp32").replace("torch.", ""),
         "versions": library_versions(),
         "config": dataclasses.asdict(cfg),
+        "push": push_record(),
     }
 
 
@@ -2729,10 +2741,13 @@ class StopSignal:
 
 
 # ---------------------------------------------------------------------------------------- for lorakit
-_BLOCK_RE = re.compile(
-    "^" + re.escape(OVERRIDES_BEGIN) + '\nOVERRIDES_JSON = r"""\n(.*?)\n"""\n' + re.escape(OVERRIDES_END) + "$",
-    re.S | re.M,
-)
+def _block_pattern(begin: str, name: str, end: str) -> re.Pattern:
+    """A marked block that assigns the JSON text in group 1 to `name` as a raw string."""
+    return re.compile("^" + re.escape(begin) + f'\n{name} = r"""\n(.*?)\n"""\n' + re.escape(end) + "$", re.S | re.M)
+
+
+_BLOCK_RE = _block_pattern(OVERRIDES_BEGIN, "OVERRIDES_JSON", OVERRIDES_END)
+_PUSH_RECORD_RE = _block_pattern(PUSH_RECORD_BEGIN, "PUSH_RECORD_JSON", PUSH_RECORD_END)
 
 
 def _overrides_match(script_text: str) -> re.Match:
@@ -2758,6 +2773,52 @@ def render_overrides(script_text: str, overrides: dict) -> str:
     return script_text[:start] + body + script_text[end:]
 
 
+def push_record_object(text: str) -> dict:
+    """The push record `text` holds: a JSON object of strings, numbers, booleans and nulls, nothing else."""
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"the push record is not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"the push record must be a JSON object, got {type(record).__name__}")
+    odd = sorted(k for k, v in record.items() if v is not None and not isinstance(v, (str, int, float, bool)))
+    if odd:
+        raise ConfigError(f"the push record's {', '.join(odd)} is not a string, number, boolean or null")
+    return record
+
+
+def push_record() -> dict:
+    """This copy's push record, for metrics.json ({} when lorakit did not push it). A malformed one is ignored
+    with a warning: it is a record of the push, never a reason to stop a run."""
+    try:
+        return push_record_object(PUSH_RECORD_JSON)
+    except ConfigError as exc:
+        print(f"warning: {exc}; metrics.json records no push", file=sys.stderr)
+        return {}
+
+
+def read_push_record(script_text: str) -> dict:
+    """The push record of a copy of this script; {} for a copy without the block (pushed before it existed)."""
+    match = _PUSH_RECORD_RE.search(script_text)
+    return push_record_object(match.group(1)) if match else {}
+
+
+def render_push_record(script_text: str, record: dict) -> str:
+    """The script with its push record block holding `record` as ASCII JSON: every quote, backslash, newline
+    and non-ASCII character of a value escaped, so no text ends the raw string or reaches the code."""
+    match = _PUSH_RECORD_RE.search(script_text)
+    if not match:
+        raise ConfigError("the push record markers are missing or damaged in the kernel script")
+    try:
+        body = json.dumps(record, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"the push record cannot be written as JSON: {exc}") from None
+    if push_record_object(body) != record:
+        raise ConfigError("the push record does not read back as written (its keys must be strings)")
+    start, end = match.span(1)
+    return script_text[:start] + body + script_text[end:]
+
+
 # What lorakit (src/) and bench/ use of this script, through lorakit's one loader; a test checks each resolves.
 PUBLIC_API = (
     "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
@@ -2770,7 +2831,7 @@ PUBLIC_API = (
     "Feed", "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
     "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
     "KNOBS", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "field_type", "interval_text",
-    "run", "submission_problem", "validate_submission",
+    "run", "submission_problem", "validate_submission", "read_push_record", "render_push_record",
 )
 
 

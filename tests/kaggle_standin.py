@@ -36,6 +36,7 @@ import io
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 import zipfile
@@ -785,13 +786,20 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, {"active": True, "username": user, "clientId": "kaggle-cli", "scope": "all"})
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # the client closed a connection it gave up on (a failed download): nothing went wrong here
+        super().handle_error(request, client_address)
+
+
 class StandinServer:
     """Start with ``start()``; ``url`` is the proxy URL; ``stop()`` (or the lifetime timer) ends it."""
 
     def __init__(self, username="alice", key="sekrit-key-0123456789", competition="deep-learning-spring-2025-project-2",
                  lifetime: float = 300.0):
         self.state = StandinState(username, key, competition)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.state = self.state  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

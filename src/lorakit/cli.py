@@ -661,6 +661,50 @@ def _agreement_show(out: Output, c) -> None:
         out.result("(confidence on the disagreements needs both versions' probabilities.csv)")
 
 
+@command(
+    "sync",
+    "rebuild or complete the ledger from Kaggle: every version of the kernel (status, metrics.json, what its push "
+    "recorded) and every submission matched to its version; a row that disagrees is reported, never overwritten",
+    flag("--dry-run", action="store_true", help="read Kaggle and show what would change; write nothing"),
+    JSON,
+)
+def cmd_sync(args) -> int:
+    from lorakit.sync import ledger_sync
+
+    project = _project(args)
+    report = ledger_sync(project, _remote(), args.dry_run)
+    args.out.document(report.as_json())
+    _sync_show(args.out, project, report)
+    return 0
+
+
+def _sync_show(out: Output, project, report) -> None:
+    """The versions' and the submissions' tables, a warning per conflict or unreadable part, and what was written."""
+    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {len(report.submissions)} submission(s) to "
+               f"{project.competition}")
+    out.result(_table(["version", "action", "columns / why"],
+                      [[f"v{c.version}", c.action, c.detail if c.action in ("conflict", "absent") else
+                        ", ".join(c.columns)] for c in report.versions]))
+    mine = [c for c in report.submissions if c.action != "other"]
+    if mine:
+        out.result(_table(["submission", "version", "action", "columns / why"],
+                          [[c.ref, f"v{c.version}", c.action, ", ".join(c.columns) or c.detail] for c in mine]))
+    for c in (*report.versions, *report.submissions):
+        if c.action == "conflict":
+            what = f"submission {c.ref} of v{c.version}" if c.ref else f"v{c.version}"
+            _warn(f"{what} conflicts with the ledger: {c.detail}")
+        for problem in c.problems:
+            _warn(f"v{c.version}: {problem}")
+    unknown = [f"v{c.version}" for c in report.versions if c.unknown]
+    if unknown:
+        _note(f"{', '.join(unknown)} carry no push record (pushed before lorakit wrote one): their message, "
+              "git commit, dirty flag, push time and accelerator stay unknown")
+    counts = ", ".join(f"{sum(c.action == a for c in report.versions)} {a}"
+                       for a in ("added", "completed", "unchanged", "conflict"))
+    verb = "dry run, nothing written to" if report.dry_run else "wrote" if report.written else "nothing to change in"
+    out.result(f"{verb} {project.ledger_path.relative_to(project.root)} ({counts})")
+
+
 @command("quota", "GPU hours used and left this week, and the run minutes per version", JSON)
 def cmd_quota(args) -> int:
     from lorakit.workflow import quota_get

@@ -196,16 +196,21 @@ def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional
         return Effective(cfg, overrides, kmod.param_breakdown(cfg), kmod.config_hash(cfg), kmod)
 
 
-def script_render(project: Project, effective: Effective, push_token: str = "") -> str:
+def script_render(project: Project, effective: Effective, push_token: str = "",
+                  push_record: Optional[dict] = None) -> str:
     """The build copy of the script: its overrides block holding ``effective``'s overrides (validated when
-    ``effective`` was made) and, when given, a push token comment; refused when it does not compile.
+    ``effective`` was made), its push record block holding ``push_record`` when given (the kernel's
+    render_push_record escapes every value as JSON) and, when given, a push token comment; refused when it does
+    not compile.
 
-    The token line goes at the end, outside the block the kernel's render_overrides owns; it lets lorakit
-    find this exact push among the kernel's versions when Kaggle's reply to it was lost.
+    The token line goes at the end, outside the blocks the kernel owns; it lets lorakit find this exact push
+    among the kernel's versions when Kaggle's reply to it was lost.
     """
-    with _kernel_errors(effective._kmod):
-        rendered = effective._kmod.render_overrides(project.script_path.read_text(encoding="utf-8"),
-                                                    effective.overrides)
+    kmod = effective._kmod
+    with _kernel_errors(kmod):
+        rendered = kmod.render_overrides(project.script_path.read_text(encoding="utf-8"), effective.overrides)
+        if push_record is not None:
+            rendered = kmod.render_push_record(rendered, push_record)
     if push_token:
         rendered = rendered.rstrip("\n") + f"\n\n# lorakit push token: {push_token}\n"
     try:
@@ -214,6 +219,39 @@ def script_render(project: Project, effective: Effective, push_token: str = "") 
         raise UsageError(f"the kernel's render_overrides produced a script that does not compile "
                          f"(line {exc.lineno}: {exc.msg})") from None
     return rendered
+
+
+PUSH_TOKEN_LINE = re.compile(r"(?m)^# lorakit push token: (lk-[0-9a-f]+)\s*$")
+
+
+@dataclass(frozen=True)
+class PushedSource:
+    """What a version's script, as Kaggle holds it, says of its push: read as data (JSON), never run.
+    ``problems`` says what could not be read (a script lorakit did not render, a damaged block)."""
+
+    token: str  # the push token comment ("" when none)
+    overrides: Optional[dict]  # the overrides block; None when unreadable
+    record: dict  # the push record block; {} for a version pushed before lorakit wrote one
+    problems: tuple = ()
+
+
+def pushed_source_read(project: Project, source: str) -> PushedSource:
+    """The token, overrides and push record of a pushed version's ``source``, parsed by the project's kernel."""
+    kmod = _kernel_of(project)
+    problems: list = []
+    overrides, record = None, {}
+    try:
+        with _kernel_errors(kmod, "its overrides block: "):
+            overrides = dict(kmod.read_overrides_block(source))
+    except UsageError as exc:
+        problems.append(str(exc))
+    try:
+        with _kernel_errors(kmod, "its push record: "):
+            record = dict(kmod.read_push_record(source))
+    except UsageError as exc:
+        problems.append(str(exc))
+    tokens = PUSH_TOKEN_LINE.findall(source)  # script_render appends it: the last one
+    return PushedSource(tokens[-1] if tokens else "", overrides, record, tuple(problems))
 
 
 def config_defaults(project: Optional[Project]) -> dict:

@@ -280,6 +280,11 @@ def _fill(record: dict, fields: dict) -> dict:
     return record
 
 
+def cells(fields: dict) -> dict:
+    """``fields`` as the ledger file holds them (text; None is empty), to compare with its rows."""
+    return {key: _cell(value) for key, value in fields.items()}
+
+
 def _cell(value) -> str:
     if value is None:
         return ""

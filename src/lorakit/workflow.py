@@ -414,11 +414,19 @@ class PushPlan:
 
     effective: Effective
     adapter: Optional[AdapterSource]
-    token: str
+    record: dict  # push_record_of: in the script's push record block, and in the ledger row
     rendered: str
-    asked: str  # accelerator_asked
     build_dir: Optional[Path]  # --build-dir, checked
     warnings: tuple  # the check's
+
+    @property
+    def token(self) -> str:
+        return self.record["push_token"]
+
+    @property
+    def asked(self) -> str:
+        """accelerator_asked"""
+        return self.record["accelerator"]
 
     @property
     def sources(self) -> list:
@@ -486,11 +494,21 @@ def push_plan(project: Project, options: PushOptions) -> PushPlan:
     if options.for_submission and effective.config.smoke:
         raise FlagNeeded("a smoke run predicts synthetic data and is never submitted: drop --submit, or add "
                          "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
-    token = token_new()
-    rendered = script_render(project, effective, token)  # once, before any network call: it compiles
+    record = push_record_of(project, effective, options)
+    rendered = script_render(project, effective, record["push_token"], record)  # once, before any network call
     warnings = (*report.warnings, *([effective.budget_warning] if effective.budget_warning else []))
-    return PushPlan(effective, adapter, token, rendered, accelerator_asked(project.metadata, options.accelerator),
-                    build_dir, warnings)
+    return PushPlan(effective, adapter, record, rendered, build_dir, warnings)
+
+
+def push_record_of(project: Project, effective: Effective, options: PushOptions) -> dict:
+    """What only the pushing machine knows of a push (its token, time, message, git state, the accelerator
+    asked, the sweep it is an arm of) and the config_hash and count it was pushed with: written into the script's push record block, which
+    the run copies into metrics.json and `lorakit sync` reads back, and into the ledger row."""
+    commit, dirty = git_state(project.root)
+    return dict(push_token=token_new(), pushed_at=utc_now(), message=options.message, git_commit=commit,
+                git_dirty=dirty, accelerator=accelerator_asked(project.metadata, options.accelerator),
+                config_hash=effective.config_hash, trainable_params=effective.trainable_params,
+                sweep_id=options.sweep_id)
 
 
 def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
@@ -527,32 +545,28 @@ def _build_render(project: Project, plan: PushPlan, ref: KernelRef, accelerator:
         build_write(project, plan.rendered, ref, Path(folder), accelerator, plan.sources)
 
 
-def _push_fields(project: Project, plan: PushPlan, options: PushOptions) -> dict:
-    """The ledger columns a push writes when it is recorded."""
-    commit, dirty = git_state(project.root)
-    effective, adapter = plan.effective, plan.adapter
+def _push_fields(plan: PushPlan) -> dict:
+    """The ledger columns a push writes when it is recorded: its push record, overrides and adapter."""
+    adapter = plan.adapter
     return dict(
-        pushed_at=utc_now(),
-        message=options.message,
-        overrides=json.dumps(effective.overrides, sort_keys=True, separators=(",", ":")),
-        config_hash=effective.config_hash,
-        trainable_params=effective.trainable_params,
-        git_commit=commit,
-        git_dirty=dirty if dirty is not None else "",
-        push_token=plan.token,
+        {**plan.record, "git_dirty": "" if plan.record["git_dirty"] is None else plan.record["git_dirty"]},
+        overrides=overrides_text(plan.effective.overrides),
         predict_from=adapter.version if adapter else "",
         adapter_dataset=str(adapter.dataset) if adapter else "",
         adapter_sha256=adapter.sha256 if adapter else "",
-        accelerator=plan.asked,
-        sweep_id=options.sweep_id,
     )
+
+
+def overrides_text(overrides: dict) -> str:
+    """The ledger's overrides cell: canonical JSON."""
+    return json.dumps(overrides, sort_keys=True, separators=(",", ":"))
 
 
 def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
     """Record the push (SENDING) before it leaves, send it, then number its row; (version, url, status)."""
     remote, ledger, ref, token = target.remote, target.ledger, target.ref, plan.token
     after = remote.kernel_version_latest(ref)
-    fields = _push_fields(target.project, plan, options)
+    fields = _push_fields(plan)
     ledger.add_provisional(token, status=SENDING, sent_after=after, kernel_url=ref.url, **fields)  # or nothing is sent
     try:
         reply, recovered = remote.kernel_push(folder, options.accelerator, options.no_run, ref, token, after)

@@ -1,0 +1,276 @@
+"""`lorakit sync`: rebuild or complete the ledger from Kaggle, for one kernel (a fresh clone, a teammate's machine).
+
+Kaggle lists no kernel versions, but GetKernel names the newest version number and serves each version's source
+by its label, as GetKernelSessionStatus and ListKernelSessionOutput serve its status and output files. So sync
+reads, for v1 to the newest: the source (its push token, overrides block and push record: message, git commit,
+dirty flag, push time, accelerator asked, config_hash and count as pushed; parsed as JSON, never run), the
+status, and metrics.json alone of the outputs (read in memory: the pulled folders are `lorakit pull`'s, and are
+never touched); then every submission of the competition, matched to its version by its recorded ref, the
+token in its description, else the version its description names.
+
+Everything is read before anything is written; the ledger is then changed in one locked, atomic write (none
+when nothing changes). A row is never overwritten: an existing row that disagrees on the push token or a
+config_hash is a conflict, reported and left as is; a matching row only gets its empty columns filled and
+Kaggle's own columns (the run's and the submission's status and scores) refreshed.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from lorakit.errors import UsageError
+from lorakit.kernel import pushed_source_read
+from lorakit.ledger import SENDING, Ledger, cells
+from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
+from lorakit.remote import Remote, Submission
+from lorakit.transport import json_loads_safe
+from lorakit.workflow import (
+    TERMINAL_KERNEL, UNCONFIRMED, _float, _submission_key, _submission_preferred, description_version,
+    kernel_ref_resolve, ledger_of, overrides_text, run_minutes_of,
+)
+
+RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
+                  "trainable_params", "sweep_id")  # what a push record holds (workflow.push_record_of)
+PUSH_ONLY = ("message", "git_commit", "git_dirty", "pushed_at", "accelerator")  # unknown without a push record
+KAGGLE_OWNED = ("status", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
+IDENTITY = ("push_token", "config_hash", "run_config_hash")  # a row that disagrees on one is another push
+_TOKEN = re.compile(r"lk-[0-9a-f]{12}")
+_HASH_PREFIX = re.compile(r"[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class VersionSeen:
+    """What Kaggle says of one version: the ledger columns it confirms, those it cannot tell, and why."""
+
+    version: int
+    fields: dict  # ledger column -> cell text
+    unknown: tuple = ()  # push-only columns its source holds no record of (pushed before lorakit wrote one)
+    problems: tuple = ()  # what could not be read (a damaged block, a metrics.json that is no JSON object)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What sync did (with --dry-run: would do) to one version's row, or with one submission."""
+
+    version: Optional[int]
+    action: str  # added, completed, unchanged, conflict, absent (not on Kaggle / not in the ledger), other
+    columns: tuple = ()  # the columns filled in or refreshed; for a conflict, those that disagree
+    detail: str = ""
+    ref: Optional[int] = None  # the submission's, for a submission
+    unknown: tuple = ()  # VersionSeen's, for a version
+    problems: tuple = ()
+
+    def as_json(self) -> dict:
+        data = {"version": self.version, "action": self.action, "columns": list(self.columns),
+                "detail": self.detail or None}
+        if self.ref is not None:
+            return {"ref": self.ref, **data}
+        return {**data, "unknown": list(self.unknown), "problems": list(self.problems)}
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    kernel: str
+    latest: int  # the kernel's newest version on Kaggle
+    versions: tuple  # a Change per version
+    submissions: tuple  # a Change per submission to the competition
+    dry_run: bool = False
+    written: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return any(c.action in ("added", "completed") for c in (*self.versions, *self.submissions))
+
+    def as_json(self) -> dict:
+        return {"kernel": self.kernel, "latest_version": self.latest, "dry_run": self.dry_run,
+                "written": self.written, "versions": [c.as_json() for c in self.versions],
+                "submissions": [c.as_json() for c in self.submissions]}
+
+
+# ------------------------------------------------------------------------------------------ reading Kaggle
+def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) -> Optional[VersionSeen]:
+    """Version ``number`` of ``ref`` as Kaggle holds it (None: Kaggle has no such version)."""
+    source = remote.kernel_source_get(ref, number)
+    if source is None:
+        return None
+    pushed = pushed_source_read(project, source)
+    fields = {"version": str(number), "kernel_ref": str(ref), "kernel_url": ref.url}
+    fields.update(cells({k: pushed.record.get(k) for k in RECORD_COLUMNS if pushed.record.get(k) is not None}))
+    if pushed.token and not fields.get("push_token"):
+        fields["push_token"] = pushed.token
+    if pushed.overrides is not None:
+        fields.update(_overrides_fields(pushed.overrides, ref))
+    status = remote.kernel_status_get(ref, number)
+    if status.named:
+        fields["status"] = status.status
+    problems = list(pushed.problems)
+    text = metrics_fetch(remote, ref, number) if status.status in TERMINAL_KERNEL - {"NEW_SCRIPT"} else None
+    metrics = json_loads_safe(text) if text is not None else None
+    if text is not None and not isinstance(metrics, dict):
+        problems.append("its metrics.json is not a JSON object (cut short?): its columns stay empty")
+    elif metrics is not None:  # the push record's config_hash and count (as pushed) come first
+        fields.update({k: v for k, v in _metrics_fields(metrics).items() if k not in fields})
+    unknown = tuple(k for k in PUSH_ONLY if pushed.record.get(k) is None)
+    return VersionSeen(number, fields, unknown, tuple(problems))
+
+
+def _overrides_fields(overrides: dict, ref: KernelRef) -> dict:
+    """The columns a version's overrides block gives: itself, and a predict-only run's adapter (as push wrote them)."""
+    fields = {"overrides": overrides_text(overrides)}
+    adapter = adapter_version_of(str(overrides.get("adapter_from") or ""))
+    if adapter is not None:
+        fields.update(predict_from=str(adapter), adapter_dataset=str(adapter_dataset_ref(ref, adapter)),
+                      adapter_sha256=str(overrides.get("adapter_sha256") or ""))
+    return fields
+
+
+def metrics_fetch(remote: Remote, ref: KernelRef, number: int) -> Optional[str]:
+    """The text of v<N>'s metrics.json (None when the run left none), downloaded into a temporary folder: the
+    version's pulled folder is never touched."""
+    files, _log = remote.kernel_output_list(ref, number)
+    item = next((f for f in files if f.name == "metrics.json"), None)
+    if item is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lorakit-sync-") as tmp:
+        path = Path(tmp) / "metrics.json"
+        remote.file_download(item.url, path, f"metrics.json of v{number}")
+        return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _metrics_fields(metrics: dict) -> dict:
+    """The columns metrics.json fills, as `lorakit pull` writes them (workflow.pulled_fields)."""
+    val, minutes = _float(metrics.get("val_accuracy")), run_minutes_of(metrics)
+    fields = {"val_accuracy": val, "run_minutes": minutes, "run_config_hash": str(metrics.get("config_hash") or ""),
+              "trainable_params": metrics.get("trainable_params")}
+    return cells({k: v for k, v in fields.items() if v not in (None, "")})
+
+
+# -------------------------------------------------------------------------------------------------- merging
+def versions_merge(records: list, seen: list, ledger: Ledger, latest: int) -> list:
+    """Merge what Kaggle says of each version into ``records`` (the ledger's rows, changed in place); a Change
+    per version, the ledger's versions that Kaggle does not have included."""
+    changes = [replace(_version_merge(records, one, ledger), unknown=one.unknown, problems=one.problems)
+               for one in seen]
+    found = {one.version for one in seen}
+    for record in records:
+        if record["version"] and ledger.owns(record) and int(record["version"]) not in found:
+            where = f"Kaggle's newest is v{latest}" if int(record["version"]) > latest else "Kaggle has no such version"
+            changes.append(Change(int(record["version"]), "absent", detail=f"not on Kaggle ({where}): left as is"))
+    return sorted(changes, key=lambda c: c.version)
+
+
+def _version_merge(records: list, seen: VersionSeen, ledger: Ledger) -> Change:
+    mine = [r for r in records if ledger.owns(r)]
+    row = next((r for r in mine if r["version"] == str(seen.version)), None)
+    token = seen.fields.get("push_token")
+    if row is None:
+        row = next((r for r in mine if token and r.get("push_token") == token), None)
+        if row is None:
+            records.append(dict(seen.fields))
+            return Change(seen.version, "added")
+        if row["version"]:
+            return Change(seen.version, "conflict", ("version",),
+                          f"its push token {token} is the ledger's v{row['version']}: left as is")
+        # else: a push recorded before sending and never numbered (SENDING); Kaggle's version says which it became
+    disagree = [c for c in IDENTITY if row.get(c) and seen.fields.get(c) and row[c] != seen.fields[c]]
+    if disagree:
+        detail = "; ".join(f"{c} {row[c][:12]} in the ledger, {seen.fields[c][:12]} on Kaggle" for c in disagree)
+        return Change(seen.version, "conflict", tuple(disagree), f"{detail}: left as is")
+    return _row_complete(row, seen.fields, seen.version)
+
+
+def _row_complete(row: dict, fields: dict, version: int) -> Change:
+    """Fill ``row``'s empty columns from ``fields`` and refresh Kaggle's own; completed, or unchanged."""
+    filled = [c for c, v in fields.items()
+              if c != "kernel_ref" and v != "" and row.get(c) != v and (not row.get(c) or c in KAGGLE_OWNED)]
+    for column in filled:
+        row[column] = fields[column]
+    return Change(version, "completed" if filled else "unchanged", tuple(filled))
+
+
+def submissions_merge(records: list, submissions: list, ledger: Ledger, home: str) -> list:
+    """Record in ``records`` each version's submission among ``submissions``, matched as `lorakit scores`
+    matches them (the recorded ref, a token in the description, else the version it names) and chosen as it
+    chooses (the recorded one, else the newest); a Change per submission."""
+    rows = {(r["kernel_ref"], int(r["version"])): r for r in records if r["version"]}
+    keys = {sub.ref: _submission_key(sub, rows, home) for sub in submissions}
+    open_rows = {k: r for k, r in rows.items()
+                 if ledger.owns(r) and r.get("pending_status") not in (SENDING, UNCONFIRMED)}
+    chosen: dict = {}
+    for sub in submissions:
+        key = keys[sub.ref]
+        if key in open_rows and _submission_preferred(open_rows[key], sub, chosen.get(key)):
+            chosen[key] = sub
+    recorded = {sub.ref: _submission_record(rows[key], sub, key[1]) for key, sub in chosen.items()}
+    return [replace(recorded.get(sub.ref) or _submission_left(keys[sub.ref], rows, ledger), ref=sub.ref)
+            for sub in submissions]
+
+
+def _submission_left(key: Optional[tuple], rows: dict, ledger: Ledger) -> Change:
+    """Why a submission is recorded in no row."""
+    if key is None or not ledger.owns({"kernel_ref": key[0]}):
+        return Change(key and key[1], "other", detail="names no version of this kernel")
+    version = key[1]
+    if key not in rows:
+        return Change(version, "absent", detail=f"v{version} is neither in the ledger nor on Kaggle")
+    if rows[key].get("pending_status") in (SENDING, UNCONFIRMED):
+        return Change(version, "unchanged", detail=f"v{version} has a submission pending: lorakit scores settles it")
+    return Change(version, "unchanged", detail=f"another submission of v{version}: its row records one")
+
+
+def _submission_record(row: dict, sub: Submission, version: int) -> Change:
+    """Fill ``row``'s submission columns from ``sub``, unless its description names another config_hash."""
+    named = description_marks(sub.description)
+    pushed = row.get("config_hash", "")[:12]
+    if named.get("config_hash") and pushed and named["config_hash"] != pushed:
+        return Change(version, "conflict", ("config_hash",),
+                      f"it names config_hash {named['config_hash']}, v{version} has {pushed}: left as is")
+    fields = cells({"submission_ref": sub.ref, "submission_token": named.get("token"), "submitted_at": sub.date,
+                    "submission_status": sub.status, "public_score": sub.public_score,
+                    "private_score": sub.private_score})
+    return _row_complete(row, fields, version)
+
+
+def description_marks(description: str) -> dict:
+    """The config_hash prefix and the token that a submission's description carries after ``v<N> owner/slug``
+    (workflow.submission_description), before its message; those it lacks are left out."""
+    if description_version(description)[0] is None:
+        return {}
+    words = (description or "").split(":", 1)[0].split()[1:]
+    marks = {"token": next((w for w in words if _TOKEN.fullmatch(w)), None),
+             "config_hash": next((w for w in words if _HASH_PREFIX.fullmatch(w)), None)}
+    return {k: v for k, v in marks.items() if v}
+
+
+# ---------------------------------------------------------------------------------------------------- sync
+def ledger_sync(project: Project, remote: Remote, dry_run: bool = False) -> SyncReport:
+    """Read every version of the kernel and every submission from Kaggle, then merge them into the ledger in
+    one atomic write (none with ``dry_run``, or when nothing changes). A corrupted ledger is refused first."""
+    if dry_run:
+        ledger_of(project).all_rows()  # a corrupted ledger: refused before any call
+    else:
+        ledger_of(project).check_writable()
+    ref = kernel_ref_resolve(project, remote)
+    ledger = ledger_of(project, ref)
+    latest = remote.kernel_version_latest(ref)
+    if latest < 1:
+        raise UsageError(f"Kaggle has no kernel {ref} (or no version of it): check --kernel or kernel-metadata.json")
+    seen = [s for s in (version_seen(project, remote, ref, n) for n in range(1, latest + 1)) if s is not None]
+    submissions = remote.submissions_list(project.competition)
+    home = str(project.home or project.kernel)
+
+    def merged(records: list) -> SyncReport:
+        versions = versions_merge(records, seen, ledger, latest)
+        subs = submissions_merge(records, submissions, ledger, home)
+        return SyncReport(str(ref), latest, tuple(versions), tuple(subs), dry_run)
+
+    report = merged([dict(r) for r in ledger.all_rows()])
+    if dry_run or not report.changed:
+        return report
+    with ledger.transaction() as records:  # merged again under the lock: what changed meanwhile counts
+        report = merged(records)
+    return replace(report, written=True)
