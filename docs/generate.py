@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def config_page() -> str:
 # The documented session: each command as a user types it, run through the real kaggle client against the
 # stand-in Kaggle server of the tests, which runs every pushed script for real (a quick smoke configuration).
 QUICK = "--set smoke=true --set epochs=1 --set max_train_samples=800"
+CLONE = "mkdir ../clone && cp -r kernel kernel-metadata.json ../clone/"  # a second clone: no submissions/ there
 SESSION = (
     "lorakit check",
     f'lorakit run -m "quick smoke run" --submit --allow-smoke {QUICK}',
@@ -104,6 +106,10 @@ SESSION = (
     f'lorakit sweep -m "ranks" --grid lora_r=2,4 {QUICK} --submit-best 1 --allow-smoke',
     "lorakit versions --csv",
     "lorakit report",
+    CLONE,
+    "lorakit sync --repo ../clone --dry-run",
+    "lorakit sync --repo ../clone",
+    "lorakit versions --repo ../clone",
     "lorakit validate submissions/v2/submission.csv",
     "lorakit leaderboard --top 3",
     "lorakit quota",
@@ -127,6 +133,7 @@ MASKS = (
     (r"agreement \d+\.\d+% \(\d+ rows differ\)|the \d+ disagreements", lambda m: re.sub(r"\d+", "#", m.group(0))),
     (r'"(val_accuracy|public_score|private_score|run_minutes)": [\d.]+', r'"\1": 0.####'),
     (r"\bsw-[0-9a-f]{6}\b", "sw-xxxxxx"),  # a sweep's random id
+    (r"/tmp/standin-run-\w+/", "/tmp/standin-run-XXXX/"),  # where the stand-in ran each script
     (r"(?m)^(train minutes +)(.*)$", lambda m: m.group(1) + re.sub(r"[\d.]+", "#.#", m.group(2))),
     (r"wrong \d+", "wrong #"),
     (r"(?m)^verdict: .*$", "verdict: (masked: the CPU-trained weights decide it)"),
@@ -145,6 +152,11 @@ def transcript(argv: str) -> str:
 
     from lorakit.cli import main
 
+    if argv == CLONE:  # the one step that is not lorakit: done here, shown as the shell command it stands for
+        (Path.cwd().parent / "clone").mkdir()
+        shutil.copytree("kernel", "../clone/kernel")
+        shutil.copy2("kernel-metadata.json", "../clone/")
+        return f"$ {argv}\n"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
         code = main(shlex.split(argv)[1:])

@@ -34,7 +34,12 @@ or step by step:
   lorakit status --wait --follow             wait for the newest version, streaming its log
   lorakit pull                               download its outputs into submissions/v<N>/
   lorakit submit <N> --wait                  validate and submit submissions/v<N>/submission.csv
-  lorakit scores                             scores of every version, best candidates marked
+  lorakit scores                             my submissions and their scores, best candidates marked
+then, to choose what to submit:
+  lorakit versions                           every version: state, changes, val accuracy [95% CI], scores
+  lorakit compare 3 5                        config and metrics diff, paired test on the same validation rows
+  lorakit sweep --grid lora_r=4,8 --grid lr=5e-4,1e-3 --submit-best 1
+                                             push, wait and pull each arm in turn; ranked, paired against the best
 
 Commands that print data take --json: one JSON document on stdout, messages on stderr, the same exit codes.
 Credentials, in the kaggle client's order: KAGGLE_API_TOKEN (a token or a file holding one),
@@ -695,14 +700,25 @@ def _sync_show(out: Output, project, report) -> None:
             _warn(f"{what} conflicts with the ledger: {c.detail}")
         for problem in c.problems:
             _warn(f"v{c.version}: {problem}")
-    unknown = [f"v{c.version}" for c in report.versions if c.unknown]
-    if unknown:
-        _note(f"{', '.join(unknown)} carry no push record (pushed before lorakit wrote one): their message, "
-              "git commit, dirty flag, push time and accelerator stay unknown")
+    _sync_unknown_note(report)
     counts = ", ".join(f"{sum(c.action == a for c in report.versions)} {a}"
                        for a in ("added", "completed", "unchanged", "conflict"))
     verb = "dry run, nothing written to" if report.dry_run else "wrote" if report.written else "nothing to change in"
     out.result(f"{verb} {project.ledger_path.relative_to(project.root)} ({counts})")
+
+
+def _sync_unknown_note(report) -> None:
+    """Name the versions whose push-only columns stay unknown: no push record at all, or one without some."""
+    from lorakit.sync import PUSH_ONLY
+
+    none = [f"v{c.version}" for c in report.versions if len(c.unknown) == len(PUSH_ONLY)]
+    if none:
+        _note(f"{', '.join(none)} carry no push record (pushed before lorakit wrote one): their message, "
+              "git commit, dirty flag, push time and accelerator stay unknown")
+    for missing in sorted({c.unknown for c in report.versions if 0 < len(c.unknown) < len(PUSH_ONLY)}):
+        which = [f"v{c.version}" for c in report.versions if c.unknown == missing]
+        _note(f"{', '.join(which)}: the push record holds no {', '.join(missing)} (git's are empty when the "
+              "push was not made from a git checkout)")
 
 
 @command("quota", "GPU hours used and left this week, and the run minutes per version", JSON)

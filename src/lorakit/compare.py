@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorakit.errors import ArgumentError, UsageError
-from lorakit.kernel import config_defaults, config_where_keys
+from lorakit.kernel import config_resolved, config_where_keys
 from lorakit.project import Project
 from lorakit.runs import Paired, PulledRun, ValPredictions, config_diff, paired_test, pulled_run_load
 from lorakit.stats import accuracy_interval, verdict
@@ -211,14 +211,14 @@ def run_numbers(metrics: Optional[dict], val: Optional[ValPredictions]) -> dict:
 
 
 def _config_of(project: Project, run: PulledRun) -> tuple[Optional[dict], str]:
-    """The run's full config: metrics.json's, else the ledger's overrides over the kernel's defaults."""
+    """The run's full config: metrics.json's, else the one the ledger's overrides give (kernel.config_resolved)."""
     config = (run.metrics or {}).get("config")
     if isinstance(config, dict):
         return config, ""
     row = ledger_of(project).row(run.version)
     overrides = json_loads_safe((row or {}).get("overrides") or "")
     if isinstance(overrides, dict):
-        return {**config_defaults(project), **overrides}, ""
+        return config_resolved(project, overrides), ""
     return None, f"v{run.version}'s config is unknown (no config in metrics.json, no overrides in the ledger)"
 
 

@@ -9,6 +9,7 @@ docs/generate.py and the tests). The rest of lorakit reaches it only through the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import re
@@ -258,6 +259,16 @@ def config_defaults(project: Optional[Project]) -> dict:
     """Every config key of the kernel with its default (what `versions` and `compare` diff against)."""
     kmod = _kernel_of(project)
     return {key: getattr(kmod.Config, key) for key in kmod.CONFIG_KEYS}
+
+
+def config_resolved(project: Optional[Project], overrides: dict) -> dict:
+    """The whole config ``overrides`` give (the kernel's rule: smoke defaults included), as plain values; the
+    overrides over the defaults when the kernel refuses them (a ledger row from an older kernel)."""
+    kmod = _kernel_of(project)
+    try:
+        return dataclasses.asdict(kmod.config_from_overrides(overrides))
+    except kmod.KernelError:
+        return {**config_defaults(project), **overrides}
 
 
 def config_where_keys(project: Optional[Project]) -> tuple:

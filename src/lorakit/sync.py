@@ -29,7 +29,7 @@ from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_ver
 from lorakit.remote import Remote, Submission
 from lorakit.transport import json_loads_safe
 from lorakit.workflow import (
-    TERMINAL_KERNEL, UNCONFIRMED, _float, _submission_key, _submission_preferred, description_version,
+    TERMINAL_KERNEL, UNCONFIRMED, float_or_none, submission_key, submission_preferred, description_version,
     kernel_ref_resolve, ledger_of, overrides_text, run_minutes_of,
 )
 
@@ -143,7 +143,7 @@ def metrics_fetch(remote: Remote, ref: KernelRef, number: int) -> Optional[str]:
 
 def _metrics_fields(metrics: dict) -> dict:
     """The columns metrics.json fills, as `lorakit pull` writes them (workflow.pulled_fields)."""
-    val, minutes = _float(metrics.get("val_accuracy")), run_minutes_of(metrics)
+    val, minutes = float_or_none(metrics.get("val_accuracy")), run_minutes_of(metrics)
     fields = {"val_accuracy": val, "run_minutes": minutes, "run_config_hash": str(metrics.get("config_hash") or ""),
               "trainable_params": metrics.get("trainable_params")}
     return cells({k: v for k, v in fields.items() if v not in (None, "")})
@@ -197,13 +197,13 @@ def submissions_merge(records: list, submissions: list, ledger: Ledger, home: st
     matches them (the recorded ref, a token in the description, else the version it names) and chosen as it
     chooses (the recorded one, else the newest); a Change per submission."""
     rows = {(r["kernel_ref"], int(r["version"])): r for r in records if r["version"]}
-    keys = {sub.ref: _submission_key(sub, rows, home) for sub in submissions}
+    keys = {sub.ref: submission_key(sub, rows, home) for sub in submissions}
     open_rows = {k: r for k, r in rows.items()
                  if ledger.owns(r) and r.get("pending_status") not in (SENDING, UNCONFIRMED)}
     chosen: dict = {}
     for sub in submissions:
         key = keys[sub.ref]
-        if key in open_rows and _submission_preferred(open_rows[key], sub, chosen.get(key)):
+        if key in open_rows and submission_preferred(open_rows[key], sub, chosen.get(key)):
             chosen[key] = sub
     recorded = {sub.ref: _submission_record(rows[key], sub, key[1]) for key, sub in chosen.items()}
     return [replace(recorded.get(sub.ref) or _submission_left(keys[sub.ref], rows, ledger), ref=sub.ref)

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from lorakit.kernel import config_defaults, config_where_keys
+from lorakit.kernel import config_defaults, config_resolved, config_where_keys
 from lorakit.ledger import SENDING
 from lorakit.project import Project
 from lorakit.runs import config_diff, pulled_run_load
@@ -104,7 +104,7 @@ def version_row(project: Project, record: dict, defaults: dict) -> VersionRow:
     return VersionRow(
         version=version, message=record.get("message", ""), state=state_of(record, pulled),
         status=record.get("status", ""), pushed_at=record.get("pushed_at", ""),
-        changes=changes_of(defaults, record, metrics),
+        changes=changes_of(project, defaults, record, metrics),
         trainable_params=_count(metrics.get("trainable_params"), _count(record.get("trainable_params"))),
         val_accuracy=accuracy, val_rows=val_rows, val_interval=_interval(accuracy, val_rows),
         train_minutes=None if seconds is None else round(seconds / 60.0, 2), device=str(metrics.get("device") or ""),
@@ -129,12 +129,12 @@ def state_of(record: dict, pulled: bool) -> str:
     return {"COMPLETE": "complete", "RUNNING": "running"}.get(status, "pushed")
 
 
-def changes_of(defaults: dict, record: dict, metrics: dict) -> dict:
+def changes_of(project: Project, defaults: dict, record: dict, metrics: dict) -> dict:
     """The config keys that differ from the defaults: of the config metrics.json says the run used when it is
-    pulled, else of the overrides the ledger recorded at push time. A key that these lack reads as its default;
+    pulled, else of the config the overrides the ledger recorded at push time give (smoke defaults included);
     only the keys of ``defaults`` are compared (the caller leaves out where a run read and wrote)."""
     ran = metrics.get("config")
-    source = ran if isinstance(ran, dict) else _overrides(record)
+    source = ran if isinstance(ran, dict) else config_resolved(project, _overrides(record))
     return {key: after for key, (_before, after) in config_diff(defaults, {**defaults, **source}).items()
             if key in defaults}
 

@@ -356,7 +356,7 @@ def pushes_settle(project: Project, remote: Remote, ref: KernelRef) -> list:
     sources: dict = {}
     settled = []
     for row in pending:
-        found = token_version(remote, ref, row, range(int(_float(row.get("sent_after")) or 0) + 1, latest + 1), sources)
+        found = token_version(remote, ref, row, range(int(float_or_none(row.get("sent_after")) or 0) + 1, latest + 1), sources)
         if found is None:
             ledger.settle(row["push_token"], None, status=NOT_PUSHED)
             continue
@@ -638,7 +638,7 @@ def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef)
     sources: dict = {}
     if token_version(remote, ref, row, [version], sources) == version:
         return
-    after = int(_float(row.get("sent_after")) or version - 1)  # another push may have taken v<N> meanwhile
+    after = int(float_or_none(row.get("sent_after")) or version - 1)  # another push may have taken v<N> meanwhile
     later = range(after + 1, remote.kernel_version_latest(ref) + 1)
     found = token_version(remote, ref, row, [n for n in later if n != version], sources)
     if found is not None:
@@ -1032,7 +1032,7 @@ def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Opti
     fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
                     "run_config_hash": ""}
     if metrics is not None:
-        val, minutes = _float(metrics.get("val_accuracy")), run_minutes_of(metrics)
+        val, minutes = float_or_none(metrics.get("val_accuracy")), run_minutes_of(metrics)
         fields.update(val_accuracy="" if val is None else val, run_minutes="" if minutes is None else minutes,
                       run_config_hash=str(metrics.get("config_hash") or ""))
         if not row.get("trainable_params") and metrics.get("trainable_params") is not None:
@@ -1427,14 +1427,14 @@ class Scores:
         }
 
 
-def _float(text) -> Optional[float]:
+def float_or_none(text) -> Optional[float]:
     try:
         return float(text) if text not in (None, "") else None
     except (TypeError, ValueError):
         return None
 
 
-def _submission_key(sub: Submission, rows: dict, home: str) -> Optional[tuple]:
+def submission_key(sub: Submission, rows: dict, home: str) -> Optional[tuple]:
     """The (kernel, version) a submission belongs to: by its recorded ref, by a token in its description,
     else by the version (and kernel) its description names."""
     for key, row in rows.items():
@@ -1448,7 +1448,7 @@ def _submission_key(sub: Submission, rows: dict, home: str) -> Optional[tuple]:
     return next((k for k in rows if k[1] == version and kernel_same(k[0], kernel)), (kernel, version))
 
 
-def _submission_preferred(row: dict, sub: Submission, current: Optional[Submission]) -> bool:
+def submission_preferred(row: dict, sub: Submission, current: Optional[Submission]) -> bool:
     """Whether ``sub`` is the version's submission rather than ``current``: the pending one once it shows
     up, else the recorded one (by ref, else token), else the newest."""
     pending = row.get("pending_token")
@@ -1492,11 +1492,11 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     chosen: dict = {}
     result: list[ScoreRow] = []
     for sub in submissions:
-        key = _submission_key(sub, rows, str(home))
+        key = submission_key(sub, rows, str(home))
         row = rows.get(key, {})
-        if key is not None and _submission_preferred(row, sub, chosen.get(key)):
+        if key is not None and submission_preferred(row, sub, chosen.get(key)):
             chosen[key] = sub
-        result.append(ScoreRow(key and key[1], sub, _float(row.get("val_accuracy")), row.get("overrides", ""),
+        result.append(ScoreRow(key and key[1], sub, float_or_none(row.get("val_accuracy")), row.get("overrides", ""),
                                row.get("message", ""), key[0] if key else ""))
     unsettled = {k for k, r in rows.items() if r.get("pending_status") in (SENDING, UNCONFIRMED)
                  or (r.get("submission_status") == UNCONFIRMED and not r.get("submission_ref"))}
@@ -1508,10 +1508,10 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     real = {k for k, (kind, _words) in seen_on.items() if kind in (None, "competition")}
     best_public = next((r for r in result if r.submission.public_score is not None and r.version is not None
                         and (r.kernel, r.version) in real), None)
-    with_val = [r for r in ledger.all_rows() if r["version"] and _float(r.get("val_accuracy")) is not None
+    with_val = [r for r in ledger.all_rows() if r["version"] and float_or_none(r.get("val_accuracy")) is not None
                 and (r["kernel_ref"], int(r["version"])) in real]
-    best_val = max(with_val, key=lambda r: (_float(r["val_accuracy"]), int(r["version"]))) if with_val else None
-    shown = {k for k in chosen} | {k for k in rows if _float(rows[k].get("val_accuracy")) is not None}
+    best_val = max(with_val, key=lambda r: (float_or_none(r["val_accuracy"]), int(r["version"]))) if with_val else None
+    shown = {k for k in chosen} | {k for k in rows if float_or_none(rows[k].get("val_accuracy")) is not None}
     not_candidates = tuple((k[1], k[0], seen_on[k][1]) for k in sorted(shown) if k in rows and k not in real)
     unrecorded = tuple(sorted(k[1] for k in chosen if k not in rows))
     return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates)
@@ -1567,8 +1567,8 @@ def scores_plot(project: Project, path: Path) -> Path:
     plt = _pyplot()
     rows = ledger_of(project).rows()
     versions = [int(r["version"]) for r in rows]
-    public = [_float(r.get("public_score")) for r in rows]
-    val = [_float(r.get("val_accuracy")) for r in rows]
+    public = [float_or_none(r.get("public_score")) for r in rows]
+    val = [float_or_none(r.get("val_accuracy")) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     pv = [(v, s) for v, s in zip(versions, public) if s is not None]
     vv = [(v, s) for v, s in zip(versions, val) if s is not None]
@@ -1667,6 +1667,6 @@ def quota_get(project: Project, remote: Remote) -> Quota:
     refresh = getattr(response, "quota_refresh_time", None)
     refresh_text = refresh.isoformat(timespec="minutes") if hasattr(refresh, "isoformat") else ""
     minutes = tuple(
-        (int(r["version"]), float(r["run_minutes"])) for r in rows if _float(r.get("run_minutes")) is not None
+        (int(r["version"]), float(r["run_minutes"])) for r in rows if float_or_none(r.get("run_minutes")) is not None
     )
     return Quota(used, total, refresh_text, minutes)
