@@ -139,7 +139,8 @@ MASKS = (
     (r"(?m)^verdict: .*$", "verdict: (masked: the CPU-trained weights decide it)"),
     (r"\bp = [\d.e-]+", "p = #"),
     (r"\b\d+/\d+ of (\d+)", r"#/# of \1"),  # a sweep's wins and losses against the best
-    (r"wins \d+ rows and (\S+) wins \d+|on \d+ rows and loses on \d+", lambda m: re.sub(r"\d+", "#", m.group(0))),
+    (r"wins \d+ rows and (\S+) wins \d+", r"wins # rows and \1 wins #"),
+    (r"on \d+ rows and loses on \d+", "on # rows and loses on #"),
     (r"\b\d+\.\d+(,| +)(cpu \()", r"#.#\1\2"),  # versions' train minutes, just before the device
 )
 
