@@ -38,7 +38,7 @@ from lorakit.runs import paired_test, pulled_run_load
 from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
 from lorakit.transport import json_loads_safe
 from lorakit.workflow import (
-    FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, PushOptions, RunOptions, RunShow, _submissions_left,
+    FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, PushOptions, RunOptions, RunShow, submissions_left,
     accelerator_asked, kernel_failure_raise, kernel_output_pull, kernel_ref_resolve, kernel_status_wait, ledger_of,
     push_confirm, push_duplicate_check, push_plan, pushes_settle, run_pipeline, submission_create, utc_now,
 )
@@ -504,7 +504,7 @@ def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -
         skipped.append(f"{want - len(best)} of the best {want}: only {len(best)} arm(s) have a validation "
                        "accuracy and a submission.csv")
     notes: list = []
-    left = _submissions_left(project, remote, notes) if todo else None
+    left = submissions_left(project, remote, notes) if todo else None
     if left is not None and left < len(todo):
         skipped.append(f"{len(todo) - left} of the best {want} ({', '.join(f'v{v}' for v in todo[left:])}): "
                        f"only {left} submission(s) left today")

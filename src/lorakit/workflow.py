@@ -1204,7 +1204,7 @@ def submission_create(project: Project, remote: Remote, version, message: Option
         if earlier is not None:
             notes.append(f"v{version}'s earlier submission (its reply lost) reached Kaggle as {earlier.ref}: "
                          "recorded, not sent again")
-            return SubmitResult(version, earlier.ref, _submissions_left(project, remote, notes), tuple(notes))
+            return SubmitResult(version, earlier.ref, submissions_left(project, remote, notes), tuple(notes))
     token = token_new()
     description = submission_description(kernel, version, row.get("config_hash", ""), token,
                                          message or row.get("message") or "")
@@ -1218,7 +1218,7 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     ref, recovered = _submission_send(project, remote, ledger, Outgoing(version, path, description, token))
     if recovered:
         notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
-    return SubmitResult(version, ref, _submissions_left(project, remote, notes), tuple(notes))
+    return SubmitResult(version, ref, submissions_left(project, remote, notes), tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -1257,7 +1257,7 @@ def _submission_send(project: Project, remote: Remote, ledger: Ledger, outgoing:
     return ref, recovered
 
 
-def _submissions_left(project: Project, remote: Remote, notes: list) -> Optional[int]:
+def submissions_left(project: Project, remote: Remote, notes: list) -> Optional[int]:
     try:
         return int(getattr(remote.submission_limits_get(project.competition), "num_allowed_now", 0) or 0)
     except RemoteError as exc:
