@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lorakit_fixtures import REPO, USERNAME, no_secret, one_document, one_error_line, push
+from lorakit_fixtures import REPO, USERNAME, error_line, full_disk_after, no_secret, one_document, one_error_line, push
 
 
 def test_happy_path_push_status_pull_submit_scores(kit):
@@ -210,3 +210,16 @@ def test_an_unwritable_output_path_is_refused_before_any_network_call(kit, argv)
     assert not kit.state.requests
     code, out, err = kit.run(*argv, "--json")
     assert code == 2 and one_document(out)["exit_code"] == 2
+
+
+def test_a_full_disk_outside_a_send_is_one_line_and_the_ledger_is_kept(kit, monkeypatch):
+    """A ledger write that meets a full disk (here: while status settles the version's row) is the machine's
+    fault: one line naming it and what to do, exit 1, the ledger as it was; never an internal error."""
+    push(kit)
+    before = kit.ledger.read_bytes()
+    with monkeypatch.context() as mp:
+        full_disk_after(mp, kit, "SaveKernel")
+        code, out, err = kit.run("status", "1")
+    line = error_line(err)
+    assert code == 1 and "No space left on device" in line and "free some space" in line
+    assert "internal error" not in err and kit.ledger.read_bytes() == before

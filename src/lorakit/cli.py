@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -1176,13 +1177,29 @@ def _main_run(args, out: Output) -> int:
         _err("lorakit: interrupted")
         out.failure("interrupted", 130)
         return 130
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            return _internal_error(exc, out)
+        message = (f"{exc.strerror} ({exc.filename or 'writing a file'}): free some space and run the command "
+                   "again; what Kaggle was already sent is in the ledger by its token and is not sent twice")
+        _err(f"lorakit: error: {message}")
+        out.failure(message, LorakitError.exit_code)
+        return LorakitError.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless debugging
-        if os.environ.get("LORAKIT_DEBUG"):
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        _err(f"lorakit: internal error: {type(exc).__name__}: {first} (set LORAKIT_DEBUG=1 for the traceback)")
-        out.failure(f"internal error: {type(exc).__name__}: {first}", 70)
-        return 70
+        return _internal_error(exc, out)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the machine's fault, not lorakit's: said as one line
+
+
+def _internal_error(exc: Exception, out: Output) -> int:
+    """A bug: one line (the traceback with LORAKIT_DEBUG=1), exit 70."""
+    if os.environ.get("LORAKIT_DEBUG"):
+        raise exc
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    _err(f"lorakit: internal error: {type(exc).__name__}: {first} (set LORAKIT_DEBUG=1 for the traceback)")
+    out.failure(f"internal error: {type(exc).__name__}: {first}", 70)
+    return 70
 
 
 if __name__ == "__main__":  # pragma: no cover
