@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd

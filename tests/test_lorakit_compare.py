@@ -181,8 +181,8 @@ def labels_csv(path, labels, ids=None, header="ID,Label"):
 
 
 def test_compare_two_submission_files_gives_the_test_set_part_only(kit, tmp_path, monkeypatch):
-    mine = labels_csv(tmp_path / "mine.csv", [0, 1, 2, 3, 0, 1, 2, 3])
-    theirs = labels_csv(tmp_path / "theirs.csv", [0, 1, 2, 3, 1, 1, 2, 0])
+    labels_csv(tmp_path / "mine.csv", [0, 1, 2, 3, 0, 1, 2, 3])
+    labels_csv(tmp_path / "theirs.csv", [0, 1, 2, 3, 1, 1, 2, 0])
     monkeypatch.chdir(tmp_path)  # outside any checkout: two files need none
     code, out, err = kit.run("compare", "mine.csv", "theirs.csv")
     assert code == 0, err

@@ -162,6 +162,7 @@ def command(name: str, help_text: str, *flags: tuple):
     return register
 
 
+CSV = flag("--csv", action="store_true", help="print CSV (pandas.read_csv reads it) instead of a table")
 JSON = flag("--json", action="store_true", help="print one JSON document on stdout; messages go to stderr")
 SETS = flag("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
             help="override one config key of the kernel (repeatable; booleans are true/false)")
@@ -452,7 +453,7 @@ def cmd_submit(args) -> int:
 @command(
     "scores",
     "my submissions and scores, written into the ledger; best candidates marked",
-    flag("--csv", action="store_true", help="print CSV instead of a table"),
+    CSV,
     flag("--plot", metavar="PATH", help="write a PNG of public score and validation accuracy by version"),
     JSON,
 )
@@ -525,7 +526,7 @@ def _version_label(project, version: Optional[int], kernel: str) -> str:
     "versions",
     "every version the ledger knows, newest first: state, config changes, validation accuracy with its "
     "confidence interval, scores (offline: status, pull, scores and sync refresh it)",
-    flag("--csv", action="store_true", help="print CSV (pandas.read_csv reads it) instead of a table"),
+    CSV,
     JSON,
 )
 def cmd_versions(args) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Optional
 from lorakit.errors import ArgumentError, UsageError
 from lorakit.kernel import config_resolved, config_where_keys
 from lorakit.project import Project
-from lorakit.runs import Paired, PulledRun, ValPredictions, config_diff, paired_test, pulled_run_load
+from lorakit.runs import (
+    Paired, PulledRun, ValPredictions, config_diff, finite_number, paired_test, pulled_run_load,
+)
 from lorakit.stats import accuracy_interval, verdict
 from lorakit.transport import json_loads_safe
 from lorakit.workflow import LABELS, ledger_of, version_parse
@@ -167,22 +168,11 @@ class Side:
         return run_numbers(None, None) if self.run is None else run_numbers(self.run.metrics, self.run.val)
 
 
-def _number(value) -> Optional[float]:
-    """A finite number from an untrusted JSON value, else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _recall_per_class(metrics: dict, val: Optional[ValPredictions]) -> Optional[dict]:
     """Validation recall per class: metrics.json's per_class_val_accuracy, else from the validation predictions."""
     given = metrics.get("per_class_val_accuracy")
     if isinstance(given, dict) and all(name in given for name in LABELS):
-        return {name: _number(given[name]) for name in LABELS}
+        return {name: finite_number(given[name]) for name in LABELS}
     if val is None:
         return None
     labels, correct = val.labels, val.correct
@@ -194,15 +184,15 @@ def run_numbers(metrics: Optional[dict], val: Optional[ValPredictions]) -> dict:
     """The metrics diff's numbers of one run, from its metrics.json and validation predictions (each None where
     neither says)."""
     metrics = metrics or {}
-    accuracy, rows = _number(metrics.get("val_accuracy")), _number(metrics.get("val_rows"))
+    accuracy, rows = finite_number(metrics.get("val_accuracy")), finite_number(metrics.get("val_rows"))
     if accuracy is None or not 0 <= accuracy <= 1:  # absent or nonsense: what the predictions say
         accuracy = None if val is None else float(val.correct.mean())
     if rows is None or rows < 1:
         rows = None if val is None else len(val.ids)
     rows = None if rows is None else int(rows)
     interval = None if accuracy is None or rows is None else list(accuracy_interval(accuracy, rows))
-    seconds = _number(metrics.get("train_seconds"))
-    params = _number(metrics.get("trainable_params"))
+    seconds = finite_number(metrics.get("train_seconds"))
+    params = finite_number(metrics.get("trainable_params"))
     return {"val_accuracy": accuracy, "val_rows": rows, "val_interval": interval,
             "per_class_recall": _recall_per_class(metrics, val),
             "train_minutes": None if seconds is None else round(seconds / 60.0, 2),

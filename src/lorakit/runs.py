@@ -7,6 +7,7 @@ logits.npz is read with pickles refused, and anything missing or malformed becom
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,17 @@ class PulledRun:
     @property
     def pulled(self) -> bool:
         return self.folder.is_dir()
+
+
+def finite_number(value, default: Optional[float] = None) -> Optional[float]:
+    """A finite float from untrusted text or JSON; ``default`` for anything else (a bool is no number)."""
+    if value is None or value == "" or isinstance(value, bool):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
 
 
 def pull_command(version: int, kernel: Optional[KernelRef], project: Project) -> str:

@@ -30,7 +30,7 @@ from typing import Optional
 from lorakit.kernel import config_defaults, config_resolved, config_where_keys
 from lorakit.ledger import SENDING
 from lorakit.project import Project
-from lorakit.runs import config_diff, pulled_run_load
+from lorakit.runs import config_diff, finite_number, pulled_run_load
 from lorakit.stats import accuracy_interval
 from lorakit.transport import json_loads_safe
 from lorakit.workflow import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, predicted_on
@@ -222,17 +222,6 @@ def _interval(accuracy: Optional[float], rows: Optional[int]) -> Optional[tuple]
         return None
     low, high = accuracy_interval(accuracy, rows)
     return round(low, 6), round(high, 6)
-
-
-def finite_number(value, default: Optional[float] = None) -> Optional[float]:
-    """A finite float from untrusted text or JSON; ``default`` for anything else (a bool is no number)."""
-    if value is None or value == "" or isinstance(value, bool):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return default
-    return number if math.isfinite(number) else default
 
 
 def _count(value, default: Optional[int] = None) -> Optional[int]:
