@@ -8,6 +8,8 @@ import contextlib
 import io
 import json
 import shutil
+import signal
+import warnings
 
 import pytest
 
@@ -117,3 +119,16 @@ def kaggle_machine(request, monkeypatch):
     on_kaggle(), in this process and in kernel runs that inherit the environment; kernel_env(on_kaggle=...) says
     it for the runs it prepares. A test that needs both answers sets AGNEWS_ON_KAGGLE itself."""
     monkeypatch.setenv("AGNEWS_ON_KAGGLE", "1" if request.node.get_closest_marker("kaggle") else "0")
+
+
+@pytest.fixture(autouse=True)
+def sigint_kept(request):
+    """Ctrl-C stays Python's KeyboardInterrupt from test to test: the in-process Ctrl-C tests (the stand-in's
+    `interrupt`) rely on it. A test that leaves SIGINT handled otherwise (an in-process kernel run's stop
+    handler, a library's) gets it restored, with a warning naming the test."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        warnings.warn(f"{request.node.nodeid} left SIGINT handled by {after!r}: restored")
