@@ -9,7 +9,6 @@ import io
 import json
 import shutil
 import signal
-import warnings
 
 import pytest
 
@@ -122,13 +121,10 @@ def kaggle_machine(request, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def sigint_kept(request):
-    """Ctrl-C stays Python's KeyboardInterrupt from test to test: the in-process Ctrl-C tests (the stand-in's
-    `interrupt`) rely on it. A test that leaves SIGINT handled otherwise (an in-process kernel run's stop
-    handler, a library's) gets it restored, with a warning naming the test."""
-    before = signal.getsignal(signal.SIGINT)
+def ctrl_c_raises():
+    """Ctrl-C is KeyboardInterrupt in every test, as in a terminal, even when the suite was started with SIGINT
+    ignored (a background job of a non-interactive shell, `nohup`, some CI runners): the in-process Ctrl-C
+    tests (the stand-in's `interrupt`) rely on it. Whatever a test leaves behind is undone after it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    after = signal.getsignal(signal.SIGINT)
-    if after is not before:
-        signal.signal(signal.SIGINT, before)
-        warnings.warn(f"{request.node.nodeid} left SIGINT handled by {after!r}: restored")
+    signal.signal(signal.SIGINT, previous)
