@@ -21,6 +21,13 @@ def test_mcnemar_exact_is_the_two_sided_binomial_test_of_the_discordant_rows(b, 
     assert mcnemar_exact(b, c) == mcnemar_exact(c, b)
 
 
+@pytest.mark.parametrize("right, rows", [(1800, 2000), (161, 161), (0, 50), (37, 161), (9000, 10000)])
+def test_accuracy_interval_is_wilsons(right, rows):
+    """The interval versions and compare show, against scipy's Wilson interval (a Wald interval differs)."""
+    reference = binomtest(right, rows).proportion_ci(confidence_level=0.95, method="wilson")
+    assert accuracy_interval(right / rows, rows) == pytest.approx((reference.low, reference.high), abs=1e-9)
+
+
 def test_mcnemar_exact_known_values_and_bad_counts():
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
     assert mcnemar_exact(0, 5) == 2 / 32  # five discordant rows all one way: 2 * (1/2)^5

@@ -37,7 +37,7 @@ def test_a_three_arm_sweep_ranks_its_arms_and_submits_the_best(kit):
     assert all(r["status"] == "COMPLETE" and r["pulled_at"] for r in rows)
     table = out[out.index("ranked by validation accuracy"):].splitlines()
     assert [line.split()[1] for line in table[2:5]] == ["a2", "a3", "a1"]  # 0.90, 0.85, 0.80
-    assert "best" in table[2] and "beats" in table[4]  # 0.90 against 0.80 on 2000 rows is no noise
+    assert "best" in table[2] and "a2 beats a1" in table[4]  # 0.90 against 0.80 on 2000 rows is no noise
     assert len(kit.state.submissions) == 1 and kit.state.submissions[0].description.startswith("v2 ")
     assert "submitted v2 as submission" in out and kit.row(2)["submission_ref"]
 
@@ -50,6 +50,7 @@ def test_the_json_document_holds_the_arms_and_the_ranked_table(kit):
     assert [r["name"] for r in data["ranked"]] == ["a2", "a1"]  # the default accuracy grows with the version
     best, other = data["ranked"]
     assert best["words"] == "best" and best["p_value"] is None
+    assert other["best_wins"] - other["arm_wins"] == 2  # 1804 against 1802 of the 2000 rows right: a2 - a1
     assert other["p_value"] == pytest.approx(mcnemar_exact(other["best_wins"], other["arm_wins"]))
     assert other["p_holm"] == pytest.approx(other["p_value"])  # one comparison: nothing to correct
     assert data["gpu_hours_left"] == pytest.approx(30 - 10.5) and data["gpu_minutes"] == 2 * 660

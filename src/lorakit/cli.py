@@ -369,10 +369,10 @@ def _pull_show(out: Output, project, result) -> None:
 def _pull_next(project, result) -> Optional[str]:
     """The step after a pull: submit a valid submission of a real run; predict again from the adapter of a run
     that failed after saving it; nothing for a smoke run's or another test file's predictions."""
-    from lorakit.workflow import predicted_on
+    from lorakit.workflow import predicted_on_of
 
     if result.submittable:
-        kind, _ = predicted_on(project, result.version, {})
+        kind, _ = predicted_on_of(result.metrics or {}, {})
         return f"next: lorakit submit {result.version} --wait" if kind in ("competition", None) else None
     if result.has_adapter:
         return f"next: lorakit push --predict-from {result.version} -m MESSAGE"

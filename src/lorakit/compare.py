@@ -26,11 +26,10 @@ from lorakit.errors import ArgumentError, UsageError
 from lorakit.kernel import config_resolved, config_where_keys
 from lorakit.project import Project
 from lorakit.runs import (
-    Paired, PulledRun, ValPredictions, config_diff, finite_number, paired_test, pulled_run_load,
+    Paired, PulledRun, config_diff, paired_test, pulled_run_load, run_numbers,
 )
-from lorakit.stats import accuracy_interval, verdict
-from lorakit.transport import json_loads_safe
-from lorakit.workflow import LABELS, ledger_of, version_parse
+from lorakit.stats import verdict
+from lorakit.workflow import LABELS, ledger_of, overrides_of, version_parse
 
 VERSION_ARGUMENT = re.compile(r"^[vV]?\d+$")  # anything else is a submission CSV path
 SLICE_KEYS = ("train_data", "max_train_samples", "val_fraction", "seed")  # what picks the validation rows
@@ -165,39 +164,7 @@ class Side:
 
     def metrics(self) -> dict:
         """The numbers of the metrics diff; None where the run does not say (all of them for a CSV path)."""
-        return run_numbers(None, None) if self.run is None else run_numbers(self.run.metrics, self.run.val)
-
-
-def _recall_per_class(metrics: dict, val: Optional[ValPredictions]) -> Optional[dict]:
-    """Validation recall per class: metrics.json's per_class_val_accuracy, else from the validation predictions."""
-    given = metrics.get("per_class_val_accuracy")
-    if isinstance(given, dict) and all(name in given for name in LABELS):
-        return {name: finite_number(given[name]) for name in LABELS}
-    if val is None:
-        return None
-    labels, correct = val.labels, val.correct
-    return {name: float(correct[labels == k].mean()) if (labels == k).any() else None
-            for k, name in enumerate(LABELS)}
-
-
-def run_numbers(metrics: Optional[dict], val: Optional[ValPredictions]) -> dict:
-    """The metrics diff's numbers of one run, from its metrics.json and validation predictions (each None where
-    neither says)."""
-    metrics = metrics or {}
-    accuracy, rows = finite_number(metrics.get("val_accuracy")), finite_number(metrics.get("val_rows"))
-    if accuracy is None or not 0 <= accuracy <= 1:  # absent or nonsense: what the predictions say
-        accuracy = None if val is None else float(val.correct.mean())
-    if rows is None or rows < 1:
-        rows = None if val is None else len(val.ids)
-    rows = None if rows is None else int(rows)
-    interval = None if accuracy is None or rows is None else list(accuracy_interval(accuracy, rows))
-    seconds = finite_number(metrics.get("train_seconds"))
-    params = finite_number(metrics.get("trainable_params"))
-    return {"val_accuracy": accuracy, "val_rows": rows, "val_interval": interval,
-            "per_class_recall": _recall_per_class(metrics, val),
-            "train_minutes": None if seconds is None else round(seconds / 60.0, 2),
-            "trainable_params": None if params is None else int(params),
-            "device": str(metrics["device"]) if metrics.get("device") else None}
+        return run_numbers(None, None) if self.run is None else self.run.numbers()
 
 
 def _config_of(project: Project, run: PulledRun) -> tuple[Optional[dict], str]:
@@ -205,9 +172,8 @@ def _config_of(project: Project, run: PulledRun) -> tuple[Optional[dict], str]:
     config = (run.metrics or {}).get("config")
     if isinstance(config, dict):
         return config, ""
-    row = ledger_of(project).row(run.version)
-    overrides = json_loads_safe((row or {}).get("overrides") or "")
-    if isinstance(overrides, dict):
+    overrides = overrides_of(ledger_of(project).row(run.version))
+    if overrides is not None:
         return config_resolved(project, overrides), ""
     return None, f"v{run.version}'s config is unknown (no config in metrics.json, no overrides in the ledger)"
 

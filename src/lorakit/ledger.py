@@ -13,6 +13,7 @@ rewritten: lorakit stops with an error naming the file and the line.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -66,6 +67,24 @@ def mode_under_umask(mode: int) -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mode & ~mask
+
+
+def file_write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` whole or not at all: a temporary file in its folder (an ordinary file's mode, not
+    mkstemp's 0600), synced, then renamed over it; the ledger, a sweep's record and the report are written so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        os.chmod(tmp, mode_under_umask(0o666))
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _lock(path: Path):
@@ -192,24 +211,12 @@ class Ledger:
 
     # -- writing -------------------------------------------------------------------------------------
     def _write(self, columns: list[str], records: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ledger.", suffix=".tmp", dir=str(self.path.parent))
-        try:
-            os.chmod(tmp, mode_under_umask(0o666))  # mkstemp makes it 0600; the ledger is an ordinary file
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-                writer.writeheader()
-                for record in sorted(records, key=_order):
-                    writer.writerow({c: _cell(record.get(c)) for c in columns})
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for record in sorted(records, key=_order):
+            writer.writerow({c: _cell(record.get(c)) for c in columns})
+        file_write_atomic(self.path, buffer.getvalue())
 
     @contextmanager
     def transaction(self) -> Iterator[list[dict]]:

@@ -12,8 +12,6 @@ renamed over it, so an existing report is replaced whole or not at all.
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,10 +20,11 @@ from typing import Optional
 import numpy as np
 
 from lorakit.errors import UsageError
-from lorakit.ledger import mode_under_umask
+from lorakit.ledger import file_write_atomic
 from lorakit.project import Project
 from lorakit.runs import PulledRun, pull_command, pulled_run_load
-from lorakit.versions import TABLE_HEADERS, VersionRow, finite_number, table_cells, versions_list
+from lorakit.stats import finite_number
+from lorakit.versions import TABLE_HEADERS, VersionRow, table_cells, versions_list
 from lorakit.workflow import LABELS, output_path_check, utc_now, version_parse
 
 DEFAULT_CHOSEN = 8  # without --versions: the newest pulled versions, as many as one chart can tell apart
@@ -80,38 +79,17 @@ def report_make(project: Project, path: Path, asked: Optional[list]) -> Report:
     """Read the ledger and the chosen versions' folders, and write the report to ``path``."""
     rows = versions_list(project)
     chosen = versions_chosen(project, rows, asked)
-    runs = [pulled_run_load(project, v, project.kernel) for v in chosen]
+    read = {r.version: r.run for r in rows if r.run is not None}  # versions_list read each pulled folder once
+    runs = [read.get(v) or pulled_run_load(project, v, project.kernel) for v in chosen]
     notes = [f"v{r.version} not comparable: {r.reason}" for r in runs if r.reason]
     sections = [_table_section(rows), _curves_section(runs, notes), _confusion_section(runs), _scores_section(rows)]
     body = "\n".join(sections)
     page = _page(f"lorakit report: {project.kernel}", _heading(project, rows, chosen) + body + _notes_html(notes))
-    file_write_atomic(path, page)
-    return Report(path, tuple(chosen), body.count("<svg "), tuple(notes))
-
-
-def file_write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file in its folder renamed over it: whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
-        os.chmod(tmp, mode_under_umask(0o666))  # mkstemp makes it 0600; a report is an ordinary file
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with _quiet():
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise UsageError(f"--out {path}: cannot write it ({exc.strerror or type(exc).__name__})") from None
-        raise
-
-
-class _quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, _value, _tb):
-        return kind is not None and issubclass(kind, OSError)
+        file_write_atomic(path, page)
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write it ({exc.strerror or type(exc).__name__})") from None
+    return Report(path, tuple(chosen), body.count("<svg "), tuple(notes))
 
 
 # ------------------------------------------------------------------------------------------------ page

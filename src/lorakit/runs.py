@@ -7,7 +7,6 @@ logits.npz is read with pickles refused, and anything missing or malformed becom
 
 from __future__ import annotations
 
-import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ import numpy as np
 
 from lorakit.errors import UsageError
 from lorakit.project import KernelRef, Project
-from lorakit.stats import mcnemar_exact
-from lorakit.transport import json_loads_safe
+from lorakit.stats import accuracy_interval, finite_number, mcnemar_exact
+from lorakit.workflow import LABELS, metrics_read
 
 VAL_KEYS = ("val_logits", "val_labels", "val_ids", "val_ids_sha256")
 
@@ -37,6 +36,38 @@ class ValPredictions:
         return self.predicted == self.labels
 
 
+def _recall_per_class(metrics: dict, val: Optional[ValPredictions]) -> Optional[dict]:
+    """Validation recall per class: metrics.json's per_class_val_accuracy, else from the validation predictions."""
+    given = metrics.get("per_class_val_accuracy")
+    if isinstance(given, dict) and all(name in given for name in LABELS):
+        return {name: finite_number(given[name]) for name in LABELS}
+    if val is None:
+        return None
+    labels, correct = val.labels, val.correct
+    return {name: float(correct[labels == k].mean()) if (labels == k).any() else None
+            for k, name in enumerate(LABELS)}
+
+
+def run_numbers(metrics: Optional[dict], val: Optional[ValPredictions]) -> dict:
+    """One run's numbers (versions, compare, sweep, report), from its metrics.json and validation predictions (each None where
+    neither says)."""
+    metrics = metrics or {}
+    accuracy, rows = finite_number(metrics.get("val_accuracy")), finite_number(metrics.get("val_rows"))
+    if accuracy is None or not 0 <= accuracy <= 1:  # absent or nonsense: what the predictions say
+        accuracy = None if val is None else float(val.correct.mean())
+    if rows is None or rows < 1:
+        rows = None if val is None else len(val.ids)
+    rows = None if rows is None else int(rows)
+    interval = None if accuracy is None or rows is None else list(accuracy_interval(accuracy, rows))
+    seconds = finite_number(metrics.get("train_seconds"))
+    params = finite_number(metrics.get("trainable_params"))
+    return {"val_accuracy": accuracy, "val_rows": rows, "val_interval": interval,
+            "per_class_recall": _recall_per_class(metrics, val),
+            "train_minutes": None if seconds is None else round(seconds / 60.0, 2),
+            "trainable_params": None if params is None else int(params),
+            "device": str(metrics["device"]) if metrics.get("device") else None}
+
+
 @dataclass(frozen=True)
 class PulledRun:
     version: int
@@ -49,16 +80,9 @@ class PulledRun:
     def pulled(self) -> bool:
         return self.folder.is_dir()
 
-
-def finite_number(value, default: Optional[float] = None) -> Optional[float]:
-    """A finite float from untrusted text or JSON; ``default`` for anything else (a bool is no number)."""
-    if value is None or value == "" or isinstance(value, bool):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return default
-    return number if math.isfinite(number) else default
+    def numbers(self) -> dict:
+        """run_numbers of this run's metrics.json and validation predictions."""
+        return run_numbers(self.metrics, self.val)
 
 
 def pull_command(version: int, kernel: Optional[KernelRef], project: Project) -> str:
@@ -79,16 +103,11 @@ def pulled_run_load(project: Project, version: int, kernel: Optional[KernelRef] 
 
 
 def _metrics_load(folder: Path) -> tuple[Optional[dict], str]:
-    path = folder / "metrics.json"
-    if not path.is_file():
-        return None, f"{path} is missing (the run did not finish?)"
     try:
-        data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, UsageError, ValueError) as exc:
-        return None, f"{path} is not readable JSON ({exc})"
-    if not isinstance(data, dict):
-        return None, f"{path} is not a JSON object"
-    return data, ""
+        metrics = metrics_read(folder)
+    except UsageError as exc:  # not a JSON object (cut short, edited by hand)
+        return None, str(exc)
+    return metrics, "" if metrics is not None else f"{folder / 'metrics.json'} is missing (the run did not finish?)"
 
 
 def _val_load(folder: Path) -> tuple[Optional[ValPredictions], str]:

@@ -5,12 +5,25 @@
   one of them got right (b and c); the ties carry no information about which is better.
 - holm: Holm's step-down correction of several p-values (a sweep's "vs best" tests).
 - mean_spread: the mean and sample standard deviation of repeated runs (a sweep's seeds).
+- finite_number: the one reader of a number from untrusted text or JSON (ledger cells, metrics.json).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Optional, Sequence
+
+
+def finite_number(value, default: Optional[float] = None) -> Optional[float]:
+    """A finite float from untrusted text or JSON; ``default`` for anything else (a bool is no number)."""
+    if value is None or value == "" or isinstance(value, bool):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 

@@ -10,7 +10,7 @@
   the arms never pushed, waits for and pulls the others, and never pushes an arm twice. An arm running on
   Kaggle when the sweep stops keeps running: Kaggle's API cannot cancel a version (the CLI says so).
 - One arm at a time, through run_pipeline (push -> wait -> pull), as `lorakit run` does. There is no
-  ``--parallel`` (NO_PARALLEL says why).
+  ``--parallel`` (the CLI's help says why).
 - Ranked by validation accuracy (the mean over seeds), each arm paired with the best on the same validation
   rows (exact McNemar; with seeds, the discordant rows summed over the seeds, each seed's slice paired with
   the same seed's), Holm-corrected over the arms.
@@ -22,19 +22,17 @@ import contextlib
 import copy
 import itertools
 import json
-import os
 import re
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, RunFailed, UsageError
-from lorakit.ledger import mode_under_umask
+from lorakit.ledger import file_write_atomic
 from lorakit.project import Project
 from lorakit.remote import Remote
-from lorakit.runs import paired_test, pulled_run_load
+from lorakit.runs import PulledRun, paired_test, pulled_run_load
 from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
 from lorakit.transport import json_loads_safe
 from lorakit.workflow import (
@@ -44,9 +42,6 @@ from lorakit.workflow import (
 )
 
 SWEEP_ID = re.compile(r"sw-[0-9a-f]{6}")
-NO_PARALLEL = ("one arm at a time: no Kaggle documentation we could find states how many GPU runs of one account "
-               "(here, versions of one kernel) may run at once; the two that users report is no documented "
-               "guarantee, so lorakit never starts an arm before the previous one has ended")
 
 
 @dataclass(frozen=True)
@@ -255,19 +250,7 @@ def sweep_record(project: Project, sweep: Sweep) -> Path:
     folder = sweeps_dir(project)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sweep.id}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{sweep.id}.", suffix=".tmp", dir=str(folder))
-    try:
-        os.chmod(tmp, mode_under_umask(0o666))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(sweep.as_json(), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    file_write_atomic(path, json.dumps(sweep.as_json(), indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -314,11 +297,12 @@ class SweepShow:
     ended: Callable[[ArmOutcome], None] = lambda _outcome: None
 
 
-def arm_row(project: Project, sweep: Sweep, arm: Arm) -> Optional[dict]:
-    """The ledger row of the arm's push (by sweep id and config_hash); None when it was never pushed."""
-    rows = [r for r in ledger_of(project).rows() if r.get("sweep_id") == sweep.id
+def arm_row(rows: list, sweep: Sweep, arm: Arm) -> Optional[dict]:
+    """The row of the arm's push among the ledger's ``rows`` (by sweep id and config_hash); None when it was
+    never pushed."""
+    mine = [r for r in rows if r.get("sweep_id") == sweep.id
             and r.get("config_hash") == arm.config_hash and r.get("status") != NOT_PUSHED]
-    return rows[-1] if rows else None
+    return mine[-1] if mine else None
 
 
 def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
@@ -357,7 +341,7 @@ def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
 
 
 def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow) -> ArmOutcome:
-    row = arm_row(project, sweep, arm)
+    row = arm_row(ledger_of(project).rows(), sweep, arm)
     version, before = (int(row["version"]), True) if row else (None, False)
     if row and row.get("status") in FAILED_KERNEL:
         return ArmOutcome(arm, version, f"failed: {row['status']}", resumed=True)
@@ -376,7 +360,7 @@ def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: Swe
             kernel_failure_raise(version, status)
             show.run.pulled(kernel_output_pull(project, remote, version, on_wait=show.run.on_wait))
     except RunFailed as exc:  # the run ended in ERROR: this arm's outcome, the next arm goes on
-        row = arm_row(project, sweep, arm)
+        row = arm_row(ledger_of(project).rows(), sweep, arm)
         return ArmOutcome(arm, int(row["version"]) if row else version, f"failed: {exc}", before)
     return ArmOutcome(arm, version, "pulled", before)
 
@@ -417,19 +401,17 @@ class Ranked:
 def _arm_runs(project: Project, sweep: Sweep) -> dict:
     """name -> [(arm, its version or None, its PulledRun or None)] in the sweep's order."""
     groups: dict = {}
+    rows = ledger_of(project).rows()
     for arm in sweep.arms:
-        row = arm_row(project, sweep, arm)
+        row = arm_row(rows, sweep, arm)
         version = int(row["version"]) if row else None
         run = pulled_run_load(project, version) if row and row.get("pulled_at") else None
         groups.setdefault(arm.name, []).append((arm, version, run))
     return groups
 
 
-def _accuracy(run) -> Optional[float]:
-    try:
-        return float(run.metrics["val_accuracy"]) if run is not None and run.metrics else None
-    except (KeyError, TypeError, ValueError):
-        return None
+def _accuracy(run: Optional[PulledRun]) -> Optional[float]:
+    return None if run is None else run.numbers()["val_accuracy"]
 
 
 def sweep_rank(project: Project, sweep: Sweep) -> list:

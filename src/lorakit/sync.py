@@ -27,9 +27,10 @@ from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
 from lorakit.remote import Remote, Submission
+from lorakit.stats import finite_number
 from lorakit.transport import json_loads_safe
 from lorakit.workflow import (
-    TERMINAL_KERNEL, UNCONFIRMED, float_or_none, submission_key, submission_preferred, description_version,
+    TERMINAL_KERNEL, UNCONFIRMED, submission_key, submission_preferred, description_version,
     kernel_ref_resolve, ledger_of, overrides_text, run_minutes_of,
 )
 
@@ -143,7 +144,7 @@ def metrics_fetch(remote: Remote, ref: KernelRef, number: int) -> Optional[str]:
 
 def _metrics_fields(metrics: dict) -> dict:
     """The columns metrics.json fills, as `lorakit pull` writes them (workflow.pulled_fields)."""
-    val, minutes = float_or_none(metrics.get("val_accuracy")), run_minutes_of(metrics)
+    val, minutes = finite_number(metrics.get("val_accuracy")), run_minutes_of(metrics)
     fields = {"val_accuracy": val, "run_minutes": minutes, "run_config_hash": str(metrics.get("config_hash") or ""),
               "trainable_params": metrics.get("trainable_params")}
     return cells({k: v for k, v in fields.items() if v not in (None, "")})

@@ -24,16 +24,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from lorakit.kernel import config_defaults, config_resolved, config_where_keys
 from lorakit.ledger import SENDING
 from lorakit.project import Project
-from lorakit.runs import config_diff, finite_number, pulled_run_load
-from lorakit.stats import accuracy_interval
-from lorakit.transport import json_loads_safe
-from lorakit.workflow import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, predicted_on
+from lorakit.runs import PulledRun, pulled_run_load, run_numbers
+from lorakit.stats import accuracy_interval, finite_number
+from lorakit.workflow import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, overrides_of, predicted_on_of
 
 REFRESHED_BY = "lorakit status, pull, scores and sync refresh what it shows"
 
@@ -58,6 +57,7 @@ class VersionRow:
     smoke: bool
     interrupted: str  # "" or what stopped it ("SIGTERM"; "interrupted" when metrics.json names no signal)
     not_comparable: str  # "" or why the pulled folder cannot be paired with another
+    run: Optional[PulledRun] = field(default=None, compare=False, repr=False)  # the pulled folder, as read
 
     @property
     def marks(self) -> list:
@@ -93,24 +93,26 @@ def versions_list(project: Project) -> list[VersionRow]:
 
 
 def version_row(project: Project, record: dict, defaults: dict) -> VersionRow:
-    """One ledger row and what its pulled folder (if any) says."""
+    """One ledger row and what its pulled folder (if any) says; the ledger's numbers where the folder is silent."""
     version = int(record["version"]) if record.get("version") else None
     run = pulled_run_load(project, version, project.kernel) if version is not None else None
     pulled = run is not None and run.pulled
     metrics = (run.metrics if pulled else None) or {}
-    accuracy = finite_number(metrics.get("val_accuracy"), finite_number(record.get("val_accuracy")))
-    val_rows = _count(metrics.get("val_rows"))
-    seconds = finite_number(metrics.get("train_seconds"))
+    numbers = run.numbers() if pulled else run_numbers(None, None)
+    accuracy = numbers["val_accuracy"]
+    if accuracy is None:
+        accuracy = finite_number(record.get("val_accuracy"))
     return VersionRow(
         version=version, message=record.get("message", ""), state=state_of(record, pulled),
         status=record.get("status", ""), pushed_at=record.get("pushed_at", ""),
         changes=changes_of(project, defaults, record, metrics),
-        trainable_params=_count(metrics.get("trainable_params"), _count(record.get("trainable_params"))),
-        val_accuracy=accuracy, val_rows=val_rows, val_interval=_interval(accuracy, val_rows),
-        train_minutes=None if seconds is None else round(seconds / 60.0, 2), device=str(metrics.get("device") or ""),
+        trainable_params=numbers["trainable_params"] or _count(record.get("trainable_params")),
+        val_accuracy=accuracy, val_rows=numbers["val_rows"], val_interval=_interval(accuracy, numbers["val_rows"]),
+        train_minutes=numbers["train_minutes"], device=numbers["device"] or "",
         submitted_at=record.get("submitted_at", ""), public_score=finite_number(record.get("public_score")),
-        private_score=finite_number(record.get("private_score")), smoke=_smoke(project, version, record),
-        interrupted=_interruption(metrics), not_comparable=run.reason if pulled else "")
+        private_score=finite_number(record.get("private_score")), smoke=_smoke(version, record, metrics),
+        interrupted=_interruption(metrics), not_comparable=run.reason if pulled else "",
+        run=run if pulled else None)
 
 
 def state_of(record: dict, pulled: bool) -> str:
@@ -130,13 +132,12 @@ def state_of(record: dict, pulled: bool) -> str:
 
 
 def changes_of(project: Project, defaults: dict, record: dict, metrics: dict) -> dict:
-    """The config keys that differ from the defaults: of the config metrics.json says the run used when it is
-    pulled, else of the config the overrides the ledger recorded at push time give (smoke defaults included);
-    only the keys of ``defaults`` are compared (the caller leaves out where a run read and wrote)."""
+    """The config keys of ``defaults`` whose value differs: in the config metrics.json says the run used when it
+    is pulled, else in the config the ledger's overrides give (smoke defaults included). The caller leaves out
+    of ``defaults`` the keys that say where a run read and wrote."""
     ran = metrics.get("config")
-    source = ran if isinstance(ran, dict) else config_resolved(project, _overrides(record))
-    return {key: after for key, (_before, after) in config_diff(defaults, {**defaults, **source}).items()
-            if key in defaults}
+    config = ran if isinstance(ran, dict) else config_resolved(project, overrides_of(record) or {})
+    return {key: config[key] for key in sorted(defaults) if key in config and config[key] != defaults[key]}
 
 
 def changes_text(changes: dict, value_width: Optional[int] = None) -> str:
@@ -197,17 +198,12 @@ def _value_text(value) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def _overrides(record: dict) -> dict:
-    data = json_loads_safe(record.get("overrides") or "")
-    return data if isinstance(data, dict) else {}
-
-
-def _smoke(project: Project, version: Optional[int], record: dict) -> bool:
-    """Whether the run predicted on smoke data (workflow.predicted_on); for a push not numbered yet, whether its
-    overrides say smoke=true."""
+def _smoke(version: Optional[int], record: dict, metrics: dict) -> bool:
+    """Whether the run predicted on smoke data (workflow.predicted_on_of of its pulled metrics.json); for a push
+    not numbered yet, whether its overrides say smoke=true."""
     if version is None:
-        return _overrides(record).get("smoke") is True
-    return predicted_on(project, version, record, project.kernel)[0] == "smoke"
+        return (overrides_of(record) or {}).get("smoke") is True
+    return predicted_on_of(metrics, record)[0] == "smoke"
 
 
 def _interruption(metrics: dict) -> str:
@@ -224,7 +220,7 @@ def _interval(accuracy: Optional[float], rows: Optional[int]) -> Optional[tuple]
     return round(low, 6), round(high, 6)
 
 
-def _count(value, default: Optional[int] = None) -> Optional[int]:
+def _count(value) -> Optional[int]:
     number = finite_number(value)
-    return int(number) if number is not None and number >= 0 and number == int(number) else default
+    return int(number) if number is not None and number >= 0 and number == int(number) else None
 

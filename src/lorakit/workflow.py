@@ -37,6 +37,7 @@ from lorakit.project import (
 )
 from lorakit.remote import KernelStatus, Remote, Submission
 from lorakit.retry import Poll, poll_until
+from lorakit.stats import finite_number
 from lorakit.transport import json_loads_safe
 
 DEFAULT_TEST_ROWS = 8000
@@ -356,7 +357,7 @@ def pushes_settle(project: Project, remote: Remote, ref: KernelRef) -> list:
     sources: dict = {}
     settled = []
     for row in pending:
-        found = token_version(remote, ref, row, range(int(float_or_none(row.get("sent_after")) or 0) + 1, latest + 1), sources)
+        found = token_version(remote, ref, row, range(int(finite_number(row.get("sent_after")) or 0) + 1, latest + 1), sources)
         if found is None:
             ledger.settle(row["push_token"], None, status=NOT_PUSHED)
             continue
@@ -562,6 +563,12 @@ def overrides_text(overrides: dict) -> str:
     return json.dumps(overrides, sort_keys=True, separators=(",", ":"))
 
 
+def overrides_of(row: Optional[dict]) -> Optional[dict]:
+    """A ledger row's overrides cell read back; None when it holds no JSON object."""
+    data = json_loads_safe((row or {}).get("overrides") or "")
+    return data if isinstance(data, dict) else None
+
+
 def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
     """Record the push (SENDING) before it leaves, send it, then number its row; (version, url, status)."""
     remote, ledger, ref, token = target.remote, target.ledger, target.ref, plan.token
@@ -638,7 +645,7 @@ def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef)
     sources: dict = {}
     if token_version(remote, ref, row, [version], sources) == version:
         return
-    after = int(float_or_none(row.get("sent_after")) or version - 1)  # another push may have taken v<N> meanwhile
+    after = int(finite_number(row.get("sent_after")) or version - 1)  # another push may have taken v<N> meanwhile
     later = range(after + 1, remote.kernel_version_latest(ref) + 1)
     found = token_version(remote, ref, row, [n for n in later if n != version], sources)
     if found is not None:
@@ -1032,7 +1039,7 @@ def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Opti
     fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
                     "run_config_hash": ""}
     if metrics is not None:
-        val, minutes = float_or_none(metrics.get("val_accuracy")), run_minutes_of(metrics)
+        val, minutes = finite_number(metrics.get("val_accuracy")), run_minutes_of(metrics)
         fields.update(val_accuracy="" if val is None else val, run_minutes="" if minutes is None else minutes,
                       run_config_hash=str(metrics.get("config_hash") or ""))
         if not row.get("trainable_params") and metrics.get("trainable_params") is not None:
@@ -1128,20 +1135,24 @@ PREDICTED_ON = {"smoke": "synthetic smoke data", "competition": "the competition
 
 
 def predicted_on(project: Project, version: int, row: dict, kernel: Optional[KernelRef] = None) -> tuple:
-    """What v<N>'s run predicted on: (kind, words) from metrics.json's predicted_on; for a run from before it
-    was recorded, ("smoke", ...) when its config or the ledger's overrides say smoke=true, else (None, why)."""
+    """What v<N>'s run predicted on, as its pulled metrics.json says (predicted_on_of)."""
     try:
         metrics = metrics_read(project.version_dir(version, kernel)) or {}
     except UsageError:
         metrics = {}
+    return predicted_on_of(metrics, row)
+
+
+def predicted_on_of(metrics: dict, row: dict) -> tuple:
+    """(kind, words) from metrics.json's predicted_on; for a run from before it was recorded, ("smoke", ...)
+    when its config or the ledger row's overrides say smoke=true, else (None, why)."""
     seen = metrics.get("predicted_on")
     if isinstance(seen, dict) and seen.get("kind"):
         kind = str(seen["kind"])
         where = "" if kind == "smoke" or not seen.get("path") else f" {seen['path']}"
         return kind, PREDICTED_ON.get(kind, "another test file") + where
     config = metrics.get("config") if isinstance(metrics.get("config"), dict) else {}
-    overrides = json_loads_safe(row.get("overrides") or "")
-    if config.get("smoke") is True or (isinstance(overrides, dict) and overrides.get("smoke") is True):
+    if config.get("smoke") is True or (overrides_of(row) or {}).get("smoke") is True:
         return "smoke", PREDICTED_ON["smoke"] + " (smoke=true)"
     return None, "its metrics.json does not say (written before lorakit recorded it)"
 
@@ -1427,13 +1438,6 @@ class Scores:
         }
 
 
-def float_or_none(text) -> Optional[float]:
-    try:
-        return float(text) if text not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def submission_key(sub: Submission, rows: dict, home: str) -> Optional[tuple]:
     """The (kernel, version) a submission belongs to: by its recorded ref, by a token in its description,
     else by the version (and kernel) its description names."""
@@ -1496,7 +1500,7 @@ def scores_get(project: Project, remote: Remote) -> Scores:
         row = rows.get(key, {})
         if key is not None and submission_preferred(row, sub, chosen.get(key)):
             chosen[key] = sub
-        result.append(ScoreRow(key and key[1], sub, float_or_none(row.get("val_accuracy")), row.get("overrides", ""),
+        result.append(ScoreRow(key and key[1], sub, finite_number(row.get("val_accuracy")), row.get("overrides", ""),
                                row.get("message", ""), key[0] if key else ""))
     unsettled = {k for k, r in rows.items() if r.get("pending_status") in (SENDING, UNCONFIRMED)
                  or (r.get("submission_status") == UNCONFIRMED and not r.get("submission_ref"))}
@@ -1508,10 +1512,10 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     real = {k for k, (kind, _words) in seen_on.items() if kind in (None, "competition")}
     best_public = next((r for r in result if r.submission.public_score is not None and r.version is not None
                         and (r.kernel, r.version) in real), None)
-    with_val = [r for r in ledger.all_rows() if r["version"] and float_or_none(r.get("val_accuracy")) is not None
+    with_val = [r for r in ledger.all_rows() if r["version"] and finite_number(r.get("val_accuracy")) is not None
                 and (r["kernel_ref"], int(r["version"])) in real]
-    best_val = max(with_val, key=lambda r: (float_or_none(r["val_accuracy"]), int(r["version"]))) if with_val else None
-    shown = {k for k in chosen} | {k for k in rows if float_or_none(rows[k].get("val_accuracy")) is not None}
+    best_val = max(with_val, key=lambda r: (finite_number(r["val_accuracy"]), int(r["version"]))) if with_val else None
+    shown = {k for k in chosen} | {k for k in rows if finite_number(rows[k].get("val_accuracy")) is not None}
     not_candidates = tuple((k[1], k[0], seen_on[k][1]) for k in sorted(shown) if k in rows and k not in real)
     unrecorded = tuple(sorted(k[1] for k in chosen if k not in rows))
     return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates)
@@ -1567,8 +1571,8 @@ def scores_plot(project: Project, path: Path) -> Path:
     plt = _pyplot()
     rows = ledger_of(project).rows()
     versions = [int(r["version"]) for r in rows]
-    public = [float_or_none(r.get("public_score")) for r in rows]
-    val = [float_or_none(r.get("val_accuracy")) for r in rows]
+    public = [finite_number(r.get("public_score")) for r in rows]
+    val = [finite_number(r.get("val_accuracy")) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     pv = [(v, s) for v, s in zip(versions, public) if s is not None]
     vv = [(v, s) for v, s in zip(versions, val) if s is not None]
@@ -1667,6 +1671,6 @@ def quota_get(project: Project, remote: Remote) -> Quota:
     refresh = getattr(response, "quota_refresh_time", None)
     refresh_text = refresh.isoformat(timespec="minutes") if hasattr(refresh, "isoformat") else ""
     minutes = tuple(
-        (int(r["version"]), float(r["run_minutes"])) for r in rows if float_or_none(r.get("run_minutes")) is not None
+        (int(r["version"]), float(r["run_minutes"])) for r in rows if finite_number(r.get("run_minutes")) is not None
     )
     return Quota(used, total, refresh_text, minutes)
