@@ -249,7 +249,7 @@ def run(cfg: Config) -> dict:
             adapter = None if model.trained else keep_adapter(model, ctx.scratch, out)
             prediction = predict(ctx, model, data, encoded)
             metrics = write_outputs(ctx, inputs, data, model, training, prediction)
-            publish(ctx.scratch / "outputs", out)
+            publish(ctx.scratch / "outputs", out, adapter_kept=adapter is not None)
         except PublishError:
             raise
         except (KernelError, OSError) as exc:
@@ -739,8 +739,9 @@ def write_outputs(ctx: RunContext, inputs: Inputs, data: Data, model: Model, tra
                         temperature=prediction.temperature)
     if model.trained:  # the adapter predicted with: carried along unchanged
         copy_tree(Path(cfg.adapter_from), stage / "adapter")
-    else:  # keep_adapter's copy, now with its temperature
-        save_adapter(model, stage / "adapter", prediction.temperature)
+    else:  # keep_adapter published it before predicting: only its kit.json changes, now with the temperature
+        (stage / "adapter").mkdir()
+        write_json(stage / "adapter" / "kit.json", kit_of(model, prediction.temperature))
     metrics = metrics_of(ctx, inputs, data, model, training, prediction)
     metrics["plots"] = save_plots(stage, training.history, confusion_of(data, prediction))
     write_json(stage / "config.json", {**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)})
@@ -1993,8 +1994,13 @@ def save_adapter(model: Model, folder: Path, temperature: float | None) -> None:
     torch.save(model.net.head.state_dict(), folder / "head.pt")
     if model.generated:  # an encoder generated for this run (random weights): keep it and its tokenizer to reload
         copy_tree(Path(model.source), folder / "base")
-    write_json(folder / "kit.json", {"config": dataclasses.asdict(model.config), "temperature": temperature,
-                                     "hidden_size": model.net.encoder.get_base_model().config.hidden_size})
+    write_json(folder / "kit.json", kit_of(model, temperature))
+
+
+def kit_of(model: Model, temperature: float | None) -> dict:
+    """An adapter's kit.json: the config it was trained with, its temperature and the encoder's width."""
+    return {"config": dataclasses.asdict(model.config), "temperature": temperature,
+            "hidden_size": model.net.encoder.get_base_model().config.hidden_size}
 
 
 def submission_problem(frame: pd.DataFrame, expected_rows: int) -> str | None:
@@ -2068,14 +2074,19 @@ def publish_file(src: Path, dst: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
 
 
-def publish(stage: Path, out: Path) -> None:
+def publish(stage: Path, out: Path, adapter_kept: bool = False) -> None:
     """Moves the staged outputs into `out`, submission.csv first; removes outputs of an earlier run that this
-    one did not write. A failure after the submission leaves it in place and names what is missing."""
+    one did not write. A failure after the submission leaves it in place and names what is missing. With
+    `adapter_kept` the adapter is already there (keep_adapter): only its kit.json is replaced, and a failure
+    leaves it as kept."""
     out.mkdir(parents=True, exist_ok=True)
     publish_file(stage / "submission.csv", out / "submission.csv")
     missing = []
     for name in OUTPUT_NAMES[1:]:
         src, dst = stage / name, out / name
+        kept = adapter_kept and name == "adapter"
+        if kept:
+            src, dst = src / "kit.json", dst / "kit.json"
         try:
             if src.exists():
                 publish_file(src, dst)
@@ -2083,7 +2094,8 @@ def publish(stage: Path, out: Path) -> None:
                 remove_output(dst)
         except OSError as exc:
             missing.append(f"{name} ({exc.strerror or exc})")
-            shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
+            if not kept:  # an earlier run's, which would pass for this run's; this run's adapter stays
+                shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
     if missing:
         raise PublishError(f"published {out / 'submission.csv'}, but not: {', '.join(missing)}")
 

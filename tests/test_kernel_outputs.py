@@ -132,17 +132,32 @@ def test_a_failed_write_after_the_submission_keeps_it_and_says_what_is_missing(k
                                                                                monkeypatch):
     real_publish = kernel.publish_file
 
-    def disk_full_for_metrics(src, dst):  # the hook: the disk fills up while the metrics are written
-        if dst.name == "metrics.json":
+    def disk_full_after_predicting(src, dst):  # the hook: the disk fills up for the metrics and the adapter
+        if dst.name == "metrics.json" or "adapter" in dst.parts[-2:] and "before" not in keep_adapter_done:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_publish(src, dst)
 
-    monkeypatch.setattr(kernel, "publish_file", disk_full_for_metrics)
+    keep_adapter_done = []
+    real_keep = kernel.keep_adapter
+
+    def keep_adapter(*args):  # the adapter kept before predicting is published as usual
+        keep_adapter_done.append("before")
+        try:
+            return real_keep(*args)
+        finally:
+            keep_adapter_done.clear()
+
+    monkeypatch.setattr(kernel, "publish_file", disk_full_after_predicting)
+    monkeypatch.setattr(kernel, "keep_adapter", keep_adapter)
     old_submission = (used_output / "submission.csv").read_bytes()
     code, _, err = run_main(*QUICK, "seed=7", f"output_dir={used_output}")
     assert code == 5
     assert err.strip().splitlines()[-1] == (f"error: published {used_output / 'submission.csv'}, but not: "
-                                            "metrics.json (No space left on device)")
+                                            "metrics.json (No space left on device), "
+                                            "adapter (No space left on device)")
+    kit = json.loads((used_output / "adapter" / "kit.json").read_text())  # the adapter kept before predicting
+    assert kit["config"]["seed"] == 7 and kit["temperature"] is None
+    assert {"head.pt", "adapter_config.json"} <= {p.name for p in (used_output / "adapter").iterdir()}
     kernel.validate_submission(used_output / "submission.csv", 8000)
     assert (used_output / "submission.csv").read_bytes() != old_submission  # this run's submission
     assert not (used_output / "metrics.json").exists()  # the earlier run's would pass for this one's
