@@ -623,9 +623,6 @@ def check_prediction_batch(ctx: RunContext, model: Model, encoded: Encoded) -> N
     net = model.net.to(ctx.device)
     encoded.batch_size = fitting_batch_size(net, encoded.test_ids + encoded.val_ids, encoded.batch_size,
                                             Feed(encoded.pad_id, ctx.device, ctx.dtype))
-    if ctx.world > 1 and not model.trained:  # the ranks train their own copies: free this one's memory
-        model.net.cpu()
-        torch.cuda.empty_cache()
 
 
 def print_banner(ctx: RunContext, inputs: Inputs, data: Data, model: Model) -> None:
@@ -637,15 +634,11 @@ def print_banner(ctx: RunContext, inputs: Inputs, data: Data, model: Model) -> N
             f"batch {cfg.batch_size} x {ctx.world} process(es) | ~{steps:,} steps over {cfg.epochs} epoch(s)")
     print(f"\n{'=' * 72}\n  {inputs.describe()}\n  model {model_description(model)}\n"
           f"  train rows {len(data.train_rows):,} | validation rows {len(data.val_rows):,} | test rows "
-          f"{len(data.test_texts):,}\n  {plan} | device {describe_device(ctx.device, training_processes(ctx, model))}"
+          f"{len(data.test_texts):,}\n  {plan} | device {describe_device(ctx.device, ctx.world)}"
           f"\n  precision {ctx.dtype or 'fp32'} | trainable parameters {model.breakdown['total']:,}", flush=True)
     for i in data.train_rows[:3]:
         print(f"  sample [{LABELS[data.labels[i]]}] {data.texts[i][:110]}")
     print("=" * 72, flush=True)
-
-
-def training_processes(ctx: RunContext, model: Model) -> int:
-    return 1 if model.trained else ctx.world
 
 
 def describe_device(device: torch.device, world: int) -> str:
@@ -789,8 +782,8 @@ def metrics_of(ctx: RunContext, inputs: Inputs, data: Data, model: Model, traini
                                                                             for p in prediction.test_prior],
         "pseudo_label_rows": training.pseudo_label_rows,
         "predict_only": model.trained,
-        "device": describe_device(ctx.device, training_processes(ctx, model)),
-        "processes": training_processes(ctx, model),
+        "device": describe_device(ctx.device, ctx.world),
+        "processes": ctx.world,
         "precision": str(ctx.dtype or "fp32").replace("torch.", ""),
         "versions": library_versions(),
         "config": dataclasses.asdict(cfg),
@@ -1781,6 +1774,9 @@ def _duration(seconds: float) -> str:
 # batch list under DistributedDataParallel, and rank 0 hands back the best state through a file. The run context
 # crosses to them, so every rank agrees on the config, the deadline and the stop marker.
 def process_count(cfg: Config) -> int:
+    """Data-parallel processes that train: `processes`, else one per GPU; one for a predict-only run."""
+    if cfg.adapter_from:
+        return 1
     if cfg.processes:
         return cfg.processes
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
@@ -1809,6 +1805,8 @@ def train(ctx: RunContext, data: TrainData, model: Model, epochs: int | None = N
         return train_loop(ctx, data, model.net.to(ctx.device), epochs)
     import torch.multiprocessing as mp
 
+    model.net.cpu()  # the ranks train their own copies: this process's GPU memory (prediction's too) is freed
+    torch.cuda.empty_cache()
     with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
         job = RankJob(free_port(), model.source, trainable_state(model.net), epochs or ctx.cfg.epochs,
                       os.path.join(tmp, "result.pt"))
