@@ -2069,7 +2069,7 @@ def publish_file(src: Path, dst: Path) -> None:
             os.replace(tmp, dst)
     finally:
         for leftover in (tmp, old):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            remove_output(leftover, quiet=True)
 
 
 def publish(stage: Path, out: Path, adapter_kept: bool = False) -> None:
@@ -2093,16 +2093,21 @@ def publish(stage: Path, out: Path, adapter_kept: bool = False) -> None:
         except OSError as exc:
             missing.append(f"{name} ({exc.strerror or exc})")
             if not kept:  # an earlier run's, which would pass for this run's; this run's adapter stays
-                shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
+                remove_output(dst, quiet=True)
     if missing:
         raise PublishError(f"published {out / 'submission.csv'}, but not: {', '.join(missing)}")
 
 
-def remove_output(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def remove_output(path: Path, quiet: bool = False) -> None:
+    """`path` (a file or folder) gone; with `quiet`, as far as it can go without raising (cleaning up)."""
+    try:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=quiet)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        if not quiet:
+            raise
 
 
 def save_plots(out: Path, history: list[dict], confusion: np.ndarray) -> list[str]:
