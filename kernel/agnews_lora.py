@@ -214,11 +214,7 @@ class Config:
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
 KNOBS = {f.name: f.metadata["knob"] for f in dataclasses.fields(Config)}  # what validation and docs read
 HASH_EXCLUDED = ("output_dir", "train_data", "test_data", "progress_seconds")  # where, not what: not hashed
-# Views of KNOBS that lorakit and older callers use.
-HEADS = KNOBS["head"].choices
-PRECISIONS = KNOBS["precision"].choices
-PRIOR_CORRECTIONS = KNOBS["prior_correction"].choices
-RANGES = {key: rules.bounds for key, rules in KNOBS.items() if rules.low is not None}
+HEADS = KNOBS["head"].choices  # lorakit's planner reads them
 
 
 # -------------------------------------------------------------------------------------------- the job
@@ -313,7 +309,7 @@ class Data:
     train_rows: np.ndarray
     val_rows: np.ndarray
     test_texts: list[str]
-    source_rows: np.ndarray | None = None  # each row's index in the training source (None: the same as here)
+    source_rows: np.ndarray  # each row's index in the training source (kept through max_train_samples)
 
     @property
     def val_labels(self) -> np.ndarray:
@@ -322,8 +318,7 @@ class Data:
     @property
     def val_ids(self) -> np.ndarray:
         """The validation rows' indices in the training source: two runs' validation predictions pair by them."""
-        rows = self.val_rows if self.source_rows is None else self.source_rows[self.val_rows]
-        return np.asarray(rows, dtype=np.int64)
+        return np.asarray(self.source_rows[self.val_rows], dtype=np.int64)
 
     @property
     def val_ids_sha256(self) -> str:
@@ -2839,13 +2834,13 @@ PUBLIC_API = (
     "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
     "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
     "config_hash", "usable_positions", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
-    "budget_warning", "COMPETITION_PARAM_LIMIT",
+    "budget_warning",
     "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
     "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
     "make_optimizer", "make_scheduler", "Optimization", "train_step", "trainable_state", "load_trainable_state",
     "Feed", "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
     "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
-    "KNOBS", "RANGES", "PRECISIONS", "PRIOR_CORRECTIONS", "field_type", "interval_text",
+    "KNOBS", "field_type", "interval_text",
     "run", "submission_problem", "validate_submission", "read_push_record", "render_push_record",
 )
 

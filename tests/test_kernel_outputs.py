@@ -87,7 +87,8 @@ def test_an_output_dir_without_room_is_refused_before_training(kernel, run_main,
 def test_the_estimate_covers_what_a_run_writes(kernel, smoke_run):
     out, metrics, _, _ = smoke_run
     cfg = kernel.config_from_overrides({"smoke": True})
-    data = kernel.Data([], np.zeros(0), np.zeros(0), np.zeros(metrics["val_rows"]), [""] * metrics["test_rows"])
+    data = kernel.Data([], np.zeros(0), np.zeros(0), np.zeros(metrics["val_rows"]), [""] * metrics["test_rows"],
+                       np.zeros(0))
     model = kernel.Model(None, None, cfg, str(out / "adapter" / "base"), metrics["param_breakdown"], generated=True)
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert written < kernel.outputs_size(cfg, data, model) < 10 * written + 4 * 2**20
