@@ -111,6 +111,21 @@ def test_sync_twice_changes_nothing_the_second_time(kit, tmp_path, monkeypatch):
     assert (clone / "submissions" / "ledger.csv").read_bytes() == synced
 
 
+def test_scores_and_sync_record_a_score_alike(kit):
+    """A score with more digits than the ledger keeps: submit --wait, scores and sync write the same cells, so a
+    sync after scores finds nothing to change (it once refreshed the score scores had written unrounded)."""
+    kit.state.score_hook = lambda content: ("0.861234567", "0.85")
+    two_versions_one_submitted(kit)
+    assert kit.row(1)["public_score"] == "0.861235"
+    assert kit.run("scores")[0] == 0
+    before = kit.ledger.read_bytes()
+    assert kit.row(1)["public_score"] == "0.861235" and kit.row(1)["private_score"] == "0.85"
+    code, out, err = kit.run("sync", "--json")
+    assert code == 0, err
+    assert [c["action"] for c in one_document(out)["submissions"]] == ["unchanged"]
+    assert kit.ledger.read_bytes() == before
+
+
 def test_a_conflicting_row_is_reported_and_left_as_is(kit):
     two_versions_one_submitted(kit)
     rows = kit.rows()

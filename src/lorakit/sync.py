@@ -27,11 +27,10 @@ from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
 from lorakit.remote import Remote, Submission
-from lorakit.stats import finite_number
 from lorakit.transport import json_loads_safe
 from lorakit.workflow import (
-    TERMINAL_KERNEL, UNCONFIRMED, submission_key, submission_preferred, description_version,
-    kernel_ref_resolve, ledger_of, overrides_text, run_minutes_of,
+    TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns,
+    overrides_text, submission_columns, submission_key, submission_preferred,
 )
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
@@ -114,7 +113,7 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
     if text is not None and not isinstance(metrics, dict):
         problems.append("its metrics.json is not a JSON object (cut short?): its columns stay empty")
     elif metrics is not None:  # the push record's config_hash and count (as pushed) come first
-        fields.update({k: v for k, v in _metrics_fields(metrics).items() if k not in fields})
+        fields.update({k: v for k, v in metrics_columns(metrics).items() if k not in fields})
     unknown = tuple(k for k in PUSH_ONLY if pushed.record.get(k) is None)
     return VersionSeen(number, fields, unknown, tuple(problems))
 
@@ -140,14 +139,6 @@ def metrics_fetch(remote: Remote, ref: KernelRef, number: int) -> Optional[str]:
         path = Path(tmp) / "metrics.json"
         remote.file_download(item.url, path, f"metrics.json of v{number}")
         return path.read_text(encoding="utf-8", errors="replace")
-
-
-def _metrics_fields(metrics: dict) -> dict:
-    """The columns metrics.json fills, as `lorakit pull` writes them (workflow.pulled_fields)."""
-    val, minutes = finite_number(metrics.get("val_accuracy")), run_minutes_of(metrics)
-    fields = {"val_accuracy": val, "run_minutes": minutes, "run_config_hash": str(metrics.get("config_hash") or ""),
-              "trainable_params": metrics.get("trainable_params")}
-    return cells({k: v for k, v in fields.items() if v not in (None, "")})
 
 
 # -------------------------------------------------------------------------------------------------- merging
@@ -230,9 +221,7 @@ def _submission_record(row: dict, sub: Submission, version: int) -> Change:
     if named.get("config_hash") and pushed and named["config_hash"] != pushed:
         return Change(version, "conflict", ("config_hash",),
                       f"it names config_hash {named['config_hash']}, v{version} has {pushed}: left as is")
-    fields = cells({"submission_ref": sub.ref, "submission_token": named.get("token"), "submitted_at": sub.date,
-                    "submission_status": sub.status, "public_score": sub.public_score,
-                    "private_score": sub.private_score})
+    fields = {**submission_columns(sub), **cells({"submission_token": named.get("token"), "submitted_at": sub.date})}
     return _row_complete(row, fields, version)
 
 

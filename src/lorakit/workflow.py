@@ -24,7 +24,7 @@ from lorakit.errors import (
     ArgumentError, FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
 )
 from lorakit.kernel import Effective, adapter_digest, config_effective, script_render, submission_check
-from lorakit.ledger import SENDING, Ledger, kernel_same, mode_under_umask
+from lorakit.ledger import SENDING, Ledger, cells, kernel_same, mode_under_umask
 from lorakit.project import (
     METADATA_FILE,
     DatasetRef,
@@ -1034,16 +1034,22 @@ def run_mismatches(project: Project, version: int, row: dict, metrics: Optional[
     return warnings
 
 
+def metrics_columns(metrics: dict) -> dict:
+    """The ledger cells metrics.json fills (pull and sync write them): those it says, each as the ledger keeps it."""
+    fields = {"val_accuracy": finite_number(metrics.get("val_accuracy")), "run_minutes": run_minutes_of(metrics),
+              "run_config_hash": str(metrics.get("config_hash") or ""),
+              "trainable_params": metrics.get("trainable_params")}
+    return cells({k: v for k, v in fields.items() if v not in (None, "")})
+
+
 def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Optional[dict]) -> dict:
     """The ledger columns a pull fills: when and how the run ended, and what its metrics.json says."""
     fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
                     "run_config_hash": ""}
-    if metrics is not None:
-        val, minutes = finite_number(metrics.get("val_accuracy")), run_minutes_of(metrics)
-        fields.update(val_accuracy="" if val is None else val, run_minutes="" if minutes is None else minutes,
-                      run_config_hash=str(metrics.get("config_hash") or ""))
-        if not row.get("trainable_params") and metrics.get("trainable_params") is not None:
-            fields["trainable_params"] = metrics["trainable_params"]  # a row the push did not write
+    found = metrics_columns(metrics or {})
+    if row.get("trainable_params"):  # what the push counted stays; a row the push did not write gets the run's
+        found.pop("trainable_params", None)
+    fields.update(found)
     if not row.get("kernel_ref"):
         fields["kernel_ref"] = str(ref)
     return fields
@@ -1105,8 +1111,7 @@ def submission_wait(
         if sub.status not in ("COMPLETE", "ERROR"):
             return False
         if version is not None:
-            ledger_of(project).update(version, submission_status=sub.status, public_score=sub.public_score,
-                                      private_score=sub.private_score)
+            ledger_of(project).update(version, **submission_columns(sub))
         if sub.status == "ERROR":
             raise RunFailed(f"submission {ref} failed to score: {sub.error or 'no error message'}")
         return True
@@ -1171,12 +1176,16 @@ def real_run_check(project: Project, version: int, row: dict, allow_smoke: bool)
                      "(--allow-smoke submits it anyway, to exercise the loop against a stand-in)")
 
 
+def submission_columns(sub: Submission) -> dict:
+    """The ledger's cells of a submission as Kaggle shows it (every command that records one writes these)."""
+    return cells({"submission_ref": sub.ref, "submission_status": sub.status, "public_score": sub.public_score,
+                  "private_score": sub.private_score})
+
+
 def _submission_recorded(ledger: Ledger, version: int, sub: Submission, token: str) -> None:
     """Make ``sub`` v<N>'s submission: the previous one's columns are replaced only now, once it is known."""
-    ledger.update(version, submission_ref=sub.ref, submission_token=token, submitted_at=sub.date or utc_now(),
-                  submission_status=sub.status, public_score="" if sub.public_score is None else sub.public_score,
-                  private_score="" if sub.private_score is None else sub.private_score, pending_token="",
-                  pending_status="")
+    ledger.update(version, **submission_columns(sub), submission_token=token, submitted_at=sub.date or utc_now(),
+                  pending_token="", pending_status="")
 
 
 def submission_pending_settle(project: Project, remote: Remote, ledger: Ledger, version: int, row: dict):
@@ -1480,10 +1489,7 @@ def _scores_record(ledger: Ledger, chosen: dict, lost: set) -> None:
             if record.get("pending_token") and record["pending_token"] in sub.description:
                 record.update(submission_token=record["pending_token"], submitted_at=sub.date or utc_now(),
                               pending_token="", pending_status="")
-            record["submission_ref"] = str(sub.ref)
-            record["submission_status"] = sub.status
-            record["public_score"] = "" if sub.public_score is None else repr(sub.public_score)
-            record["private_score"] = "" if sub.private_score is None else repr(sub.private_score)
+            record.update(submission_columns(sub))
 
 
 def scores_get(project: Project, remote: Remote) -> Scores:
