@@ -189,9 +189,8 @@ ALLOW_SMOKE = flag("--allow-smoke", action="store_true",
 def _push_options(args):
     from lorakit.workflow import PushOptions
 
-    real_only = getattr(args, "submit", False) and not args.allow_smoke  # run --submit: no smoke run to push
     return PushOptions(args.message, tuple(args.sets), args.accelerator, args.no_run, args.predict_from,
-                       args.build_dir, args.dry_run, args.again, real_only)
+                       args.build_dir, args.dry_run, args.again)
 
 
 def _on_poll(emit: Callable[[str], None], changes_only: bool = False):

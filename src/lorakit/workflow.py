@@ -171,7 +171,7 @@ class PushOptions:
     build_dir: Optional[Path] = None
     dry_run: bool = False
     again: bool = False  # push even when this kernel already ran the same config_hash to COMPLETE
-    for_submission: bool = False  # the run is to be submitted (run --submit): a smoke config is refused first
+    for_submission: bool = False  # set by run_pipeline for run --submit: a smoke config is refused before pushing
     sweep_id: str = ""  # the sweep this push is an arm of (lorakit sweep), written into its ledger row
 
 
@@ -1382,7 +1382,8 @@ def run_pipeline(project: Project, remote: Optional[Remote], options: RunOptions
 
 def _run_steps(project: Project, remote: Optional[Remote], options: RunOptions, show: RunShow, at: RunAt) -> RunResult:
     """run_pipeline's steps, each recorded in ``at`` as it starts."""
-    pushed = kernel_push(project, remote, options.push, show.warn)
+    push = replace(options.push, for_submission=options.submit and not options.allow_smoke)
+    pushed = kernel_push(project, remote, push, show.warn)
     show.pushed(pushed)
     if options.push.dry_run:
         return RunResult(pushed)
