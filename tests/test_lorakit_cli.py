@@ -223,3 +223,12 @@ def test_a_full_disk_outside_a_send_is_one_line_and_the_ledger_is_kept(kit, monk
     line = error_line(err)
     assert code == 1 and "No space left on device" in line and "free some space" in line
     assert "internal error" not in err and kit.ledger.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [("status", "--wait", "--timeout", "0"), ("submit", "1", "--wait", "--timeout", "-5")])
+def test_a_timeout_that_is_not_positive_is_refused_before_any_call(kit, argv):
+    push(kit)
+    before = len(kit.state.requests)
+    code, out, err = kit.run(*argv)
+    assert code == 1 and error_line(err).endswith("--timeout must be a positive number of seconds")
+    assert len(kit.state.requests) == before and not kit.state.submissions

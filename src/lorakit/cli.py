@@ -294,8 +294,7 @@ def cmd_status(args) -> int:
 
     out = args.out
     project = _project(args)
-    if args.wait or args.follow:
-        _positive(args.timeout, "--timeout")
+    if args.wait or args.follow:  # kernel_status_wait checks --timeout before any call
         version, status = _status_wait(args, project, _remote(), args.version, args.timeout, args.follow)
     else:
         version, status = kernel_status_get(project, _remote(), args.version)
@@ -436,7 +435,7 @@ def cmd_submit(args) -> int:
     from lorakit.workflow import submission_create, submission_wait
 
     out = args.out
-    if args.wait:
+    if args.wait:  # before submitting: a bad --timeout must not cost a submission
         _positive(args.timeout, "--timeout")
     project, remote = _project(args), _remote()
     result = submission_create(project, remote, args.version, args.message, args.allow_smoke)

@@ -660,10 +660,14 @@ def push_confirm(project: Project, remote: Remote, version: int, ref: KernelRef)
 def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[int, KernelStatus]:
     version, ref = version_target(project, remote, version)
     status = remote.kernel_status_get(ref, version)
-    ledger = ledger_of(project)
+    status_record(ledger_of(project), version, status)
+    return version, status
+
+
+def status_record(ledger: Ledger, version: int, status: KernelStatus) -> None:
+    """v<N>'s row gets the status Kaggle named (a reply that named none, or a version without a row: nothing)."""
     if status.named and ledger.row(version) is not None:
         ledger.update(version, status=status.status)
-    return version, status
 
 
 class LogFollower:
@@ -741,8 +745,7 @@ def kernel_status_wait(
 
     def seen(status: KernelStatus, elapsed: float) -> bool:
         if status != recorded[-1]:
-            if status.named and ledger.row(version) is not None:
-                ledger.update(version, status=status.status)
+            status_record(ledger, version, status)
             recorded.append(status)
         on_poll(version, status, elapsed)
         if status.status in TERMINAL_KERNEL and log is not None:
