@@ -1212,9 +1212,11 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     if not path.is_file():
         raise UsageError(f"{path.relative_to(project.root)} does not exist; run lorakit pull {version} first")
     submission_validate(project, path)  # the kernel's rules, before any network call
-    ledger_of(project).check_writable()
-    notes = real_run_check(project, version, ledger_of(project).row(version) or {}, allow_smoke)
-    if (ledger_of(project).row(version) or {}).get("submission_status") == UNCONFIRMED:  # written by older lorakit
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    recorded = ledger.row(version) or {}
+    notes = real_run_check(project, version, recorded, allow_smoke)
+    if recorded.get("submission_status") == UNCONFIRMED:  # written by older lorakit
         raise UsageError(
             f"v{version}'s last submission is {UNCONFIRMED}: run lorakit scores to find out whether it reached "
             "Kaggle before submitting again"
