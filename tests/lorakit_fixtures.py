@@ -313,17 +313,12 @@ def no_secret(*texts):
 TOKEN = "kgat_0123456789abcdef0123"  # an access token the stand-in knows (tests add it to state.tokens)
 
 
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith("lorakit: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 def versions(kit, slug=None) -> list:
     return kit.state.versions(USERNAME, slug or kit.slug)
 
 
 def error_line(err: str, kind: str = "error") -> str:
+    """The one `lorakit: <kind>:` line of ``err`` (there must be exactly one, and no traceback)."""
     lines = [line for line in err.strip().splitlines() if line.startswith(f"lorakit: {kind}:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]

@@ -55,7 +55,7 @@ def test_every_numeric_field_has_a_range(kernel):
     assert numeric == {key for key, rules in kernel.KNOBS.items() if rules.low is not None}
 
 
-def test_usable_positions(kernel, minilm_path, tmp_path):
+def test_usable_positions(kernel, minilm_path):
     assert kernel.usable_positions(kernel.Config()) == 512
     smoke = kernel.config_from_overrides({"smoke": True})
     assert kernel.usable_positions(smoke) == kernel.SMOKE_ARCH["max_position_embeddings"] - 2

@@ -89,7 +89,7 @@ def test_a_missing_kernel_dependency_names_the_extra(tmp_path, monkeypatch):
         kernel_module_load(copy, name="agnews_lora_without_numpy")
 
 
-def test_a_missing_kernel_package_names_the_checkouts_extra(kit, tmp_path, monkeypatch):
+def test_a_missing_kernel_package_names_the_checkouts_extra(tmp_path, monkeypatch):
     from lorakit.errors import UsageError
     from lorakit.kernel import kernel_module_load
 

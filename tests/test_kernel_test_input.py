@@ -6,6 +6,7 @@ written opcode by opcode below, so that they hold exactly what an attacker would
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -426,7 +427,7 @@ def test_the_kind_of_test_file(kernel, tmp_path, monkeypatch, capsys):
         inputs = kernel.resolve_inputs(cfg, tmp_path)
         assert (inputs.test, inputs.test_kind) == (own, "competition")
         assert inputs.predicted_on(60) == {"kind": "competition", "path": str(own),
-                                           "sha256": kernel.file_sha256(own), "rows": 60}
+                                           "sha256": hashlib.sha256(own.read_bytes()).hexdigest(), "rows": 60}
         explicit = kernel.resolve_inputs(kernel.dataclasses.replace(cfg, test_data=str(own)), tmp_path)
         assert explicit.test_kind == "competition"
         own.unlink()
@@ -468,7 +469,7 @@ def test_real_weights_on_the_competition_file_with_invalid_unicode(kernel, minil
     assert "Traceback" not in err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["predicted_on"] == {"kind": "competition", "path": str(test_file),
-                                       "sha256": kernel.file_sha256(test_file), "rows": 60}
+                                       "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest(), "rows": 60}
     assert metrics["model"] == str(minilm_path) and "SMOKE" not in out
     assert f"predicting on {test_file} (the competition's test file, sha256 " in out.strip().splitlines()[-1]
     kernel.validate_submission(tmp_path / "out" / "submission.csv", 60)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lorakit_fixtures import SECRET, TOKEN, USERNAME, no_secret, one_error_line, push
+from lorakit_fixtures import error_line, SECRET, TOKEN, USERNAME, no_secret, push
 
 
 def _home_kaggle(kit):
@@ -58,7 +58,7 @@ def test_credentials_are_read_in_the_clients_order(kit, monkeypatch, source):
 def test_credentials_none_found(kit):
     _kaggle_json(kit).unlink()
     code, out, err = kit.run("scores")
-    line = one_error_line(err)
+    line = error_line(err)
     assert code == 1 and line.startswith("lorakit: error: no Kaggle credentials found")
     assert line.index("KAGGLE_API_TOKEN") < line.index("access_token") < line.index("kaggle.json") < line.index(
         "credentials.json") < line.index("run `kaggle auth login`")
@@ -78,7 +78,7 @@ def test_credentials_file_unreadable_or_invalid(kit, damage, expected):
     else:
         path.write_text('{"username": "alice"}')
     code, out, err = kit.run("scores")
-    line = one_error_line(err)
+    line = error_line(err)
     assert code == 1 and f"the Kaggle credentials file {path} {expected}" in line
     assert "no Kaggle credentials found" not in line and "kaggle auth login" in line
     assert not kit.state.requests
@@ -100,7 +100,7 @@ def test_credentials_rejected_by_kaggle(kit, monkeypatch, fallback):
         assert code == 0 and "warning: Kaggle rejected the access token from KAGGLE_API_TOKEN; using" in err
         assert kit.state.calls("ListSubmissions")[-1][3] == f"bearer:{USERNAME}"
         return
-    line = one_error_line(err)
+    line = error_line(err)
     assert code == 1 and "Kaggle rejected the access token from KAGGLE_API_TOKEN" in line
     assert "no Kaggle credentials found" not in line and "kaggle auth login" in line
     assert not kit.state.calls("ListSubmissions")
@@ -110,7 +110,7 @@ def test_credentials_rejected_with_401(kit, monkeypatch):
     monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
     kit.state.fail("IntrospectToken", 401)
     code, out, err = kit.run("scores")
-    assert code == 1 and "rejected the credentials (401) from KAGGLE_API_TOKEN" in one_error_line(err)
+    assert code == 1 and "rejected the credentials (401) from KAGGLE_API_TOKEN" in error_line(err)
     assert TOKEN not in err
 
 
@@ -151,6 +151,6 @@ def test_a_token_file_that_does_not_exist_is_named(kit, monkeypatch, tmp_path):
     missing = tmp_path / "kaggle" / "access_token"
     monkeypatch.setenv("KAGGLE_API_TOKEN", str(missing))
     code, out, err = kit.run("quota")
-    line = one_error_line(err)
+    line = error_line(err)
     assert code == 1 and f"KAGGLE_API_TOKEN names the file {missing}, which does not exist" in line
     assert "inactive or expired" not in line and not kit.state.requests

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lorakit_fixtures import REPO, USERNAME, one_error_line, push, push_pull, versions
+from lorakit_fixtures import error_line, REPO, USERNAME, push, push_pull, versions
 
 
 def expected_files(kit, number=1) -> set:
@@ -126,7 +126,7 @@ def test_pull_refuses_once_its_wait_for_another_pull_runs_out(kit, monkeypatch):
     before = len(kit.state.requests)
     with FileLock(str(kit.repo / "submissions" / ".pull-v1.lock")):
         code, out, err = kit.run("pull", 1)
-    assert code == 1 and "still pulling v1" in one_error_line(err) and "waiting up to 0.2 s" in err
+    assert code == 1 and "still pulling v1" in error_line(err) and "waiting up to 0.2 s" in err
     assert len(kit.state.requests) == before and not (kit.repo / "submissions" / "v1").exists()
 
 

@@ -14,7 +14,6 @@ from lorakit_fixtures import (
     error_line,
     full_disk_after,
     lorakit_started,
-    one_error_line,
     push,
     push_pull,
     signalled_in_flight,
@@ -176,7 +175,7 @@ def test_internet_off_refuses_a_hub_model_before_any_network_call(kit, minilm_pa
     metadata_write(kit, enable_internet=False)
     for argv in (("check",), ("push", "-m", "x", "--dry-run"), ("push", "-m", "x"), ("run", "-m", "x")):
         code, out, err = kit.run(*argv)
-        line = one_error_line(err)
+        line = error_line(err)
         assert code == 1 and "enable_internet is false" in line and "model roberta-base is a Hugging Face hub id" in line
         assert "model_sources" in line and "--set model=/kaggle/input/" in line, line
     assert not kit.state.requests and not kit.ledger.exists()
@@ -198,7 +197,7 @@ def test_internet_off_and_the_training_data(kit, minilm_path, sources, sets, ref
     argv = ["check", "--set", f"model={minilm_path}"] + [a for s in sets for a in ("--set", s)]
     code, out, err = kit.run(*argv)
     if refused:
-        line = one_error_line(err)
+        line = error_line(err)
         assert code == 1 and refused in line and f"attach the AG News CSVs {AG_NEWS} in dataset_sources" in line
     else:
         assert code == 0, err
@@ -215,7 +214,7 @@ def test_internet_off_predict_from_loads_the_encoder_its_adapter_was_trained_on(
     data["config"]["model"] = "roberta-base"
     kit_json.write_text(json.dumps(data))
     code, out, err = kit.run("push", "-m", "p", "--predict-from", 1, "--dry-run")
-    assert code == 1 and "model roberta-base is a Hugging Face hub id" in one_error_line(err)
+    assert code == 1 and "model roberta-base is a Hugging Face hub id" in error_line(err)
 
 
 def test_predict_from_pins_each_versions_own_adapter_and_the_kernel_refuses_another(kit, tmp_path):
@@ -315,7 +314,7 @@ def test_push_unconfirmed_is_recorded_then_confirmed_by_status(kit):
     kit.state.fail("GetKernel", 500, times=None, skip=1)  # the read before the push works, the check does not
     code, out, err = kit.run("push", "-m", "x")
     assert code == 5
-    line = one_error_line(err)
+    line = error_line(err)
     assert "UNCONFIRMED" in line and "lorakit status 1" in line and "may have gone through" in line
     assert len(kit.state.calls("SaveKernel")) == 1 and len(versions(kit)) == 1  # never resent
     row = kit.row(1)
@@ -339,7 +338,7 @@ def test_push_unconfirmed_that_another_push_overtook_is_found_by_its_token(kit):
     mine.number = 3
     versions(kit).extend([other, mine])
     code, out, err = kit.run("status", 2)
-    assert code == 1 and "went through as v3" in one_error_line(err) and "lorakit status 3" in err
+    assert code == 1 and "went through as v3" in error_line(err) and "lorakit status 3" in err
     assert kit.row(3)["message"] == "mine" and kit.row(3)["status"] == "QUEUED" and len(kit.rows()) == 2
     assert len(kit.state.calls("SaveKernel")) == 2  # nothing sent again
 
@@ -352,7 +351,7 @@ def test_push_unconfirmed_that_never_arrived(kit):
 
     kit.state.faults.clear()
     code, out, err = kit.run("pull", 1)
-    assert code == 1 and "never reached Kaggle" in one_error_line(err)
+    assert code == 1 and "never reached Kaggle" in error_line(err)
     assert kit.row(1)["status"] == "NOT_PUSHED" and not (kit.repo / "submissions" / "v1").exists()
     out, err = push(kit, message="again")
     assert "pushed v1" in out and "row for v1; it is replaced" in err

@@ -13,7 +13,7 @@ import pytest
 from lorakit.errors import UsageError
 from lorakit.retry import GaveUp, RetryPolicy, Timing, call_with_retry, is_unsent, retry_after_seconds
 
-from lorakit_fixtures import COMPETITION, PORTAL, SECRET, TOKEN, one_document, one_error_line, push, push_pull, versions
+from lorakit_fixtures import error_line, COMPETITION, PORTAL, SECRET, TOKEN, one_document, push, push_pull, versions
 
 
 class FakeResponse:
@@ -86,7 +86,7 @@ def test_429_with_a_retry_after_beyond_the_budget_stops_at_once(kit):
     assert len(kit.state.calls("GetKernelSessionStatus")) == 1
 
 
-def test_connection_refused_is_retried_then_reported(kit, monkeypatch):
+def test_connection_refused_is_retried_then_reported(kit):
     kit.server.stop()
     code, out, err = kit.run("status", "1", "--kernel", f"alice/{kit.slug}")
     assert code == 1 and "could not reach Kaggle" in err and "gave up" in err
@@ -96,13 +96,13 @@ def test_connection_refused_is_retried_then_reported(kit, monkeypatch):
 def test_push_and_submit_4xx_are_final(kit, status):
     kit.state.fail("SaveKernel", status, headers={"Retry-After": "0"})
     code, out, err = kit.run("push", "-m", "x")
-    assert code == 1 and str(status) in one_error_line(err)
+    assert code == 1 and str(status) in error_line(err)
     assert len(kit.state.calls("SaveKernel")) == 1 and not versions(kit) and kit.rows() == []
 
     push_pull(kit)
     kit.state.fail("CreateSubmission", status, headers={"Retry-After": "0"})
     code, out, err = kit.run("submit", 1)
-    assert code == 1 and str(status) in one_error_line(err)
+    assert code == 1 and str(status) in error_line(err)
     assert len(kit.state.calls("CreateSubmission")) == 1 and not kit.state.submissions
     assert kit.row(1)["submission_status"] == "" and kit.row(1)["pending_status"] == ""
 
@@ -118,7 +118,7 @@ def test_a_captive_portal_page_is_one_line_for_every_call(kit, method, argv):
     kit.state.odd(method, "html", times=None)
     before = len(kit.state.calls(method))
     code, out, err = kit.run(*argv)
-    assert code == 1 and one_error_line(err).endswith(f"a web page, {PORTAL}"), err
+    assert code == 1 and error_line(err).endswith(f"a web page, {PORTAL}"), err
     assert len(kit.state.calls(method)) == before + 1  # not retried: a portal answers the same every time
 
 
@@ -128,7 +128,7 @@ def test_a_proxys_error_page_labelled_json_is_read_by_its_status(kit):
     assert code == 0 and "HTTP 502; retrying" in err and "GPU quota this week" in out, err
     kit.state.odd("GetAcceleratorQuotaStatistics", "bad-gateway", times=None)
     code, out, err = kit.run("quota")
-    assert code == 1 and "Kaggle server error (502)" in one_error_line(err)
+    assert code == 1 and "Kaggle server error (502)" in error_line(err)
 
 
 def test_secrets_in_server_messages_are_redacted_everywhere(kit):
@@ -138,7 +138,7 @@ def test_secrets_in_server_messages_are_redacted_everywhere(kit):
     kit.state.run_hook = lambda text, n: (kit.fake_run(text, n)[0],
                                           json.dumps([{"stream_name": "stderr", "time": 1.0, "data": leak}]))
     code, out, err = kit.run("run", "-m", "x", "--follow")
-    assert code == 3 and "KAGGLE_KEY=*** was printed" in one_error_line(err)
+    assert code == 3 and "KAGGLE_KEY=*** was printed" in error_line(err)
     seen = [out + err]
     for argv in (("status", 1), ("status", 1, "--json"), ("logs", 1), ("logs", 1, "--json")):
         code, out, err = kit.run(*argv)
@@ -173,7 +173,7 @@ def test_stalled_server_ends_in_one_clear_line(kit, scaled, where, argv):
     code, out, err = kit.run(*argv)
     elapsed = time.monotonic() - start
     assert code in (1, 5) and elapsed < scaled, (elapsed, err)
-    line = one_error_line(err)
+    line = error_line(err)
     assert "did not answer in time" in line or "it may have gone through" in line, line
     if argv[0] == "submit":
         assert "nothing was submitted" in line and not kit.state.calls("CreateSubmission")
@@ -189,7 +189,7 @@ def test_stalled_token_introspection_ends_in_one_clear_line(kit, scaled, monkeyp
     start = time.monotonic()
     code, out, err = kit.run("scores")
     assert code == 1 and time.monotonic() - start < scaled
-    assert "authenticate: Kaggle did not answer in time" in one_error_line(err) and TOKEN not in err
+    assert "authenticate: Kaggle did not answer in time" in error_line(err) and TOKEN not in err
 
 
 def test_retry_backoff_grows_with_jitter_and_is_capped():
@@ -214,16 +214,23 @@ def test_retry_honours_retry_after_and_succeeds():
     assert len(calls) == 3 and 2.0 <= sleeps[0] <= 2.1 and sleeps[1] == pytest.approx(0.15)
 
 
-def test_retry_does_not_retry_client_errors():
+@pytest.mark.parametrize("status, retryable, sent, raised", [
+    (403, None, 1, FakeHTTPError),  # a client error is final
+    (429, None, 3, GaveUp),  # too many requests is retried (the control: the override below is what stops it)
+    (429, lambda e: False, 1, FakeHTTPError),  # the caller's classifier can make it final
+])
+def test_which_http_errors_are_retried(status, retryable, sent, raised):
     calls = []
 
-    def denied():
+    def failing():
         calls.append(1)
-        raise FakeHTTPError(403)
+        raise FakeHTTPError(status)
 
-    with pytest.raises(FakeHTTPError):
-        call_with_retry(denied, RetryPolicy(), "x", timing=Timing(sleep=lambda s: None))
-    assert len(calls) == 1
+    policy = RetryPolicy(base_delay=0.01, max_delay=0.01, total_time=100, max_attempts=3)
+    options = {} if retryable is None else {"retryable": retryable}
+    with open(os.devnull, "w") as log, pytest.raises(raised):
+        call_with_retry(failing, policy, "x", timing=Timing(sleep=lambda s: None), log=log, **options)
+    assert len(calls) == sent
 
 
 def test_retry_total_time_is_bounded():
@@ -247,18 +254,6 @@ def test_retry_after_http_date():
     assert 25 <= retry_after_seconds(FakeHTTPError(429, {"Retry-After": when})) <= 31
     assert retry_after_seconds(FakeHTTPError(429, {"Retry-After": "soon"})) is None
     assert retry_after_seconds(FakeHTTPError(429)) is None
-
-
-def test_retry_classifier_can_make_429_final():
-    calls = []
-
-    def limited():
-        calls.append(1)
-        raise FakeHTTPError(429)
-
-    with pytest.raises(FakeHTTPError):
-        call_with_retry(limited, RetryPolicy(), "x", timing=Timing(sleep=lambda s: None), retryable=lambda e: False)
-    assert len(calls) == 1
 
 
 def test_unsent_requests_are_told_apart_from_lost_replies():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorakit_fixtures import COMPETITION, error_line, full_disk_after, one_error_line, push_pull
+from lorakit_fixtures import COMPETITION, error_line, full_disk_after, push_pull
 
 
 def test_second_version_scores_gap_leaderboard_quota_compare_logs(kit):
@@ -49,14 +49,14 @@ def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, processed):
     kit.state.fail("ListSubmissions", 500, times=None)
     code, out, err = kit.run("submit", 1)
     assert code == 5
-    line = one_error_line(err)
+    line = error_line(err)
     assert "UNCONFIRMED" in line and "lorakit scores" in line
     assert len(kit.state.calls("CreateSubmission")) == 1 and len(kit.state.submissions) == int(processed)
     row = kit.row(1)
     assert row["pending_status"] == "UNCONFIRMED" and row["submission_ref"] == "" and row["pending_token"]
 
     code, out, err = kit.run("submit", 1)  # no blind resend by the user either: it looks for the token first
-    assert code == 1 and "500" in one_error_line(err)
+    assert code == 1 and "500" in error_line(err)
     assert len(kit.state.calls("CreateSubmission")) == 1
 
     kit.state.faults.clear()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lorakit_fixtures import PORTAL, USERNAME, one_document, one_error_line, push, versions
+from lorakit_fixtures import error_line, PORTAL, USERNAME, one_document, push, versions
 
 
 def test_kernel_error_prints_failure_and_exits_nonzero(kit):
@@ -63,10 +63,10 @@ def test_a_status_reply_that_is_not_the_apis_json_is_one_line_and_never_recorded
     kit.state.odd("GetKernelSessionStatus", kind, times=None)
     for argv in (("status", 1), ("status", 1, "--wait"), ("pull", 1)):
         code, out, err = kit.run(*argv)
-        assert code == 1 and one_error_line(err).endswith(said), (argv, err)
+        assert code == 1 and error_line(err).endswith(said), (argv, err)
         assert "QUEUED" not in out + err and "Expecting value" not in err
     code, out, err = kit.run("status", 1, "--json")
-    assert code == 1 and one_document(out) == {"error": one_error_line(err)[len("lorakit: error: "):], "exit_code": 1}
+    assert code == 1 and one_document(out) == {"error": error_line(err)[len("lorakit: error: "):], "exit_code": 1}
     assert kit.row(1)["status"] == "QUEUED" and kit.row(1)["pulled_at"] == ""  # as the push left it
     assert not [r for r in kit.state.requests if r[1] == "/login"]  # the redirect was not followed
     kit.state.faults.clear()
@@ -95,5 +95,5 @@ def test_an_unknown_status_is_shown_as_unknown_and_not_recorded(kit):
     versions(kit)[0].statuses = ["PREEMPTED"]
     for argv in (("status", 1), ("status", 1, "--wait"), ("logs", 1, "--follow")):
         code, out, err = kit.run(*argv)
-        assert code == 1 and "unknown status 'PREEMPTED' from Kaggle" in one_error_line(err), (argv, err)
+        assert code == 1 and "unknown status 'PREEMPTED' from Kaggle" in error_line(err), (argv, err)
     assert kit.row(1)["status"] == "QUEUED"

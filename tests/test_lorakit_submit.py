@@ -11,7 +11,6 @@ from lorakit_fixtures import (
     USERNAME,
     error_line,
     lorakit_started,
-    one_error_line,
     push_pull,
     signalled_in_flight,
 )
@@ -69,7 +68,7 @@ def test_an_unknown_submission_status_is_one_line_and_not_recorded(kit):
     code, out, err = kit.run("submit", 1)
     assert code == 0, err
     code, out, err = kit.run("scores")
-    assert code == 1 and "unknown value 'WEIRD' from Kaggle" in one_error_line(err)
+    assert code == 1 and "unknown value 'WEIRD' from Kaggle" in error_line(err)
     assert kit.row(1)["submission_status"] == "PENDING"
 
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from kaggle_standin import StoredSubmission
-from lorakit_fixtures import one_document, one_error_line, push, versions
+from lorakit_fixtures import error_line, one_document, push, versions
 
 NASTY = 'r=4: "quoted", \'\'\' and """ and a \\ back\\slash, ünïcödé ✓ \U0001F600\nsecond line\r\n\ttabbed'
 # The columns a fresh clone's sync cannot rebuild as the first clone wrote them, and why.
@@ -208,7 +208,7 @@ def test_a_failed_read_writes_nothing(kit, tmp_path, monkeypatch, fault):
             kit.state.drop(method, times=None)
         code, out, err = kit.run("sync")
         assert code == 1, err
-        line = one_error_line(err)
+        line = error_line(err)
         assert ("500" in line) if fault == "500" else ("could not reach Kaggle" in line), line
         assert kit.ledger.read_bytes() == partial
         kit.state.faults.clear()
@@ -225,13 +225,13 @@ def test_a_corrupt_ledger_is_refused_before_any_call(kit):
     calls = len(kit.state.requests)
     for argv in (("sync",), ("sync", "--dry-run")):
         code, out, err = kit.run(*argv)
-        assert code == 1 and "is corrupted: line 2 has 3 fields" in one_error_line(err)
+        assert code == 1 and "is corrupted: line 2 has 3 fields" in error_line(err)
     assert kit.ledger.read_text() == "version,message\n1,a,b\n" and len(kit.state.requests) == calls
 
 
 def test_a_kernel_kaggle_does_not_have_is_one_line(kit):
     code, out, err = kit.run("sync", "--kernel", "alice/never-pushed")
-    assert code == 1 and "Kaggle has no kernel alice/never-pushed" in one_error_line(err)
+    assert code == 1 and "Kaggle has no kernel alice/never-pushed" in error_line(err)
     assert not kit.ledger.exists()
 
 
