@@ -2760,27 +2760,32 @@ _BLOCK_RE = _block_pattern(OVERRIDES_BEGIN, "OVERRIDES_JSON", OVERRIDES_END)
 _PUSH_RECORD_RE = _block_pattern(PUSH_RECORD_BEGIN, "PUSH_RECORD_JSON", PUSH_RECORD_END)
 
 
-def _overrides_match(script_text: str) -> re.Match:
-    match = _BLOCK_RE.search(script_text)
+def _block_match(pattern: re.Pattern, script_text: str, what: str) -> re.Match:
+    match = pattern.search(script_text)
     if not match:
-        raise ConfigError("the overrides block markers are missing or damaged in the kernel script")
+        raise ConfigError(f"the {what} markers are missing or damaged in the kernel script")
     return match
+
+
+def _block_spliced(script_text: str, match: re.Match, body: str) -> str:
+    """The script with the block `match` found holding `body` instead."""
+    start, end = match.span(1)
+    return script_text[:start] + body + script_text[end:]
 
 
 def read_overrides_block(script_text: str) -> dict:
     """The overrides block of a copy of this script (lorakit reads rendered build copies with it)."""
-    return overrides_object(_overrides_match(script_text).group(1))
+    return overrides_object(_block_match(_BLOCK_RE, script_text, "overrides block").group(1))
 
 
 def render_overrides(script_text: str, overrides: dict) -> str:
     """The script with its overrides block replaced by `overrides` (checked first)."""
-    match = _overrides_match(script_text)
+    match = _block_match(_BLOCK_RE, script_text, "overrides block")
     config_from_overrides(overrides)
     body = json.dumps(overrides, indent=2, sort_keys=True)
     if '"""' in body:
         raise ConfigError('override values may not contain """')
-    start, end = match.span(1)
-    return script_text[:start] + body + script_text[end:]
+    return _block_spliced(script_text, match, body)
 
 
 def push_record_object(text: str) -> dict:
@@ -2816,17 +2821,14 @@ def read_push_record(script_text: str) -> dict:
 def render_push_record(script_text: str, record: dict) -> str:
     """The script with its push record block holding `record` as ASCII JSON: every quote, backslash, newline
     and non-ASCII character of a value escaped, so no text ends the raw string or reaches the code."""
-    match = _PUSH_RECORD_RE.search(script_text)
-    if not match:
-        raise ConfigError("the push record markers are missing or damaged in the kernel script")
+    match = _block_match(_PUSH_RECORD_RE, script_text, "push record")
     try:
         body = json.dumps(record, indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"the push record cannot be written as JSON: {exc}") from None
     if push_record_object(body) != record:
         raise ConfigError("the push record does not read back as written (its keys must be strings)")
-    start, end = match.span(1)
-    return script_text[:start] + body + script_text[end:]
+    return _block_spliced(script_text, match, body)
 
 
 # What lorakit (src/) and bench/ use of this script, through lorakit's one loader; a test checks each resolves.

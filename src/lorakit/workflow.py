@@ -1059,17 +1059,16 @@ def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Opti
 
 
 # -------------------------------------------------------------------------------------------- validate
-def expected_rows_of(folder: Path) -> int:
-    try:
-        metrics = metrics_read(folder) if folder.is_dir() else None
-    except UsageError:
-        metrics = None  # a cut-short metrics.json must not stand in the way of a valid submission
-    return rows_expected_of(metrics)
-
-
 def submission_validate(project: Optional[Project], path: Path, rows: Optional[int] = None) -> int:
-    """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships); its rows."""
-    rows = int(rows) if rows else expected_rows_of(Path(path).parent)
+    """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships); its rows:
+    ``rows``, else what the metrics.json beside it says (rows_expected_of)."""
+    if not rows:
+        folder = Path(path).parent
+        try:
+            metrics = metrics_read(folder) if folder.is_dir() else None
+        except UsageError:
+            metrics = None  # a cut-short metrics.json must not stand in the way of a valid submission
+    rows = int(rows) if rows else rows_expected_of(metrics)
     if rows < 1:
         raise UsageError("--rows must be positive")
     submission_check(project, Path(path), rows)
