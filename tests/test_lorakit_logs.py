@@ -97,7 +97,7 @@ def test_follow_of_a_live_run_whose_stream_404s_prints_the_log_once_it_ends(kit)
     kit.state.live_start(USERNAME, kit.slug, 1)
     kit.state.log_feed(USERNAME, kit.slug, 1, "effective config:\n", "epoch 1/1\n")
     kit.state.fail(LOG_STREAM, 503, times=None)
-    threading.Timer(1.0, kit.state.run_end, (USERNAME, kit.slug, 1)).start()
+    run_end_once_streamed(kit)
     code, out, err = kit.run("logs", 1, "--follow")
     assert code == 0, err
     assert out == "effective config:\nepoch 1/1\n" and "is unavailable" in err
@@ -107,9 +107,10 @@ def test_a_followed_live_log_is_redacted(kit):
     push(kit)
     kit.state.live_start(USERNAME, kit.slug, 1)
     kit.state.log_feed(USERNAME, kit.slug, 1, f"token {SECRET}\n")
-    threading.Timer(0.5, kit.state.run_end, (USERNAME, kit.slug, 1)).start()
+    run_end_once_streamed(kit)
     code, out, err = kit.run("logs", 1, "--follow")
     assert code == 0 and out == "token ***\n" and SECRET not in err
+    assert kit.state.calls(LOG_STREAM)  # the live stream was read, not only the stored log
 
 
 def test_logs_json_holds_the_version_and_its_log(kit):
@@ -126,3 +127,16 @@ def test_log_readable():
     raw = '[{"stream_name":"stdout","time":1,"data":"a\\n"},{"stream_name":"stderr","time":2,"data":"b"}]'
     assert log_readable(raw) == "a\nb\n"
     assert log_readable("plain text") == "plain text\n"
+
+
+def run_end_once_streamed(kit):
+    """End v1's live run once lorakit has asked for its log stream, whatever the machine's speed: the live
+    path is then the one under test (a fixed timer could end it first, leaving only the stored log)."""
+    def end():
+        deadline = time.monotonic() + 30
+        while not kit.state.calls(LOG_STREAM) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        kit.state.run_end(USERNAME, kit.slug, 1)
+
+    threading.Thread(target=end, daemon=True).start()

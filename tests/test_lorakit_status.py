@@ -35,7 +35,10 @@ def test_status_wait_follow_streams_the_log_then_reports_the_end(kit):
     push(kit)
     kit.state.live_start(USERNAME, kit.slug, 1)
 
-    def feed():
+    def feed():  # once lorakit has seen the run RUNNING, however long it took to start
+        deadline = time.monotonic() + 30
+        while not kit.state.calls("GetKernelSessionStatus") and time.monotonic() < deadline:
+            time.sleep(0.02)
         for text in ("effective config:\n", "epoch 1/1 val_accuracy 0.9000\n"):
             time.sleep(0.2)
             kit.state.log_feed(USERNAME, kit.slug, 1, text)
