@@ -1465,15 +1465,21 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
     batches = []
     for start in range(0, len(order), pool * batch_size):
         chunk = order[start:start + pool * batch_size]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        chunk = chunk[longest_first(lengths[chunk])]
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Prediction batches in length order (longest first), so each pads to a near neighbour."""
-    order = np.argsort(-lengths, kind="stable")
+    order = longest_first(lengths)
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def longest_first(lengths) -> np.ndarray:
+    """The indices of `lengths` from the longest to the shortest, ties in their order (the one length order of
+    training's groups, prediction's batches and the prediction batch's fit)."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -1878,7 +1884,7 @@ def predict_logits(model, seqs: list[list[int]], batch_size: int, feed: Feed, de
     after. A batch that runs out of memory is retried with half as many rows, and so are the rest."""
     from tqdm.auto import tqdm
 
-    order = np.argsort(-np.array([len(s) for s in seqs]), kind="stable")
+    order = longest_first([len(s) for s in seqs])
     out = np.zeros((len(seqs), len(LABELS)), dtype=np.float32)
     start, size = 0, batch_size
     with tqdm(total=len(order), desc=desc, leave=False, disable=None) as bar:
@@ -1897,7 +1903,7 @@ def predict_logits(model, seqs: list[list[int]], batch_size: int, feed: Feed, de
 def fitting_batch_size(model, seqs: list[list[int]], batch_size: int, feed: Feed) -> int:
     """The largest prediction batch, at most `batch_size`, that fits in memory with the longest rows of `seqs`:
     tried before training, so that a prediction batch too large is not found only after it."""
-    longest = sorted(seqs, key=len, reverse=True)[:batch_size]
+    longest = [seqs[i] for i in longest_first([len(s) for s in seqs])[:batch_size]]
     while True:
         try:
             batch_logits(model, longest[:batch_size], feed)
