@@ -2,6 +2,8 @@
 over time), checked by parsing it and, where a headless browser is installed, by rendering it."""
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 import subprocess
@@ -146,6 +148,23 @@ def test_an_existing_report_is_replaced_whole(kit):
     assert kit.run("report")[0] == 0
     assert "No versions" not in path.read_text() and len(Page(path.read_text()).rows) == 2
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".report")] == []  # no temporary left
+
+
+def test_a_report_that_cannot_be_written_leaves_the_last_one_whole(kit, monkeypatch):
+    push_pull(kit)
+    assert kit.run("report")[0] == 0
+    path = kit.repo / "submissions" / "report.html"
+    before = path.read_bytes()
+    push_pull(kit, "--set", "lora_r=4")
+
+    def disk_full(*args):  # the disk fills up as the new report is renamed into place
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("lorakit.ledger.os.replace", disk_full)
+    code, out, err = kit.run("report")
+    assert code == 1 and error_line(err).endswith(f"--out {path}: cannot write it (No space left on device)")
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".report")] == []
 
 
 def browser_found():
