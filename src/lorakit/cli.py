@@ -990,7 +990,8 @@ def _sweep_resumed(args, project):
 def _sweep_plan_show(out: Output, project, sweep) -> dict:
     """The arms about to be pushed, their exact counts and the GPU time they may take against the quota left;
     what it showed, for the JSON document."""
-    from lorakit.sweep import gpu_hours_left, gpu_minutes
+    from lorakit.sweep import gpu_minutes
+    from lorakit.workflow import gpu_hours_left
 
     rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}"]
             for a in sweep.arms]
@@ -1002,7 +1003,7 @@ def _sweep_plan_show(out: Output, project, sweep) -> dict:
     if minutes is None:
         out.result("GPU time   none (the accelerator asked for is none)")
         return {"gpu_minutes": None, "gpu_hours_left": None}
-    left, why = gpu_hours_left(project, _remote)
+    left, why = gpu_hours_left(_remote)
     shown = "unknown" if left is None else f"{left:.1f} h"
     out.result(f"GPU time   up to {minutes / 60:.1f} h in all (each run's time_limit_minutes); GPU quota left this "
                f"week: {shown}")

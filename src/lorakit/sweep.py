@@ -227,19 +227,6 @@ def gpu_minutes(project: Project, sweep: Sweep) -> Optional[float]:
     return sum(arm.time_limit_minutes for arm in sweep.arms)
 
 
-def gpu_hours_left(project: Project, remote_of: Callable[[], Remote]) -> tuple:
-    """(GPU hours left this week, "") from quota_get; (None, why) when they cannot be read."""
-    from lorakit.workflow import quota_get
-
-    try:
-        quota = quota_get(project, remote_of())
-    except LorakitError as exc:
-        return None, f"could not read the GPU quota ({exc})"
-    if quota.left_hours is None:
-        return None, "Kaggle returned no GPU quota"
-    return quota.left_hours, ""
-
-
 # ------------------------------------------------------------------------------------------------ record
 def sweeps_dir(project: Project) -> Path:
     return project.submissions_dir / "sweeps"

@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
 from lorakit.errors import (
-    ArgumentError, FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
+    ArgumentError, FlagNeeded, Interrupted, LedgerError, LorakitError, RemoteError, RunFailed, Timeout, Unconfirmed,
+    UsageError,
 )
 from lorakit.kernel import Effective, adapter_digest, config_effective, script_render, submission_check
 from lorakit.ledger import SENDING, Ledger, cells, kernel_same, mode_under_umask
@@ -395,17 +396,32 @@ def quota_check(remote: Remote, config, asked: str, warn: Callable[[str], None],
     if asked == "none":
         return
     limit_hours = float(getattr(config, "time_limit_minutes", 0) or 0) / 60
-    try:
-        gpu = getattr(remote.quota_get(), "gpu_quota", None)
-        used, total = gpu.time_used.total_seconds() / 3600, gpu.total_time_allowed.total_seconds() / 3600
-    except (RemoteError, AttributeError) as exc:
-        reason = str(exc) if isinstance(exc, RemoteError) else "Kaggle returned no GPU quota"
-        notes.append(f"could not read the GPU quota ({reason}); pushed without comparing the run's time limit")
-        return
-    left = max(0.0, total - used)
-    if limit_hours > left:
+    left, why = gpu_hours_left(lambda: remote)
+    if left is None:
+        notes.append(f"{why}; pushed without comparing the run's time limit")
+    elif limit_hours > left:
         warn(f"the run may take up to {limit_hours:.1f} h (time_limit_minutes {config.time_limit_minutes:g}), but "
              f"{left:.1f} h of GPU quota are left this week: it may stop early; pushing anyway")
+
+
+def gpu_hours_left(remote_of: Callable[[], Remote]) -> tuple[Optional[float], str]:
+    """(GPU hours left this week, "") from Kaggle's quota; (None, why) when they cannot be read (no remote, a
+    failed call, a reply without them)."""
+    try:
+        used, total = gpu_hours(remote_of().quota_get())
+    except LorakitError as exc:
+        return None, f"could not read the GPU quota ({exc})"
+    if used is None or total is None:
+        return None, "could not read the GPU quota (Kaggle returned no GPU quota)"
+    return max(0.0, total - used), ""
+
+
+def gpu_hours(response) -> tuple[Optional[float], Optional[float]]:
+    """(used, allowed) GPU hours this week of a quota reply; None for what it lacks."""
+    gpu = getattr(response, "gpu_quota", None)
+    used, total = getattr(gpu, "time_used", None), getattr(gpu, "total_time_allowed", None)
+    return (None if used is None else used.total_seconds() / 3600,
+            None if total is None else total.total_seconds() / 3600)
 
 
 @dataclass(frozen=True)
@@ -1673,12 +1689,7 @@ def quota_get(project: Project, remote: Remote) -> Quota:
     ledger = ledger_of(project)
     rows = ledger.rows()
     response = remote.quota_get()
-    gpu = getattr(response, "gpu_quota", None)
-    used = total = None
-    if gpu is not None and getattr(gpu, "time_used", None) is not None:
-        used = gpu.time_used.total_seconds() / 3600
-    if gpu is not None and getattr(gpu, "total_time_allowed", None) is not None:
-        total = gpu.total_time_allowed.total_seconds() / 3600
+    used, total = gpu_hours(response)
     refresh = getattr(response, "quota_refresh_time", None)
     refresh_text = refresh.isoformat(timespec="minutes") if hasattr(refresh, "isoformat") else ""
     minutes = tuple(
