@@ -80,7 +80,7 @@ def test_cli_help_and_offline_commands_need_no_kaggle():
                             timeout=60)
     assert result.returncode == 0 and "push" in result.stdout and "scores" in result.stdout
     code = (
-        "import sys, lorakit.cli, lorakit.workflow, lorakit.planner, lorakit.remote;"
+        "import sys, lorakit.cli, lorakit.run, lorakit.sweep, lorakit.planner, lorakit.remote;"
         "lorakit.cli.build_parser(); print('kaggle' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)

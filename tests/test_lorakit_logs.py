@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lorakit.workflow import log_readable
+from lorakit.common import log_readable
 
 from kaggle_standin import LOG_STREAM
 from lorakit_fixtures import PORTAL, REPO, SECRET, USERNAME, one_document, push, push_pull, versions

@@ -10,7 +10,7 @@ import pytest
 
 from lorakit.errors import UsageError
 from lorakit.project import KernelRef, git_state, slugify_title
-from lorakit.workflow import version_parse
+from lorakit.common import version_parse
 
 from kernel_helpers import KERNEL, ROOT
 

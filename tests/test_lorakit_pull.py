@@ -192,7 +192,7 @@ def test_pull_warns_when_the_run_got_another_device(kit, accelerator, device, wa
 
 
 def test_device_names_match_machine_shapes():
-    from lorakit.workflow import device_mismatch
+    from lorakit.pull import device_mismatch
 
     assert device_mismatch("NvidiaTeslaT4", "Tesla T4") is None
     assert device_mismatch("NvidiaTeslaP100", "Tesla P100-PCIE-16GB") is None

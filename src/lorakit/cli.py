@@ -1,4 +1,4 @@
-"""The `lorakit` command line: a thin layer over lorakit.workflow.
+"""The `lorakit` command line: a thin layer over the library modules (push, follow, pull, submit, scores, run, ...).
 
 Results go to stdout, progress and warnings to stderr; with ``--json`` stdout holds exactly one JSON document
 (also when the command fails) and every other line goes to stderr. A user error prints one line on stderr
@@ -187,7 +187,7 @@ ALLOW_SMOKE = flag("--allow-smoke", action="store_true",
 
 
 def _push_options(args):
-    from lorakit.workflow import PushOptions
+    from lorakit.push import PushOptions
 
     return PushOptions(args.message, tuple(args.sets), args.accelerator, args.no_run, args.predict_from,
                        args.build_dir, args.dry_run, args.again)
@@ -208,7 +208,7 @@ def _on_poll(emit: Callable[[str], None], changes_only: bool = False):
 # ---------------------------------------------------------------------------------------------- commands
 @command("check", "offline preflight: exact trainable count, budget verdict, metadata and script checks", SETS, JSON)
 def cmd_check(args) -> int:
-    from lorakit.workflow import config_check
+    from lorakit.check import config_check
 
     out = args.out
     project = _project(args)
@@ -257,7 +257,7 @@ def _push_show(out: Output, project, result, hints: bool) -> None:
 @command("push", "check, render the kernel with its overrides, push a new version and record it", *PUSH_FLAGS,
          JSON)
 def cmd_push(args) -> int:
-    from lorakit.workflow import kernel_push
+    from lorakit.push import kernel_push
 
     project = _project(args)
     options = _push_options(args)
@@ -269,7 +269,7 @@ def cmd_push(args) -> int:
 
 def _status_wait(args, project, remote, version, timeout: float, follow: bool):
     """Wait for v<N>'s run to end (streaming its log with ``follow``); (version, status) once it has."""
-    from lorakit.workflow import kernel_status_wait
+    from lorakit.follow import kernel_status_wait
 
     out = args.out
     return kernel_status_wait(project, remote, version, timeout, _on_poll(out.progress), _log_shown(out, follow))
@@ -290,7 +290,7 @@ def _log_shown(out: Output, follow: bool) -> Optional[Callable[[str], None]]:
     JSON,
 )
 def cmd_status(args) -> int:
-    from lorakit.workflow import kernel_failure_raise, kernel_status_get
+    from lorakit.follow import kernel_failure_raise, kernel_status_get
 
     out = args.out
     project = _project(args)
@@ -318,7 +318,7 @@ def cmd_status(args) -> int:
     JSON,
 )
 def cmd_logs(args) -> int:
-    from lorakit.workflow import kernel_failure_raise, kernel_log_get, kernel_status_wait
+    from lorakit.follow import kernel_failure_raise, kernel_log_get, kernel_status_wait
 
     out = args.out
     project = _project(args)
@@ -345,7 +345,7 @@ def cmd_logs(args) -> int:
 
 
 def _pull_show(out: Output, project, result) -> None:
-    from lorakit.workflow import run_minutes_of
+    from lorakit.common import run_minutes_of
 
     for warning in result.warnings:
         _warn(warning)
@@ -367,7 +367,7 @@ def _pull_show(out: Output, project, result) -> None:
 def _pull_next(project, result) -> Optional[str]:
     """The step after a pull: submit a valid submission of a real run; predict again from the adapter of a run
     that failed after saving it; nothing for a smoke run's or another test file's predictions."""
-    from lorakit.workflow import predicted_on_of
+    from lorakit.common import predicted_on_of
 
     if result.submittable:
         kind, _ = predicted_on_of(result.metrics or {}, {})
@@ -384,7 +384,7 @@ def _pull_next(project, result) -> Optional[str]:
     JSON,
 )
 def cmd_pull(args) -> int:
-    from lorakit.workflow import kernel_output_pull
+    from lorakit.pull import kernel_output_pull
 
     project = _project(args)
     result = kernel_output_pull(project, _remote(), args.version, on_wait=lambda m: _err(f"lorakit: {m}"))
@@ -432,7 +432,7 @@ def _scored_show(out: Output, data: dict, scored) -> None:
     JSON,
 )
 def cmd_submit(args) -> int:
-    from lorakit.workflow import submission_create, submission_wait
+    from lorakit.submit import submission_create, submission_wait
 
     out = args.out
     if args.wait:  # before submitting: a bad --timeout must not cost a submission
@@ -457,7 +457,7 @@ def cmd_submit(args) -> int:
 )
 def cmd_scores(args) -> int:
     from lorakit.ledger import kernel_same
-    from lorakit.workflow import scores_get, scores_plot, scores_plot_check
+    from lorakit.scores import scores_get, scores_plot, scores_plot_check
 
     _one_format(args)
     out = args.out
@@ -553,7 +553,7 @@ def cmd_versions(args) -> int:
     JSON,
 )
 def cmd_leaderboard(args) -> int:
-    from lorakit.workflow import leaderboard_get
+    from lorakit.scores import leaderboard_get
 
     out = args.out
     project = _project(args)
@@ -723,7 +723,7 @@ def _sync_unknown_note(report) -> None:
 
 @command("quota", "GPU hours used and left this week, and the run minutes per version", JSON)
 def cmd_quota(args) -> int:
-    from lorakit.workflow import quota_get
+    from lorakit.quota import quota_get
 
     out = args.out
     q = quota_get(_project(args), _remote())
@@ -785,7 +785,7 @@ def cmd_validate(args) -> int:
     from pathlib import Path
 
     from lorakit.project import repo_found
-    from lorakit.workflow import submission_validate
+    from lorakit.submit import submission_validate
 
     project = _project(args) if repo_found(args.repo) else None  # outside a checkout: the kernel lorakit ships
     args.out.partial = {"file": args.file, "valid": False}
@@ -846,7 +846,7 @@ def cmd_plan(args) -> int:
     JSON,
 )
 def cmd_run(args) -> int:
-    from lorakit.workflow import RunOptions, run_pipeline
+    from lorakit.run import RunOptions, run_pipeline
 
     out = args.out
     options = RunOptions(_push_options(args), args.submit, args.timeout, args.score_timeout, args.allow_smoke)
@@ -867,7 +867,7 @@ def cmd_run(args) -> int:
 
 def _run_show(args, project):
     """What `lorakit run` prints as its steps go, and the partial document each adds to."""
-    from lorakit.workflow import RunShow
+    from lorakit.run import RunShow
 
     out = args.out
 
@@ -991,7 +991,7 @@ def _sweep_plan_show(out: Output, project, sweep) -> dict:
     """The arms about to be pushed, their exact counts and the GPU time they may take against the quota left;
     what it showed, for the JSON document."""
     from lorakit.sweep import gpu_minutes
-    from lorakit.workflow import gpu_hours_left
+    from lorakit.quota import gpu_hours_left
 
     rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}"]
             for a in sweep.arms]

@@ -29,7 +29,7 @@ from lorakit.runs import (
     Paired, PulledRun, config_diff, paired_test, pulled_run_load, run_numbers,
 )
 from lorakit.stats import verdict
-from lorakit.workflow import LABELS, ledger_of, overrides_of, version_parse
+from lorakit.common import LABELS, ledger_of, overrides_of, version_parse
 
 VERSION_ARGUMENT = re.compile(r"^[vV]?\d+$")  # anything else is a submission CSV path
 SLICE_KEYS = ("train_data", "max_train_samples", "val_fraction", "seed")  # what picks the validation rows

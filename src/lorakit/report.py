@@ -25,7 +25,7 @@ from lorakit.project import Project
 from lorakit.runs import PulledRun, pull_command, pulled_run_load
 from lorakit.stats import finite_number
 from lorakit.versions import TABLE_HEADERS, VersionRow, table_cells, versions_list
-from lorakit.workflow import LABELS, output_path_check, utc_now, version_parse
+from lorakit.common import LABELS, output_path_check, utc_now, version_parse
 
 DEFAULT_CHOSEN = 8  # without --versions: the newest pulled versions, as many as one chart can tell apart
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",

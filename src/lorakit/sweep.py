@@ -35,11 +35,15 @@ from lorakit.remote import Remote
 from lorakit.runs import PulledRun, paired_test, pulled_run_load
 from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
 from lorakit.transport import json_loads_safe
-from lorakit.workflow import (
-    FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, PushOptions, RunOptions, RunShow, submissions_left,
-    accelerator_asked, kernel_failure_raise, kernel_output_pull, kernel_ref_resolve, kernel_status_wait, ledger_of,
-    push_confirm, push_duplicate_check, push_plan, pushes_settle, run_pipeline, submission_create, utc_now,
+from lorakit.common import (
+    FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, accelerator_asked, kernel_ref_resolve, ledger_of, utc_now,
 )
+from lorakit.follow import kernel_failure_raise, kernel_status_wait
+from lorakit.inflight import push_confirm, push_duplicate_check, pushes_settle
+from lorakit.pull import kernel_output_pull
+from lorakit.push import PushOptions, push_plan
+from lorakit.run import RunOptions, RunShow, run_pipeline
+from lorakit.submit import submission_create, submissions_left
 
 SWEEP_ID = re.compile(r"sw-[0-9a-f]{6}")
 

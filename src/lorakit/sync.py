@@ -28,13 +28,12 @@ from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
 from lorakit.remote import Remote, Submission
 from lorakit.transport import json_loads_safe
-from lorakit.workflow import (
-    TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns,
-    overrides_text, submission_columns, submission_key, submission_preferred,
+from lorakit.common import (
+    TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns, overrides_text, submission_columns, submission_key, submission_preferred,
 )
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
-                  "trainable_params", "sweep_id")  # what a push record holds (workflow.push_record_of)
+                  "trainable_params", "sweep_id")  # what a push record holds (push.push_record_of)
 PUSH_ONLY = ("message", "git_commit", "git_dirty", "pushed_at", "accelerator")  # unknown without a push record
 KAGGLE_OWNED = ("status", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
 IDENTITY = ("push_token", "config_hash", "run_config_hash")  # a row that disagrees on one is another push
@@ -227,7 +226,7 @@ def _submission_record(row: dict, sub: Submission, version: int) -> Change:
 
 def description_marks(description: str) -> dict:
     """The config_hash prefix and the token that a submission's description carries after ``v<N> owner/slug``
-    (workflow.submission_description), before its message; those it lacks are left out."""
+    (common.submission_description), before its message; those it lacks are left out."""
     if description_version(description)[0] is None:
         return {}
     words = (description or "").split(":", 1)[0].split()[1:]

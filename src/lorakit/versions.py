@@ -32,7 +32,7 @@ from lorakit.ledger import SENDING
 from lorakit.project import Project
 from lorakit.runs import PulledRun, pulled_run_load, run_numbers
 from lorakit.stats import accuracy_interval, finite_number
-from lorakit.workflow import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, overrides_of, predicted_on_of
+from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, overrides_of, predicted_on_of
 
 REFRESHED_BY = "lorakit status, pull, scores and sync refresh what it shows"
 
@@ -199,7 +199,7 @@ def _value_text(value) -> str:
 
 
 def _smoke(version: Optional[int], record: dict, metrics: dict) -> bool:
-    """Whether the run predicted on smoke data (workflow.predicted_on_of of its pulled metrics.json); for a push
+    """Whether the run predicted on smoke data (common.predicted_on_of of its pulled metrics.json); for a push
     not numbered yet, whether its overrides say smoke=true."""
     if version is None:
         return (overrides_of(record) or {}).get("smoke") is True

@@ -1,0 +1,135 @@
+"""`lorakit status` and `lorakit logs`: a version's status, waited for and recorded; its log, read or followed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional
+
+from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable
+from lorakit.errors import RemoteError, RunFailed, Timeout, UsageError
+from lorakit.inflight import version_target
+from lorakit.ledger import Ledger
+from lorakit.project import KernelRef, Project
+from lorakit.remote import KernelStatus, Remote
+from lorakit.retry import Poll, poll_until
+from lorakit.transport import json_loads_safe
+
+
+def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[int, KernelStatus]:
+    version, ref = version_target(project, remote, version)
+    status = remote.kernel_status_get(ref, version)
+    status_record(ledger_of(project), version, status)
+    return version, status
+
+
+def status_record(ledger: Ledger, version: int, status: KernelStatus) -> None:
+    """v<N>'s row gets the status Kaggle named (a reply that named none, or a version without a row: nothing)."""
+    if status.named and ledger.row(version) is not None:
+        ledger.update(version, status=status.status)
+
+
+class LogFollower:
+    """Hands each piece of a run's log to ``on_log`` once: from the live stream while the run goes on, then the
+    rest of the stored log once it has ended. When the stream is unavailable (a 404, or it keeps dropping) it
+    says so in one line and falls back to the stored log, read once the run has ended."""
+
+    def __init__(self, remote: Remote, ref: KernelRef, version: int, on_log: Callable[[str], None],
+                 deadline: Optional[float]):
+        self.remote, self.ref, self.version, self.on_log = remote, ref, version, on_log
+        self.deadline = deadline  # a time.monotonic() the stream never waits past; None: none
+        self.shown = 0  # log events handed on so far
+        self.streaming = True
+
+    def _event(self, event: dict) -> None:
+        self.shown += 1  # counted here: a stream that fails half way has handed these on all the same
+        text = event.get("data")
+        if text is not None:
+            self.on_log(str(text) if str(text).endswith("\n") else f"{text}\n")
+
+    def _stream(self, deadline: Optional[float]) -> None:
+        try:
+            self.remote.kernel_log_stream(self.ref, self.version, self._event, self.shown, deadline)
+        except RemoteError as exc:
+            self.streaming = False
+            print(f"lorakit: note: the log stream of v{self.version} is unavailable ({exc}); following its "
+                  "status instead, the log comes once the run has ended", file=self.remote.log)
+
+    def live(self, status: KernelStatus) -> bool:
+        """Whether the stream waits for the next status read (instead of a sleep): while the run runs."""
+        return self.streaming and status.status == "RUNNING"
+
+    def follow(self) -> bool:
+        """Stream while the run goes on (until the stream ends or the deadline); whether new lines came."""
+        before = self.shown
+        if self.streaming:
+            self._stream(self.deadline)
+        return self.shown > before
+
+    def finish(self) -> None:
+        """The stored log past what was shown: through the stream, else from the version's output listing."""
+        if self.streaming:
+            self._stream(None)
+            if self.streaming:
+                return
+        _, raw = self.remote.kernel_output_list(self.ref, self.version)
+        events = json_loads_safe(raw)
+        if isinstance(events, list):
+            for event in events[self.shown:]:
+                self._event(event if isinstance(event, dict) else {})
+        elif raw and not self.shown:
+            self.on_log(log_readable(raw))
+
+
+def kernel_status_wait(
+    project: Project,
+    remote: Remote,
+    version=None,
+    timeout: float = 3600.0,
+    on_poll: Callable[[int, KernelStatus, float], None] = lambda *_: None,
+    on_log: Optional[Callable[[str], None]] = None,
+) -> tuple[int, KernelStatus]:
+    """Poll v<N>'s status until the run ends (or ``timeout`` seconds pass: Timeout), recording each change.
+
+    With ``on_log``, the run's log is followed instead of sleeping while it runs, and read to its end once it
+    has ended; ``on_log`` gets each piece of text once (see LogFollower).
+    """
+    if not timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    version, ref = version_target(project, remote, version)
+    ledger = ledger_of(project)
+    deadline = time.monotonic() + timeout if timeout != math.inf else None
+    log = LogFollower(remote, ref, version, on_log, deadline) if on_log is not None else None
+    recorded: list = [None]
+
+    def seen(status: KernelStatus, elapsed: float) -> bool:
+        if status != recorded[-1]:
+            status_record(ledger, version, status)
+            recorded.append(status)
+        on_poll(version, status, elapsed)
+        if status.status in TERMINAL_KERNEL and log is not None:
+            log.finish()
+        return status.status in TERMINAL_KERNEL
+
+    def stalled(status: KernelStatus, elapsed: float) -> Timeout:
+        return Timeout(f"v{version} is still {status.status} after {elapsed:.0f} s; run lorakit status {version} "
+                       "--wait again")
+
+    status = poll_until(lambda: remote.kernel_status_get(ref, version), seen, Poll.of(remote.policy, timeout),
+                        stalled, log)
+    return version, status
+
+
+def kernel_failure_raise(version: int, status: KernelStatus) -> None:
+    if status.status in FAILED_KERNEL:
+        message = status.failure_message or "no failure message; see lorakit logs"
+        raise RunFailed(f"v{version} ended {status.status}: {message}")
+
+
+def kernel_log_get(project: Project, remote: Remote, version=None) -> tuple[int, str]:
+    version, ref = version_target(project, remote, version)
+    _, raw = remote.kernel_output_list(ref, version)
+    if not raw:
+        raise UsageError(f"Kaggle has no log for v{version} yet")
+    return version, log_readable(raw)

@@ -1,0 +1,381 @@
+"""`lorakit push`: check, render the kernel with its overrides and push record, and push a new version,
+recorded before it is sent; `--predict-from N` carries version N's adapter as a private dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from lorakit.check import config_check
+from lorakit.common import (
+    UNCONFIRMED, accelerator_asked, kernel_ref_resolve, ledger_of, overrides_text, text_checked, token_new, utc_now,
+    version_parse,
+)
+from lorakit.errors import FlagNeeded, Interrupted, LedgerError, RemoteError, Timeout, Unconfirmed, UsageError
+from lorakit.inflight import push_duplicate_check, pushes_settle
+from lorakit.kernel import Effective, adapter_digest, script_render
+from lorakit.ledger import SENDING, Ledger
+from lorakit.project import METADATA_FILE, DatasetRef, KernelRef, Project, adapter_dataset_ref, git_state
+from lorakit.quota import quota_check
+from lorakit.remote import Remote
+from lorakit.retry import Poll, poll_until
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """What `lorakit push` (and `lorakit run`) was asked to push."""
+
+    message: str
+    sets: tuple = ()
+    accelerator: Optional[str] = None
+    no_run: bool = False
+    predict_from: Optional[int] = None
+    build_dir: Optional[Path] = None
+    dry_run: bool = False
+    again: bool = False  # push even when this kernel already ran the same config_hash to COMPLETE
+    for_submission: bool = False  # set by run_pipeline for run --submit: a smoke config is refused before pushing
+    sweep_id: str = ""  # the sweep this push is an arm of (lorakit sweep), written into its ledger row
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """Version ``version``'s adapter, carried to Kaggle as the private dataset ``dataset``."""
+
+    version: int
+    folder: Path
+    sha256: str  # the kernel's adapter_digest of folder
+    dataset: DatasetRef
+    upload: str = ""  # what the push did with the dataset: created, new version, reused ("" in a dry run)
+
+    def as_json(self) -> dict:
+        return {"version": self.version, "dataset": str(self.dataset), "adapter_from": self.dataset.mount,
+                "adapter_sha256": self.sha256, "upload": self.upload or None}
+
+
+@dataclass(frozen=True)
+class PushResult:
+    version: Optional[int]
+    kernel: KernelRef
+    url: str
+    build_dir: Optional[Path]  # None once removed (a push without --build-dir)
+    effective: Effective
+    accelerator: str  # what the push asked for (accelerator_asked)
+    adapter: Optional[AdapterSource] = None
+    notes: tuple = ()
+    status: str = ""  # the ledger's status of the new version: QUEUED, or NEW_SCRIPT (--no-run); "" in a dry run
+
+    def as_json(self) -> dict:
+        e = self.effective
+        return {
+            "version": self.version,
+            "status": self.status or None,
+            "dry_run": self.version is None,
+            "kernel": str(self.kernel),
+            "url": self.url,
+            "build_dir": None if self.build_dir is None else str(self.build_dir),
+            "config_hash": e.config_hash,
+            "trainable_params": e.trainable_params,
+            "param_budget": e.budget,
+            "overrides": e.overrides,
+            "accelerator": self.accelerator,
+            "predict_from": None if self.adapter is None else self.adapter.as_json(),
+            "notes": list(self.notes),
+        }
+
+
+def build_write(
+    project: Project,
+    rendered: str,
+    ref: KernelRef,
+    folder: Path,
+    accelerator: Optional[str] = None,
+    dataset_sources: Iterable[str] = (),
+) -> Path:
+    """Write the build folder: the rendered script plus the metadata."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    script_name = project.script_path.name
+    (folder / script_name).write_text(rendered, encoding="utf-8")
+    meta = dict(project.metadata)
+    meta["id"] = str(ref)
+    meta["code_file"] = script_name
+    sources = list(meta.get("dataset_sources") or [])
+    sources += [source for source in dataset_sources if source not in sources]
+    meta["dataset_sources"] = sources
+    if accelerator:
+        meta["machine_shape"] = accelerator
+    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def adapter_source_of(project: Project, version) -> AdapterSource:
+    """Version ``version``'s pulled adapter (offline): its folder, digest and the dataset that will carry it."""
+    version = version_parse(version)
+    folder = project.version_dir(version) / "adapter"
+    shown = folder.relative_to(project.root)
+    if not (folder / "kit.json").is_file():
+        raise UsageError(f"{shown}/kit.json does not exist: pull v{version} first (lorakit pull {version})")
+    return AdapterSource(version, folder, adapter_digest(project, folder), adapter_dataset_ref(project.kernel, version))
+
+
+def adapter_dataset_description(adapter: AdapterSource, kernel: KernelRef) -> str:
+    """The dataset's description: what it holds, and the digest that says so (lorakit reuses it by that)."""
+    return (f"The LoRA adapter of {kernel} v{adapter.version}, uploaded by lorakit for predict-only runs. "
+            f"adapter_sha256 {adapter.sha256}")
+
+
+def adapter_dataset_ensure(remote: Remote, adapter: AdapterSource, kernel: KernelRef, notes: list) -> AdapterSource:
+    """Make the private dataset hold this adapter: reuse it when its description names the same digest,
+    else upload the folder (a new dataset, or a new version of it); then wait until Kaggle can attach it."""
+    ref = adapter_dataset_ref(kernel, adapter.version)  # the owner resolved: the placeholder's username
+    description = remote.dataset_description_get(ref)
+    if description is not None and adapter.sha256 in description:
+        upload = "reused"
+    else:
+        title = f"{kernel.slug[:36]} v{adapter.version} adapter"
+        text = adapter_dataset_description(adapter, kernel)
+        if remote.dataset_publish(ref, adapter.folder, title, text, exists=description is not None):
+            notes.append(f"Kaggle's reply to the upload of {ref} was lost, but it went through: not sent again")
+        upload = "created" if description is None else "new version"
+    dataset_ready_wait(remote, ref)
+    return replace(adapter, dataset=ref, upload=upload)
+
+
+def dataset_ready_wait(remote: Remote, ref: DatasetRef) -> None:
+    """Poll until Kaggle has processed the dataset (a kernel cannot attach it before), for LORAKIT_DATASET_WAIT_S."""
+
+    def seen(status: str, _elapsed: float) -> bool:
+        if status in ("FAILED", "DELETED"):
+            raise RemoteError(f"Kaggle could not process the adapter dataset {ref} ({status}); see {ref.url}")
+        return status == "READY"
+
+    def stalled(status: str, elapsed: float) -> Timeout:
+        return Timeout(f"the adapter dataset {ref} is still {status} after {elapsed:.0f} s; push again later")
+
+    poll_until(lambda: remote.dataset_status_get(ref), seen, Poll.of(remote.policy, remote.policy.dataset_wait),
+               stalled)
+
+
+def build_dir_check(project: Project, build_dir: Path) -> Path:
+    """Refuse a build folder that would overwrite the project's own files: the repository root, or a folder
+    holding the kernel script (the build copy has its name, and the metadata beside it)."""
+    folder = Path(build_dir).resolve()
+    script_folder = project.script_path.resolve().parent
+    if folder == project.root.resolve() or folder == script_folder or folder in script_folder.parents:
+        raise UsageError(f"--build-dir {build_dir} would overwrite {project.script_path.relative_to(project.root)} "
+                         "or the metadata: choose a folder outside them (e.g. build/)")
+    return folder
+
+
+def adapter_effective(effective: Effective, adapter: AdapterSource) -> Effective:
+    """A predict-only push's count: that of the config the adapter was trained with (its kit.json)."""
+    try:
+        trained = json.loads((adapter.folder / "kit.json").read_text(encoding="utf-8"))["config"]
+        if not isinstance(trained, dict):
+            raise TypeError
+    except (OSError, ValueError, TypeError, KeyError):
+        raise UsageError(f"{adapter.folder}/kit.json is not the kit.json of a run: pull v{adapter.version} again")
+    return effective.trained(trained, f"{adapter.folder}/kit.json")
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What a push will send, settled offline before any network call: the effective config (an adapter's
+    count for a predict-only push), the adapter, the rendered script and its token, the accelerator asked."""
+
+    effective: Effective
+    adapter: Optional[AdapterSource]
+    record: dict  # push_record_of: in the script's push record block, and in the ledger row
+    rendered: str
+    build_dir: Optional[Path]  # --build-dir, checked
+    warnings: tuple  # the check's
+
+    @property
+    def token(self) -> str:
+        return self.record["push_token"]
+
+    @property
+    def asked(self) -> str:
+        """accelerator_asked"""
+        return self.record["accelerator"]
+
+    @property
+    def sources(self) -> list:
+        """The datasets the build copy's metadata adds: the adapter's."""
+        return [str(self.adapter.dataset)] if self.adapter else []
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Where a push goes: the project, the connection, the kernel (its owner resolved) and its ledger."""
+
+    project: Project
+    remote: Remote
+    ref: KernelRef
+    ledger: Ledger
+
+
+def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions,
+                warn: Callable[[str], None] = lambda _m: None) -> PushResult:
+    """Check, render and push a new version, recorded before it is sent; ``warn`` hears, before sending,
+    what may make the push a waste (a run longer than the GPU quota left)."""
+    plan = push_plan(project, options)
+    notes: list[str] = list(plan.warnings)
+    if options.dry_run:
+        ref = kernel_ref_resolve(project, None, notes)
+        _build_render(project, plan, ref, options.accelerator)
+        return PushResult(None, ref, ref.url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes))
+    if remote is None:  # pragma: no cover - the CLI always passes one
+        raise UsageError("push needs a Kaggle connection")
+    ref = kernel_ref_resolve(project, remote, notes)
+    target = PushTarget(project, remote, ref, ledger_of(project, ref))
+    plan = push_preflight(target, plan, options, warn, notes)
+    version, url, status = push_send(target, plan, options, notes)
+    return PushResult(version, ref, url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes), status)
+
+
+def push_options_check(project: Project, options: PushOptions) -> Optional[Path]:
+    """The message and --accelerator usable, the ledger writable; the checked --build-dir, if any."""
+    if not options.message or not options.message.strip():
+        raise UsageError("push needs a message: -m MSG")
+    text_checked(options.message, "-m")
+    accelerator = options.accelerator
+    if accelerator is not None and (not accelerator.strip() or re.search(r"\s", accelerator)):
+        raise UsageError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
+    build_dir = build_dir_check(project, options.build_dir) if options.build_dir else None
+    ledger_of(project).check_writable()
+    return build_dir
+
+
+def push_plan(project: Project, options: PushOptions) -> PushPlan:
+    """Everything a push checks offline (options, adapter, config, budget, smoke) and the rendered script."""
+    build_dir = push_options_check(project, options)
+    adapter = None
+    extra = {}
+    if options.predict_from is not None:
+        adapter = adapter_source_of(project, options.predict_from)
+        extra = {"adapter_from": adapter.dataset.mount, "adapter_sha256": adapter.sha256}
+    report = config_check(project, options.sets, extra)
+    effective = report.effective if adapter is None else adapter_effective(report.effective, adapter)
+    if not effective.within_budget:
+        raise UsageError(
+            f"{effective.trainable_params:,} trainable parameters exceed param_budget {effective.budget:,}; "
+            "run lorakit check for the breakdown"
+        )
+    if options.for_submission and effective.config.smoke:
+        raise FlagNeeded("a smoke run predicts synthetic data and is never submitted: drop --submit, or add "
+                         "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
+    record = push_record_of(project, effective, options)
+    rendered = script_render(project, effective, record["push_token"], record)  # once, before any network call
+    warnings = (*report.warnings, *([effective.budget_warning] if effective.budget_warning else []))
+    return PushPlan(effective, adapter, record, rendered, build_dir, warnings)
+
+
+def push_record_of(project: Project, effective: Effective, options: PushOptions) -> dict:
+    """What only the pushing machine knows of a push (its token, time, message, git state, the accelerator
+    asked, the sweep it is an arm of) and the config_hash and count it was pushed with: written into the script's push record block, which
+    the run copies into metrics.json and `lorakit sync` reads back, and into the ledger row."""
+    commit, dirty = git_state(project.root)
+    return dict(push_token=token_new(), pushed_at=utc_now(), message=options.message, git_commit=commit,
+                git_dirty=dirty, accelerator=accelerator_asked(project.metadata, options.accelerator),
+                config_hash=effective.config_hash, trainable_params=effective.trainable_params,
+                sweep_id=options.sweep_id)
+
+
+def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
+                   notes: list) -> PushPlan:
+    """Before sending: settle the pushes left SENDING, refuse a config already run (unless --again), compare
+    the time limit with the GPU quota, and upload the adapter; the plan with the adapter as uploaded."""
+    settled = pushes_settle(target.project, target.remote, target.ref)
+    notes += [f"a push left {SENDING} went through as v{r['version']} ({r['status']})" for r in settled]
+    if not options.again:
+        push_duplicate_check(target.ledger.rows(), plan.effective.config_hash, settled)
+    quota_check(target.remote, plan.effective.config, plan.asked, warn, notes)
+    if plan.adapter is None:
+        return plan
+    return replace(plan, adapter=adapter_dataset_ensure(target.remote, plan.adapter, target.ref, notes))
+
+
+def push_send(target: PushTarget, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
+    """Write the build folder (a temporary one unless --build-dir), then record and send the push."""
+    folder = plan.build_dir or Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+    try:
+        build_write(target.project, plan.rendered, target.ref, folder, options.accelerator, plan.sources)
+        return _push_send(target, folder, plan, options, notes)
+    finally:
+        if plan.build_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _build_render(project: Project, plan: PushPlan, ref: KernelRef, accelerator: Optional[str]) -> None:
+    """A dry run's build folder: kept with --build-dir, else rendered in a temporary folder and removed."""
+    if plan.build_dir is not None:
+        build_write(project, plan.rendered, ref, plan.build_dir, accelerator, plan.sources)
+        return
+    with tempfile.TemporaryDirectory(prefix="lorakit-build-") as folder:
+        build_write(project, plan.rendered, ref, Path(folder), accelerator, plan.sources)
+
+
+def _push_fields(plan: PushPlan) -> dict:
+    """The ledger columns a push writes when it is recorded: its push record, overrides and adapter."""
+    adapter = plan.adapter
+    return dict(
+        {**plan.record, "git_dirty": "" if plan.record["git_dirty"] is None else plan.record["git_dirty"]},
+        overrides=overrides_text(plan.effective.overrides),
+        predict_from=adapter.version if adapter else "",
+        adapter_dataset=str(adapter.dataset) if adapter else "",
+        adapter_sha256=adapter.sha256 if adapter else "",
+    )
+
+
+def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
+    """Record the push (SENDING) before it leaves, send it, then number its row; (version, url, status)."""
+    remote, ledger, ref, token = target.remote, target.ledger, target.ref, plan.token
+    after = remote.kernel_version_latest(ref)
+    fields = _push_fields(plan)
+    ledger.add_provisional(token, status=SENDING, sent_after=after, kernel_url=ref.url, **fields)  # or nothing is sent
+    try:
+        reply, recovered = remote.kernel_push(folder, options.accelerator, options.no_run, ref, token, after)
+    except (Unconfirmed, KeyboardInterrupt) as exc:
+        version = after + 1  # what Kaggle numbers it if it went through
+        _push_record(target, token, version, notes, status=UNCONFIRMED)
+        advice = f"recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted while pushing; {advice}", version) from None
+        raise Unconfirmed(f"{exc}; {advice}") from None
+    except RemoteError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was pushed
+            ledger.drop_provisional(token)
+        raise
+    url = reply.url or ref.url
+    if reply.error:
+        ledger.drop_provisional(token)
+        raise RemoteError(f"Kaggle refused the push of {ref}: {reply.error}")
+    if reply.invalid_sources:
+        notes.append(f"Kaggle could not attach these sources: {', '.join(reply.invalid_sources)}")
+    if not reply.version:  # the row stays SENDING: the next command finds the version by the token
+        raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
+    if recovered:
+        notes.append(f"Kaggle's reply to the push was lost, but it went through as v{reply.version}: not sent again")
+    status = "NEW_SCRIPT" if options.no_run else "QUEUED"
+    _push_record(target, token, reply.version, notes, kernel_url=url, status=status)
+    return reply.version, url, status
+
+
+def _push_record(target: PushTarget, token: str, version: int, notes: list, **fields) -> None:
+    """Number the SENDING row of a sent push; when the ledger cannot be written, the row stays SENDING and
+    the message says so (the next command finds the version by the token, never sending again)."""
+    try:
+        if target.ledger.settle(token, version, **fields):
+            notes.append(f"the ledger already had a row for v{version}; it is replaced (a push that never arrived)")
+    except (OSError, LedgerError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LedgerError(f"sent the push of {target.ref} (v{version} if it went through), but the ledger could not "
+                          f"be updated ({reason}): its row stays {SENDING}; lorakit status settles it by its token, "
+                          "do not push it again") from None

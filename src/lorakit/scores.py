@@ -1,0 +1,205 @@
+"""`lorakit scores` and `lorakit leaderboard`: my submissions matched to their versions and recorded, the
+candidates marked; the public leaderboard with my rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from lorakit.common import (
+    NOT_SUBMITTED, UNCONFIRMED, ledger_of, output_path_check, predicted_on, submission_columns, submission_key,
+    submission_preferred, utc_now,
+)
+from lorakit.errors import ArgumentError, RemoteError, UsageError
+from lorakit.ledger import SENDING, Ledger
+from lorakit.project import KernelRef, Project
+from lorakit.remote import Remote, Submission
+from lorakit.stats import finite_number
+from lorakit.transport import json_loads_safe
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    version: Optional[int]
+    submission: Submission
+    val_accuracy: Optional[float]
+    overrides: str
+    message: str
+    kernel: str = ""  # the kernel of the version (owner/slug); "" when no version is known
+
+    @property
+    def gap(self) -> Optional[float]:
+        s = self.submission
+        if s.public_score is None or s.private_score is None:
+            return None
+        return round(s.public_score - s.private_score, 6)
+
+
+@dataclass(frozen=True)
+class Scores:
+    rows: tuple
+    best_public: Optional[ScoreRow]
+    best_validation: Optional[dict]  # ledger row
+    unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
+    not_submitted: tuple = ()  # versions whose unconfirmed submission turned out never to have reached Kaggle
+    not_candidates: tuple = ()  # (version, kernel, what it predicted on): runs that are not real runs
+
+    def as_json(self) -> dict:
+        return {
+            "submissions": [
+                {**r.submission.as_json(), "version": r.version, "kernel": r.kernel or None, "gap": r.gap,
+                 "val_accuracy": r.val_accuracy, "message": r.message,
+                 "overrides": json_loads_safe(r.overrides) if r.overrides else None}
+                for r in self.rows
+            ],
+            "best_public": None if self.best_public is None else self.best_public.version,
+            "best_validation": None if self.best_validation is None else int(self.best_validation["version"]),
+            "unrecorded": list(self.unrecorded),
+            "not_submitted": list(self.not_submitted),
+            "not_candidates": [{"version": v, "kernel": k, "predicted_on": w} for v, k, w in self.not_candidates],
+        }
+
+
+def _scores_record(ledger: Ledger, chosen: dict, lost: set) -> None:
+    """Write each version's chosen submission, and NOT_SUBMITTED for the unconfirmed ones never seen."""
+    with ledger.transaction() as records:
+        for record in records:
+            key = (record["kernel_ref"], int(record["version"])) if record["version"] else None
+            if key in lost:  # an older lorakit recorded it in submission_status
+                record["pending_status" if record.get("pending_token") else "submission_status"] = NOT_SUBMITTED
+            sub = chosen.get(key)
+            if sub is None:
+                continue
+            if record.get("pending_token") and record["pending_token"] in sub.description:
+                record.update(submission_token=record["pending_token"], submitted_at=sub.date or utc_now(),
+                              pending_token="", pending_status="")
+            record.update(submission_columns(sub))
+
+
+def scores_get(project: Project, remote: Remote) -> Scores:
+    """My submissions, each matched to its (kernel, version); the ledger updated; candidates among real runs."""
+    home = project.kernel  # a placeholder owner matches my own kernels by their slug
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    submissions = remote.submissions_list(project.competition)
+    rows = {(r["kernel_ref"], int(r["version"])): r for r in ledger.all_rows() if r["version"]}
+    chosen: dict = {}
+    result: list[ScoreRow] = []
+    for sub in submissions:
+        key = submission_key(sub, rows, str(home))
+        row = rows.get(key, {})
+        if key is not None and submission_preferred(row, sub, chosen.get(key)):
+            chosen[key] = sub
+        result.append(ScoreRow(key and key[1], sub, finite_number(row.get("val_accuracy")), row.get("overrides", ""),
+                               row.get("message", ""), key[0] if key else ""))
+    unsettled = {k for k, r in rows.items() if r.get("pending_status") in (SENDING, UNCONFIRMED)
+                 or (r.get("submission_status") == UNCONFIRMED and not r.get("submission_ref"))}
+    lost = {k for k in unsettled if k not in chosen or not _settles(rows[k], chosen[k])}
+    if lost or any(k in rows for k in chosen):
+        _scores_record(ledger, {k: s for k, s in chosen.items() if k in rows}, lost)
+    result.sort(key=lambda r: (r.submission.public_score is None, -(r.submission.public_score or 0.0), -r.submission.ref))
+    seen_on = {k: predicted_on(project, k[1], r, KernelRef.parse_or_none(k[0])) for k, r in rows.items()}
+    real = {k for k, (kind, _words) in seen_on.items() if kind in (None, "competition")}
+    best_public = next((r for r in result if r.submission.public_score is not None and r.version is not None
+                        and (r.kernel, r.version) in real), None)
+    with_val = [r for r in ledger.all_rows() if r["version"] and finite_number(r.get("val_accuracy")) is not None
+                and (r["kernel_ref"], int(r["version"])) in real]
+    best_val = max(with_val, key=lambda r: (finite_number(r["val_accuracy"]), int(r["version"]))) if with_val else None
+    shown = {k for k in chosen} | {k for k in rows if finite_number(rows[k].get("val_accuracy")) is not None}
+    not_candidates = tuple((k[1], k[0], seen_on[k][1]) for k in sorted(shown) if k in rows and k not in real)
+    unrecorded = tuple(sorted(k[1] for k in chosen if k not in rows))
+    return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates)
+
+
+def _settles(row: dict, sub: Submission) -> bool:
+    """Whether ``sub`` is the unconfirmed submission of ``row`` (its pending token, or an older lorakit's)."""
+    token = row.get("pending_token") or row.get("submission_token") or ""
+    return bool(token) and token in sub.description
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ArgumentError("--plot needs matplotlib: pip install matplotlib") from None
+    return plt
+
+
+def scores_plot_check(path) -> Path:
+    """--plot PATH, checked before the scores are read: matplotlib at hand and the path writable."""
+    _pyplot()
+    return output_path_check(path, "--plot")
+
+
+def scores_plot(project: Project, path: Path) -> Path:
+    """PNG of public score and validation accuracy by version, from the ledger."""
+    plt = _pyplot()
+    rows = ledger_of(project).rows()
+    versions = [int(r["version"]) for r in rows]
+    public = [finite_number(r.get("public_score")) for r in rows]
+    val = [finite_number(r.get("val_accuracy")) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    pv = [(v, s) for v, s in zip(versions, public) if s is not None]
+    vv = [(v, s) for v, s in zip(versions, val) if s is not None]
+    if pv:
+        ax.plot(*zip(*pv), "o-", label="public score")
+    if vv:
+        ax.plot(*zip(*vv), "s--", label="validation accuracy")
+    ax.set(xlabel="kernel version", ylabel="accuracy", title=f"{project.competition}")
+    if pv or vv:
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise UsageError(f"--plot {path}: cannot write it ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    rank: int
+    team_id: int
+    team_name: str
+    score: Optional[float]
+    date: str
+    mine: bool
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: Optional[Path] = None):
+    if top < 1:
+        raise UsageError("--top must be positive")
+    if download:
+        output_path_check(download, "--download", folder=True)
+    zip_path = remote.leaderboard_download(project.competition, Path(download)) if download else None
+    mine_names = set()
+    with contextlib.suppress(RemoteError):
+        mine_names = {s.team_name for s in remote.submissions_list(project.competition) if s.team_name}
+    if not mine_names:
+        mine_names = {remote.username}
+
+    def enough(rows) -> bool:  # stop paging once the top rows and my own row are read
+        return len(rows) >= top and any(name in mine_names for _, name, _, _ in rows)
+
+    rows = remote.leaderboard_get(project.competition, pages=max(1, (top + 99) // 100) + 9, enough=enough)
+    ranked = [
+        LeaderboardRow(i + 1, tid, name, score, date, name in mine_names)
+        for i, (tid, name, score, date) in enumerate(rows)
+    ]
+    shown = ranked[:top]
+    me = next((r for r in ranked if r.mine), None)
+    return shown, me, zip_path

@@ -1,0 +1,205 @@
+"""`lorakit validate` and `lorakit submit`: the kernel's submission rules, then a submission recorded before it
+is sent, and its score waited for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from lorakit.common import (
+    NOT_SUBMITTED, UNCONFIRMED, kernel_ref_resolve, ledger_of, metrics_read, predicted_on, rows_expected_of,
+    submission_columns, submission_description, text_checked, token_new, utc_now, version_parse,
+)
+from lorakit.errors import (
+    FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
+)
+from lorakit.kernel import submission_check
+from lorakit.ledger import SENDING, Ledger
+from lorakit.project import Project
+from lorakit.remote import Remote, Submission
+from lorakit.retry import Poll, poll_until
+
+
+def submission_validate(project: Optional[Project], path: Path, rows: Optional[int] = None) -> int:
+    """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships); its rows:
+    ``rows``, else what the metrics.json beside it says (rows_expected_of)."""
+    if not rows:
+        folder = Path(path).parent
+        try:
+            metrics = metrics_read(folder) if folder.is_dir() else None
+        except UsageError:
+            metrics = None  # a cut-short metrics.json must not stand in the way of a valid submission
+    rows = int(rows) if rows else rows_expected_of(metrics)
+    if rows < 1:
+        raise UsageError("--rows must be positive")
+    submission_check(project, Path(path), rows)
+    return rows
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    version: int
+    ref: int
+    remaining: Optional[int]  # submissions left today, read after this one; None when that read failed
+    notes: tuple = ()
+
+    def as_json(self) -> dict:
+        return {"version": self.version, "ref": self.ref, "remaining_today": self.remaining, "notes": list(self.notes)}
+
+
+def submission_wait(
+    project: Project,
+    remote: Remote,
+    ref: int,
+    version: Optional[int],
+    timeout: float,
+    on_poll: Callable[[Submission, float], None] = lambda *_: None,
+) -> Submission:
+    """Poll submission ``ref`` until it is scored (or ``timeout`` seconds pass: Timeout); v<N>'s ledger row
+    gets its status and scores."""
+    poll = Poll.of(remote.policy, timeout)
+    start = poll.timing.now()
+
+    def read() -> Submission:
+        try:
+            return remote.submission_get(ref, project.competition)
+        except RemoteError as exc:
+            if exc.status != 404 or poll.timing.now() - start > timeout:  # a fresh one may not be readable yet
+                raise
+            return Submission(ref, "PENDING", None, None, "", "")
+
+    def seen(sub: Submission, elapsed: float) -> bool:
+        on_poll(sub, elapsed)
+        if sub.status not in ("COMPLETE", "ERROR"):
+            return False
+        if version is not None:
+            ledger_of(project).update(version, **submission_columns(sub))
+        if sub.status == "ERROR":
+            raise RunFailed(f"submission {ref} failed to score: {sub.error or 'no error message'}")
+        return True
+
+    def stalled(sub: Submission, elapsed: float) -> Timeout:
+        return Timeout(f"submission {ref} is still {sub.status} after {elapsed:.0f} s; see lorakit scores later")
+
+    return poll_until(read, seen, poll, stalled)
+
+
+def real_run_check(project: Project, version: int, row: dict, allow_smoke: bool) -> list:
+    """Refuse (FlagNeeded) to submit a run that did not predict the competition's own test file, unless
+    ``allow_smoke``; the notes to show otherwise."""
+    kind, words = predicted_on(project, version, row)
+    if kind == "competition":
+        return []
+    if kind is None:
+        return [f"cannot tell what v{version} predicted on ({words}); submitting it"]
+    if allow_smoke:
+        return [f"v{version} predicted on {words}, not the competition's test file: submitted as --allow-smoke asks"]
+    raise FlagNeeded(f"v{version} predicted on {words}, not the competition's test file: nothing submitted "
+                     "(--allow-smoke submits it anyway, to exercise the loop against a stand-in)")
+
+
+def _submission_recorded(ledger: Ledger, version: int, sub: Submission, token: str) -> None:
+    """Make ``sub`` v<N>'s submission: the previous one's columns are replaced only now, once it is known."""
+    ledger.update(version, **submission_columns(sub), submission_token=token, submitted_at=sub.date or utc_now(),
+                  pending_token="", pending_status="")
+
+
+def submission_pending_settle(project: Project, remote: Remote, ledger: Ledger, version: int, row: dict):
+    """v<N>'s submission recorded before sending (SENDING) or sent with its reply lost (UNCONFIRMED): the
+    submission its token finds among mine (then recorded), else None (recorded as NOT_SUBMITTED)."""
+    token = row.get("pending_token", "")
+    found = next((s for s in remote.submissions_list(project.competition) if token and token in s.description), None)
+    if found is None:
+        ledger.update(version, pending_status=NOT_SUBMITTED)
+        return None
+    _submission_recorded(ledger, version, found, token)
+    return found
+
+
+def submission_create(project: Project, remote: Remote, version, message: Optional[str] = None,
+                      allow_smoke: bool = False) -> SubmitResult:
+    version = version_parse(version)
+    text_checked(message or "", "-m")
+    folder = project.version_dir(version)
+    path = folder / "submission.csv"
+    if not path.is_file():
+        raise UsageError(f"{path.relative_to(project.root)} does not exist; run lorakit pull {version} first")
+    submission_validate(project, path)  # the kernel's rules, before any network call
+    ledger = ledger_of(project)
+    ledger.check_writable()
+    recorded = ledger.row(version) or {}
+    notes = real_run_check(project, version, recorded, allow_smoke)
+    if recorded.get("submission_status") == UNCONFIRMED:  # written by older lorakit
+        raise UsageError(
+            f"v{version}'s last submission is {UNCONFIRMED}: run lorakit scores to find out whether it reached "
+            "Kaggle before submitting again"
+        )
+    kernel = kernel_ref_resolve(project, remote)
+    ledger = ledger_of(project, kernel)
+    row = ledger.row(version) or {}
+    if row.get("pending_status") in (SENDING, UNCONFIRMED):
+        earlier = submission_pending_settle(project, remote, ledger, version, row)
+        if earlier is not None:
+            notes.append(f"v{version}'s earlier submission (its reply lost) reached Kaggle as {earlier.ref}: "
+                         "recorded, not sent again")
+            return SubmitResult(version, earlier.ref, submissions_left(project, remote, notes), tuple(notes))
+    token = token_new()
+    description = submission_description(kernel, version, row.get("config_hash", ""), token,
+                                         message or row.get("message") or "")
+    limits = remote.submission_limits_get(project.competition)
+    if int(getattr(limits, "num_allowed_now", 0) or 0) <= 0:
+        used = int(getattr(limits, "num_today", 0) or 0)
+        raise UsageError(
+            f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
+            f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
+        )
+    ref, recovered = _submission_send(project, remote, ledger, Outgoing(version, path, description, token))
+    if recovered:
+        notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
+    return SubmitResult(version, ref, submissions_left(project, remote, notes), tuple(notes))
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A submission about to be sent: v<N>'s file, its description and the token the description holds."""
+
+    version: int
+    path: Path
+    description: str
+    token: str
+
+
+def _submission_send(project: Project, remote: Remote, ledger: Ledger, outgoing: Outgoing) -> tuple:
+    """Record the submission as pending (SENDING) before it leaves, send it, then record it; (ref, recovered).
+    The previous submission's columns stay until the new one is known."""
+    version, path, description, token = outgoing.version, outgoing.path, outgoing.description, outgoing.token
+    ledger.update(version, pending_token=token, pending_status=SENDING)  # or nothing is sent
+    try:
+        ref, recovered = remote.submission_create(path, description, project.competition, token)
+    except (Unconfirmed, KeyboardInterrupt) as exc:
+        ledger.update(version, pending_status=UNCONFIRMED)
+        advice = f"recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before submitting again"
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted while submitting; {advice}", version) from None
+        raise Unconfirmed(f"{exc}; {advice}") from None
+    except RemoteError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was submitted
+            ledger.update(version, pending_token="", pending_status="")
+        raise
+    try:
+        _submission_recorded(ledger, version, Submission(ref, "PENDING", None, None, description, utc_now()), token)
+    except (OSError, LedgerError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LedgerError(f"submitted v{version} as submission {ref}, but the ledger could not be updated ({reason}): "
+                          "lorakit scores records it by its token; do not submit it again") from None
+    return ref, recovered
+
+
+def submissions_left(project: Project, remote: Remote, notes: list) -> Optional[int]:
+    try:
+        return int(getattr(remote.submission_limits_get(project.competition), "num_allowed_now", 0) or 0)
+    except RemoteError as exc:
+        notes.append(f"could not read the submissions left today: {exc}")
+        return None
