@@ -59,17 +59,18 @@ def test_generated_pages_are_fresh():
 
 
 def test_the_cli_reference_follows_the_parsers(monkeypatch):
-    from lorakit import cli, retry
+    from lorakit import cli, console, retry
 
     page = generate.reference()
-    for name, _help, flags, _handler in cli.COMMANDS:
+    for name, _help, flags, _handler in cli.commands():
         assert f"### `lorakit {name}`" in page
         for names, _options in flags:
             assert f"| `{', '.join(names)}" in page, (name, names)
     for var in retry.ENVIRONMENT:
         assert f"| `{var.name}` |" in page
-    monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, ("frobnicate", "make it so", (cli.flag(
-        "--hard", action="store_true", help="harder"),), lambda args: 0)])
+    monkeypatch.setitem(console.REGISTRY, "frobnicate", ("frobnicate", "make it so", (console.flag(
+        "--hard", action="store_true", help="harder"),), lambda args: 0))
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, ("frobnicate", "console")))
     page = generate.reference()
     assert "### `lorakit frobnicate`" in page and "| `--hard` | harder |" in page
 

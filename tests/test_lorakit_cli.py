@@ -172,14 +172,16 @@ def test_command_line_errors_under_json_print_one_document(kit, argv, error):
 def test_each_command_registers_its_flags_beside_its_handler_with_help():
     import argparse
 
-    from lorakit import cli
+    from lorakit import cli, console
 
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert list(commands) == [name for name, *_ in cli.COMMANDS]
+    assert list(commands) == [name for name, _module in cli.COMMANDS]
+    modules = dict(cli.COMMANDS)
+    assert set(console.REGISTRY) == set(modules)  # a command registered but not listed would never be offered
     for name, subparser in commands.items():
-        handler = subparser.get_default("func")
-        assert handler.__name__ == f"cmd_{name}" and handler.__module__ == "lorakit.cli"
+        handler = subparser.get_default("func")  # beside its data, in the module COMMANDS names
+        assert handler.__name__ == f"cmd_{name}" and handler.__module__ == f"lorakit.{modules[name]}"
         for action in subparser._actions:
             assert action.help and action.help.strip(), (name, action.dest)
     json_commands = {name for name, sub in commands.items() if any("--json" in a.option_strings for a in sub._actions)}

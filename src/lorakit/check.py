@@ -4,10 +4,12 @@ the exact count, nothing to download with the internet off).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from lorakit.console import JSON, SETS, command, err, project_of, warn
 from lorakit.errors import UsageError
 from lorakit.kernel import Effective, config_effective
 from lorakit.project import Project, adapter_version_of, script_compile_check
@@ -95,3 +97,27 @@ def internet_needs(project: Project, effective: Effective) -> tuple[list, list]:
         else:
             needs.append(f"{fallback} (none is attached): {attach}")
     return needs, warnings
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command("check", "offline preflight: exact trainable count, budget verdict, metadata and script checks", SETS, JSON)
+def cmd_check(args) -> int:
+    out = args.out
+    project = project_of(args)
+    report = config_check(project, args.sets)
+    e = report.effective
+    for warning in report.warnings:
+        warn(warning)
+    out.document(report.as_json())
+    out.result(f"script     {project.script_path.relative_to(project.root)} (compiles)")
+    out.result(f"metadata   {project.metadata_path.name}: {project.kernel}, competition {project.competition} (valid)")
+    out.result(f"overrides  {json.dumps(e.overrides, sort_keys=True)}")
+    out.result(e.breakdown_text())
+    out.result(f"config_hash {e.config_hash}")
+    out.result(f"lengths    {report.lengths_text()}")
+    out.result(f"verdict    {'within' if e.within_budget else 'OVER'} budget: {e.trainable_params:,} of "
+               f"{e.budget:,} trainable parameters")
+    if not e.within_budget:
+        err(f"lorakit: error: {e.trainable_params:,} trainable parameters exceed param_budget {e.budget:,}")
+        return 1
+    return 0

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from lorakit.common import LABELS, ledger_of, overrides_of, version_parse
+from lorakit.console import JSON, Output, command, flag, project_of, table
 from lorakit.errors import ArgumentError, UsageError
 from lorakit.kernel import config_resolved, config_where_keys
 from lorakit.project import Project
@@ -29,7 +31,6 @@ from lorakit.runs import (
     Paired, PulledRun, config_diff, paired_test, pulled_run_load, run_numbers,
 )
 from lorakit.stats import verdict
-from lorakit.common import LABELS, ledger_of, overrides_of, version_parse
 
 VERSION_ARGUMENT = re.compile(r"^[vV]?\d+$")  # anything else is a submission CSV path
 SLICE_KEYS = ("train_data", "max_train_samples", "val_fraction", "seed")  # what picks the validation rows
@@ -279,3 +280,91 @@ def compare(project: Optional[Project], first: str, second: str) -> Comparison:
             raise
         test, test_reason = None, str(exc)
     return Comparison(a, b, what_diff, where_diff, config_reason, paired, paired_reason, test, test_reason)
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command(
+    "compare",
+    "two versions side by side: config diff, metrics diff, exact McNemar test on their shared validation rows "
+    "(skipped with the reason, exit 0, when the slices differ) and test-set agreement; for submission CSV paths, "
+    "the agreement only",
+    flag("a", metavar="A", help="first version (N or vN), or a submission CSV path (ID,Label)"),
+    flag("b", metavar="B", help="second version (N or vN), or a submission CSV path (ID,Label)"),
+    JSON,
+)
+def cmd_compare(args) -> int:
+    out = args.out
+    project = project_of(args) if is_version(args.a) or is_version(args.b) else None  # two files need no checkout
+    c = compare(project, args.a, args.b)
+    out.document(c.as_json())
+    if c.a.run is not None and c.b.run is not None:
+        _runs_compared_show(out, c)
+    _agreement_show(out, c)
+    return 0
+
+
+def _runs_compared_show(out: Output, c) -> None:
+    """The config diff, the metrics diff and the paired test of two versions."""
+    a, b = c.a.name, c.b.name
+    for side in (c.a, c.b):
+        if side.reason:
+            out.result(f"{side.name} is not comparable: {side.reason}")
+    if c.config_diff is None:
+        out.result(f"config: {c.config_reason}")
+    else:
+        out.result(f"config {a} -> {b}:" + ("" if c.config_diff else " the same"))
+        for key, (before, after) in c.config_diff.items():
+            out.result(f"  {key}: {'unset' if before is None else before} -> {'unset' if after is None else after}")
+        for key, (before, after) in c.where_diff.items():
+            out.result(f"  {key} (where, not what: not in config_hash): {before} -> {after}")
+    out.result(table(["metric", a, b, f"{b} - {a}"], _metrics_rows(c.a.metrics(), c.b.metrics())))
+    p = c.paired
+    if p is None:
+        out.result(f"paired test: none: {c.paired_reason}")
+        return
+    out.result(f"paired test on the {p.rows} shared validation rows (exact McNemar): {a} right and {b} wrong "
+               f"{p.a_wins}, {b} right and {a} wrong {p.b_wins}, p_value {p.p_value:.3g}")
+    out.result(f"verdict: {c.verdict}")
+
+
+def _metrics_rows(ma: dict, mb: dict) -> list:
+    """metric, A, B, B - A; "-" where a run does not say. Accuracy carries its 95% interval."""
+    recall_a, recall_b = ma["per_class_recall"] or {}, mb["per_class_recall"] or {}
+    figures = [("val accuracy [95%]", ma["val_accuracy"], mb["val_accuracy"], ".4f"),
+               ("val rows", ma["val_rows"], mb["val_rows"], ",d"),
+               *((f"recall {name}", recall_a.get(name), recall_b.get(name), ".4f") for name in recall_a or recall_b),
+               ("train minutes", ma["train_minutes"], mb["train_minutes"], ".1f"),
+               ("trainable params", ma["trainable_params"], mb["trainable_params"], ",d")]
+    rows = [[label, "-" if x is None else format(x, spec), "-" if y is None else format(y, spec),
+             "" if x is None or y is None else format(y - x, "+" + spec)] for label, x, y, spec in figures]
+    for column, m in ((1, ma), (2, mb)):
+        if m["val_interval"] is not None:
+            rows[0][column] += " [{:.4f}, {:.4f}]".format(*m["val_interval"])
+    rows.append(["device", ma["device"] or "-", mb["device"] or "-", ""])
+    return rows
+
+
+def _agreement_show(out: Output, c) -> None:
+    """How the two sides' test predictions agree (overall, per class, class shares, confidence)."""
+    t = c.test
+    if t is None:
+        out.result(f"test set: not compared: {c.test_reason}")
+        return
+    a = c.a.name if c.a.run is not None else "A"  # a file's path is too long for the table's headers
+    b = c.b.name if c.b.run is not None else "B"
+    title_a, title_b = (side.name + ("" if side.name == short else f" ({short})")
+                        for side, short in ((c.a, a), (c.b, b)))
+    out.result(f"test set: {title_a} vs {title_b}: {t.rows} rows, agreement {t.agreement:.2%} "
+               f"({t.disagreements} rows differ)")
+    rows = [
+        [name, na, "-" if agree_b is None else f"{agree_b:.2%}", nb, "-" if agree_a is None else f"{agree_a:.2%}",
+         f"{t.distribution_a[name] / t.rows:.1%}", f"{t.distribution_b[name] / t.rows:.1%}"]
+        for name, (na, agree_b, nb, agree_a) in t.per_class.items()
+    ]
+    out.result(table(["class", f"{a} rows", f"{b} agrees", f"{b} rows", f"{a} agrees", f"{a} share", f"{b} share"],
+                      rows))
+    if t.confidence_a is not None:
+        out.result(f"mean confidence on the {t.disagreements} disagreements: {a} {t.confidence_a:.3f}, "
+                   f"{b} {t.confidence_b:.3f}")
+    elif t.disagreements:
+        out.result("(confidence on the disagreements needs both versions' probabilities.csv)")

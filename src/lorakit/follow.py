@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Callable, Optional
 
 from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable
+from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new
 from lorakit.errors import RemoteError, RunFailed, Timeout, UsageError
 from lorakit.inflight import version_target
 from lorakit.ledger import Ledger
@@ -133,3 +135,88 @@ def kernel_log_get(project: Project, remote: Remote, version=None) -> tuple[int,
     if not raw:
         raise UsageError(f"Kaggle has no log for v{version} yet")
     return version, log_readable(raw)
+
+
+# ------------------------------------------------------------------------------------- the command line
+def poll_lines(emit: Callable[[str], None], changes_only: bool = False):
+    """``emit`` the status line of each poll (of each change only, for a log follower)."""
+    seen = []
+
+    def on_poll(version, status, elapsed):
+        if not changes_only or seen[-1:] != [status.status]:
+            emit(f"[{hms(elapsed)}] v{version} {status.shown}")
+        seen.append(status.status)
+
+    return on_poll
+
+
+def _status_wait(args, project, remote, version, timeout: float, follow: bool):
+    """Wait for v<N>'s run to end (streaming its log with ``follow``); (version, status) once it has."""
+
+    out = args.out
+    return kernel_status_wait(project, remote, version, timeout, poll_lines(out.progress), log_shown(out, follow))
+
+
+def log_shown(out: Output, follow: bool) -> Optional[Callable[[str], None]]:
+    """With ``follow``, where a followed log goes: stdout (stderr under --json), as it comes."""
+    return (lambda text: out.progress(text, end="")) if follow else None
+
+
+@command(
+    "status",
+    "the status of a version (default: the newest in the ledger)",
+    flag("version", nargs="?", help="kernel version number"),
+    flag("--wait", action="store_true", help="poll with backoff until the run finishes"),
+    flag("--follow", action="store_true", help="wait, streaming the run's log while it runs (implies --wait)"),
+    flag("--timeout", type=float, default=3600.0, metavar="S", help="give up waiting after S seconds (default 3600)"),
+    JSON,
+)
+def cmd_status(args) -> int:
+    out = args.out
+    project = project_of(args)
+    if args.wait or args.follow:  # kernel_status_wait checks --timeout before any call
+        version, status = _status_wait(args, project, remote_new(), args.version, args.timeout, args.follow)
+    else:
+        version, status = kernel_status_get(project, remote_new(), args.version)
+        out.result(f"v{version} {status.shown}")
+    out.partial = {"version": version, **status.as_json()}
+    if status.failure_message:
+        out.result(f"failure message: {status.failure_message}")
+    kernel_failure_raise(version, status)
+    out.document(out.partial)
+    if status.status == "COMPLETE":
+        out.progress(f"next: lorakit pull {version}")
+    return 0
+
+
+@command(
+    "logs",
+    "the run's log as text (default: the newest version); --follow streams it while the run goes on",
+    flag("version", nargs="?", help="kernel version number"),
+    flag("--follow", action="store_true",
+         help="stream the log until the run ends (exit 3 when it ends in ERROR); status changes go to stderr"),
+    JSON,
+)
+def cmd_logs(args) -> int:
+    out = args.out
+    project = project_of(args)
+    if not args.follow:
+        version, text = kernel_log_get(project, remote_new(), args.version)
+        out.document({"version": version, "log": text})
+        if not out.as_json:
+            sys.stdout.write(text)
+        return 0
+    pieces: list = []
+
+    def on_log(text: str) -> None:  # the log alone on stdout (stderr under --json), status changes on stderr
+        pieces.append(text)
+        out.progress(text, end="")
+
+    version, status = kernel_status_wait(
+        project, remote_new(), args.version, math.inf, poll_lines(lambda text: err(f"lorakit: {text}"), changes_only=True),
+        on_log,
+    )
+    out.partial = {"version": version, **status.as_json(), "log": "".join(pieces)}
+    kernel_failure_raise(version, status)
+    out.document(out.partial)
+    return 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from lorakit.console import JSON, command, flag, project_of, table
 from lorakit.errors import UsageError
 from lorakit.kernel import Effective, config_effective
 from lorakit.project import Project
@@ -296,3 +297,39 @@ def budget_plan(project: Project, request: PlanRequest = PlanRequest()) -> Plan:
     marks, source = evidence_marks(project)
     chosen = candidates_chosen(Counter(effective, budget, marks), placements, space.ranks, request.top)
     return Plan(budget, basis.layers, tuple(chosen), enumerated, len(placements), source)
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command(
+    "plan",
+    "LoRA placements and sizes that fit the budget, as ready --set strings",
+    flag("--budget", type=int, metavar="N", help="trainable-parameter budget (default: the kernel's param_budget)"),
+    flag("--top", type=int, default=20, metavar="K", help="how many to print (default 20)"),
+    flag("--head", action="append", metavar="HEAD", help="only these heads (repeatable or comma-separated)"),
+    flag("--targets", action="append", metavar="T1,T2", help="only this target set (repeatable)"),
+    flag("--ranks", action="append", metavar="R1,R2", help="ranks to try (default 1,2,4,8,16,32,64)"),
+    flag("--layers", action="append", metavar="L", help="all or top:K (default: all and every top:K)"),
+    JSON,
+)
+def cmd_plan(args) -> int:
+    out = args.out
+    plan = budget_plan(project_of(args), PlanRequest(args.budget, args.top, args.head, args.targets, args.ranks,
+                                                   args.layers))
+    out.document({"budget": plan.budget, "layers": plan.layers, "enumerated": plan.enumerated,
+                  "fitting": plan.fitting, "evidence_source": plan.evidence_source,
+                  "configs": [c.as_json() for c in plan.candidates]})
+    out.result(
+        f"budget {plan.budget:,}: {plan.fitting:,} of {plan.enumerated:,} placements fit (head x targets x layers); "
+        "the default first, then those the accuracy bench measured, then by LoRA size, each at its largest "
+        "rank (exact counts, meta device)"
+    )
+    rows = [
+        ["default" if c.default else i, c.short_placement, c.layers, c.head, c.r, f"{c.total:,}", c.evidence or "-",
+         c.set_string]
+        for i, c in enumerate(plan.candidates)
+    ]
+    out.result(table(["#", "lora_targets", "layers", "head", "r", "total", "MiniLM val acc (vs default)",
+                       "settings"], rows))
+    out.result(f"evidence: {plan.evidence_source}; attn.out = attention.output.dense, ffn.in = intermediate.dense, "
+               "ffn.out = output.dense")
+    return 0

@@ -17,6 +17,8 @@ from lorakit.common import (
     FAILED_KERNEL, accelerator_asked, ledger_of, log_readable, metrics_columns, metrics_read, rows_expected_of,
     run_minutes_of, utc_now,
 )
+from lorakit.common import predicted_on_of
+from lorakit.console import JSON, Output, command, err, flag, fmt, project_of, remote_new, warn
 from lorakit.errors import RemoteError, UsageError
 from lorakit.inflight import version_target
 from lorakit.kernel import submission_check
@@ -249,3 +251,51 @@ def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Opti
     if not row.get("kernel_ref"):
         fields["kernel_ref"] = str(ref)
     return fields
+
+
+# ------------------------------------------------------------------------------------- the command line
+def pull_show(out: Output, project, result) -> None:
+    for warning in result.warnings:
+        warn(warning)
+    out.progress(f"pulled v{result.version} into {result.folder.relative_to(project.root)}/ ({len(result.files)} files)")
+    for name in result.files:
+        out.progress(f"  {name}")
+    m = result.metrics
+    if m:
+        out.progress(
+            f"val_accuracy {fmt(m.get('val_accuracy'))} | trainable {int(m.get('trainable_params') or 0):,} | "
+            f"run {fmt(run_minutes_of(m), 1)} min | config_hash {str(m.get('config_hash') or '')[:12]} | "
+            f"device {m.get('device') or '-'}"
+        )
+        dist = m.get("test_label_distribution")
+        if isinstance(dist, dict):
+            out.progress("test labels  " + "  ".join(f"{k} {v}" for k, v in dist.items()))
+
+
+def pull_next(project, result) -> Optional[str]:
+    """The step after a pull: submit a valid submission of a real run; predict again from the adapter of a run
+    that failed after saving it; nothing for a smoke run's or another test file's predictions."""
+
+    if result.submittable:
+        kind, _ = predicted_on_of(result.metrics or {}, {})
+        return f"next: lorakit submit {result.version} --wait" if kind in ("competition", None) else None
+    if result.has_adapter:
+        return f"next: lorakit push --predict-from {result.version} -m MESSAGE"
+    return None
+
+
+@command(
+    "pull",
+    "download a version's outputs into submissions/v<N>/ and fill its ledger row",
+    flag("version", nargs="?", help="kernel version number (default: the newest in the ledger)"),
+    JSON,
+)
+def cmd_pull(args) -> int:
+    project = project_of(args)
+    result = kernel_output_pull(project, remote_new(), args.version, on_wait=lambda m: err(f"lorakit: {m}"))
+    pull_show(args.out, project, result)
+    step_next = pull_next(project, result)
+    if step_next:
+        args.out.progress(step_next)
+    args.out.document(result.as_json())
+    return 0

@@ -17,6 +17,7 @@ from lorakit.common import (
     UNCONFIRMED, accelerator_asked, kernel_ref_resolve, ledger_of, overrides_text, text_checked, token_new, utc_now,
     version_parse,
 )
+from lorakit.console import JSON, SETS, Output, command, flag, note, project_of, remote_new, warn
 from lorakit.errors import FlagNeeded, Interrupted, LedgerError, RemoteError, Timeout, Unconfirmed, UsageError
 from lorakit.inflight import push_duplicate_check, pushes_settle
 from lorakit.kernel import Effective, adapter_digest, script_render
@@ -379,3 +380,61 @@ def _push_record(target: PushTarget, token: str, version: int, notes: list, **fi
         raise LedgerError(f"sent the push of {target.ref} (v{version} if it went through), but the ledger could not "
                           f"be updated ({reason}): its row stays {SENDING}; lorakit status settles it by its token, "
                           "do not push it again") from None
+
+
+# ------------------------------------------------------------------------------------- the command line
+PUSH_FLAGS = (
+    flag("-m", "--message", required=True, help="what this version tries (kept in the ledger)"),
+    SETS,
+    flag("--accelerator", metavar="SHAPE", help="machine shape, e.g. NvidiaTeslaT4 (overrides the metadata)"),
+    flag("--no-run", action="store_true", help="save the version without running it (quick save; push only)"),
+    flag("--predict-from", metavar="N", type=int,
+         help="predict only, with version N's pulled adapter (submissions/vN/adapter, uploaded as a private "
+              "dataset and pinned by its sha256)"),
+    flag("--build-dir", metavar="DIR",
+         help="render the build folder here and keep it (default: a temporary folder, removed after the push)"),
+    flag("--dry-run", action="store_true",
+         help="check and render the build folder, push nothing (the folder is kept only with --build-dir)"),
+    flag("--again", action="store_true",
+         help="push even when a COMPLETE version of this kernel already ran the same config_hash"),
+)
+
+
+def push_options_of(args) -> PushOptions:
+    """The PushOptions of push's (and run's) command line."""
+    return PushOptions(args.message, tuple(args.sets), args.accelerator, args.no_run, args.predict_from,
+                       args.build_dir, args.dry_run, args.again)
+
+
+def push_show(out: Output, project, result, hints: bool) -> None:
+    e = result.effective
+    out.progress(f"check: {e.trainable_params:,} trainable parameters (within budget {e.budget:,}), "
+                 f"config_hash {e.config_hash[:12]}")
+    if result.adapter is not None:
+        a = result.adapter
+        upload = f" ({a.upload})" if a.upload else ""
+        out.progress(f"predict from v{a.version}: adapter sha256 {a.sha256[:12]} in dataset {a.dataset}{upload}")
+    for line in result.notes:
+        note(line)
+    if result.version is None:
+        kept = f"build folder {result.build_dir}" if result.build_dir else "rendered and checked (--build-dir keeps it)"
+        out.progress(f"dry run: {kept} (nothing pushed)")
+        return
+    if result.build_dir is not None:
+        out.progress(f"build folder {result.build_dir}")
+    verb = "saved (not run)" if result.status == "NEW_SCRIPT" else "pushed"
+    out.progress(f"{verb} v{result.version} of {result.kernel}: {result.url}")
+    out.progress(f"ledger: {project.ledger_path.relative_to(project.root)} row v{result.version}")
+    if hints:
+        out.progress(f"next: lorakit status {result.version} --wait")
+
+
+@command("push", "check, render the kernel with its overrides, push a new version and record it", *PUSH_FLAGS,
+         JSON)
+def cmd_push(args) -> int:
+    project = project_of(args)
+    options = push_options_of(args)
+    result = kernel_push(project, None if options.dry_run else remote_new(), options, warn)
+    push_show(args.out, project, result, hints=not options.no_run)
+    args.out.document(result.as_json())
+    return 0

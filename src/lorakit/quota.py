@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from lorakit.common import ledger_of
+from lorakit.console import JSON, command, fmt, project_of, remote_new, table
 from lorakit.errors import LorakitError
 from lorakit.project import Project
 from lorakit.remote import Remote
@@ -81,3 +82,25 @@ def quota_get(project: Project, remote: Remote) -> Quota:
         (int(r["version"]), float(r["run_minutes"])) for r in rows if finite_number(r.get("run_minutes")) is not None
     )
     return Quota(used, total, refresh_text, minutes)
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command("quota", "GPU hours used and left this week, and the run minutes per version", JSON)
+def cmd_quota(args) -> int:
+    out = args.out
+    q = quota_get(project_of(args), remote_new())
+    out.document(q.as_json())
+    if q.used_hours is None:
+        out.result("GPU quota: Kaggle returned no GPU quota")
+    else:
+        out.result(
+            f"GPU quota this week: {q.used_hours:.2f} h used, {fmt(q.left_hours, 2)} h left of "
+            f"{fmt(q.total_hours, 2)} h" + (f" (refreshes {q.refresh} UTC)" if q.refresh else "")
+        )
+    if q.minutes_by_version:
+        out.result(table(["version", "run minutes"], [[f"v{v}", f"{m:.1f}"] for v, m in q.minutes_by_version]))
+        total = sum(m for _, m in q.minutes_by_version)
+        out.result(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over {len(q.minutes_by_version)} version(s)")
+    else:
+        out.result("no run minutes recorded yet (lorakit pull fills them)")
+    return 0

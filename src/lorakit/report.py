@@ -19,13 +19,14 @@ from typing import Optional
 
 import numpy as np
 
+from lorakit.common import LABELS, output_path_check, utc_now, version_parse
+from lorakit.console import JSON, command, flag, note, project_of, warn
 from lorakit.errors import UsageError
 from lorakit.ledger import file_write_atomic
 from lorakit.project import Project
 from lorakit.runs import PulledRun, pull_command, pulled_run_load
 from lorakit.stats import finite_number
 from lorakit.versions import TABLE_HEADERS, VersionRow, table_cells, versions_list
-from lorakit.common import LABELS, output_path_check, utc_now, version_parse
 
 DEFAULT_CHOSEN = 8  # without --versions: the newest pulled versions, as many as one chart can tell apart
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -348,3 +349,32 @@ def _axes(frame: Frame, x_ticks: list, x_label: str, y_label: str) -> list:
     parts.append(f'<text x="14" y="{middle}" text-anchor="middle" transform="rotate(-90 14 {middle})">'
                  f"{_esc(y_label)}</text>")
     return parts
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command(
+    "report",
+    "write one self-contained HTML file: the versions table, validation curves, confusion matrices and scores "
+    "over time (offline, from the ledger and the pulled folders)",
+    flag("--out", dest="out_path", metavar="PATH", help="where to write it (default submissions/report.html)"),
+    flag("--versions", metavar="N,M", help="whose curves and confusion matrices to show, e.g. 3,5,7 "
+                                           "(default: the newest 8 pulled versions)"),
+    flag("--open", action="store_true", help="then open it in the default web browser"),
+    JSON,
+)
+def cmd_report(args) -> int:
+    import webbrowser
+
+
+    project = project_of(args)
+    path = report_path_check(project, args.out_path)
+    report = report_make(project, path, versions_parse(args.versions))
+    for line in report.notes:
+        note(line)
+    args.out.document(report.as_json())
+    shown = ", ".join(f"v{v}" for v in report.versions) or "no pulled version"
+    where = path.resolve().relative_to(project.root) if path.resolve().is_relative_to(project.root) else path
+    args.out.result(f"wrote {where} ({report.charts} charts; curves of {shown})")
+    if args.open and not webbrowser.open(path.resolve().as_uri()):
+        warn(f"no web browser could be started: open {path} by hand")
+    return 0

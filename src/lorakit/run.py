@@ -7,13 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
+from lorakit.console import ALLOW_SMOKE, JSON, command, err, flag, project_of, remote_new, warn
 from lorakit.errors import Interrupted, RemoteError, UsageError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
+from lorakit.follow import log_shown, poll_lines
 from lorakit.project import Project
 from lorakit.pull import PullResult, kernel_output_pull
+from lorakit.pull import pull_next, pull_show
 from lorakit.push import PushOptions, PushResult, kernel_push
+from lorakit.push import PUSH_FLAGS, push_options_of, push_show
 from lorakit.remote import KernelStatus, Remote, Submission
 from lorakit.submit import SubmitResult, submission_create, submission_wait
+from lorakit.submit import score_lines, scored_show, submitted_show
 
 RUN_STEPS = {"push": "while pushing", "wait": "while waiting for the run", "pull": "while pulling",
              "submit": "while submitting", "score": "while waiting for the score"}
@@ -132,3 +137,56 @@ def _run_steps(project: Project, remote: Optional[Remote], options: RunOptions, 
     scored = submission_wait(project, remote, submitted.ref, submitted.version, options.score_timeout,
                              show.on_score_poll)
     return RunResult(pushed, pulled, submitted, scored)
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command(
+    "run",
+    "push, wait for the run and pull its outputs in one go; --submit goes on to submit and wait for the score",
+    *PUSH_FLAGS,
+    flag("--submit", action="store_true", help="then submit submissions/v<N>/submission.csv and wait for the score"),
+    flag("--follow", action="store_true", help="stream the run's log while waiting"),
+    flag("--timeout", type=float, default=3600.0, metavar="S",
+         help="give up waiting for the run after S seconds (default 3600)"),
+    flag("--score-timeout", type=float, default=1800.0, metavar="S",
+         help="give up waiting for the score after S seconds (default 1800)"),
+    ALLOW_SMOKE,
+    JSON,
+)
+def cmd_run(args) -> int:
+    out = args.out
+    options = RunOptions(push_options_of(args), args.submit, args.timeout, args.score_timeout, args.allow_smoke)
+    project = project_of(args)
+    result = run_pipeline(project, None if options.push.dry_run else remote_new(), options, run_show(args, project))
+    if result.pulled is None:  # a dry run
+        out.document(out.partial)
+        return 0
+    if result.score is not None:
+        scored_show(out, out.partial["submission"], result.score)
+    out.partial.setdefault("submission", None)
+    out.document(out.partial)
+    step_next = "next: lorakit scores" if args.submit else pull_next(project, result.pulled)
+    if step_next:
+        out.progress(step_next)
+    return 0
+
+
+def run_show(args, project):
+    """What `lorakit run` prints as its steps go, and the partial document each adds to."""
+
+    out = args.out
+
+    def pushed(result) -> None:
+        push_show(out, project, result, hints=False)
+        out.partial = {"version": result.version, "push": result.as_json()}
+
+    def ran(_version, status) -> None:
+        out.partial["status"] = status.as_json()
+
+    def pulled(result) -> None:
+        pull_show(out, project, result)
+        out.partial["pull"] = result.as_json()
+
+    return RunShow(warn=warn, pushed=pushed, on_poll=poll_lines(out.progress), on_log=log_shown(out, args.follow),
+                   ran=ran, on_wait=lambda m: err(f"lorakit: {m}"), pulled=pulled,
+                   submitted=lambda result: submitted_show(out, result), on_score_poll=score_lines(out))

@@ -14,10 +14,10 @@ from typing import Optional
 
 import numpy as np
 
+from lorakit.common import LABELS, metrics_read
 from lorakit.errors import UsageError
 from lorakit.project import KernelRef, Project
 from lorakit.stats import accuracy_interval, finite_number, mcnemar_exact
-from lorakit.common import LABELS, metrics_read
 
 VAL_KEYS = ("val_logits", "val_labels", "val_ids", "val_ids_sha256")
 

@@ -5,7 +5,10 @@ candidates marked; the public leaderboard with my rank.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -14,8 +17,10 @@ from lorakit.common import (
     NOT_SUBMITTED, UNCONFIRMED, ledger_of, output_path_check, predicted_on, submission_columns, submission_key,
     submission_preferred, utc_now,
 )
+from lorakit.console import CSV, JSON, command, err, flag, fmt, note, one_format, project_of, remote_new, table, warn
 from lorakit.errors import ArgumentError, RemoteError, UsageError
 from lorakit.ledger import SENDING, Ledger
+from lorakit.ledger import kernel_same
 from lorakit.project import KernelRef, Project
 from lorakit.remote import Remote, Submission
 from lorakit.stats import finite_number
@@ -203,3 +208,102 @@ def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: O
     shown = ranked[:top]
     me = next((r for r in ranked if r.mine), None)
     return shown, me, zip_path
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command(
+    "scores",
+    "my submissions and scores, written into the ledger; best candidates marked",
+    CSV,
+    flag("--plot", metavar="PATH", help="write a PNG of public score and validation accuracy by version"),
+    JSON,
+)
+def cmd_scores(args) -> int:
+    one_format(args)
+    out = args.out
+    project = project_of(args)
+    if args.plot:
+        scores_plot_check(args.plot)
+    scores = scores_get(project, remote_new())
+    headers = ["mark", "version", "ref", "status", "public", "private", "gap", "val_acc", "date", "overrides"]
+    rows = []
+    best_val_version = int(scores.best_validation["version"]) if scores.best_validation else None
+    for r in scores.rows:
+        s = r.submission
+        mark = "P" if scores.best_public is not None and r is scores.best_public else ""
+        if scores.best_validation is not None and r.version == best_val_version and kernel_same(
+                r.kernel, scores.best_validation["kernel_ref"]):
+            mark += "V"
+        rows.append([mark, version_label(project, r.version, r.kernel), s.ref, s.status,
+                     fmt(s.public_score, 5), fmt(s.private_score, 5), fmt(r.gap, 5), fmt(r.val_accuracy),
+                     s.date[:16].replace("T", " "), r.overrides or ""])
+    out.document(scores.as_json())
+    if args.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(rows)
+        sys.stdout.write(buffer.getvalue())
+    elif not rows:
+        out.result(f"no submissions to {project.competition} yet")
+    else:
+        out.result(table(headers, rows))
+        out.result("")
+        if scores.best_public is not None:
+            b = scores.best_public
+            out.result(f"P best public score:  {version_label(project, b.version, b.kernel)} "
+                       f"({fmt(b.submission.public_score, 5)})")
+        if scores.best_validation is not None:
+            v = scores.best_validation
+            out.result(f"V best validation:    {version_label(project, int(v['version']), v['kernel_ref'])} "
+                       f"({fmt(v.get('val_accuracy'))})")
+        if scores.best_public is not None or scores.best_validation is not None:
+            out.result("  -> the candidates for the two final submissions")
+    note("versions that were never submitted are listed by lorakit versions")
+    for version in scores.unrecorded:
+        warn(f"v{version} has submissions but no ledger row; its scores were not recorded")
+    for version, kernel, words in scores.not_candidates:
+        note(f"{version_label(project, version, kernel)} is not a candidate: it predicted on {words}")
+    for version in scores.not_submitted:
+        warn(f"v{version}'s unconfirmed submission never reached Kaggle; submit it again: lorakit submit {version}")
+    if args.plot:
+        err(f"lorakit: wrote {scores_plot(project, args.plot)}")
+    return 0
+
+
+def version_label(project, version: Optional[int], kernel: str) -> str:
+    """v<N> for the project's kernel, owner/slug v<N> for another one; "?" when no version is known."""
+
+    if version is None:
+        return "?"
+    return f"v{version}" if not kernel or kernel_same(kernel, str(project.kernel)) else f"{kernel} v{version}"
+
+
+@command(
+    "leaderboard",
+    "the public leaderboard with my rank highlighted",
+    flag("--top", type=int, default=20, metavar="N", help="rows to show (default 20)"),
+    flag("--download", metavar="DIR", help="also download the full leaderboard zip into DIR"),
+    JSON,
+)
+def cmd_leaderboard(args) -> int:
+    out = args.out
+    project = project_of(args)
+    shown, me, zip_path = leaderboard_get(project, remote_new(), args.top, args.download)
+    out.document({"competition": project.competition, "rows": [r.as_json() for r in shown],
+                  "me": None if me is None else me.as_json(), "download": None if zip_path is None else str(zip_path)})
+    rows = [[">" if r.mine else "", r.rank, r.team_name, fmt(r.score, 5), r.date] for r in shown]
+    if me is not None and me not in shown:
+        rows.append(["", "...", "", "", ""])
+        rows.append([">", me.rank, me.team_name, fmt(me.score, 5), me.date])
+    if rows:
+        out.result(table(["", "rank", "team", "score", "date"], rows))
+    else:
+        out.result(f"the leaderboard of {project.competition} is empty")
+    if me is not None:
+        out.result(f"your rank: {me.rank} ({me.team_name}, {fmt(me.score, 5)})")
+    else:
+        out.result("you are not on the leaderboard yet (or beyond the pages read)")
+    if zip_path is not None:
+        out.progress(f"downloaded the full leaderboard to {zip_path}")
+    return 0

@@ -12,12 +12,16 @@ from lorakit.common import (
     NOT_SUBMITTED, UNCONFIRMED, kernel_ref_resolve, ledger_of, metrics_read, predicted_on, rows_expected_of,
     submission_columns, submission_description, text_checked, token_new, utc_now, version_parse,
 )
+from lorakit.console import (
+    ALLOW_SMOKE, JSON, Output, command, flag, fmt, hms, note, project_of, remote_new, seconds_check,
+)
 from lorakit.errors import (
     FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
 )
 from lorakit.kernel import submission_check
 from lorakit.ledger import SENDING, Ledger
 from lorakit.project import Project
+from lorakit.project import repo_found
 from lorakit.remote import Remote, Submission
 from lorakit.retry import Poll, poll_until
 
@@ -203,3 +207,74 @@ def submissions_left(project: Project, remote: Remote, notes: list) -> Optional[
     except RemoteError as exc:
         notes.append(f"could not read the submissions left today: {exc}")
         return None
+
+
+# ------------------------------------------------------------------------------------- the command line
+def submitted_show(out: Output, result) -> dict:
+    """Show a submission just made; what it did, as JSON (also the partial document, should the wait fail)."""
+    for line in result.notes:
+        note(line)
+    left = "left today unknown" if result.remaining is None else f"{result.remaining} left today"
+    out.progress(f"submitted v{result.version} as submission {result.ref} ({left})")
+    data = {**result.as_json(), "score": None}
+    out.partial["submission"] = data
+    return data
+
+
+def score_lines(out: Output):
+    """The line of each poll of a submission's score."""
+
+    def on_poll(sub, elapsed):
+        out.progress(f"[{hms(elapsed)}] submission {sub.ref} {sub.status}")
+
+    return on_poll
+
+
+def scored_show(out: Output, data: dict, scored) -> None:
+    out.progress(f"scored: public {fmt(scored.public_score, 5)} | private {fmt(scored.private_score, 5)}")
+    data["score"] = scored.as_json()
+
+
+@command(
+    "submit",
+    "validate and submit submissions/v<N>/submission.csv",
+    flag("version", help="kernel version number"),
+    flag("-m", "--message", help="submission description (default: the push message)"),
+    flag("--wait", action="store_true", help="poll until the submission is scored"),
+    flag("--timeout", type=float, default=1800.0, metavar="S", help="give up waiting after S seconds (default 1800)"),
+    ALLOW_SMOKE,
+    JSON,
+)
+def cmd_submit(args) -> int:
+    out = args.out
+    if args.wait:  # before submitting: a bad --timeout must not cost a submission
+        seconds_check(args.timeout, "--timeout")
+    project, remote = project_of(args), remote_new()
+    result = submission_create(project, remote, args.version, args.message, args.allow_smoke)
+    data = submitted_show(out, result)
+    if args.wait:
+        scored = submission_wait(project, remote, result.ref, result.version, args.timeout, score_lines(out))
+        scored_show(out, data, scored)
+    out.document(data)
+    out.progress("next: lorakit scores")
+    return 0
+
+
+@command(
+    "validate",
+    "check a submission CSV with the kernel's rules",
+    flag("file", metavar="FILE", help="the CSV to check"),
+    flag("--rows", type=int, metavar="N",
+         help="expected rows (default: test_rows of metrics.json beside it, else 8000)"),
+    JSON,
+)
+def cmd_validate(args) -> int:
+    from pathlib import Path
+
+
+    project = project_of(args) if repo_found(args.repo) else None  # outside a checkout: the kernel lorakit ships
+    args.out.partial = {"file": args.file, "valid": False}
+    rows = submission_validate(project, Path(args.file), args.rows)
+    args.out.document({"file": args.file, "valid": True, "rows": rows})
+    args.out.result(f"{args.file}: valid submission ({rows} rows, columns ID,Label, labels 0-3)")
+    return 0

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import itertools
@@ -28,22 +29,28 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, RunFailed, UsageError
-from lorakit.ledger import file_write_atomic
-from lorakit.project import Project
-from lorakit.remote import Remote
-from lorakit.runs import PulledRun, paired_test, pulled_run_load
-from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
-from lorakit.transport import json_loads_safe
 from lorakit.common import (
     FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, accelerator_asked, kernel_ref_resolve, ledger_of, utc_now,
 )
+from lorakit.console import (
+    ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, table, warn,
+)
+from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, RunFailed, UsageError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
 from lorakit.inflight import push_confirm, push_duplicate_check, pushes_settle
+from lorakit.ledger import file_write_atomic
+from lorakit.project import Project
 from lorakit.pull import kernel_output_pull
 from lorakit.push import PushOptions, push_plan
+from lorakit.quota import gpu_hours_left
+from lorakit.remote import Remote
 from lorakit.run import RunOptions, RunShow, run_pipeline
+from lorakit.run import run_show
+from lorakit.runs import PulledRun, paired_test, pulled_run_load
+from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
 from lorakit.submit import submission_create, submissions_left
+from lorakit.submit import submitted_show
+from lorakit.transport import json_loads_safe
 
 SWEEP_ID = re.compile(r"sw-[0-9a-f]{6}")
 
@@ -486,3 +493,179 @@ def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -
     return Submitted(results, already, (*skipped, *notes))
 
 
+# ------------------------------------------------------------------------------------- the command line
+SWEEP_ONE_AT_A_TIME = ("Arms run one at a time: no Kaggle documentation we could find states how many GPU runs of "
+                       "one account may run at once (users report two; no documented guarantee), so there is no "
+                       "--parallel.")
+
+
+SWEEP_STILL_RUNNING = ("an arm already running on Kaggle keeps running (and using GPU time) after Ctrl-C: Kaggle's "
+                       "API has no way to cancel a version")
+
+
+SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "--config": ("config_file", None),
+                  "--set": ("sets", []), "-m": ("message", ""), "--seeds": ("seeds", 1),
+                  "--submit-best": ("submit_best", 0), "--allow-smoke": ("allow_smoke", False),
+                  "--accelerator": ("accelerator", None), "--again": ("again", False)}  # --resume reads them back
+
+
+@command(
+    "sweep",
+    "push a grid of configs one arm after another (push, wait, pull each), then rank them by validation accuracy "
+    "with a paired test against the best",
+    flag("--grid", action="append", default=[], metavar="KEY=V1,V2",
+         help="one axis of the grid (repeatable: every combination of the axes is an arm)"),
+    flag("--from-plan", type=int, metavar="N", help="also one arm per row of the first N rows of lorakit plan"),
+    flag("--config", dest="config_file", metavar="FILE",
+         help='also one arm per override object of a JSON list, e.g. [{"lora_r": 4}, {"lora_targets": "query,value"}]'),
+    SETS,
+    flag("-m", "--message", default="", help="prefix of each arm's message (which names the sweep id and the arm)"),
+    flag("--seeds", type=int, default=1, metavar="K",
+         help="run each arm K times, with seeds seed, seed+1, ...: the table shows each arm's mean and spread, "
+              "its tests against the best paired seed by seed (a seed changes the validation rows)"),
+    flag("--submit-best", type=int, default=0, metavar="K",
+         help="then submit the best K arms by validation accuracy: never more than today's submissions left, never "
+              "a smoke run"),
+    ALLOW_SMOKE,
+    flag("--accelerator", metavar="SHAPE", help="machine shape of every arm, e.g. NvidiaTeslaT4"),
+    flag("--again", action="store_true", help="also push arms whose config already ran to COMPLETE outside the sweep"),
+    flag("--timeout", type=float, default=3600.0, metavar="S",
+         help="give up waiting for an arm's run after S seconds (default 3600)"),
+    flag("--follow", action="store_true", help="stream each arm's log while waiting"),
+    flag("--dry-run", action="store_true",
+         help="check and count every arm and show the GPU time against the quota left; record and push nothing"),
+    flag("--resume", metavar="ID",
+         help="carry on sweep ID (submissions/sweeps/ID.json) after Ctrl-C or an error: settles pushes whose reply "
+              "was lost, waits for and pulls the arms pushed, pushes only those never pushed. "
+              f"Note: {SWEEP_STILL_RUNNING}. {SWEEP_ONE_AT_A_TIME} Exit 3 when an arm's run failed."),
+    JSON,
+)
+def cmd_sweep(args) -> int:
+    out = args.out
+    project = project_of(args)
+    sweep = _sweep_resumed(args, project) if args.resume else sweep_new(project, _sweep_request(args))
+    out.partial = {"sweep": sweep.id, "dry_run": args.dry_run, "shared_sets": list(sweep.shared),
+                   "planned": [a.as_json() for a in sweep.arms], **_sweep_plan_show(out, project, sweep)}
+    if args.dry_run:
+        out.progress("dry run: nothing recorded, nothing pushed")
+        out.document(out.partial)
+        return 0
+    if not args.resume:
+        path = sweep_record(project, sweep)
+        out.progress(f"recorded {path.relative_to(project.root)} (carry on after Ctrl-C or an error: "
+                     f"lorakit sweep --resume {sweep.id})")
+    remote = remote_new()
+    try:
+        outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project))
+    except Interrupted as exc:
+        raise Interrupted(f"{exc}; {SWEEP_STILL_RUNNING}", exc.version) from None
+    ranked = sweep_rank(project, sweep)
+    out.partial["ranked"] = [r.as_json() for r in ranked]
+    _sweep_ranked_show(out, sweep, ranked)
+    if sweep.options.submit_best:
+        submitted = sweep_submit(project, remote, sweep, ranked)
+        out.partial["submissions"] = submitted.as_json()
+        _sweep_submitted_show(out, submitted)
+    failed = [o for o in outcomes if o.state != "pulled"]
+    for outcome in failed:
+        warn(f"{outcome.arm.label} (v{outcome.version}) {outcome.state}")
+    out.document(out.partial)
+    return RunFailed.exit_code if failed else 0
+
+
+def _sweep_request(args):
+    options = SweepOptions(args.message, args.seeds, args.submit_best, args.allow_smoke, args.accelerator,
+                           args.timeout, args.again)
+    return SweepRequest(tuple(args.grid), args.from_plan, args.config_file, tuple(args.sets), options)
+
+
+def _sweep_resumed(args, project):
+    """The recorded sweep, its --timeout the one given now; the flags that define a sweep are refused."""
+    from dataclasses import replace
+
+
+    given = [name for name, (dest, default) in SWEEP_RECORDED.items() if getattr(args, dest) != default]
+    if given:
+        raise ArgumentError(f"--resume carries on with the arms and options recorded in the sweep file: drop "
+                            f"{', '.join(given)}")
+    sweep = sweep_load(project, args.resume)
+    return replace(sweep, options=replace(sweep.options, timeout=args.timeout))
+
+
+def _sweep_plan_show(out: Output, project, sweep) -> dict:
+    """The arms about to be pushed, their exact counts and the GPU time they may take against the quota left;
+    what it showed, for the JSON document."""
+
+    rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}"]
+            for a in sweep.arms]
+    out.result(f"sweep {sweep.id}: {len(sweep.arms)} run(s), each checked by the kernel's config rules and within "
+               "the parameter budget")
+    out.result(table(["arm", "settings", "trainable", "config_hash", "max minutes"], rows))
+    out.result(f"shared     {' '.join(sweep.shared) or '-'}")
+    minutes = gpu_minutes(project, sweep)
+    if minutes is None:
+        out.result("GPU time   none (the accelerator asked for is none)")
+        return {"gpu_minutes": None, "gpu_hours_left": None}
+    left, why = gpu_hours_left(remote_new)
+    shown = "unknown" if left is None else f"{left:.1f} h"
+    out.result(f"GPU time   up to {minutes / 60:.1f} h in all (each run's time_limit_minutes); GPU quota left this "
+               f"week: {shown}")
+    if left is None:
+        note(f"{why}: the sweep's GPU time is not compared with the quota")
+    elif minutes / 60 > left:
+        warn(f"the sweep may take up to {minutes / 60:.1f} h of GPU time but {left:.1f} h are left this week: "
+              "its later arms may stop early")
+    return {"gpu_minutes": minutes, "gpu_hours_left": left}
+
+
+def _sweep_show(args, project):
+    """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them."""
+
+    out = args.out
+    arm = argparse.Namespace(out=Output(out.as_json), follow=args.follow)  # each arm's own partial document
+    done = out.partial.setdefault("arms", [])
+
+    def started(a, version) -> None:
+        arm.out.partial = {}
+        out.progress(f"--- {a.label} ({' '.join(a.own) or 'the shared config'}): "
+                     + (f"carrying on v{version}" if version else "pushing"))
+
+    def ended(outcome) -> None:
+        done.append({**outcome.as_json(), "run": arm.out.partial or None})
+        out.progress(f"{outcome.arm.label}: v{outcome.version} {outcome.state}"
+                     + (" (pushed before)" if outcome.resumed else ""))
+
+    return SweepShow(run_show(arm, project), started, ended)
+
+
+def _sweep_ranked_show(out: Output, sweep, ranked: list) -> None:
+    seeds = sweep.options.seeds > 1
+    headers = ["#", "arm", "versions", "settings", "trainable", "mean val_acc" if seeds else "val_acc",
+               *(["spread"] if seeds else []), "wins best/arm", "p", "p (Holm)", "vs best"]
+    rows = []
+    for i, r in enumerate(ranked, start=1):
+        wins = "-" if r.best_wins is None else f"{r.best_wins}/{r.arm_wins} of {r.rows}"
+        rows.append([i, r.name, ",".join(f"v{v}" for v in r.versions if v) or "-", " ".join(r.sets) or "-",
+                     f"{r.trainable_params:,}", fmt(r.mean), *([fmt(r.spread)] if seeds else []), wins,
+                     _p(r.p_value), _p(r.p_holm), r.words or "no validation accuracy"])
+    out.result(f"sweep {sweep.id} ranked by validation accuracy" + (f" (mean of {sweep.options.seeds} seeds)" if seeds else ""))
+    out.result(table(headers, rows))
+    out.result("p: exact McNemar test against the best on the same validation rows"
+               + (" (summed over the seeds, each paired with the best's run of the same seed)" if seeds else "")
+               + "; p (Holm): corrected for the arms compared")
+
+
+def _p(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def _sweep_submitted_show(out: Output, submitted) -> None:
+    shown = Output(out.as_json)  # prints as out does; its partial is not the sweep's document
+    for result in submitted.results:
+        submitted_show(shown, result)
+    for version in submitted.already:
+        note(f"v{version} of this sweep was submitted before: not submitted again")
+    for why in submitted.skipped:
+        note(f"not submitted: {why}")
+    if submitted.results:
+        out.progress("next: lorakit scores")

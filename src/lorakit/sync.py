@@ -22,15 +22,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+from lorakit.common import (
+    TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns, overrides_text, submission_columns, submission_key, submission_preferred,
+)
+from lorakit.console import JSON, Output, command, flag, note, project_of, remote_new, table, warn
 from lorakit.errors import UsageError
 from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
 from lorakit.remote import Remote, Submission
 from lorakit.transport import json_loads_safe
-from lorakit.common import (
-    TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns, overrides_text, submission_columns, submission_key, submission_preferred,
-)
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
                   "trainable_params", "sweep_id")  # what a push record holds (push.push_record_of)
@@ -263,3 +264,56 @@ def ledger_sync(project: Project, remote: Remote, dry_run: bool = False) -> Sync
     with ledger.transaction() as records:  # merged again under the lock: what changed meanwhile counts
         report = merged(records)
     return replace(report, written=True)
+
+
+# ------------------------------------------------------------------------------------- the command line
+@command(
+    "sync",
+    "rebuild or complete the ledger from Kaggle: every version of the kernel (status, metrics.json, what its push "
+    "recorded) and every submission matched to its version; a row that disagrees is reported, never overwritten",
+    flag("--dry-run", action="store_true", help="read Kaggle and show what would change; write nothing"),
+    JSON,
+)
+def cmd_sync(args) -> int:
+    project = project_of(args)
+    report = ledger_sync(project, remote_new(), args.dry_run)
+    args.out.document(report.as_json())
+    _sync_show(args.out, project, report)
+    return 0
+
+
+def _sync_show(out: Output, project, report) -> None:
+    """The versions' and the submissions' tables, a warning per conflict or unreadable part, and what was written."""
+    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {len(report.submissions)} submission(s) to "
+               f"{project.competition}")
+    out.result(table(["version", "action", "columns / why"],
+                      [[f"v{c.version}", c.action, c.detail if c.action in ("conflict", "absent") else
+                        ", ".join(c.columns)] for c in report.versions]))
+    mine = [c for c in report.submissions if c.action != "other"]
+    if mine:
+        out.result(table(["submission", "version", "action", "columns / why"],
+                          [[c.ref, f"v{c.version}", c.action, ", ".join(c.columns) or c.detail] for c in mine]))
+    for c in (*report.versions, *report.submissions):
+        if c.action == "conflict":
+            what = f"submission {c.ref} of v{c.version}" if c.ref else f"v{c.version}"
+            warn(f"{what} conflicts with the ledger: {c.detail}")
+        for problem in c.problems:
+            warn(f"v{c.version}: {problem}")
+    _sync_unknown_note(report)
+    counts = ", ".join(f"{sum(c.action == a for c in report.versions)} {a}"
+                       for a in ("added", "completed", "unchanged", "conflict"))
+    verb = "dry run, nothing written to" if report.dry_run else "wrote" if report.written else "nothing to change in"
+    out.result(f"{verb} {project.ledger_path.relative_to(project.root)} ({counts})")
+
+
+def _sync_unknown_note(report) -> None:
+    """Name the versions whose push-only columns stay unknown: no push record at all, or one without some."""
+
+    none = [f"v{c.version}" for c in report.versions if len(c.unknown) == len(PUSH_ONLY)]
+    if none:
+        note(f"{', '.join(none)} carry no push record (pushed before lorakit wrote one): their message, "
+              "git commit, dirty flag, push time and accelerator stay unknown")
+    for missing in sorted({c.unknown for c in report.versions if 0 < len(c.unknown) < len(PUSH_ONLY)}):
+        which = [f"v{c.version}" for c in report.versions if c.unknown == missing]
+        note(f"{', '.join(which)}: the push record holds no {', '.join(missing)} (git's are empty when the "
+              "push was not made from a git checkout)")

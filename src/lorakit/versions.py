@@ -24,15 +24,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
+from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, overrides_of, predicted_on_of
+from lorakit.console import CSV, JSON, command, note, one_format, project_of, table
 from lorakit.kernel import config_defaults, config_resolved, config_where_keys
 from lorakit.ledger import SENDING
 from lorakit.project import Project
 from lorakit.runs import PulledRun, pulled_run_load, run_numbers
 from lorakit.stats import accuracy_interval, finite_number
-from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, overrides_of, predicted_on_of
 
 REFRESHED_BY = "lorakit status, pull, scores and sync refresh what it shows"
 
@@ -224,3 +226,26 @@ def _count(value) -> Optional[int]:
     number = finite_number(value)
     return int(number) if number is not None and number >= 0 and number == int(number) else None
 
+
+# ------------------------------------------------------------------------------------- the command line
+@command(
+    "versions",
+    "every version the ledger knows, newest first: state, config changes, validation accuracy with its "
+    "confidence interval, scores (offline: status, pull, scores and sync refresh it)",
+    CSV,
+    JSON,
+)
+def cmd_versions(args) -> int:
+    one_format(args)
+    out = args.out
+    project = project_of(args)
+    rows = versions_list(project)
+    out.document({"kernel": str(project.kernel), "versions": [r.as_json() for r in rows]})
+    if args.csv:
+        sys.stdout.write(versions_csv(rows))
+    elif not rows:
+        out.result(f"no versions of {project.kernel} in the ledger yet: lorakit push records them")
+    else:
+        out.result(table(list(TABLE_HEADERS), [table_cells(r, message_width=40) for r in rows]))
+        note(f"offline: {REFRESHED_BY}")
+    return 0

@@ -1,0 +1,124 @@
+"""What every command's presentation shares: where it writes (:class:`Output`: the result on stdout, or one
+JSON document under --json), the one-line messages, tables and figures, the project and the Kaggle
+connection a command works on, and the registry each command module adds its handler and flags to.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable
+
+from lorakit.errors import ArgumentError, UsageError
+from lorakit.project import project_load
+from lorakit.remote import Remote
+
+
+class Output:
+    """Where a command writes: its result as text on stdout; with --json one JSON document on stdout instead,
+    and every progress line on stderr. ``partial`` collects what a command has done so far: a command that
+    fails under --json still prints one document, that and the error."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.documented = False
+        self.partial: dict = {}
+
+    def result(self, text: str = "") -> None:
+        """Part of the result: stdout, or nothing under --json (the document holds it)."""
+        if not self.as_json:
+            print(text, file=sys.stdout)
+
+    def progress(self, text: str, end: str = "\n") -> None:
+        """Progress and hints: stdout, or stderr under --json; flushed, so a follower sees it at once."""
+        print(text, end=end, file=sys.stderr if self.as_json else sys.stdout, flush=True)
+
+    def document(self, data: dict) -> None:
+        if self.as_json and not self.documented:
+            print(json.dumps(data, sort_keys=True), file=sys.stdout)
+            self.documented = True
+
+    def failure(self, message: str, exit_code: int) -> None:
+        self.document({**self.partial, "error": message, "exit_code": exit_code})
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def warn(text: str) -> None:
+    err(f"lorakit: warning: {text}")
+
+
+def note(text: str) -> None:
+    err(f"lorakit: note: {text}")
+
+
+def table(headers: list, rows: list) -> str:
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "-"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def project_of(args):
+    """The project a command works on: --repo, --kernel and --competition applied."""
+    return project_load(args.repo, kernel=args.kernel, competition=args.competition)
+
+
+def remote_new() -> Remote:
+    """A Kaggle connection (the kaggle client is imported on its first call)."""
+    return Remote()
+
+
+def hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def one_format(args) -> None:
+    if args.csv and args.json:
+        raise ArgumentError("choose one of --csv and --json")
+
+
+def seconds_check(value: float, name: str) -> None:
+    if not value > 0:
+        raise UsageError(f"{name} must be a positive number of seconds")
+
+
+REGISTRY: dict = {}  # name -> (name, help, flags, handler); lorakit.cli.COMMANDS orders them
+
+
+def flag(*names, **options) -> tuple:
+    """One argparse argument: ``flag("--top", type=int, help=...)``."""
+    return names, options
+
+
+def command(name: str, help_text: str, *flags: tuple):
+    """Register ``cmd_x`` as the command ``name`` with its flags (each from :func:`flag`)."""
+
+    def register(handler: Callable) -> Callable:
+        REGISTRY[name] = (name, help_text, flags, handler)
+        return handler
+
+    return register
+
+
+CSV = flag("--csv", action="store_true", help="print CSV (pandas.read_csv reads it) instead of a table")
+JSON = flag("--json", action="store_true", help="print one JSON document on stdout; messages go to stderr")
+SETS = flag("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+            help="override one config key of the kernel (repeatable; booleans are true/false)")
+ALLOW_SMOKE = flag("--allow-smoke", action="store_true",
+                   help="submit even a run that did not predict the competition's own file (a smoke run, another "
+                        "test file): for exercising the loop against a stand-in")
