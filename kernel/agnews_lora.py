@@ -28,8 +28,9 @@ Reading order: the overrides block and `Config` (every knob: type, default, help
 the whole job one phase per line, and its phases in call order; then the building blocks in the order the
 phases use them (config rules, data, model and budget, batching, training, data parallel, prediction, outputs,
 smoke mode); last what exists for robustness or for lorakit (the hardened test-file reader, the stop signal,
-the overrides and push record rendering, PUBLIC_API) and `main`. The push record block below the overrides
-holds what `lorakit push` recorded (message, git commit, push time, accelerator asked); metrics.json copies it.
+the readers of the overrides and push record blocks, PUBLIC_API and BENCH_API) and `main`. The push record
+block below the overrides holds what `lorakit push` recorded (message, git commit, push time, accelerator
+asked); metrics.json copies it.
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ PUSH_RECORD_JSON = r"""
 """
 # <<< lorakit push record <<<
 
-LABELS = ("World", "Sports", "Business", "Sci/Tech")
+LABELS = ("World", "Sports", "Business", "Sci/Tech")  # label k is LABELS[k]; lorakit reads this line as a literal
 COMPETITION = "deep-learning-spring-2025-project-2"
 COMPETITION_PARAM_LIMIT = 1_000_000  # the competition's rule: at most this many trainable parameters
 TEST_FILE_NAME = "test_unlabelled.pkl"
@@ -2757,41 +2758,27 @@ class StopSignal:
 
 
 # ---------------------------------------------------------------------------------------- for lorakit
+# The two blocks lorakit writes into a build copy (overrides, push record) are defined here once: their markers
+# above, the patterns and readers below. lorakit (src/lorakit/kernel.py) renders them with these patterns.
 def _block_pattern(begin: str, name: str, end: str) -> re.Pattern:
     """A marked block that assigns the JSON text in group 1 to `name` as a raw string."""
     return re.compile("^" + re.escape(begin) + f'\n{name} = r"""\n(.*?)\n"""\n' + re.escape(end) + "$", re.S | re.M)
 
 
-_BLOCK_RE = _block_pattern(OVERRIDES_BEGIN, "OVERRIDES_JSON", OVERRIDES_END)
-_PUSH_RECORD_RE = _block_pattern(PUSH_RECORD_BEGIN, "PUSH_RECORD_JSON", PUSH_RECORD_END)
+OVERRIDES_RE = _block_pattern(OVERRIDES_BEGIN, "OVERRIDES_JSON", OVERRIDES_END)
+PUSH_RECORD_RE = _block_pattern(PUSH_RECORD_BEGIN, "PUSH_RECORD_JSON", PUSH_RECORD_END)
 
 
-def _block_match(pattern: re.Pattern, script_text: str, what: str) -> re.Match:
+def block_match(pattern: re.Pattern, script_text: str, what: str) -> re.Match:
     match = pattern.search(script_text)
     if not match:
         raise ConfigError(f"the {what} markers are missing or damaged in the kernel script")
     return match
 
 
-def _block_spliced(script_text: str, match: re.Match, body: str) -> str:
-    """The script with the block `match` found holding `body` instead."""
-    start, end = match.span(1)
-    return script_text[:start] + body + script_text[end:]
-
-
 def read_overrides_block(script_text: str) -> dict:
     """The overrides block of a copy of this script (lorakit reads rendered build copies with it)."""
-    return overrides_object(_block_match(_BLOCK_RE, script_text, "overrides block").group(1))
-
-
-def render_overrides(script_text: str, overrides: dict) -> str:
-    """The script with its overrides block replaced by `overrides` (checked first)."""
-    match = _block_match(_BLOCK_RE, script_text, "overrides block")
-    config_from_overrides(overrides)
-    body = json.dumps(overrides, indent=2, sort_keys=True)
-    if '"""' in body:
-        raise ConfigError('override values may not contain """')
-    return _block_spliced(script_text, match, body)
+    return overrides_object(block_match(OVERRIDES_RE, script_text, "overrides block").group(1))
 
 
 def push_record_object(text: str) -> dict:
@@ -2820,36 +2807,25 @@ def push_record() -> dict:
 
 def read_push_record(script_text: str) -> dict:
     """The push record of a copy of this script; {} for a copy without the block (pushed before it existed)."""
-    match = _PUSH_RECORD_RE.search(script_text)
+    match = PUSH_RECORD_RE.search(script_text)
     return push_record_object(match.group(1)) if match else {}
 
 
-def render_push_record(script_text: str, record: dict) -> str:
-    """The script with its push record block holding `record` as ASCII JSON: every quote, backslash, newline
-    and non-ASCII character of a value escaped, so no text ends the raw string or reaches the code."""
-    match = _block_match(_PUSH_RECORD_RE, script_text, "push record")
-    try:
-        body = json.dumps(record, indent=2, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"the push record cannot be written as JSON: {exc}") from None
-    if push_record_object(body) != record:
-        raise ConfigError("the push record does not read back as written (its keys must be strings)")
-    return _block_spliced(script_text, match, body)
-
-
-# What lorakit (src/) and bench/ use of this script, through lorakit's one loader; a test checks each resolves.
+# What lorakit (src/lorakit/kernel.py, its one door) uses of this script; a test checks each resolves.
 PUBLIC_API = (
-    "Config", "CONFIG_KEYS", "HEADS", "KernelError", "LABELS", "COMPETITION",
-    "parse_sets", "apply_overrides", "config_from_overrides", "read_overrides_block", "render_overrides",
-    "config_hash", "usable_positions", "param_breakdown", "breakdown_of", "format_breakdown", "build_model",
-    "budget_warning",
-    "adapter_digest", "clean_text", "read_ag_news_csv", "load_test_texts", "stratified_split", "encode_texts",
-    "length_grouped_batches", "sorted_batches", "pad_batch", "autocast_dtype", "grad_scaler",
-    "make_optimizer", "make_scheduler", "Optimization", "train_step", "trainable_state", "load_trainable_state",
-    "Feed", "predict_logits", "fit_temperature", "corrected_probabilities", "model_config", "load_adapter_model",
-    "KAGGLE_INPUT", "TEST_FILE_NAME", "AG_NEWS_DATASET", "SMOKE_DEFAULTS", "HASH_EXCLUDED",
-    "KNOBS", "field_type", "interval_text",
-    "run", "submission_problem", "validate_submission", "read_push_record", "render_push_record",
+    "Config", "CONFIG_KEYS", "HEADS", "HASH_EXCLUDED", "AG_NEWS_DATASET", "KernelError",
+    "parse_sets", "apply_overrides", "config_from_overrides", "config_hash", "usable_positions",
+    "param_breakdown", "format_breakdown", "budget_warning", "adapter_digest", "validate_submission",
+    "OVERRIDES_RE", "PUSH_RECORD_RE", "block_match", "read_overrides_block", "push_record_object",
+    "read_push_record",
+)
+# What bench/ and docs/generate.py reach besides: the training and prediction pieces they time or document.
+BENCH_API = (
+    "KNOBS", "SMOKE_DEFAULTS", "field_type", "interval_text", "run", "clean_text", "read_ag_news_csv",
+    "load_test_texts", "stratified_split", "build_model", "breakdown_of", "model_config", "load_adapter_model",
+    "encode_texts", "length_grouped_batches", "sorted_batches", "pad_batch", "to_device", "autocast_dtype",
+    "grad_scaler", "make_optimizer", "make_scheduler", "Optimization", "train_step", "trainable_state",
+    "load_trainable_state", "Feed", "predict_logits", "fit_temperature",
 )
 
 

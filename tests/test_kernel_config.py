@@ -2,12 +2,11 @@
 anything loads, smoke defaults, the config hash."""
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
-from kernel_helpers import BAD_VALUES, KERNEL, run_kernel
+from kernel_helpers import BAD_VALUES, run_kernel
 
 
 def test_parse_sets_types(kernel):
@@ -65,16 +64,6 @@ def test_usable_positions(kernel, minilm_path):
         "max_length must be <= 256, the usable positions of roberta-base, got 300"]
 
 
-def test_override_order_block_file_set(kernel, tmp_path, monkeypatch):
-    rendered = kernel.render_overrides(KERNEL.read_text(), {"epochs": 7, "lr": 1e-3, "seed": 5})
-    config_file = tmp_path / "run.json"
-    config_file.write_text(json.dumps({"lr": 2e-3, "seed": 6}))
-    block = re.search(r'OVERRIDES_JSON = r"""\n(.*?)\n"""', rendered, re.S).group(1)
-    monkeypatch.setattr(kernel, "OVERRIDES_JSON", block)  # what the running build copy holds
-    cfg = kernel.resolve_config(str(config_file), ["seed=9"])
-    assert (cfg.epochs, cfg.lr, cfg.seed) == (7, 2e-3, 9)
-
-
 def test_config_file_errors(kernel, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -91,22 +80,6 @@ def test_smoke_defaults_yield_to_explicit_overrides(kernel):
     assert kernel.config_from_overrides({"smoke": True}).lr == kernel.SMOKE_DEFAULTS["lr"]
     assert kernel.config_from_overrides({"smoke": True, "lr": 1e-3}).lr == 1e-3
     assert kernel.config_from_overrides({}).lr == kernel.Config().lr
-
-
-def test_overrides_block_roundtrip(kernel):
-    text = KERNEL.read_text()
-    assert kernel.read_overrides_block(text) == {}
-    rendered = kernel.render_overrides(text, {"lora_r": 4, "smoke": True})
-    assert kernel.read_overrides_block(rendered) == {"lora_r": 4, "smoke": True}
-    compile(rendered, "rendered.py", "exec")
-    # only the block changed: everything around it is byte-identical
-    head, tail = text.split('OVERRIDES_JSON = r"""\n{}\n"""')
-    assert rendered.startswith(head) and rendered.endswith(tail)
-    assert kernel.read_overrides_block(kernel.render_overrides(rendered, {})) == {}
-    with pytest.raises(kernel.ConfigError, match="unknown config key"):
-        kernel.render_overrides(text, {"nope": 1})
-    with pytest.raises(kernel.ConfigError, match="markers are missing"):
-        kernel.read_overrides_block(text.replace(kernel.OVERRIDES_END, ""))
 
 
 def test_config_hash(kernel):

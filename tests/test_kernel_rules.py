@@ -15,26 +15,37 @@ from kernel_helpers import KERNEL, ROOT
 from lorakit_fixtures import REPO
 
 
-USERS = sorted([*ROOT.joinpath("src", "lorakit").glob("*.py"), *ROOT.joinpath("bench").glob("*.py"),
-                *ROOT.joinpath("docs").glob("*.py")])
+LORAKIT = sorted(ROOT.joinpath("src", "lorakit").glob("*.py"))
+BENCH = sorted([*ROOT.joinpath("bench").glob("*.py"), *ROOT.joinpath("docs").glob("*.py")])
+USERS = [*LORAKIT, *BENCH]
 # How lorakit/kernel.py, bench/ and docs/generate.py name the loaded kernel (lorakit's other modules never see it).
-KERNEL_HANDLES = r"\b_?(?:kmod|vmod|K)\.([A-Za-z_]\w*)"
+KERNEL_HANDLES = r"(?:\b_?(?:kmod|vmod|K)|_kernel_of\(\w*\))\.([A-Za-z_]\w*)"
 DOOR = ROOT / "src" / "lorakit" / "kernel.py"
 
 
-def test_public_api_resolves(kernel):
-    missing = [name for name in kernel.PUBLIC_API if not hasattr(kernel, name)]
-    assert not missing
-
-
-def test_lorakit_and_bench_use_only_the_public_api(kernel):
+def kernel_names_used(paths: list) -> tuple[dict, set]:
+    """{name: file} of every kernel attribute the files reach, and the optional hooks they test with hasattr()."""
     used, optional = {}, set()  # optional: hooks a variant copy of the kernel may add, behind hasattr()
-    for path in USERS:
+    for path in paths:
         text = path.read_text()
         used.update({name: path.name for name in re.findall(KERNEL_HANDLES, text)})
         optional.update(re.findall(r'hasattr\(_?(?:kmod|vmod|K), "(\w+)"\)', text))
-    assert used, "no kernel use found: has the naming convention changed?"
-    assert {name: where for name, where in used.items() if name not in {*kernel.PUBLIC_API, *optional}} == {}
+    return used, optional
+
+
+def test_public_api_resolves(kernel):
+    missing = [name for name in (*kernel.PUBLIC_API, *kernel.BENCH_API) if not hasattr(kernel, name)]
+    assert not missing
+
+
+def test_public_api_is_what_lorakit_uses_and_bench_api_what_bench_adds(kernel):
+    lorakit, _ = kernel_names_used(LORAKIT)
+    bench, optional = kernel_names_used(BENCH)
+    assert lorakit and bench, "no kernel use found: has the naming convention changed?"
+    assert set(lorakit) == set(kernel.PUBLIC_API)  # each listed name used, each used name listed
+    listed = {*kernel.PUBLIC_API, *kernel.BENCH_API, *optional}
+    assert {name: where for name, where in bench.items() if name not in listed} == {}
+    assert set(kernel.BENCH_API) <= set(bench) and not set(kernel.BENCH_API) & set(kernel.PUBLIC_API)
 
 
 def test_the_loader_is_the_one_door(kernel):
@@ -136,3 +147,16 @@ def test_kernel_imports_nothing_local():
     third_party = {"numpy", "pandas", "torch", "transformers", "peft", "datasets", "tqdm", "tokenizers", "matplotlib",
                    "pyarrow"}
     assert roots - set(sys.stdlib_module_names) - {"__future__"} <= third_party
+
+
+def test_lorakit_reads_the_class_names_from_the_kernel(kernel, tmp_path):
+    from lorakit.common import LABELS
+    from lorakit.errors import UsageError
+    from lorakit.kernel import kernel_labels
+
+    assert LABELS == kernel.LABELS  # one definition: the kernel's line, read as a literal
+    odd = tmp_path / "agnews_lora.py"
+    odd.write_text("LABELS = (__import__('os').system('touch pwned'),)\n")
+    with pytest.raises(UsageError, match="does not define LABELS"):
+        kernel_labels(odd)  # read, never run
+    assert not (tmp_path / "pwned").exists()

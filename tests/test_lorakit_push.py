@@ -74,8 +74,10 @@ def test_push_refuses_over_budget_and_bad_keys_before_any_network_call(kit):
 
 
 def test_push_refuses_a_build_copy_that_does_not_compile(kit, monkeypatch):
-    kmod = kit.kmod()  # the very module lorakit loaded (cached per path)
-    monkeypatch.setattr(kmod, "render_overrides", lambda text, overrides: text.replace("OVERRIDES_JSON = r", "OVERRIDES_JSON = (r", 1))
+    from lorakit import kernel as door
+
+    monkeypatch.setattr(door, "render_overrides",
+                        lambda kmod, text, overrides: text.replace("OVERRIDES_JSON = r", "OVERRIDES_JSON = (r", 1))
     code, out, err = kit.run("push", "-m", "x")
     assert code == 1 and "does not compile" in err
     assert not kit.state.requests and not kit.ledger.exists()

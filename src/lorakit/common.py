@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorakit.errors import ArgumentError, UsageError
+from lorakit.kernel import kernel_labels
 from lorakit.ledger import Ledger, cells, kernel_same
 from lorakit.project import KernelRef, Project
 from lorakit.remote import Remote, Submission
@@ -22,7 +23,7 @@ from lorakit.stats import finite_number
 from lorakit.transport import json_loads_safe
 
 DEFAULT_TEST_ROWS = 8000
-LABELS = ("World", "Sports", "Business", "Sci/Tech")
+LABELS = kernel_labels()  # the class names: the kernel's own, read from the script lorakit ships
 TERMINAL_KERNEL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED", "NEW_SCRIPT"}
 FAILED_KERNEL = {"ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED"}
 _DESCRIPTION_VERSION = re.compile(r"^\s*v(\d+)\b(?:\s+([A-Za-z0-9_-]+/[A-Za-z0-9_-]+))?")

@@ -8,9 +8,11 @@ docs/generate.py and the tests). The rest of lorakit reaches it only through the
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -33,7 +35,8 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE) -> Module
     The one loader of the kernel for lorakit, bench/, docs/generate.py and the tests. Importing it under its own name, from a
     folder on sys.path, lets spawned data-parallel processes import it too. A different script, or the same
     one changed on disk, replaces the module; bench loads variant copies under another ``name``. The module
-    must define every name in its ``PUBLIC_API``. Only ``agnews_lora`` itself goes on sys.path.
+    must define every name in its ``PUBLIC_API`` (what lorakit uses) and ``BENCH_API`` (what bench/ and docs/
+    reach). Only ``agnews_lora`` itself goes on sys.path.
     """
     script = Path(script).resolve()
     try:
@@ -65,7 +68,8 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE) -> Module
     except Exception as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"loading {script.name} failed: {type(exc).__name__}: {exc}")
-    missing = [attr for attr in getattr(module, "PUBLIC_API", ("PUBLIC_API",)) if not hasattr(module, attr)]
+    listed = (*getattr(module, "PUBLIC_API", ("PUBLIC_API",)), *getattr(module, "BENCH_API", ("BENCH_API",)))
+    missing = [attr for attr in listed if not hasattr(module, attr)]
     if missing:
         sys.modules.pop(name, None)
         raise UsageError(f"{script.name} does not define {', '.join(missing)}; is code_file the AG News LoRA kernel?")
@@ -103,6 +107,19 @@ def kernel_install_hint(missing: Optional[str]) -> str:
 
 # The script lorakit ships (a link to kernel/agnews_lora.py in a checkout, a copy in an installed wheel).
 PACKAGED_KERNEL = Path(__file__).with_name("kernel_script") / "agnews_lora.py"
+
+
+def kernel_labels(script: Path = PACKAGED_KERNEL) -> tuple:
+    """The class names, as the kernel script's LABELS line defines them: read as a literal, never run, so that
+    the commands that only read outputs (compare of two files, report) need not import torch."""
+    match = re.search(r"(?m)^LABELS = (\([^)]*\))", script.read_text(encoding="utf-8"))
+    try:
+        labels = ast.literal_eval(match.group(1)) if match else None
+    except (ValueError, SyntaxError):
+        labels = None
+    if not isinstance(labels, tuple) or not all(isinstance(name, str) for name in labels):
+        raise UsageError(f"{script} does not define LABELS as a tuple of class names")
+    return labels
 
 
 def _kernel_of(project: Optional[Project]) -> ModuleType:
@@ -200,26 +217,56 @@ def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional
 def script_render(project: Project, effective: Effective, push_token: str = "",
                   push_record: Optional[dict] = None) -> str:
     """The build copy of the script: its overrides block holding ``effective``'s overrides (validated when
-    ``effective`` was made), its push record block holding ``push_record`` when given (the kernel's
-    render_push_record escapes every value as JSON) and, when given, a push token comment; refused when it does
-    not compile.
+    ``effective`` was made), its push record block holding ``push_record`` when given (render_push_record
+    escapes every value as JSON) and, when given, a push token comment; refused when it does not compile.
 
     The token line goes at the end, outside the blocks the kernel owns; it lets lorakit find this exact push
     among the kernel's versions when Kaggle's reply to it was lost.
     """
     kmod = effective._kmod
     with _kernel_errors(kmod):
-        rendered = kmod.render_overrides(project.script_path.read_text(encoding="utf-8"), effective.overrides)
+        rendered = render_overrides(kmod, project.script_path.read_text(encoding="utf-8"), effective.overrides)
         if push_record is not None:
-            rendered = kmod.render_push_record(rendered, push_record)
+            rendered = render_push_record(kmod, rendered, push_record)
     if push_token:
         rendered = rendered.rstrip("\n") + f"\n\n# lorakit push token: {push_token}\n"
     try:
         compile(rendered, project.script_path.name, "exec")
     except SyntaxError as exc:
-        raise UsageError(f"the kernel's render_overrides produced a script that does not compile "
+        raise UsageError(f"rendering the overrides produced a script that does not compile "
                          f"(line {exc.lineno}: {exc.msg})") from None
     return rendered
+
+
+def _block_spliced(script_text: str, match: re.Match, body: str) -> str:
+    """The script with the block ``match`` found holding ``body`` instead."""
+    start, end = match.span(1)
+    return script_text[:start] + body + script_text[end:]
+
+
+def render_overrides(kmod: ModuleType, script_text: str, overrides: dict) -> str:
+    """The script with its overrides block (the kernel's OVERRIDES_RE) holding ``overrides``, checked first by
+    the kernel's rules."""
+    match = kmod.block_match(kmod.OVERRIDES_RE, script_text, "overrides block")
+    kmod.config_from_overrides(overrides)
+    body = json.dumps(overrides, indent=2, sort_keys=True)
+    if '"""' in body:
+        raise UsageError('override values may not contain """')
+    return _block_spliced(script_text, match, body)
+
+
+def render_push_record(kmod: ModuleType, script_text: str, record: dict) -> str:
+    """The script with its push record block (the kernel's PUSH_RECORD_RE) holding ``record`` as ASCII JSON:
+    every quote, backslash, newline and non-ASCII character of a value escaped, so no text ends the raw string
+    or reaches the code."""
+    match = kmod.block_match(kmod.PUSH_RECORD_RE, script_text, "push record")
+    try:
+        body = json.dumps(record, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"the push record cannot be written as JSON: {exc}") from None
+    if kmod.push_record_object(body) != record:
+        raise UsageError("the push record does not read back as written (its keys must be strings)")
+    return _block_spliced(script_text, match, body)
 
 
 PUSH_TOKEN_LINE = re.compile(r"(?m)^# lorakit push token: (lk-[0-9a-f]+)\s*$")

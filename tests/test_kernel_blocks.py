@@ -1,15 +1,18 @@
-"""The push record: what `lorakit push` writes into the build copy beside its token (message, git commit and dirty
-flag, push time, accelerator asked), which the kernel reads from its own constant at run time, as data, and copies
-into metrics.json as `push`, without changing config_hash."""
+"""The two blocks `lorakit push` writes into the build copy (lorakit.kernel renders them with the kernel's own
+patterns): the overrides, which the kernel applies before --config and --set; and the push record beside its token
+(message, git commit and dirty flag, push time, accelerator asked), which the kernel reads from its own constant
+at run time, as data, and copies into metrics.json as `push`, without changing config_hash."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
-from kernel_helpers import ROOT, kernel_env
+from kernel_helpers import KERNEL, ROOT, kernel_env
+from lorakit.kernel import render_overrides
 
 MESSAGES = [
     'r=4: "quoted", \'\'\' and """ and a \\ back\\slash, ünïcödé ✓ \U0001F600\nsecond line\r\n\ttabbed',
@@ -24,6 +27,32 @@ def record_of(message: str, config_hash: str) -> dict:
     return {"push_token": "lk-0123456789ab", "pushed_at": "2026-12-01T12:00:00Z", "message": message,
             "git_commit": "0" * 40, "git_dirty": None, "accelerator": "NvidiaTeslaT4", "config_hash": config_hash,
             "trainable_params": 123456}
+
+
+def test_override_order_block_file_set(kernel, tmp_path, monkeypatch):
+    rendered = render_overrides(kernel, KERNEL.read_text(), {"epochs": 7, "lr": 1e-3, "seed": 5})
+    config_file = tmp_path / "run.json"
+    config_file.write_text(json.dumps({"lr": 2e-3, "seed": 6}))
+    block = re.search(r'OVERRIDES_JSON = r"""\n(.*?)\n"""', rendered, re.S).group(1)
+    monkeypatch.setattr(kernel, "OVERRIDES_JSON", block)  # what the running build copy holds
+    cfg = kernel.resolve_config(str(config_file), ["seed=9"])
+    assert (cfg.epochs, cfg.lr, cfg.seed) == (7, 2e-3, 9)
+
+
+def test_overrides_block_roundtrip(kernel):
+    text = KERNEL.read_text()
+    assert kernel.read_overrides_block(text) == {}
+    rendered = render_overrides(kernel, text, {"lora_r": 4, "smoke": True})
+    assert kernel.read_overrides_block(rendered) == {"lora_r": 4, "smoke": True}
+    compile(rendered, "rendered.py", "exec")
+    # only the block changed: everything around it is byte-identical
+    head, tail = text.split('OVERRIDES_JSON = r"""\n{}\n"""')
+    assert rendered.startswith(head) and rendered.endswith(tail)
+    assert kernel.read_overrides_block(render_overrides(kernel, rendered, {})) == {}
+    with pytest.raises(kernel.ConfigError, match="unknown config key"):
+        render_overrides(kernel, text, {"nope": 1})
+    with pytest.raises(kernel.ConfigError, match="markers are missing"):
+        kernel.read_overrides_block(text.replace(kernel.OVERRIDES_END, ""))
 
 
 @pytest.fixture
