@@ -1,8 +1,8 @@
 """`lorakit sweep`: a grid of configs pushed, run and pulled one after another, then ranked and paired.
 
-- Arms: the cartesian product of ``--grid KEY=V1,V2`` (repeatable), the first N rows of `lorakit plan`
-  (``--from-plan N``) and the override objects of a JSON list (``--config FILE``); ``--set`` is shared by every
-  arm; ``--seeds K`` repeats each arm with seeds seed, seed+1, ... (one push each).
+- Arms (lorakit.arms): the cartesian product of ``--grid KEY=V1,V2`` (repeatable), the first N rows of
+  `lorakit plan` (``--from-plan N``) and the override objects of a JSON list (``--config FILE``); ``--set`` is
+  shared by every arm; ``--seeds K`` repeats each arm with seeds seed, seed+1, ... (one push each).
 - Before anything is pushed, every arm goes through the push's own offline checks (push_plan: the kernel's
   config rules, the exact count, the budget, the render): one refused arm refuses the whole sweep.
 - Recorded before sent: submissions/sweeps/<id>.json (arms, shared settings, options), then each arm's ledger
@@ -21,255 +21,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import itertools
-import json
-import re
-import secrets
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Callable, Optional, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Optional
 
-from lorakit.common import (
-    FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, accelerator_asked, kernel_ref_resolve, ledger_of, utc_now,
-)
+from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, gpu_minutes, sweep_load, sweep_new, sweep_record
+from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, kernel_ref_resolve, ledger_of
 from lorakit.console import (
     ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, table, warn,
 )
-from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, RunFailed, UsageError
+from lorakit.errors import ArgumentError, Interrupted, LorakitError, RunFailed, UsageError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
-from lorakit.inflight import push_confirm, push_duplicate_check, pushes_settle
-from lorakit.ledger import file_write_atomic
+from lorakit.inflight import push_confirm, pushes_settle
 from lorakit.project import Project
 from lorakit.pull import kernel_output_pull
-from lorakit.push import PushOptions, push_plan
+from lorakit.push import push_plan
 from lorakit.quota import gpu_hours_left
 from lorakit.remote import Remote
-from lorakit.run import RunOptions, RunShow, run_pipeline
-from lorakit.run import run_show
+from lorakit.run import RunOptions, RunShow, run_pipeline, run_show
 from lorakit.runs import PulledRun, paired_test, pulled_run_load
 from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
-from lorakit.submit import submission_create, submissions_left
-from lorakit.submit import submitted_show
-from lorakit.transport import json_loads_safe
-
-SWEEP_ID = re.compile(r"sw-[0-9a-f]{6}")
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One push of a sweep: an arm's own settings, with --seeds one of its seeds; counted by sweep_check."""
-
-    name: str  # a1, a2, ... in the order the arms were given
-    sets: tuple  # the arm's own KEY=VALUE settings (grid, plan row, config file)
-    seed: Optional[int] = None  # --seeds: this push's seed; None: the config's own
-    config_hash: str = ""
-    trainable_params: int = 0
-    time_limit_minutes: float = 0.0  # what a run may take at most: quota_check's measure too
-
-    @property
-    def label(self) -> str:
-        return self.name if self.seed is None else f"{self.name} seed={self.seed}"
-
-    @property
-    def own(self) -> tuple:
-        """The settings that make this push what it is: the arm's, and its seed."""
-        return (*self.sets, *(() if self.seed is None else (f"seed={self.seed}",)))
-
-    def as_json(self) -> dict:
-        return {**asdict(self), "sets": list(self.sets), "label": self.label}
-
-
-@dataclass(frozen=True)
-class SweepOptions:
-    message: str = ""  # -m: the prefix of each arm's message
-    seeds: int = 1
-    submit_best: int = 0
-    allow_smoke: bool = False
-    accelerator: Optional[str] = None
-    timeout: float = 3600.0  # for each arm's run
-    again: bool = False  # push an arm whose config already ran to COMPLETE outside this sweep
-
-
-@dataclass(frozen=True)
-class Sweep:
-    id: str
-    shared: tuple  # --set, for every arm
-    arms: tuple  # of Arm, one per push
-    options: SweepOptions = field(default_factory=SweepOptions)
-    created_at: str = ""
-
-    def message_of(self, arm: Arm) -> str:
-        """The arm's ledger message: the -m prefix, the sweep id and the arm's own settings."""
-        head = f"{self.options.message} " if self.options.message else ""
-        return f"{head}[sweep {self.id} {arm.name}: {' '.join(arm.own) or 'the shared config'}]"
-
-    def push_options(self, arm: Arm) -> PushOptions:
-        o = self.options
-        return PushOptions(self.message_of(arm), (*self.shared, *arm.own), o.accelerator, again=o.again,
-                           sweep_id=self.id)
-
-    def as_json(self) -> dict:
-        return {"id": self.id, "created_at": self.created_at, "shared_sets": list(self.shared),
-                "options": asdict(self.options), "arms": [a.as_json() for a in self.arms]}
-
-
-# ------------------------------------------------------------------------------------------------- arms
-def grid_arms(grid: Sequence[str]) -> list:
-    """The settings of each arm of the cartesian product of ``--grid KEY=V1,V2,...`` items."""
-    axes, keys = [], set()
-    for item in grid:
-        key, _, values = item.partition("=")
-        key, choices = key.strip(), [v.strip() for v in values.split(",") if v.strip()]
-        if not key or not choices:
-            raise ArgumentError(f"--grid {item!r} is empty: give KEY=V1,V2,... (a value with commas: --config FILE)")
-        if key in keys:
-            raise ArgumentError(f"--grid {key} is given twice: list its values in one --grid {key}=V1,V2")
-        keys.add(key)
-        axes.append([f"{key}={v}" for v in choices])
-    return [tuple(c) for c in itertools.product(*axes)] if axes else []
-
-
-def config_file_arms(path: str) -> list:
-    """The settings of each arm a JSON file lists as an override object (``[{"lora_r": 4}, ...]``)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArgumentError(f"--config {path}: cannot read it ({getattr(exc, 'strerror', None) or type(exc).__name__})")
-    data = json_loads_safe(text)
-    if not isinstance(data, list) or not data or not all(isinstance(item, dict) for item in data):
-        raise ArgumentError(f"--config {path} must hold a non-empty JSON list of override objects, e.g. "
-                            '[{"lora_r": 4}, {"lora_r": 8}]')
-    return [tuple(_set_text(path, key, value) for key, value in item.items()) for item in data]
-
-
-def _set_text(path: str, key: str, value) -> str:
-    """An override of a config file as --set spells it, so that the kernel parses every arm alike."""
-    if isinstance(value, bool):
-        return f"{key}={'true' if value else 'false'}"
-    if isinstance(value, (int, float, str)):
-        return f"{key}={value}"
-    raise UsageError(f"--config {path}: {key} must be a number, a string or true/false, got {json.dumps(value)}")
-
-
-def plan_arms(project: Project, rows: int) -> list:
-    """The settings of the first ``rows`` rows of `lorakit plan`."""
-    from lorakit.planner import PlanRequest, budget_plan
-
-    if rows < 1:
-        raise ArgumentError("--from-plan takes a positive number of rows")
-    return [tuple(c.sets) for c in budget_plan(project, PlanRequest(top=rows)).candidates[:rows]]
-
-
-@dataclass(frozen=True)
-class SweepRequest:
-    """What `lorakit sweep` was asked for a new sweep."""
-
-    grid: tuple = ()
-    from_plan: Optional[int] = None
-    config_file: Optional[str] = None
-    shared: tuple = ()
-    options: SweepOptions = field(default_factory=SweepOptions)
-
-
-def sweep_new(project: Project, request: SweepRequest) -> Sweep:
-    """A new sweep's arms (each with its seeds), checked and counted; nothing recorded or pushed yet."""
-    own = grid_arms(request.grid)
-    own += plan_arms(project, request.from_plan) if request.from_plan is not None else []
-    own += config_file_arms(request.config_file) if request.config_file else []
-    if not own:
-        raise ArgumentError("a sweep needs arms: --grid KEY=V1,V2,..., --from-plan N or --config FILE")
-    seeds = request.options.seeds
-    if seeds < 1:
-        raise ArgumentError("--seeds takes a positive number of seeds")
-    shared_keys = {s.partition("=")[0].strip() for s in request.shared}
-    for sets in own:
-        keys = {s.partition("=")[0].strip() for s in sets}
-        if keys & shared_keys:
-            raise ArgumentError(f"{', '.join(sorted(keys & shared_keys))} is both an arm's setting and --set: "
-                                "give it in one place")
-        if seeds > 1 and "seed" in keys:
-            raise ArgumentError("--seeds sets each push's seed: drop seed from the arms")
-    first = 0
-    if seeds > 1:
-        from lorakit.kernel import config_effective
-
-        first = int(config_effective(project, request.shared).config.seed)
-    arms = tuple(Arm(f"a{i}", sets, None if seeds == 1 else first + k)
-                 for i, sets in enumerate(own, start=1) for k in range(seeds))
-    sweep = Sweep("sw-" + secrets.token_hex(3), tuple(request.shared), arms, request.options, utc_now())
-    return sweep_check(project, sweep)
-
-
-def sweep_check(project: Project, sweep: Sweep) -> Sweep:
-    """Every arm through the push's offline checks; the sweep with each arm's hash, count and time limit.
-    Refuses (naming each arm and why) when any arm fails, two arms are one config, an arm is a smoke run to
-    be submitted, or an arm's config already ran outside the sweep (without --again)."""
-    problems, arms = [], []
-    for arm in sweep.arms:
-        try:
-            effective = push_plan(project, sweep.push_options(arm)).effective
-        except UsageError as exc:
-            problems.append(f"{arm.label} ({' '.join(arm.own) or 'no settings'}): {exc}")
-            continue
-        arms.append(replace(arm, config_hash=effective.config_hash, trainable_params=effective.trainable_params,
-                            time_limit_minutes=float(effective.config.time_limit_minutes)))
-        if sweep.options.submit_best and effective.config.smoke and not sweep.options.allow_smoke:
-            raise FlagNeeded(f"{arm.label} is a smoke run, which is never submitted: drop --submit-best, or add "
-                             "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
-    if problems:
-        raise UsageError("nothing pushed: " + "; ".join(problems))
-    seen: dict = {}
-    for arm in arms:
-        if arm.config_hash in seen:
-            raise ArgumentError(f"{seen[arm.config_hash]} and {arm.label} are the same config (config_hash "
-                                f"{arm.config_hash[:12]}): nothing pushed")
-        seen[arm.config_hash] = arm.label
-    if not sweep.options.again:
-        others = [r for r in ledger_of(project).rows() if r.get("sweep_id") != sweep.id]
-        for arm in arms:
-            push_duplicate_check(others, arm.config_hash, [])
-    return replace(sweep, arms=tuple(arms))
-
-
-def gpu_minutes(project: Project, sweep: Sweep) -> Optional[float]:
-    """The GPU minutes the sweep's runs may take at most (their time limits); None when no GPU is asked for."""
-    if accelerator_asked(project.metadata, sweep.options.accelerator) == "none":
-        return None
-    return sum(arm.time_limit_minutes for arm in sweep.arms)
-
-
-# ------------------------------------------------------------------------------------------------ record
-def sweeps_dir(project: Project) -> Path:
-    return project.submissions_dir / "sweeps"
-
-
-def sweep_record(project: Project, sweep: Sweep) -> Path:
-    """Write submissions/sweeps/<id>.json atomically (a temporary file renamed over it): before any push."""
-    folder = sweeps_dir(project)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sweep.id}.json"
-    file_write_atomic(path, json.dumps(sweep.as_json(), indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def sweep_load(project: Project, sweep_id: str) -> Sweep:
-    """The sweep recorded as submissions/sweeps/<id>.json; UsageError naming the recorded ones otherwise."""
-    if not SWEEP_ID.fullmatch(sweep_id or ""):
-        raise ArgumentError(f"--resume takes a sweep id such as sw-1a2b3c, got {sweep_id!r}")
-    path = sweeps_dir(project) / f"{sweep_id}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in sweeps_dir(project).glob("sw-*.json")) if sweeps_dir(project).is_dir() else []
-        raise UsageError(f"no sweep {sweep_id} in {path.parent.relative_to(project.root)}/; recorded sweeps: "
-                         f"{', '.join(known) or 'none'}")
-    data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
-    try:
-        arms = tuple(Arm(str(a["name"]), tuple(str(s) for s in a["sets"]), None if a["seed"] is None else int(a["seed"]),
-                         str(a["config_hash"]), int(a["trainable_params"]), float(a["time_limit_minutes"]))
-                     for a in data["arms"])
-        options = SweepOptions(**{k: v for k, v in data["options"].items() if k in SweepOptions.__dataclass_fields__})
-        return Sweep(str(data["id"]), tuple(str(s) for s in data["shared_sets"]), arms, options, str(data["created_at"]))
-    except (TypeError, KeyError, ValueError, AttributeError):
-        raise UsageError(f"{path.relative_to(project.root)} is not a sweep lorakit recorded (corrupted?)") from None
+from lorakit.submit import submission_create, submissions_left, submitted_show
 
 
 # ----------------------------------------------------------------------------------------------- running
