@@ -231,5 +231,32 @@ def test_a_timeout_that_is_not_positive_is_refused_before_any_call(kit, argv):
     push(kit)
     before = len(kit.state.requests)
     code, out, err = kit.run(*argv)
-    assert code == 1 and error_line(err).endswith("--timeout must be a positive number of seconds")
+    assert code == 2 and error_line(err).endswith("--timeout must be a positive number of seconds")
     assert len(kit.state.requests) == before and not kit.state.submissions
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (("status", "seven"), 2, "a version is a positive kernel version number"),
+    (("logs", "0"), 2, "a version is a positive kernel version number"),
+    (("pull", "v-1"), 2, "a version is a positive kernel version number"),
+    (("submit", "x"), 2, "a version is a positive kernel version number"),
+    (("report", "--versions", "x"), 2, "a version is a positive kernel version number"),
+    (("status", "9"), 7, "404"),
+    (("pull", "9"), 7, "404"),
+    (("submit", "9"), 7, "submissions/v9/submission.csv does not exist"),
+    (("compare", "1", "9"), 7, "v9 is not a version of"),
+    (("report", "--versions", "9"), 7, "v9 is not in the ledger"),
+    (("sweep", "--resume", "sw-000000"), 7, "no sweep sw-000000"),
+    (("validate", "missing.csv"), 7, "missing.csv does not exist"),
+    (("push", "-m", "again"), 6, "--again"),
+])
+def test_one_exit_code_rule_for_every_command(kit, argv, code, words):
+    """The rule of docs/cli.md's table: 2 a command line that cannot be used, 6 refused before sending (the message
+    names the fix or the flag), 7 a version, sweep or file that does not exist; each before anything is sent."""
+    push(kit)
+    kit.run("status", "1", "--wait")
+    kit.run("pull", "1")
+    sent = len(kit.state.calls("SaveKernel")), len(kit.state.calls("CreateSubmission"))
+    got, out, err = kit.run(*argv)
+    assert got == code and words in error_line(err), err
+    assert (len(kit.state.calls("SaveKernel")), len(kit.state.calls("CreateSubmission"))) == sent

@@ -232,7 +232,7 @@ def test_compare_refuses_a_bad_submission_file_in_one_line(kit, tmp_path, conten
 def test_compare_refuses_a_missing_file_and_the_same_file_twice(kit, tmp_path):
     good = labels_csv(tmp_path / "good.csv", [1, 2, 3])
     code, out, err = kit.run("compare", good, tmp_path / "nope.csv")
-    assert code == 1 and error_line(err) == (f"lorakit: error: {tmp_path / 'nope.csv'} does not exist "
+    assert code == 7 and error_line(err) == (f"lorakit: error: {tmp_path / 'nope.csv'} does not exist "
                                              "(A and B are versions, N or vN, or submission CSV paths)")
     code, out, err = kit.run("compare", good, tmp_path / "." / "good.csv", "--json")
     assert code == 2 and "the same" in error_line(err) and one_document(out)["exit_code"] == 2
@@ -241,16 +241,16 @@ def test_compare_refuses_a_missing_file_and_the_same_file_twice(kit, tmp_path):
 # ------------------------------------------------------------------------------------------ bad versions
 def test_compare_names_the_versions_that_exist_and_the_pull_to_run(kit):
     code, out, err = kit.run("compare", 1, 2)
-    assert code == 1 and error_line(err) == (f"lorakit: error: v1 is not a version of {kit.metadata['id']}: "
+    assert code == 7 and error_line(err) == (f"lorakit: error: v1 is not a version of {kit.metadata['id']}: "
                                              "the ledger and the pulled folders know none yet (lorakit push makes one)")
     push_pull(kit)
     push(kit, "--set", "lora_r=4", message="not pulled")
     (kit.repo / "submissions" / "v7").mkdir()  # a pulled folder the ledger does not know
     code, out, err = kit.run("compare", 1, 9)
-    assert code == 1 and error_line(err).endswith("the ledger and the pulled folders know v1, v2, v7")
+    assert code == 7 and error_line(err).endswith("the ledger and the pulled folders know v1, v2, v7")
     code, out, err = kit.run("compare", 1, "v2", "--json")
-    assert code == 1 and error_line(err) == "lorakit: error: v2 is not pulled: run `lorakit pull 2`"
-    assert one_document(out) == {"error": "v2 is not pulled: run `lorakit pull 2`", "exit_code": 1}
+    assert code == 7 and error_line(err) == "lorakit: error: v2 is not pulled: run `lorakit pull 2`"
+    assert one_document(out) == {"error": "v2 is not pulled: run `lorakit pull 2`", "exit_code": 7}
     code, out, err = kit.run("compare", "v1", 1)
     assert code == 2 and "the same" in error_line(err)
 
@@ -288,7 +288,7 @@ def test_compare_with_kernel_looks_in_that_kernels_folders(kit):
     other = kit.metadata["id"].split("/")[0] + "/someone-elses"
     (kit.repo / "submissions" / "someone-elses" / "v4").mkdir(parents=True)
     code, out, err = kit.run("compare", 1, 4, "--kernel", other)
-    assert code == 1 and error_line(err) == (f"lorakit: error: v1 is not a version of {other}: the ledger and the "
+    assert code == 7 and error_line(err) == (f"lorakit: error: v1 is not a version of {other}: the ledger and the "
                                              "pulled folders know v4")
 
 

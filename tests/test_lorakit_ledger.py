@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lorakit import ledger as ledger_module
-from lorakit.errors import LedgerError
+from lorakit.errors import LedgerError, NotFound
 from lorakit.ledger import COLUMNS, Ledger
 
 from lorakit_fixtures import REPO, USERNAME, error_line, push, push_pull
@@ -129,10 +129,10 @@ def test_ledger_write_interrupted_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_latest_version_needs_a_ledger(tmp_path):
-    with pytest.raises(LedgerError, match="no ledger"):
+    with pytest.raises(NotFound, match="no ledger"):  # exit 7: no version to act on
         Ledger(tmp_path / "ledger.csv").latest_version()
     (tmp_path / "ledger.csv").write_text(",".join(COLUMNS) + "\n")
-    with pytest.raises(LedgerError, match="no versions"):
+    with pytest.raises(NotFound, match="no versions"):
         Ledger(tmp_path / "ledger.csv").latest_version()
 
 
@@ -152,9 +152,9 @@ def test_corrupted_ledger_is_never_overwritten(kit):
 
 def test_missing_ledger(kit):
     code, out, err = kit.run("status")
-    assert code == 1 and "no ledger at" in err and "push a version first" in err
+    assert code == 7 and "no ledger at" in err and "push a version first" in err
     code, out, err = kit.run("pull")
-    assert code == 1 and "no ledger" in err
+    assert code == 7 and "no ledger" in err
     code, out, err = kit.run("scores")  # works without one
     assert code == 0 and "no submissions" in out
     assert not kit.ledger.exists()

@@ -77,5 +77,5 @@ def test_outside_a_repo(tmp_path, monkeypatch, capsys):
     from lorakit.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["check"]) == 1
+    assert main(["check"]) == 7
     assert "no kernel-metadata.json found" in capsys.readouterr().err

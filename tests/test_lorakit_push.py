@@ -93,18 +93,18 @@ def test_push_error_field_is_a_failure(kit):
 def test_a_message_that_is_not_utf8_is_refused_before_sending(kit):
     message = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of such a byte in argv
     code, out, err = kit.run("push", "-m", message)
-    assert code == 1 and "not UTF-8" in error_line(err)
+    assert code == 2 and "not UTF-8" in error_line(err)
     assert not kit.state.requests and not kit.ledger.exists()
     push_pull(kit)
     code, out, err = kit.run("submit", 1, "-m", message)
-    assert code == 1 and "not UTF-8" in error_line(err) and not kit.state.calls("StartSubmissionUpload")
+    assert code == 2 and "not UTF-8" in error_line(err) and not kit.state.calls("StartSubmissionUpload")
 
 
 @pytest.mark.parametrize("folder", ["kernel", ".", "sub/.."])
 def test_a_build_dir_over_the_sources_is_refused(kit, folder):
     before = (kit.repo / "kernel" / "agnews_lora.py").read_bytes(), (kit.repo / "kernel-metadata.json").read_bytes()
     code, out, err = kit.run("push", "-m", "x", "--dry-run", "--build-dir", folder, "--set", "lora_r=4")
-    assert code == 1 and "would overwrite" in error_line(err)
+    assert code == 2 and "would overwrite" in error_line(err)
     assert before == ((kit.repo / "kernel" / "agnews_lora.py").read_bytes(),
                       (kit.repo / "kernel-metadata.json").read_bytes())
 
@@ -145,7 +145,7 @@ def test_a_config_already_run_to_complete_needs_again(kit):
     push_pull(kit)
     code, out, err = kit.run("push", "-m", "same")
     line = error_line(err)
-    assert code == 2 and line.startswith("lorakit: error: v1 already ran config_hash") and "--again" in line
+    assert code == 6 and line.startswith("lorakit: error: v1 already ran config_hash") and "--again" in line
     assert len(kit.state.calls("SaveKernel")) == 1
     out, err = push(kit, "--again", message="same")
     assert "pushed v2" in out
@@ -283,7 +283,7 @@ def test_predict_from_upload_reply_lost_is_not_created_twice(kit):
 
 def test_predict_from_needs_the_pulled_adapter(kit):
     code, out, err = kit.run("push", "-m", "x", "--predict-from", 5)
-    assert code == 1 and "submissions/v5/adapter/kit.json does not exist: pull v5 first" in err
+    assert code == 7 and "submissions/v5/adapter/kit.json does not exist: pull v5 first" in err
     assert not kit.state.requests
 
 
@@ -393,6 +393,6 @@ def test_full_disk_after_a_push_leaves_it_sending_and_the_retry_does_not_resend(
     assert row["status"] == "SENDING" and row["version"] == "" and row["push_token"] in versions(kit)[0].text
 
     code, out, err = kit.run("push", "-m", "full disk")  # the obvious retry finds it first
-    assert code == 2 and "v1 already ran config_hash" in error_line(err) and "--again" in err
+    assert code == 6 and "v1 already ran config_hash" in error_line(err) and "--again" in err
     assert len(kit.state.calls("SaveKernel")) == 1
     assert kit.row(1)["status"] == "QUEUED" and kit.row(1)["message"] == "full disk"

@@ -49,9 +49,9 @@ def test_http_403_advises_accepting_the_rules(kit):
 
 def test_http_404_advises_checking_the_slug(kit):
     code, out, err = kit.run("status", "7", "--kernel", "alice/no-such-kernel")
-    assert code == 1 and "404" in err and "check the kernel id alice/no-such-kernel" in err
+    assert code == 7 and "404" in err and "check the kernel id alice/no-such-kernel" in err
     code, out, err = kit.run("scores", "--competition", "no-such-competition")
-    assert code == 1 and "404" in err and "check the competition slug 'no-such-competition'" in err
+    assert code == 7 and "404" in err and "check the competition slug 'no-such-competition'" in err
 
 
 def test_http_500_is_retried_within_bounds_then_reported(kit):

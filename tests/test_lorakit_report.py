@@ -123,11 +123,11 @@ def test_a_folder_without_predictions_is_noted_not_fatal(three_versions):
 def test_bad_versions_and_an_unwritable_out_are_refused_before_any_work(three_versions):
     kit = three_versions
     code, out, err = kit.run("report", "--versions", "2,9")
-    assert code == 1 and "v9 is not in the ledger" in error_line(err) and "v1, v2, v3, v4" in err
+    assert code == 7 and "v9 is not in the ledger" in error_line(err) and "v1, v2, v3, v4" in err
     code, out, err = kit.run("report", "--versions", "4")
-    assert code == 1 and "run `lorakit pull 4`" in error_line(err)
+    assert code == 7 and "run `lorakit pull 4`" in error_line(err)
     code, out, err = kit.run("report", "--versions", "two")
-    assert code == 1 and "positive kernel version number" in error_line(err)
+    assert code == 2 and "positive kernel version number" in error_line(err)
     assert not (kit.repo / "submissions" / "report.html").exists()
 
     kit.ledger.write_text(kit.ledger.read_text() + "1,broken\n")  # the ledger is never read: --out fails first

@@ -22,12 +22,12 @@ def test_run_submit_smoke_ends_with_a_scored_ledger_row(kit):
 
 def test_run_refuses_no_run_before_any_network_call(kit):
     code, out, err = kit.run("run", "-m", "x", "--no-run")
-    assert code == 1 and "lorakit push --no-run" in err and not kit.state.requests
+    assert code == 2 and "lorakit push --no-run" in err and not kit.state.requests
 
 
 def test_run_submit_of_a_smoke_config_is_refused_before_pushing(kit):
     code, out, err = kit.run("run", "-m", "x", "--submit", "--set", "smoke=true")
-    assert code == 2 and "--allow-smoke" in error_line(err) and not kit.state.calls("SaveKernel")
+    assert code == 6 and "--allow-smoke" in error_line(err) and not kit.state.calls("SaveKernel")
 
 
 def test_a_kaggle_error_after_the_push_says_how_to_resume(kit):

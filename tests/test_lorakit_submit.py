@@ -32,7 +32,7 @@ def test_invalid_csv_is_refused_before_any_upload(kit):
 
 def test_submit_without_pull_and_validate_ok(kit):
     code, out, err = kit.run("submit", 3)
-    assert code == 1 and "run lorakit pull 3 first" in err
+    assert code == 7 and "run lorakit pull 3 first" in err
     push_pull(kit)
     code, out, err = kit.run("validate", "submissions/v1/submission.csv")
     assert code == 0 and "valid submission (8000 rows" in out
@@ -42,7 +42,7 @@ def test_zero_submissions_left_refuses(kit):
     push_pull(kit)
     kit.state.allowed_now = 0
     code, out, err = kit.run("submit", 1)
-    assert code == 1 and "no submissions left today" in err
+    assert code == 6 and "no submissions left today" in err
     assert not kit.state.calls("StartSubmissionUpload") and not kit.state.calls("CreateSubmission")
 
 
@@ -76,7 +76,7 @@ def test_a_smoke_run_is_not_submitted_without_allow_smoke(kit):
     push_pull(kit, "--set", "smoke=true")
     code, out, err = kit.run("submit", 1)
     line = error_line(err)
-    assert code == 2 and "predicted on synthetic smoke data" in line and "--allow-smoke" in line
+    assert code == 6 and "predicted on synthetic smoke data" in line and "--allow-smoke" in line
     assert not kit.state.calls("StartSubmissionUpload") and not kit.state.calls("CreateSubmission")
     code, out, err = kit.run("submit", 1, "--allow-smoke")
     assert code == 0 and len(kit.state.submissions) == 1, err
@@ -98,7 +98,7 @@ def test_runs_from_before_predicted_on_fall_back_to_their_config(kit, old):
     if old == "unknown":
         assert code == 0 and "cannot tell what v1 predicted on" in err
     else:
-        assert code == 2 and "synthetic smoke data" in error_line(err) and not kit.state.submissions
+        assert code == 6 and "synthetic smoke data" in error_line(err) and not kit.state.submissions
 
 
 def test_submit_processed_then_502_counts_once(kit):

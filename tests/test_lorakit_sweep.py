@@ -100,7 +100,7 @@ def test_resume_refuses_the_flags_that_define_a_sweep_and_unknown_ids(kit):
     code, out, err = kit.run("sweep", "--resume", "sw-000000", "--grid", "lora_r=2,4")
     assert code == 2 and "drop --grid" in error_line(err)
     code, out, err = kit.run("sweep", "--resume", "sw-000000")
-    assert code == 1 and "no sweep sw-000000" in error_line(err) and "recorded sweeps: none" in err
+    assert code == 7 and "no sweep sw-000000" in error_line(err) and "recorded sweeps: none" in err
     code, out, err = kit.run("sweep", "--resume", "../ledger")
     assert code == 2 and "a sweep id such as" in error_line(err)
     assert not kit.state.requests
@@ -152,7 +152,7 @@ def test_submit_best_is_capped_by_the_submissions_left_today(kit):
 
 def test_submit_best_never_submits_a_smoke_run_without_allow_smoke(kit):
     code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--submit-best", "1")
-    assert code == 2 and "--allow-smoke" in error_line(err) and not kit.state.requests
+    assert code == 6 and "--allow-smoke" in error_line(err) and not kit.state.requests
 
 
 def test_dry_run_counts_the_arms_against_the_quota_and_pushes_nothing(kit, tmp_path):

@@ -231,7 +231,7 @@ def test_a_corrupt_ledger_is_refused_before_any_call(kit):
 
 def test_a_kernel_kaggle_does_not_have_is_one_line(kit):
     code, out, err = kit.run("sync", "--kernel", "alice/never-pushed")
-    assert code == 1 and "Kaggle has no kernel alice/never-pushed" in error_line(err)
+    assert code == 7 and "Kaggle has no kernel alice/never-pushed" in error_line(err)
     assert not kit.ledger.exists()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lorakit.common import accelerator_asked, ledger_of, utc_now
-from lorakit.errors import ArgumentError, FlagNeeded, UsageError
+from lorakit.errors import ArgumentError, FlagNeeded, NotFound, UsageError
 from lorakit.inflight import push_duplicate_check
 from lorakit.ledger import file_write_atomic
 from lorakit.project import Project
@@ -116,7 +116,7 @@ def _set_text(path: str, key: str, value) -> str:
         return f"{key}={'true' if value else 'false'}"
     if isinstance(value, (int, float, str)):
         return f"{key}={value}"
-    raise UsageError(f"--config {path}: {key} must be a number, a string or true/false, got {json.dumps(value)}")
+    raise ArgumentError(f"--config {path}: {key} must be a number, a string or true/false, got {json.dumps(value)}")
 
 
 def plan_arms(project: Project, rows: int) -> list:
@@ -226,7 +226,7 @@ def sweep_load(project: Project, sweep_id: str) -> Sweep:
     path = sweeps_dir(project) / f"{sweep_id}.json"
     if not path.is_file():
         known = sorted(p.stem for p in sweeps_dir(project).glob("sw-*.json")) if sweeps_dir(project).is_dir() else []
-        raise UsageError(f"no sweep {sweep_id} in {path.parent.relative_to(project.root)}/; recorded sweeps: "
+        raise NotFound(f"no sweep {sweep_id} in {path.parent.relative_to(project.root)}/; recorded sweeps: "
                          f"{', '.join(known) or 'none'}")
     data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
     try:

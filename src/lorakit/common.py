@@ -40,9 +40,9 @@ def version_parse(value) -> int:
     try:
         version = int(str(value).lstrip("vV"))
     except (TypeError, ValueError):
-        raise UsageError(f"a version is a positive kernel version number, got {value!r}")
+        raise ArgumentError(f"a version is a positive kernel version number, got {value!r}")
     if version < 1:
-        raise UsageError(f"a version is a positive kernel version number, got {value!r}")
+        raise ArgumentError(f"a version is a positive kernel version number, got {value!r}")
     return version
 
 
@@ -82,7 +82,7 @@ def text_checked(text: str, what: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise UsageError(f"{what} holds a byte that is not UTF-8 text (at character {exc.start + 1}): retype it") from None
+        raise ArgumentError(f"{what} holds a byte that is not UTF-8 text (at character {exc.start + 1}): retype it") from None
     return text
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 
 from lorakit.common import LABELS, ledger_of, overrides_of, version_parse
 from lorakit.console import JSON, Output, command, flag, project_of, table
-from lorakit.errors import ArgumentError, UsageError
+from lorakit.errors import ArgumentError, NotFound, UsageError
 from lorakit.kernel import config_resolved, config_where_keys
 from lorakit.project import Project
 from lorakit.runs import (
@@ -45,7 +45,7 @@ def is_version(argument: str) -> bool:
 def _read_labels(path: Path) -> dict:
     """ID -> label of a submission CSV (ID,Label, labels 0-3, each ID once); UsageError naming the line."""
     if not path.is_file():
-        raise UsageError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+        raise NotFound(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     out: dict = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's BOM is fine
@@ -194,7 +194,7 @@ def side_of(project: Optional[Project], argument: str) -> Side:
         path = Path(argument)
         if not path.is_file():
             what = "does not exist" if not path.exists() else "is not a file"
-            raise UsageError(f"{argument} {what} (A and B are versions, N or vN, or submission CSV paths)")
+            raise NotFound(f"{argument} {what} (A and B are versions, N or vN, or submission CSV paths)")
         return Side(argument, path)
     if project is None:
         raise UsageError(f"{argument} is a version: run lorakit inside the repository")
@@ -204,9 +204,9 @@ def side_of(project: Optional[Project], argument: str) -> Side:
         known = versions_known(project)
         if version not in known:
             listed = ", ".join(f"v{v}" for v in known) if known else "none yet (lorakit push makes one)"
-            raise UsageError(f"v{version} is not a version of {project.kernel}: the ledger and the pulled "
+            raise NotFound(f"v{version} is not a version of {project.kernel}: the ledger and the pulled "
                              f"folders know {listed}")
-        raise UsageError(run.reason)
+        raise NotFound(run.reason)
     config, why = _config_of(project, run)
     return Side(f"v{version}", run.folder / "submission.csv", run, config, why)
 

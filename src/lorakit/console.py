@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Callable
 
-from lorakit.errors import ArgumentError, UsageError
+from lorakit.errors import ArgumentError
 from lorakit.project import project_load
 from lorakit.remote import Remote
 
@@ -94,7 +94,7 @@ def one_format(args) -> None:
 
 def seconds_check(value: float, name: str) -> None:
     if not value > 0:
-        raise UsageError(f"{name} must be a positive number of seconds")
+        raise ArgumentError(f"{name} must be a positive number of seconds")
 
 
 REGISTRY: dict = {}  # name -> (name, help, flags, handler); lorakit.cli.COMMANDS orders them

@@ -1,4 +1,14 @@
-"""Exceptions raised by the lorakit library. The CLI prints their message as one line on stderr."""
+"""Exceptions raised by the lorakit library. The CLI prints their message as one line on stderr and exits with the
+exception's exit_code; every command follows the one rule EXIT_CODES states (docs/cli.md prints it):
+
+- ArgumentError (2): the command line is wrong: a value that cannot be used, flags that contradict each other.
+- Refused (6): nothing was sent, because it would spend something scarce by mistake or Kaggle would refuse it;
+  the message names the fix, or the flag that overrides it (FlagNeeded).
+- NotFound (7): the version, sweep or file named does not exist (in the ledger, in submissions/, on disk, or
+  on Kaggle: a 404); the message names what does.
+- any other LorakitError (1): something failed: an offline check (config rules, budget, an invalid file),
+  Kaggle's answer, the network, a file that cannot be read or written.
+"""
 
 
 class LorakitError(Exception):
@@ -11,17 +21,27 @@ class UsageError(LorakitError):
     """Bad input, or an offline check that failed (metadata, config, budget, CSV)."""
 
 
-class FlagNeeded(UsageError):
-    """What was asked would spend something scarce by mistake (a GPU run again, a submission of a smoke run):
-    it needs an explicit flag, which the message names."""
-
-    exit_code = 2
-
-
 class ArgumentError(UsageError):
     """A command-line argument that cannot be used, found before anything is done (an unwritable --plot PATH)."""
 
     exit_code = 2
+
+
+class Refused(UsageError):
+    """Nothing was sent: it would spend something scarce by mistake, or Kaggle would refuse it."""
+
+    exit_code = 6
+
+
+class FlagNeeded(Refused):
+    """What was asked would spend something scarce by mistake (a GPU run again, a submission of a smoke run):
+    it needs an explicit flag, which the message names."""
+
+
+class NotFound(UsageError):
+    """The version, sweep or file named does not exist; the message names those that do."""
+
+    exit_code = 7
 
 
 class LedgerError(LorakitError):
@@ -34,6 +54,10 @@ class RemoteError(LorakitError):
     def __init__(self, message, status=None):
         super().__init__(message)
         self.status = status
+
+    @property
+    def exit_code(self) -> int:
+        return NotFound.exit_code if self.status == 404 else LorakitError.exit_code
 
 
 class RunFailed(LorakitError):
@@ -67,13 +91,19 @@ class Interrupted(LorakitError):
 # Every exit status of `lorakit`, for `lorakit --help` and docs/cli.md.
 EXIT_CODES = (
     (0, "done"),
-    (LorakitError.exit_code, "an error: bad input, a failed offline check, Kaggle refused or could not be reached"),
-    (2, "the command line itself is wrong (an unknown command or flag, a missing argument, an unwritable "
-        "--plot or --download path), or it needs an explicit flag: a push that would spend a GPU run again "
-        "(--again), a submission of a smoke run (--allow-smoke)"),
+    (LorakitError.exit_code, "an error: a failed offline check (config rules, budget, an invalid file), Kaggle's "
+                             "answer, the network, a file that cannot be read or written"),
+    (ArgumentError.exit_code, "the command line is wrong: an unknown command or flag, a missing argument, a value "
+                              "that cannot be used (a version that is no number, a non-positive --timeout), flags "
+                              "that contradict each other, an unwritable --plot, --out or --download path"),
     (RunFailed.exit_code, RunFailed.__doc__),
     (Timeout.exit_code, Timeout.__doc__),
     (Unconfirmed.exit_code, Unconfirmed.__doc__),
+    (Refused.exit_code, "refused, nothing sent: it would spend something scarce by mistake or Kaggle would refuse "
+                        "it; the message names the fix, or the flag that overrides it (--again: a push of a config "
+                        "that already ran, --allow-smoke: a submission of a smoke run)"),
+    (NotFound.exit_code, "not found: the version, sweep or file named does not exist (in the ledger, in "
+                         "submissions/, on disk, or on Kaggle); the message names what does"),
     (70, "an internal error (a bug): one line; LORAKIT_DEBUG=1 shows the traceback"),
     (Interrupted.exit_code, Interrupted.__doc__),
     (141, "stdout was closed before the output ended (lorakit plan piped to head -1): stopped quietly"),

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable
 from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new
-from lorakit.errors import RemoteError, RunFailed, Timeout, UsageError
+from lorakit.errors import ArgumentError, NotFound, RemoteError, RunFailed, Timeout
 from lorakit.inflight import version_target
 from lorakit.ledger import Ledger
 from lorakit.project import KernelRef, Project
@@ -98,7 +98,7 @@ def kernel_status_wait(
     has ended; ``on_log`` gets each piece of text once (see LogFollower).
     """
     if not timeout > 0:
-        raise UsageError("--timeout must be a positive number of seconds")
+        raise ArgumentError("--timeout must be a positive number of seconds")
     version, ref = version_target(project, remote, version)
     ledger = ledger_of(project)
     deadline = time.monotonic() + timeout if timeout != math.inf else None
@@ -133,7 +133,7 @@ def kernel_log_get(project: Project, remote: Remote, version=None) -> tuple[int,
     version, ref = version_target(project, remote, version)
     _, raw = remote.kernel_output_list(ref, version)
     if not raw:
-        raise UsageError(f"Kaggle has no log for v{version} yet")
+        raise NotFound(f"Kaggle has no log for v{version} yet")
     return version, log_readable(raw)
 
 

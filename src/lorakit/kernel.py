@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Optional
 
-from lorakit.errors import UsageError
+from lorakit.errors import NotFound, UsageError
 from lorakit.project import Project
 
 KERNEL_MODULE = "agnews_lora"
@@ -327,7 +327,7 @@ def submission_check(project: Optional[Project], path: Path, rows: int) -> None:
     """The kernel's submission rules on ``path`` (the project's kernel, else the one lorakit ships)."""
     kmod = _kernel_of(project)
     if not Path(path).is_file():
-        raise UsageError(f"{path} does not exist")
+        raise NotFound(f"{path} does not exist")
     with _kernel_errors(kmod):
         kmod.validate_submission(str(path), int(rows))
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lorakit.errors import LedgerError
+from lorakit.errors import LedgerError, NotFound
 from lorakit.project import KernelRef
 
 # Column order of the file; docs/cli.md lists them with these comments (docs/generate.py).
@@ -196,10 +196,10 @@ class Ledger:
         records = self.rows()
         if not records:
             if not self.exists():
-                raise LedgerError(
+                raise NotFound(
                     f"no ledger at {self.path}: push a version first (lorakit push) or name the VERSION"
                 )
-            raise LedgerError(f"the ledger {self.path} has no versions: push one first or name the VERSION")
+            raise NotFound(f"the ledger {self.path} has no versions: push one first or name the VERSION")
         return int(records[-1]["version"])
 
     def check_writable(self) -> None:

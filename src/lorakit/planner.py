@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from lorakit.console import JSON, command, flag, project_of, table
-from lorakit.errors import UsageError
+from lorakit.errors import ArgumentError, UsageError
 from lorakit.kernel import Effective, config_effective
 from lorakit.project import Project
 
@@ -201,18 +201,18 @@ def space_of(request: PlanRequest, effective: Effective) -> Space:
     head_choices = _split(request.heads) or list(effective.heads)
     bad = [h for h in head_choices if h not in effective.heads]
     if bad:
-        raise UsageError(f"unknown head {bad[0]!r}; choose from {', '.join(effective.heads)}")
+        raise ArgumentError(f"unknown head {bad[0]!r}; choose from {', '.join(effective.heads)}")
     subsets = [c for n in range(1, len(TARGETS) + 1) for c in itertools.combinations(TARGETS, n)]
     if request.targets:
         subsets = [tuple(t.strip() for t in str(group).split(",") if t.strip()) for group in request.targets]
         if not all(subsets):
-            raise UsageError("--targets needs module names, e.g. query,value")
+            raise ArgumentError("--targets needs module names, e.g. query,value")
     try:
         rank_choices = sorted({int(r) for r in _split(request.ranks)}) or list(DEFAULT_RANKS)
     except ValueError:
-        raise UsageError("--ranks takes integers, e.g. 4,8,16")
+        raise ArgumentError("--ranks takes integers, e.g. 4,8,16")
     if any(r < 1 for r in rank_choices):
-        raise UsageError("--ranks must be >= 1")
+        raise ArgumentError("--ranks must be >= 1")
     return Space(head_choices, subsets, rank_choices)
 
 
@@ -238,7 +238,7 @@ def layer_choices_of(layers: Optional[Sequence[str]], basis: Basis) -> list:
     choices = _split(layers) or ["all"] + [f"top:{k}" for k in range(basis.layers - 1, 0, -1)]
     for choice in choices:
         if choice != "all" and not (choice.startswith("top:") and choice[4:].isdigit() and int(choice[4:]) >= 1):
-            raise UsageError(f"--layers takes all or top:K, got {choice!r}")
+            raise ArgumentError(f"--layers takes all or top:K, got {choice!r}")
     return choices
 
 
@@ -286,11 +286,11 @@ def candidates_chosen(counter: Counter, placements: list, ranks: list, top: int)
 def budget_plan(project: Project, request: PlanRequest = PlanRequest()) -> Plan:
     """The default configuration, then the placements that fit the budget, each counted exactly."""
     if request.top < 1:
-        raise UsageError("--top must be positive")
+        raise ArgumentError("--top must be positive")
     effective = config_effective(project)
     budget = int(request.budget if request.budget is not None else effective.config.param_budget)
     if budget < 1:
-        raise UsageError("--budget must be positive")
+        raise ArgumentError("--budget must be positive")
     space = space_of(request, effective)
     basis = basis_count(effective, space)
     placements, enumerated = placements_fitting(space, basis, layer_choices_of(request.layers, basis), budget)

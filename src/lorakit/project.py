@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from lorakit.errors import UsageError
+from lorakit.errors import NotFound, UsageError
 
 METADATA_FILE = "kernel-metadata.json"
 VALID_LANGUAGES = ("python", "r", "rmarkdown")
@@ -200,7 +200,7 @@ def repo_find(start: Optional[os.PathLike] = None) -> Path:
     root = repo_found(start)
     if root is None:
         here = Path(start or os.getcwd()).resolve()
-        raise UsageError(f"no {METADATA_FILE} found in {here} or any folder above it; run lorakit inside the repository")
+        raise NotFound(f"no {METADATA_FILE} found in {here} or any folder above it; run lorakit inside the repository")
     return root
 
 

@@ -18,7 +18,9 @@ from lorakit.common import (
     version_parse,
 )
 from lorakit.console import JSON, SETS, Output, command, flag, note, project_of, remote_new, warn
-from lorakit.errors import FlagNeeded, Interrupted, LedgerError, RemoteError, Timeout, Unconfirmed, UsageError
+from lorakit.errors import (
+    ArgumentError, FlagNeeded, Interrupted, LedgerError, NotFound, RemoteError, Timeout, Unconfirmed, UsageError,
+)
 from lorakit.inflight import push_duplicate_check, pushes_settle
 from lorakit.kernel import Effective, adapter_digest, script_render
 from lorakit.ledger import SENDING, Ledger
@@ -121,7 +123,7 @@ def adapter_source_of(project: Project, version) -> AdapterSource:
     folder = project.version_dir(version) / "adapter"
     shown = folder.relative_to(project.root)
     if not (folder / "kit.json").is_file():
-        raise UsageError(f"{shown}/kit.json does not exist: pull v{version} first (lorakit pull {version})")
+        raise NotFound(f"{shown}/kit.json does not exist: pull v{version} first (lorakit pull {version})")
     return AdapterSource(version, folder, adapter_digest(project, folder), adapter_dataset_ref(project.kernel, version))
 
 
@@ -169,7 +171,7 @@ def build_dir_check(project: Project, build_dir: Path) -> Path:
     folder = Path(build_dir).resolve()
     script_folder = project.script_path.resolve().parent
     if folder == project.root.resolve() or folder == script_folder or folder in script_folder.parents:
-        raise UsageError(f"--build-dir {build_dir} would overwrite {project.script_path.relative_to(project.root)} "
+        raise ArgumentError(f"--build-dir {build_dir} would overwrite {project.script_path.relative_to(project.root)} "
                          "or the metadata: choose a folder outside them (e.g. build/)")
     return folder
 
@@ -244,11 +246,11 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
 def push_options_check(project: Project, options: PushOptions) -> Optional[Path]:
     """The message and --accelerator usable, the ledger writable; the checked --build-dir, if any."""
     if not options.message or not options.message.strip():
-        raise UsageError("push needs a message: -m MSG")
+        raise ArgumentError("push needs a message: -m MSG")
     text_checked(options.message, "-m")
     accelerator = options.accelerator
     if accelerator is not None and (not accelerator.strip() or re.search(r"\s", accelerator)):
-        raise UsageError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
+        raise ArgumentError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
     build_dir = build_dir_check(project, options.build_dir) if options.build_dir else None
     ledger_of(project).check_writable()
     return build_dir

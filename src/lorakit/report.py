@@ -21,7 +21,7 @@ import numpy as np
 
 from lorakit.common import LABELS, output_path_check, utc_now, version_parse
 from lorakit.console import JSON, command, flag, note, project_of, warn
-from lorakit.errors import UsageError
+from lorakit.errors import ArgumentError, NotFound, UsageError
 from lorakit.ledger import file_write_atomic
 from lorakit.project import Project
 from lorakit.runs import PulledRun, pull_command, pulled_run_load
@@ -58,7 +58,7 @@ def versions_parse(text: Optional[str]) -> Optional[list]:
         return None
     pieces = [p.strip() for p in text.split(",") if p.strip()]
     if not pieces:
-        raise UsageError("--versions needs version numbers, e.g. --versions 3,5,7")
+        raise ArgumentError("--versions needs version numbers, e.g. --versions 3,5,7")
     return list(dict.fromkeys(version_parse(p) for p in pieces))
 
 
@@ -70,9 +70,9 @@ def versions_chosen(project: Project, rows: list[VersionRow], asked: Optional[li
     for version in asked:
         if version not in known:
             have = ", ".join(f"v{v}" for v in sorted(known)) or "none"
-            raise UsageError(f"v{version} is not in the ledger of {project.kernel} (it has: {have})")
+            raise NotFound(f"v{version} is not in the ledger of {project.kernel} (it has: {have})")
         if not project.version_dir(version).is_dir():
-            raise UsageError(f"v{version} is not pulled: run `{pull_command(version, project.kernel, project)}`")
+            raise NotFound(f"v{version} is not pulled: run `{pull_command(version, project.kernel, project)}`")
     return asked
 
 

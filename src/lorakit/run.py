@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from lorakit.console import ALLOW_SMOKE, JSON, command, err, flag, project_of, remote_new, warn
-from lorakit.errors import Interrupted, RemoteError, UsageError
+from lorakit.errors import ArgumentError, Interrupted, RemoteError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
 from lorakit.follow import log_shown, poll_lines
 from lorakit.project import Project
@@ -55,10 +55,10 @@ class RunOptions:
 
     def __post_init__(self):
         if self.push.no_run:
-            raise UsageError("lorakit run waits for the run it pushes; to save without running: lorakit push --no-run")
+            raise ArgumentError("lorakit run waits for the run it pushes; to save without running: lorakit push --no-run")
         for value, name in ((self.timeout, "--timeout"), (self.score_timeout, "--score-timeout")):
             if not value > 0:
-                raise UsageError(f"{name} must be a positive number of seconds")
+                raise ArgumentError(f"{name} must be a positive number of seconds")
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ class LeaderboardRow:
 
 def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: Optional[Path] = None):
     if top < 1:
-        raise UsageError("--top must be positive")
+        raise ArgumentError("--top must be positive")
     if download:
         output_path_check(download, "--download", folder=True)
     zip_path = remote.leaderboard_download(project.competition, Path(download)) if download else None

@@ -16,7 +16,7 @@ from lorakit.console import (
     ALLOW_SMOKE, JSON, Output, command, flag, fmt, hms, note, project_of, remote_new, seconds_check,
 )
 from lorakit.errors import (
-    FlagNeeded, Interrupted, LedgerError, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
+    ArgumentError, FlagNeeded, Interrupted, LedgerError, NotFound, Refused, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
 )
 from lorakit.kernel import submission_check
 from lorakit.ledger import SENDING, Ledger
@@ -37,7 +37,7 @@ def submission_validate(project: Optional[Project], path: Path, rows: Optional[i
             metrics = None  # a cut-short metrics.json must not stand in the way of a valid submission
     rows = int(rows) if rows else rows_expected_of(metrics)
     if rows < 1:
-        raise UsageError("--rows must be positive")
+        raise ArgumentError("--rows must be positive")
     submission_check(project, Path(path), rows)
     return rows
 
@@ -129,14 +129,14 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     folder = project.version_dir(version)
     path = folder / "submission.csv"
     if not path.is_file():
-        raise UsageError(f"{path.relative_to(project.root)} does not exist; run lorakit pull {version} first")
+        raise NotFound(f"{path.relative_to(project.root)} does not exist; run lorakit pull {version} first")
     submission_validate(project, path)  # the kernel's rules, before any network call
     ledger = ledger_of(project)
     ledger.check_writable()
     recorded = ledger.row(version) or {}
     notes = real_run_check(project, version, recorded, allow_smoke)
     if recorded.get("submission_status") == UNCONFIRMED:  # written by older lorakit
-        raise UsageError(
+        raise Refused(
             f"v{version}'s last submission is {UNCONFIRMED}: run lorakit scores to find out whether it reached "
             "Kaggle before submitting again"
         )
@@ -155,7 +155,7 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     limits = remote.submission_limits_get(project.competition)
     if int(getattr(limits, "num_allowed_now", 0) or 0) <= 0:
         used = int(getattr(limits, "num_today", 0) or 0)
-        raise UsageError(
+        raise Refused(
             f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
             f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
         )

@@ -26,7 +26,7 @@ from lorakit.common import (
     TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns, overrides_text, submission_columns, submission_key, submission_preferred,
 )
 from lorakit.console import JSON, Output, command, flag, note, project_of, remote_new, table, warn
-from lorakit.errors import UsageError
+from lorakit.errors import NotFound
 from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
@@ -248,7 +248,7 @@ def ledger_sync(project: Project, remote: Remote, dry_run: bool = False) -> Sync
     ledger = ledger_of(project, ref)
     latest = remote.kernel_version_latest(ref)
     if latest < 1:
-        raise UsageError(f"Kaggle has no kernel {ref} (or no version of it): check --kernel or kernel-metadata.json")
+        raise NotFound(f"Kaggle has no kernel {ref} (or no version of it): check --kernel or kernel-metadata.json")
     seen = [s for s in (version_seen(project, remote, ref, n) for n in range(1, latest + 1)) if s is not None]
     submissions = remote.submissions_list(project.competition)
     home = str(project.home or project.kernel)
