@@ -56,3 +56,51 @@ def test_run_is_near_the_top_of_the_kernel():
     tree = ast.parse(KERNEL.read_text(encoding="utf-8"))
     starts = [node.lineno for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "run"]
     assert starts and starts[0] <= RUN_WITHIN, starts
+
+
+# ----------------------------------------------------------------------------------------------- lorakit's house
+LORAKIT = ROOT / "src" / "lorakit"
+MAX_MODULE_LINES = 700
+
+
+def lorakit_imports() -> dict:
+    """{module: the lorakit modules it imports}, function-level imports included."""
+    graph = {}
+    for path in sorted(LORAKIT.glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lorakit."):
+                found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.ImportFrom) and node.module == "lorakit":
+                found.update(alias.name for alias in node.names if (LORAKIT / f"{alias.name}.py").exists())
+        graph[path.stem] = found - {path.stem}
+    return graph
+
+
+def test_no_lorakit_module_is_over_700_lines():
+    sizes = {path.name: len(path.read_text(encoding="utf-8").splitlines()) for path in LORAKIT.glob("*.py")}
+    assert {name: size for name, size in sizes.items() if size > MAX_MODULE_LINES} == {}
+
+
+def test_lorakit_imports_form_layers_without_cycles():
+    graph = lorakit_imports()
+    done: set = set()
+    while len(done) < len(graph):  # peel off the modules whose imports are all placed: a cycle leaves some
+        ready = sorted(m for m in graph if m not in done and graph[m] <= done)
+        assert ready, f"an import cycle among {sorted(set(graph) - done)}"
+        done.update(ready)
+
+
+# What every command may use; a command module (one that cli.COMMANDS names) or a part of one (arms: the sweep's
+# definition) may also use another command's steps (run uses push, pull and submit), a shared module never does.
+SHARED = ("common", "console", "inflight", "errors", "ledger", "project", "kernel", "remote", "transport", "retry",
+          "timeouts", "credentials", "stats", "runs", "__init__")
+
+
+def test_shared_modules_never_import_a_command_module():
+    from lorakit import cli
+
+    commands = {module for _name, module in cli.COMMANDS}
+    graph = lorakit_imports()
+    assert {m: sorted(graph[m] & commands) for m in SHARED if graph[m] & commands} == {}
+    assert set(SHARED) <= set(graph)
