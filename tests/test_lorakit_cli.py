@@ -85,6 +85,9 @@ def test_cli_help_and_offline_commands_need_no_kaggle():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+    code = "import sys, lorakit.cli; lorakit.cli.build_parser('status'); print(sorted(set(sys.modules) & {'lorakit.sweep', 'numpy'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr  # a command imports its own module, not every command's
     for command in ("check", "push", "status", "logs", "pull", "submit", "scores", "leaderboard", "compare", "quota",
                     "validate", "plan", "run"):
         result = subprocess.run([sys.executable, "-m", "lorakit", command, "--help"], capture_output=True, text=True,
