@@ -244,8 +244,9 @@ def version_target(project: Project, remote: Remote, version) -> tuple[int, Kern
 
 
 def push_unsettled_words(row: dict) -> str:
-    """Why an unnumbered (or unconfirmed) push row cannot be acted on yet, for a message."""
-    return f"its push {unsettled_words(row, row.get('status', SENDING), 'pushed', _grace())}"
+    """Why a push row left SENDING or UNCONFIRMED cannot be acted on yet: "is being pushed by ...", "was
+    sent ... and is not found on Kaggle yet ..."."""
+    return unsettled_words(row, row.get("status") or SENDING, "pushed", _grace())
 
 
 # ----------------------------------------------------------------------------------------- submissions

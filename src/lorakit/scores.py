@@ -8,7 +8,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -267,7 +266,7 @@ def cmd_scores(args) -> int:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(headers)
         writer.writerows(rows)
-        sys.stdout.write(buffer.getvalue())
+        out.text(buffer.getvalue())
     elif not rows:
         out.result(f"no submissions to {project.competition} yet")
     else:

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, gpu_minutes, sweep_load, sweep_new, sweep_record
 from lorakit.common import FAILED_KERNEL, NOT_PUSHED, kernel_ref_resolve, ledger_of
 from lorakit.console import (
-    ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, table, warn,
+    ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, seconds_check, table, warn,
 )
 from lorakit.errors import ArgumentError, Interrupted, LorakitError, RunFailed, Unconfirmed, UsageError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
@@ -106,7 +106,7 @@ def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
 def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow) -> ArmOutcome:
     row = arm_row(ledger_of(project).rows(), sweep, arm)
     if row is not None and row.get("status") in UNSETTLED:  # in flight, or not found on Kaggle yet
-        raise Unconfirmed(f"{arm.label}: {push_unsettled_words(row)}")
+        raise Unconfirmed(f"{arm.label}'s push {push_unsettled_words(row)}")
     version, before = (int(row["version"]), True) if row else (None, False)
     if row and row.get("status") in FAILED_KERNEL:
         return ArmOutcome(arm, version, f"failed: {row['status']}", resumed=True)
@@ -309,6 +309,7 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
 )
 def cmd_sweep(args) -> int:
     out = args.out
+    seconds_check(args.timeout, "--timeout")
     project = project_of(args)
     sweep = _sweep_resumed(args, project) if args.resume else sweep_new(project, _sweep_request(args))
     out.partial = {"sweep": sweep.id, "dry_run": args.dry_run, "shared_sets": list(sweep.shared),
