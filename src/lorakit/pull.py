@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from lorakit.common import (
-    FAILED_KERNEL, accelerator_asked, ledger_of, log_readable, metrics_columns, metrics_read, rows_expected_of,
+    FAILED_KERNEL, accelerator_asked, ledger_of, log_readable, metrics_columns, rows_expected_of,
     run_minutes_of, utc_now,
 )
 from lorakit.common import predicted_on_of
@@ -26,7 +26,7 @@ from lorakit.ledger import mode_under_umask
 from lorakit.processes import temp_tag
 from lorakit.project import KernelRef, Project
 from lorakit.remote import KernelStatus, Remote
-from lorakit.runs import val_damage
+from lorakit.runs import pulled_run_load
 
 
 @dataclass(frozen=True)
@@ -155,18 +155,13 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
     """(metrics.json, whether submission.csv may be submitted) of a pulled version; what is wrong with them
     goes into ``warnings``: the files are in place, so none of it is an error."""
     dest = project.version_dir(version)
-    try:
-        metrics = metrics_read(dest)
-    except UsageError as exc:  # cut short, or no run's metrics.json: checked as common.metrics_parse says
-        metrics = None
-        warnings.append(f"v{version}: {exc}: the files are in place, but the ledger's val_accuracy, run_minutes "
-                        "and run_config_hash stay empty")
-    else:
-        if metrics is None:
-            warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
-    damage = val_damage(dest)
-    if damage:
-        warnings.append(f"v{version}: {damage}: it cannot be compared or paired (the other files are in place)")
+    run = pulled_run_load(project, version)  # metrics.json and logits.npz read as untrusted input
+    metrics = run.metrics
+    if run.damage:
+        empty = "" if metrics is not None else "; the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
+        warnings.append(f"v{version}: {run.damage}: the files are in place, but it cannot be compared{empty}")
+    elif metrics is None:
+        warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
     if metrics is not None and metrics.get("interrupted") is True:
         warnings.append(
             f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "

@@ -124,15 +124,6 @@ class Damaged(UsageError):
     """A pulled file that is not what a run writes."""
 
 
-def val_damage(folder: Path) -> str:
-    """What is damaged in a folder's logits.npz ("" when it is sound, missing or from before paired validation)."""
-    try:
-        _val_load(folder)
-    except Damaged as exc:
-        return str(exc)
-    return ""
-
-
 def _rows_disagree(folder: Path, metrics: Optional[dict], val: Optional[ValPredictions]) -> str:
     """Why metrics.json's val_rows and logits.npz's rows cannot both be true ("" when they agree)."""
     said = (metrics or {}).get("val_rows")
