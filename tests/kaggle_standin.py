@@ -62,6 +62,8 @@ ODD_REPLIES = {
     "redirect": (302, {"Content-Type": "text/html", "Location": "http://portal.example/login"}, b""),
     "{}": (200, {"Content-Type": "application/json"}, b"{}"),
     "bad-gateway": (502, {"Content-Type": "application/json"}, b"<html>Bad Gateway</html>"),  # a proxy's error
+    # a status reply that names no status (Kaggle leaves out a field holding its default) but a failure
+    "failure-only": (200, {"Content-Type": "application/json"}, b'{"failureMessage": "CUDA out of memory\\u001b[2J"}'),
 }
 
 
@@ -175,6 +177,7 @@ class StandinState:
         self.stream_drops: list = []  # each new log stream drops its connection after this many events
         self.datasets: dict = {}  # (owner, slug) -> StoredDataset
         self.dataset_status_script = ["BLOBS_RECEIVED", "READY"]
+        self.newest_claimed: Optional[int] = None  # GetKernel's currentVersionNumber, when a test makes Kaggle lie
 
     # -- helpers used by tests -------------------------------------------------------------------------
     def fail(self, method: str, status: int, times: Optional[int] = 1, headers: Optional[dict] = None, message: str = "",
@@ -592,7 +595,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner, slug = body.get("userName", ""), body.get("kernelSlug", "")
         if not self._owned(owner):
             return self._error(403, "private kernel")
-        latest = len(self.state.versions(owner, slug))
+        latest = self.state.newest_claimed or len(self.state.versions(owner, slug))
         metadata = {"ref": f"{owner}/{slug}", "slug": slug, "author": owner, "currentVersionNumber": latest,
                     "language": "python", "kernelType": "script"}
         blob = {"source": version.text, "language": "python", "kernelType": "script", "slug": slug}

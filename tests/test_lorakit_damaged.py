@@ -106,15 +106,16 @@ def metrics_edit(kit, change) -> dict:
     return change(metrics)
 
 
-KINDS = {  # kind -> (what it damages, the words of its one line)
+KINDS = {  # kind -> (what it damages, the words of its one line); a field out of range is read as unknown
     "other rows, the digest kept": ("logits.npz", other_rows, "is not the digest of its val_ids and val_labels"),
     "one row": ("logits.npz", one_row, "holds 1 validation rows, but metrics.json says 2,000"),
     "a 3 MB npz that takes 3.3 GB": ("logits.npz", three_mb, "val_logits claims 104,857,600 rows"),
     "string ids": ("logits.npz", string_ids, "val_ids is not an integer array"),
     "a header claiming 10^11 rows": ("logits.npz", huge_header, "val_ids claims 100,000,000,000 rows"),
-    "val_rows 1e300": ("metrics.json", None, "val_rows 1e+300 is out of range"),
+    "val_rows 1e300": ("metrics.json", None, "val_rows 1e+300 is out of range (1 to 10,000,000): read as unknown"),
     "200,000 deep": ("metrics.json", None, "holds more than 200,000 objects and lists"),
 }
+FIELD_ONLY = {"val_rows 1e300"}  # the file is still read: v2 still pairs with v1
 METRICS = {
     "val_rows 1e300": lambda m: json.dumps({**m, "val_rows": 1e300}).encode(),
     "200,000 deep": lambda m: (json.dumps(m)[:-1] + ', "history": ' + "[" * 200_000 + "]" * 200_000 + "}").encode(),
@@ -142,6 +143,7 @@ def test_a_damaged_pulled_folder_is_one_line_and_the_other_version_is_shown(kit,
     for file, content in files.items():
         (kit.repo / "submissions" / "v2" / file).write_bytes(content)
 
+    pairs = kind in FIELD_ONLY
     code, out, err = kit.run("versions")
     assert code == 0 and "internal error" not in err
     assert [line[:6] for line in out.splitlines()[1:]] == ["v2    ", "v1    "]
@@ -149,17 +151,20 @@ def test_a_damaged_pulled_folder_is_one_line_and_the_other_version_is_shown(kit,
     assert line.startswith("lorakit: warning: v2 is damaged:") and words in line, err
     code, out, err = kit.run("versions", "--json")
     shown = {row["version"]: row for row in json.loads(out)["versions"]}
-    assert words in shown[2]["not_comparable"] and shown[1]["not_comparable"] is None and shown[1]["val_accuracy"]
+    assert shown[1]["not_comparable"] is None and shown[1]["val_accuracy"] and shown[2]["val_rows"] in (None, 2000)
+    assert (shown[2]["not_comparable"] is None) if pairs else words in shown[2]["not_comparable"]
 
     code, out, err = kit.run("compare", 1, 2)
     assert code == 0 and "internal error" not in err
-    assert words in out and "v2 is not comparable:" in out and "paired test: none" in out
+    (line,) = [line for line in lines_naming(out, name) if line.startswith("v2")]  # the paired test says why too
+    assert words in line and ("paired test on the 2000 shared" if pairs else "paired test: none") in out
+    assert line.startswith("v2: " if pairs else "v2 is not comparable: ")
     assert "test set: v1 vs v2" in out  # the parts that can still be had
 
     code, out, err = kit.run("report")
     assert code == 0 and "internal error" not in err
     (line,) = lines_naming(err, name)
-    assert line.startswith("lorakit: note: v2 not comparable:") and words in line
+    assert line.startswith("lorakit: note: v2" + (":" if pairs else " not comparable:")) and words in line
 
     for file, content in files.items():  # Kaggle serves the damaged file: pull reads what it wrote
         versions(kit)[1].outputs[file] = content
@@ -209,9 +214,8 @@ def test_a_3_mb_file_adds_well_under_200_mb_to_a_commands_peak_memory(kit):
     ("[" * 150_000 + "]" * 150_000, "is nested deeper than a run's metrics.json"),  # Python's parser gives up
     ('{"a": ' + "[" * 33 + "]" * 33 + "}", "it is nested deeper than 32 levels"),
     ('{"a": [' + ",".join(["1"] * 100_001) + "]}", "holds 100,001 entries"),
-    ('{"a": 1' + "0" * 5000 + "}", "is not JSON"),
-    ('{"val_accuracy": "high"}', "val_accuracy 'high' is not a number"),
-    ('{"history": {}}', "history is not a JSON list"),
+    ('{"a": 1' + "0" * 5000 + "}", "is not a JSON object \\(cut short"),  # Python refuses 5,000 digits
+    ('{"a": [1e300]}', "holds the number 1e\\+300, beyond any metric"),
 ])
 def test_metrics_json_is_bounded_before_and_after_parsing(text, words):
     from lorakit.common import metrics_parse
@@ -219,5 +223,17 @@ def test_metrics_json_is_bounded_before_and_after_parsing(text, words):
 
     with pytest.raises(UsageError, match=words):
         metrics_parse(text.encode(), "m.json")
-    assert metrics_parse(b'{"x": NaN, "y": 1e999, "loss_curve": [{"step": 25, "loss": Infinity}]}', "m.json") == {
-        "x": None, "y": None, "loss_curve": [{"step": 25, "loss": None}]}
+
+
+def test_a_metrics_field_of_the_wrong_type_or_range_is_read_as_unknown_and_named():
+    from lorakit.common import metrics_parse
+
+    problems: list = []
+    raw = (b'{"val_accuracy": "high", "history": {}, "val_rows": -3, "trainable_params": 12.5, "x": NaN, "y": 1e999,'
+           b' "loss_curve": [{"step": 25, "epoch": 0.1, "loss": Infinity}], "test_rows": 8000}')
+    assert metrics_parse(raw, "m.json", problems) == {"x": None, "y": None, "test_rows": 8000,
+                                                      "loss_curve": [{"step": 25, "epoch": 0.1, "loss": None}]}
+    assert problems == ["m.json: history is not a JSON list: read as unknown",
+                        "m.json: val_accuracy 'high' is not a number: read as unknown",
+                        "m.json: val_rows -3 is out of range (1 to 10,000,000): read as unknown",
+                        "m.json: trainable_params '12.5' is not an integer: read as unknown"]

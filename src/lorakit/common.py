@@ -78,12 +78,22 @@ def accelerator_asked(metadata: dict, accelerator: Optional[str]) -> str:
     return "gpu" if str(metadata.get("enable_gpu", False)).lower() == "true" else "none"
 
 
+# what a message may not hold: control characters but tab and line ends, and a carriage return alone (the ledger's
+# CSV would not quote it, and the row would split in two)
+MESSAGE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+
+
 def text_checked(text: str, what: str) -> str:
-    """``text`` as it will be sent and stored; a byte that is not UTF-8 is refused before anything is sent."""
+    """``text`` as it will be sent and stored; a byte that is not UTF-8, or a control character (a NUL would
+    corrupt the ledger, an escape rewrite a terminal), is refused before anything is sent."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ArgumentError(f"{what} holds a byte that is not UTF-8 text (at character {exc.start + 1}): retype it") from None
+    control = MESSAGE_CONTROL.search(text)
+    if control:
+        raise ArgumentError(f"{what} holds a control character ({control.group()!r}, at character "
+                            f"{control.start() + 1}): retype it")
     return text
 
 
@@ -113,9 +123,9 @@ def log_readable(raw: str) -> str:
     return raw if raw.endswith("\n") or not raw else raw + "\n"
 
 
-def metrics_read(folder: Path) -> Optional[dict]:
+def metrics_read(folder: Path, problems: Optional[list] = None) -> Optional[dict]:
     """metrics.json of a version folder; None when absent, UsageError naming the file when it is not one a
-    run writes (metrics_parse)."""
+    run writes; a field of the wrong type or out of range is left out, named in ``problems`` (metrics_parse)."""
     path = folder / "metrics.json"
     if not path.is_file():
         return None
@@ -124,7 +134,7 @@ def metrics_read(folder: Path) -> Optional[dict]:
         if size > METRICS_MAX_BYTES:
             raise UsageError(f"{path} is {size / 2**20:.1f} MB, more than a run's metrics.json can be "
                              f"({METRICS_MAX_BYTES // 2**20} MB)")
-        return metrics_parse(path.read_bytes(), str(path))
+        return metrics_parse(path.read_bytes(), str(path), problems)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
 
@@ -136,6 +146,7 @@ JSON_MAX_CONTAINERS = 200_000  # objects and lists; counted in the raw bytes, be
 JSON_MAX_DEPTH = 32
 JSON_MAX_ITEMS = 100_000  # entries of one list or object (loss_curve: 20,000 points)
 NUMBER_MAX = 1e15  # no metric comes near it
+CONFIG_HASH = re.compile(r"[0-9a-f]{12,64}")  # the kernel's config_hash: sha256 in hex
 METRIC_RANGES = {  # key: (integer?, least, most); null is allowed everywhere: "not said"
     "val_accuracy": (False, 0, 1), "val_rows": (True, 1, 10**7), "test_rows": (True, 1, 10**7),
     "trainable_params": (True, 0, 10**10), "train_seconds": (False, 0, 10**8), "predict_seconds": (False, 0, 10**8),
@@ -150,10 +161,11 @@ def _finite_or_none(text: str) -> Optional[float]:
     return number if math.isfinite(number) else None  # 1e999 parses as infinity: not a number lorakit reads
 
 
-def metrics_parse(raw: bytes, where: str) -> dict:
+def metrics_parse(raw: bytes, where: str, problems: Optional[list] = None) -> dict:
     """The JSON object of a metrics.json's bytes, checked before and after parsing: bounded size, container
-    count and depth, NaN and infinities read as null, every number within NUMBER_MAX, the fields commands read
-    of their type and range. UsageError naming ``where`` and what is wrong otherwise."""
+    count and depth, NaN and infinities read as null, every number within NUMBER_MAX; UsageError naming
+    ``where`` and what is wrong otherwise. A field commands read that is of the wrong type or out of range is
+    left out (read as "not said", as a missing one is) and named in ``problems``."""
     if len(raw) > METRICS_MAX_BYTES:
         raise UsageError(f"{where} is {len(raw) / 2**20:.1f} MB, more than a run's metrics.json can be")
     if raw.count(b"{") + raw.count(b"[") > JSON_MAX_CONTAINERS:
@@ -164,29 +176,36 @@ def metrics_parse(raw: bytes, where: str) -> dict:
     except RecursionError:
         raise UsageError(f"{where} is nested deeper than a run's metrics.json") from None
     except ValueError:
-        raise UsageError(f"{where} is not JSON (cut short?)") from None
+        raise UsageError(f"{where} is not a JSON object (cut short?)") from None
     if not isinstance(data, dict):
         raise UsageError(f"{where} is not a JSON object")
-    problem = _metrics_problem(data) or _json_problem(data)
+    for key, problem in _field_problems(data).items():
+        del data[key]
+        if problems is not None:
+            problems.append(f"{where}: {problem}: read as unknown")
+    problem = _json_problem(data)
     if problem:
         raise UsageError(f"{where}: {problem}")
     return data
 
 
-def _metrics_problem(data: dict) -> str:
-    """What is wrong with the fields commands read ("" when nothing)."""
+def _field_problems(data: dict) -> dict:
+    """key -> what is wrong with it, for the fields commands read."""
+    found = {}
     for key, kind in METRIC_TYPES.items():
         if data.get(key) is not None and not isinstance(data[key], kind):
-            return f"{key} is not a JSON {'list' if kind is list else 'object' if kind is dict else 'string'}"
+            found[key] = f"{key} is not a JSON {'list' if kind is list else 'object' if kind is dict else 'string'}"
     for key, (integer, least, most) in METRIC_RANGES.items():
         value = data.get(key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
-            return f"{key} {str(value)[:40]!r} is not {'an integer' if integer else 'a number'}"
-        if not least <= value <= most:
-            return f"{key} {_number_text(value)} is out of range ({least:,} to {most:,})"
-    return ""
+            found[key] = f"{key} {str(value)[:40]!r} is not {'an integer' if integer else 'a number'}"
+        elif not least <= value <= most:
+            found[key] = f"{key} {_number_text(value)} is out of range ({least:,} to {most:,})"
+    if isinstance(data.get("config_hash"), str) and not CONFIG_HASH.fullmatch(data["config_hash"]):
+        found["config_hash"] = f"config_hash {data['config_hash'][:24]!r} is not a config hash"  # the ledger keeps it
+    return found
 
 
 def _json_problem(data) -> str:

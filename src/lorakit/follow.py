@@ -170,6 +170,7 @@ def log_shown(out: Output, follow: bool) -> Optional[Callable[[str], None]]:
 )
 def cmd_status(args) -> int:
     out = args.out
+    seconds_check(args.timeout, "--timeout")  # with --wait or not: no command takes an unbounded wait
     project = project_of(args)
     if args.wait or args.follow:  # kernel_status_wait checks --timeout before any call
         version, status = _status_wait(args, project, remote_new(), args.version, args.timeout, args.follow)

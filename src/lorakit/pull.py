@@ -157,7 +157,9 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
     dest = project.version_dir(version)
     run = pulled_run_load(project, version)  # metrics.json and logits.npz read as untrusted input
     metrics = run.metrics
-    if run.damage:
+    if run.damage and run.damage != run.reason:  # fields read as unknown: the rest is sound
+        warnings.append(f"v{version}: {run.damage}")
+    elif run.damage:
         empty = "" if metrics is not None else "; the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
         warnings.append(f"v{version}: {run.damage}: the files are in place, but it cannot be compared{empty}")
     elif metrics is None:

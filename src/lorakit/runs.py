@@ -35,11 +35,24 @@ class ValPredictions:
     ids: np.ndarray
     labels: np.ndarray
     predicted: np.ndarray
-    sha256: str  # the digest of ids and labels, recomputed as the kernel computes val_ids_sha256
+    sha256: str  # val_ids_sha256, recomputed from ids and labels as the kernel computes it (in the file's order)
 
     @property
     def correct(self) -> np.ndarray:
         return self.predicted == self.labels
+
+    @property
+    def rows_digest(self) -> str:
+        """The digest of the rows and their labels in id order: equal for two runs on the same validation rows,
+        whatever order each file holds them in (they pair by id)."""
+        order = np.argsort(self.ids, kind="stable")
+        return _digest(self.ids[order], self.labels[order])
+
+
+def _digest(ids: np.ndarray, labels: np.ndarray) -> str:
+    """The kernel's val_ids_sha256 of ``ids`` and ``labels``."""
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes()
+                          + np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
 
 
 def _recall_per_class(metrics: dict, val: Optional[ValPredictions]) -> Optional[dict]:
@@ -81,7 +94,7 @@ class PulledRun:
     metrics: Optional[dict]  # metrics.json; None when absent or unreadable (see reason)
     val: Optional[ValPredictions]  # None when logits.npz is absent, old or unreadable (see reason)
     reason: str = ""  # why this run cannot be paired with another: "" when it can
-    damage: str = ""  # the part of reason that is a damaged file (not what a run writes): "" when none is
+    damage: str = ""  # what of its files is not what a run writes (the reason, or fields read as unknown); "" if none
 
     @property
     def pulled(self) -> bool:
@@ -104,20 +117,21 @@ def pulled_run_load(project: Project, version: int, kernel: Optional[KernelRef] 
     if not folder.is_dir():
         return PulledRun(version, folder, None, None,
                          f"v{version} is not pulled: run `{pull_command(version, kernel, project)}`")
-    metrics, missing, damage = None, "", ""
+    metrics, missing, damage, problems = None, "", "", []
     try:
-        metrics = metrics_read(folder)
+        metrics = metrics_read(folder, problems)
     except UsageError as exc:  # cut short, edited by hand, or no run's at all
         damage = str(exc)
     if metrics is None and not damage:
         missing = f"{folder / 'metrics.json'} is missing (the run did not finish?)"
-    val, why_val, damaged_val = None, "", ""
+    val, why_val = None, ""
     try:
         val, why_val = _val_load(folder)
     except Damaged as exc:
-        damaged_val = str(exc)
-    damage = damage or damaged_val or _rows_disagree(folder, metrics, val)
-    return PulledRun(version, folder, metrics, val if not damage else None, damage or missing or why_val, damage)
+        damage = damage or str(exc)
+    damage = damage or _rows_disagree(folder, metrics, val)
+    return PulledRun(version, folder, metrics, None if damage else val, damage or missing or why_val,
+                     damage or "; ".join(problems))
 
 
 class Damaged(UsageError):
@@ -200,8 +214,7 @@ def _val_checked(path: Path, logits, labels, ids, stored: str) -> ValPredictions
         raise Damaged(f"{path}: val_logits holds numbers that are not finite")
     if len(np.unique(ids)) != len(ids):
         raise Damaged(f"{path}: val_ids repeats a row")
-    digest = hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes()
-                            + np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
+    digest = _digest(ids, labels)
     if digest != stored:
         raise Damaged(f"{path}: its val_ids_sha256 is not the digest of its val_ids and val_labels (altered?)")
     return ValPredictions(ids, labels, logits.argmax(axis=1), digest)
@@ -229,7 +242,7 @@ def paired_test(a: PulledRun, b: PulledRun) -> Paired:
     for run in (a, b):
         if run.reason:
             raise UsageError(f"v{run.version} is not comparable: {run.reason}")
-    if a.val.sha256 != b.val.sha256:  # each recomputed from the rows: equal digests, the same rows and labels
+    if a.val.rows_digest != b.val.rows_digest:  # recomputed from the rows: equal, the same rows and labels
         raise UsageError(f"v{a.version} and v{b.version} validated on different rows (the digests of their "
                          "validation ids and labels differ): train_data, max_train_samples, val_fraction or seed "
                          "changed, so no paired test")

@@ -24,11 +24,11 @@ from typing import Optional
 
 from lorakit.arms import SWEEP_ID
 from lorakit.common import (
-    METRICS_MAX_BYTES, TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of,
+    CONFIG_HASH, MESSAGE_CONTROL, METRICS_MAX_BYTES, TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of,
     metrics_columns, metrics_parse, overrides_text, submission_columns, submission_key, submission_preferred,
 )
 from lorakit.console import JSON, Output, command, err, flag, note, project_of, remote_new, table, warn
-from lorakit.errors import NotFound, Refused, RemoteError, UsageError
+from lorakit.errors import LorakitError, NotFound, Refused, RemoteError, UsageError
 from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.processes import temp_tag
@@ -113,7 +113,7 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
     problems += pushed.problems
     raw = metrics_fetch(remote, ref, number) if status.status in TERMINAL_KERNEL - {"NEW_SCRIPT"} else None
     try:
-        metrics = None if raw is None else metrics_parse(raw, "its metrics.json")
+        metrics = None if raw is None else metrics_parse(raw, "its metrics.json", problems)
     except UsageError as exc:
         problems.append(f"{exc}: its columns stay empty")
     else:  # the push record's config_hash and count (as pushed) come first
@@ -124,11 +124,10 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
 
 # What a push record's fields may hold before sync stores them (Kaggle's copy of the script is untrusted text).
 RECORD_RULES = {
-    "push_token": re.compile(r"lk-[0-9a-f]{12}"), "config_hash": re.compile(r"[0-9a-f]{12,64}"),
+    "push_token": re.compile(r"lk-[0-9a-f]{12}"), "config_hash": CONFIG_HASH,
     "git_commit": re.compile(r"[0-9a-f]{7,64}"), "accelerator": re.compile(r"[A-Za-z0-9_-]{1,64}"),
     "sweep_id": SWEEP_ID, "pushed_at": re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"),
 }
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # tab and line ends are a message's own
 MESSAGE_MAX = 10_000
 
 
@@ -154,7 +153,7 @@ def _record_field_fits(key: str, value) -> bool:
     if not isinstance(value, str):
         return False
     if key == "message":
-        return len(value) <= MESSAGE_MAX and not _CONTROL.search(value)
+        return len(value) <= MESSAGE_MAX and not MESSAGE_CONTROL.search(value)  # as push's -m
     return bool(RECORD_RULES[key].fullmatch(value))
 
 
@@ -363,8 +362,13 @@ def ledger_sync(project: Project, remote: Remote, dry_run: bool = False, read_al
 def cmd_sync(args) -> int:
     project = project_of(args)
     report = ledger_sync(project, remote_new(), args.dry_run, args.read_all)
-    args.out.document(report.as_json())
     _sync_show(args.out, project, report)
+    unread = [c for c in report.versions if c.action == "unreadable"]
+    if unread:  # the rest is merged: the one error line says what is missing (under --json, with the report)
+        args.out.partial = report.as_json()
+        raise LorakitError(f"{len(unread)} version(s) of {report.kernel} could not be read, the rest is merged; "
+                           f"the first: {unread[0].detail}; run lorakit sync again")
+    args.out.document(report.as_json())
     return 0
 
 
