@@ -264,7 +264,8 @@ def _pending_update(ledger: Ledger, version: int, token: str, **fields) -> None:
                 record.update({k: str(v) for k, v in fields.items()})
 
 
-def submission_settle(project: Project, remote: Remote, ledger: Ledger, version: int, row: dict) -> Optional[Submission]:
+def submission_settle(project: Project, remote: Remote, ledger: Ledger, version: int,
+                      row: dict) -> Optional[Submission]:
     """v<N>'s pending submission (SENDING or UNCONFIRMED), as the module's rule settles it: the submission its
     token finds among mine (then recorded); None when it is in flight, not found yet (both left as they are)
     or found never to have arrived (NOT_SUBMITTED now)."""
