@@ -21,7 +21,8 @@ proxy form (an absolute URL), API calls and file transfers alike. It speaks the 
 
 Faults are injected per method or path prefix: ``fail`` answers an HTTP error, ``drop`` closes the
 connection without an answer, ``stall`` never answers (until the server stops) and ``interrupt`` presses
-Ctrl-C in the in-process client (SIGINT to the main thread) and never answers; with ``after=True`` the
+Ctrl-C in the in-process client (SIGINT to the main thread) and never answers, and ``hold`` keeps the
+request open until the test releases it (then answered or dropped); with ``after=True`` the
 request is processed first (a push saved, a submission made) and only its reply is lost; ``odd`` answers
 what a captive portal or a broken proxy would (a web page, an empty body, a redirect, an empty ``{}``). Also: a push
 ``error``, a status script ending in ERROR, a file download cut half way (``cut``) or sent slowly
@@ -61,6 +62,8 @@ ODD_REPLIES = {
     "redirect": (302, {"Content-Type": "text/html", "Location": "http://portal.example/login"}, b""),
     "{}": (200, {"Content-Type": "application/json"}, b"{}"),
     "bad-gateway": (502, {"Content-Type": "application/json"}, b"<html>Bad Gateway</html>"),  # a proxy's error
+    # a status reply that names no status (Kaggle leaves out a field holding its default) but a failure
+    "failure-only": (200, {"Content-Type": "application/json"}, b'{"failureMessage": "CUDA out of memory\\u001b[2J"}'),
 }
 
 
@@ -78,6 +81,25 @@ class Fault:
     action: str = "error"  # "error", "drop" (close without answering), "stall" (never answer), "interrupt"
     after: bool = False  # process the request first: only the reply is lost
     skip: int = 0  # let this many matching requests through before the fault applies
+    hold: Optional["Hold"] = None  # action "hold": the request held open until the test releases it
+
+
+@dataclass
+class Hold:
+    """A request the stand-in holds open (StandinState.hold): ``seen`` is set once one arrived (and, with
+    after=True, was processed); ``release()`` lets it go on, to be answered or, with then="drop", dropped."""
+
+    then: str = "answer"
+    seen: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def wait(self, stopped: threading.Event) -> None:
+        """Until released, or the server stops."""
+        while not self.gate.wait(0.05) and not stopped.is_set():
+            pass
 
 
 @dataclass
@@ -155,6 +177,7 @@ class StandinState:
         self.stream_drops: list = []  # each new log stream drops its connection after this many events
         self.datasets: dict = {}  # (owner, slug) -> StoredDataset
         self.dataset_status_script = ["BLOBS_RECEIVED", "READY"]
+        self.newest_claimed: Optional[int] = None  # GetKernel's currentVersionNumber, when a test makes Kaggle lie
 
     # -- helpers used by tests -------------------------------------------------------------------------
     def fail(self, method: str, status: int, times: Optional[int] = 1, headers: Optional[dict] = None, message: str = "",
@@ -175,6 +198,17 @@ class StandinState:
         assert kind in ODD_REPLIES, kind
         with self.lock:
             self.faults.append(Fault(method, 200, times, message=kind, action="odd", after=after, skip=skip))
+
+    def hold(self, method: str, after: bool = False, then: str = "answer", skip: int = 0) -> Hold:
+        """Hold the next request of ``method`` open until the test calls ``release()`` on what this returns:
+        before processing it (it is processed once released, even when the client has gone meanwhile) or, with
+        ``after``, once processed (its reply held back). Released, it is answered, or with then="drop" its
+        connection is closed without an answer."""
+        assert then in ("answer", "drop"), then
+        held = Hold(then)
+        with self.lock:
+            self.faults.append(Fault(method, 0, 1, action="hold", after=after, skip=skip, hold=held))
+        return held
 
     def interrupt(self, method: str, after: bool = False, skip: int = 0):
         """Ctrl-C: SIGINT to this process's main thread (the in-process client) on that request, left unanswered."""
@@ -245,6 +279,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, content_type: str, headers: Optional[dict] = None):
         if getattr(self, "_reply_lost", False):  # processed; a fault answers instead
             return
+        if getattr(self, "_held", None) is not None:  # processed under the lock: sent once released (_held_reply)
+            self._buffered = (status, body, content_type, headers)
+            return
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -308,12 +345,37 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self._fault_take(key, after=False)
         if fault is None:
             return False
+        if fault.action == "hold":
+            return self._held_request(fault.hold)
         self._fault_answer(fault)
         return True
+
+    # -- requests held open (Hold) -----------------------------------------------------------------------------
+    def _held_request(self, held: Hold) -> bool:
+        """Hold a request before processing it; True when it is dropped once released (else it goes on)."""
+        held.seen.set()
+        held.wait(self.state.released)
+        if held.then == "drop" or self.state.released.is_set():
+            self._drop()
+            return True
+        return False
+
+    def _held_reply(self, held: Hold, handler: Callable[[], None]) -> None:
+        """Process a request, then hold its reply (outside the state's lock) until released."""
+        self._held, self._buffered = held, None
+        handler()
+        self._held = None
+        held.seen.set()
+        held.wait(self.state.released)
+        if held.then == "drop" or self.state.released.is_set() or self._buffered is None:
+            return self._drop()
+        return self._send(*self._buffered)
 
     def _processed(self, key: str, handler: Callable[[], None]) -> None:
         """Run ``handler``; when a fault is due after processing, lose its reply and answer the fault."""
         fault = self._fault_take(key, after=True)
+        if fault is not None and fault.action == "hold":
+            return self._held_reply(fault.hold, handler)
         self._reply_lost = fault is not None
         handler()
         if fault is not None:
@@ -533,7 +595,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner, slug = body.get("userName", ""), body.get("kernelSlug", "")
         if not self._owned(owner):
             return self._error(403, "private kernel")
-        latest = len(self.state.versions(owner, slug))
+        latest = self.state.newest_claimed or len(self.state.versions(owner, slug))
         metadata = {"ref": f"{owner}/{slug}", "slug": slug, "author": owner, "currentVersionNumber": latest,
                     "language": "python", "kernelType": "script"}
         blob = {"source": version.text, "language": "python", "kernelType": "script", "slug": slug}

@@ -2,14 +2,19 @@
 offline commands, `--json` everywhere, command-line errors, every command's flags."""
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from lorakit_fixtures import REPO, USERNAME, error_line, full_disk_after, no_secret, one_document, push
+from lorakit_fixtures import (
+    REPO, USERNAME, error_line, full_disk_after, lorakit_started, no_secret, one_document, push,
+)
 
 
 def test_happy_path_push_status_pull_submit_scores(kit):
@@ -118,7 +123,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
         ("pull", 2): {"version", "status", "folder", "files", "val_accuracy", "run_minutes", "device", "metrics",
                       "warnings"},
         ("submit", 2, "--wait"): {"version", "ref", "remaining_today", "notes", "score"},
-        ("scores",): {"submissions", "best_public", "best_validation", "unrecorded", "not_submitted",
+        ("scores",): {"submissions", "best_public", "best_validation", "unrecorded", "not_submitted", "unsettled",
                       "not_candidates"},
         ("leaderboard", "--top", "2"): {"competition", "rows", "me", "download"},
         ("quota",): {"used_hours", "total_hours", "left_hours", "refresh", "runs"},
@@ -263,3 +268,95 @@ def test_one_exit_code_rule_for_every_command(kit, argv, code, words):
     got, out, err = kit.run(*argv)
     assert got == code and words in error_line(err), err
     assert (len(kit.state.calls("SaveKernel")), len(kit.state.calls("CreateSubmission"))) == sent
+
+
+# ----------------------------------------------------------------------------------------------- issue 22
+@pytest.mark.parametrize("argv", [
+    ("status", 1, "--wait", "--timeout", "inf"), ("status", 1, "--timeout", "inf"), ("logs", 1, "--follow", "--timeout",
+    "inf"), ("submit", 1, "--timeout", "inf"), ("run", "-m", "x", "--timeout", "inf"), ("run", "-m", "x",
+    "--score-timeout", "inf"), ("sweep", "--grid", "lora_r=2,4", "--timeout", "inf"), ("status", 1, "--wait",
+    "--timeout", "nan"),
+])
+def test_every_timeout_is_a_finite_number_of_seconds(kit, argv):
+    push(kit)
+    before = len(kit.state.requests)
+    code, out, err = kit.run(*argv)
+    line = error_line(err)
+    assert code == 2 and "timeout must be a" in line and "number of seconds" in line, err
+    assert len(kit.state.requests) == before and kit.ledger.read_text().count("\n") == 2
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what a terminal acts on: never printed, but for \t and \n
+
+
+def test_ledger_and_kaggle_text_reach_the_terminal_without_control_characters(kit):
+    evil = "fine\x1b]0;pwned\x07\x1b[2J\r\nover\x9b31m\x01"  # in a ledger from git: -m refuses it
+    code, out, err = kit.run("push", "-m", evil)
+    assert code == 2 and "-m holds a control character" in error_line(err) and not kit.state.requests
+    push(kit, message="fine")
+    rows = kit.rows()
+    rows[0]["message"] = evil
+    with open(kit.ledger, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    kit.state.leaderboard.append({"teamId": 13, "teamName": "evil\x1b[2J team", "score": "0.5"})
+    kit.state.fail("GetKernelSessionStatus", 400, message="bad\x1b[2J\rrequest")
+    for argv in (("versions",), ("versions", "--csv"), ("status", 1), ("leaderboard",)):
+        code, out, err = kit.run(*argv)
+        assert code in (0, 1) and not CONTROL.search(out + err.replace("\n", "")), (argv, out, err)
+        assert "internal error" not in err
+    code, out, err = kit.run("versions")
+    assert "fine over?31m?" in out, err
+    code, out, err = kit.run("versions", "--json")
+    assert json.loads(out)["versions"][0]["message"] == evil  # exact JSON: every control character escaped
+
+
+def test_the_temporary_files_of_a_dead_command_are_removed_by_the_next_one(kit, monkeypatch, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        push(kit)
+        subs = kit.repo / "submissions"
+        (subs / "sweeps").mkdir()
+        gone = [subs / f".ledger.csv.pid{dead}-a1b2c3.tmp", subs / "sweeps" / f".sw-1a2b3c.json.pid{dead}-q9.tmp",
+                subs / f".v1.partial-pid{dead}-x7", subs / f".v1.old-pid{dead}-y8", scratch / f"lorakit-build-pid{dead}-z",
+                scratch / f"lorakit-sync-pid{dead}-w"]
+        kept = [subs / f".ledger.csv.pid{live.pid}-k.tmp", scratch / f"lorakit-build-pid{live.pid}-k",
+                scratch / f"other-pid{dead}-x", subs / "notes.tmp"]
+        for path in gone + kept:
+            if "partial" in path.name or "old" in path.name or path.parent == scratch:
+                (path / "adapter").mkdir(parents=True)
+                (path / "adapter" / "kit.json").write_text("{}")
+            else:
+                path.write_text("half written")
+        code, out, err = kit.run("versions")
+        assert code == 0, err
+        assert [p for p in gone if p.exists()] == [] and [p for p in kept if not p.exists()] == []
+    finally:
+        live.kill()
+
+
+@pytest.mark.slow  # lorakit processes, each loading the kernel
+def test_a_killed_pull_or_push_leaves_nothing_behind_after_the_next_command(kit, monkeypatch, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the killed processes' temp folder too
+    push(kit)
+    assert kit.run("status", 1, "--wait")[0] == 0
+    for argv, method, left in ((("pull", 1), "/files/", kit.repo / "submissions" / ".v1.partial-pid*"),
+                               (("push", "-m", "killed", "--set", "lora_r=4"), "SaveKernel", scratch / "lorakit-build-pid*")):
+        held = kit.state.hold(method)
+        proc = lorakit_started(kit, *argv)
+        assert held.seen.wait(60)
+        proc.kill()
+        proc.wait(timeout=60)
+        held.release()
+        assert list(left.parent.glob(left.name)), argv  # what the killed command was writing
+        code, out, err = kit.run("versions")
+        assert code == 0 and not list(left.parent.glob(left.name)), err

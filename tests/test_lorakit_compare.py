@@ -2,6 +2,7 @@
 test-set agreement, for two pulled versions or two submission CSV paths; and the statistics behind it."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -57,13 +58,19 @@ def discordant(both: int, a_only: int, b_only: int) -> tuple:
     return a, b
 
 
-def write_validation(kit, version: int, correct, order=None, sha: str = "slice-1") -> None:
-    """Replace v<version>'s logits.npz with a hand-made validation slice (rows in ``order``)."""
+def write_validation(kit, version: int, correct, order=None) -> None:
+    """Replace v<version>'s logits.npz with a hand-made validation slice (rows in ``order``), its digest the
+    kernel's (val_ids_sha256 of the ids and labels in the file's order) and metrics.json's val_rows its rows:
+    lorakit checks both."""
     order = np.arange(ROWS) if order is None else order
     ids = np.arange(1000, 1000 + ROWS, dtype=np.int64)[order]
     labels = (ids % 4).astype(np.int64)
-    np.savez(kit.repo / "submissions" / f"v{version}" / "logits.npz", val_logits=fake_logits(labels, correct[order]),
-             val_labels=labels, val_ids=ids, val_ids_sha256=np.array(sha))
+    sha = hashlib.sha256(ids.tobytes() + labels.tobytes()).hexdigest()
+    folder = kit.repo / "submissions" / f"v{version}"
+    np.savez(folder / "logits.npz", val_logits=fake_logits(labels, correct[order]), val_labels=labels, val_ids=ids,
+             val_ids_sha256=np.array(sha))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "val_rows": ROWS}))  # as the file says: checked
 
 
 def two_hand_made(kit, both: int, a_only: int, b_only: int) -> None:
@@ -171,7 +178,8 @@ def test_compare_refuses_the_paired_test_on_different_slices_and_says_why(kit):
     assert code == 0, err  # the rest of the comparison is worth reading: the refusal is part of the answer
     assert "  seed: 42 -> 7" in out and "val accuracy [95%]" in out and "test set: v1 vs v2" in out
     line = next(line for line in out.splitlines() if line.startswith("paired test"))
-    assert line.startswith("paired test: none: v1 and v2 validated on different rows (val_ids_sha256 differ)")
+    assert line.startswith("paired test: none: v1 and v2 validated on different rows (the digests of their "
+                           "validation ids and labels differ)")
     assert "train_data, max_train_samples, val_fraction or seed changed" in line
     assert line.endswith("(here: seed 42 -> 7)")
     assert "verdict" not in out

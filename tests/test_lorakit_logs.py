@@ -1,6 +1,7 @@
 """`lorakit logs`: the stored log, `--follow` on a live run and its fallbacks, redaction, `--json`."""
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -140,3 +141,21 @@ def run_end_once_streamed(kit):
         kit.state.run_end(USERNAME, kit.slug, 1)
 
     threading.Thread(target=end, daemon=True).start()
+
+
+def test_logs_follow_gives_up_after_its_timeout(kit, monkeypatch):
+    kit.state.status_script = ["RUNNING"]
+    push(kit)
+    monkeypatch.setenv("LORAKIT_POLL_START_S", "0.05")
+    code, out, err = kit.run("logs", 1, "--follow", "--timeout", "0.3")
+    assert code == 4 and "v1 is still RUNNING after" in err and "--wait again" in err
+
+
+def test_a_log_reaches_the_terminal_without_control_characters(kit):
+    push(kit)
+    versions(kit)[0].log = json.dumps([{"stream_name": "stdout", "time": 1.0,
+                                        "data": "\x1b[31mred\x1b[0m 10%\r100%\x07\n"}])
+    code, out, err = kit.run("logs", 1)
+    assert code == 0 and "red 10%\n100%?\n" in out and "\x1b" not in out
+    code, out, err = kit.run("logs", 1, "--json")
+    assert json.loads(out)["log"] == "\x1b[31mred\x1b[0m 10%\r100%\x07\n"

@@ -133,7 +133,7 @@ def test_push_removes_its_build_folder_unless_asked_to_keep_it(kit, monkeypatch,
     out, err = push(kit)
     assert not list(scratch.iterdir()) and "build folder" not in out
 
-    out, err = push(kit, "--build-dir", "build")
+    out, err = push(kit, "--build-dir", "build", "--again")  # the same config again: on purpose
     text = (kit.repo / "build" / "agnews_lora.py").read_text()
     assert text == versions(kit)[1].text  # what was checked is what was pushed
     assert text.count("# lorakit push token: ") == 1 and kit.row(2)["push_token"] in text
@@ -260,7 +260,7 @@ def test_predict_from_pins_each_versions_own_adapter_and_the_kernel_refuses_anot
                 kmod.model_config(cfg)
 
     uploads = len(kit.state.calls("StartBlobUpload"))
-    code, out, err = kit.run("push", "-m", "again", "--predict-from", 1)  # the same files: reused, not uploaded
+    code, out, err = kit.run("push", "-m", "again", "--predict-from", 1, "--again")  # the same files: reused
     assert code == 0 and "(reused)" in out and len(kit.state.calls("StartBlobUpload")) == uploads
     (base / "config.json").write_text('{"model_type": "roberta", "changed": true}')
     code, out, err = kit.run("push", "-m", "changed", "--predict-from", 1)  # other files: a new version of it
@@ -345,13 +345,14 @@ def test_push_unconfirmed_that_another_push_overtook_is_found_by_its_token(kit):
     assert len(kit.state.calls("SaveKernel")) == 2  # nothing sent again
 
 
-def test_push_unconfirmed_that_never_arrived(kit):
+def test_push_unconfirmed_that_never_arrived(kit, monkeypatch):
     kit.state.fail("SaveKernel", 502)
     kit.state.fail("GetKernel", 500, times=None, skip=1)
     code, out, err = kit.run("push", "-m", "x")
     assert code == 5 and not versions(kit) and kit.row(1)["status"] == "UNCONFIRMED"
 
     kit.state.faults.clear()
+    monkeypatch.setenv("LORAKIT_CONFIRM_S", "0")  # no grace for Kaggle to show it: not found is final at once
     code, out, err = kit.run("pull", 1)
     assert code == 1 and "never reached Kaggle" in error_line(err)
     assert kit.row(1)["status"] == "NOT_PUSHED" and not (kit.repo / "submissions" / "v1").exists()
@@ -363,7 +364,7 @@ def test_push_unconfirmed_that_never_arrived(kit):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, processed", [(SIGNALS[0], True), (SIGNALS[-1], False)],
                          ids=lambda v: getattr(v, "name", str(v)))
-def test_signal_during_a_push_leaves_a_row_the_next_command_settles(kit, signum, processed):
+def test_signal_during_a_push_leaves_a_row_the_next_command_settles(kit, monkeypatch, signum, processed):
     kit.state.stall("SaveKernel", after=processed)
     proc = lorakit_started(kit, "push", "-m", "signalled")
     code, err = signalled_in_flight(kit, proc, lambda: versions(kit) if processed else kit.state.calls("SaveKernel"),
@@ -373,6 +374,7 @@ def test_signal_during_a_push_leaves_a_row_the_next_command_settles(kit, signum,
     assert row["status"] == "UNCONFIRMED" and row["push_token"].startswith("lk-")
     assert len(versions(kit)) == int(processed)
 
+    monkeypatch.setenv("LORAKIT_CONFIRM_S", "0")  # no grace for Kaggle to show it: not found is final at once
     code, out, err = kit.run("status")
     if processed:
         assert code == 0 and "v1 QUEUED" in out and kit.row(1)["status"] == "QUEUED"

@@ -111,7 +111,7 @@ def test_push_and_submit_4xx_are_final(kit, status):
     ("ListSubmissions", ("scores",)),
     ("GetAcceleratorQuotaStatistics", ("quota",)),
     ("ListKernelSessionOutput", ("logs", 1)),
-    ("GetKernel", ("push", "-m", "x")),
+    ("GetKernel", ("push", "-m", "x", "--set", "lora_r=4")),  # another config: the same one needs --again
 ])
 def test_a_captive_portal_page_is_one_line_for_every_call(kit, method, argv):
     push(kit)

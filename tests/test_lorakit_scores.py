@@ -43,7 +43,7 @@ def test_second_version_scores_gap_leaderboard_quota_compare_logs(kit):
 
 
 @pytest.mark.parametrize("processed", [True, False])
-def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, processed):
+def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, monkeypatch, processed):
     push_pull(kit)
     kit.state.fail("CreateSubmission", 502, after=processed)
     kit.state.fail("ListSubmissions", 500, times=None)
@@ -60,15 +60,18 @@ def test_submit_unconfirmed_is_recorded_and_resolved_by_scores(kit, processed):
     assert len(kit.state.calls("CreateSubmission")) == 1
 
     kit.state.faults.clear()
+    monkeypatch.setenv("LORAKIT_CONFIRM_S", "0")  # no grace for Kaggle to show it: not found is final at once
     code, out, err = kit.run("scores")
     assert code == 0, err
     row = kit.row(1)
     if processed:
         assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["submission_status"] == "PENDING"
         assert row["pending_token"] == "" and row["submission_token"] in kit.state.submissions[0].description
+        code, out, err = kit.run("submit", 1)  # it reached Kaggle: a second one is asked for
+        assert code == 6 and "--again" in error_line(err) and len(kit.state.calls("CreateSubmission")) == 1
     else:
         assert row["pending_status"] == "NOT_SUBMITTED" and "never reached Kaggle" in err
-    assert kit.run("submit", 1)[0] == 0
+    assert kit.run("submit", 1, *(["--again"] if processed else []))[0] == 0
 
 
 def test_full_disk_after_a_submission_is_settled_by_scores(kit, monkeypatch):

@@ -100,3 +100,20 @@ def test_an_unknown_status_is_shown_as_unknown_and_not_recorded(kit):
         code, out, err = kit.run(*argv)
         assert code == 1 and "unknown status 'PREEMPTED' from Kaggle" in error_line(err), (argv, err)
     assert kit.row(1)["status"] == "QUEUED"
+
+
+def test_a_status_reply_with_a_failure_but_no_status_is_that_failure_unrecorded(kit):
+    """A reply naming no status reads as QUEUED (the default), unless it carries a failure message: then it is
+    shown as that failure, never recorded, and its text reaches the terminal without control characters."""
+    push(kit)
+    kit.state.odd("GetKernelSessionStatus", "failure-only", times=None)
+    for argv in (("status", 1), ("status", 1, "--wait")):
+        code, out, err = kit.run(*argv)
+        assert code == 3 and error_line(err).endswith("v1 ended ERROR: CUDA out of memory"), (argv, err)
+        assert "v1 ERROR (the reply named no status, but a failure: not recorded)" in out
+        assert "QUEUED" not in out + err and "\x1b" not in out + err
+    code, out, err = kit.run("status", 1, "--json")
+    data = json.loads(out)
+    assert code == 3 and data["failure_message"] == "CUDA out of memory\x1b[2J" and data["status_named"] is False
+    assert "\x1b" not in out  # exact JSON: the escape written as \u001b
+    assert kit.row(1)["status"] == "QUEUED"  # as the push left it

@@ -119,7 +119,7 @@ def test_submit_processed_then_502_counts_once(kit):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, processed", [(SIGNALS[-1], True), (SIGNALS[0], False)],
                          ids=lambda v: getattr(v, "name", str(v)))
-def test_signal_during_a_submission_leaves_a_row_the_next_submit_settles(kit, signum, processed):
+def test_signal_during_a_submission_leaves_a_row_the_next_submit_settles(kit, monkeypatch, signum, processed):
     push_pull(kit)
     kit.state.stall("CreateSubmission", after=processed)
     proc = lorakit_started(kit, "submit", 1)
@@ -129,6 +129,7 @@ def test_signal_during_a_submission_leaves_a_row_the_next_submit_settles(kit, si
     row = kit.row(1)
     assert row["pending_status"] == "UNCONFIRMED" and row["pending_token"] and row["submission_ref"] == ""
 
+    monkeypatch.setenv("LORAKIT_CONFIRM_S", "0")  # no grace for Kaggle to show it: not found is final at once
     code, out, err = kit.run("submit", 1)
     assert code == 0, err
     assert len(kit.state.submissions) == 1 and kit.row(1)["submission_ref"] == str(kit.state.submissions[0].ref)
@@ -144,9 +145,12 @@ def test_an_unconfirmed_resubmission_keeps_the_previous_submission(kit):
     push_pull(kit)
     assert kit.run("submit", 1, "--wait")[0] == 0
     before = kit.row(1)
+    code, out, err = kit.run("submit", 1, "-m", "again")  # submitted and scored: a second one asks for --again
+    assert code == 6 and "v1 is already submitted" in error_line(err) and "--again" in err
+    assert len(kit.state.calls("CreateSubmission")) == 1
     kit.state.fail("CreateSubmission", 502, after=True)
     kit.state.fail("ListSubmissions", 500, times=None)
-    code, out, err = kit.run("submit", 1, "-m", "again")
+    code, out, err = kit.run("submit", 1, "-m", "again", "--again")
     assert code == 5 and "UNCONFIRMED" in error_line(err)
     row = kit.row(1)
     assert row["pending_status"] == "UNCONFIRMED" and row["pending_token"] in kit.state.submissions[1].description

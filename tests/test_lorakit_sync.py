@@ -17,6 +17,9 @@ NASTY = 'r=4: "quoted", \'\'\' and """ and a \\ back\\slash, ünïcödé ✓ \U0
 DIFFER = {
     "pulled_at": "sync pulls nothing: the outputs stay on Kaggle until `lorakit pull N` (empty)",
     "sent_after": "the push's own bookkeeping, used only while a push is unsettled (empty)",
+    "sender": "the send's own bookkeeping, used only while a push or submission is unsettled (empty)",
+    "sent_at": "the send's own bookkeeping, used only while a push or submission is unsettled (empty)",
+    "send_ends": "the send's own bookkeeping, used only while a push or submission is unsettled (empty)",
     "submitted_at": "the first clone wrote its own clock when it submitted; sync takes Kaggle's date",
 }
 
@@ -274,3 +277,61 @@ def test_a_sweeps_arms_get_their_sweep_id_back(kit, tmp_path, monkeypatch):
     assert kit.run("sync")[0] == 0
     rebuilt = rows_of(clone / "submissions" / "ledger.csv")
     assert [r["sweep_id"] for r in rebuilt] == [r["sweep_id"] for r in first]
+
+
+# -------------------------------------------------------------------- Kaggle's text is untrusted (issue 22)
+def test_push_record_fields_are_checked_before_sync_stores_them(kit, tmp_path, monkeypatch):
+    from lorakit.kernel import render_push_record
+
+    pushed_and_pulled(kit, "fine")
+    stored = versions(kit)[0]
+    record = kit.kmod().read_push_record(stored.text)
+    tampered = {**record, "message": "evil\x1b]0;title\x07", "config_hash": "x\x1b[2J", "sweep_id": "../../etc",
+                "trainable_params": 1e300, "git_dirty": "yes"}
+    stored.text = render_push_record(kit.kmod(), stored.text, tampered)
+    fresh_clone(kit, tmp_path, monkeypatch)
+    code, out, err = kit.run("sync")
+    assert code == 0, err
+    for key in ("message", "config_hash", "sweep_id", "trainable_params", "git_dirty"):
+        assert f"lorakit: warning: v1: its push record's {key} is not what lorakit writes there: left empty" in err
+    row = rows_of("submissions/ledger.csv")[0]
+    assert (row["message"], row["sweep_id"], row["git_dirty"]) == ("", "", "")
+    assert row["config_hash"] == "" and row["push_token"] == record["push_token"] and row["git_commit"] == ""
+    assert row["trainable_params"] == row["trainable_params"].strip() and "1e+300" not in row["trainable_params"]
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out + err)
+
+
+def test_a_version_sync_cannot_read_is_listed_and_left_as_is(kit, tmp_path, monkeypatch):
+    two_versions_one_submitted(kit)
+    clone = fresh_clone(kit, tmp_path, monkeypatch)
+    kit.state.fail("GetKernel", 500, times=4, skip=1)  # v1's source, on each of its four attempts
+    code, out, err = kit.run("sync")
+    line = error_line(err)
+    assert code == 1 and "1 version(s)" in line and "could not read v1" in line and "500" in line
+    assert "lorakit: warning: could not read v1 (read the source of" in err and "run lorakit sync again" in err
+    assert re.search(r"v1 +unreadable +could not read v1", out) and re.search(r"v2 +added", out)
+    assert [r["version"] for r in rows_of(clone / "submissions" / "ledger.csv")] == ["2"]  # the rest is written
+    kit.state.fail("GetKernel", 404, skip=1)  # v1's source gone: not "no such version"
+    code, out, err = kit.run("sync", "--json")
+    data = one_document(out)
+    assert code == 1 and data["exit_code"] == 1 and data["versions"][0]["action"] == "unreadable"
+    assert "could not read v1 (Kaggle answers 404 for its source)" in data["versions"][0]["detail"]
+    assert "no such version" not in out + err
+
+
+def test_kaggle_naming_v10_000_000_as_the_newest_is_refused_without_all(kit):
+    push(kit)
+    kit.state.newest_claimed = 10_000_000
+    before = len(kit.state.calls("GetKernel"))
+    code, out, err = kit.run("sync")
+    line = error_line(err)
+    assert code == 6 and "v10,000,000" in line and "at most 1,000 versions without --all" in line
+    assert len(kit.state.calls("GetKernel")) == before + 1 and not kit.state.calls("GetKernelSessionStatus")
+
+
+def test_the_version_walk_says_its_progress_on_stderr(kit, tmp_path, monkeypatch):
+    push(kit)
+    kit.state.newest_claimed = 50  # v2 to v50 answer 404: each listed as could not read
+    code, out, err = kit.run("sync")
+    assert code == 1 and "lorakit: sync: reading v25 of v50" in err and "lorakit: sync: reading v50 of v50" in err
+    assert "49 version(s)" in error_line(err) and re.search(r"v1 +unchanged", out)

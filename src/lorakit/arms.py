@@ -195,7 +195,7 @@ def sweep_check(project: Project, sweep: Sweep) -> Sweep:
     if not sweep.options.again:
         others = [r for r in ledger_of(project).rows() if r.get("sweep_id") != sweep.id]
         for arm in arms:
-            push_duplicate_check(others, arm.config_hash, [])
+            push_duplicate_check(others, arm.config_hash)
     return replace(sweep, arms=tuple(arms))
 
 

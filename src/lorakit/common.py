@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import secrets
 import tempfile
@@ -77,12 +78,22 @@ def accelerator_asked(metadata: dict, accelerator: Optional[str]) -> str:
     return "gpu" if str(metadata.get("enable_gpu", False)).lower() == "true" else "none"
 
 
+# what a message may not hold: control characters but tab and line ends, and a carriage return alone (the ledger's
+# CSV would not quote it, and the row would split in two)
+MESSAGE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+
+
 def text_checked(text: str, what: str) -> str:
-    """``text`` as it will be sent and stored; a byte that is not UTF-8 is refused before anything is sent."""
+    """``text`` as it will be sent and stored; a byte that is not UTF-8, or a control character (a NUL would
+    corrupt the ledger, an escape rewrite a terminal), is refused before anything is sent."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ArgumentError(f"{what} holds a byte that is not UTF-8 text (at character {exc.start + 1}): retype it") from None
+    control = MESSAGE_CONTROL.search(text)
+    if control:
+        raise ArgumentError(f"{what} holds a control character ({control.group()!r}, at character "
+                            f"{control.start() + 1}): retype it")
     return text
 
 
@@ -112,15 +123,113 @@ def log_readable(raw: str) -> str:
     return raw if raw.endswith("\n") or not raw else raw + "\n"
 
 
-def metrics_read(folder: Path) -> Optional[dict]:
-    """metrics.json of a version folder; None when absent, UsageError when it is not a JSON object."""
+def metrics_read(folder: Path, problems: Optional[list] = None) -> Optional[dict]:
+    """metrics.json of a version folder; None when absent, UsageError naming the file when it is not one a
+    run writes; a field of the wrong type or out of range is left out, named in ``problems`` (metrics_parse)."""
     path = folder / "metrics.json"
     if not path.is_file():
         return None
-    data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
+    try:
+        size = path.stat().st_size
+        if size > METRICS_MAX_BYTES:
+            raise UsageError(f"{path} is {size / 2**20:.1f} MB, more than a run's metrics.json can be "
+                             f"({METRICS_MAX_BYTES // 2**20} MB)")
+        return metrics_parse(path.read_bytes(), str(path), problems)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+# What lorakit believes of a metrics.json (untrusted: a pulled folder, a download): its size, its shape, and the
+# ranges of the numbers commands read. The kernel's loss_curve (at most 20,000 points, about 2 MB) fits well.
+METRICS_MAX_BYTES = 8 * 2**20
+JSON_MAX_CONTAINERS = 200_000  # objects and lists; counted in the raw bytes, before anything is parsed
+JSON_MAX_DEPTH = 32
+JSON_MAX_ITEMS = 100_000  # entries of one list or object (loss_curve: 20,000 points)
+NUMBER_MAX = 1e15  # no metric comes near it
+CONFIG_HASH = re.compile(r"[0-9a-f]{12,64}")  # the kernel's config_hash: sha256 in hex
+METRIC_RANGES = {  # key: (integer?, least, most); null is allowed everywhere: "not said"
+    "val_accuracy": (False, 0, 1), "val_rows": (True, 1, 10**7), "test_rows": (True, 1, 10**7),
+    "trainable_params": (True, 0, 10**10), "train_seconds": (False, 0, 10**8), "predict_seconds": (False, 0, 10**8),
+    "total_seconds": (False, 0, 10**8),
+}
+METRIC_TYPES = {"history": list, "loss_curve": list, "config": dict, "predicted_on": dict, "device": str,
+                "per_class_val_accuracy": dict, "test_label_distribution": dict, "config_hash": str}
+
+
+def _finite_or_none(text: str) -> Optional[float]:
+    number = float(text)
+    return number if math.isfinite(number) else None  # 1e999 parses as infinity: not a number lorakit reads
+
+
+def metrics_parse(raw: bytes, where: str, problems: Optional[list] = None) -> dict:
+    """The JSON object of a metrics.json's bytes, checked before and after parsing: bounded size, container
+    count and depth, NaN and infinities read as null, every number within NUMBER_MAX; UsageError naming
+    ``where`` and what is wrong otherwise. A field commands read that is of the wrong type or out of range is
+    left out (read as "not said", as a missing one is) and named in ``problems``."""
+    if len(raw) > METRICS_MAX_BYTES:
+        raise UsageError(f"{where} is {len(raw) / 2**20:.1f} MB, more than a run's metrics.json can be")
+    if raw.count(b"{") + raw.count(b"[") > JSON_MAX_CONTAINERS:
+        raise UsageError(f"{where} holds more than {JSON_MAX_CONTAINERS:,} objects and lists: not a run's metrics")
+    try:
+        data = json.loads(raw.decode("utf-8", errors="replace"), parse_constant=lambda _name: None,
+                          parse_float=_finite_or_none)
+    except RecursionError:
+        raise UsageError(f"{where} is nested deeper than a run's metrics.json") from None
+    except ValueError:
+        raise UsageError(f"{where} is not a JSON object (cut short?)") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{path} is not a JSON object")
+        raise UsageError(f"{where} is not a JSON object")
+    for key, problem in _field_problems(data).items():
+        del data[key]
+        if problems is not None:
+            problems.append(f"{where}: {problem}: read as unknown")
+    problem = _json_problem(data)
+    if problem:
+        raise UsageError(f"{where}: {problem}")
     return data
+
+
+def _field_problems(data: dict) -> dict:
+    """key -> what is wrong with it, for the fields commands read."""
+    found = {}
+    for key, kind in METRIC_TYPES.items():
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            found[key] = f"{key} is not a JSON {'list' if kind is list else 'object' if kind is dict else 'string'}"
+    for key, (integer, least, most) in METRIC_RANGES.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
+            found[key] = f"{key} {str(value)[:40]!r} is not {'an integer' if integer else 'a number'}"
+        elif not least <= value <= most:
+            found[key] = f"{key} {_number_text(value)} is out of range ({least:,} to {most:,})"
+    if isinstance(data.get("config_hash"), str) and not CONFIG_HASH.fullmatch(data["config_hash"]):
+        found["config_hash"] = f"config_hash {data['config_hash'][:24]!r} is not a config hash"  # the ledger keeps it
+    return found
+
+
+def _json_problem(data) -> str:
+    """Deeper than JSON_MAX_DEPTH, a list or object longer than JSON_MAX_ITEMS, a number beyond NUMBER_MAX."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > JSON_MAX_DEPTH:
+                return f"it is nested deeper than {JSON_MAX_DEPTH} levels"
+            if len(value) > JSON_MAX_ITEMS:
+                return f"a list or object of it holds {len(value):,} entries, more than {JSON_MAX_ITEMS:,}"
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > NUMBER_MAX:
+            return f"it holds the number {_number_text(value)}, beyond any metric"
+    return ""
+
+
+def _number_text(value) -> str:
+    """A number as a message shows it: short, even for an integer of thousands of digits."""
+    try:
+        return f"{float(value):.3g}"
+    except OverflowError:
+        return f"{str(value)[:12]}... ({len(str(value))} digits)"
 
 
 def run_minutes_of(metrics: dict) -> Optional[float]:

@@ -309,6 +309,8 @@ def _runs_compared_show(out: Output, c) -> None:
     for side in (c.a, c.b):
         if side.reason:
             out.result(f"{side.name} is not comparable: {side.reason}")
+        elif side.run.damage:  # fields of its metrics.json read as unknown
+            out.result(f"{side.name}: {side.run.damage}")
     if c.config_diff is None:
         out.result(f"config: {c.config_reason}")
     else:

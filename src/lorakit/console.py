@@ -1,17 +1,37 @@
 """What every command's presentation shares: where it writes (:class:`Output`: the result on stdout, or one
 JSON document under --json), the one-line messages, tables and figures, the project and the Kaggle
 connection a command works on, and the registry each command module adds its handler and flags to.
+
+Everything printed goes through here, and through :func:`printable` on its way: text from the ledger, a pulled
+folder or Kaggle (a message, a failure, a log) never reaches the terminal with its control characters (an
+escape sequence could rewrite the screen, a carriage return hide a line). The JSON document needs none of
+that: json.dumps writes every control character as an escape.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from typing import Callable
 
 from lorakit.errors import ArgumentError
+from lorakit.processes import leftovers_remove
 from lorakit.project import project_load
 from lorakit.remote import Remote
+
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_]?)")  # CSI, OSC, the others
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1
+
+
+def printable(text, one_line: bool = False) -> str:
+    """``text`` safe for a terminal: escape sequences dropped, a carriage return made a line end, any other
+    control character shown as "?"; with ``one_line`` (a table cell) line ends and tabs are spaces."""
+    text = _ESCAPE.sub("", str(text)).replace("\r\n", "\n").replace("\r", "\n")
+    if one_line:
+        text = text.replace("\n", " ").replace("\t", " ")
+    return _CONTROL.sub("?", text)
 
 
 class Output:
@@ -27,11 +47,17 @@ class Output:
     def result(self, text: str = "") -> None:
         """Part of the result: stdout, or nothing under --json (the document holds it)."""
         if not self.as_json:
-            print(text, file=sys.stdout)
+            print(printable(text), file=sys.stdout)
 
     def progress(self, text: str, end: str = "\n") -> None:
         """Progress and hints: stdout, or stderr under --json; flushed, so a follower sees it at once."""
-        print(text, end=end, file=sys.stderr if self.as_json else sys.stdout, flush=True)
+        print(printable(text), end=end, file=sys.stderr if self.as_json else sys.stdout, flush=True)
+
+    def text(self, text: str) -> None:
+        """A result that is a document of its own (CSV, a log): stdout as it is but for control characters;
+        nothing under --json (the JSON document holds it)."""
+        if not self.as_json:
+            sys.stdout.write(printable(text))
 
     def document(self, data: dict) -> None:
         if self.as_json and not self.documented:
@@ -43,7 +69,7 @@ class Output:
 
 
 def err(text: str) -> None:
-    print(text, file=sys.stderr)
+    print(printable(text), file=sys.stderr)
 
 
 def warn(text: str) -> None:
@@ -55,7 +81,7 @@ def note(text: str) -> None:
 
 
 def table(headers: list, rows: list) -> str:
-    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    cells = [[("" if c is None else printable(c, one_line=True)) for c in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(headers)]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for row in cells:
@@ -73,8 +99,11 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def project_of(args):
-    """The project a command works on: --repo, --kernel and --competition applied."""
-    return project_load(args.repo, kernel=args.kernel, competition=args.competition)
+    """The project a command works on: --repo, --kernel and --competition applied. The temporary files that
+    killed commands left in its submissions folder (and lorakit's in the system's temp folder) go first."""
+    project = project_load(args.repo, kernel=args.kernel, competition=args.competition)
+    leftovers_remove([project.submissions_dir, project.submissions_dir / "sweeps"])
+    return project
 
 
 def remote_new() -> Remote:
@@ -93,8 +122,11 @@ def one_format(args) -> None:
 
 
 def seconds_check(value: float, name: str) -> None:
+    """Every --timeout: a positive number of seconds, and a finite one (no wait is unbounded)."""
     if not value > 0:
         raise ArgumentError(f"{name} must be a positive number of seconds")
+    if not math.isfinite(value):
+        raise ArgumentError(f"{name} must be a finite number of seconds (no wait is unbounded), got {value:g}")
 
 
 REGISTRY: dict = {}  # name -> (name, help, flags, handler); lorakit.cli.COMMANDS orders them

@@ -73,7 +73,7 @@ class Timeout(LorakitError):
 
 
 class Unconfirmed(LorakitError):
-    """A push or a submission was sent, its reply was lost and checking failed: it may have gone through."""
+    """A push or a submission may have gone through: its reply was lost and checking failed, or not found yet."""
 
     exit_code = 5
 
@@ -101,7 +101,8 @@ EXIT_CODES = (
     (Unconfirmed.exit_code, Unconfirmed.__doc__),
     (Refused.exit_code, "refused, nothing sent: it would spend something scarce by mistake or Kaggle would refuse "
                         "it; the message names the fix, or the flag that overrides it (--again: a push of a config "
-                        "that already ran, --allow-smoke: a submission of a smoke run)"),
+                        "whose push may have reached Kaggle, a second submission of a version; --allow-smoke: a "
+                        "submission of a smoke run)"),
     (NotFound.exit_code, "not found: the version, sweep or file named does not exist (in the ledger, in "
                          "submissions/, on disk, or on Kaggle); the message names what does"),
     (70, "an internal error (a bug): one line; LORAKIT_DEBUG=1 shows the traceback"),

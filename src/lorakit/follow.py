@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from typing import Callable, Optional
 
 from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable
-from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new
-from lorakit.errors import ArgumentError, NotFound, RemoteError, RunFailed, Timeout
+from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new, seconds_check
+from lorakit.errors import NotFound, RemoteError, RunFailed, Timeout
 from lorakit.inflight import version_target
 from lorakit.ledger import Ledger
 from lorakit.project import KernelRef, Project
@@ -97,11 +95,10 @@ def kernel_status_wait(
     With ``on_log``, the run's log is followed instead of sleeping while it runs, and read to its end once it
     has ended; ``on_log`` gets each piece of text once (see LogFollower).
     """
-    if not timeout > 0:
-        raise ArgumentError("--timeout must be a positive number of seconds")
+    seconds_check(timeout, "--timeout")
     version, ref = version_target(project, remote, version)
     ledger = ledger_of(project)
-    deadline = time.monotonic() + timeout if timeout != math.inf else None
+    deadline = time.monotonic() + timeout
     log = LogFollower(remote, ref, version, on_log, deadline) if on_log is not None else None
     recorded: list = [None]
 
@@ -173,6 +170,7 @@ def log_shown(out: Output, follow: bool) -> Optional[Callable[[str], None]]:
 )
 def cmd_status(args) -> int:
     out = args.out
+    seconds_check(args.timeout, "--timeout")  # with --wait or not: no command takes an unbounded wait
     project = project_of(args)
     if args.wait or args.follow:  # kernel_status_wait checks --timeout before any call
         version, status = _status_wait(args, project, remote_new(), args.version, args.timeout, args.follow)
@@ -195,16 +193,18 @@ def cmd_status(args) -> int:
     flag("version", nargs="?", help="kernel version number"),
     flag("--follow", action="store_true",
          help="stream the log until the run ends (exit 3 when it ends in ERROR); status changes go to stderr"),
+    flag("--timeout", type=float, default=3600.0, metavar="S",
+         help="with --follow, give up after S seconds (default 3600; exit 4)"),
     JSON,
 )
 def cmd_logs(args) -> int:
     out = args.out
+    seconds_check(args.timeout, "--timeout")
     project = project_of(args)
     if not args.follow:
         version, text = kernel_log_get(project, remote_new(), args.version)
         out.document({"version": version, "log": text})
-        if not out.as_json:
-            sys.stdout.write(text)
+        out.text(text)
         return 0
     pieces: list = []
 
@@ -213,7 +213,7 @@ def cmd_logs(args) -> int:
         out.progress(text, end="")
 
     version, status = kernel_status_wait(
-        project, remote_new(), args.version, math.inf, poll_lines(lambda text: err(f"lorakit: {text}"), changes_only=True),
+        project, remote_new(), args.version, args.timeout, poll_lines(lambda text: err(f"lorakit: {text}"), changes_only=True),
         on_log,
     )
     out.partial = {"version": version, **status.as_json(), "log": "".join(pieces)}

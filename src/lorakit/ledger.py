@@ -20,9 +20,10 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from lorakit.errors import LedgerError, NotFound
+from lorakit.processes import temp_tag
 from lorakit.project import KernelRef
 
 # Column order of the file; docs/cli.md lists them with these comments (docs/generate.py).
@@ -57,6 +58,10 @@ COLUMNS = [
     "pending_token",  # the token of a submission sent but not yet confirmed (the columns above keep the last one)
     "pending_status",  # SENDING or UNCONFIRMED while it is unsettled; NOT_SUBMITTED when it never reached Kaggle
     "sweep_id",  # the `lorakit sweep` this version is an arm of (submissions/sweeps/<id>.json); empty otherwise
+    # issue 22: the send in flight on this row (a push SENDING, or its submission pending) names its sender
+    "sender",  # the lorakit process sending it: "host pid start-time"; no other command settles the row while it lives
+    "sent_at",  # UTC time the send was recorded, just before it left
+    "send_ends",  # UTC time by which that send is over whatever happens; not on Kaggle LORAKIT_CONFIRM_S after it, it never arrived
 ]
 SENDING = "SENDING"  # recorded, and about to be sent or in flight: not yet known to have reached Kaggle
 LOCK_WAIT_S = 10.0  # a ledger update holds the lock for milliseconds: longer means another command is stuck
@@ -73,7 +78,7 @@ def file_write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` whole or not at all: a temporary file in its folder (an ordinary file's mode, not
     mkstemp's 0600), synced, then renamed over it; the ledger, a sweep's record and the report are written so."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}", suffix=".tmp", dir=str(path.parent))
     try:
         os.chmod(tmp, mode_under_umask(0o666))
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -245,16 +250,22 @@ class Ledger:
             _fill(record, fields)
             return dict(record)
 
-    def add_provisional(self, token: str, **fields) -> None:
-        """Record a push before it is sent: a row without a version, found again by ``token``."""
+    def add_provisional(self, token: str, check: Optional[Callable[[list], None]] = None, **fields) -> None:
+        """Record a push before it is sent: a row without a version, found again by ``token``. ``check`` sees
+        this kernel's rows under the lock first, and may refuse (raise): nothing is recorded then."""
         with self.transaction() as records:
+            if check is not None:
+                check([r for r in records if self.owns(r)])
             records.append(_fill({"version": "", "kernel_ref": self.kernel, "push_token": token}, fields))
 
-    def settle(self, token: str, version: Optional[int], **fields) -> bool:
+    def settle(self, token: str, version: Optional[int], only_if: str = "", **fields) -> bool:
         """Number the push recorded with ``token`` as ``version`` (None: leave it unnumbered) and update it;
-        True when an older row of that version (a push that never arrived) was replaced."""
+        True when an older row of that version (a push that never arrived) was replaced. With ``only_if`` (a
+        status), nothing changes unless the row is still there with that status."""
         with self.transaction() as records:
             record = next((r for r in records if r.get("push_token") == token), None)
+            if only_if and (record is None or record.get("status") != only_if):
+                return False  # settled (or dropped) meanwhile by the command that sent it
             if record is None:  # removed by hand meanwhile
                 record = {"kernel_ref": self.kernel, "push_token": token}
                 records.append(record)

@@ -14,17 +14,19 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from lorakit.common import (
-    FAILED_KERNEL, accelerator_asked, ledger_of, log_readable, metrics_columns, metrics_read, rows_expected_of,
+    FAILED_KERNEL, accelerator_asked, ledger_of, log_readable, metrics_columns, rows_expected_of,
     run_minutes_of, utc_now,
 )
 from lorakit.common import predicted_on_of
 from lorakit.console import JSON, Output, command, err, flag, fmt, project_of, remote_new, warn
 from lorakit.errors import RemoteError, UsageError
-from lorakit.inflight import version_target
+from lorakit.inflight import UNSETTLED, version_target
 from lorakit.kernel import submission_check
 from lorakit.ledger import mode_under_umask
+from lorakit.processes import temp_tag
 from lorakit.project import KernelRef, Project
 from lorakit.remote import KernelStatus, Remote
+from lorakit.runs import pulled_run_load
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _outputs_download(project: Project, remote: Remote, version: int, files: lis
     dest = project.version_dir(version)
     dest.parent.mkdir(parents=True, exist_ok=True)  # submissions/<slug>/ for another kernel
     shown = f"submissions/v{version}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.partial-", dir=str(project.submissions_dir)))
+    tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.partial-{temp_tag()}", dir=str(project.submissions_dir)))
     written: list[str] = []
     try:
         os.chmod(tmp, mode_under_umask(0o777))  # mkdtemp makes it 0700, and it becomes submissions/v<N>
@@ -135,7 +137,7 @@ def _outputs_download(project: Project, remote: Remote, version: int, files: lis
             (tmp / "log.txt").write_text(log_readable(raw_log), encoding="utf-8")
             written.append("log.txt")
         if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".v{version}.old-", dir=str(project.submissions_dir)))
+            old = Path(tempfile.mkdtemp(prefix=f".v{version}.old-{temp_tag()}", dir=str(project.submissions_dir)))
             os.rmdir(old)
             os.replace(dest, old)
             os.replace(tmp, dest)
@@ -153,17 +155,15 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
     """(metrics.json, whether submission.csv may be submitted) of a pulled version; what is wrong with them
     goes into ``warnings``: the files are in place, so none of it is an error."""
     dest = project.version_dir(version)
-    try:
-        metrics = metrics_read(dest)
-    except UsageError:
-        metrics = None
-        warnings.append(
-            f"submissions/v{version}/metrics.json is not a JSON object (cut short?): the files are in place, "
-            "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
-        )
-    else:
-        if metrics is None:
-            warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
+    run = pulled_run_load(project, version)  # metrics.json and logits.npz read as untrusted input
+    metrics = run.metrics
+    if run.damage and run.damage != run.reason:  # fields read as unknown: the rest is sound
+        warnings.append(f"v{version}: {run.damage}")
+    elif run.damage:
+        empty = "" if metrics is not None else "; the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
+        warnings.append(f"v{version}: {run.damage}: the files are in place, but it cannot be compared{empty}")
+    elif metrics is None:
+        warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
     if metrics is not None and metrics.get("interrupted") is True:
         warnings.append(
             f"v{version}'s run was interrupted (metrics.json says so): its adapter and predictions come from "
@@ -248,6 +248,8 @@ def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Opti
     if row.get("trainable_params"):  # what the push counted stays; a row the push did not write gets the run's
         found.pop("trainable_params", None)
     fields.update(found)
+    if not status.named:  # a reply that named no status (a failure message alone): shown, never recorded
+        del fields["status"]
     if not row.get("kernel_ref"):
         fields["kernel_ref"] = str(ref)
     return fields
@@ -273,9 +275,12 @@ def pull_show(out: Output, project, result) -> None:
 
 
 def pull_next(project, result) -> Optional[str]:
-    """The step after a pull: submit a valid submission of a real run; predict again from the adapter of a run
-    that failed after saving it; nothing for a smoke run's or another test file's predictions."""
-
+    """The step after a pull: submit a valid submission of a real run (its scores, once it is submitted);
+    predict again from the adapter of a run that failed after saving it; nothing for a smoke run's or another
+    test file's predictions."""
+    row = ledger_of(project).row(result.version) or {}
+    if row.get("submission_ref") or row.get("pending_status") in UNSETTLED:
+        return "next: lorakit scores" if result.submittable else None
     if result.submittable:
         kind, _ = predicted_on_of(result.metrics or {}, {})
         return f"next: lorakit submit {result.version} --wait" if kind in ("competition", None) else None

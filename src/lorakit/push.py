@@ -21,9 +21,10 @@ from lorakit.console import JSON, SETS, Output, command, flag, note, project_of,
 from lorakit.errors import (
     ArgumentError, FlagNeeded, Interrupted, LedgerError, NotFound, RemoteError, Timeout, Unconfirmed, UsageError,
 )
-from lorakit.inflight import push_duplicate_check, pushes_settle
+from lorakit.inflight import push_claim, push_duplicate_check, pushes_settle, send_fields, send_over, sending
 from lorakit.kernel import Effective, adapter_digest, script_render
 from lorakit.ledger import SENDING, Ledger
+from lorakit.processes import temp_tag
 from lorakit.project import METADATA_FILE, DatasetRef, KernelRef, Project, adapter_dataset_ref, git_state
 from lorakit.quota import quota_check
 from lorakit.remote import Remote
@@ -41,7 +42,7 @@ class PushOptions:
     predict_from: Optional[int] = None
     build_dir: Optional[Path] = None
     dry_run: bool = False
-    again: bool = False  # push even when this kernel already ran the same config_hash to COMPLETE
+    again: bool = False  # push even when a push of the same config_hash may have reached Kaggle
     for_submission: bool = False  # set by run_pipeline for run --submit: a smoke config is refused before pushing
     sweep_id: str = ""  # the sweep this push is an arm of (lorakit sweep), written into its ledger row
 
@@ -293,12 +294,12 @@ def push_record_of(project: Project, effective: Effective, options: PushOptions)
 
 def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
                    notes: list) -> PushPlan:
-    """Before sending: settle the pushes left SENDING, refuse a config already run (unless --again), compare
-    the time limit with the GPU quota, and upload the adapter; the plan with the adapter as uploaded."""
-    settled = pushes_settle(target.project, target.remote, target.ref)
-    notes += [f"a push left {SENDING} went through as v{r['version']} ({r['status']})" for r in settled]
+    """Before sending: settle the pushes left unsettled, refuse a config whose push may have reached Kaggle
+    (unless --again), compare the time limit with the GPU quota, and upload the adapter; the plan with the
+    adapter as uploaded."""
+    notes += pushes_settle(target.project, target.remote, target.ref).notes()
     if not options.again:
-        push_duplicate_check(target.ledger.rows(), plan.effective.config_hash, settled)
+        push_duplicate_check([*target.ledger.provisional(), *target.ledger.rows()], plan.effective.config_hash)
     quota_check(target.remote, plan.effective.config, plan.asked, warn, notes)
     if plan.adapter is None:
         return plan
@@ -307,10 +308,11 @@ def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, war
 
 def push_send(target: PushTarget, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
     """Write the build folder (a temporary one unless --build-dir), then record and send the push."""
-    folder = plan.build_dir or Path(tempfile.mkdtemp(prefix="lorakit-build-"))
+    folder = plan.build_dir or Path(tempfile.mkdtemp(prefix=f"lorakit-build-{temp_tag()}"))
     try:
         build_write(target.project, plan.rendered, target.ref, folder, options.accelerator, plan.sources)
-        return _push_send(target, folder, plan, options, notes)
+        with sending(plan.token):
+            return _push_send(target, folder, plan, options, notes)
     finally:
         if plan.build_dir is None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -321,7 +323,7 @@ def _build_render(project: Project, plan: PushPlan, ref: KernelRef, accelerator:
     if plan.build_dir is not None:
         build_write(project, plan.rendered, ref, plan.build_dir, accelerator, plan.sources)
         return
-    with tempfile.TemporaryDirectory(prefix="lorakit-build-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"lorakit-build-{temp_tag()}") as folder:
         build_write(project, plan.rendered, ref, Path(folder), accelerator, plan.sources)
 
 
@@ -338,16 +340,17 @@ def _push_fields(plan: PushPlan) -> dict:
 
 
 def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
-    """Record the push (SENDING) before it leaves, send it, then number its row; (version, url, status)."""
+    """Record the push (SENDING, naming this process) before it leaves, send it, then number its row;
+    (version, url, status)."""
     remote, ledger, ref, token = target.remote, target.ledger, target.ref, plan.token
     after = remote.kernel_version_latest(ref)
-    fields = _push_fields(plan)
-    ledger.add_provisional(token, status=SENDING, sent_after=after, kernel_url=ref.url, **fields)  # or nothing is sent
+    fields = {**_push_fields(plan), **send_fields(remote.policy)}
+    push_claim(ledger, token, options.again, sent_after=after, kernel_url=ref.url, **fields)  # or nothing is sent
     try:
         reply, recovered = remote.kernel_push(folder, options.accelerator, options.no_run, ref, token, after)
     except (Unconfirmed, KeyboardInterrupt) as exc:
         version = after + 1  # what Kaggle numbers it if it went through
-        _push_record(target, token, version, notes, status=UNCONFIRMED)
+        _push_record(target, token, version, notes, status=UNCONFIRMED, **send_over())
         advice = f"recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted while pushing; {advice}", version) from None
@@ -398,7 +401,8 @@ PUSH_FLAGS = (
     flag("--dry-run", action="store_true",
          help="check and render the build folder, push nothing (the folder is kept only with --build-dir)"),
     flag("--again", action="store_true",
-         help="push even when a COMPLETE version of this kernel already ran the same config_hash"),
+         help="push even when a push of the same config_hash may have reached Kaggle (in flight, not settled yet, "
+              "queued, running or COMPLETE)"),
 )
 
 

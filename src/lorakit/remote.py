@@ -23,6 +23,9 @@ class OutputFile:
     url: str
 
 
+TOKEN_SEARCH_MAX = 200  # versions read to find a push by its token: more means lorakit sync, not a guess
+
+
 @dataclass(frozen=True)
 class KernelStatus:
     status: str
@@ -31,7 +34,11 @@ class KernelStatus:
 
     @property
     def shown(self) -> str:
-        return self.status if self.named else f"{self.status} (the reply named no status: not recorded)"
+        if self.named:
+            return self.status
+        if self.failure_message:
+            return f"{self.status} (the reply named no status, but a failure: not recorded)"
+        return f"{self.status} (the reply named no status: not recorded)"
 
     def as_json(self) -> dict:
         return {"status": self.status, "failure_message": self.failure_message or None, "status_named": self.named}
@@ -161,11 +168,9 @@ class Remote(Transport):
         def send():
             return PushReply.of(self.api.kernels_push(str(folder), None, accelerator, no_run))
 
-        def went_through():
-            latest = self._kernel_get(ref)
-            number = int(getattr(getattr(latest, "metadata", None), "current_version_number", 0) or 0)
-            source = getattr(getattr(latest, "blob", None), "source", "") or ""
-            return PushReply(number) if number > after and token in source else None
+        def went_through():  # another push may have landed meanwhile: every version above ``after`` is looked at
+            number = self._token_version(ref, token, after)
+            return None if number is None else PushReply(number)
 
         return self.call_confirmed(
             f"push {ref}",
@@ -174,6 +179,26 @@ class Remote(Transport):
             not_found=f"check the kernel id {ref} in kernel-metadata.json (or --kernel)",
             forbidden=f"check that you own the kernel {ref} and that your account is phone-verified for GPU",
         )
+
+    # -- a push found again by its token (issue 22) ------------------------------------------------------------
+    def _token_version(self, ref, token: str, after: int) -> Optional[int]:
+        """The version above ``after`` whose source holds ``token`` (newest first; None: none does yet). More
+        than TOKEN_SEARCH_MAX versions to read is a RemoteError: what cannot be looked at is never "not there"."""
+        latest = int(getattr(getattr(self._kernel_get(ref), "metadata", None), "current_version_number", 0) or 0)
+        if latest - after > TOKEN_SEARCH_MAX:
+            raise RemoteError(f"{ref} has {latest - after} versions above v{after}, more than lorakit reads to find "
+                              f"a push ({TOKEN_SEARCH_MAX}); lorakit sync reads them all")
+        for number in range(latest, after, -1):
+            source = getattr(getattr(self._kernel_get(ref, number), "blob", None), "source", None) or ""
+            if token and token in source:
+                return number
+        return None
+
+    def kernel_version_of_token(self, ref, token: str, after: int) -> Optional[int]:
+        """The version of ``ref`` above ``after`` that a push marked with ``token`` became; None: none (yet)."""
+        return self.call(f"look for the push {token} among the versions of {ref} above v{after}",
+                         lambda: self._token_version(ref, token, after),
+                         forbidden=f"check that you own the kernel {ref}")
 
     def kernel_status_get(self, ref, version: Optional[int]) -> KernelStatus:
         from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatusRequest
@@ -201,7 +226,10 @@ class Remote(Transport):
             not_found=f"check the kernel id {ref} and the version {version}",
             forbidden=f"check that you own the kernel {ref}",
         )
-        return KernelStatus(_enum_name(response.status), (response.failure_message or "").strip(), self.status_named)
+        failure = (response.failure_message or "").strip()
+        if failure and not self.status_named:  # a failure all the same: never read as the default QUEUED
+            return KernelStatus("ERROR", failure, False)
+        return KernelStatus(_enum_name(response.status), failure, self.status_named)
 
     def kernel_log_stream(
         self, ref, version: int, on_event: Callable[[dict], None], skip: int = 0, deadline: Optional[float] = None

@@ -82,7 +82,8 @@ def report_make(project: Project, path: Path, asked: Optional[list]) -> Report:
     chosen = versions_chosen(project, rows, asked)
     read = {r.version: r.run for r in rows if r.run is not None}  # versions_list read each pulled folder once
     runs = [read.get(v) or pulled_run_load(project, v, project.kernel) for v in chosen]
-    notes = [f"v{r.version} not comparable: {r.reason}" for r in runs if r.reason]
+    notes = [f"v{r.version} not comparable: {r.reason}" if r.reason else f"v{r.version}: {r.damage}"
+             for r in runs if r.reason or r.damage]
     sections = [_table_section(rows), _curves_section(runs, notes), _confusion_section(runs), _scores_section(rows)]
     body = "\n".join(sections)
     page = _page(f"lorakit report: {project.kernel}", _heading(project, rows, chosen) + body + _notes_html(notes))

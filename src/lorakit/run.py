@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-from lorakit.console import ALLOW_SMOKE, JSON, command, err, flag, project_of, remote_new, warn
+from lorakit.console import ALLOW_SMOKE, JSON, command, err, flag, project_of, remote_new, seconds_check, warn
 from lorakit.errors import ArgumentError, Interrupted, RemoteError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
 from lorakit.follow import log_shown, poll_lines
@@ -57,8 +57,7 @@ class RunOptions:
         if self.push.no_run:
             raise ArgumentError("lorakit run waits for the run it pushes; to save without running: lorakit push --no-run")
         for value, name in ((self.timeout, "--timeout"), (self.score_timeout, "--score-timeout")):
-            if not value > 0:
-                raise ArgumentError(f"{name} must be a positive number of seconds")
+            seconds_check(value, name)
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,7 @@ def _run_steps(project: Project, remote: Optional[Remote], options: RunOptions, 
     if not options.submit:
         return RunResult(pushed, pulled)
     at.step = "submit"
-    submitted = submission_create(project, remote, version, None, options.allow_smoke)
+    submitted = submission_create(project, remote, version, None, options.allow_smoke, options.push.again)
     at.step = "score"  # submitted and recorded: only the score is left to read
     show.submitted(submitted)
     scored = submission_wait(project, remote, submitted.ref, submitted.version, options.score_timeout,

@@ -8,7 +8,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -19,7 +18,8 @@ from lorakit.common import (
 )
 from lorakit.console import CSV, JSON, command, err, flag, fmt, note, one_format, project_of, remote_new, table, warn
 from lorakit.errors import ArgumentError, RemoteError, UsageError
-from lorakit.ledger import SENDING, Ledger
+from lorakit.inflight import UNSETTLED, unsettled_of, unsettled_words
+from lorakit.ledger import Ledger
 from lorakit.ledger import kernel_same
 from lorakit.project import KernelRef, Project
 from lorakit.remote import Remote, Submission
@@ -52,6 +52,7 @@ class Scores:
     unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
     not_submitted: tuple = ()  # versions whose unconfirmed submission turned out never to have reached Kaggle
     not_candidates: tuple = ()  # (version, kernel, what it predicted on): runs that are not real runs
+    unsettled: tuple = ()  # (version, words): submissions in flight or not found on Kaggle yet, left as they are
 
     def as_json(self) -> dict:
         return {
@@ -65,17 +66,22 @@ class Scores:
             "best_validation": None if self.best_validation is None else int(self.best_validation["version"]),
             "unrecorded": list(self.unrecorded),
             "not_submitted": list(self.not_submitted),
+            "unsettled": [{"version": v, "why": w} for v, w in self.unsettled],
             "not_candidates": [{"version": v, "kernel": k, "predicted_on": w} for v, k, w in self.not_candidates],
         }
 
 
-def _scores_record(ledger: Ledger, chosen: dict, lost: set) -> None:
-    """Write each version's chosen submission, and NOT_SUBMITTED for the unconfirmed ones never seen."""
+def _scores_record(ledger: Ledger, chosen: dict, verdicts: dict) -> None:
+    """Write each version's chosen submission, and what was found of the unsettled ones not seen on Kaggle:
+    NOT_SUBMITTED once that is final (inflight's rule), only while the row still holds the submission judged."""
     with ledger.transaction() as records:
         for record in records:
             key = (record["kernel_ref"], int(record["version"])) if record["version"] else None
-            if key in lost:  # an older lorakit recorded it in submission_status
-                record["pending_status" if record.get("pending_token") else "submission_status"] = NOT_SUBMITTED
+            judged = verdicts.get(key)
+            if judged is not None and record.get("pending_token", "") == judged[0]:
+                record.update(judged[1].fields)
+                if judged[1].final:  # an older lorakit recorded it in submission_status
+                    record["pending_status" if record.get("pending_token") else "submission_status"] = NOT_SUBMITTED
             sub = chosen.get(key)
             if sub is None:
                 continue
@@ -101,11 +107,10 @@ def scores_get(project: Project, remote: Remote) -> Scores:
             chosen[key] = sub
         result.append(ScoreRow(key and key[1], sub, finite_number(row.get("val_accuracy")), row.get("overrides", ""),
                                row.get("message", ""), key[0] if key else ""))
-    unsettled = {k for k, r in rows.items() if r.get("pending_status") in (SENDING, UNCONFIRMED)
-                 or (r.get("submission_status") == UNCONFIRMED and not r.get("submission_ref"))}
-    lost = {k for k in unsettled if k not in chosen or not _settles(rows[k], chosen[k])}
-    if lost or any(k in rows for k in chosen):
-        _scores_record(ledger, {k: s for k, s in chosen.items() if k in rows}, lost)
+    verdicts = _unsettled_verdicts(rows, chosen, remote.policy.confirm_time)
+    lost = {k for k, (_token, state) in verdicts.items() if state.final}
+    if verdicts or any(k in rows for k in chosen):
+        _scores_record(ledger, {k: s for k, s in chosen.items() if k in rows}, verdicts)
     result.sort(key=lambda r: (r.submission.public_score is None, -(r.submission.public_score or 0.0), -r.submission.ref))
     seen_on = {k: predicted_on(project, k[1], r, KernelRef.parse_or_none(k[0])) for k, r in rows.items()}
     real = {k for k, (kind, _words) in seen_on.items() if kind in (None, "competition")}
@@ -117,7 +122,25 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     shown = {k for k in chosen} | {k for k in rows if finite_number(rows[k].get("val_accuracy")) is not None}
     not_candidates = tuple((k[1], k[0], seen_on[k][1]) for k in sorted(shown) if k in rows and k not in real)
     unrecorded = tuple(sorted(k[1] for k in chosen if k not in rows))
-    return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates)
+    waiting = tuple((k[1], unsettled_words({**rows[k], **state.fields}, _status(rows[k]), "submitted",
+                                           remote.policy.confirm_time))
+                    for k, (_token, state) in sorted(verdicts.items()) if not state.final)
+    return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates,
+                  waiting)
+
+
+def _status(row: dict) -> str:
+    """The status of a row's unsettled submission (an older lorakit kept it in submission_status)."""
+    return row.get("pending_status") or row.get("submission_status") or ""
+
+
+def _unsettled_verdicts(rows: dict, chosen: dict, grace: float) -> dict:
+    """key -> (pending token, inflight.Unsettled) of each row whose unsettled submission Kaggle does not show."""
+    unsettled = {k for k, r in rows.items() if r.get("pending_status") in UNSETTLED
+                 or (r.get("submission_status") == UNCONFIRMED and not r.get("submission_ref"))}
+    return {k: (rows[k].get("pending_token", ""), unsettled_of(rows[k], _status(rows[k]),
+                                                               rows[k].get("pending_token", ""), grace))
+            for k in sorted(unsettled) if k not in chosen or not _settles(rows[k], chosen[k])}
 
 
 def _settles(row: dict, sub: Submission) -> bool:
@@ -243,7 +266,7 @@ def cmd_scores(args) -> int:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(headers)
         writer.writerows(rows)
-        sys.stdout.write(buffer.getvalue())
+        out.text(buffer.getvalue())
     elif not rows:
         out.result(f"no submissions to {project.competition} yet")
     else:
@@ -264,6 +287,8 @@ def cmd_scores(args) -> int:
         warn(f"v{version} has submissions but no ledger row; its scores were not recorded")
     for version, kernel, words in scores.not_candidates:
         note(f"{version_label(project, version, kernel)} is not a candidate: it predicted on {words}")
+    for version, words in scores.unsettled:
+        note(f"v{version}'s submission {words}: left as it is")
     for version in scores.not_submitted:
         warn(f"v{version}'s unconfirmed submission never reached Kaggle; submit it again: lorakit submit {version}")
     if args.plot:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lorakit.common import (
-    NOT_SUBMITTED, UNCONFIRMED, kernel_ref_resolve, ledger_of, metrics_read, predicted_on, rows_expected_of,
-    submission_columns, submission_description, text_checked, token_new, utc_now, version_parse,
+    UNCONFIRMED, kernel_ref_resolve, ledger_of, metrics_read, predicted_on, rows_expected_of, submission_columns,
+    submission_description, text_checked, token_new, utc_now, version_parse,
 )
 from lorakit.console import (
     ALLOW_SMOKE, JSON, Output, command, flag, fmt, hms, note, project_of, remote_new, seconds_check,
@@ -19,7 +19,11 @@ from lorakit.errors import (
     ArgumentError, FlagNeeded, Interrupted, LedgerError, NotFound, Refused, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
 )
 from lorakit.kernel import submission_check
-from lorakit.ledger import SENDING, Ledger
+from lorakit.inflight import (
+    UNSETTLED, send_over, sending, submission_claim, submission_duplicate_check, submission_recorded,
+    submission_settle,
+)
+from lorakit.ledger import Ledger
 from lorakit.project import Project
 from lorakit.project import repo_found
 from lorakit.remote import Remote, Submission
@@ -104,26 +108,10 @@ def real_run_check(project: Project, version: int, row: dict, allow_smoke: bool)
                      "(--allow-smoke submits it anyway, to exercise the loop against a stand-in)")
 
 
-def _submission_recorded(ledger: Ledger, version: int, sub: Submission, token: str) -> None:
-    """Make ``sub`` v<N>'s submission: the previous one's columns are replaced only now, once it is known."""
-    ledger.update(version, **submission_columns(sub), submission_token=token, submitted_at=sub.date or utc_now(),
-                  pending_token="", pending_status="")
-
-
-def submission_pending_settle(project: Project, remote: Remote, ledger: Ledger, version: int, row: dict):
-    """v<N>'s submission recorded before sending (SENDING) or sent with its reply lost (UNCONFIRMED): the
-    submission its token finds among mine (then recorded), else None (recorded as NOT_SUBMITTED)."""
-    token = row.get("pending_token", "")
-    found = next((s for s in remote.submissions_list(project.competition) if token and token in s.description), None)
-    if found is None:
-        ledger.update(version, pending_status=NOT_SUBMITTED)
-        return None
-    _submission_recorded(ledger, version, found, token)
-    return found
-
-
 def submission_create(project: Project, remote: Remote, version, message: Optional[str] = None,
-                      allow_smoke: bool = False) -> SubmitResult:
+                      allow_smoke: bool = False, again: bool = False) -> SubmitResult:
+    """Submit v<N>'s pulled submission.csv, recorded before it is sent; a version already submitted (pending
+    or scored) only with ``again``, and never while another submission of it is unsettled."""
     version = version_parse(version)
     text_checked(message or "", "-m")
     folder = project.version_dir(version)
@@ -143,12 +131,14 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     kernel = kernel_ref_resolve(project, remote)
     ledger = ledger_of(project, kernel)
     row = ledger.row(version) or {}
-    if row.get("pending_status") in (SENDING, UNCONFIRMED):
-        earlier = submission_pending_settle(project, remote, ledger, version, row)
+    if row.get("pending_status") in UNSETTLED:
+        earlier = submission_settle(project, remote, ledger, version, row)
         if earlier is not None:
             notes.append(f"v{version}'s earlier submission (its reply lost) reached Kaggle as {earlier.ref}: "
                          "recorded, not sent again")
             return SubmitResult(version, earlier.ref, submissions_left(project, remote, notes), tuple(notes))
+        row = ledger.row(version) or {}
+    submission_duplicate_check(row, version, again)  # before any upload; again under the lock, when recorded
     token = token_new()
     description = submission_description(kernel, version, row.get("config_hash", ""), token,
                                          message or row.get("message") or "")
@@ -159,7 +149,8 @@ def submission_create(project: Project, remote: Remote, version, message: Option
             f"no submissions left today for {project.competition} ({used} used); try again after the daily reset "
             f"(if you have not joined, accept the rules at https://www.kaggle.com/competitions/{project.competition}/rules)"
         )
-    ref, recovered = _submission_send(project, remote, ledger, Outgoing(version, path, description, token))
+    with sending(token):
+        ref, recovered = _submission_send(project, remote, ledger, Outgoing(version, path, description, token, again))
     if recovered:
         notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
     return SubmitResult(version, ref, submissions_left(project, remote, notes), tuple(notes))
@@ -173,17 +164,18 @@ class Outgoing:
     path: Path
     description: str
     token: str
+    again: bool = False  # sent even when the version is already submitted
 
 
 def _submission_send(project: Project, remote: Remote, ledger: Ledger, outgoing: Outgoing) -> tuple:
-    """Record the submission as pending (SENDING) before it leaves, send it, then record it; (ref, recovered).
-    The previous submission's columns stay until the new one is known."""
+    """Record the submission as pending (SENDING, naming this process) before it leaves, send it, then record
+    it; (ref, recovered). The previous submission's columns stay until the new one is known."""
     version, path, description, token = outgoing.version, outgoing.path, outgoing.description, outgoing.token
-    ledger.update(version, pending_token=token, pending_status=SENDING)  # or nothing is sent
+    submission_claim(ledger, version, token, outgoing.again, remote.policy)  # or nothing is sent
     try:
         ref, recovered = remote.submission_create(path, description, project.competition, token)
     except (Unconfirmed, KeyboardInterrupt) as exc:
-        ledger.update(version, pending_status=UNCONFIRMED)
+        ledger.update(version, pending_status=UNCONFIRMED, **send_over())
         advice = f"recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before submitting again"
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted while submitting; {advice}", version) from None
@@ -193,7 +185,7 @@ def _submission_send(project: Project, remote: Remote, ledger: Ledger, outgoing:
             ledger.update(version, pending_token="", pending_status="")
         raise
     try:
-        _submission_recorded(ledger, version, Submission(ref, "PENDING", None, None, description, utc_now()), token)
+        submission_recorded(ledger, version, Submission(ref, "PENDING", None, None, description, utc_now()), token)
     except (OSError, LedgerError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise LedgerError(f"submitted v{version} as submission {ref}, but the ledger could not be updated ({reason}): "
@@ -243,14 +235,15 @@ def scored_show(out: Output, data: dict, scored) -> None:
     flag("--wait", action="store_true", help="poll until the submission is scored"),
     flag("--timeout", type=float, default=1800.0, metavar="S", help="give up waiting after S seconds (default 1800)"),
     ALLOW_SMOKE,
+    flag("--again", action="store_true",
+         help="submit even a version already submitted (pending or scored); never while one is in flight"),
     JSON,
 )
 def cmd_submit(args) -> int:
     out = args.out
-    if args.wait:  # before submitting: a bad --timeout must not cost a submission
-        seconds_check(args.timeout, "--timeout")
+    seconds_check(args.timeout, "--timeout")  # before submitting: a bad --timeout must not cost a submission
     project, remote = project_of(args), remote_new()
-    result = submission_create(project, remote, args.version, args.message, args.allow_smoke)
+    result = submission_create(project, remote, args.version, args.message, args.allow_smoke, args.again)
     data = submitted_show(out, result)
     if args.wait:
         scored = submission_wait(project, remote, result.ref, result.version, args.timeout, score_lines(out))

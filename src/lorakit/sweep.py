@@ -19,19 +19,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional
 
 from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, gpu_minutes, sweep_load, sweep_new, sweep_record
-from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, kernel_ref_resolve, ledger_of
+from lorakit.common import FAILED_KERNEL, NOT_PUSHED, kernel_ref_resolve, ledger_of
 from lorakit.console import (
-    ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, table, warn,
+    ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, seconds_check, table, warn,
 )
-from lorakit.errors import ArgumentError, Interrupted, LorakitError, RunFailed, UsageError
+from lorakit.errors import ArgumentError, Interrupted, LorakitError, RunFailed, Unconfirmed, UsageError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
-from lorakit.inflight import push_confirm, pushes_settle
+from lorakit.inflight import UNSETTLED, push_unsettled_words, pushes_settle
 from lorakit.project import Project
 from lorakit.pull import kernel_output_pull
 from lorakit.push import push_plan
@@ -75,14 +74,9 @@ def arm_row(rows: list, sweep: Sweep, arm: Arm) -> Optional[dict]:
 
 
 def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
-    """Settle the sweep's pushes whose reply was lost: by their token, as every command does (the ledger
-    then says which went through, and which never did: NOT_PUSHED, to be pushed again)."""
-    ref = kernel_ref_resolve(project, remote)
-    pushes_settle(project, remote, ref)
-    for row in ledger_of(project, ref).rows():
-        if row.get("sweep_id") == sweep.id and row.get("status") == UNCONFIRMED:
-            with contextlib.suppress(UsageError):  # it raises after recording what it found: that is enough here
-                push_confirm(project, remote, int(row["version"]), ref)
+    """Settle the pushes whose reply was lost (the sweep's among them): by their token, as every command does
+    (the ledger then says which went through, and which never did: NOT_PUSHED, to be pushed again)."""
+    pushes_settle(project, remote, kernel_ref_resolve(project, remote))
 
 
 def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = SweepShow()) -> list:
@@ -111,6 +105,8 @@ def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
 
 def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow) -> ArmOutcome:
     row = arm_row(ledger_of(project).rows(), sweep, arm)
+    if row is not None and row.get("status") in UNSETTLED:  # in flight, or not found on Kaggle yet
+        raise Unconfirmed(f"{arm.label}'s push {push_unsettled_words(row)}")
     version, before = (int(row["version"]), True) if row else (None, False)
     if row and row.get("status") in FAILED_KERNEL:
         return ArmOutcome(arm, version, f"failed: {row['status']}", resumed=True)
@@ -313,6 +309,7 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
 )
 def cmd_sweep(args) -> int:
     out = args.out
+    seconds_check(args.timeout, "--timeout")
     project = project_of(args)
     sweep = _sweep_resumed(args, project) if args.resume else sweep_new(project, _sweep_request(args))
     out.partial = {"sweep": sweep.id, "dry_run": args.dry_run, "shared_sets": list(sweep.shared),

@@ -22,16 +22,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+from lorakit.arms import SWEEP_ID
 from lorakit.common import (
-    TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns, overrides_text, submission_columns, submission_key, submission_preferred,
+    CONFIG_HASH, MESSAGE_CONTROL, METRICS_MAX_BYTES, TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of,
+    metrics_columns, metrics_parse, overrides_text, submission_columns, submission_key, submission_preferred,
 )
-from lorakit.console import JSON, Output, command, flag, note, project_of, remote_new, table, warn
-from lorakit.errors import NotFound
+from lorakit.console import JSON, Output, command, err, flag, note, project_of, remote_new, table, warn
+from lorakit.errors import LorakitError, NotFound, Refused, RemoteError, UsageError
 from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
+from lorakit.processes import temp_tag
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
 from lorakit.remote import Remote, Submission
-from lorakit.transport import json_loads_safe
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
                   "trainable_params", "sweep_id")  # what a push record holds (push.push_record_of)
@@ -57,7 +59,7 @@ class Change:
     """What sync did (with --dry-run: would do) to one version's row, or with one submission."""
 
     version: Optional[int]
-    action: str  # added, completed, unchanged, conflict, absent (not on Kaggle / not in the ledger), other
+    action: str  # added, completed, unchanged, conflict, absent (not on Kaggle / not in the ledger), unreadable, other
     columns: tuple = ()  # the columns filled in or refreshed; for a conflict, those that disagree
     detail: str = ""
     ref: Optional[int] = None  # the submission's, for a submission
@@ -99,7 +101,8 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
         return None
     pushed = pushed_source_read(project, source)
     fields = {"version": str(number), "kernel_ref": str(ref), "kernel_url": ref.url}
-    fields.update(cells({k: pushed.record.get(k) for k in RECORD_COLUMNS if pushed.record.get(k) is not None}))
+    record, problems = record_checked(pushed.record)
+    fields.update(cells({k: record.get(k) for k in RECORD_COLUMNS if record.get(k) is not None}))
     if pushed.token and not fields.get("push_token"):
         fields["push_token"] = pushed.token
     if pushed.overrides is not None:
@@ -107,15 +110,51 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
     status = remote.kernel_status_get(ref, number)
     if status.named:
         fields["status"] = status.status
-    problems = list(pushed.problems)
-    text = metrics_fetch(remote, ref, number) if status.status in TERMINAL_KERNEL - {"NEW_SCRIPT"} else None
-    metrics = json_loads_safe(text) if text is not None else None
-    if text is not None and not isinstance(metrics, dict):
-        problems.append("its metrics.json is not a JSON object (cut short?): its columns stay empty")
-    elif metrics is not None:  # the push record's config_hash and count (as pushed) come first
-        fields.update({k: v for k, v in metrics_columns(metrics).items() if k not in fields})
-    unknown = tuple(k for k in PUSH_ONLY if pushed.record.get(k) is None)
+    problems += pushed.problems
+    raw = metrics_fetch(remote, ref, number) if status.status in TERMINAL_KERNEL - {"NEW_SCRIPT"} else None
+    try:
+        metrics = None if raw is None else metrics_parse(raw, "its metrics.json", problems)
+    except UsageError as exc:
+        problems.append(f"{exc}: its columns stay empty")
+    else:  # the push record's config_hash and count (as pushed) come first
+        fields.update({k: v for k, v in metrics_columns(metrics or {}).items() if k not in fields})
+    unknown = tuple(k for k in PUSH_ONLY if record.get(k) is None)
     return VersionSeen(number, fields, unknown, tuple(problems))
+
+
+# What a push record's fields may hold before sync stores them (Kaggle's copy of the script is untrusted text).
+RECORD_RULES = {
+    "push_token": re.compile(r"lk-[0-9a-f]{12}"), "config_hash": CONFIG_HASH,
+    "git_commit": re.compile(r"[0-9a-f]{7,64}"), "accelerator": re.compile(r"[A-Za-z0-9_-]{1,64}"),
+    "sweep_id": SWEEP_ID, "pushed_at": re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"),
+}
+MESSAGE_MAX = 10_000
+
+
+def record_checked(record: dict) -> tuple[dict, list]:
+    """The fields of a push record sync may store (the others left out), and a problem per field left out."""
+    kept, problems = {}, []
+    for key in RECORD_COLUMNS:
+        value = record.get(key)
+        if value is None or value == "":
+            continue
+        if _record_field_fits(key, value):
+            kept[key] = value
+        else:
+            problems.append(f"its push record's {key} is not what lorakit writes there: left empty")
+    return kept, problems
+
+
+def _record_field_fits(key: str, value) -> bool:
+    if key == "git_dirty":
+        return isinstance(value, bool)
+    if key == "trainable_params":
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**10
+    if not isinstance(value, str):
+        return False
+    if key == "message":
+        return len(value) <= MESSAGE_MAX and not MESSAGE_CONTROL.search(value)  # as push's -m
+    return bool(RECORD_RULES[key].fullmatch(value))
 
 
 def _overrides_fields(overrides: dict, ref: KernelRef) -> dict:
@@ -128,26 +167,30 @@ def _overrides_fields(overrides: dict, ref: KernelRef) -> dict:
     return fields
 
 
-def metrics_fetch(remote: Remote, ref: KernelRef, number: int) -> Optional[str]:
-    """The text of v<N>'s metrics.json (None when the run left none), downloaded into a temporary folder: the
-    version's pulled folder is never touched."""
+def metrics_fetch(remote: Remote, ref: KernelRef, number: int) -> Optional[bytes]:
+    """The bytes of v<N>'s metrics.json (None when the run left none; only its first bytes past the size a
+    metrics.json can have), downloaded into a temporary folder: the version's pulled folder is never touched."""
     files, _log = remote.kernel_output_list(ref, number)
     item = next((f for f in files if f.name == "metrics.json"), None)
     if item is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="lorakit-sync-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"lorakit-sync-{temp_tag()}") as tmp:
         path = Path(tmp) / "metrics.json"
         remote.file_download(item.url, path, f"metrics.json of v{number}")
-        return path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as handle:
+            return handle.read(METRICS_MAX_BYTES + 1)  # metrics_parse refuses more
 
 
 # -------------------------------------------------------------------------------------------------- merging
-def versions_merge(records: list, seen: list, ledger: Ledger, latest: int) -> list:
+def versions_merge(records: list, seen: list, ledger: Ledger, latest: int, unread: dict) -> list:
     """Merge what Kaggle says of each version into ``records`` (the ledger's rows, changed in place); a Change
-    per version, the ledger's versions that Kaggle does not have included."""
+    per version: those it could not read (``unread``: number -> why) left as they are, the ledger's versions
+    that Kaggle does not have included."""
     changes = [replace(_version_merge(records, one, ledger), unknown=one.unknown, problems=one.problems)
                for one in seen]
-    found = {one.version for one in seen}
+    changes += [Change(number, "unreadable", detail=f"could not read v{number} ({why}): left as is")
+                for number, why in unread.items()]
+    found = {one.version for one in seen} | set(unread)
     for record in records:
         if record["version"] and ledger.owns(record) and int(record["version"]) not in found:
             where = f"Kaggle's newest is v{latest}" if int(record["version"]) > latest else "Kaggle has no such version"
@@ -237,9 +280,48 @@ def description_marks(description: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- sync
-def ledger_sync(project: Project, remote: Remote, dry_run: bool = False) -> SyncReport:
+# The version walk (issue 22): bounded, and said on stderr as it goes.
+SYNC_MAX_VERSIONS = 1000  # more needs --all: a kernel named with v10,000,000 is a refusal, not hours of requests
+FAILURES_IN_A_ROW = 5  # versions that failed after their retries: the rest are not asked for
+PROGRESS_EVERY = 25
+
+
+def walk_check(ref: KernelRef, latest: int, read_all: bool) -> None:
+    """Refuse a walk longer than SYNC_MAX_VERSIONS (unless ``read_all``) before a version is read."""
+    if latest > SYNC_MAX_VERSIONS and not read_all:
+        raise Refused(f"Kaggle names v{latest:,} as the newest version of {ref}: sync reads at most "
+                      f"{SYNC_MAX_VERSIONS:,} versions without --all (each takes three or four requests); nothing "
+                      "read, nothing written")
+
+
+def versions_walk(project: Project, remote: Remote, ref: KernelRef, latest: int) -> tuple[list, dict]:
+    """v1 to v<latest> as Kaggle holds them, and {number: why} of those that could not be read (a 404, a
+    failure after its retries; once FAILURES_IN_A_ROW failed in a row, the rest are not asked for)."""
+    seen, unread, failures = [], {}, 0
+    for number in range(1, latest + 1):
+        if number % PROGRESS_EVERY == 0:
+            err(f"lorakit: sync: reading v{number} of v{latest}")
+        if failures >= FAILURES_IN_A_ROW:
+            unread[number] = f"not asked: Kaggle failed on {FAILURES_IN_A_ROW} versions in a row"
+            continue
+        try:
+            one = version_seen(project, remote, ref, number)
+        except RemoteError as exc:
+            failures += 1
+            unread[number] = str(exc)
+            continue
+        failures = 0
+        if one is None:
+            unread[number] = "Kaggle answers 404 for its source"
+        else:
+            seen.append(one)
+    return seen, unread
+
+
+def ledger_sync(project: Project, remote: Remote, dry_run: bool = False, read_all: bool = False) -> SyncReport:
     """Read every version of the kernel and every submission from Kaggle, then merge them into the ledger in
-    one atomic write (none with ``dry_run``, or when nothing changes). A corrupted ledger is refused first."""
+    one atomic write (none with ``dry_run``, or when nothing changes). A corrupted ledger is refused first; a
+    kernel with more than SYNC_MAX_VERSIONS versions without ``read_all``."""
     if dry_run:
         ledger_of(project).all_rows()  # a corrupted ledger: refused before any call
     else:
@@ -249,12 +331,13 @@ def ledger_sync(project: Project, remote: Remote, dry_run: bool = False) -> Sync
     latest = remote.kernel_version_latest(ref)
     if latest < 1:
         raise NotFound(f"Kaggle has no kernel {ref} (or no version of it): check --kernel or kernel-metadata.json")
-    seen = [s for s in (version_seen(project, remote, ref, n) for n in range(1, latest + 1)) if s is not None]
+    walk_check(ref, latest, read_all)
+    seen, unread = versions_walk(project, remote, ref, latest)
     submissions = remote.submissions_list(project.competition)
     home = str(project.home or project.kernel)
 
     def merged(records: list) -> SyncReport:
-        versions = versions_merge(records, seen, ledger, latest)
+        versions = versions_merge(records, seen, ledger, latest, unread)
         subs = submissions_merge(records, submissions, ledger, home)
         return SyncReport(str(ref), latest, tuple(versions), tuple(subs), dry_run)
 
@@ -272,13 +355,20 @@ def ledger_sync(project: Project, remote: Remote, dry_run: bool = False) -> Sync
     "rebuild or complete the ledger from Kaggle: every version of the kernel (status, metrics.json, what its push "
     "recorded) and every submission matched to its version; a row that disagrees is reported, never overwritten",
     flag("--dry-run", action="store_true", help="read Kaggle and show what would change; write nothing"),
+    flag("--all", dest="read_all", action="store_true",
+         help=f"read every version even when Kaggle names more than {SYNC_MAX_VERSIONS:,} (refused without it)"),
     JSON,
 )
 def cmd_sync(args) -> int:
     project = project_of(args)
-    report = ledger_sync(project, remote_new(), args.dry_run)
-    args.out.document(report.as_json())
+    report = ledger_sync(project, remote_new(), args.dry_run, args.read_all)
     _sync_show(args.out, project, report)
+    unread = [c for c in report.versions if c.action == "unreadable"]
+    if unread:  # the rest is merged: the one error line says what is missing (under --json, with the report)
+        args.out.partial = report.as_json()
+        raise LorakitError(f"{len(unread)} version(s) of {report.kernel} could not be read, the rest is merged; "
+                           f"the first: {unread[0].detail}; run lorakit sync again")
+    args.out.document(report.as_json())
     return 0
 
 
@@ -287,7 +377,7 @@ def _sync_show(out: Output, project, report) -> None:
     out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {len(report.submissions)} submission(s) to "
                f"{project.competition}")
     out.result(table(["version", "action", "columns / why"],
-                      [[f"v{c.version}", c.action, c.detail if c.action in ("conflict", "absent") else
+                      [[f"v{c.version}", c.action, c.detail if c.action in ("conflict", "absent", "unreadable") else
                         ", ".join(c.columns)] for c in report.versions]))
     mine = [c for c in report.submissions if c.action != "other"]
     if mine:
@@ -299,9 +389,13 @@ def _sync_show(out: Output, project, report) -> None:
             warn(f"{what} conflicts with the ledger: {c.detail}")
         for problem in c.problems:
             warn(f"v{c.version}: {problem}")
+        if c.action == "unreadable":
+            warn(f"{c.detail}; run lorakit sync again to read it")
     _sync_unknown_note(report)
     counts = ", ".join(f"{sum(c.action == a for c in report.versions)} {a}"
                        for a in ("added", "completed", "unchanged", "conflict"))
+    unread = sum(c.action == "unreadable" for c in report.versions)
+    counts += f", {unread} could not be read" if unread else ""
     verb = "dry run, nothing written to" if report.dry_run else "wrote" if report.written else "nothing to change in"
     out.result(f"{verb} {project.ledger_path.relative_to(project.root)} ({counts})")
 

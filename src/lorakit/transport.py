@@ -382,9 +382,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def json_loads_safe(text: str):
+    """The JSON value of ``text``; None for what is no JSON, or nested too deep for Python to parse."""
     try:
         return json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
 
 def pages_read(fetch: Callable[[str, int], Any], items_of: Callable[[Any], list], key: Callable[[Any], Hashable],

@@ -24,12 +24,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, overrides_of, predicted_on_of
-from lorakit.console import CSV, JSON, command, note, one_format, project_of, table
+from lorakit.console import CSV, JSON, command, note, one_format, project_of, table, warn
+from lorakit.inflight import push_unsettled_words
 from lorakit.kernel import config_defaults, config_resolved, config_where_keys
 from lorakit.ledger import SENDING
 from lorakit.project import Project
@@ -242,10 +242,21 @@ def cmd_versions(args) -> int:
     rows = versions_list(project)
     out.document({"kernel": str(project.kernel), "versions": [r.as_json() for r in rows]})
     if args.csv:
-        sys.stdout.write(versions_csv(rows))
+        out.text(versions_csv(rows))
     elif not rows:
         out.result(f"no versions of {project.kernel} in the ledger yet: lorakit push records them")
     else:
         out.result(table(list(TABLE_HEADERS), [table_cells(r, message_width=40) for r in rows]))
         note(f"offline: {REFRESHED_BY}")
+    _unsound_show(project, rows)
     return 0
+
+
+def _unsound_show(project: Project, rows: list) -> None:
+    """One line per push not settled yet (in flight, or not found yet) and per damaged pulled folder."""
+    for record in ledger_of(project).provisional():
+        if record.get("status") == SENDING:
+            note(f"a push of config_hash {record.get('config_hash', '')[:12]} {push_unsettled_words(record)}")
+    for row in rows:
+        if row.run is not None and row.run.damage:
+            warn(f"v{row.version} is damaged: {row.run.damage}")
