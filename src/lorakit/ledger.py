@@ -57,6 +57,11 @@ COLUMNS = [
     "pending_token",  # the token of a submission sent but not yet confirmed (the columns above keep the last one)
     "pending_status",  # SENDING or UNCONFIRMED while it is unsettled; NOT_SUBMITTED when it never reached Kaggle
     "sweep_id",  # the `lorakit sweep` this version is an arm of (submissions/sweeps/<id>.json); empty otherwise
+    # issue 21: what Kaggle said of a version beyond its status
+    "push_problem",  # what Kaggle's reply to the push said is wrong with the version it made (invalid sources or tags, another kernel than meant); status and versions show it
+    "session_timeout_s",  # the session_timeout_seconds the push sent: Kaggle stops the run there
+    "docker_image",  # the Docker image of the run (GetKernel), recorded when it was the newest version and had just ended
+    "machine_shape",  # the machine shape Kaggle ran it on (GetKernel), recorded with docker_image
 ]
 SENDING = "SENDING"  # recorded, and about to be sent or in flight: not yet known to have reached Kaggle
 LOCK_WAIT_S = 10.0  # a ledger update holds the lock for milliseconds: longer means another command is stuck

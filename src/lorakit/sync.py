@@ -34,7 +34,7 @@ from lorakit.remote import Remote, Submission
 from lorakit.transport import json_loads_safe
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
-                  "trainable_params", "sweep_id")  # what a push record holds (push.push_record_of)
+                  "trainable_params", "sweep_id", "session_timeout_s")  # what a push record holds (push.push_record_of)
 PUSH_ONLY = ("message", "git_commit", "git_dirty", "pushed_at", "accelerator")  # unknown without a push record
 KAGGLE_OWNED = ("status", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
 IDENTITY = ("push_token", "config_hash", "run_config_hash")  # a row that disagrees on one is another push
