@@ -35,17 +35,18 @@ def test_rules_not_accepted_refuse_push_run_sweep_and_submit_before_anything_is_
     assert len(kit.state.calls("GetCompetition")) == 1  # one call per push
     kit.state.competition_info["userHasEntered"] = False  # Kaggle then leaves the field out of its reply
     for argv in (("push", "-m", "x", "--set", "lora_r=4"), ("run", "-m", "x", "--set", "lora_r=4", "--submit"),
-                 ("submit", 1)):
+                 ("sweep", "--grid", "lora_r=2,4"), ("submit", 1)):
         code, out, err = kit.run(*argv)
         line = error_line(err)
         assert code == 6 and f"you have not accepted the rules of {COMPETITION}: accept them at {RULES}" in line, argv
     assert sent(kit) == (1, 0) and not kit.state.calls("StartSubmissionUpload")
-    assert len(kit.rows()) == 1
+    assert len(kit.rows()) == 1 and not (kit.repo / "submissions" / "sweeps").exists()
 
 
 def test_a_closed_competition_refuses_a_push_meant_for_submission_and_notes_a_plain_one(kit):
     kit.state.competition_info["deadline"] = iso_in(-1)
-    for argv, flag in ((("run", "-m", "x", "--submit"), "--submit"),):
+    for argv, flag in ((("run", "-m", "x", "--submit"), "--submit"),
+                       (("sweep", "--grid", "lora_r=2,4", "--submit-best", "1"), "--submit-best")):
         code, out, err = kit.run(*argv)
         line = error_line(err)
         assert code == 6 and "takes no submissions that count (its deadline passed" in line
@@ -235,6 +236,17 @@ def test_every_push_sends_a_session_timeout_within_kaggles_maximum(kit):
     assert len(kit.state.calls("SaveKernel")) == 3
     code, out, err = kit.run("run", "-m", "r", "--set", "lora_r=2", "--session-timeout-minutes", "45")
     assert code == 0 and timeout_sent() == 45 * 60
+
+
+def test_a_sweep_sends_and_records_its_session_timeout(kit):
+    kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "360000s"}
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--session-timeout-minutes", "60")
+    assert code == 0, err
+    assert [c[2]["sessionTimeoutSeconds"] for c in kit.state.calls("SaveKernel")] == [3600, 3600]
+    (path,) = (kit.repo / "submissions" / "sweeps").glob("sw-*.json")
+    assert json.loads(path.read_text())["options"]["session_timeout_minutes"] == 60
+    code, out, err = kit.run("sweep", "--resume", path.stem, "--session-timeout-minutes", "30")
+    assert code == 2 and "drop --session-timeout-minutes" in error_line(err)
 
 
 # ------------------------------------------------------------------------------------------------ 5. quota
