@@ -98,6 +98,9 @@ def test_every_source_is_looked_up_before_savekernel_and_each_missing_one_named(
     assert sent(kit) == (0, 0) and not kit.ledger.exists()
     assert len(kit.state.calls("GetDataset")) == 3 and len(kit.state.calls("GetModelInstance")) == 1
     assert len(kit.state.calls("GetCompetition")) == 2  # the project's once, for both checks; the other one
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4")  # refused before the sweep is recorded
+    assert code == 6 and "alice/missing-data" in error_line(err)
+    assert sent(kit) == (0, 0) and not (kit.repo / "submissions" / "sweeps").exists()
 
     kit.state.models[("google", "bert", "transformers", "base")] = 2
     code, out, err = kit.run("push", "-m", "x")

@@ -40,7 +40,7 @@ from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError,
 from lorakit.follow import environment_record, kernel_failure_raise, kernel_status_wait, status_record
 from lorakit.inflight import push_confirm, pushes_settle
 from lorakit.parallel import Lanes, lanes_run, session_waited
-from lorakit.preflight import competition_preflight
+from lorakit.preflight import competition_preflight, sources_preflight
 from lorakit.project import Project
 from lorakit.pull import kernel_output_pull
 from lorakit.push import kernel_push, push_plan
@@ -408,10 +408,7 @@ def cmd_sweep(args) -> int:
     project = project_of(args)
     sweep = _sweep_resumed(args, project) if args.resume else sweep_new(project, _sweep_request(args))
     remote = remote_new()
-    notes: list = []
-    competition_preflight(remote, project.competition, "--submit-best" if sweep.options.submit_best else "", notes)
-    for line in notes:
-        note(line)
+    _sweep_preflight(project, remote, sweep)
     out.partial = {"sweep": sweep.id, "dry_run": args.dry_run, "shared_sets": list(sweep.shared),
                    "planned": [a.as_json() for a in sweep.arms], **_sweep_plan_show(out, project, sweep, remote)}
     _sweep_weigh(sweep, out.partial, args.dry_run)
@@ -439,6 +436,17 @@ def cmd_sweep(args) -> int:
         warn(f"{outcome.arm.label} (v{outcome.version}) {outcome.state}")
     out.document(out.partial)
     return RunFailed.exit_code if failed else 0
+
+
+def _sweep_preflight(project, remote: Remote, sweep) -> None:
+    """Before anything is recorded: the competition (--submit-best on a closed one is refused) and the sources of
+    the metadata, as each arm's push asks them again."""
+    notes: list = []
+    state = competition_preflight(remote, project.competition, "--submit-best" if sweep.options.submit_best else "",
+                                  notes)
+    sources_preflight(remote, project.metadata, state, notes)
+    for line in notes:
+        note(line)
 
 
 def _sweep_request(args):
