@@ -8,6 +8,14 @@ proxy form (an absolute URL), API calls and file transfers alike. It speaks the 
   GetAcceleratorQuotaStatistics; output files are served by ``GET /files/...`` (Range supported);
 - competitions.CompetitionApiService: StartSubmissionUpload (+ ``PUT /upload/<token>``), CreateSubmission,
   GetSubmission, ListSubmissions, GetSubmissionLimits, GetLeaderboard, DownloadLeaderboard;
+- the refusals of issue 21, each the way Kaggle says it: GetCompetition (``competition_info``: rules accepted,
+  deadline, submissions disabled; a competition whose rules are not accepted refuses submissions with a 403 and
+  is an invalid source of a push); GetModelInstance (``models``); SaveKernel's whole reply: the invalid_* sources
+  and tags of a version it made anyway, a kernel not made yet made under its title's slug, "Maximum batch GPU
+  session count of N reached" (``gpu_session_limit``, counting the GPU runs not ended and ``outside_sessions``),
+  phone verification (``phone_verified``), a spent GPU quota; GetKernel's docker image and machine shape of the
+  latest session; ListSubmissions' SELECTED group (``selected``); the public or private leaderboard
+  (``private_leaderboard``, ``overridePublic``);
 - security.OAuthService: IntrospectToken. Requests authenticate with Basic ``username:key`` or with a
   Bearer access token listed in ``tokens`` (token -> username);
 - datasets.DatasetApiService: CreateDataset, CreateDatasetVersion (files and nested directories of uploaded
@@ -35,6 +43,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import signal
 import socket
 import sys
@@ -49,6 +58,7 @@ from typing import Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 KERNELS = "kernels.KernelsApiService"
+MODELS = "models.ModelApiService"
 COMPETITIONS = "competitions.CompetitionApiService"
 SECURITY = "security.OAuthService"
 DATASETS = "datasets.DatasetApiService"
@@ -69,6 +79,17 @@ ODD_REPLIES = {
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def _slugify(title: str) -> str:
+    """A title's slug: lower case, punctuation dropped, runs of spaces, '-' and '_' one '-'."""
+    return re.sub(r"[-\s_]+", "-", re.sub(r"[^\w\s-]", "", title.lower())).strip("-")
+
+
+def _gpu_asked(request: dict) -> bool:
+    """Whether a SaveKernel request asks for a GPU: a GPU machine shape, or enableGpu without a shape."""
+    shape = str(request.get("machineShape") or "")
+    return shape.lower().startswith("nvidia") or (not shape and bool(request.get("enableGpu")))
 
 
 @dataclass
@@ -113,6 +134,7 @@ class KernelVersion:
     failure_message: str = ""
     live: Optional[list] = None  # the events of a live run, fed by the test; None: serve the stored log
     ended: bool = False
+    image: str = ""  # the Docker image its session ran on
 
 
 @dataclass
@@ -178,6 +200,22 @@ class StandinState:
         self.datasets: dict = {}  # (owner, slug) -> StoredDataset
         self.dataset_status_script = ["BLOBS_RECEIVED", "READY"]
         self.newest_claimed: Optional[int] = None  # GetKernel's currentVersionNumber, when a test makes Kaggle lie
+        # issue 21: what Kaggle says no to
+        self.competition_info = {"userHasEntered": True, "deadline": _iso(datetime.now(timezone.utc) + timedelta(days=30)),
+                                 "submissionsDisabled": False}
+        self.datasets[("amananandrai", "ag-news-classification-dataset")] = StoredDataset(
+            "amananandrai", "ag-news-classification-dataset", "AG News Classification Dataset", False, "unknown",
+            "AG News as CSVs", [{"train.csv": b"", "test.csv": b""}], [""], ["READY"])
+        self.models: dict = {}  # (owner, model, framework, instance) -> its newest version number
+        self.tags = {"nlp", "text classification", "transformers"}
+        self.gpu_session_limit: Optional[int] = None  # "Maximum batch GPU session count"; None: no limit
+        self.outside_sessions = 0  # GPU sessions held by runs of other kernels
+        self.phone_verified = True
+        self.docker_image = "gcr.io/kaggle-gpu-images/python:v160"
+        self.selected: set = set()  # refs of submissions selected for the private leaderboard
+        self.private_leaderboard: Optional[list] = None  # the private board's rows, once the competition has one
+        self.slug_of_title: Callable[[str], str] = _slugify  # Kaggle's rule for a new kernel's slug (a test may
+        # give it one lorakit does not know, as Kaggle's own may differ on characters lorakit drops)
 
     # -- helpers used by tests -------------------------------------------------------------------------
     def fail(self, method: str, status: int, times: Optional[int] = 1, headers: Optional[dict] = None, message: str = "",
@@ -411,7 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not auth and method != "IntrospectToken":
             return self._error(401, "Unauthenticated")
         handler = getattr(self, f"api_{method}", None)
-        if handler is None or service not in (KERNELS, COMPETITIONS, SECURITY, DATASETS, BLOBS):
+        if handler is None or service not in (KERNELS, COMPETITIONS, SECURITY, DATASETS, BLOBS, MODELS):
             return self._error(404, f"unknown method {service}/{method}")
 
         def handle():
@@ -576,6 +614,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(403, f"you do not own {slug}")
         if self.state.push_error:
             return self._json(200, {"ref": "", "url": "", "error": self.state.push_error})
+        refusal = self._push_refusal(body)
+        if refusal:  # what `kaggle kernels push` prints as "Kernel push error: ..."
+            return self._json(200, {"ref": "", "url": "", "error": refusal})
+        name = self._saved_slug(owner, name, body)
         versions = self.state.kernels.setdefault((owner, name), [])
         number = len(versions) + 1
         outputs, log = self.state.run_hook(body.get("text", ""), number)
@@ -583,10 +625,12 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("kernelExecutionType") == "QUICK_SAVE":
             statuses = ["NEW_SCRIPT"]
         versions.append(
-            KernelVersion(number, body.get("text", ""), body, statuses, dict(outputs), log, self.state.failure_message)
+            KernelVersion(number, body.get("text", ""), body, statuses, dict(outputs), log, self.state.failure_message,
+                          image=self.state.docker_image)
         )
         url = f"https://www.kaggle.com/code/{owner}/{name}"
-        return self._json(200, {"ref": f"/code/{owner}/{name}", "url": url, "versionNumber": number, "kernelId": 4242})
+        return self._json(200, {"ref": f"/code/{owner}/{name}", "url": url, "versionNumber": number,
+                                "kernelId": self._kernel_id(owner, name), **self._invalid_of(body)})
 
     def api_GetKernel(self, body):
         version = self._version(body)
@@ -597,7 +641,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(403, "private kernel")
         latest = self.state.newest_claimed or len(self.state.versions(owner, slug))
         metadata = {"ref": f"{owner}/{slug}", "slug": slug, "author": owner, "currentVersionNumber": latest,
-                    "language": "python", "kernelType": "script"}
+                    "language": "python", "kernelType": "script", "id": self._kernel_id(owner, slug),
+                    **self._session_of(self.state.versions(owner, slug)[-1])}
         blob = {"source": version.text, "language": "python", "kernelType": "script", "slug": slug}
         return self._json(200, {"metadata": metadata, "blob": blob})
 
@@ -648,14 +693,14 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def api_StartSubmissionUpload(self, body):
-        if not self._competition_ok(body):
+        if not self._competition_ok(body) or not self._submissions_open():
             return None
         token = f"tok{len(self.state.uploads) + 1}"
         self.state.uploads[token] = {"fileName": body.get("fileName"), "content": None}
         return self._json(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
 
     def api_CreateSubmission(self, body):
-        if not self._competition_ok(body):
+        if not self._competition_ok(body) or not self._submissions_open():
             return None
         upload = self.state.uploads.get(body.get("blobFileTokens", ""))
         if upload is None or upload["content"] is None:
@@ -713,6 +758,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._competition_ok(body):
             return None
         subs = sorted(self.state.submissions, key=lambda s: s.date, reverse=True)
+        if body.get("group") == "SUBMISSION_GROUP_SELECTED":
+            subs = [s for s in subs if s.ref in self.state.selected]
         size = min(int(body.get("pageSize") or 20), self.state.page_size_cap)
         start = int(body.get("pageToken") or 0)
         page = subs[start : start + size]
@@ -721,7 +768,10 @@ class _Handler(BaseHTTPRequestHandler):
             data["nextPageToken"] = str(start + size)
         return self._json(200, data)
 
-    def _board(self) -> list:
+    def _board(self, public: bool = True) -> list:
+        if not public and self.state.private_leaderboard is not None:  # Kaggle's default once it has one
+            return [dict(r, submissionDate=r.get("submissionDate", "2025-04-20T12:00:00.000Z"))
+                    for r in self.state.private_leaderboard]
         rows = list(self.state.leaderboard)
         best = [s for s in self.state.submissions if s.public is not None and s.statuses[0] == "COMPLETE"]
         if best:
@@ -735,7 +785,7 @@ class _Handler(BaseHTTPRequestHandler):
     def api_GetLeaderboard(self, body):
         if not self._competition_ok(body):
             return None
-        rows = self._board()
+        rows = self._board(public=bool(body.get("overridePublic")))
         size = min(int(body.get("pageSize") or 20), self.state.page_size_cap)
         start = int(body.get("pageToken") or 0)
         data = {"submissions": rows[start : start + size]}
@@ -749,11 +799,97 @@ class _Handler(BaseHTTPRequestHandler):
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             lines = ["Rank,TeamId,TeamName,LastSubmissionDate,Score"]
-            for i, r in enumerate(self._board(), 1):
+            for i, r in enumerate(self._board(public=False), 1):
                 lines.append(f"{i},{r['teamId']},{r['teamName']},{r['submissionDate']},{r['score']}")
-            archive.writestr(f"{self.state.competition}-publicleaderboard.csv", "\n".join(lines) + "\n")
+            board = "public" if self.state.private_leaderboard is None else "private"
+            archive.writestr(f"{self.state.competition}-{board}leaderboard.csv", "\n".join(lines) + "\n")
         return self._send(200, buffer.getvalue(), "application/zip", {"Last-Modified": formatdate(usegmt=True)})
 
+
+    # -- issue 21: what Kaggle says no to ---------------------------------------------------------------------------
+    def api_GetCompetition(self, body):
+        name = body.get("competitionName", "")
+        if name != self.state.competition:
+            return self._error(404, "Competition not found")
+        info = {k: v for k, v in self.state.competition_info.items() if v not in (False, None, "", 0)}  # defaults left out
+        return self._json(200, {"id": 4711, "ref": f"https://www.kaggle.com/competitions/{name}", "title": name,
+                                "maxDailySubmissions": 5, **info})
+
+    def _submissions_open(self) -> bool:
+        """Refuse a submission as Kaggle does, with a 403 when the rules are not accepted; True when open."""
+        if not self.state.competition_info.get("userHasEntered"):
+            self._error(403, "You must accept this competition's rules before you'll be able to submit.")
+            return False
+        if self.state.competition_info.get("submissionsDisabled"):
+            self._error(400, "Submissions are disabled for this competition.")
+            return False
+        return True
+
+    def api_GetModelInstance(self, body):
+        framework = str(body.get("framework", "")).replace("MODEL_FRAMEWORK_", "").replace("_", "").lower()
+        key = (body.get("ownerSlug", ""), body.get("modelSlug", ""), framework, body.get("instanceSlug", ""))
+        if key not in self.state.models:
+            return self._error(404, "Model instance not found")
+        return self._json(200, {"id": 91, "slug": key[3], "framework": body.get("framework"),
+                                "versionNumber": self.state.models[key]})
+
+    def _kernel_id(self, owner: str, slug: str) -> int:
+        keys = list(self.state.kernels)
+        return 4242 + (keys.index((owner, slug)) if (owner, slug) in keys else len(keys))
+
+    def _session_of(self, version: KernelVersion) -> dict:
+        """GetKernel's word on the kernel's latest session: its image and machine shape."""
+        return {"dockerImage": version.image, "machineShape": version.request.get("machineShape") or "NvidiaTeslaT4"}
+
+    def _gpu_sessions(self) -> int:
+        """The GPU sessions held now: the GPU runs not ended, of every kernel, and those of other kernels."""
+        held = sum(1 for versions in self.state.kernels.values() for v in versions
+                   if v.statuses[0] in ("QUEUED", "RUNNING") and _gpu_asked(v.request))
+        return held + self.state.outside_sessions
+
+    def _push_refusal(self, body: dict) -> str:
+        """Kaggle's refusal of a push that would start a GPU (or internet) session it will not lend; "" if none."""
+        session = body.get("kernelExecutionType") != "QUICK_SAVE"
+        gpu = session and _gpu_asked(body)
+        if session and (gpu or body.get("enableInternet")) and not self.state.phone_verified:
+            return "Phone verification is required to use GPUs or the internet. Verify your phone number in Settings."
+        quota = self.state.quota
+        seconds = [float(str(quota.get(k, "0s")).rstrip("s")) for k in ("timeUsed", "timeReserved", "totalTimeAllowed")]
+        if gpu and seconds[0] + seconds[1] >= seconds[2]:
+            return "You have exceeded your weekly GPU quota."
+        limit = self.state.gpu_session_limit
+        if gpu and limit is not None and self._gpu_sessions() >= limit:
+            return f"Maximum batch GPU session count of {limit} reached."
+        return ""
+
+    def _saved_slug(self, owner: str, name: str, body: dict) -> str:
+        """The kernel a push lands in: the one named when it exists, else a new one under its title's slug."""
+        if self.state.versions(owner, name) or not body.get("newTitle"):
+            return name
+        return self.state.slug_of_title(body["newTitle"]) or name
+
+    def _invalid_of(self, body: dict) -> dict:
+        """The invalid* lists of a SaveKernel reply: sources that cannot be attached, unknown tags."""
+        def dataset_ok(source):
+            found = self.state.datasets.get(tuple(source.split("/")[:2]))
+            return found is not None and (not found.private or self._owned(found.owner))
+
+        def model_ok(source):
+            parts = source.split("/")
+            key = (*parts[:2], parts[2].replace("-", "").replace("_", "").lower(), parts[3]) if len(parts) == 5 else ()
+            return key in self.state.models and int(parts[4]) <= self.state.models[key]
+
+        entered = self.state.competition_info.get("userHasEntered")
+        lists = {
+            "invalidDatasetSources": [d for d in body.get("datasetDataSources") or [] if not dataset_ok(d)],
+            "invalidCompetitionSources": [c for c in body.get("competitionDataSources") or []
+                                          if c != self.state.competition or not entered],
+            "invalidKernelSources": [k for k in body.get("kernelDataSources") or []
+                                     if not self.state.versions(*k.split("/")[:2])],
+            "invalidModelSources": [m for m in body.get("modelDataSources") or [] if not model_ok(m)],
+            "invalidTags": [t for t in body.get("categoryIds") or [] if t not in self.state.tags],
+        }
+        return {key: value for key, value in lists.items() if value}
 
     # -- datasets --------------------------------------------------------------------------------------------------
     def api_StartBlobUpload(self, body):

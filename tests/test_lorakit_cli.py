@@ -117,18 +117,18 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
         ("push", "-m", "two", "--set", "lora_r=4"): {"version", "status", "kernel", "url", "config_hash",
                                                       "trainable_params", "param_budget", "overrides",
                                                       "accelerator", "predict_from", "notes", "dry_run",
-                                                      "build_dir"},
-        ("status",): {"version", "status", "failure_message", "status_named"},
-        ("status", 2, "--wait"): {"version", "status", "failure_message", "status_named"},
+                                                      "build_dir", "session_timeout_s"},
+        ("status",): {"version", "status", "failure_message", "status_named", "push_problem"},
+        ("status", 2, "--wait"): {"version", "status", "failure_message", "status_named", "push_problem"},
         ("pull", 2): {"version", "status", "folder", "files", "val_accuracy", "run_minutes", "device", "metrics",
                       "warnings"},
         ("submit", 2, "--wait"): {"version", "ref", "remaining_today", "notes", "score"},
         ("scores",): {"submissions", "best_public", "best_validation", "unrecorded", "not_submitted", "unsettled",
-                      "not_candidates"},
-        ("leaderboard", "--top", "2"): {"competition", "rows", "me", "download"},
-        ("quota",): {"used_hours", "total_hours", "left_hours", "refresh", "runs"},
+                      "not_candidates", "selected", "selection_warning"},
+        ("leaderboard", "--top", "2"): {"competition", "rows", "me", "download", "download_board"},
+        ("quota",): {"used_hours", "reserved_hours", "total_hours", "left_hours", "minimum_hours", "refresh", "runs"},
         ("compare", 1, 2): {"a", "b", "config_diff", "where_diff", "config_reason", "paired", "paired_reason",
-                            "test", "test_reason"},
+                            "test", "test_reason", "environment_warnings"},
         ("validate", "submissions/v1/submission.csv"): {"file", "valid", "rows"},
         ("check", "--set", "lora_r=4"): {"trainable_params", "param_breakdown", "within_budget", "config_hash",
                                          "param_budget", "overrides", "usable_positions"},
@@ -155,7 +155,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
     push(kit, "--again")  # v1 ran this config to COMPLETE
     code, out, err = kit.run("status", 3, "--wait", "--json")
     assert code == 3 and one_document(out) == {"version": 3, "status": "ERROR", "failure_message": "CUDA out of memory", "status_named": True,
-                                               "error": "v3 ended ERROR: CUDA out of memory", "exit_code": 3}
+                                               "push_problem": None, "error": "v3 ended ERROR: CUDA out of memory", "exit_code": 3}
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,Label\n0,9\n")
     code, out, err = kit.run("validate", bad, "--rows", "1", "--json")

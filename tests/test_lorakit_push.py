@@ -161,16 +161,37 @@ def test_a_push_over_the_competitions_rule_names_it(kit):
     assert code == 0 and "competition's rule" not in err
 
 
-def test_a_run_longer_than_the_quota_left_is_warned_before_pushing(kit):
-    kit.state.quota = {"timeUsed": "100800s", "totalTimeAllowed": "108000s"}  # 2 h left
-    out, err = push(kit)
-    assert "lorakit: warning: the run may take up to 11.0 h (time_limit_minutes 660), but 2.0 h of GPU quota" in err
+def test_a_run_longer_than_the_quota_left_is_refused_before_pushing(kit):
+    kit.state.quota = {"timeUsed": "86400s", "timeReserved": "14400s", "totalTimeAllowed": "108000s"}  # 2 h left
+    code, out, err = kit.run("push", "-m", "long")
+    line = error_line(err)
+    assert code == 6 and "may take 11.0 h of GPU time, but 2.0 h of the quota are left this week" in line
+    assert "time_limit_minutes; no COMPLETE run on NvidiaTeslaT4 yet" in line and "--over-quota" in line
+    assert not kit.state.calls("SaveKernel") and not kit.ledger.exists()
+    out, err = push(kit, "--over-quota")
+    assert "lorakit: warning: the run (660 min" in err and "pushing anyway (--over-quota)" in err and "pushed v1" in out
     kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "108000s"}
     out, err = push(kit, "--set", "lora_r=4")
-    assert "GPU quota" not in err
+    assert "GPU time" not in err
     kit.state.fail("GetAcceleratorQuotaStatistics", 500, times=None)
     out, err = push(kit, "--set", "lora_r=2")
     assert "pushed v3" in out and "note: could not read the GPU quota" in err and "lorakit: error" not in err
+
+
+def test_the_estimate_is_the_median_of_this_kernels_complete_runs_on_the_accelerator(kit):
+    for r in (2, 4, 8):
+        push_pull(kit, "--set", f"lora_r={r}")  # each ran 21.5 min (metrics.json's total_seconds 1290)
+    kit.ledger.write_text(kit.ledger.read_text().replace("21.5", "30.0", 1))  # v1 took longer: 21.5 is the median
+    kit.state.quota = {"timeUsed": "106920s", "totalTimeAllowed": "108000s"}  # 0.3 h (18 min) left
+    code, out, err = kit.run("push", "-m", "r=16", "--set", "lora_r=1")
+    line = error_line(err)
+    assert code == 6 and "the run (22 min: median of 3 COMPLETE run(s) on NvidiaTeslaT4) may take 0.4 h" in line
+    code, out, err = kit.run("push", "-m", "elsewhere", "--set", "lora_r=1", "--accelerator", "NvidiaL4X1")
+    assert code == 6 and "660 min: time_limit_minutes; no COMPLETE run on NvidiaL4X1 yet" in error_line(err)
+    kit.state.quota = {"timeUsed": "104400s", "totalTimeAllowed": "108000s"}  # 1 h left: the measured run fits
+    out, err = push(kit, "--set", "lora_r=1")
+    assert "pushed v4" in out and "GPU time" not in err
+    assert len(kit.state.calls("SaveKernel")) == 4
 
 
 def test_internet_off_refuses_a_hub_model_before_any_network_call(kit, minilm_path):

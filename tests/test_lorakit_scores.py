@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorakit_fixtures import COMPETITION, error_line, full_disk_after, push_pull
+from lorakit_fixtures import COMPETITION, error_line, full_disk_after, one_document, push_pull
 
 
 def test_second_version_scores_gap_leaderboard_quota_compare_logs(kit):
@@ -86,3 +86,45 @@ def test_full_disk_after_a_submission_is_settled_by_scores(kit, monkeypatch):
     row = kit.row(1)
     assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["pending_status"] == ""
     assert len(kit.state.calls("CreateSubmission")) == 1
+
+
+def test_scores_marks_the_final_picks_and_warns_near_the_deadline_when_there_is_none(kit):
+    from datetime import datetime, timedelta, timezone
+
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    assert kit.run("submit", 1, "--wait")[0] == 0 and kit.run("submit", 2, "--wait")[0] == 0
+    first = kit.state.submissions[0].ref
+    kit.state.selected = {first}
+    code, out, err = kit.run("scores", "--json")
+    data = one_document(out)
+    assert data["selected"] == [first] and data["selection_warning"] is None
+    assert {s["ref"]: s["selected"] for s in data["submissions"]} == {first: True, first + 1: False}
+    groups = [(c[2] or {}).get("group") for c in kit.state.calls("ListSubmissions")]
+    assert "SUBMISSION_GROUP_SELECTED" in groups
+    row = next(line for line in kit.run("scores")[1].splitlines() if str(first) in line)
+    assert "S" in row.split()[0]
+
+    kit.state.selected = set()
+    soon = datetime.now(timezone.utc) + timedelta(days=3)
+    kit.state.competition_info["deadline"] = soon.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    code, out, err = kit.run("scores")
+    assert code == 0 and "warning: none of your submissions is selected for the private leaderboard and the " \
+                         "deadline is in 3.0 days" in err and f"{COMPETITION}/submissions" in err
+    kit.state.competition_info["deadline"] = (soon + timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert "is selected" not in kit.run("scores")[2]  # weeks before the deadline: nothing to say yet
+
+
+def test_leaderboard_asks_for_the_public_board_and_labels_the_download_as_what_kaggle_serves(kit):
+    import zipfile
+
+    code, out, err = kit.run("leaderboard", "--download", "lb")
+    assert code == 0 and "the public leaderboard" in out
+    assert all(c[2].get("overridePublic") is True for c in kit.state.calls("GetLeaderboard"))
+    kit.state.private_leaderboard = [{"teamId": 13, "teamName": "private winner", "score": "0.87000"}]
+    code, out, err = kit.run("leaderboard", "--download", "lb", "--json")
+    data = one_document(out)
+    assert [r["team_name"] for r in data["rows"]] == ["top team", "second team"]  # the public board, as labelled
+    assert data["download_board"] == "private" and "the private leaderboard" in err
+    names = zipfile.ZipFile(kit.repo / "lb" / f"{COMPETITION}.zip").namelist()
+    assert names == [f"{COMPETITION}-privateleaderboard.csv"]

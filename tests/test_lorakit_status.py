@@ -50,7 +50,8 @@ def test_status_wait_follow_streams_the_log_then_reports_the_end(kit):
     code, out, err = kit.run("status", 1, "--wait", "--follow", "--json")
     feeder.join()
     assert code == 0, err
-    assert one_document(out) == {"version": 1, "status": "COMPLETE", "failure_message": None, "status_named": True}
+    assert one_document(out) == {"version": 1, "status": "COMPLETE", "failure_message": None, "status_named": True,
+                                 "push_problem": None}
     assert err.count("effective config:") == 1 and err.count("val_accuracy 0.9000") == 1  # under --json: stderr
     assert err.index("v1 RUNNING") < err.index("effective config:") < err.index("v1 COMPLETE")
 

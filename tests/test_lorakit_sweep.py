@@ -11,6 +11,13 @@ from lorakit.stats import holm, mcnemar_exact
 from lorakit_fixtures import error_line, one_document, versions
 
 
+@pytest.fixture(autouse=True)
+def roomy_quota(kit):
+    """100 GPU hours left: every sweep here fits at its arms' time limits (660 min each), but where a test sets
+    the quota itself."""
+    kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "360000s"}
+
+
 def pushed_rs(kit) -> list:
     """The lora_r of every version the stand-in holds, in push order."""
     return [json.loads(v.text.split('r"""', 1)[1].split('"""', 1)[0]).get("lora_r") for v in versions(kit)]
@@ -53,7 +60,7 @@ def test_the_json_document_holds_the_arms_and_the_ranked_table(kit):
     assert other["best_wins"] - other["arm_wins"] == 2  # 1804 against 1802 of the 2000 rows right: a2 - a1
     assert other["p_value"] == pytest.approx(mcnemar_exact(other["best_wins"], other["arm_wins"]))
     assert other["p_holm"] == pytest.approx(other["p_value"])  # one comparison: nothing to correct
-    assert data["gpu_hours_left"] == pytest.approx(30 - 10.5) and data["gpu_minutes"] == 2 * 660
+    assert data["gpu_hours_left"] == pytest.approx(100) and data["gpu_minutes"] == 2 * 660
 
 
 def test_seeds_give_mean_spread_and_holm_corrected_tests(kit):
@@ -156,6 +163,7 @@ def test_submit_best_never_submits_a_smoke_run_without_allow_smoke(kit):
 
 
 def test_dry_run_counts_the_arms_against_the_quota_and_pushes_nothing(kit, tmp_path):
+    kit.state.quota = {"timeUsed": "30600s", "timeReserved": "7200s", "totalTimeAllowed": "108000s"}  # 19.5 h left
     plan = tmp_path / "arms.json"
     plan.write_text(json.dumps([{"lora_r": 4, "lr": 0.001}, {"lora_targets": "query,value"}]))
     code, out, err = kit.run("sweep", "--config", plan, "--grid", "lora_r=2", "--set", "smoke=true", "--dry-run")
@@ -166,13 +174,36 @@ def test_dry_run_counts_the_arms_against_the_quota_and_pushes_nothing(kit, tmp_p
                                         ({"lora_r": 2}, {"lora_r": 4, "lr": 0.001}, {"lora_targets": "query,value"})):
         count = kmod.param_breakdown(kmod.config_from_overrides({"smoke": True, **overrides}))["total"]
         assert arm[1:len(settings) + 2] == [*settings, f"{count:,}"]  # the exact count, arm by arm
-    assert "GPU quota left this week: 19.5 h" in out and "up to 33.0 h in all" in out
-    assert "may take up to 33.0 h of GPU time but 19.5 h are left" in err
+    assert "GPU quota left this week: 19.5 h" in out and "up to 33.0 h in all for 3 arm(s) to push" in out
+    assert "time_limit_minutes; no COMPLETE run on NvidiaTeslaT4 yet" in out
+    assert "may take 33.0 h of GPU time, but 19.5 h of the quota are left" in err and "--over-quota" in err
     assert not kit.state.calls("SaveKernel") and not kit.ledger.exists()
     assert not (kit.repo / "submissions" / "sweeps").exists()
     kit.state.fail("GetAcceleratorQuotaStatistics", 500, times=None)
     code, out, err = kit.run("sweep", "--grid", "lora_r=2", "--set", "smoke=true", "--dry-run")
     assert code == 0 and "GPU quota left this week: unknown" in out and "could not read the GPU quota" in err
+
+
+def test_a_sweep_longer_than_the_quota_left_is_refused_unless_over_quota(kit):
+    kit.state.quota = {"timeUsed": "30600s", "timeReserved": "7200s", "totalTimeAllowed": "108000s"}  # 19.5 h left
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true")
+    line = error_line(err)
+    assert code == 6 and "the sweep's 3 arm(s) to push may take 33.0 h of GPU time, but 19.5 h" in line
+    assert "(--over-quota pushes anyway)" in line
+    assert not kit.state.calls("SaveKernel") and not (kit.repo / "submissions" / "sweeps").exists()
+    kit.state.interrupt("SaveKernel", after=True, skip=1)  # two arms pushed, then Ctrl-C
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--over-quota")
+    assert code == 130 and "pushing anyway (--over-quota)" in err
+    sweep_id = sweep_file(kit)["id"]
+    kit.state.quota = {"timeUsed": "100080s", "timeReserved": "7200s", "totalTimeAllowed": "108000s"}  # 0.2 h left
+    code, out, err = kit.run("sweep", "--resume", sweep_id)  # one arm to push, at a1's measured 21.5 min
+    assert code == 6 and "the sweep's 1 arm(s) to push may take 0.4 h" in error_line(err)
+    assert "up to 0.4 h in all for 1 arm(s) to push (median of 1 COMPLETE run(s) on NvidiaTeslaT4)" in out
+    assert len(versions(kit)) == 2
+    kit.state.quota = {"timeUsed": "97200s", "timeReserved": "7200s", "totalTimeAllowed": "108000s"}  # 1 h left
+    code, out, err = kit.run("sweep", "--resume", sweep_id)  # the arm pushed is in time_reserved, not weighed
+    assert code == 0, err
+    assert pushed_rs(kit) == [2, 4, 8]
 
 
 def test_a_failed_arm_is_reported_and_the_others_go_on(kit):
@@ -211,3 +242,61 @@ def test_from_plan_takes_the_first_rows_of_lorakit_plan(kit):
                                   f"lora_alpha={d.lora_alpha:g}", f"lora_layers={d.lora_layers}"]  # plan's first row
     assert len(planned) == 2 and planned[1]["sets"] != planned[0]["sets"]
     assert all(a["trainable_params"] <= d.param_budget for a in planned) and not kit.state.calls("SaveKernel")
+
+
+def test_parallel_pushes_the_next_arm_while_earlier_ones_run_and_learns_kaggles_limit(kit):
+    kit.state.gpu_session_limit = 2  # what users report; lorakit learns it from the refusal
+    kit.accuracy = lambda cfg, number: {2: 0.80, 4: 0.90, 8: 0.85}[cfg.lora_r]
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--parallel", "3",
+                             "--submit-best", "1", "--allow-smoke", "--json")
+    assert code == 0, err
+    data = one_document(out)
+    posts = [r[1].rsplit("/", 1)[-1] for r in kit.state.requests if r[0] == "POST"]
+    saves = [i for i, method in enumerate(posts) if method == "SaveKernel"]
+    assert len(saves) == 4 and len(versions(kit)) == 3  # a3 was refused once: the two sessions were a1's and a2's
+    assert saves[1] < posts.index("ListKernelSessionOutput")  # a2 pushed before a1 was pulled
+    assert "note: a3 waits for a GPU session: Kaggle allows 2 at once (2 held by this sweep)" in err
+    assert [a["state"] for a in data["arms"]] == ["pulled"] * 3 and pushed_rs(kit) == [2, 4, 8]
+    assert [r["name"] for r in data["ranked"]] == ["a2", "a3", "a1"]  # ranked and submitted as one at a time
+    assert len(kit.state.submissions) == 1 and kit.state.submissions[0].description.startswith("v2 ")
+
+
+def test_parallel_is_resumed_without_pushing_any_arm_twice(kit):
+    kit.state.interrupt("SaveKernel", after=True, skip=1)  # Ctrl-C once the second arm's push went through
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--parallel", "2")
+    assert code == 130 and "carry on the whole sweep with: lorakit sweep --resume" in err
+    sweep_id = sweep_file(kit)["id"]
+    assert len(versions(kit)) == 2 and not kit.rows()[0]["pulled_at"]  # both on Kaggle, neither waited for
+    code, out, err = kit.run("sweep", "--resume", sweep_id, "--parallel", "2")
+    assert code == 0, err
+    assert pushed_rs(kit) == [2, 4, 8] and all(r["pulled_at"] for r in kit.rows())
+    assert "carrying on v2" in out and "v3 pulled" in out
+
+
+def test_a_session_count_refusal_makes_an_arm_wait_and_is_bounded(kit, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setenv("LORAKIT_POLL_START_S", "0.05")
+    monkeypatch.setenv("LORAKIT_POLL_MAX_S", "0.05")
+    kit.state.gpu_session_limit, kit.state.outside_sessions = 1, 1  # another notebook holds the one GPU
+
+    def free_once_refused():  # the other run ends once the sweep's first push was refused
+        deadline = time.monotonic() + 30
+        while not kit.state.calls("SaveKernel") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        kit.state.outside_sessions = 0
+
+    freer = threading.Thread(target=free_once_refused)
+    freer.start()
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    freer.join()
+    assert code == 0, err
+    assert "note: a1 waits for a GPU session: Kaggle allows 1 at once (held by runs outside this sweep)" in err
+    assert len(versions(kit)) == 2 and len(kit.state.calls("SaveKernel")) >= 3
+
+    kit.state.outside_sessions = 1  # never freed: the wait ends at --timeout, nothing pushed
+    code, out, err = kit.run("sweep", "--grid", "lora_r=8", "--set", "smoke=true", "--timeout", "0.5")
+    line = error_line(err)
+    assert code == 4 and "a1 waited" in line and "for a GPU session" in line and "lorakit sweep --resume" in line
+    assert len(versions(kit)) == 2

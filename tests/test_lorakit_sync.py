@@ -21,6 +21,8 @@ DIFFER = {
     "sent_at": "the send's own bookkeeping, used only while a push or submission is unsettled (empty)",
     "send_ends": "the send's own bookkeeping, used only while a push or submission is unsettled (empty)",
     "submitted_at": "the first clone wrote its own clock when it submitted; sync takes Kaggle's date",
+    "docker_image": "Kaggle describes only a kernel's latest session: recorded as a run ends, never rebuilt (empty)",
+    "machine_shape": "recorded with docker_image (empty)",
 }
 
 
@@ -269,6 +271,7 @@ def test_a_metrics_json_cut_short_is_reported_and_its_columns_stay_empty(kit, tm
 
 
 def test_a_sweeps_arms_get_their_sweep_id_back(kit, tmp_path, monkeypatch):
+    kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "360000s"}  # two arms of up to 11 h each fit
     code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
     assert code == 0, err
     first = kit.rows()

@@ -138,3 +138,26 @@ def test_empty_ledger_says_so_and_kernel_chooses_whose_rows(kit):
     code, out, err = kit.run("versions", "--kernel", "alice/another-kernel")
     assert code == 0 and out == "no versions of alice/another-kernel in the ledger yet: lorakit push records them\n"
     assert list(versions_json(kit)) == [1]
+
+
+def test_each_version_records_its_image_only_while_it_is_the_newest_and_compare_warns(kit):
+    push_pull(kit)  # status --wait sees v1 end while it is the newest version
+    row = kit.row(1)
+    assert (row["docker_image"], row["machine_shape"]) == ("gcr.io/kaggle-gpu-images/python:v160", "NvidiaTeslaT4")
+    assert "image" not in kit.run("versions")[1].splitlines()[0]  # one image: no column
+    kit.state.docker_image = "gcr.io/kaggle-gpu-images/python:v161"
+    push(kit, "--set", "lora_r=4")
+    push(kit, "--set", "lora_r=8", "--accelerator", "NvidiaL4X1")
+    assert kit.run("status", 2, "--wait")[0] == 0  # v2 ended, but GetKernel describes v3's session now
+    assert kit.row(2)["docker_image"] == "" and kit.row(2)["machine_shape"] == ""
+    assert kit.run("status", 3, "--wait")[0] == 0 and kit.run("pull", 3)[0] == 0
+    assert (kit.row(3)["docker_image"], kit.row(3)["machine_shape"]) == ("gcr.io/kaggle-gpu-images/python:v161",
+                                                                         "NvidiaL4X1")
+    header, *lines = kit.run("versions")[1].splitlines()
+    assert header.split()[-1] == "image" and lines[0].endswith("python:v161") and lines[2].endswith("python:v160")
+    assert versions_json(kit)[3]["docker_image"] == "gcr.io/kaggle-gpu-images/python:v161"
+    code, out, err = kit.run("compare", 1, 3)
+    assert code == 0 and "v1 and v3 ran on different Docker images (gcr.io/kaggle-gpu-images/python:v160 and " \
+                         "gcr.io/kaggle-gpu-images/python:v161)" in err
+    assert "v1 and v3 ran on different accelerators (NvidiaTeslaT4 and NvidiaL4X1)" in err
+    assert len(one_document(kit.run("compare", 1, 3, "--json")[1])["environment_warnings"]) == 2

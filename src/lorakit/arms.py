@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lorakit.common import accelerator_asked, ledger_of, utc_now
+from lorakit.common import ledger_of, utc_now
 from lorakit.errors import ArgumentError, FlagNeeded, NotFound, UsageError
 from lorakit.inflight import push_duplicate_check
 from lorakit.ledger import file_write_atomic
@@ -33,7 +33,7 @@ class Arm:
     seed: Optional[int] = None  # --seeds: this push's seed; None: the config's own
     config_hash: str = ""
     trainable_params: int = 0
-    time_limit_minutes: float = 0.0  # what a run may take at most: quota_check's measure too
+    time_limit_minutes: float = 0.0  # what a run may take at most: its estimate while none ran (lorakit.quota)
 
     @property
     def label(self) -> str:
@@ -57,6 +57,10 @@ class SweepOptions:
     accelerator: Optional[str] = None
     timeout: float = 3600.0  # for each arm's run
     again: bool = False  # push an arm whose config already ran to COMPLETE outside this sweep
+    # issue 21
+    session_timeout_minutes: Optional[float] = None  # each arm's session timeout on Kaggle (push's flag)
+    over_quota: bool = False  # push even when the arms' estimates exceed the GPU hours left (given anew on --resume)
+    parallel: int = 1  # arms on Kaggle at once (given anew on --resume)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class Sweep:
     def push_options(self, arm: Arm) -> PushOptions:
         o = self.options
         return PushOptions(self.message_of(arm), (*self.shared, *arm.own), o.accelerator, again=o.again,
-                           sweep_id=self.id)
+                           sweep_id=self.id, over_quota=o.over_quota,
+                           session_timeout_minutes=o.session_timeout_minutes)
 
     def as_json(self) -> dict:
         return {"id": self.id, "created_at": self.created_at, "shared_sets": list(self.shared),
@@ -197,13 +202,6 @@ def sweep_check(project: Project, sweep: Sweep) -> Sweep:
         for arm in arms:
             push_duplicate_check(others, arm.config_hash)
     return replace(sweep, arms=tuple(arms))
-
-
-def gpu_minutes(project: Project, sweep: Sweep) -> Optional[float]:
-    """The GPU minutes the sweep's runs may take at most (their time limits); None when no GPU is asked for."""
-    if accelerator_asked(project.metadata, sweep.options.accelerator) == "none":
-        return None
-    return sum(arm.time_limit_minutes for arm in sweep.arms)
 
 
 def sweeps_dir(project: Project) -> Path:

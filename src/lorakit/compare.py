@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorakit.common import LABELS, ledger_of, overrides_of, version_parse
-from lorakit.console import JSON, Output, command, flag, project_of, table
+from lorakit.console import JSON, Output, command, flag, project_of, table, warn
 from lorakit.errors import ArgumentError, NotFound, UsageError
 from lorakit.kernel import config_resolved, config_where_keys
 from lorakit.project import Project
@@ -225,6 +225,7 @@ class Comparison:
     paired_reason: str
     test: Optional[Agreement]
     test_reason: str
+    warnings: tuple = ()  # where the two versions ran apart: another Docker image, another accelerator
 
     @property
     def verdict(self) -> Optional[str]:
@@ -241,7 +242,8 @@ class Comparison:
                    for key, diff in (("config_diff", self.config_diff), ("where_diff", self.where_diff))},
                 "config_reason": self.config_reason or None, "paired": paired,
                 "paired_reason": self.paired_reason or None,
-                "test": None if self.test is None else self.test.as_json(), "test_reason": self.test_reason or None}
+                "test": None if self.test is None else self.test.as_json(), "test_reason": self.test_reason or None,
+                "environment_warnings": list(self.warnings)}
 
 
 def _paired_or_reason(a: Side, b: Side, diff: Optional[dict]) -> tuple[Optional[Paired], str]:
@@ -279,7 +281,28 @@ def compare(project: Optional[Project], first: str, second: str) -> Comparison:
         if a.run is None or b.run is None:  # a file given by path is the whole point: its faults are errors
             raise
         test, test_reason = None, str(exc)
-    return Comparison(a, b, what_diff, where_diff, config_reason, paired, paired_reason, test, test_reason)
+    return Comparison(a, b, what_diff, where_diff, config_reason, paired, paired_reason, test, test_reason,
+                      tuple(environment_warnings(project, a, b)))
+
+
+def environment_warnings(project: Optional[Project], a: Side, b: Side) -> list:
+    """Where two versions ran apart, beyond their configs: another Docker image (the ledger's, recorded when each
+    ended as the newest version), another accelerator (the ledger's machine_shape of both, else the device
+    their metrics.json names)."""
+    if project is None or a.run is None or b.run is None:
+        return []
+    rows = [ledger_of(project).row(side.version) or {} for side in (a, b)]
+    warnings = []
+    images = [row.get("docker_image", "") for row in rows]
+    if all(images) and images[0] != images[1]:
+        warnings.append(f"{a.name} and {b.name} ran on different Docker images ({images[0]} and {images[1]}): "
+                        "their library versions may differ as well as their configs")
+    shapes = [row.get("machine_shape", "") for row in rows]
+    ran_on = shapes if all(shapes) else [side.metrics()["device"] or "" for side in (a, b)]
+    if all(ran_on) and ran_on[0] != ran_on[1]:
+        warnings.append(f"{a.name} and {b.name} ran on different accelerators ({ran_on[0]} and {ran_on[1]}): "
+                        "their timings differ, and their numbers may too")
+    return warnings
 
 
 # ------------------------------------------------------------------------------------- the command line
@@ -297,6 +320,8 @@ def cmd_compare(args) -> int:
     project = project_of(args) if is_version(args.a) or is_version(args.b) else None  # two files need no checkout
     c = compare(project, args.a, args.b)
     out.document(c.as_json())
+    for line in c.warnings:
+        warn(line)
     if c.a.run is not None and c.b.run is not None:
         _runs_compared_show(out, c)
     _agreement_show(out, c)

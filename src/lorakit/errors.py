@@ -49,15 +49,27 @@ class LedgerError(LorakitError):
 
 
 class RemoteError(LorakitError):
-    """A Kaggle API call failed; the message carries advice for the status code."""
+    """A Kaggle API call failed; the message carries advice for the status code, ``detail`` Kaggle's own words."""
 
-    def __init__(self, message, status=None):
+    def __init__(self, message, status=None, detail=""):
         super().__init__(message)
         self.status = status
+        self.detail = detail  # the first line of what Kaggle answered (an HTTP error's message), if any
 
     @property
     def exit_code(self) -> int:
         return NotFound.exit_code if self.status == 404 else LorakitError.exit_code
+
+
+class KaggleRefused(RemoteError):
+    """Kaggle refused a push or a submission it was sent, for a reason lorakit knows (lorakit.preflight's
+    KNOWN_REFUSALS): nothing was created, and the message names the fix. ``kind`` names the refusal, ``limit``
+    the number Kaggle quoted (the GPU sessions it allows at once)."""
+
+    def __init__(self, message, status=None, kind="", limit=None):
+        super().__init__(message, status)
+        self.kind = kind
+        self.limit = limit
 
 
 class RunFailed(LorakitError):
@@ -102,7 +114,7 @@ EXIT_CODES = (
     (Refused.exit_code, "refused, nothing sent: it would spend something scarce by mistake or Kaggle would refuse "
                         "it; the message names the fix, or the flag that overrides it (--again: a push of a config "
                         "whose push may have reached Kaggle, a second submission of a version; --allow-smoke: a "
-                        "submission of a smoke run)"),
+                        "submission of a smoke run; --over-quota: a run longer than the GPU hours left)"),
     (NotFound.exit_code, "not found: the version, sweep or file named does not exist (in the ledger, in "
                          "submissions/, on disk, or on Kaggle); the message names what does"),
     (70, "an internal error (a bug): one line; LORAKIT_DEBUG=1 shows the traceback"),

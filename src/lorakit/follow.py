@@ -7,7 +7,7 @@ import time
 from typing import Callable, Optional
 
 from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable
-from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new, seconds_check
+from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new, seconds_check, warn
 from lorakit.errors import NotFound, RemoteError, RunFailed, Timeout
 from lorakit.inflight import version_target
 from lorakit.ledger import Ledger
@@ -21,6 +21,7 @@ def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[i
     version, ref = version_target(project, remote, version)
     status = remote.kernel_status_get(ref, version)
     status_record(ledger_of(project), version, status)
+    environment_record(project, remote, ref, version, status)
     return version, status
 
 
@@ -28,6 +29,24 @@ def status_record(ledger: Ledger, version: int, status: KernelStatus) -> None:
     """v<N>'s row gets the status Kaggle named (a reply that named none, or a version without a row: nothing)."""
     if status.named and ledger.row(version) is not None:
         ledger.update(version, status=status.status)
+
+
+def environment_record(project: Project, remote: Remote, ref: KernelRef, version: int, status: KernelStatus) -> None:
+    """v<N>'s docker_image and machine_shape once its run has ended, from GetKernel: Kaggle describes only the
+    kernel's latest session, so only while v<N> is the newest version; once, and never at the cost of the
+    command (a failed read records nothing)."""
+    if status.status not in TERMINAL_KERNEL or status.status == "NEW_SCRIPT":
+        return
+    ledger = ledger_of(project)
+    row = ledger.row(version)
+    if row is None or row.get("docker_image") or row.get("machine_shape"):
+        return
+    try:
+        latest = remote.kernel_latest_get(ref)
+    except RemoteError:
+        return
+    if latest.version == version and (latest.docker_image or latest.machine_shape):
+        ledger.update(version, docker_image=latest.docker_image, machine_shape=latest.machine_shape)
 
 
 class LogFollower:
@@ -107,6 +126,8 @@ def kernel_status_wait(
             status_record(ledger, version, status)
             recorded.append(status)
         on_poll(version, status, elapsed)
+        if status.status in TERMINAL_KERNEL:
+            environment_record(project, remote, ref, version, status)
         if status.status in TERMINAL_KERNEL and log is not None:
             log.finish()
         return status.status in TERMINAL_KERNEL
@@ -177,7 +198,10 @@ def cmd_status(args) -> int:
     else:
         version, status = kernel_status_get(project, remote_new(), args.version)
         out.result(f"v{version} {status.shown}")
-    out.partial = {"version": version, **status.as_json()}
+    problem = (ledger_of(project).row(version) or {}).get("push_problem") or ""
+    out.partial = {"version": version, **status.as_json(), "push_problem": problem or None}
+    if problem:
+        warn(f"v{version} is marked: Kaggle's reply to its push said {problem}")
     if status.failure_message:
         out.result(f"failure message: {status.failure_message}")
     kernel_failure_raise(version, status)

@@ -62,6 +62,11 @@ COLUMNS = [
     "sender",  # the lorakit process sending it: "host pid start-time"; no other command settles the row while it lives
     "sent_at",  # UTC time the send was recorded, just before it left
     "send_ends",  # UTC time by which that send is over whatever happens; not on Kaggle LORAKIT_CONFIRM_S after it, it never arrived
+    # issue 21: what Kaggle said of a version beyond its status
+    "push_problem",  # what Kaggle's reply to the push said is wrong with the version it made (invalid sources or tags, another kernel than meant); status and versions show it
+    "session_timeout_s",  # the session_timeout_seconds the push sent: Kaggle stops the run there
+    "docker_image",  # the Docker image of the run (GetKernel), recorded when it was the newest version and had just ended
+    "machine_shape",  # the machine shape Kaggle ran it on (GetKernel), recorded with docker_image
 ]
 SENDING = "SENDING"  # recorded, and about to be sent or in flight: not yet known to have reached Kaggle
 LOCK_WAIT_S = 10.0  # a ledger update holds the lock for milliseconds: longer means another command is stuck

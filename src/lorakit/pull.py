@@ -20,6 +20,7 @@ from lorakit.common import (
 from lorakit.common import predicted_on_of
 from lorakit.console import JSON, Output, command, err, flag, fmt, project_of, remote_new, warn
 from lorakit.errors import RemoteError, UsageError
+from lorakit.follow import environment_record
 from lorakit.inflight import UNSETTLED, version_target
 from lorakit.kernel import submission_check
 from lorakit.ledger import mode_under_umask
@@ -196,6 +197,7 @@ def kernel_output_pull(
     version, ref = version_target(project, remote, version)
     with pull_lock(project, version, remote.policy.lock_wait, on_wait):
         status, warnings = pullable_status(remote, ref, version, allow_running)
+        environment_record(project, remote, ref, version, status)
         written = outputs_fetch(project, remote, ref, version)
         metrics, submittable = _pulled_outputs_check(project, version, written, status, warnings)
         row = ledger.row(version) or {}

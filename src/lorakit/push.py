@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional
+from urllib.parse import urlsplit
 
 from lorakit.check import config_check
 from lorakit.common import (
@@ -25,9 +26,14 @@ from lorakit.inflight import push_claim, push_duplicate_check, pushes_settle, se
 from lorakit.kernel import Effective, adapter_digest, script_render
 from lorakit.ledger import SENDING, Ledger
 from lorakit.processes import temp_tag
-from lorakit.project import METADATA_FILE, DatasetRef, KernelRef, Project, adapter_dataset_ref, git_state
-from lorakit.quota import quota_check
-from lorakit.remote import Remote
+from lorakit.preflight import (
+    CompetitionState, competition_preflight, kaggle_refusal, sources_preflight, title_for, title_preflight,
+)
+from lorakit.project import (
+    METADATA_FILE, DatasetRef, KernelRef, Project, adapter_dataset_ref, git_state, slugify_title,
+)
+from lorakit.quota import gpu_hours_left, quota_weigh, run_estimate
+from lorakit.remote import PushReply, PushSettings, Remote
 from lorakit.retry import Poll, poll_until
 
 
@@ -45,6 +51,9 @@ class PushOptions:
     again: bool = False  # push even when a push of the same config_hash may have reached Kaggle
     for_submission: bool = False  # set by run_pipeline for run --submit: a smoke config is refused before pushing
     sweep_id: str = ""  # the sweep this push is an arm of (lorakit sweep), written into its ledger row
+    submit_flag: str = ""  # the flag of a push meant to be submitted (run --submit): a closed competition refuses it
+    over_quota: bool = False  # push even when the run's estimate exceeds the GPU hours left
+    session_timeout_minutes: Optional[float] = None  # when Kaggle stops the session (default: time limit + margin)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class PushResult:
     adapter: Optional[AdapterSource] = None
     notes: tuple = ()
     status: str = ""  # the ledger's status of the new version: QUEUED, or NEW_SCRIPT (--no-run); "" in a dry run
+    session_timeout_s: Optional[int] = None  # the session_timeout_seconds sent (or, in a dry run, to be sent)
 
     def as_json(self) -> dict:
         e = self.effective
@@ -90,6 +100,7 @@ class PushResult:
             "accelerator": self.accelerator,
             "predict_from": None if self.adapter is None else self.adapter.as_json(),
             "notes": list(self.notes),
+            "session_timeout_s": self.session_timeout_s,
         }
 
 
@@ -108,6 +119,7 @@ def build_write(
     (folder / script_name).write_text(rendered, encoding="utf-8")
     meta = dict(project.metadata)
     meta["id"] = str(ref)
+    meta["title"] = title_sent(project, ref)
     meta["code_file"] = script_name
     sources = list(meta.get("dataset_sources") or [])
     sources += [source for source in dataset_sources if source not in sources]
@@ -116,6 +128,16 @@ def build_write(
         meta["machine_shape"] = accelerator
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def title_sent(project: Project, ref: KernelRef) -> str:
+    """The title the build copy sends: the metadata's; for --kernel naming another kernel, one whose slug is that
+    kernel's when the metadata's makes another (Kaggle names a kernel it creates by its title)."""
+    title = str(project.metadata.get("title") or "")
+    home = project.home or project.kernel
+    if ref.slug != home.slug and slugify_title(title) != ref.slug.lower():
+        return title_for(ref.slug)
+    return title
 
 
 def adapter_source_of(project: Project, version) -> AdapterSource:
@@ -205,6 +227,11 @@ class PushPlan:
         return self.record["push_token"]
 
     @property
+    def session_timeout_s(self) -> int:
+        """session_timeout_seconds: Kaggle stops the run there (session_timeout_of)."""
+        return self.record["session_timeout_s"]
+
+    @property
     def asked(self) -> str:
         """accelerator_asked"""
         return self.record["accelerator"]
@@ -234,14 +261,16 @@ def kernel_push(project: Project, remote: Optional[Remote], options: PushOptions
     if options.dry_run:
         ref = kernel_ref_resolve(project, None, notes)
         _build_render(project, plan, ref, options.accelerator)
-        return PushResult(None, ref, ref.url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes))
+        return PushResult(None, ref, ref.url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes),
+                          session_timeout_s=plan.session_timeout_s)
     if remote is None:  # pragma: no cover - the CLI always passes one
         raise UsageError("push needs a Kaggle connection")
     ref = kernel_ref_resolve(project, remote, notes)
     target = PushTarget(project, remote, ref, ledger_of(project, ref))
     plan = push_preflight(target, plan, options, warn, notes)
     version, url, status = push_send(target, plan, options, notes)
-    return PushResult(version, ref, url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes), status)
+    return PushResult(version, ref, url, plan.build_dir, plan.effective, plan.asked, plan.adapter, tuple(notes), status,
+                      plan.session_timeout_s)
 
 
 def push_options_check(project: Project, options: PushOptions) -> Optional[Path]:
@@ -252,6 +281,9 @@ def push_options_check(project: Project, options: PushOptions) -> Optional[Path]
     accelerator = options.accelerator
     if accelerator is not None and (not accelerator.strip() or re.search(r"\s", accelerator)):
         raise ArgumentError(f"--accelerator must be a machine shape such as NvidiaTeslaT4, got {accelerator!r}")
+    minutes = options.session_timeout_minutes
+    if minutes is not None and not 0 < minutes < float("inf"):
+        raise ArgumentError(f"--session-timeout-minutes must be a positive number of minutes, got {minutes:g}")
     build_dir = build_dir_check(project, options.build_dir) if options.build_dir else None
     ledger_of(project).check_writable()
     return build_dir
@@ -275,35 +307,80 @@ def push_plan(project: Project, options: PushOptions) -> PushPlan:
     if options.for_submission and effective.config.smoke:
         raise FlagNeeded("a smoke run predicts synthetic data and is never submitted: drop --submit, or add "
                          "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
-    record = push_record_of(project, effective, options)
+    warnings = [*report.warnings, *([effective.budget_warning] if effective.budget_warning else [])]
+    timeout = session_timeout_of(effective.config, accelerator_asked(project.metadata, options.accelerator),
+                                 options.session_timeout_minutes, warnings)
+    record = push_record_of(project, effective, options, timeout)
     rendered = script_render(project, effective, record["push_token"], record)  # once, before any network call
-    warnings = (*report.warnings, *([effective.budget_warning] if effective.budget_warning else []))
-    return PushPlan(effective, adapter, record, rendered, build_dir, warnings)
+    return PushPlan(effective, adapter, record, rendered, build_dir, tuple(warnings))
 
 
-def push_record_of(project: Project, effective: Effective, options: PushOptions) -> dict:
+SESSION_MARGIN_MINUTES = 30.0  # after training stops at time_limit_minutes: the adapter saved, predictions written
+SESSION_MAX_MINUTES = 12 * 60.0  # Kaggle's longest GPU (and CPU) session
+TPU_SESSION_MAX_MINUTES = 9 * 60.0  # ... and TPU session
+
+
+def session_timeout_of(config, asked: str, minutes: Optional[float], notes: list) -> int:
+    """The session_timeout_seconds of a push: ``minutes`` (--session-timeout-minutes), else the run's
+    time_limit_minutes plus SESSION_MARGIN_MINUTES; never past Kaggle's session maximum (a note says so)."""
+    most = TPU_SESSION_MAX_MINUTES if asked.lower().startswith("tpu") else SESSION_MAX_MINUTES
+    wanted = minutes if minutes is not None else float(config.time_limit_minutes) + SESSION_MARGIN_MINUTES
+    if wanted > most:
+        notes.append(f"a session timeout of {wanted:g} min is past Kaggle's {most / 60:g} h session maximum: "
+                     f"{most:g} min sent instead")
+        wanted = most
+    return int(round(wanted * 60))
+
+
+def push_record_of(project: Project, effective: Effective, options: PushOptions, session_timeout_s: int) -> dict:
     """What only the pushing machine knows of a push (its token, time, message, git state, the accelerator
-    asked, the sweep it is an arm of) and the config_hash and count it was pushed with: written into the script's push record block, which
-    the run copies into metrics.json and `lorakit sync` reads back, and into the ledger row."""
+    asked, the sweep it is an arm of, the session timeout sent) and the config_hash and count it was pushed with:
+    written into the script's push record block, which the run copies into metrics.json and `lorakit sync` reads
+    back, and into the ledger row."""
     commit, dirty = git_state(project.root)
     return dict(push_token=token_new(), pushed_at=utc_now(), message=options.message, git_commit=commit,
                 git_dirty=dirty, accelerator=accelerator_asked(project.metadata, options.accelerator),
                 config_hash=effective.config_hash, trainable_params=effective.trainable_params,
-                sweep_id=options.sweep_id)
+                sweep_id=options.sweep_id, session_timeout_s=session_timeout_s)
 
 
 def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
                    notes: list) -> PushPlan:
     """Before sending: settle the pushes left unsettled, refuse a config whose push may have reached Kaggle
-    (unless --again), compare the time limit with the GPU quota, and upload the adapter; the plan with the
-    adapter as uploaded."""
+    (unless --again), ask Kaggle what it would refuse (kaggle_preflight), and upload the adapter, looked up once
+    ready; the plan with the adapter as uploaded."""
     notes += pushes_settle(target.project, target.remote, target.ref).notes()
     if not options.again:
         push_duplicate_check([*target.ledger.provisional(), *target.ledger.rows()], plan.effective.config_hash)
-    quota_check(target.remote, plan.effective.config, plan.asked, warn, notes)
+    competition = kaggle_preflight(target, plan, options, warn, notes)
     if plan.adapter is None:
         return plan
-    return replace(plan, adapter=adapter_dataset_ensure(target.remote, plan.adapter, target.ref, notes))
+    plan = replace(plan, adapter=adapter_dataset_ensure(target.remote, plan.adapter, target.ref, notes))
+    sources_preflight(target.remote, {"dataset_sources": plan.sources}, competition, notes)
+    return plan
+
+
+def kaggle_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
+                     notes: list) -> CompetitionState:
+    """What Kaggle would refuse, asked before anything is sent: the competition (rules, deadline), the title of a
+    kernel not made yet, every source of the metadata; then the run's estimate against the GPU hours left
+    (``warn`` hears an --over-quota push). What it read of the competition."""
+    remote, project = target.remote, target.project
+    competition = competition_preflight(remote, project.competition, options.submit_flag, notes)
+    title_preflight(remote, title_sent(project, target.ref), target.ref)
+    sources_preflight(remote, project.metadata, competition, notes)
+    if plan.asked == "none":
+        return competition
+    estimate = run_estimate(target.ledger.rows(), plan.asked, plan.effective.config.time_limit_minutes,
+                            predict_only=plan.adapter is not None)
+    left, why = gpu_hours_left(lambda: remote, plan.asked)
+    if why:
+        notes.append(f"{why}; pushed without weighing the run against it")
+    overridden = quota_weigh(left, estimate.minutes, f"the run ({estimate.minutes:.0f} min: {estimate.source})",
+                             options.over_quota)
+    if overridden:
+        warn(overridden)
+    return competition
 
 
 def push_send(target: PushTarget, plan: PushPlan, options: PushOptions, notes: list) -> tuple:
@@ -343,11 +420,13 @@ def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOp
     """Record the push (SENDING, naming this process) before it leaves, send it, then number its row;
     (version, url, status)."""
     remote, ledger, ref, token = target.remote, target.ledger, target.ref, plan.token
-    after = remote.kernel_version_latest(ref)
+    before = remote.kernel_latest_get(ref)
+    after = before.version
     fields = {**_push_fields(plan), **send_fields(remote.policy)}
     push_claim(ledger, token, options.again, sent_after=after, kernel_url=ref.url, **fields)  # or nothing is sent
     try:
-        reply, recovered = remote.kernel_push(folder, options.accelerator, options.no_run, ref, token, after)
+        settings = PushSettings(options.accelerator, options.no_run, plan.session_timeout_s)
+        reply, recovered = remote.kernel_push(folder, settings, ref, token, after)
     except (Unconfirmed, KeyboardInterrupt) as exc:
         version = after + 1  # what Kaggle numbers it if it went through
         _push_record(target, token, version, notes, status=UNCONFIRMED, **send_over())
@@ -358,19 +437,59 @@ def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOp
     except RemoteError as exc:
         if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was pushed
             ledger.drop_provisional(token)
+            raise kaggle_refusal(f"the push of {ref}", exc.detail, exc.status, target.project.competition) or exc
         raise
     url = reply.url or ref.url
     if reply.error:
         ledger.drop_provisional(token)
-        raise RemoteError(f"Kaggle refused the push of {ref}: {reply.error}")
-    if reply.invalid_sources:
-        notes.append(f"Kaggle could not attach these sources: {', '.join(reply.invalid_sources)}")
+        raise (kaggle_refusal(f"the push of {ref}", reply.error, None, target.project.competition)
+               or RemoteError(f"Kaggle refused the push of {ref}: {reply.error}"))
     if not reply.version:  # the row stays SENDING: the next command finds the version by the token
         raise RemoteError(f"Kaggle accepted the push of {ref} but returned no version number; see {url}")
     if recovered:
         notes.append(f"Kaggle's reply to the push was lost, but it went through as v{reply.version}: not sent again")
     status = "NEW_SCRIPT" if options.no_run else "QUEUED"
-    _push_record(target, token, reply.version, notes, kernel_url=url, status=status)
+    return _push_numbered(target, token, reply, before.kernel_id, notes, status)
+
+
+def reply_kernel(reply: PushReply) -> Optional[KernelRef]:
+    """The kernel a SaveKernel reply says it saved to (its ref, else its url: ".../code/owner/slug"); None when
+    it names none."""
+    for text in (reply.ref, reply.url):
+        path = urlsplit(text).path if "://" in text else text
+        match = re.search(r"(?:^|/)([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/?$", path)
+        if match:
+            return KernelRef(*match.groups())
+    return None
+
+
+def _push_numbered(target: PushTarget, token: str, reply: PushReply, kernel_id: int, notes: list,
+                   status: str) -> tuple:
+    """Number the push's row from Kaggle's whole reply: under the kernel it names (the ledger records the real
+    one) and marked with what it refused (push_problem); a RemoteError naming the fix when there is either.
+    ``kernel_id`` is the meant kernel's id before the push (0: it did not exist). (version, url, status)."""
+    saved, meant = reply_kernel(reply), target.ref
+    problems = [f"{name} {', '.join(entries)}" for name, entries in reply.invalid]
+    other = saved is not None and (saved.owner.lower(), saved.slug.lower()) != (meant.owner.lower(), meant.slug.lower())
+    if other:
+        problems.append(f"saved to {saved}, not {meant}")
+        target = replace(target, ref=saved, ledger=ledger_of(target.project, saved))
+    elif kernel_id and reply.kernel_id and reply.kernel_id != kernel_id:
+        problems.append(f"saved to the kernel of id {reply.kernel_id}, not {meant}'s {kernel_id}")
+    url = reply.url or target.ref.url
+    _push_record(target, token, reply.version, notes, kernel_url=url, status=status, kernel_ref=str(target.ref),
+                 push_problem="; ".join(problems))
+    if other:
+        title = title_sent(target.project, meant)
+        raise RemoteError(f"Kaggle saved this push as {saved} v{reply.version}, not {meant}: the title {title!r} and "
+                          f"the slug {meant.slug!r} disagree, so Kaggle made a new kernel; recorded under {saved} "
+                          f"(lorakit status {reply.version} --kernel {saved}); delete it with: kaggle kernels delete "
+                          f"{saved}, and set the title in kernel-metadata.json to "
+                          f"{title_for(meant.slug)!r}")
+    if problems:
+        raise RemoteError(f"Kaggle made v{reply.version} of {meant} but refused {'; '.join(problems)}: recorded and "
+                          f"marked (lorakit status {reply.version}); the run cannot use what was refused: fix "
+                          "kernel-metadata.json and push again")
     return reply.version, url, status
 
 
@@ -403,19 +522,27 @@ PUSH_FLAGS = (
     flag("--again", action="store_true",
          help="push even when a push of the same config_hash may have reached Kaggle (in flight, not settled yet, "
               "queued, running or COMPLETE)"),
+    flag("--over-quota", action="store_true",
+         help="push even when the run's estimate exceeds the GPU hours left this week (lorakit quota)"),
+    flag("--session-timeout-minutes", type=float, metavar="M",
+         help="Kaggle stops the run's session after M minutes (default: time_limit_minutes + 30, at most Kaggle's "
+              "12 h): a backstop on Kaggle's side, unlike run's --timeout, which only stops lorakit waiting"),
 )
 
 
 def push_options_of(args) -> PushOptions:
     """The PushOptions of push's (and run's) command line."""
     return PushOptions(args.message, tuple(args.sets), args.accelerator, args.no_run, args.predict_from,
-                       args.build_dir, args.dry_run, args.again)
+                       args.build_dir, args.dry_run, args.again, over_quota=args.over_quota,
+                       session_timeout_minutes=args.session_timeout_minutes)
 
 
 def push_show(out: Output, project, result, hints: bool) -> None:
     e = result.effective
     out.progress(f"check: {e.trainable_params:,} trainable parameters (within budget {e.budget:,}), "
                  f"config_hash {e.config_hash[:12]}")
+    if result.session_timeout_s:
+        out.progress(f"session timeout on Kaggle: {result.session_timeout_s / 60:g} min")
     if result.adapter is not None:
         a = result.adapter
         upload = f" ({a.upload})" if a.upload else ""

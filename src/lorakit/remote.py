@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from lorakit.errors import LorakitError, RemoteError
 from lorakit.retry import http_status, is_retryable
 from lorakit.timeouts import bounded
-from lorakit.transport import OddReply, Transport, _failure, _is_timeout, pages_read
+from lorakit.transport import OddReply, Transport, _failure, _is_timeout, pages_read, server_words
 
 
 @dataclass(frozen=True)
@@ -94,26 +94,51 @@ def submission_from_api(item) -> Submission:
     )
 
 
+# What a SaveKernel reply may refuse of a version it created, in the order lorakit names them.
+INVALID_FIELDS = ("invalid_dataset_sources", "invalid_competition_sources", "invalid_kernel_sources",
+                  "invalid_model_sources", "invalid_tags")
+LISTED_MAX = 20  # entries of one reply's list kept: the reply is untrusted
+
+
 @dataclass(frozen=True)
 class PushReply:
+    """Kaggle's whole SaveKernel reply, each text one printable line."""
+
     version: int
     url: str = ""
     error: str = ""
-    invalid_sources: tuple = ()
+    invalid: tuple = ()  # (a field of INVALID_FIELDS, (its entries, ...)) for each list the reply filled
+    ref: str = ""  # the kernel the version was saved to, as the reply names it
+    kernel_id: int = 0
 
     @classmethod
     def of(cls, response) -> "PushReply":
-        invalid = [
-            *(getattr(response, "invalid_kernel_sources", None) or []),
-            *(getattr(response, "invalid_competition_sources", None) or []),
-            *(getattr(response, "invalid_dataset_sources", None) or []),
-        ]
-        return cls(
-            int(getattr(response, "version_number", 0) or 0),
-            getattr(response, "url", "") or "",
-            (getattr(response, "error", "") or "").strip(),
-            tuple(invalid),
-        )
+        invalid = tuple((name, tuple(server_words(str(v)) for v in entries[:LISTED_MAX]))
+                        for name in INVALID_FIELDS if (entries := list(getattr(response, name, None) or [])))
+        text = {key: server_words(str(getattr(response, key, "") or "")) for key in ("url", "error", "ref")}
+        return cls(int(getattr(response, "version_number", 0) or 0), text["url"], text["error"], invalid,
+                   text["ref"], int(getattr(response, "kernel_id", 0) or 0))
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """How a build folder is pushed: the machine shape (None: the metadata's), a quick save without a run, and
+    the session_timeout_seconds at which Kaggle stops the run (None: Kaggle's own maximum)."""
+
+    accelerator: Optional[str] = None
+    no_run: bool = False
+    session_timeout_s: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class KernelLatest:
+    """What GetKernel says of a kernel: its newest version (0: no such kernel), its id, and the Docker image and
+    machine shape of its latest session (Kaggle describes that one only)."""
+
+    version: int
+    kernel_id: int = 0
+    docker_image: str = ""
+    machine_shape: str = ""
 
 
 def _upload_put(url: str, path: Path) -> None:
@@ -142,15 +167,25 @@ class Remote(Transport):
             request.version_label = f"v{int(version)}"
         return self._none_on_404(lambda kaggle: kaggle.kernels.kernels_api_client.get_kernel(request))
 
-    def kernel_version_latest(self, ref) -> int:
-        """The newest version number of kernel ``ref`` (0 when it does not exist yet)."""
+    def kernel_latest_get(self, ref) -> KernelLatest:
+        """GetKernel's word on kernel ``ref``: its newest version (0 when it does not exist yet) and the rest."""
         response = self.call(
             f"read the newest version of {ref}",
             lambda: self._kernel_get(ref),
             forbidden=f"check that you own the kernel {ref}",
         )
         metadata = getattr(response, "metadata", None)
-        return int(getattr(metadata, "current_version_number", 0) or 0)
+        words = {key: server_words(str(getattr(metadata, key, "") or "")) for key in ("docker_image", "machine_shape")}
+        return KernelLatest(int(getattr(metadata, "current_version_number", 0) or 0),
+                            int(getattr(metadata, "id", 0) or 0), **words)
+
+    def kernel_version_latest(self, ref) -> int:
+        """The newest version number of kernel ``ref`` (0 when it does not exist yet)."""
+        return self.kernel_latest_get(ref).version
+
+    def kernel_found(self, ref, version: Optional[int] = None) -> bool:
+        """Whether kernel ``ref`` (its ``version``) exists and is readable: a kernel source looked up."""
+        return self.call(f"look up the kernel {ref}", lambda: self._kernel_get(ref, version)) is not None
 
     def kernel_source_get(self, ref, version: int) -> Optional[str]:
         """The script of version ``version`` of ``ref`` as Kaggle holds it; None when there is no such version."""
@@ -162,11 +197,12 @@ class Remote(Transport):
         blob = getattr(response, "blob", None)
         return None if blob is None else (blob.source or "")
 
-    def kernel_push(self, folder: Path, accelerator: Optional[str], no_run: bool, ref, token: str, after: int):
+    def kernel_push(self, folder: Path, settings: PushSettings, ref, token: str, after: int):
         """Push the build folder; (PushReply, recovered). ``token`` is in its script, ``after`` the newest version before."""
+        timeout = None if settings.session_timeout_s is None else str(int(settings.session_timeout_s))
 
         def send():
-            return PushReply.of(self.api.kernels_push(str(folder), None, accelerator, no_run))
+            return PushReply.of(self.api.kernels_push(str(folder), timeout, settings.accelerator, settings.no_run))
 
         def went_through():  # another push may have landed meanwhile: every version above ``after`` is looked at
             number = self._token_version(ref, token, after)
@@ -344,6 +380,26 @@ class Remote(Transport):
         dataset = self.call(f"read the dataset {ref}", lambda: self._dataset_get(ref))
         return None if dataset is None else (dataset.description or "")
 
+    def dataset_versions_get(self, ref) -> Optional[int]:
+        """The newest version number of dataset ``ref``; None when there is no such dataset (a source looked up)."""
+        dataset = self.call(f"look up the dataset {ref}", lambda: self._dataset_get(ref))
+        return None if dataset is None else int(getattr(dataset, "current_version_number", 0) or 0)
+
+    def model_instance_versions_get(self, owner: str, model: str, framework: str, instance: str) -> Optional[int]:
+        """The newest version number of a model instance (GetModelInstance); None when there is none."""
+        from kagglesdk.models.types.model_api_service import ApiGetModelInstanceRequest
+        from kagglesdk.models.types.model_enums import ModelFramework
+
+        request = ApiGetModelInstanceRequest()
+        request.owner_slug, request.model_slug, request.instance_slug = owner, model, instance
+        try:
+            request.framework = self.api.lookup_enum(ModelFramework, ModelFramework.MODEL_FRAMEWORK_API, framework)
+        except KeyError:
+            return None  # no framework of that name: no such instance
+        found = self.call(f"look up the model {owner}/{model}/{framework}/{instance}", lambda: self._none_on_404(
+            lambda kaggle: kaggle.models.model_api_client.get_model_instance(request)))
+        return None if found is None else int(getattr(found, "version_number", 0) or 0)
+
     def dataset_status_get(self, ref) -> str:
         """Kaggle's processing status of dataset ``ref``'s newest version (READY once it can be attached)."""
         from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetStatusRequest
@@ -453,6 +509,15 @@ class Remote(Transport):
             forbidden=f"accept the competition rules at https://www.kaggle.com/competitions/{competition}/rules",
         )
 
+    def competition_get(self, competition: str):
+        """GetCompetition: what Kaggle says of ``competition`` (whether I entered, its deadline); None on 404."""
+        from kagglesdk.competitions.types.competition_api_service import ApiGetCompetitionRequest
+
+        request = ApiGetCompetitionRequest()
+        request.competition_name = competition
+        return self.call(f"read the competition {competition}", lambda: self._none_on_404(
+            lambda kaggle: kaggle.competitions.competition_api_client.get_competition(request)))
+
     def submission_limits_get(self, competition: str):
         return self.call(
             f"read today's submission limits of {competition}",
@@ -524,12 +589,15 @@ class Remote(Transport):
             self.call(f"read submission {ref}", get, **self._competition_advice(competition))
         )
 
-    def _submissions_page(self, competition: str, token: str, page_number: int):
-        """One page of ListSubmissions, newest first."""
+    def _submissions_page(self, competition: str, token: str, page_number: int, selected: bool = False):
+        """One page of ListSubmissions, newest first (with ``selected``, those picked for the private leaderboard)."""
         from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
+        from kagglesdk.competitions.types.competition_enums import SubmissionGroup
 
         request = ApiListSubmissionsRequest()
         request.competition_name = competition
+        if selected:
+            request.group = SubmissionGroup.SUBMISSION_GROUP_SELECTED
         request.page_size = 100
         if token:
             request.page_token = token
@@ -551,6 +619,13 @@ class Remote(Transport):
 
         return pages_read(page, submissions_of, key=lambda s: s.ref, limit=100)
 
+    def submissions_selected(self, competition: str) -> list[int]:
+        """The refs of my submissions selected for the private leaderboard (at most a page: Kaggle allows two)."""
+        response = self.call(f"list my selected submissions to {competition}",
+                             lambda: self._submissions_page(competition, "", 1, selected=True),
+                             **self._competition_advice(competition))
+        return [int(s.ref or 0) for s in response.submissions or [] if s is not None and s.ref]
+
     def leaderboard_get(self, competition: str, pages: int, enough=None) -> list:
         """Up to ``pages`` pages of the public leaderboard, as a list of (team_id, team_name, score, date).
 
@@ -561,6 +636,7 @@ class Remote(Transport):
         def page(token: str, _number: int):
             request = ApiGetLeaderboardRequest()
             request.competition_name = competition
+            request.override_public = True  # the public board, which the command is labelled as, even once a private one exists
             request.page_size = 100
             if token:
                 request.page_token = token

@@ -115,7 +115,8 @@ def run_pipeline(project: Project, remote: Optional[Remote], options: RunOptions
 
 def _run_steps(project: Project, remote: Optional[Remote], options: RunOptions, show: RunShow, at: RunAt) -> RunResult:
     """run_pipeline's steps, each recorded in ``at`` as it starts."""
-    push = replace(options.push, for_submission=options.submit and not options.allow_smoke)
+    push = replace(options.push, for_submission=options.submit and not options.allow_smoke,
+                   submit_flag="--submit" if options.submit else options.push.submit_flag)
     pushed = kernel_push(project, remote, push, show.warn)
     show.pushed(pushed)
     if options.push.dry_run:
@@ -146,7 +147,8 @@ def _run_steps(project: Project, remote: Optional[Remote], options: RunOptions, 
     flag("--submit", action="store_true", help="then submit submissions/v<N>/submission.csv and wait for the score"),
     flag("--follow", action="store_true", help="stream the run's log while waiting"),
     flag("--timeout", type=float, default=3600.0, metavar="S",
-         help="give up waiting for the run after S seconds (default 3600)"),
+         help="give up waiting for the run after S seconds (default 3600); the run goes on on Kaggle (its end "
+              "there is --session-timeout-minutes)"),
     flag("--score-timeout", type=float, default=1800.0, metavar="S",
          help="give up waiting for the score after S seconds (default 1800)"),
     ALLOW_SMOKE,

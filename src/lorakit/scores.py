@@ -1,5 +1,6 @@
 """`lorakit scores` and `lorakit leaderboard`: my submissions matched to their versions and recorded, the
-candidates marked; the public leaderboard with my rank.
+candidates and the final picks (those selected for the private leaderboard) marked; the public leaderboard with
+my rank.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ import contextlib
 import csv
 import dataclasses
 import io
+import zipfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +24,7 @@ from lorakit.errors import ArgumentError, RemoteError, UsageError
 from lorakit.inflight import UNSETTLED, unsettled_of, unsettled_words
 from lorakit.ledger import Ledger
 from lorakit.ledger import kernel_same
+from lorakit.preflight import COMPETITION_URL, competition_read
 from lorakit.project import KernelRef, Project
 from lorakit.remote import Remote, Submission
 from lorakit.stats import finite_number
@@ -45,6 +49,15 @@ class ScoreRow:
 
 
 @dataclass(frozen=True)
+class Picks:
+    """My submissions selected for the private leaderboard, and what to say of them."""
+
+    selected: tuple = ()  # their refs
+    warning: str = ""  # none is selected and the deadline is near
+    note: str = ""  # they could not be read
+
+
+@dataclass(frozen=True)
 class Scores:
     rows: tuple
     best_public: Optional[ScoreRow]
@@ -53,15 +66,20 @@ class Scores:
     not_submitted: tuple = ()  # versions whose unconfirmed submission turned out never to have reached Kaggle
     not_candidates: tuple = ()  # (version, kernel, what it predicted on): runs that are not real runs
     unsettled: tuple = ()  # (version, words): submissions in flight or not found on Kaggle yet, left as they are
+    picks: Picks = Picks()  # the final picks
 
     def as_json(self) -> dict:
+        picks = self.picks
         return {
             "submissions": [
                 {**r.submission.as_json(), "version": r.version, "kernel": r.kernel or None, "gap": r.gap,
                  "val_accuracy": r.val_accuracy, "message": r.message,
-                 "overrides": json_loads_safe(r.overrides) if r.overrides else None}
+                 "overrides": json_loads_safe(r.overrides) if r.overrides else None,
+                 "selected": r.submission.ref in picks.selected}
                 for r in self.rows
             ],
+            "selected": list(picks.selected),
+            "selection_warning": picks.warning or None,
             "best_public": None if self.best_public is None else self.best_public.version,
             "best_validation": None if self.best_validation is None else int(self.best_validation["version"]),
             "unrecorded": list(self.unrecorded),
@@ -89,6 +107,28 @@ def _scores_record(ledger: Ledger, chosen: dict, verdicts: dict) -> None:
                 record.update(submission_token=record["pending_token"], submitted_at=sub.date or utc_now(),
                               pending_token="", pending_status="")
             record.update(submission_columns(sub))
+
+
+SELECTION_DAYS = 7  # in the last days before the deadline, scores says when no submission is a final pick
+
+
+def final_picks(remote: Remote, competition: str, any_submission: bool) -> Picks:
+    """ListSubmissions' SELECTED group; when none is selected, one GetCompetition for the deadline: within
+    SELECTION_DAYS days of it, a warning that Kaggle will pick by the public score."""
+    try:
+        selected = tuple(remote.submissions_selected(competition))
+    except RemoteError as exc:
+        return Picks(note=f"could not read which submissions are selected for the private leaderboard ({exc})")
+    if selected or not any_submission:
+        return Picks(selected)
+    deadline = competition_read(remote, competition).deadline
+    days = None if deadline is None else (deadline - datetime.now(timezone.utc)).total_seconds() / 86400
+    if days is None or not 0 < days <= SELECTION_DAYS:
+        return Picks(selected)
+    return Picks(selected, f"none of your submissions is selected for the private leaderboard and the deadline is in "
+                           f"{days:.1f} days ({deadline:%Y-%m-%d %H:%M} UTC): select up to two at "
+                           f"{COMPETITION_URL.format(competition)}/submissions (else Kaggle picks those with the "
+                           "best public scores)")
 
 
 def scores_get(project: Project, remote: Remote) -> Scores:
@@ -125,8 +165,9 @@ def scores_get(project: Project, remote: Remote) -> Scores:
     waiting = tuple((k[1], unsettled_words({**rows[k], **state.fields}, _status(rows[k]), "submitted",
                                            remote.policy.confirm_time))
                     for k, (_token, state) in sorted(verdicts.items()) if not state.final)
+    picks = final_picks(remote, project.competition, bool(submissions))
     return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates,
-                  waiting)
+                  waiting, picks)
 
 
 def _status(row: dict) -> str:
@@ -223,7 +264,7 @@ def leaderboard_get(project: Project, remote: Remote, top: int = 20, download: O
     def enough(rows) -> bool:  # stop paging once the top rows and my own row are read
         return len(rows) >= top and any(name in mine_names for _, name, _, _ in rows)
 
-    rows = remote.leaderboard_get(project.competition, pages=max(1, (top + 99) // 100) + 9, enough=enough)
+    rows = remote.leaderboard_get(project.competition, pages=max(1, (top + 99) // 100) + 9, enough=enough)  # public
     ranked = [
         LeaderboardRow(i + 1, tid, name, score, date, name in mine_names)
         for i, (tid, name, score, date) in enumerate(rows)
@@ -257,6 +298,7 @@ def cmd_scores(args) -> int:
         if scores.best_validation is not None and r.version == best_val_version and kernel_same(
                 r.kernel, scores.best_validation["kernel_ref"]):
             mark += "V"
+        mark += "S" if s.ref in scores.picks.selected else ""
         rows.append([mark, version_label(project, r.version, r.kernel), s.ref, s.status,
                      fmt(s.public_score, 5), fmt(s.private_score, 5), fmt(r.gap, 5), fmt(r.val_accuracy),
                      s.date[:16].replace("T", " "), r.overrides or ""])
@@ -282,6 +324,12 @@ def cmd_scores(args) -> int:
                        f"({fmt(v.get('val_accuracy'))})")
         if scores.best_public is not None or scores.best_validation is not None:
             out.result("  -> the candidates for the two final submissions")
+        if scores.picks.selected:
+            out.result(f"S selected for the private leaderboard: {len(scores.picks.selected)} submission(s)")
+    if scores.picks.warning:
+        warn(scores.picks.warning)
+    if scores.picks.note:
+        note(scores.picks.note)
     note("versions that were never submitted are listed by lorakit versions")
     for version in scores.unrecorded:
         warn(f"v{version} has submissions but no ledger row; its scores were not recorded")
@@ -296,6 +344,18 @@ def cmd_scores(args) -> int:
     return 0
 
 
+def board_served(zip_path: Path) -> str:
+    """Which leaderboard Kaggle served in a downloaded zip, as its file's name says: "private", "public", or ""
+    when it does not say (DownloadLeaderboard cannot ask for one: Kaggle serves the private board once one
+    exists)."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            names = " ".join(archive.namelist()[:10]).lower()
+    except (OSError, zipfile.BadZipFile):
+        return ""
+    return next((board for board in ("private", "public") if f"{board}leaderboard" in names), "")
+
+
 def version_label(project, version: Optional[int], kernel: str) -> str:
     """v<N> for the project's kernel, owner/slug v<N> for another one; "?" when no version is known."""
 
@@ -306,7 +366,8 @@ def version_label(project, version: Optional[int], kernel: str) -> str:
 
 @command(
     "leaderboard",
-    "the public leaderboard with my rank highlighted",
+    "the public leaderboard with my rank highlighted (--download: the file Kaggle serves, the private board once "
+    "there is one)",
     flag("--top", type=int, default=20, metavar="N", help="rows to show (default 20)"),
     flag("--download", metavar="DIR", help="also download the full leaderboard zip into DIR"),
     JSON,
@@ -315,8 +376,10 @@ def cmd_leaderboard(args) -> int:
     out = args.out
     project = project_of(args)
     shown, me, zip_path = leaderboard_get(project, remote_new(), args.top, args.download)
+    served = board_served(zip_path) if zip_path is not None else ""
     out.document({"competition": project.competition, "rows": [r.as_json() for r in shown],
-                  "me": None if me is None else me.as_json(), "download": None if zip_path is None else str(zip_path)})
+                  "me": None if me is None else me.as_json(), "download": None if zip_path is None else str(zip_path),
+                  "download_board": served or None})
     rows = [[">" if r.mine else "", r.rank, r.team_name, fmt(r.score, 5), r.date] for r in shown]
     if me is not None and me not in shown:
         rows.append(["", "...", "", "", ""])
@@ -330,5 +393,7 @@ def cmd_leaderboard(args) -> int:
     else:
         out.result("you are not on the leaderboard yet (or beyond the pages read)")
     if zip_path is not None:
-        out.progress(f"downloaded the full leaderboard to {zip_path}")
+        board = f"the {served} leaderboard" if served else "a leaderboard its file does not name"
+        out.progress(f"downloaded the leaderboard Kaggle serves to {zip_path}: {board} (Kaggle serves the private one "
+                     "once it exists; the table above is the public one)")
     return 0

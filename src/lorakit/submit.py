@@ -24,6 +24,7 @@ from lorakit.inflight import (
     submission_settle,
 )
 from lorakit.ledger import Ledger
+from lorakit.preflight import kaggle_refusal, submission_preflight
 from lorakit.project import Project
 from lorakit.project import repo_found
 from lorakit.remote import Remote, Submission
@@ -142,6 +143,7 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     token = token_new()
     description = submission_description(kernel, version, row.get("config_hash", ""), token,
                                          message or row.get("message") or "")
+    submission_preflight(remote, project.competition, notes)  # rules accepted, submissions open
     limits = remote.submission_limits_get(project.competition)
     if int(getattr(limits, "num_allowed_now", 0) or 0) <= 0:
         used = int(getattr(limits, "num_today", 0) or 0)
@@ -183,6 +185,7 @@ def _submission_send(project: Project, remote: Remote, ledger: Ledger, outgoing:
     except RemoteError as exc:
         if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was submitted
             ledger.update(version, pending_token="", pending_status="")
+            raise kaggle_refusal(f"the submission of v{version}", exc.detail, exc.status, project.competition) or exc
         raise
     try:
         submission_recorded(ledger, version, Submission(ref, "PENDING", None, None, description, utc_now()), token)

@@ -9,8 +9,13 @@
   row carries ``sweep_id``. An arm is found again by its sweep id and config_hash, so ``--resume`` pushes only
   the arms never pushed, waits for and pulls the others, and never pushes an arm twice. An arm running on
   Kaggle when the sweep stops keeps running: Kaggle's API cannot cancel a version (the CLI says so).
-- One arm at a time, through run_pipeline (push -> wait -> pull), as `lorakit run` does. There is no
-  ``--parallel`` (the CLI's help says why).
+- One arm at a time, through run_pipeline (push -> wait -> pull), as `lorakit run` does; with ``--parallel
+  N`` up to N arms on Kaggle at once (lorakit.parallel), the next pushed while earlier ones run. Kaggle's
+  "Maximum batch GPU session count of N reached" is no failed arm: the arm waits for a session (bounded by
+  --timeout, with a line saying so) and is pushed again.
+- Weighed before the first push: the competition (rules, deadline; --submit-best on a closed one is refused) and
+  the arms not yet pushed, each at its estimate (lorakit.quota), against the GPU hours left: more is refused
+  without --over-quota.
 - Ranked by validation accuracy (the mean over seeds), each arm paired with the best on the same validation
   rows (exact McNemar; with seeds, the discordant rows summed over the seeds, each seed's slice paired with
   the same seed's), Holm-corrected over the arms.
@@ -20,22 +25,28 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional
 
-from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, gpu_minutes, sweep_load, sweep_new, sweep_record
-from lorakit.common import FAILED_KERNEL, NOT_PUSHED, kernel_ref_resolve, ledger_of
+from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, sweep_load, sweep_new, sweep_record
+from lorakit.common import (
+    FAILED_KERNEL, NOT_PUSHED, TERMINAL_KERNEL, accelerator_asked, kernel_ref_resolve, ledger_of,
+)
 from lorakit.console import (
     ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, seconds_check, table, warn,
 )
-from lorakit.errors import ArgumentError, Interrupted, LorakitError, RunFailed, Unconfirmed, UsageError
-from lorakit.follow import kernel_failure_raise, kernel_status_wait
+from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, RunFailed, Unconfirmed, UsageError
+from lorakit.follow import environment_record, kernel_failure_raise, kernel_status_wait, status_record
 from lorakit.inflight import UNSETTLED, push_unsettled_words, pushes_settle
+from lorakit.parallel import Lanes, lanes_run, session_waited
+from lorakit.preflight import competition_preflight, sources_preflight
 from lorakit.project import Project
 from lorakit.pull import kernel_output_pull
-from lorakit.push import push_plan
-from lorakit.quota import gpu_hours_left
-from lorakit.remote import Remote
+from lorakit.push import kernel_push, push_plan
+from lorakit.quota import gpu_hours_left, quota_weigh, run_estimate
+from lorakit.remote import KernelStatus, Remote
+from lorakit.retry import Poll
 from lorakit.run import RunOptions, RunShow, run_pipeline, run_show
 from lorakit.runs import PulledRun, paired_test, pulled_run_load
 from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
@@ -58,11 +69,12 @@ class ArmOutcome:
 @dataclass(frozen=True)
 class SweepShow:
     """What the caller hears as the arms go: each arm's start (its version when it was pushed before) and
-    end, and run_pipeline's own steps."""
+    end, each arm's run_pipeline steps (``run_of(arm)``), and an arm's wait for a GPU session."""
 
-    run: RunShow = RunShow()
+    run_of: Callable[[Arm], RunShow] = lambda _arm: RunShow()
     started: Callable[[Arm, Optional[int]], None] = lambda _arm, _version: None
     ended: Callable[[ArmOutcome], None] = lambda _outcome: None
+    waiting: Callable[[str], None] = lambda _line: None
 
 
 def arm_row(rows: list, sweep: Sweep, arm: Arm) -> Optional[dict]:
@@ -81,11 +93,14 @@ def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
 
 def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = SweepShow()) -> list:
     """Each arm in turn: pushed, waited for and pulled (run_pipeline), or, when the ledger holds its push,
-    waited for and pulled only. A failed run is that arm's outcome; anything else stops the sweep, with how
-    to carry on."""
+    waited for and pulled only; with --parallel N, up to N at once (lanes_run). A failed run is that arm's
+    outcome; anything else stops the sweep, with how to carry on."""
     outcomes = []
     try:
         sweep_settle(project, remote, sweep)
+        if sweep.options.parallel > 1:
+            return lanes_run(list(sweep.arms), arm_lanes(project, remote, sweep, show), sweep.options.parallel,
+                             Poll.of(remote.policy, sweep.options.timeout), show.waiting)
         for arm in sweep.arms:
             outcomes.append(_arm_run(project, remote, sweep, arm, show))
             show.ended(outcomes[-1])
@@ -103,31 +118,97 @@ def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
     return carried
 
 
+def _arm_done(row: Optional[dict], arm: Arm) -> Optional[ArmOutcome]:
+    """The outcome of an arm whose run the ledger holds as ended and seen to (failed, or pulled); else None."""
+    if row and row.get("status") in FAILED_KERNEL:
+        return ArmOutcome(arm, int(row["version"]), f"failed: {row['status']}", resumed=True)
+    if row and row.get("pulled_at"):
+        return ArmOutcome(arm, int(row["version"]), "pulled", resumed=True)
+    return None
+
+
 def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow) -> ArmOutcome:
     row = arm_row(ledger_of(project).rows(), sweep, arm)
     if row is not None and row.get("status") in UNSETTLED:  # in flight, or not found on Kaggle yet
         raise Unconfirmed(f"{arm.label}'s push {push_unsettled_words(row)}")
-    version, before = (int(row["version"]), True) if row else (None, False)
-    if row and row.get("status") in FAILED_KERNEL:
-        return ArmOutcome(arm, version, f"failed: {row['status']}", resumed=True)
-    if row and row.get("pulled_at"):
-        return ArmOutcome(arm, version, "pulled", resumed=True)
+    done = _arm_done(row, arm)
+    if done is not None:
+        return done
+    version, before, run = (int(row["version"]) if row else None), row is not None, show.run_of(arm)
     show.started(arm, version)
     try:
         if row is None:
             _unchanged_check(project, sweep, arm)
             options = RunOptions(sweep.push_options(arm), timeout=sweep.options.timeout)
-            version = run_pipeline(project, remote, options, show.run).pushed.version
+            version = session_waited(lambda: run_pipeline(project, remote, options, run), arm.label,
+                                     Poll.of(remote.policy, sweep.options.timeout), show.waiting).pushed.version
         else:
-            version, status = kernel_status_wait(project, remote, version, sweep.options.timeout, show.run.on_poll,
-                                                 show.run.on_log)
-            show.run.ran(version, status)
-            kernel_failure_raise(version, status)
-            show.run.pulled(kernel_output_pull(project, remote, version, on_wait=show.run.on_wait))
+            version, status = kernel_status_wait(project, remote, version, sweep.options.timeout, run.on_poll,
+                                                 run.on_log)
+            return _arm_ended(project, remote, (arm, version, before), status, run)
     except RunFailed as exc:  # the run ended in ERROR: this arm's outcome, the next arm goes on
         row = arm_row(ledger_of(project).rows(), sweep, arm)
         return ArmOutcome(arm, int(row["version"]) if row else version, f"failed: {exc}", before)
     return ArmOutcome(arm, version, "pulled", before)
+
+
+def _arm_ended(project: Project, remote: Remote, pushed: tuple, status: KernelStatus, run: RunShow) -> ArmOutcome:
+    """The outcome of an arm whose run ended (``pushed``: the arm, its version, whether pushed before): failed,
+    or pulled."""
+    arm, version, before = pushed
+    run.ran(version, status)
+    try:
+        kernel_failure_raise(version, status)
+    except RunFailed as exc:
+        return ArmOutcome(arm, version, f"failed: {exc}", before)
+    run.pulled(kernel_output_pull(project, remote, version, on_wait=run.on_wait))
+    return ArmOutcome(arm, version, "pulled", before)
+
+
+def arm_lanes(project: Project, remote: Remote, sweep: Sweep, show: SweepShow) -> Lanes:
+    """The steps of each arm for lanes_run (sweep --parallel): _arm_run's, a status read at a time."""
+    ref = kernel_ref_resolve(project, remote)
+    seen: dict = {}  # arm label -> (when it was first polled, its last status, pushed before)
+
+    def pushed(arm: Arm) -> Optional[int]:
+        row = arm_row(ledger_of(project).rows(), sweep, arm)
+        if row is not None:
+            show.started(arm, int(row["version"]))
+            seen[arm.label] = (time.monotonic(), None, True)
+        return int(row["version"]) if row else None
+
+    def push(arm: Arm) -> int:
+        if arm.label not in seen:
+            show.started(arm, None)
+            _unchanged_check(project, sweep, arm)
+        seen[arm.label] = (time.monotonic(), None, False)
+        result = kernel_push(project, remote, sweep.push_options(arm), show.run_of(arm).warn)
+        show.run_of(arm).pushed(result)
+        return result.version
+
+    def ended(arm: Arm, version: int) -> bool:
+        status = remote.kernel_status_get(ref, version)
+        status_record(ledger_of(project), version, status)
+        since, _, before = seen[arm.label]
+        seen[arm.label] = (since, status, before)
+        show.run_of(arm).on_poll(version, status, time.monotonic() - since)
+        if status.status in TERMINAL_KERNEL:
+            environment_record(project, remote, ref, version, status)
+        return status.status in TERMINAL_KERNEL
+
+    def finish(arm: Arm, version: int) -> ArmOutcome:
+        _, status, before = seen[arm.label]
+        outcome = _arm_ended(project, remote, (arm, version, before), status, show.run_of(arm))
+        show.ended(outcome)
+        return outcome
+
+    def done(arm: Arm) -> Optional[ArmOutcome]:
+        outcome = _arm_done(arm_row(ledger_of(project).rows(), sweep, arm), arm)
+        if outcome is not None:
+            show.ended(outcome)
+        return outcome
+
+    return Lanes(done, pushed, push, ended, finish)
 
 
 def _unchanged_check(project: Project, sweep: Sweep, arm: Arm) -> None:
@@ -261,9 +342,9 @@ def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -
 
 
 # ------------------------------------------------------------------------------------- the command line
-SWEEP_ONE_AT_A_TIME = ("Arms run one at a time: no Kaggle documentation we could find states how many GPU runs of "
-                       "one account may run at once (users report two; no documented guarantee), so there is no "
-                       "--parallel.")
+SWEEP_PARALLEL = ("No Kaggle documentation we could find states how many GPU sessions one account may hold at once "
+                  "(users report two): Kaggle's refusal (Maximum batch GPU session count of N reached) says, so "
+                  "--parallel learns the limit from it and waits for a session.")
 
 
 SWEEP_STILL_RUNNING = ("an arm already running on Kaggle keeps running (and using GPU time) after Ctrl-C: Kaggle's "
@@ -273,13 +354,14 @@ SWEEP_STILL_RUNNING = ("an arm already running on Kaggle keeps running (and usin
 SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "--config": ("config_file", None),
                   "--set": ("sets", []), "-m": ("message", ""), "--seeds": ("seeds", 1),
                   "--submit-best": ("submit_best", 0), "--allow-smoke": ("allow_smoke", False),
-                  "--accelerator": ("accelerator", None), "--again": ("again", False)}  # --resume reads them back
+                  "--accelerator": ("accelerator", None), "--again": ("again", False),
+                  "--session-timeout-minutes": ("session_timeout_minutes", None)}  # --resume reads them back
 
 
 @command(
     "sweep",
-    "push a grid of configs one arm after another (push, wait, pull each), then rank them by validation accuracy "
-    "with a paired test against the best",
+    "push a grid of configs one arm after another, or N at once with --parallel (push, wait, pull each), then rank "
+    "them by validation accuracy with a paired test against the best",
     flag("--grid", action="append", default=[], metavar="KEY=V1,V2",
          help="one axis of the grid (repeatable: every combination of the axes is an arm)"),
     flag("--from-plan", type=int, metavar="N", help="also one arm per row of the first N rows of lorakit plan"),
@@ -297,23 +379,37 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
     flag("--accelerator", metavar="SHAPE", help="machine shape of every arm, e.g. NvidiaTeslaT4"),
     flag("--again", action="store_true", help="also push arms whose config already ran to COMPLETE outside the sweep"),
     flag("--timeout", type=float, default=3600.0, metavar="S",
-         help="give up waiting for an arm's run after S seconds (default 3600)"),
-    flag("--follow", action="store_true", help="stream each arm's log while waiting"),
+         help="give up waiting for an arm's run, or for a GPU session to push it, after S seconds (default 3600)"),
+    flag("--session-timeout-minutes", type=float, metavar="M",
+         help="Kaggle stops each arm's session after M minutes (default: its time_limit_minutes + 30, at most 12 h); "
+              "--timeout only stops lorakit waiting"),
+    flag("--parallel", type=int, default=1, metavar="N",
+         help="up to N arms on Kaggle at once, the next pushed while earlier ones run (default 1); a refusal for "
+              "the GPU session count makes an arm wait, not fail"),
+    flag("--over-quota", action="store_true",
+         help="push even when the estimates of the arms not yet pushed exceed the GPU hours left this week"),
+    flag("--follow", action="store_true", help="stream each arm's log while waiting (with --parallel 1)"),
     flag("--dry-run", action="store_true",
          help="check and count every arm and show the GPU time against the quota left; record and push nothing"),
     flag("--resume", metavar="ID",
          help="carry on sweep ID (submissions/sweeps/ID.json) after Ctrl-C or an error: settles pushes whose reply "
               "was lost, waits for and pulls the arms pushed, pushes only those never pushed. "
-              f"Note: {SWEEP_STILL_RUNNING}. {SWEEP_ONE_AT_A_TIME} Exit 3 when an arm's run failed."),
+              f"Note: {SWEEP_STILL_RUNNING}. {SWEEP_PARALLEL} Exit 3 when an arm's run failed."),
     JSON,
 )
 def cmd_sweep(args) -> int:
     out = args.out
     seconds_check(args.timeout, "--timeout")
+    if args.parallel < 1 or (args.follow and args.parallel > 1):
+        raise ArgumentError("--parallel takes a positive number of arms; --follow streams one log: use it with "
+                            "--parallel 1")
     project = project_of(args)
     sweep = _sweep_resumed(args, project) if args.resume else sweep_new(project, _sweep_request(args))
+    remote = remote_new()
+    _sweep_preflight(project, remote, sweep)
     out.partial = {"sweep": sweep.id, "dry_run": args.dry_run, "shared_sets": list(sweep.shared),
-                   "planned": [a.as_json() for a in sweep.arms], **_sweep_plan_show(out, project, sweep)}
+                   "planned": [a.as_json() for a in sweep.arms], **_sweep_plan_show(out, project, sweep, remote)}
+    _sweep_weigh(sweep, out.partial, args.dry_run)
     if args.dry_run:
         out.progress("dry run: nothing recorded, nothing pushed")
         out.document(out.partial)
@@ -322,7 +418,6 @@ def cmd_sweep(args) -> int:
         path = sweep_record(project, sweep)
         out.progress(f"recorded {path.relative_to(project.root)} (carry on after Ctrl-C or an error: "
                      f"lorakit sweep --resume {sweep.id})")
-    remote = remote_new()
     try:
         outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project))
     except Interrupted as exc:
@@ -341,14 +436,26 @@ def cmd_sweep(args) -> int:
     return RunFailed.exit_code if failed else 0
 
 
+def _sweep_preflight(project, remote: Remote, sweep) -> None:
+    """Before anything is recorded: the competition (--submit-best on a closed one is refused) and the sources of
+    the metadata, as each arm's push asks them again."""
+    notes: list = []
+    state = competition_preflight(remote, project.competition, "--submit-best" if sweep.options.submit_best else "",
+                                  notes)
+    sources_preflight(remote, project.metadata, state, notes)
+    for line in notes:
+        note(line)
+
+
 def _sweep_request(args):
     options = SweepOptions(args.message, args.seeds, args.submit_best, args.allow_smoke, args.accelerator,
-                           args.timeout, args.again)
+                           args.timeout, args.again, args.session_timeout_minutes, args.over_quota, args.parallel)
     return SweepRequest(tuple(args.grid), args.from_plan, args.config_file, tuple(args.sets), options)
 
 
 def _sweep_resumed(args, project):
-    """The recorded sweep, its --timeout the one given now; the flags that define a sweep are refused."""
+    """The recorded sweep, its --timeout, --parallel and --over-quota those given now; the flags that define a
+    sweep are refused."""
     from dataclasses import replace
 
 
@@ -357,12 +464,13 @@ def _sweep_resumed(args, project):
         raise ArgumentError(f"--resume carries on with the arms and options recorded in the sweep file: drop "
                             f"{', '.join(given)}")
     sweep = sweep_load(project, args.resume)
-    return replace(sweep, options=replace(sweep.options, timeout=args.timeout))
+    return replace(sweep, options=replace(sweep.options, timeout=args.timeout, parallel=args.parallel,
+                                          over_quota=args.over_quota))
 
 
-def _sweep_plan_show(out: Output, project, sweep) -> dict:
-    """The arms about to be pushed, their exact counts and the GPU time they may take against the quota left;
-    what it showed, for the JSON document."""
+def _sweep_plan_show(out: Output, project, sweep, remote: Remote) -> dict:
+    """The arms about to be pushed, their exact counts, and the GPU time of those not pushed yet (each at its
+    estimate) against the hours left; what it showed, for the JSON document."""
 
     rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}"]
             for a in sweep.arms]
@@ -370,40 +478,60 @@ def _sweep_plan_show(out: Output, project, sweep) -> dict:
                "the parameter budget")
     out.result(table(["arm", "settings", "trainable", "config_hash", "max minutes"], rows))
     out.result(f"shared     {' '.join(sweep.shared) or '-'}")
-    minutes = gpu_minutes(project, sweep)
-    if minutes is None:
+    asked = accelerator_asked(project.metadata, sweep.options.accelerator)
+    if asked == "none":
         out.result("GPU time   none (the accelerator asked for is none)")
-        return {"gpu_minutes": None, "gpu_hours_left": None}
-    left, why = gpu_hours_left(remote_new)
+        return {"gpu_minutes": None, "gpu_hours_left": None, "arms_to_push": None}
+    ledger_rows = ledger_of(project).rows()
+    estimates = [run_estimate(ledger_rows, asked, a.time_limit_minutes)
+                 for a in sweep.arms if arm_row(ledger_rows, sweep, a) is None]  # those pushed hold time_reserved
+    minutes = sum(e.minutes for e in estimates)
+    left, why = gpu_hours_left(lambda: remote, asked)
     shown = "unknown" if left is None else f"{left:.1f} h"
-    out.result(f"GPU time   up to {minutes / 60:.1f} h in all (each run's time_limit_minutes); GPU quota left this "
-               f"week: {shown}")
+    sources = "; ".join(sorted({e.source for e in estimates})) or "every arm is pushed"
+    out.result(f"GPU time   up to {minutes / 60:.1f} h in all for {len(estimates)} arm(s) to push ({sources}); GPU "
+               f"quota left this week: {shown}")
     if left is None:
-        note(f"{why}: the sweep's GPU time is not compared with the quota")
-    elif minutes / 60 > left:
-        warn(f"the sweep may take up to {minutes / 60:.1f} h of GPU time but {left:.1f} h are left this week: "
-              "its later arms may stop early")
-    return {"gpu_minutes": minutes, "gpu_hours_left": left}
+        note(f"{why}: the sweep's GPU time is not weighed against it")
+    return {"gpu_minutes": minutes, "gpu_hours_left": left, "arms_to_push": len(estimates)}
+
+
+def _sweep_weigh(sweep, plan: dict, dry_run: bool) -> None:
+    """Refuse the sweep (unless --over-quota) when the estimates of its arms to push exceed the hours left; a
+    dry run only warns."""
+    try:
+        overridden = quota_weigh(plan["gpu_hours_left"], plan["gpu_minutes"] or 0.0,
+                                 f"the sweep's {plan['arms_to_push']} arm(s) to push", sweep.options.over_quota)
+    except FlagNeeded as exc:
+        if not dry_run:
+            raise
+        overridden = str(exc)
+    if overridden:
+        warn(overridden)
 
 
 def _sweep_show(args, project):
-    """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them."""
+    """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them, each arm with
+    its own partial document (with --parallel, arms interleave)."""
 
     out = args.out
-    arm = argparse.Namespace(out=Output(out.as_json), follow=args.follow)  # each arm's own partial document
+    arms: dict = {}  # arm label -> its Namespace, whose Output holds the arm's own partial document
     done = out.partial.setdefault("arms", [])
 
+    def arm_of(a) -> argparse.Namespace:
+        return arms.setdefault(a.label, argparse.Namespace(out=Output(out.as_json), follow=args.follow))
+
     def started(a, version) -> None:
-        arm.out.partial = {}
+        arms[a.label] = argparse.Namespace(out=Output(out.as_json), follow=args.follow)
         out.progress(f"--- {a.label} ({' '.join(a.own) or 'the shared config'}): "
                      + (f"carrying on v{version}" if version else "pushing"))
 
     def ended(outcome) -> None:
-        done.append({**outcome.as_json(), "run": arm.out.partial or None})
+        done.append({**outcome.as_json(), "run": arm_of(outcome.arm).out.partial or None})
         out.progress(f"{outcome.arm.label}: v{outcome.version} {outcome.state}"
                      + (" (pushed before)" if outcome.resumed else ""))
 
-    return SweepShow(run_show(arm, project), started, ended)
+    return SweepShow(lambda a: run_show(arm_of(a), project), started, ended, note)
 
 
 def _sweep_ranked_show(out: Output, sweep, ranked: list) -> None:

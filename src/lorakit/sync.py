@@ -36,7 +36,7 @@ from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_ver
 from lorakit.remote import Remote, Submission
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
-                  "trainable_params", "sweep_id")  # what a push record holds (push.push_record_of)
+                  "trainable_params", "sweep_id", "session_timeout_s")  # what a push record holds (push.push_record_of)
 PUSH_ONLY = ("message", "git_commit", "git_dirty", "pushed_at", "accelerator")  # unknown without a push record
 KAGGLE_OWNED = ("status", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
 IDENTITY = ("push_token", "config_hash", "run_config_hash")  # a row that disagrees on one is another push
@@ -150,6 +150,8 @@ def _record_field_fits(key: str, value) -> bool:
         return isinstance(value, bool)
     if key == "trainable_params":
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**10
+    if key == "session_timeout_s":  # Kaggle's session maximum is 12 h
+        return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 48 * 3600
     if not isinstance(value, str):
         return False
     if key == "message":

@@ -264,7 +264,8 @@ class Transport:
         else:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             msg = f"{what}: {detail}"
-        return RemoteError(self.redact(msg), status=status)
+        words = self.redact(server_words(str(exc))) if status is not None else ""
+        return RemoteError(self.redact(msg), status=status, detail=words)
 
     def call(
         self,
@@ -379,6 +380,15 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else ""
 
+
+
+SERVER_WORDS_MAX = 300  # characters of Kaggle's own message kept with an HTTP error
+
+
+def server_words(text: str) -> str:
+    """The first line of what a server said, as one short printable line (it is untrusted)."""
+    line = (text or "").strip().split("\n", 1)[0][:SERVER_WORDS_MAX]
+    return "".join(ch if ch.isprintable() else " " for ch in line).strip()
 
 
 def json_loads_safe(text: str):

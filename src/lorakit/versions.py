@@ -15,8 +15,10 @@ last `status`, `pull`, `scores` or `sync` recorded. A version's ``state`` is the
 A push found never to have reached Kaggle (NOT_PUSHED) is no version and is not listed.
 
 Marks: ``smoke`` (the run predicted on synthetic smoke data, or its config says smoke=true), ``interrupted``
-(metrics.json says a signal stopped training early) and ``not comparable: <reason>`` (a pulled folder without
-metrics.json or without pairable validation predictions, as lorakit.runs says).
+(metrics.json says a signal stopped training early), ``not comparable: <reason>`` (a pulled folder without
+metrics.json or without pairable validation predictions, as lorakit.runs says) and ``push problem: <what>``
+(Kaggle's reply to the push refused some of it: a source, a tag, the kernel meant). The Docker image each
+version ran on (recorded when it ended as the kernel's newest version) is a column when the versions differ.
 """
 
 from __future__ import annotations
@@ -60,15 +62,20 @@ class VersionRow:
     interrupted: str  # "" or what stopped it ("SIGTERM"; "interrupted" when metrics.json names no signal)
     not_comparable: str  # "" or why the pulled folder cannot be paired with another
     run: Optional[PulledRun] = field(default=None, compare=False, repr=False)  # the pulled folder, as read
+    push_problem: str = ""  # what Kaggle's reply to the push refused (the ledger's push_problem)
+    docker_image: str = ""  # the image the run ran on, when recorded
+    machine_shape: str = ""
 
     @property
     def marks(self) -> list:
-        """smoke, interrupted (SIGTERM), not comparable: <reason>: the ones that hold."""
+        """smoke, interrupted (SIGTERM), not comparable: <reason>, push problem: <what>: the ones that hold."""
         marks = ["smoke"] if self.smoke else []
         if self.interrupted:
             marks.append("interrupted" + ("" if self.interrupted == "interrupted" else f" ({self.interrupted})"))
         if self.not_comparable:
             marks.append(f"not comparable: {self.not_comparable}")
+        if self.push_problem:
+            marks.append(f"push problem: {self.push_problem}")
         return marks
 
     def as_json(self) -> dict:
@@ -79,7 +86,9 @@ class VersionRow:
                 "train_minutes": self.train_minutes, "device": self.device, "submitted_at": self.submitted_at,
                 "public_score": self.public_score, "private_score": self.private_score, "smoke": self.smoke,
                 "interrupted": bool(self.interrupted), "signal": self.interrupted or None,
-                "not_comparable": self.not_comparable or None, "marks": self.marks}
+                "not_comparable": self.not_comparable or None, "marks": self.marks,
+                "push_problem": self.push_problem or None, "docker_image": self.docker_image or None,
+                "machine_shape": self.machine_shape or None}
 
 
 def versions_list(project: Project) -> list[VersionRow]:
@@ -114,7 +123,8 @@ def version_row(project: Project, record: dict, defaults: dict) -> VersionRow:
         submitted_at=record.get("submitted_at", ""), public_score=finite_number(record.get("public_score")),
         private_score=finite_number(record.get("private_score")), smoke=_smoke(version, record, metrics),
         interrupted=_interruption(metrics), not_comparable=run.reason if pulled else "",
-        run=run if pulled else None)
+        run=run if pulled else None, push_problem=record.get("push_problem", ""),
+        docker_image=record.get("docker_image", ""), machine_shape=record.get("machine_shape", ""))
 
 
 def state_of(record: dict, pulled: bool) -> str:
@@ -182,7 +192,17 @@ def _score_text(score: Optional[float]) -> str:
 
 CSV_COLUMNS = ("version", "state", "message", "changes", "trainable_params", "val_accuracy", "val_low", "val_high",
                "val_rows", "train_minutes", "device", "public_score", "private_score", "submitted_at", "pushed_at",
-               "status", "smoke", "interrupted", "not_comparable")
+               "status", "smoke", "interrupted", "not_comparable", "push_problem", "docker_image", "machine_shape")
+
+
+def images_differ(rows: list) -> bool:
+    """Whether the versions ran on more than one recorded Docker image (then `versions` shows each one's)."""
+    return len({row.docker_image for row in rows if row.docker_image}) > 1
+
+
+def image_text(row: VersionRow) -> str:
+    """The image's name and tag, without its registry path: gcr.io/kaggle-gpu-images/python:v157 -> python:v157."""
+    return row.docker_image.rsplit("/", 1)[-1] if row.docker_image else "-"
 
 
 def versions_csv(rows: list[VersionRow]) -> str:
@@ -246,7 +266,9 @@ def cmd_versions(args) -> int:
     elif not rows:
         out.result(f"no versions of {project.kernel} in the ledger yet: lorakit push records them")
     else:
-        out.result(table(list(TABLE_HEADERS), [table_cells(r, message_width=40) for r in rows]))
+        image = images_differ(rows)  # the versions ran on different images: say which ran on which
+        out.result(table([*TABLE_HEADERS, *(["image"] if image else [])],
+                         [[*table_cells(r, message_width=40), *([image_text(r)] if image else [])] for r in rows]))
         note(f"offline: {REFRESHED_BY}")
     _unsound_show(project, rows)
     return 0
