@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lorakit.common import accelerator_asked, ledger_of, utc_now
+from lorakit.common import NOT_PUSHED, accelerator_asked, ledger_of, utc_now
 from lorakit.errors import ArgumentError, FlagNeeded, NotFound, UsageError
 from lorakit.inflight import push_duplicate_check
 from lorakit.ledger import file_write_atomic
@@ -197,6 +197,14 @@ def sweep_check(project: Project, sweep: Sweep) -> Sweep:
         for arm in arms:
             push_duplicate_check(others, arm.config_hash, [])
     return replace(sweep, arms=tuple(arms))
+
+
+def arm_row(rows: list, sweep: Sweep, arm: Arm) -> Optional[dict]:
+    """The row of the arm's push among the ledger's ``rows`` (by sweep id and config_hash); None when it was
+    never pushed."""
+    mine = [r for r in rows if r.get("sweep_id") == sweep.id
+            and r.get("config_hash") == arm.config_hash and r.get("status") != NOT_PUSHED]
+    return mine[-1] if mine else None
 
 
 def gpu_minutes(project: Project, sweep: Sweep) -> Optional[float]:

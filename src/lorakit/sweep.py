@@ -13,7 +13,7 @@
   ``--parallel`` (the CLI's help says why).
 - Ranked by validation accuracy (the mean over seeds), each arm paired with the best on the same validation
   rows (exact McNemar; with seeds, the discordant rows summed over the seeds, each seed's slice paired with
-  the same seed's), Holm-corrected over the arms.
+  the same seed's), Holm-corrected over the arms (lorakit.ranking).
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Optional
 
-from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, gpu_minutes, sweep_load, sweep_new, sweep_record
-from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, kernel_ref_resolve, ledger_of
+from lorakit.arms import (
+    Arm, Sweep, SweepOptions, SweepRequest, arm_row, gpu_minutes, sweep_load, sweep_new, sweep_record,
+)
+from lorakit.common import FAILED_KERNEL, UNCONFIRMED, kernel_ref_resolve, ledger_of
 from lorakit.console import (
     ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, table, warn,
 )
@@ -38,8 +40,8 @@ from lorakit.push import push_plan
 from lorakit.quota import gpu_hours_left
 from lorakit.remote import Remote
 from lorakit.run import RunOptions, RunShow, run_pipeline, run_show
-from lorakit.runs import PulledRun, paired_test, pulled_run_load
-from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
+from lorakit.ranking import Ranked, run_accuracy, sweep_rank
+from lorakit.runs import pulled_run_load
 from lorakit.submit import submission_create, submissions_left, submitted_show
 
 
@@ -65,13 +67,6 @@ class SweepShow:
     started: Callable[[Arm, Optional[int]], None] = lambda _arm, _version: None
     ended: Callable[[ArmOutcome], None] = lambda _outcome: None
 
-
-def arm_row(rows: list, sweep: Sweep, arm: Arm) -> Optional[dict]:
-    """The row of the arm's push among the ledger's ``rows`` (by sweep id and config_hash); None when it was
-    never pushed."""
-    mine = [r for r in rows if r.get("sweep_id") == sweep.id
-            and r.get("config_hash") == arm.config_hash and r.get("status") != NOT_PUSHED]
-    return mine[-1] if mine else None
 
 
 def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
@@ -143,83 +138,6 @@ def _unchanged_check(project: Project, sweep: Sweep, arm: Arm) -> None:
                          "the kernel script changed since; start a new sweep")
 
 
-# ------------------------------------------------------------------------------------------------ ranking
-@dataclass(frozen=True)
-class Ranked:
-    """One arm of the sweep, its runs over the seeds, and its paired test against the best arm."""
-
-    name: str
-    sets: tuple
-    versions: tuple  # one per seed (None: not pushed or not run)
-    accuracies: tuple  # validation accuracy of each run that has one
-    trainable_params: int
-    mean: Optional[float] = None
-    spread: Optional[float] = None  # sample standard deviation over the seeds (None for one seed)
-    best_wins: Optional[int] = None  # validation rows the best arm got right and this one wrong
-    arm_wins: Optional[int] = None
-    rows: Optional[int] = None  # paired rows (summed over the seeds)
-    p_value: Optional[float] = None
-    p_holm: Optional[float] = None
-    words: str = ""  # the verdict in words, or "best", or "not comparable: why"
-
-    def as_json(self) -> dict:
-        return {**asdict(self), "sets": list(self.sets), "versions": list(self.versions),
-                "accuracies": list(self.accuracies)}
-
-
-def _arm_runs(project: Project, sweep: Sweep) -> dict:
-    """name -> [(arm, its version or None, its PulledRun or None)] in the sweep's order."""
-    groups: dict = {}
-    rows = ledger_of(project).rows()
-    for arm in sweep.arms:
-        row = arm_row(rows, sweep, arm)
-        version = int(row["version"]) if row else None
-        run = pulled_run_load(project, version) if row and row.get("pulled_at") else None
-        groups.setdefault(arm.name, []).append((arm, version, run))
-    return groups
-
-
-def _accuracy(run: Optional[PulledRun]) -> Optional[float]:
-    return None if run is None else run.numbers()["val_accuracy"]
-
-
-def sweep_rank(project: Project, sweep: Sweep) -> list:
-    """The arms ranked by validation accuracy (the mean over seeds; arms without one last), each paired with
-    the best arm seed by seed, and the p-values Holm-corrected over the arms compared."""
-    ranked = []
-    for name, runs in _arm_runs(project, sweep).items():
-        accuracies = tuple(a for a in (_accuracy(run) for _, _, run in runs) if a is not None)
-        mean, spread = mean_spread(accuracies)
-        ranked.append((Ranked(name, runs[0][0].sets, tuple(v for _, v, _ in runs), accuracies,
-                              runs[0][0].trainable_params, mean, spread), runs))
-    ranked.sort(key=lambda item: (item[0].mean is None, -(item[0].mean or 0.0)))
-    if not ranked or ranked[0][0].mean is None:
-        return [r for r, _ in ranked]
-    best, best_runs = ranked[0]
-    out = [replace(best, words="best")] + [_paired(best, best_runs, r, runs) for r, runs in ranked[1:]]
-    tested = [i for i, r in enumerate(out) if r.p_value is not None]
-    for i, adjusted in zip(tested, holm([out[i].p_value for i in tested])):
-        r = out[i]
-        out[i] = replace(r, p_holm=adjusted, words=verdict(best.name, r.name, r.best_wins, r.arm_wins, adjusted))
-    return out
-
-
-def _paired(best: Ranked, best_runs: list, arm: Ranked, runs: list) -> Ranked:
-    """``arm`` with its McNemar counts against ``best``: each seed's run with the best arm's run of that seed."""
-    by_seed = {a.seed: run for a, _, run in best_runs}
-    wins = [0, 0, 0]
-    for a, _, run in runs:
-        other = by_seed.get(a.seed)
-        if run is None or other is None:
-            missing = a.label if run is None else f"{best.name}'s seed {a.seed}"
-            return replace(arm, words=f"not comparable: {missing} has no pulled run")
-        try:
-            paired = paired_test(other, run)
-        except UsageError as exc:
-            return replace(arm, words=f"not comparable: {exc}")
-        wins = [wins[0] + paired.a_wins, wins[1] + paired.b_wins, wins[2] + paired.rows]
-    return replace(arm, best_wins=wins[0], arm_wins=wins[1], rows=wins[2], p_value=mcnemar_exact(wins[0], wins[1]))
-
 
 # ---------------------------------------------------------------------------------------------- submitting
 @dataclass(frozen=True)
@@ -236,7 +154,7 @@ class Submitted:
 def _best_version(project: Project, arm: Ranked) -> Optional[int]:
     """The arm's run with the best validation accuracy that left a submission.csv."""
     runs = [(pulled_run_load(project, v), v) for v in arm.versions if v is not None]
-    runs = [(_accuracy(run), v) for run, v in runs if (run.folder / "submission.csv").is_file()]
+    runs = [(run_accuracy(run), v) for run, v in runs if (run.folder / "submission.csv").is_file()]
     runs = [(a, v) for a, v in runs if a is not None]
     return max(runs)[1] if runs else None
 

@@ -1,0 +1,92 @@
+"""A sweep's ranking: its arms by validation accuracy (the mean over seeds), each paired with the best arm on the
+same validation rows (exact McNemar; with seeds, the discordant rows summed over the seeds, each seed's slice
+paired with the same seed's), Holm-corrected over the arms. `sweep` prints it, `report` draws it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+from lorakit.arms import Sweep, arm_row
+from lorakit.common import ledger_of
+from lorakit.errors import UsageError
+from lorakit.project import Project
+from lorakit.runs import PulledRun, paired_test, pulled_run_load
+from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One arm of the sweep, its runs over the seeds, and its paired test against the best arm."""
+
+    name: str
+    sets: tuple
+    versions: tuple  # one per seed (None: not pushed or not run)
+    accuracies: tuple  # validation accuracy of each run that has one
+    trainable_params: int
+    mean: Optional[float] = None
+    spread: Optional[float] = None  # sample standard deviation over the seeds (None for one seed)
+    best_wins: Optional[int] = None  # validation rows the best arm got right and this one wrong
+    arm_wins: Optional[int] = None
+    rows: Optional[int] = None  # paired rows (summed over the seeds)
+    p_value: Optional[float] = None
+    p_holm: Optional[float] = None
+    words: str = ""  # the verdict in words, or "best", or "not comparable: why"
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "sets": list(self.sets), "versions": list(self.versions),
+                "accuracies": list(self.accuracies)}
+
+
+def _arm_runs(project: Project, sweep: Sweep) -> dict:
+    """name -> [(arm, its version or None, its PulledRun or None)] in the sweep's order."""
+    groups: dict = {}
+    rows = ledger_of(project).rows()
+    for arm in sweep.arms:
+        row = arm_row(rows, sweep, arm)
+        version = int(row["version"]) if row else None
+        run = pulled_run_load(project, version) if row and row.get("pulled_at") else None
+        groups.setdefault(arm.name, []).append((arm, version, run))
+    return groups
+
+
+def run_accuracy(run: Optional[PulledRun]) -> Optional[float]:
+    return None if run is None else run.numbers()["val_accuracy"]
+
+
+def sweep_rank(project: Project, sweep: Sweep) -> list:
+    """The arms ranked by validation accuracy (the mean over seeds; arms without one last), each paired with
+    the best arm seed by seed, and the p-values Holm-corrected over the arms compared."""
+    ranked = []
+    for name, runs in _arm_runs(project, sweep).items():
+        accuracies = tuple(a for a in (run_accuracy(run) for _, _, run in runs) if a is not None)
+        mean, spread = mean_spread(accuracies)
+        ranked.append((Ranked(name, runs[0][0].sets, tuple(v for _, v, _ in runs), accuracies,
+                              runs[0][0].trainable_params, mean, spread), runs))
+    ranked.sort(key=lambda item: (item[0].mean is None, -(item[0].mean or 0.0)))
+    if not ranked or ranked[0][0].mean is None:
+        return [r for r, _ in ranked]
+    best, best_runs = ranked[0]
+    out = [replace(best, words="best")] + [_paired(best, best_runs, r, runs) for r, runs in ranked[1:]]
+    tested = [i for i, r in enumerate(out) if r.p_value is not None]
+    for i, adjusted in zip(tested, holm([out[i].p_value for i in tested])):
+        r = out[i]
+        out[i] = replace(r, p_holm=adjusted, words=verdict(best.name, r.name, r.best_wins, r.arm_wins, adjusted))
+    return out
+
+
+def _paired(best: Ranked, best_runs: list, arm: Ranked, runs: list) -> Ranked:
+    """``arm`` with its McNemar counts against ``best``: each seed's run with the best arm's run of that seed."""
+    by_seed = {a.seed: run for a, _, run in best_runs}
+    wins = [0, 0, 0]
+    for a, _, run in runs:
+        other = by_seed.get(a.seed)
+        if run is None or other is None:
+            missing = a.label if run is None else f"{best.name}'s seed {a.seed}"
+            return replace(arm, words=f"not comparable: {missing} has no pulled run")
+        try:
+            paired = paired_test(other, run)
+        except UsageError as exc:
+            return replace(arm, words=f"not comparable: {exc}")
+        wins = [wins[0] + paired.a_wins, wins[1] + paired.b_wins, wins[2] + paired.rows]
+    return replace(arm, best_wins=wins[0], arm_wins=wins[1], rows=wins[2], p_value=mcnemar_exact(wins[0], wins[1]))
