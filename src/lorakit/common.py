@@ -136,6 +136,24 @@ def run_minutes_of(metrics: dict) -> Optional[float]:
     return round(seconds / 60.0, 2)
 
 
+def train_minutes_of(metrics: dict) -> Optional[float]:
+    """The training's minutes metrics.json says (train_seconds); None when it says none."""
+    seconds = finite_number(metrics.get("train_seconds"))
+    return None if seconds is None or seconds < 0 else round(seconds / 60.0, 2)
+
+
+def device_of(metrics: dict) -> str:
+    """The device metrics.json names, as one printable line of at most 80 characters ("" when it names none)."""
+    text = " ".join(str(metrics.get("device") or "").split())
+    return "".join(ch for ch in text if ch.isprintable())[:80]
+
+
+def val_rows_of(metrics: dict) -> Optional[int]:
+    """The validation slice's rows metrics.json says; None unless a positive whole number."""
+    rows = finite_number(metrics.get("val_rows"))
+    return int(rows) if rows is not None and rows >= 1 and rows == int(rows) else None
+
+
 def rows_expected_of(metrics: Optional[dict]) -> int:
     """The test rows a run's submission must hold: metrics.json's test_rows, else the competition's 8000."""
     with contextlib.suppress(TypeError, ValueError):
@@ -148,7 +166,8 @@ def metrics_columns(metrics: dict) -> dict:
     """The ledger cells metrics.json fills (pull and sync write them): those it says, each as the ledger keeps it."""
     fields = {"val_accuracy": finite_number(metrics.get("val_accuracy")), "run_minutes": run_minutes_of(metrics),
               "run_config_hash": str(metrics.get("config_hash") or ""),
-              "trainable_params": metrics.get("trainable_params")}
+              "trainable_params": metrics.get("trainable_params"), "val_rows": val_rows_of(metrics),
+              "train_minutes": train_minutes_of(metrics), "device": device_of(metrics)}
     return cells({k: v for k, v in fields.items() if v not in (None, "")})
 
 

@@ -27,9 +27,10 @@ def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[i
 
 
 def status_record(ledger: Ledger, version: int, status: KernelStatus) -> None:
-    """v<N>'s row gets the status Kaggle named (a reply that named none, or a version without a row: nothing)."""
+    """v<N>'s row gets the status Kaggle named and its failure message, if any (a reply that named none, or a
+    version without a row: nothing)."""
     if status.named and ledger.row(version) is not None:
-        ledger.update(version, status=status.status)
+        ledger.update(version, status=status.status, failure_message=status.failure_message or None)
 
 
 class LogFollower:

@@ -243,7 +243,7 @@ def run_mismatches(project: Project, version: int, row: dict, metrics: Optional[
 def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Optional[dict]) -> dict:
     """The ledger columns a pull fills: when and how the run ended, and what its metrics.json says."""
     fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
-                    "run_config_hash": ""}
+                    "run_config_hash": "", "val_rows": "", "train_minutes": "", "device": ""}
     found = metrics_columns(metrics or {})
     if row.get("trainable_params"):  # what the push counted stays; a row the push did not write gets the run's
         found.pop("trainable_params", None)

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from lorakit.common import LABELS, metrics_read
+from lorakit.common import LABELS, device_of, metrics_read, train_minutes_of
 from lorakit.errors import UsageError
 from lorakit.project import KernelRef, Project
 from lorakit.stats import accuracy_interval, finite_number, mcnemar_exact
@@ -59,13 +59,10 @@ def run_numbers(metrics: Optional[dict], val: Optional[ValPredictions]) -> dict:
         rows = None if val is None else len(val.ids)
     rows = None if rows is None else int(rows)
     interval = None if accuracy is None or rows is None else list(accuracy_interval(accuracy, rows))
-    seconds = finite_number(metrics.get("train_seconds"))
     params = finite_number(metrics.get("trainable_params"))
     return {"val_accuracy": accuracy, "val_rows": rows, "val_interval": interval,
-            "per_class_recall": _recall_per_class(metrics, val),
-            "train_minutes": None if seconds is None else round(seconds / 60.0, 2),
-            "trainable_params": None if params is None else int(params),
-            "device": str(metrics["device"]) if metrics.get("device") else None}
+            "per_class_recall": _recall_per_class(metrics, val), "train_minutes": train_minutes_of(metrics),
+            "trainable_params": None if params is None else int(params), "device": device_of(metrics) or None}
 
 
 @dataclass(frozen=True)

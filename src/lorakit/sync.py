@@ -36,7 +36,7 @@ from lorakit.transport import json_loads_safe
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
                   "trainable_params", "sweep_id")  # what a push record holds (push.push_record_of)
 PUSH_ONLY = ("message", "git_commit", "git_dirty", "pushed_at", "accelerator")  # unknown without a push record
-KAGGLE_OWNED = ("status", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
+KAGGLE_OWNED = ("status", "failure_message", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
 IDENTITY = ("push_token", "config_hash", "run_config_hash")  # a row that disagrees on one is another push
 _TOKEN = re.compile(r"lk-[0-9a-f]{12}")
 _HASH_PREFIX = re.compile(r"[0-9a-f]{12}")
@@ -107,6 +107,7 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
     status = remote.kernel_status_get(ref, number)
     if status.named:
         fields["status"] = status.status
+        fields.update(cells({"failure_message": status.failure_message or None}))
     problems = list(pushed.problems)
     text = metrics_fetch(remote, ref, number) if status.status in TERMINAL_KERNEL - {"NEW_SCRIPT"} else None
     metrics = json_loads_safe(text) if text is not None else None
