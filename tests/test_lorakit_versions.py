@@ -49,9 +49,13 @@ def test_every_version_is_listed_with_its_state_changes_interval_and_scores(kit,
     assert states == {None: "sending", 8: "sending", 7: "complete", 6: "error", 5: "running", 4: "pushed",
                       3: "pulled", 2: "submitted", 1: "scored"}
     assert list(rows) == [None, 8, 7, 6, 5, 4, 3, 2, 1]  # newest first
-    assert rows[None]["message"] == "disk full" and rows[None]["changes"] == {"seed": 9}
-    assert rows[1]["changes"] == {"lora_r": 4} and rows[2]["changes"] == {"lr": 0.001}
-    assert rows[3]["changes"] == {"lora_dropout": 0.2} and rows[4]["changes"] == {"seed": 4}  # ledger overrides
+    assert rows[None]["message"] == "disk full" and rows[None]["changes_from_defaults"] == {"seed": 9}
+    assert rows[1]["changes_from_defaults"] == {"lora_r": 4} and rows[2]["changes_from_defaults"] == {"lr": 0.001}
+    assert rows[3]["changes_from_defaults"] == {"lora_dropout": 0.2}
+    assert rows[4]["changes_from_defaults"] == {"seed": 4}  # the ledger's overrides
+    # changes: what tells the rows listed apart, each row with its own value of every key that differs
+    assert rows[1]["changes"] == {"lora_dropout": 0.1, "lora_r": 4, "lr": 0.0005, "seed": 42}
+    assert rows[4]["changes"] == {"lora_dropout": 0.1, "lora_r": 16, "lr": 0.0005, "seed": 4}
     assert (rows[1]["public_score"], rows[1]["private_score"]) == (0.85, 0.84) and rows[2]["public_score"] is None
     metrics = json.loads((kit.repo / "submissions" / "v3" / "metrics.json").read_text())
     low, high = accuracy_interval(metrics["val_accuracy"], metrics["val_rows"])
@@ -65,7 +69,7 @@ def test_every_version_is_listed_with_its_state_changes_interval_and_scores(kit,
 
     code, out, err = kit.run("versions")
     assert code == 0, err
-    lines = out.splitlines()
+    lines = out.split("\n\n")[0].splitlines()  # the versions' table, then the seed groups'
     assert lines[0].split()[:3] == ["version", "state", "message"] and len(lines) == 10
     assert lines[1].split()[:4] == ["-", "sending", "disk", "full"]
     v3_line = next(line for line in lines if line.startswith("v3 "))

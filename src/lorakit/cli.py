@@ -30,7 +30,8 @@ from lorakit.errors import Interrupted, LorakitError
 # Every command, in the order `lorakit --help` lists them, and the module that defines it.
 COMMANDS = (
     ("check", "check"), ("push", "push"), ("status", "follow"), ("logs", "follow"), ("pull", "pull"),
-    ("submit", "submit"), ("scores", "scores"), ("versions", "versions"), ("leaderboard", "scores"),
+    ("submit", "submit"), ("scores", "scores"), ("versions", "versions"), ("note", "notes"), ("tag", "notes"),
+    ("leaderboard", "scores"),
     ("compare", "compare"), ("sync", "sync"), ("quota", "quota"), ("report", "report"), ("validate", "submit"),
     ("plan", "planner"), ("run", "run"), ("sweep", "sweep"),
 )
