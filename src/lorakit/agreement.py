@@ -44,7 +44,8 @@ def _read_labels(path: Path) -> dict:
 
 
 def read_confidence(path: Path) -> Optional[dict]:
-    """ID -> top class probability of a probabilities.csv; None when absent or not readable as one."""
+    """ID -> (top class, its probability) of a probabilities.csv (ID, then one column per class, as the kernel
+    writes it); None when absent or not readable as one."""
     if not path.is_file():
         return None
     out = {}
@@ -55,10 +56,24 @@ def read_confidence(path: Path) -> Optional[dict]:
             if "ID" not in (reader.fieldnames or []) or not cols:
                 return None
             for row in reader:
-                out[int(row["ID"])] = max(float(row[c]) for c in cols)
+                values = [float(row[c]) for c in cols]
+                out[int(row["ID"])] = max(enumerate(values), key=lambda item: item[1])
     except (TypeError, ValueError, UnicodeDecodeError, csv.Error):
         return None
     return out
+
+
+def confidence_of(path: Path, labels: Optional[dict]) -> Optional[dict]:
+    """ID -> top class probability of the probabilities.csv at ``path``; with ``labels`` (a submission's), only
+    when it is that submission's own: the same IDs, its top class the label on 99% of them at least (a tie may
+    round either way). None otherwise."""
+    read = read_confidence(path)
+    if read is None:
+        return None
+    if labels is not None and (set(read) != set(labels) or
+                               sum(read[i][0] == k for i, k in labels.items()) < 0.99 * len(labels)):
+        return None
+    return {i: p for i, (_top, p) in read.items()}
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,7 @@ class Agreement:
 
 def agreement_of(a, b) -> Agreement:
     """The test-set agreement of two sides' submissions (each a compare.Side: its name, submission and
-    confidence()); UsageError when a file is unusable or the IDs differ."""
+    confidence(labels)); UsageError when a file is unusable or the IDs differ."""
     la, lb = _read_labels(a.submission), _read_labels(b.submission)
     if set(la) != set(lb):
         raise UsageError(f"{a.name} and {b.name} cover different IDs ({len(la)} and {len(lb)} rows)")
@@ -103,7 +118,7 @@ def agreement_of(a, b) -> Agreement:
     dist_a = {name: sum(1 for i in ids if la[i] == k) for k, name in enumerate(LABELS)}
     dist_b = {name: sum(1 for i in ids if lb[i] == k) for k, name in enumerate(LABELS)}
     differ = [i for i in ids if la[i] != lb[i]]
-    ca, cb = a.confidence(), b.confidence()
+    ca, cb = a.confidence(la), b.confidence(lb)
     conf_a = conf_b = None
     if ca is not None and cb is not None and differ:
         conf_a = sum(ca.get(i, 0.0) for i in differ) / len(differ)
@@ -136,4 +151,4 @@ def agreement_show(out: Output, c) -> None:
         out.result(f"mean confidence on the {t.disagreements} disagreements: {a} {t.confidence_a:.3f}, "
                    f"{b} {t.confidence_b:.3f}")
     elif t.disagreements:
-        out.result("(confidence on the disagreements needs both versions' probabilities.csv)")
+        out.result("(confidence on the disagreements needs each side's own probabilities.csv beside its submission)")

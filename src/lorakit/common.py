@@ -97,6 +97,18 @@ def overrides_of(row: Optional[dict]) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
+AG_NEWS_ROWS = 120_000  # AG News' training split: the rows a run splits into training and validation
+
+
+def failure_text(row: dict) -> str:
+    """"v3 ended ERROR (CUDA out of memory)" for a ledger row whose run failed (its failure message when Kaggle
+    gave one); "" for any other row."""
+    if row.get("status") not in FAILED_KERNEL:
+        return ""
+    why = " ".join((row.get("failure_message") or "").split())
+    return f"v{row.get('version')} ended {row['status']}" + (f" ({why})" if why else "")
+
+
 def log_readable(raw: str) -> str:
     """Kaggle's log is a JSON list of {stream_name, time, data}; return its text."""
     data = json_loads_safe(raw)

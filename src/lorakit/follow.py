@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable
+from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable, predicted_on
 from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new
 from lorakit.errors import ArgumentError, NotFound, RemoteError, RunFailed, Timeout
 from lorakit.inflight import version_target
@@ -185,9 +185,23 @@ def cmd_status(args) -> int:
         out.result(f"failure message: {status.failure_message}")
     kernel_failure_raise(version, status)
     out.document(out.partial)
-    if status.status == "COMPLETE":
-        out.progress(f"next: lorakit pull {version}")
+    step_next = status_next(project, version) if status.status == "COMPLETE" else None
+    if step_next:
+        out.progress(step_next)
     return 0
+
+
+def status_next(project, version: int) -> Optional[str]:
+    """The step after a COMPLETE run, as far as the ledger and the pulled folder say: pull it, else submit it
+    (a real run's valid file, not submitted yet), else read its score; nothing for a smoke run's."""
+    if not project.version_dir(version).is_dir():
+        return f"next: lorakit pull {version}"
+    row = ledger_of(project).row(version) or {}
+    if row.get("submission_ref"):
+        return "next: lorakit scores"
+    real = predicted_on(project, version, row)[0] in ("competition", None)
+    has_file = (project.version_dir(version) / "submission.csv").is_file()
+    return f"next: lorakit submit {version} --wait" if real and has_file else None
 
 
 @command(

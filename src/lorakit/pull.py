@@ -162,7 +162,7 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
             "but the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
         )
     else:
-        if metrics is None:
+        if metrics is None and status.status not in FAILED_KERNEL:  # a failed run's warning says why already
             warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
     if metrics is not None and metrics.get("interrupted") is True:
         warnings.append(
@@ -170,7 +170,8 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
             "a partial training; see log.txt"
         )
     if "submission.csv" not in written:
-        warnings.append(f"v{version} has no submission.csv")
+        if status.status not in FAILED_KERNEL:
+            warnings.append(f"v{version} has no submission.csv")
         return metrics, False
     try:
         submission_check(project, dest / "submission.csv", rows_expected_of(metrics))
@@ -211,7 +212,8 @@ def pullable_status(remote: Remote, ref: KernelRef, version: int, allow_running:
     if status.status in ("QUEUED", "RUNNING") and not allow_running:
         raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
     if status.status in FAILED_KERNEL:
-        return status, [f"v{version} ended {status.status}: pulling what it left (see log.txt)"]
+        why = f" ({' '.join(status.failure_message.split())})" if status.failure_message else ""
+        return status, [f"v{version} ended {status.status}{why}: pulling what it left (see log.txt)"]
     return status, []
 
 

@@ -71,7 +71,8 @@ def sweep_rank(project: Project, sweep: Sweep) -> list:
     tested = [i for i, r in enumerate(out) if r.p_value is not None]
     for i, adjusted in zip(tested, holm([out[i].p_value for i in tested])):
         r = out[i]
-        out[i] = replace(r, p_holm=adjusted, words=verdict(best.name, r.name, r.best_wins, r.arm_wins, adjusted))
+        words = verdict(best.name, r.name, r.best_wins, r.arm_wins, r.p_value, adjusted)
+        out[i] = replace(r, p_holm=adjusted, words=words)
     return out
 
 

@@ -49,6 +49,11 @@ def _figures(values: list) -> tuple:
     return (*mean_spread(known), len(known))
 
 
+def group_figures(rows: list) -> tuple:
+    """(mean, spread, n) of the validation accuracy of a group's rows."""
+    return _figures([r.val_accuracy for r in rows])
+
+
 def seed_group_of(rows: list, version: int) -> list:
     """The rows of ``version``'s seed group among ``rows`` (it alone when it has none), oldest first."""
     mine = next((r for r in rows if r.version == version), None)
@@ -72,7 +77,7 @@ def seed_groups(rows: list) -> list:
         group = sorted(group, key=lambda r: r.version)
         changes = {k: v for k, v in group[0].changes.items() if k != "seed"}
         groups.append(SeedGroup(tuple(r.version for r in group), tuple(r.config.get("seed") for r in group), changes,
-                                _figures([r.val_accuracy for r in group]), _figures([r.public_score for r in group]),
+                                group_figures(group), _figures([r.public_score for r in group]),
                                 _figures([r.private_score for r in group])))
     return sorted(groups, key=lambda g: -g.versions[-1])
 
