@@ -24,7 +24,7 @@ def sweep_file(kit) -> dict:
 def test_a_three_arm_sweep_ranks_its_arms_and_submits_the_best(kit):
     kit.accuracy = lambda cfg, number: {2: 0.80, 4: 0.90, 8: 0.85}[cfg.lora_r]
     code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "-m", "ranks",
-                             "--submit-best", "1", "--allow-smoke")
+                             "--submit-best", "1", "--allow-smoke", "--yes")
     assert code == 0, err
     assert pushed_rs(kit) == [2, 4, 8] and len(kit.state.calls("SaveKernel")) == 3
     recorded = sweep_file(kit)
@@ -43,7 +43,7 @@ def test_a_three_arm_sweep_ranks_its_arms_and_submits_the_best(kit):
 
 
 def test_the_json_document_holds_the_arms_and_the_ranked_table(kit):
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--json")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--json", "--yes")
     assert code == 0, err
     data = one_document(out)
     assert [a["state"] for a in data["arms"]] == ["pulled", "pulled"]
@@ -58,7 +58,8 @@ def test_the_json_document_holds_the_arms_and_the_ranked_table(kit):
 
 def test_seeds_give_mean_spread_and_holm_corrected_tests(kit):
     kit.accuracy = lambda cfg, number: 0.8 + 0.05 * (cfg.lora_r == 4) + 0.02 * (cfg.lora_r == 8) + 0.01 * (cfg.seed % 2)
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--seeds", "2", "--json")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--seeds", "2", "--json",
+                             "--yes")
     assert code == 0, err
     assert len(versions(kit)) == 6
     seeds = [json.loads(v.text.split('r"""', 1)[1].split('"""', 1)[0]).get("seed") for v in versions(kit)]
@@ -75,7 +76,7 @@ def test_seeds_give_mean_spread_and_holm_corrected_tests(kit):
 
 def test_a_sweep_interrupted_after_its_first_arm_is_resumed_without_pushing_any_arm_twice(kit):
     kit.state.interrupt("SaveKernel", after=True, skip=1)  # Ctrl-C once the second arm's push went through
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--yes")
     assert code == 130, err
     sweep_id = sweep_file(kit)["id"]
     line = error_line(err, "interrupted")
@@ -140,7 +141,7 @@ def test_an_empty_or_contradictory_grid_is_a_usage_error(kit, argv, words):
 def test_submit_best_is_capped_by_the_submissions_left_today(kit):
     kit.state.allowed_now = 1
     code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--submit-best", "2",
-                             "--allow-smoke", "--json")
+                             "--allow-smoke", "--json", "--yes")
     assert code == 0, err
     assert len(kit.state.submissions) == 1 and kit.state.submissions[0].description.startswith("v3 ")
     data = one_document(out)
@@ -181,7 +182,7 @@ def test_a_failed_arm_is_reported_and_the_others_go_on(kit):
         return kit.fake_run(text, number)
 
     kit.state.run_hook = run_hook
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--json")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--json", "--yes")
     assert code == 3 and "a2 (v2) failed: v2 ended ERROR" in err
     data = one_document(out)
     assert [a["state"][:6] for a in data["arms"]] == ["pulled", "failed", "pulled"]
@@ -191,7 +192,7 @@ def test_a_failed_arm_is_reported_and_the_others_go_on(kit):
 
 def test_resume_refuses_an_arm_whose_config_changed_since_it_was_recorded(kit):
     kit.state.interrupt("GetKernelSessionStatus")  # Ctrl-C while waiting for the first arm
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--yes")
     assert code == 130 and "resume with: lorakit status 1 --wait, then lorakit pull 1" in err
     sweep_id = sweep_file(kit)["id"]
     script = kit.repo / "kernel" / "agnews_lora.py"

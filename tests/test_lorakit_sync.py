@@ -266,7 +266,7 @@ def test_a_metrics_json_cut_short_is_reported_and_its_columns_stay_empty(kit, tm
 
 
 def test_a_sweeps_arms_get_their_sweep_id_back(kit, tmp_path, monkeypatch):
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--yes")
     assert code == 0, err
     first = kit.rows()
     assert first[0]["sweep_id"] and first[0]["sweep_id"] == first[1]["sweep_id"]

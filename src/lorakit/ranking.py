@@ -11,7 +11,8 @@ from lorakit.arms import Sweep, arm_row
 from lorakit.common import ledger_of
 from lorakit.errors import UsageError
 from lorakit.project import Project
-from lorakit.runs import PulledRun, paired_test, pulled_run_load
+from lorakit.console import fmt
+from lorakit.runs import Paired, PulledRun, noise_words, paired_test, pulled_run_load
 from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
 
 
@@ -91,3 +92,39 @@ def _paired(best: Ranked, best_runs: list, arm: Ranked, runs: list) -> Ranked:
             return replace(arm, words=f"not comparable: {exc}")
         wins = [wins[0] + paired.a_wins, wins[1] + paired.b_wins, wins[2] + paired.rows]
     return replace(arm, best_wins=wins[0], arm_wins=wins[1], rows=wins[2], p_value=mcnemar_exact(wins[0], wins[1]))
+
+
+def ranked_table(sweep: Sweep, ranked: list) -> tuple:
+    """(headers, rows, caption) of the ranked arms, as `sweep` prints them and `report` draws them."""
+    seeds = sweep.options.seeds > 1
+    headers = ["#", "arm", "versions", "settings", "trainable", "mean val_acc" if seeds else "val_acc",
+               *(["spread"] if seeds else []), "wins best/arm", "p", "p (Holm)", "vs best"]
+    rows = []
+    for i, r in enumerate(ranked, start=1):
+        wins = "-" if r.best_wins is None else f"{r.best_wins}/{r.arm_wins} of {r.rows}"
+        rows.append([i, r.name, ",".join(f"v{v}" for v in r.versions if v) or "-", " ".join(r.sets) or "-",
+                     f"{r.trainable_params:,}", fmt(r.mean), *([fmt(r.spread)] if seeds else []), wins,
+                     _p(r.p_value), _p(r.p_holm), r.words or "no validation accuracy"])
+    caption = ("p: exact McNemar test against the best on the same validation rows"
+               + (" (summed over the seeds, each paired with the best's run of the same seed)" if seeds else "")
+               + "; p (Holm): corrected for the arms compared, and what the verdict goes by")
+    return headers, rows, caption
+
+
+def _p(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def ranked_noise(ranked: list) -> str:
+    """"" unless the best arm cannot be told from others (Holm-adjusted p >= 0.05); then which, and roughly how
+    many validation rows would tell it from the closest (runs.noise_words)."""
+    if not ranked or ranked[0].mean is None:
+        return ""
+    close = [r for r in ranked[1:] if r.p_value is not None and r.words.startswith("indistinguishable")]
+    if not close:
+        return ""
+    best, runner = ranked[0], close[0]
+    words = noise_words(best.name, runner.name, Paired(runner.rows, runner.best_wins, runner.arm_wins,
+                                                       runner.p_value), runner.p_holm)
+    others = [r.name for r in close[1:]]
+    return words + (f"; nor {best.name} from {', '.join(others)}" if others else "")

@@ -21,17 +21,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from lorakit.arms import (
     Arm, Sweep, SweepOptions, SweepRequest, arm_row, gpu_minutes, sweep_load, sweep_new, sweep_record,
 )
-from lorakit.common import FAILED_KERNEL, UNCONFIRMED, kernel_ref_resolve, ledger_of
+from lorakit.common import FAILED_KERNEL, UNCONFIRMED, failure_text, kernel_ref_resolve, ledger_of
 from lorakit.console import (
-    ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, table, warn,
+    ALLOW_SMOKE, JSON, SETS, Output, command, flag, note, plural, project_of, remote_new, table, warn,
 )
-from lorakit.errors import ArgumentError, Interrupted, LorakitError, RunFailed, UsageError
+from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, Refused, RunFailed, UsageError
 from lorakit.follow import kernel_failure_raise, kernel_status_wait
 from lorakit.inflight import push_confirm, pushes_settle
 from lorakit.project import Project
@@ -40,7 +41,7 @@ from lorakit.push import push_plan
 from lorakit.quota import gpu_hours_left
 from lorakit.remote import Remote
 from lorakit.run import RunOptions, RunShow, run_pipeline, run_show
-from lorakit.ranking import Ranked, run_accuracy, sweep_rank
+from lorakit.ranking import Ranked, ranked_noise, ranked_table, run_accuracy, sweep_rank
 from lorakit.runs import pulled_run_load
 from lorakit.submit import submission_create, submissions_left, submitted_show
 
@@ -52,21 +53,21 @@ class ArmOutcome:
     version: Optional[int]
     state: str  # pulled, or failed: why
     resumed: bool = False  # pushed by an earlier command (found in the ledger), not now
+    reused: bool = False  # a version outside the sweep that ran its config: taken from the ledger, not pushed
 
     def as_json(self) -> dict:
         return {**self.arm.as_json(), "version": self.version, "state": self.state,
-                "resumed": self.resumed}
+                "resumed": self.resumed, "reused": self.reused}
 
 
 @dataclass(frozen=True)
 class SweepShow:
-    """What the caller hears as the arms go: each arm's start (its version when it was pushed before) and
-    end, and run_pipeline's own steps."""
+    """What the caller hears as the arms go: each arm's start (its version when it was pushed before, and
+    whether it is one taken from the ledger) and end, and run_pipeline's own steps."""
 
     run: RunShow = RunShow()
-    started: Callable[[Arm, Optional[int]], None] = lambda _arm, _version: None
+    started: Callable[[Arm, Optional[int], bool], None] = lambda _arm, _version, _reused: None
     ended: Callable[[ArmOutcome], None] = lambda _outcome: None
-
 
 
 def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
@@ -80,15 +81,16 @@ def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
                 push_confirm(project, remote, int(row["version"]), ref)
 
 
-def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = SweepShow()) -> list:
-    """Each arm in turn: pushed, waited for and pulled (run_pipeline), or, when the ledger holds its push,
-    waited for and pulled only. A failed run is that arm's outcome; anything else stops the sweep, with how
-    to carry on."""
+def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = SweepShow(),
+              retry_failed: bool = False) -> list:
+    """Each arm in turn: pushed, waited for and pulled (run_pipeline), or, when the ledger holds its run (its
+    push by this sweep, or the version it reuses), waited for and pulled only. A failed run is that arm's
+    outcome (pushed again with ``retry_failed``); anything else stops the sweep, with how to carry on."""
     outcomes = []
     try:
         sweep_settle(project, remote, sweep)
         for arm in sweep.arms:
-            outcomes.append(_arm_run(project, remote, sweep, arm, show))
+            outcomes.append(_arm_run(project, remote, sweep, arm, show, retry_failed))
             show.ended(outcomes[-1])
     except KeyboardInterrupt:
         raise _carry_on(Interrupted("interrupted between arms; the ledger is up to date"), sweep) from None
@@ -104,19 +106,26 @@ def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
     return carried
 
 
-def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow) -> ArmOutcome:
+def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow,
+             retry_failed: bool) -> ArmOutcome:
     row = arm_row(ledger_of(project).rows(), sweep, arm)
-    version, before = (int(row["version"]), True) if row else (None, False)
-    if row and row.get("status") in FAILED_KERNEL:
-        return ArmOutcome(arm, version, f"failed: {row['status']}", resumed=True)
-    if row and row.get("pulled_at"):
-        return ArmOutcome(arm, version, "pulled", resumed=True)
-    show.started(arm, version)
+    version = int(row["version"]) if row else None
+    reused = row is not None and row.get("sweep_id") != sweep.id
+    failed = row is not None and row.get("status") in FAILED_KERNEL
+    done = ArmOutcome(arm, version, "pulled", resumed=row is not None and not reused, reused=reused)
+    if failed and not retry_failed:
+        return replace(done, state=f"failed: {failure_text(row)} (lorakit sweep --resume {sweep.id} --retry-failed "
+                                   "pushes it again)")
+    if row is not None and not failed and row.get("pulled_at") and project.version_dir(version).is_dir():
+        return done
+    show.started(arm, None if failed else version, reused and not failed)
     try:
-        if row is None:
+        if row is None or failed:  # pushed now
+            done = ArmOutcome(arm, None, "pulled")
             _unchanged_check(project, sweep, arm)
             options = RunOptions(sweep.push_options(arm), timeout=sweep.options.timeout)
             version = run_pipeline(project, remote, options, show.run).pushed.version
+            done = replace(done, version=version)
         else:
             version, status = kernel_status_wait(project, remote, version, sweep.options.timeout, show.run.on_poll,
                                                  show.run.on_log)
@@ -125,8 +134,8 @@ def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: Swe
             show.run.pulled(kernel_output_pull(project, remote, version, on_wait=show.run.on_wait))
     except RunFailed as exc:  # the run ended in ERROR: this arm's outcome, the next arm goes on
         row = arm_row(ledger_of(project).rows(), sweep, arm)
-        return ArmOutcome(arm, int(row["version"]) if row else version, f"failed: {exc}", before)
-    return ArmOutcome(arm, version, "pulled", before)
+        return replace(done, version=int(row["version"]) if row else version, state=f"failed: {exc}")
+    return done
 
 
 def _unchanged_check(project: Project, sweep: Sweep, arm: Arm) -> None:
@@ -201,9 +210,10 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
 @command(
     "sweep",
     "push a grid of configs one arm after another (push, wait, pull each), then rank them by validation accuracy "
-    "with a paired test against the best",
+    "with a paired test against the best; an arm whose config already ran is taken from the ledger",
     flag("--grid", action="append", default=[], metavar="KEY=V1,V2",
-         help="one axis of the grid (repeatable: every combination of the axes is an arm)"),
+         help="one axis of the grid (repeatable: every combination of the axes is an arm); values that hold commas "
+              "are separated by | instead: --grid 'lora_targets=query,value|query,key,value,dense'"),
     flag("--from-plan", type=int, metavar="N", help="also one arm per row of the first N rows of lorakit plan"),
     flag("--config", dest="config_file", metavar="FILE",
          help='also one arm per override object of a JSON list, e.g. [{"lora_r": 4}, {"lora_targets": "query,value"}]'),
@@ -214,25 +224,36 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
               "its tests against the best paired seed by seed (a seed changes the validation rows)"),
     flag("--submit-best", type=int, default=0, metavar="K",
          help="then submit the best K arms by validation accuracy: never more than today's submissions left, never "
-              "a smoke run"),
+              "a smoke run; it says when the validation rows cannot tell the best from the next"),
     ALLOW_SMOKE,
     flag("--accelerator", metavar="SHAPE", help="machine shape of every arm, e.g. NvidiaTeslaT4"),
-    flag("--again", action="store_true", help="also push arms whose config already ran to COMPLETE outside the sweep"),
+    flag("--again", action="store_true",
+         help="push every arm, also those whose config already ran to COMPLETE (or runs now) outside the sweep, "
+              "which are otherwise taken from the ledger: ranked with the others, not pushed"),
+    flag("--yes", action="store_true",
+         help="do not ask: a sweep of more than one run shows its plan and asks on a terminal before it pushes, "
+              "and without a terminal (a script) it is refused unless --yes"),
     flag("--timeout", type=float, default=3600.0, metavar="S",
          help="give up waiting for an arm's run after S seconds (default 3600)"),
     flag("--follow", action="store_true", help="stream each arm's log while waiting"),
     flag("--dry-run", action="store_true",
          help="check and count every arm and show the GPU time against the quota left; record and push nothing"),
     flag("--resume", metavar="ID",
-         help="carry on sweep ID (submissions/sweeps/ID.json) after Ctrl-C or an error: settles pushes whose reply "
-              "was lost, waits for and pulls the arms pushed, pushes only those never pushed. "
-              f"Note: {SWEEP_STILL_RUNNING}. {SWEEP_ONE_AT_A_TIME} Exit 3 when an arm's run failed."),
+         help="carry on sweep ID (submissions/sweeps/ID.json; lorakit sync restores it in another clone) after "
+              "Ctrl-C or an error: settles pushes whose reply was lost, waits for and pulls the arms pushed, pushes "
+              f"only those never pushed. Note: {SWEEP_STILL_RUNNING}. {SWEEP_ONE_AT_A_TIME} Exit 3 when an arm's "
+              "run failed."),
+    flag("--retry-failed", action="store_true", help="with --resume: push the arms whose run failed again"),
     JSON,
 )
 def cmd_sweep(args) -> int:
     out = args.out
+    if args.retry_failed and not args.resume:
+        raise ArgumentError("--retry-failed carries on a recorded sweep: lorakit sweep --resume ID --retry-failed")
     project = project_of(args)
     sweep = _sweep_resumed(args, project) if args.resume else sweep_new(project, _sweep_request(args))
+    for warning in sweep.warnings:
+        warn(warning)
     out.partial = {"sweep": sweep.id, "dry_run": args.dry_run, "shared_sets": list(sweep.shared),
                    "planned": [a.as_json() for a in sweep.arms], **_sweep_plan_show(out, project, sweep)}
     if args.dry_run:
@@ -240,12 +261,13 @@ def cmd_sweep(args) -> int:
         out.document(out.partial)
         return 0
     if not args.resume:
+        _sweep_confirm(args, sweep)
         path = sweep_record(project, sweep)
         out.progress(f"recorded {path.relative_to(project.root)} (carry on after Ctrl-C or an error: "
                      f"lorakit sweep --resume {sweep.id})")
     remote = remote_new()
     try:
-        outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project))
+        outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project), args.retry_failed)
     except Interrupted as exc:
         raise Interrupted(f"{exc}; {SWEEP_STILL_RUNNING}", exc.version) from None
     ranked = sweep_rank(project, sweep)
@@ -270,9 +292,6 @@ def _sweep_request(args):
 
 def _sweep_resumed(args, project):
     """The recorded sweep, its --timeout the one given now; the flags that define a sweep are refused."""
-    from dataclasses import replace
-
-
     given = [name for name, (dest, default) in SWEEP_RECORDED.items() if getattr(args, dest) != default]
     if given:
         raise ArgumentError(f"--resume carries on with the arms and options recorded in the sweep file: drop "
@@ -281,24 +300,53 @@ def _sweep_resumed(args, project):
     return replace(sweep, options=replace(sweep.options, timeout=args.timeout))
 
 
-def _sweep_plan_show(out: Output, project, sweep) -> dict:
-    """The arms about to be pushed, their exact counts and the GPU time they may take against the quota left;
-    what it showed, for the JSON document."""
+def _terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # no stdin, or a closed one
+        return False
 
-    rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}"]
-            for a in sweep.arms]
-    out.result(f"sweep {sweep.id}: {len(sweep.arms)} run(s), each checked by the kernel's config rules and within "
-               "the parameter budget")
-    out.result(table(["arm", "settings", "trainable", "config_hash", "max minutes"], rows))
+
+def _sweep_confirm(args, sweep) -> None:
+    """A sweep of more than one run asks before it pushes: on a terminal; without one (a script), refused
+    unless --yes. Nothing is recorded or pushed before the answer."""
+    pushes = len(sweep.pushes)
+    if args.yes or len(sweep.arms) < 2 or not pushes:
+        return
+    if not _terminal():
+        raise FlagNeeded(f"a sweep of {plural(len(sweep.arms), 'run')} asks before it pushes, and there is no terminal "
+                         "to ask on: add --yes (or see the plan with --dry-run); nothing recorded, nothing pushed")
+    print(f"push {plural(pushes, 'run')} of this sweep now? [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Refused("not confirmed: nothing recorded, nothing pushed")
+
+
+def _sweep_plan_show(out: Output, project, sweep) -> dict:
+    """The arms about to be pushed (and those taken from the ledger), their exact counts and the GPU time they
+    may take against the quota left; what it showed, for the JSON document."""
+    ledger_rows = ledger_of(project).rows()
+    rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}",
+             _arm_plan_text(sweep, arm_row(ledger_rows, sweep, a))] for a in sweep.arms]
+    out.result(f"sweep {sweep.id}: {plural(len(sweep.arms), 'run')}, each checked by the kernel's config rules and "
+               "within the parameter budget")
+    out.result(table(["arm", "settings", "trainable", "config_hash", "max minutes", "run"], rows))
     out.result(f"shared     {' '.join(sweep.shared) or '-'}")
+    reused = [a for a in sweep.arms if a.reuses is not None]
+    if reused:
+        out.result(f"from the ledger: {', '.join(f'{a.label} (v{a.reuses})' for a in reused)} ran this config "
+                   "already: ranked with the others, not pushed again (--again pushes it)")
     minutes = gpu_minutes(project, sweep)
     if minutes is None:
         out.result("GPU time   none (the accelerator asked for is none)")
         return {"gpu_minutes": None, "gpu_hours_left": None}
     left, why = gpu_hours_left(remote_new)
     shown = "unknown" if left is None else f"{left:.1f} h"
-    out.result(f"GPU time   up to {minutes / 60:.1f} h in all (each run's time_limit_minutes); GPU quota left this "
-               f"week: {shown}")
+    out.result(f"GPU time   up to {minutes / 60:.1f} h in all ({plural(len(sweep.pushes), 'push', 'pushes')}, each "
+               f"its time_limit_minutes); GPU quota left this week: {shown}")
     if left is None:
         note(f"{why}: the sweep's GPU time is not compared with the quota")
     elif minutes / 60 > left:
@@ -307,45 +355,47 @@ def _sweep_plan_show(out: Output, project, sweep) -> dict:
     return {"gpu_minutes": minutes, "gpu_hours_left": left}
 
 
+def _arm_plan_text(sweep, row: Optional[dict]) -> str:
+    """What becomes of an arm: pushed, or the version of the ledger it is (this sweep's, or one taken from it)."""
+    if row is None:
+        return "push"
+    whose = "this sweep's" if row.get("sweep_id") == sweep.id else "taken from the ledger, not pushed"
+    return f"v{row['version']} {row.get('status') or '?'} ({whose})"
+
+
 def _sweep_show(args, project):
     """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them."""
-
     out = args.out
     arm = argparse.Namespace(out=Output(out.as_json), follow=args.follow)  # each arm's own partial document
     done = out.partial.setdefault("arms", [])
 
-    def started(a, version) -> None:
+    def started(a, version, reused) -> None:
         arm.out.partial = {}
-        out.progress(f"--- {a.label} ({' '.join(a.own) or 'the shared config'}): "
-                     + (f"carrying on v{version}" if version else "pushing"))
+        doing = ("pushing" if version is None else f"waiting for v{version}, which runs this config (taken from the "
+                 "ledger, not pushed)" if reused else f"carrying on v{version}")
+        out.progress(f"--- {a.label} ({' '.join(a.own) or 'the shared config'}): {doing}")
 
     def ended(outcome) -> None:
         done.append({**outcome.as_json(), "run": arm.out.partial or None})
-        out.progress(f"{outcome.arm.label}: v{outcome.version} {outcome.state}"
-                     + (" (pushed before)" if outcome.resumed else ""))
+        why = (" (taken from the ledger: it ran this config before; not pushed)" if outcome.reused
+               else " (pushed before)" if outcome.resumed else "")
+        out.progress(f"{outcome.arm.label}: v{outcome.version} {outcome.state}{why}")
 
     return SweepShow(run_show(arm, project), started, ended)
 
 
 def _sweep_ranked_show(out: Output, sweep, ranked: list) -> None:
-    seeds = sweep.options.seeds > 1
-    headers = ["#", "arm", "versions", "settings", "trainable", "mean val_acc" if seeds else "val_acc",
-               *(["spread"] if seeds else []), "wins best/arm", "p", "p (Holm)", "vs best"]
-    rows = []
-    for i, r in enumerate(ranked, start=1):
-        wins = "-" if r.best_wins is None else f"{r.best_wins}/{r.arm_wins} of {r.rows}"
-        rows.append([i, r.name, ",".join(f"v{v}" for v in r.versions if v) or "-", " ".join(r.sets) or "-",
-                     f"{r.trainable_params:,}", fmt(r.mean), *([fmt(r.spread)] if seeds else []), wins,
-                     _p(r.p_value), _p(r.p_holm), r.words or "no validation accuracy"])
-    out.result(f"sweep {sweep.id} ranked by validation accuracy" + (f" (mean of {sweep.options.seeds} seeds)" if seeds else ""))
+    """The ranked table, and, where the best cannot be told from the next, by how much the rows fall short."""
+    headers, rows, caption = ranked_table(sweep, ranked)
+    out.result(f"sweep {sweep.id} ranked by validation accuracy"
+               + (f" (mean of {sweep.options.seeds} seeds)" if sweep.options.seeds > 1 else ""))
     out.result(table(headers, rows))
-    out.result("p: exact McNemar test against the best on the same validation rows"
-               + (" (summed over the seeds, each paired with the best's run of the same seed)" if seeds else "")
-               + "; p (Holm): corrected for the arms compared")
-
-
-def _p(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2g}"
+    out.result(caption)
+    noise = ranked_noise(ranked)
+    if noise:
+        out.result(f"noise: {noise}")
+        if sweep.options.submit_best:
+            warn(f"--submit-best {sweep.options.submit_best} picks {ranked[0].name} on noise: {noise}")
 
 
 def _sweep_submitted_show(out: Output, submitted) -> None:

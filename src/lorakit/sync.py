@@ -9,7 +9,9 @@ never touched); then every submission of the competition, matched to its version
 token in its description, else the version its description names.
 
 Everything is read before anything is written; the ledger is then changed in one locked, atomic write (none
-when nothing changes). A row is never overwritten: an existing row that disagrees on the push token or a
+when nothing changes). A row's note and tags are yours, never Kaggle's: sync keeps them. The sweep records
+(submissions/sweeps/<id>.json) this clone lacks are written from the push records of their arms, which carry
+them, so that `lorakit sweep --resume` works in any clone. A row is never overwritten: an existing row that disagrees on the push token or a
 config_hash is a conflict, reported and left as is; a matching row only gets its empty columns filled and
 Kaggle's own columns (the run's and the submission's status and scores) refreshed.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+from lorakit.arms import sweep_restore
 from lorakit.common import (
     TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns, overrides_text, submission_columns, submission_key, submission_preferred,
 )
@@ -30,6 +33,7 @@ from lorakit.errors import NotFound
 from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
+from lorakit.push import SWEEP_RECORD
 from lorakit.remote import Remote, Submission
 from lorakit.transport import json_loads_safe
 
@@ -50,6 +54,7 @@ class VersionSeen:
     fields: dict  # ledger column -> cell text
     unknown: tuple = ()  # push-only columns its source holds no record of (pushed before lorakit wrote one)
     problems: tuple = ()  # what could not be read (a damaged block, a metrics.json that is no JSON object)
+    sweep: str = ""  # the definition of the sweep it is an arm of, as its push record carries it (JSON)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class SyncReport:
     submissions: tuple  # a Change per submission to the competition
     dry_run: bool = False
     written: bool = False
+    sweeps: tuple = ()  # the sweep records restored (with --dry-run: that would be), as paths
 
     @property
     def changed(self) -> bool:
@@ -88,7 +94,7 @@ class SyncReport:
     def as_json(self) -> dict:
         return {"kernel": self.kernel, "latest_version": self.latest, "dry_run": self.dry_run,
                 "written": self.written, "versions": [c.as_json() for c in self.versions],
-                "submissions": [c.as_json() for c in self.submissions]}
+                "submissions": [c.as_json() for c in self.submissions], "sweeps": list(self.sweeps)}
 
 
 # ------------------------------------------------------------------------------------------ reading Kaggle
@@ -116,7 +122,7 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
     elif metrics is not None:  # the push record's config_hash and count (as pushed) come first
         fields.update({k: v for k, v in metrics_columns(metrics).items() if k not in fields})
     unknown = tuple(k for k in PUSH_ONLY if pushed.record.get(k) is None)
-    return VersionSeen(number, fields, unknown, tuple(problems))
+    return VersionSeen(number, fields, unknown, tuple(problems), str(pushed.record.get(SWEEP_RECORD) or ""))
 
 
 def _overrides_fields(overrides: dict, ref: KernelRef) -> dict:
@@ -260,11 +266,22 @@ def ledger_sync(project: Project, remote: Remote, dry_run: bool = False) -> Sync
         return SyncReport(str(ref), latest, tuple(versions), tuple(subs), dry_run)
 
     report = merged([dict(r) for r in ledger.all_rows()])
-    if dry_run or not report.changed:
-        return report
-    with ledger.transaction() as records:  # merged again under the lock: what changed meanwhile counts
-        report = merged(records)
-    return replace(report, written=True)
+    if not dry_run and report.changed:
+        with ledger.transaction() as records:  # merged again under the lock: what changed meanwhile counts
+            report = replace(merged(records), written=True)
+    return replace(report, sweeps=sweeps_restore(project, seen, dry_run))
+
+
+def sweeps_restore(project: Project, seen: list, dry_run: bool) -> tuple:
+    """The sweep records this clone lacks, written from the newest push record of each (arms.sweep_restore):
+    `lorakit sweep --resume ID` then works here too. The paths written (with ``dry_run``: that would be)."""
+    restored = []
+    for one in sorted(seen, key=lambda s: -s.version):
+        sweep_id = one.fields.get("sweep_id", "")
+        if sweep_id and one.sweep and not any(sweep_id in path for path in restored):
+            path = sweep_restore(project, one.sweep, sweep_id, dry_run)
+            restored += [path] if path else []
+    return tuple(restored)
 
 
 # ------------------------------------------------------------------------------------- the command line
@@ -305,6 +322,10 @@ def _sync_show(out: Output, project, report) -> None:
                        for a in ("added", "completed", "unchanged", "conflict"))
     verb = "dry run, nothing written to" if report.dry_run else "wrote" if report.written else "nothing to change in"
     out.result(f"{verb} {project.ledger_path.relative_to(project.root)} ({counts})")
+    for path in report.sweeps:
+        sweep_id = Path(path).stem
+        out.result(f"{'would restore' if report.dry_run else 'restored'} {path} from its arms' push records "
+                   f"(lorakit sweep --resume {sweep_id} carries it on here)")
 
 
 def _sync_unknown_note(report) -> None:
