@@ -116,7 +116,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
                       "warnings"},
         ("submit", 2, "--wait"): {"version", "ref", "remaining_today", "notes", "score"},
         ("scores",): {"submissions", "best_public", "best_validation", "unrecorded", "not_submitted",
-                      "not_candidates"},
+                      "not_candidates", "noise"},
         ("leaderboard", "--top", "2"): {"competition", "rows", "me", "download"},
         ("quota",): {"used_hours", "total_hours", "left_hours", "refresh", "runs"},
         ("compare", 1, 2): {"a", "b", "config_diff", "where_diff", "config_reason", "paired", "paired_reason",

@@ -23,7 +23,8 @@ from lorakit.ledger import SENDING, Ledger
 from lorakit.ledger import kernel_same
 from lorakit.project import KernelRef, Project
 from lorakit.remote import Remote, Submission
-from lorakit.stats import finite_number
+from lorakit.runs import noise_words, paired_test, pulled_run_load
+from lorakit.stats import LEVEL, finite_number, rows_to_tell, two_proportions_p
 from lorakit.transport import json_loads_safe
 
 
@@ -52,6 +53,7 @@ class Scores:
     unrecorded: tuple = ()  # versions named by submissions but absent from the ledger
     not_submitted: tuple = ()  # versions whose unconfirmed submission turned out never to have reached Kaggle
     not_candidates: tuple = ()  # (version, kernel, what it predicted on): runs that are not real runs
+    noise: str = ""  # why the best validation candidate cannot be told from the next one ("" when it can)
 
     def as_json(self) -> dict:
         return {
@@ -66,6 +68,7 @@ class Scores:
             "unrecorded": list(self.unrecorded),
             "not_submitted": list(self.not_submitted),
             "not_candidates": [{"version": v, "kernel": k, "predicted_on": w} for v, k, w in self.not_candidates],
+            "noise": self.noise or None,
         }
 
 
@@ -113,11 +116,29 @@ def scores_get(project: Project, remote: Remote) -> Scores:
                         and (r.kernel, r.version) in real), None)
     with_val = [r for r in ledger.all_rows() if r["version"] and finite_number(r.get("val_accuracy")) is not None
                 and (r["kernel_ref"], int(r["version"])) in real]
-    best_val = max(with_val, key=lambda r: (finite_number(r["val_accuracy"]), int(r["version"]))) if with_val else None
+    with_val.sort(key=lambda r: (finite_number(r["val_accuracy"]), int(r["version"])), reverse=True)
+    best_val = with_val[0] if with_val else None
     shown = {k for k in chosen} | {k for k in rows if finite_number(rows[k].get("val_accuracy")) is not None}
     not_candidates = tuple((k[1], k[0], seen_on[k][1]) for k in sorted(shown) if k in rows and k not in real)
     unrecorded = tuple(sorted(k[1] for k in chosen if k not in rows))
-    return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates)
+    return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates,
+                  candidates_noise(project, with_val[:2]))
+
+
+def candidates_noise(project: Project, best_two: list) -> str:
+    """Why the best validation candidate cannot be told from the next (the paired test when both are pulled
+    here on the same rows, else their accuracies on their rows); "" when it can, or when it is not known."""
+    if len(best_two) < 2 or not all(kernel_same(r["kernel_ref"], str(project.kernel)) for r in best_two):
+        return ""
+    a, b = (int(r["version"]) for r in best_two)
+    with contextlib.suppress(UsageError):
+        return noise_words(f"v{a}", f"v{b}", paired_test(pulled_run_load(project, a), pulled_run_load(project, b)))
+    (pa, na), (pb, nb) = ((finite_number(r["val_accuracy"]), finite_number(r.get("val_rows"))) for r in best_two)
+    if not na or not nb or two_proportions_p(pa, int(na), pb, int(nb)) < LEVEL:
+        return ""
+    need = rows_to_tell(pa, pb)
+    return (f"v{a}'s and v{b}'s validation accuracies ({pa:.4f} on {int(na):,} rows, {pb:.4f} on {int(nb):,}) cannot "
+            "be told apart" + (f"; roughly {need:,} rows each would" if need else ""))
 
 
 def _settles(row: dict, sub: Submission) -> bool:
@@ -257,6 +278,8 @@ def cmd_scores(args) -> int:
             v = scores.best_validation
             out.result(f"V best validation:    {version_label(project, int(v['version']), v['kernel_ref'])} "
                        f"({fmt(v.get('val_accuracy'))})")
+        if scores.noise:
+            out.result(f"  noise: {scores.noise}")
         if scores.best_public is not None or scores.best_validation is not None:
             out.result("  -> the candidates for the two final submissions")
     note("versions that were never submitted are listed by lorakit versions")
