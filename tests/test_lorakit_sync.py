@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from kaggle_standin import StoredSubmission
-from lorakit_fixtures import error_line, one_document, push, versions
+from lorakit_fixtures import error_line, ledger_write, one_document, push, versions
 
 NASTY = 'r=4: "quoted", \'\'\' and """ and a \\ back\\slash, ünïcödé ✓ \U0001F600\nsecond line\r\n\ttabbed'
 # The columns a fresh clone's sync cannot rebuild as the first clone wrote them, and why.
@@ -51,15 +51,6 @@ def two_versions_one_submitted(kit) -> list:
     pushed_and_pulled(kit, "r=8", "--set", "lora_r=8")
     assert kit.run("submit", 1, "--wait")[0] == 0
     return kit.rows()
-
-
-def ledger_write(kit, rows: list) -> bytes:
-    """The ledger holding ``rows`` (as edited by hand); its bytes."""
-    with open(kit.ledger, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return kit.ledger.read_bytes()
 
 
 def fresh_clone(kit, tmp_path, monkeypatch):

@@ -284,6 +284,17 @@ def sweep_load(project: Project, sweep_id: str) -> Sweep:
     return sweep
 
 
+def sweeps_recorded(project: Project, notes: Optional[list] = None) -> list:
+    """The sweeps recorded in submissions/sweeps/, newest first; one that does not read is named in ``notes``."""
+    sweeps = []
+    for path in sorted(sweeps_dir(project).glob("sw-*.json")) if sweeps_dir(project).is_dir() else []:
+        sweep = sweep_of(json_loads_safe(path.read_text(encoding="utf-8", errors="replace")))
+        if sweep is None and notes is not None:
+            notes.append(f"{path.relative_to(project.root)} is not a sweep lorakit recorded (corrupted?): left out")
+        sweeps += [sweep] if sweep is not None else []
+    return sorted(sweeps, key=lambda s: s.created_at, reverse=True)
+
+
 def sweep_of(data) -> Optional[Sweep]:
     """The sweep a record (Sweep.as_json, read as untrusted JSON) describes; None when it describes none."""
     try:

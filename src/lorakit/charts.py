@@ -1,15 +1,21 @@
 """The report's charts: inline SVG drawn by hand (no script, no font or stylesheet from elsewhere), every text
-escaped with html.escape: line charts with a legend and tooltips, and a confusion matrix."""
+escaped with html.escape: line charts with a legend and tooltips, and a confusion matrix.
+
+A series is a line with a marker at each point (a circle, or a hollow square for the dashed kind), and its
+legend entry shows both, so that a series of one point (a run of one epoch) reads as well as a line: its
+marker carries its name beside it. A series of many points (a loss curve) is a line alone, thinned to what the
+chart can show."""
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Union
 
 import numpy as np
 
 from lorakit.common import LABELS
-
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -26,7 +32,13 @@ class Series:
     label: str
     points: tuple  # (x, y, tooltip)
     color: str
-    dashed: bool = False
+    dashed: bool = False  # a dashed line and hollow square markers; else solid with filled circles
+    tags: tuple = ()  # a short text beside each point (the version of a score), or none
+    tag_below: bool = False  # tags under the points (two series of tags at one x: one above, one below)
+
+
+MARKERS_MAX = 60  # a series with more points is a line alone (a loss curve): markers would hide it
+LINE_POINTS_MAX = 400  # the points a line keeps at most: more than the plot's pixels can tell apart
 
 
 def confusion_svg(version: int, matrix: np.ndarray) -> str:
@@ -93,26 +105,98 @@ class Frame:
         return round(MARGIN["top"] + (self.y1 - y) / (self.y1 - self.y0) * PLOT_H, 1)
 
 
-def line_chart(name: str, title: str, series: list, x_label: str, y_label: str, x_ticks: list) -> str:
-    """An SVG line chart of ``series`` with a legend on the right; each point's tooltip is its <title>."""
+def line_chart(name: str, title: str, series: list, x_label: str, y_label: str,
+               x_ticks: Union[list, Callable]) -> str:
+    """An SVG line chart of ``series`` with a legend on the right; each point's tooltip is its <title>.
+    ``x_ticks``: (x, label) pairs, or a function of the x axis' range that returns them."""
     frame = Frame(*_span([p[0] for s in series for p in s.points], 1.0),
                   *_span([p[1] for s in series for p in s.points], 0.01))
+    ticks = x_ticks(frame.x0, frame.x1) if callable(x_ticks) else x_ticks
     parts = [f'<svg class="chart" data-chart="{name}" width="{WIDTH}" height="{HEIGHT}" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{esc(title)}">',
              f'<text x="{MARGIN["left"]}" y="18" font-weight="bold">{esc(title)}</text>',
              f'<rect x="{MARGIN["left"]}" y="{MARGIN["top"]}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
-             'stroke="#999"/>', *_axes(frame, x_ticks, x_label, y_label)]
-    for k, s in enumerate(series):
-        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-        line = " ".join(f"{frame.px(x)},{frame.py(y)}" for x, y, _tip in s.points)
-        parts.append(f'<polyline points="{line}" fill="none" stroke="{s.color}" stroke-width="2"{dash}/>')
-        parts += [f'<circle cx="{frame.px(x)}" cy="{frame.py(y)}" r="3" fill="{s.color}"><title>{esc(tip)}</title>'
-                  "</circle>" for x, y, tip in s.points]
-        lx, ly = WIDTH - MARGIN["right"] + 12, MARGIN["top"] + 10 + 16 * k
-        parts.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 22}" y2="{ly}" stroke="{s.color}" stroke-width="2"{dash}/>'
-                     f'<text x="{lx + 28}" y="{ly + 4}">{esc(s.label[:24])}</text>')
+             'stroke="#999"/>', *_axes(frame, ticks, x_label, y_label)]
+    for s in series:
+        parts += _series_svg(frame, s)
+    parts += _single_labels(frame, series)
+    parts += [_legend_entry(k, s) for k, s in enumerate(series)]
     parts.append("</svg>\n")
     return "".join(parts)
+
+
+def _series_svg(frame: Frame, s: Series) -> list:
+    """A series' line (thinned to LINE_POINTS_MAX), its markers with their tooltips (up to MARKERS_MAX points)
+    and its tags."""
+    dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+    parts = []
+    if len(s.points) > 1:
+        step = max(1, -(-len(s.points) // LINE_POINTS_MAX))
+        kept = [*s.points[::step], *([s.points[-1]] if (len(s.points) - 1) % step else [])]
+        line = " ".join(f"{frame.px(x)},{frame.py(y)}" for x, y, _tip in kept)
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{s.color}" stroke-width="2"{dash}>'
+                     f"<title>{esc(s.label)}</title></polyline>")
+    if len(s.points) <= MARKERS_MAX:
+        parts += [marker(frame.px(x), frame.py(y), s, tip) for x, y, tip in s.points]
+    for (x, y, _tip), tag in zip(s.points, s.tags):
+        dy = 15 if s.tag_below else -8
+        parts.append(f'<text class="tag" x="{frame.px(x)}" y="{frame.py(y) + dy}" text-anchor="middle" '
+                     f'fill="{s.color}">{esc(tag)}</text>')
+    return parts
+
+
+def marker(x: float, y: float, s: Series, tip: str = "", size: float = 3.5) -> str:
+    """A series' marker at (x, y): a filled circle, or a hollow square for a dashed series."""
+    title = f"<title>{esc(tip)}</title>" if tip else ""
+    if s.dashed:
+        return (f'<rect x="{x - size:.1f}" y="{y - size:.1f}" width="{2 * size}" height="{2 * size}" fill="#fff" '
+                f'stroke="{s.color}" stroke-width="2">{title}</rect>')
+    return f'<circle cx="{x}" cy="{y}" r="{size}" fill="{s.color}">{title}</circle>'
+
+
+def _single_labels(frame: Frame, series: list) -> list:
+    """The names of the one-point series beside their markers (a run of one epoch has no line to follow); the
+    names of series whose points fall on one spot share one label."""
+    spots: dict = {}
+    for s in series:
+        if len(s.points) == 1 and not s.tags:
+            x, y, _tip = s.points[0]
+            spots.setdefault((frame.px(x), frame.py(y)), []).append(s.label)
+    return [f'<text class="point-label" x="{x + 8}" y="{y - 6}">{esc(", ".join(labels))}</text>'
+            for (x, y), labels in spots.items()]
+
+
+def _legend_entry(k: int, s: Series) -> str:
+    """The legend's line k: the series' line and marker, as the series is drawn, and its name."""
+    lx, ly = WIDTH - MARGIN["right"] + 12, MARGIN["top"] + 10 + 16 * k
+    dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+    shown = marker(lx + 13, ly, s) if len(s.points) <= MARKERS_MAX else ""  # as the series is drawn
+    return (f'<g class="legend"><line x1="{lx}" y1="{ly}" x2="{lx + 26}" y2="{ly}" stroke="{s.color}" '
+            f'stroke-width="2"{dash}/>{shown}<text x="{lx + 32}" y="{ly + 4}">{esc(s.label[:24])}</text></g>')
+
+
+def number_ticks(lo: float, hi: float) -> list:
+    """About five round ticks of a numeric axis, labelled as short as they go."""
+    return [(x, f"{x:g}") for x in _ticks(lo, hi)]
+
+
+TIME_STEPS_H = (1 / 60, 2 / 60, 5 / 60, 10 / 60, 0.25, 0.5, 1, 2, 3, 6, 12, 24, 48, 168, 336, 720)
+
+
+def time_ticks(lo: float, hi: float) -> list:
+    """At most five ticks of a time axis (hours since the epoch, UTC) at a round step, each labelled once: the
+    time, and the date under the first and wherever the day changes ("14:05" over "Apr 20"); whole days for
+    spans of days."""
+    step = next((s for s in TIME_STEPS_H if (hi - lo) / s <= 5), TIME_STEPS_H[-1])
+    first = -(-lo // step) * step
+    ticks, day = [], None
+    for k in range(int((hi - first) // step) + 1):
+        moment = datetime.fromtimestamp((first + k * step) * 3600, timezone.utc)
+        date = moment.strftime("%b %d")
+        label = date if step >= 24 else moment.strftime("%H:%M") + ("\n" + date if date != day else "")
+        ticks.append((first + k * step, label))
+        day = date
+    return ticks
 
 
 def _axes(frame: Frame, x_ticks: list, x_label: str, y_label: str) -> list:
@@ -121,8 +205,10 @@ def _axes(frame: Frame, x_ticks: list, x_label: str, y_label: str) -> list:
     parts = []
     for x, label in x_ticks:
         px = frame.px(x)
+        lines = "".join(f'<tspan x="{px}" dy="{0 if i == 0 else 13}">{esc(text)}</tspan>'
+                        for i, text in enumerate(label.split("\n")))
         parts.append(f'<line x1="{px}" y1="{bottom}" x2="{px}" y2="{bottom + 4}" stroke="#999"/>'
-                     f'<text x="{px}" y="{bottom + 16}" text-anchor="middle">{esc(label)}</text>')
+                     f'<text x="{px}" y="{bottom + 16}" text-anchor="middle">{lines}</text>')
     for y in _ticks(frame.y0, frame.y1):
         py = frame.py(y)
         parts.append(f'<line x1="{left - 4}" y1="{py}" x2="{left}" y2="{py}" stroke="#999"/>'
