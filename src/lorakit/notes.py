@@ -86,7 +86,7 @@ def cmd_note(args) -> int:
     out.document({"version": number, "note": now, "replaced": before or None})
     out.result(f"v{number}: {now}" if now else f"v{number}: note removed")
     if before and before != now:
-        out.progress(f"(it replaces: {before})")
+        out.progress(f"(the note before: {before})")
     return 0
 
 
