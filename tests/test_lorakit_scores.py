@@ -1,6 +1,9 @@
 """`lorakit scores`, `leaderboard`, `compare` and `quota`; `scores` settles submissions left unconfirmed."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from lorakit_fixtures import COMPETITION, error_line, full_disk_after, push_pull
@@ -83,3 +86,25 @@ def test_full_disk_after_a_submission_is_settled_by_scores(kit, monkeypatch):
     row = kit.row(1)
     assert row["submission_ref"] == str(kit.state.submissions[0].ref) and row["pending_status"] == ""
     assert len(kit.state.calls("CreateSubmission")) == 1
+
+
+def test_scores_says_when_the_best_validation_candidate_is_noise(kit):
+    kit.accuracy = lambda cfg, number: {4: 0.901, 8: 0.902, 16: 0.95}[cfg.lora_r]
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    assert kit.run("submit", 1)[0] == 0
+    code, out, err = kit.run("scores")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.strip().startswith("noise:"))
+    assert line.strip().startswith("noise: the 2,000 shared validation rows cannot tell v2 and v1 apart; roughly")
+    assert json.loads(kit.run("scores", "--json")[1])["noise"] == line.strip()[len("noise: "):]
+    push_pull(kit, "--set", "lora_r=16")  # clearly better: nothing to say
+    assert json.loads(kit.run("scores", "--json")[1])["noise"] is None
+
+    for version in (2, 3):  # a second clone: nothing pulled, the ledger's accuracies on their rows
+        shutil.rmtree(kit.repo / "submissions" / f"v{version}")
+    kit.accuracy = lambda cfg, number: 0.95
+    push_pull(kit, "--set", "lora_r=16", "--set", "seed=7")
+    shutil.rmtree(kit.repo / "submissions" / "v4")
+    noise = json.loads(kit.run("scores", "--json")[1])["noise"]
+    assert noise.startswith("v") and "validation accuracies" in noise and "on 2,000 rows" in noise

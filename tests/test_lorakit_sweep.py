@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lorakit.stats import holm, mcnemar_exact
-from lorakit_fixtures import error_line, one_document, versions
+from lorakit_fixtures import error_line, one_document, push, push_pull, versions
 
 
 def pushed_rs(kit) -> list:
@@ -212,3 +212,125 @@ def test_from_plan_takes_the_first_rows_of_lorakit_plan(kit):
                                   f"lora_alpha={d.lora_alpha:g}", f"lora_layers={d.lora_layers}"]  # plan's first row
     assert len(planned) == 2 and planned[1]["sets"] != planned[0]["sets"]
     assert all(a["trainable_params"] <= d.param_budget for a in planned) and not kit.state.calls("SaveKernel")
+
+
+# ------------------------------------------------------------------------------------------ the week's decisions
+def test_an_arm_that_already_ran_is_taken_from_the_ledger_and_only_the_new_arms_are_pushed(kit):
+    push_pull(kit, "--set", "smoke=true", "--set", "lora_r=4")  # v1: the baseline, run last week
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--yes", "--json")
+    assert code == 0, err
+    assert pushed_rs(kit) == [4, 2, 8] and len(kit.state.calls("SaveKernel")) == 3  # v1, then a1 and a3 only
+    data = one_document(out)
+    assert [a["reuses"] for a in data["planned"]] == [None, 1, None]
+    assert [(a["version"], a["reused"]) for a in data["arms"]] == [(2, False), (1, True), (3, False)]
+    assert sorted(r["versions"][0] for r in data["ranked"]) == [1, 2, 3]  # ranked with the others
+    assert data["gpu_minutes"] == 2 * 660  # what is pushed
+    assert sweep_file(kit)["arms"][1]["reuses"] == 1
+    assert kit.row(1)["sweep_id"] == ""  # v1 stays what it was
+    assert "a2: v1 pulled (taken from the ledger: it ran this config before; not pushed)" in err
+    code, out, err = kit.run("sweep", "--grid", "lora_r=4,8", "--set", "smoke=true", "--dry-run")
+    assert "v1 COMPLETE (taken from the ledger, not pushed)" in out and "v3 COMPLETE (taken from the ledger" in out
+    assert "up to 0.0 h in all (0 pushes" in out
+    code, out, err = kit.run("sweep", "--grid", "lora_r=4,8", "--set", "smoke=true", "--again", "--yes")
+    assert code == 0 and pushed_rs(kit)[3:] == [4, 8]  # --again pushes them all
+
+
+def test_an_arm_still_running_is_waited_for_and_reused(kit):
+    kit.state.status_script = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
+    push(kit, "--set", "smoke=true", "--set", "lora_r=4")  # pushed, not waited for: QUEUED in the ledger
+    kit.state.status_script = ["QUEUED", "COMPLETE"]
+    code, out, err = kit.run("sweep", "--grid", "lora_r=4,8", "--set", "smoke=true", "--yes")
+    assert code == 0, err
+    assert pushed_rs(kit) == [4, 8] and "v1 QUEUED (taken from the ledger, not pushed)" in out
+    assert "--- a1 (lora_r=4): waiting for v1, which runs this config (taken from the ledger, not pushed)" in out
+    assert kit.row(1)["status"] == "COMPLETE" and (kit.repo / "submissions" / "v1").is_dir()
+
+
+def test_resume_retry_failed_pushes_the_failed_arms_again(kit):
+    def run_hook(text, number):
+        kit.state.status_script = ["QUEUED", "ERROR"] if number == 2 else ["QUEUED", "COMPLETE"]
+        return kit.fake_run(text, number)
+
+    kit.state.run_hook, kit.state.failure_message = run_hook, "CUDA out of memory"
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--yes")
+    assert code == 3 and len(versions(kit)) == 3
+    sweep_id = sweep_file(kit)["id"]
+    code, out, err = kit.run("sweep", "--resume", sweep_id)
+    assert code == 3 and len(versions(kit)) == 3  # without the flag: reported, not pushed
+    assert (f"a2 (v2) failed: v2 ended ERROR (CUDA out of memory) (lorakit sweep --resume {sweep_id} --retry-failed "
+            "pushes it again)") in err
+    code, out, err = kit.run("sweep", "--resume", sweep_id, "--retry-failed", "--json")
+    assert code == 0, err
+    assert pushed_rs(kit) == [2, 4, 8, 4] and kit.row(4)["sweep_id"] == sweep_id
+    ranked = one_document(out)["ranked"]
+    assert next(r for r in ranked if r["name"] == "a2")["versions"] == [4]
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2", "--retry-failed")
+    assert code == 2 and "--retry-failed carries on a recorded sweep" in error_line(err)
+
+
+def test_a_comma_valued_knob_is_swept_with_bars_and_never_split(kit):
+    code, out, err = kit.run("sweep", "--grid", "lora_targets=query,value|query,key,value,dense", "--grid",
+                             "lora_r=4,8", "--set", "smoke=true", "--dry-run", "--json")
+    assert code == 0, err
+    assert [a["sets"] for a in one_document(out)["planned"]] == [
+        ["lora_targets=query,value", "lora_r=4"], ["lora_targets=query,value", "lora_r=8"],
+        ["lora_targets=query,key,value,dense", "lora_r=4"], ["lora_targets=query,key,value,dense", "lora_r=8"]]
+    sent = len(kit.state.requests)
+    code, out, err = kit.run("sweep", "--grid", "lora_targets=query,value", "--grid", "lora_r=4,8",
+                             "--set", "smoke=true")
+    line = error_line(err)
+    assert code == 2 and "--grid lora_targets=query,value would split lora_targets, a comma-separated list, into " \
+                         "query and value: separate its values with | instead" in line
+    assert len(kit.state.requests) == sent
+
+
+def test_a_sweep_asks_before_pushing_and_without_a_terminal_refuses_unless_yes(kit, monkeypatch):
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    line = error_line(err)
+    assert code == 6 and "no terminal to ask on: add --yes" in line and "nothing recorded, nothing pushed" in line
+    assert "a1   lora_r=2" in out  # the plan was shown
+    assert not kit.state.calls("SaveKernel") and not (kit.repo / "submissions" / "sweeps").exists()
+
+    class Terminal:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def isatty(self):
+            return True
+
+        def readline(self):
+            return self.answer
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    assert code == 6 and "push 2 runs of this sweep now? [y/N] " in err  # the answer is typed on that line
+    assert err.rstrip().endswith("lorakit: error: not confirmed: nothing recorded, nothing pushed")
+    assert not kit.state.calls("SaveKernel") and not (kit.repo / "submissions" / "sweeps").exists()
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")[0] == 0 and pushed_rs(kit) == [2, 4]
+    monkeypatch.setattr("sys.stdin", Terminal(""))  # one run: nothing to ask
+    assert kit.run("sweep", "--grid", "lora_r=16", "--set", "smoke=true")[0] == 0 and pushed_rs(kit) == [2, 4, 16]
+
+
+def test_an_unknown_key_is_named_once_for_every_arm_that_has_it(kit):
+    code, out, err = kit.run("sweep", "--grid", "lora_rank=2,4,8", "--set", "smoke=true")
+    line = error_line(err)
+    assert code == 1 and "a1 (lora_rank=2), a2 (lora_rank=4), a3 (lora_rank=8): unknown config key 'lora_rank'" in line
+    assert line.count("unknown config key") == 1 and line.count("valid keys") == 1
+
+
+def test_submit_best_warns_when_the_rows_cannot_tell_the_best_from_the_next(kit):
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--submit-best", "1",
+                             "--allow-smoke", "--yes")
+    assert code == 0, err
+    ranked = out[out.index("ranked by validation accuracy"):]
+    assert "noise: the 2,000 shared validation rows cannot tell a2 and a1 apart; roughly" in ranked
+    assert "lorakit: warning: --submit-best 1 picks a2 on noise: the 2,000 shared validation rows" in err
+    assert len(kit.state.submissions) == 1  # said, and submitted as asked
+
+
+def test_the_checks_warnings_are_said_once_for_the_sweep(kit):
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "max_train_samples=600", "--dry-run")
+    assert code == 0, err
+    assert err.count("these settings leave about 32 validation rows (val_fraction 0.05 of the 600 rows of "
+                     "max_train_samples)") == 1

@@ -3,6 +3,7 @@ every submission matched to its version), never overwriting a row it cannot conf
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -265,3 +266,42 @@ def test_a_sweeps_arms_get_their_sweep_id_back(kit, tmp_path, monkeypatch):
     assert kit.run("sync")[0] == 0
     rebuilt = rows_of(clone / "submissions" / "ledger.csv")
     assert [r["sweep_id"] for r in rebuilt] == [r["sweep_id"] for r in first]
+
+
+def test_a_sweep_is_restored_from_its_arms_push_records_and_resumed_in_a_second_clone(kit, tmp_path, monkeypatch):
+    kit.state.interrupt("GetKernelSessionStatus", skip=4)  # Ctrl-C while waiting for the second arm
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--yes")
+    assert code == 130, err
+    (recorded,) = (kit.repo / "submissions" / "sweeps").glob("sw-*.json")
+    clone = fresh_clone(kit, tmp_path, monkeypatch)
+    code, out, err = kit.run("sync", "--dry-run")
+    assert code == 0 and f"would restore submissions/sweeps/{recorded.name}" in out
+    assert not (clone / "submissions").exists()
+    code, out, err = kit.run("sync", "--json")
+    assert code == 0, err
+    assert one_document(out)["sweeps"] == [f"submissions/sweeps/{recorded.name}"]
+    restored = clone / "submissions" / "sweeps" / recorded.name
+    assert json.loads(restored.read_text())["arms"] == json.loads(recorded.read_text())["arms"]
+    code, out, err = kit.run("sweep", "--resume", recorded.stem)  # in the second clone
+    assert code == 0, err
+    assert len(versions(kit)) == 3 and len(kit.state.calls("SaveKernel")) == 3  # only the arm never pushed
+    assert [r["sweep_id"] for r in rows_of(clone / "submissions" / "ledger.csv")] == [recorded.stem] * 3
+    assert "ranked by validation accuracy" in out
+    assert kit.run("sync", "--json")[0] == 0 and one_document(kit.run("sync", "--json")[1])["sweeps"] == []
+
+
+def test_a_second_clone_shows_what_versions_shows_and_keeps_times_in_utc(kit, tmp_path, monkeypatch):
+    two_versions_one_submitted(kit)
+    kit.state.status_script, kit.state.failure_message = ["ERROR"], "CUDA out of memory"
+    push(kit, "--set", "lora_r=2", message="fails")
+    assert kit.run("status", 3)[0] == 3 and kit.run("pull", 3)[0] == 0  # it left its metrics.json
+    first = one_document(kit.run("versions", "--json")[1])["versions"]
+    fresh_clone(kit, tmp_path, monkeypatch)
+    assert kit.run("sync")[0] == 0
+    rows = rows_of("submissions/ledger.csv")
+    assert rows[0]["submitted_at"].endswith("Z") and rows[0]["pushed_at"].endswith("Z")
+    assert (rows[0]["val_rows"], rows[0]["train_minutes"], rows[0]["device"]) == ("2000", "20.0", "cuda:0 (Tesla T4)")
+    assert rows[2]["failure_message"] == "CUDA out of memory"
+    again = one_document(kit.run("versions", "--json")[1])["versions"]  # nothing pulled here
+    for key in ("val_accuracy", "val_rows", "val_low", "val_high", "train_minutes", "device", "failure_message"):
+        assert [r[key] for r in again] == [r[key] for r in first], key

@@ -321,6 +321,8 @@ def _sweep_confirm(args, sweep) -> None:
         answer = sys.stdin.readline()
     except (OSError, ValueError):
         answer = ""
+    if not answer.endswith("\n"):  # Ctrl-D: end the prompt's line
+        print(file=sys.stderr)
     if answer.strip().lower() not in ("y", "yes"):
         raise Refused("not confirmed: nothing recorded, nothing pushed")
 
