@@ -132,7 +132,7 @@ def test_compare_shows_the_config_diff_and_the_metrics_diff(kit):
         f"{params[0]:,}", f"{params[1]:,}", f"{params[1] - params[0]:+,}"]
     assert next(line for line in lines if line.startswith("train minutes")).split()[2:] == ["20.0", "20.0", "+0.0"]
     assert next(line for line in lines if line.startswith("device")).split()[1:] == ["cuda:0", "(Tesla", "T4)"] * 2
-    assert "paired test on the 2000 shared validation rows" in out and "test set: v1 vs v2: 8000 rows" in out
+    assert "paired test on the 2000 shared validation rows" in out and "test set: v1 vs v2: 8,000 rows" in out
 
     data = one_document(kit.run("compare", 1, 2, "--json")[1])
     assert data["config_diff"] == {"lora_r": [4, 8], "lr": [0.0005, 0.001]}
@@ -209,7 +209,7 @@ def test_compare_a_version_with_a_teammates_file(kit, tmp_path):
     theirs = labels_csv(tmp_path / "theirs.csv", [(i * 7) % 4 if i % 4 else 1 for i in range(8000)])
     code, out, err = kit.run("compare", 1, theirs)
     assert code == 0, err
-    assert out.splitlines()[0] == f"test set: v1 vs {theirs} (B): 8000 rows, agreement 75.00% (2000 rows differ)"
+    assert out.splitlines()[0] == f"test set: v1 vs {theirs} (B): 8,000 rows, agreement 75.00% (2,000 rows differ)"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -265,7 +265,7 @@ def test_a_pulled_folder_missing_a_file_is_not_comparable_and_the_rest_prints(ki
     assert code == 0 and "Traceback" not in err, err
     assert next(line for line in out.splitlines() if line.startswith("v2 is not comparable:")).endswith(
         why + (" (the run did not finish?)" if missing == "metrics.json" else ""))
-    assert "paired test: none: v2 is not comparable" in out and "test set: v1 vs v2: 8000 rows" in out
+    assert "paired test: none: v2 is not comparable" in out and "test set: v1 vs v2: 8,000 rows" in out
     assert "lora_r: 4 -> 8" in out  # the config from the ledger when metrics.json is gone
     data = one_document(kit.run("compare", 1, 2, "--json")[1])
     assert data["b"]["comparable"] is False and why in data["b"]["reason"] and data["paired"] is None

@@ -39,7 +39,7 @@ def test_second_version_scores_gap_leaderboard_quota_compare_logs(kit):
     (kit.repo / "submissions" / "v2" / "submission.csv").write_text(
         "ID,Label\n" + "".join(f"{i},{(i * 7 + (i % 2)) % 4}\n" for i in range(8000)))
     code, out, err = kit.run("compare", 1, 2)
-    assert code == 0 and "agreement 50.00% (4000 rows differ)" in out and "mean confidence" in out
+    assert code == 0 and "agreement 50.00% (4,000 rows differ)" in out and "mean confidence" in out
 
     code, out, err = kit.run("logs", 2)
     assert code == 0 and "effective config:" in out and "epoch 1/1" in out and "stream_name" not in out

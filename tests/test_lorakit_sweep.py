@@ -147,8 +147,8 @@ def test_submit_best_is_capped_by_the_submissions_left_today(kit):
     data = one_document(out)
     assert [s["version"] for s in data["submissions"]["submitted"]] == [3] and "submission" not in data
     skipped = data["submissions"]["skipped"]
-    assert skipped == ["1 of the best 2 (v2): only 1 submission(s) left today"]
-    assert "not submitted: 1 of the best 2 (v2): only 1 submission(s) left today" in err
+    assert skipped == ["1 of the best 2 (v2): only 1 submission left today"]  # one, not "1 submission(s)"
+    assert "not submitted: 1 of the best 2 (v2): only 1 submission left today" in err
 
 
 def test_submit_best_never_submits_a_smoke_run_without_allow_smoke(kit):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorakit.common import LABELS
-from lorakit.console import Output, table
+from lorakit.console import Output, plural, table
 from lorakit.errors import NotFound, UsageError
 
 
@@ -138,8 +138,8 @@ def agreement_show(out: Output, c) -> None:
     b = c.b.name if c.b.run is not None else "B"
     title_a, title_b = (side.name + ("" if side.name == short else f" ({short})")
                         for side, short in ((c.a, a), (c.b, b)))
-    out.result(f"test set: {title_a} vs {title_b}: {t.rows} rows, agreement {t.agreement:.2%} "
-               f"({t.disagreements} rows differ)")
+    out.result(f"test set: {title_a} vs {title_b}: {plural(t.rows, 'row')}, agreement {t.agreement:.2%} "
+               f"({plural(t.disagreements, 'row')} {'differs' if t.disagreements == 1 else 'differ'})")
     rows = [
         [name, na, "-" if agree_b is None else f"{agree_b:.2%}", nb, "-" if agree_a is None else f"{agree_a:.2%}",
          f"{t.distribution_a[name] / t.rows:.1%}", f"{t.distribution_b[name] / t.rows:.1%}"]

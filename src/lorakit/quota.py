@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from lorakit.common import ledger_of
-from lorakit.console import JSON, command, fmt, project_of, remote_new, table
+from lorakit.console import JSON, command, fmt, plural, project_of, remote_new, table
 from lorakit.errors import LorakitError
 from lorakit.project import Project
 from lorakit.remote import Remote
@@ -100,7 +100,8 @@ def cmd_quota(args) -> int:
     if q.minutes_by_version:
         out.result(table(["version", "run minutes"], [[f"v{v}", f"{m:.1f}"] for v, m in q.minutes_by_version]))
         total = sum(m for _, m in q.minutes_by_version)
-        out.result(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over {len(q.minutes_by_version)} version(s)")
+        out.result(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over "
+                   f"{plural(len(q.minutes_by_version), 'version')}")
     else:
         out.result("no run minutes recorded yet (lorakit pull fills them)")
     return 0

@@ -179,13 +179,13 @@ def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -
     todo = [v for v in best if v not in already]
     skipped = []
     if len(best) < want:
-        skipped.append(f"{want - len(best)} of the best {want}: only {len(best)} arm(s) have a validation "
-                       "accuracy and a submission.csv")
+        skipped.append(f"{want - len(best)} of the best {want}: only {plural(len(best), 'arm')} "
+                       f"{'has' if len(best) == 1 else 'have'} a validation accuracy and a submission.csv")
     notes: list = []
     left = submissions_left(project, remote, notes) if todo else None
     if left is not None and left < len(todo):
         skipped.append(f"{len(todo) - left} of the best {want} ({', '.join(f'v{v}' for v in todo[left:])}): "
-                       f"only {left} submission(s) left today")
+                       f"only {plural(left, 'submission')} left today")
         todo = todo[:left]
     results = tuple(submission_create(project, remote, v, None, sweep.options.allow_smoke) for v in todo)
     return Submitted(results, already, (*skipped, *notes))

@@ -28,7 +28,7 @@ from lorakit.arms import sweep_restore
 from lorakit.common import (
     TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of, metrics_columns, overrides_text, submission_columns, submission_key, submission_preferred,
 )
-from lorakit.console import JSON, Output, command, flag, note, project_of, remote_new, table, warn
+from lorakit.console import JSON, Output, command, flag, note, plural, project_of, remote_new, table, warn
 from lorakit.errors import NotFound
 from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
@@ -302,7 +302,7 @@ def cmd_sync(args) -> int:
 
 def _sync_show(out: Output, project, report) -> None:
     """The versions' and the submissions' tables, a warning per conflict or unreadable part, and what was written."""
-    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {len(report.submissions)} submission(s) to "
+    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {plural(len(report.submissions), 'submission')} to "
                f"{project.competition}")
     out.result(table(["version", "action", "columns / why"],
                       [[f"v{c.version}", c.action, c.detail if c.action in ("conflict", "absent") else
