@@ -124,6 +124,7 @@ SESSION = (
     "lorakit check --set lr=nan",
     "lorakit submit 7",
 )
+SESSION_LIFETIME_S = 1800  # the stand-in's: the session runs the kernel for every push, slowly on a busy machine
 # Figures that change from machine to machine (times, dates, thread counts, and whatever the CPU-trained
 # weights decide: accuracies, predicted labels, agreement) are masked; so are the stand-in's fixed scores.
 MASKS = (
@@ -191,7 +192,8 @@ def transcripts() -> str:
     sys.path.insert(0, str(ROOT / "tests"))
     from lorakit_fixtures import ENV_CLEARED, kernel_run, standin_server
 
-    with tempfile.TemporaryDirectory(prefix="lorakit-docs-") as tmp, standin_server(Path(tmp)) as (repo, server, env):
+    with (tempfile.TemporaryDirectory(prefix="lorakit-docs-") as tmp,
+          standin_server(Path(tmp), lifetime=SESSION_LIFETIME_S) as (repo, server, env)):
         server.state.run_hook = kernel_run  # the real kernel, so that every file and figure is a real output
         (repo / "bench").mkdir()
         (repo / "bench" / "accuracy_evidence.json").write_bytes((ROOT / "bench" / "accuracy_evidence.json").read_bytes())

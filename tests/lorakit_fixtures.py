@@ -258,11 +258,11 @@ FAST_ENV = {
 
 
 @contextlib.contextmanager
-def standin_server(tmp: Path):
+def standin_server(tmp: Path, lifetime: float = 300):
     """An isolated repo copy in ``tmp``, dummy credentials in a private KAGGLE_CONFIG_DIR and a running
-    stand-in; yields (repo, server, env): the variables that point the real kaggle client at the stand-in
-    (the caller sets them, removes ENV_CLEARED and works in ``repo``). The kit fixture and docs/generate.py
-    use it."""
+    stand-in, which stops itself after ``lifetime`` seconds; yields (repo, server, env): the variables that
+    point the real kaggle client at the stand-in (the caller sets them, removes ENV_CLEARED and works in
+    ``repo``). The kit fixture and docs/generate.py use it."""
     repo = tmp / "repo"
     (repo / "kernel").mkdir(parents=True)
     shutil.copy2(REPO / "kernel" / "agnews_lora.py", repo / "kernel" / "agnews_lora.py")
@@ -278,7 +278,7 @@ def standin_server(tmp: Path):
     creds.chmod(0o600)
     home = tmp / "home"
     home.mkdir()
-    server = StandinServer(USERNAME, SECRET, COMPETITION, lifetime=300).start()
+    server = StandinServer(USERNAME, SECRET, COMPETITION, lifetime=lifetime).start()
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "KAGGLE_CONFIG_DIR": str(config),
            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": server.url, "http_proxy": server.url, **FAST_ENV}
     try:

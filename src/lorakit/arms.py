@@ -212,7 +212,8 @@ def sweep_check(project: Project, sweep: Sweep) -> Sweep:
             raise FlagNeeded(f"{arm.label} is a smoke run, which is never submitted: drop --submit-best, or add "
                              "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
     if problems:
-        raise UsageError("nothing pushed: " + "; ".join(f"{', '.join(labels)}: {why}" for why, labels in problems.items()))
+        raise UsageError("nothing pushed: " + "; ".join(f"{', '.join(labels)}: {why}"
+                                                       for why, labels in problems.items()))
     seen: dict = {}
     for arm in arms:
         if arm.config_hash in seen:

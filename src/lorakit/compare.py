@@ -336,8 +336,8 @@ def compare_groups(project: Project, first: str, second: str) -> GroupComparison
         if not group:
             side_of(project, argument)  # names the versions that exist
     if groups[0][0] in groups[1]:
-        raise ArgumentError(f"{first} and {second} are in one seed group ({'+'.join(f'v{r.version}' for r in groups[0])}): "
-                            "--seeds compares two groups")
+        group = "+".join(f"v{r.version}" for r in groups[0])
+        raise ArgumentError(f"{first} and {second} are in one seed group ({group}): --seeds compares two groups")
     by_seed = [{r.config.get("seed") if r.config else None: r for r in g} for g in groups]
     seeds = [_seed_paired(project, seed, by_seed[0][seed].version, by_seed[1][seed].version)
              for seed in by_seed[0] if seed in by_seed[1]]
@@ -468,7 +468,8 @@ def _several_show(out: Output, several: Several) -> None:
 def _accuracy_text(m: dict) -> str:
     if m["val_accuracy"] is None:
         return "-"
-    return f"{m['val_accuracy']:.4f}" + ("" if m["val_interval"] is None else " [{:.4f}, {:.4f}]".format(*m["val_interval"]))
+    interval = m["val_interval"]
+    return f"{m['val_accuracy']:.4f}" + ("" if interval is None else " [{:.4f}, {:.4f}]".format(*interval))
 
 
 def _groups_show(out: Output, g: GroupComparison) -> None:

@@ -6,10 +6,10 @@ metrics.json's history; train and validation loss when recorded; a run of one ep
 training loss per step (metrics.json's loss_curve), their confusion matrices on the validation slice (from
 logits.npz), the public and private scores over time (the ledger's submitted_at and scores, each point labelled
 by its version), and each recorded sweep's ranking with its p-values. Its title is the kernel pushed to (the
-ledger's kernel_ref), not the metadata's placeholder owner. The charts are inline SVG drawn here: no script, no stylesheet or font
-from elsewhere, nothing fetched when it is viewed. Every text from the ledger or a pulled folder (a -m message
-is the user's own text) is escaped with html.escape. The file is written to a temporary file beside it and
-renamed over it, so an existing report is replaced whole or not at all.
+ledger's kernel_ref), not the metadata's placeholder owner. The charts are inline SVG drawn here (lorakit.charts):
+no script, no stylesheet or font from elsewhere, nothing fetched when it is viewed. Every text from the ledger
+or a pulled folder (a -m message is the user's own text) is escaped with html.escape. The file is written to a
+temporary file beside it and renamed over it, so an existing report is replaced whole or not at all.
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def _table_section(rows: list[VersionRow]) -> str:
     shared = shared_changes(rows)
     caption = (f'<p class="caption">Every version changes alike: {esc(changes_text(shared))}. The changes column '
                "shows what tells them apart.</p>\n" if shared else "")
-    return ("<h2>Versions</h2>\n" + html_table(list(TABLE_HEADERS), [table_cells(r, wide=True) for r in rows], "versions")
-            + caption)
+    cells = [table_cells(r, wide=True) for r in rows]  # whole: a page wraps them
+    return "<h2>Versions</h2>\n" + html_table(list(TABLE_HEADERS), cells, "versions") + caption
 
 
 def _seed_groups_section(rows: list[VersionRow]) -> str:
@@ -194,8 +194,8 @@ def _sweeps_section(project: Project, notes: list) -> str:
             continue
         headers, cells, caption = ranked_table(sweep, ranked)
         noise = ranked_noise(ranked)
-        parts.append(f"<h3>Sweep {esc(sweep.id)} ({esc(sweep.created_at)}; shared: "
-                     f"{esc(' '.join(sweep.shared) or '-')})</h3>\n" + html_table(headers, cells, sweep.id, ("vs best",))
+        parts.append(f"<h3>Sweep {esc(sweep.id)} ({esc(sweep.created_at)}; shared: {esc(' '.join(sweep.shared) or '-')})"
+                     "</h3>\n" + html_table(headers, cells, sweep.id, ("vs best",))
                      + f'<p class="caption">{esc(caption)}' + (f"<br>Noise: {esc(noise)}" if noise else "") + "</p>\n")
     return "<h2>Sweeps</h2>\n" + "".join(parts) if parts else ""
 
