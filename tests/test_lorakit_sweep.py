@@ -330,7 +330,8 @@ def test_submit_best_warns_when_the_rows_cannot_tell_the_best_from_the_next(kit)
 
 
 def test_the_checks_warnings_are_said_once_for_the_sweep(kit):
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "max_train_samples=600", "--dry-run")
-    assert code == 0, err
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "max_train_samples=600", "--yes")
+    assert code == 0 and len(versions(kit)) == 2, err  # checked for the plan, then again by each arm's push
     assert err.count("these settings leave about 32 validation rows (val_fraction 0.05 of the 600 rows of "
                      "max_train_samples)") == 1
+    assert err.count("holds the placeholder owner") == 1  # each arm's push notes it: said once too

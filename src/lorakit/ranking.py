@@ -13,7 +13,7 @@ from lorakit.errors import UsageError
 from lorakit.project import Project
 from lorakit.console import fmt
 from lorakit.runs import Paired, PulledRun, noise_words, paired_test, pulled_run_load
-from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
+from lorakit.stats import LEVEL, holm, mcnemar_exact, mean_spread, verdict
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ def ranked_noise(ranked: list) -> str:
     many validation rows would tell it from the closest (runs.noise_words)."""
     if not ranked or ranked[0].mean is None:
         return ""
-    close = [r for r in ranked[1:] if r.p_value is not None and r.words.startswith("indistinguishable")]
+    close = [r for r in ranked[1:] if r.p_value is not None
+             and ((r.p_value if r.p_holm is None else r.p_holm) >= LEVEL or r.best_wins == r.arm_wins)]
     if not close:
         return ""
     best, runner = ranked[0], close[0]

@@ -267,7 +267,7 @@ def cmd_sweep(args) -> int:
                      f"lorakit sweep --resume {sweep.id})")
     remote = remote_new()
     try:
-        outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project), args.retry_failed)
+        outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project, sweep), args.retry_failed)
     except Interrupted as exc:
         raise Interrupted(f"{exc}; {SWEEP_STILL_RUNNING}", exc.version) from None
     ranked = sweep_rank(project, sweep)
@@ -365,10 +365,24 @@ def _arm_plan_text(sweep, row: Optional[dict]) -> str:
     return f"v{row['version']} {row.get('status') or '?'} ({whose})"
 
 
-def _sweep_show(args, project):
-    """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them."""
+def _sweep_show(args, project, sweep):
+    """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them, a warning or
+    note that every arm's push repeats (too few validation rows, the placeholder owner) once."""
     out = args.out
     arm = argparse.Namespace(out=Output(out.as_json), follow=args.follow)  # each arm's own partial document
+    steps = run_show(arm, project)
+    warned = set(sweep.warnings)
+
+    def warn_once(text: str) -> None:
+        if text not in warned:
+            warned.add(text)
+            warn(text)
+
+    def pushed_once(result) -> None:
+        fresh = tuple(n for n in result.notes if n not in warned)
+        warned.update(result.notes)
+        steps.pushed(replace(result, notes=fresh))
+
     done = out.partial.setdefault("arms", [])
 
     def started(a, version, reused) -> None:
@@ -383,7 +397,7 @@ def _sweep_show(args, project):
                else " (pushed before)" if outcome.resumed else "")
         out.progress(f"{outcome.arm.label}: v{outcome.version} {outcome.state}{why}")
 
-    return SweepShow(run_show(arm, project), started, ended)
+    return SweepShow(replace(steps, warn=warn_once, pushed=pushed_once), started, ended)
 
 
 def _sweep_ranked_show(out: Output, sweep, ranked: list) -> None:
