@@ -38,8 +38,9 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from lorakit.common import FAILED_KERNEL, NOT_PUSHED, UNCONFIRMED, ledger_of, overrides_of, predicted_on_of
-from lorakit.console import CSV, JSON, changes_text, command, flag, note, one_format, project_of, shorten, table
-from lorakit.console import value_text
+from lorakit.console import (
+    CSV, JSON, changes_text, command, flag, note, one_format, project_of, shorten, table, value_text,
+)
 from lorakit.errors import ArgumentError
 from lorakit.kernel import config_defaults, config_resolved, config_where_keys
 from lorakit.ledger import SENDING
@@ -128,7 +129,8 @@ def version_row(project: Project, record: dict, defaults: dict) -> VersionRow:
     run = pulled_run_load(project, version, project.kernel) if version is not None else None
     pulled = run is not None and run.pulled
     metrics = (run.metrics if pulled else None) or {}
-    numbers = {**_ledger_numbers(record), **{k: v for k, v in (run.numbers() if pulled else {}).items() if v}}
+    said = run.numbers() if pulled else {}  # the pulled folder first, the ledger where it is silent
+    numbers = {**_ledger_numbers(record), **{k: v for k, v in said.items() if v is not None}}
     config = config_of(project, defaults, record, metrics)
     from_defaults = {key: config[key] for key in sorted(config) if config[key] != defaults[key]}
     return VersionRow(
