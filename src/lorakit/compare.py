@@ -335,7 +335,7 @@ def compare_groups(project: Project, first: str, second: str) -> GroupComparison
     for argument, group in zip((first, second), groups):
         if not group:
             side_of(project, argument)  # names the versions that exist
-    if groups[0][0] in groups[1]:
+    if groups[0][0].version in {r.version for r in groups[1]}:
         group = "+".join(f"v{r.version}" for r in groups[0])
         raise ArgumentError(f"{first} and {second} are in one seed group ({group}): --seeds compares two groups")
     by_seed = [{r.config.get("seed") if r.config else None: r for r in g} for g in groups]

@@ -9,11 +9,12 @@ never touched); then every submission of the competition, matched to its version
 token in its description, else the version its description names.
 
 Everything is read before anything is written; the ledger is then changed in one locked, atomic write (none
-when nothing changes). A row's note and tags are yours, never Kaggle's: sync keeps them. The sweep records
-(submissions/sweeps/<id>.json) this clone lacks are written from the push records of their arms, which carry
-them, so that `lorakit sweep --resume` works in any clone. A row is never overwritten: an existing row that disagrees on the push token or a
+when nothing changes). A row is never overwritten: an existing row that disagrees on the push token or a
 config_hash is a conflict, reported and left as is; a matching row only gets its empty columns filled and
-Kaggle's own columns (the run's and the submission's status and scores) refreshed.
+Kaggle's own columns (the run's status and failure message, the submission's status and scores) refreshed. A
+row's note and tags are yours, never Kaggle's: sync keeps them. The sweep records (submissions/sweeps/<id>.json)
+this clone lacks are written from the push records of their arms, which carry them, so that `lorakit sweep
+--resume` works in any clone.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from lorakit.transport import json_loads_safe
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
                   "trainable_params", "sweep_id")  # what a push record holds (push.push_record_of)
 PUSH_ONLY = ("message", "git_commit", "git_dirty", "pushed_at", "accelerator")  # unknown without a push record
-KAGGLE_OWNED = ("status", "failure_message", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
+# Kaggle's word now: refreshed
+KAGGLE_OWNED = ("status", "failure_message", "submission_status", "public_score", "private_score")
 IDENTITY = ("push_token", "config_hash", "run_config_hash")  # a row that disagrees on one is another push
 _TOKEN = re.compile(r"lk-[0-9a-f]{12}")
 _HASH_PREFIX = re.compile(r"[0-9a-f]{12}")
@@ -302,7 +304,8 @@ def cmd_sync(args) -> int:
 
 def _sync_show(out: Output, project, report) -> None:
     """The versions' and the submissions' tables, a warning per conflict or unreadable part, and what was written."""
-    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {plural(len(report.submissions), 'submission')} to "
+    submissions = plural(len(report.submissions), "submission")
+    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {submissions} to "
                f"{project.competition}")
     out.result(table(["version", "action", "columns / why"],
                       [[f"v{c.version}", c.action, c.detail if c.action in ("conflict", "absent") else
