@@ -100,10 +100,16 @@ SESSION = (
     "lorakit status 1 --json",
     f'lorakit run -m "rank 8" {QUICK} --set lora_r=8',
     "lorakit versions",
+    'lorakit note 2 "rank 8: the one to beat"',
+    "lorakit tag 2 final",
     "lorakit compare 1 2",
     "lorakit compare submissions/v1/submission.csv submissions/v2/submission.csv",
     "lorakit sweep --grid lora_r=4,8,16 --grid lr=1e-3,3e-3 --set smoke=true --dry-run",
-    f'lorakit sweep -m "ranks" --grid lora_r=2,4 {QUICK} --submit-best 1 --allow-smoke',
+    "lorakit sweep --grid 'lora_targets=query,value|query,key,value,dense' --set smoke=true --dry-run",
+    f'lorakit sweep -m "ranks" --grid lora_r=4,8 {QUICK} --submit-best 1 --allow-smoke',  # no terminal: refused
+    f'lorakit sweep -m "ranks" --grid lora_r=4,8 {QUICK} --submit-best 1 --allow-smoke --yes',  # v2 ran r=8
+    "lorakit compare 1 2 3",
+    "lorakit versions --where smoke=true --sort val_accuracy",
     "lorakit versions --csv",
     "lorakit report",
     CLONE,
@@ -118,6 +124,7 @@ SESSION = (
     "lorakit check --set lr=nan",
     "lorakit submit 7",
 )
+SESSION_LIFETIME_S = 1800  # the stand-in's: the session runs the kernel for every push, slowly on a busy machine
 # Figures that change from machine to machine (times, dates, thread counts, and whatever the CPU-trained
 # weights decide: accuracies, predicted labels, agreement) are masked; so are the stand-in's fixed scores.
 MASKS = (
@@ -130,7 +137,8 @@ MASKS = (
     (r"(?m)^(v\d+ +)\d+\.\d+$", r"\1#.#"),
     (r"(?m)^((?:World|Sports|Business|Sci/Tech) +)(.*)$",  # compare's class rows: their widths vary too
      lambda m: m.group(1) + re.sub(r" {2,}", "  ", re.sub(r"\d+", "#", m.group(2)))),
-    (r"agreement \d+\.\d+% \(\d+ rows differ\)|the \d+ disagreements", lambda m: re.sub(r"\d+", "#", m.group(0))),
+    (r"agreement \d+\.\d+% \([\d,]+ rows? differs?\)|the \d+ disagreements",
+     lambda m: re.sub(r"[\d,]+", "#", m.group(0))),
     (r'"(val_accuracy|public_score|private_score|run_minutes)": [\d.]+', r'"\1": 0.####'),
     (r"\bsw-[0-9a-f]{6}\b", "sw-xxxxxx"),  # a sweep's random id
     (r"/tmp/standin-run-\w+/", "/tmp/standin-run-XXXX/"),  # where the stand-in ran each script
@@ -142,6 +150,13 @@ MASKS = (
     (r"wins \d+ rows and (\S+) wins \d+", r"wins # rows and \1 wins #"),
     (r"on \d+ rows and loses on \d+", "on # rows and loses on #"),
     (r"\b\d+\.\d+(,| +)(cpu \()", r"#.#\1\2"),  # versions' train minutes, just before the device
+    (r", Holm [\d.e-]+", ", Holm #"),  # the Holm-adjusted p beside the raw one
+    (r"(?m)^(\d +a\d +v\d +\S+ +[\d,]+ +\S+ +#/# of \d+ +)\d[\d.e-]* +\d[\d.e-]* ",
+     r"\1#  #  "),  # a sweep's ranked p and p (Holm)
+    (r"roughly [\d,]+ (rows each )?would \(if they differed as here: \d+ rows to \d+",
+     r"roughly # \1would (if they differed as here: # rows to #"),  # what the noise hides
+    (r"roughly [\d,]+ rows each would", "roughly # rows each would"),
+    (r"( four times in five\)), more than AG News' [\d,]+ training rows: take them as equally good", r"\1"),
 )
 
 
@@ -177,7 +192,8 @@ def transcripts() -> str:
     sys.path.insert(0, str(ROOT / "tests"))
     from lorakit_fixtures import ENV_CLEARED, kernel_run, standin_server
 
-    with tempfile.TemporaryDirectory(prefix="lorakit-docs-") as tmp, standin_server(Path(tmp)) as (repo, server, env):
+    with (tempfile.TemporaryDirectory(prefix="lorakit-docs-") as tmp,
+          standin_server(Path(tmp), lifetime=SESSION_LIFETIME_S) as (repo, server, env)):
         server.state.run_hook = kernel_run  # the real kernel, so that every file and figure is a real output
         (repo / "bench").mkdir()
         (repo / "bench" / "accuracy_evidence.json").write_bytes((ROOT / "bench" / "accuracy_evidence.json").read_bytes())

@@ -91,6 +91,7 @@ class Kit:
         self._capsys = capsys
         # the validation accuracy fake_run gives a run: of its config (the kernel's Config) and version number
         self.accuracy = lambda cfg, number: 0.9 + number / 1000
+        self.epochs = 2  # the epochs of a fake run's history and loss curve
 
     def run(self, *argv):
         from lorakit.cli import main
@@ -145,9 +146,10 @@ class Kit:
             "val_rows": len(val["ids"]),
             "per_class_val_accuracy": {name: float(val["correct"][val["labels"] == k].mean())
                                        for k, name in enumerate(kmod.LABELS)},
-            "history": [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.35, "val_accuracy": 0.88},
-                        {"epoch": 2, "train_loss": 0.4, "val_loss": 0.3, "val_accuracy": 0.9}],
-            "best_epoch": 2,
+            "history": [{"epoch": e, "train_loss": 0.6 - 0.1 * e, "val_loss": 0.4 - 0.05 * e,
+                         "val_accuracy": 0.86 + 0.02 * e} for e in range(1, self.epochs + 1)],
+            "loss_curve": fake_loss_curve(self.epochs, number),
+            "best_epoch": self.epochs,
             "interrupted": False,
             "signal": None,
             "train_seconds": 1200.0,
@@ -183,6 +185,17 @@ class Kit:
             ]
         )
         return outputs, log
+
+
+FAKE_STEPS = 60  # a fake run's optimizer steps per epoch
+
+
+def fake_loss_curve(epochs: int, number: int) -> list:
+    """metrics.json's loss_curve as the kernel writes it: a point every 25 optimizer steps and one at each
+    epoch's end, the mean training loss since the point before (falling, and a little lower for later versions)."""
+    steps = sorted({s for s in range(25, epochs * FAKE_STEPS + 1, 25)} | {e * FAKE_STEPS for e in range(1, epochs + 1)})
+    return [{"step": s, "epoch": round(s / FAKE_STEPS, 4), "loss": round(1.2 / (1 + s / 40) + 0.2 - number / 100, 4)}
+            for s in steps]
 
 
 FAKE_SOURCE_ROWS = 120_000  # AG News' training split
@@ -245,11 +258,11 @@ FAST_ENV = {
 
 
 @contextlib.contextmanager
-def standin_server(tmp: Path):
+def standin_server(tmp: Path, lifetime: float = 300):
     """An isolated repo copy in ``tmp``, dummy credentials in a private KAGGLE_CONFIG_DIR and a running
-    stand-in; yields (repo, server, env): the variables that point the real kaggle client at the stand-in
-    (the caller sets them, removes ENV_CLEARED and works in ``repo``). The kit fixture and docs/generate.py
-    use it."""
+    stand-in, which stops itself after ``lifetime`` seconds; yields (repo, server, env): the variables that
+    point the real kaggle client at the stand-in (the caller sets them, removes ENV_CLEARED and works in
+    ``repo``). The kit fixture and docs/generate.py use it."""
     repo = tmp / "repo"
     (repo / "kernel").mkdir(parents=True)
     shutil.copy2(REPO / "kernel" / "agnews_lora.py", repo / "kernel" / "agnews_lora.py")
@@ -265,7 +278,7 @@ def standin_server(tmp: Path):
     creds.chmod(0o600)
     home = tmp / "home"
     home.mkdir()
-    server = StandinServer(USERNAME, SECRET, COMPETITION, lifetime=300).start()
+    server = StandinServer(USERNAME, SECRET, COMPETITION, lifetime=lifetime).start()
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "KAGGLE_CONFIG_DIR": str(config),
            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": server.url, "http_proxy": server.url, **FAST_ENV}
     try:
@@ -303,6 +316,15 @@ def kernel_run(text: str, number: int) -> tuple:
         lines = (proc.stdout + proc.stderr).splitlines(keepends=True)
         log = [{"stream_name": "stdout", "time": float(i), "data": line} for i, line in enumerate(lines)]
         return outputs, json.dumps(log)
+
+
+def ledger_write(kit, rows: list) -> bytes:
+    """The ledger holding ``rows`` (as edited by hand); its bytes."""
+    with open(kit.ledger, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return kit.ledger.read_bytes()
 
 
 def no_secret(*texts):

@@ -79,3 +79,30 @@ def test_validate_works_outside_a_checkout_and_refuses_float_labels(tmp_path, mo
     assert main(["validate", str(bad), "--rows", "2"]) == 1
     assert capsys.readouterr().err.strip() == f"lorakit: error: {bad}: Label must hold integers on every row; " \
                                               "row 0 holds '1.0'"
+
+
+@pytest.mark.parametrize("sets, rows", [
+    (("max_train_samples=600",), 32),  # 4 classes x round(150 x 0.05)
+    (("max_train_samples=9000",), 448),  # 4 x round(112.5) = 4 x 112: half to even, as the kernel rounds
+    (("val_fraction=0.004",), 480),  # AG News' 120,000 rows
+    (("max_train_samples=10000",), None),  # 500: enough
+    (("val_fraction=0.05",), None),  # the default: 6,000
+    (("smoke=true", "max_train_samples=600"), None),  # synthetic data: its accuracy means nothing anyway
+    (("train_data=/kaggle/input/mine/train.csv",), None),  # a file of unknown size
+])
+def test_check_warns_below_500_validation_rows_naming_val_fraction(kit, sets, rows):
+    code, out, err = kit.run("check", *(a for s in sets for a in ("--set", s)))
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "validation rows" in line]
+    if rows is None:
+        assert warned == []
+    else:
+        (line,) = warned
+        assert line.startswith(f"lorakit: warning: these settings leave about {rows} validation rows (val_fraction ")
+        assert "fewer than 500" in line and line.endswith("raise val_fraction (or max_train_samples)")
+
+
+def test_run_and_push_warn_of_too_few_validation_rows_too(kit):
+    code, out, err = kit.run("run", "-m", "few", "--set", "max_train_samples=600")
+    assert code == 0 and "these settings leave about 32 validation rows (val_fraction 0.05 of the 600 rows of " \
+                         "max_train_samples)" in err

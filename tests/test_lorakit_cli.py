@@ -124,7 +124,7 @@ def test_every_json_output_parses_and_has_its_keys(kit, tmp_path):
                       "warnings"},
         ("submit", 2, "--wait"): {"version", "ref", "remaining_today", "notes", "score"},
         ("scores",): {"submissions", "best_public", "best_validation", "unrecorded", "not_submitted", "unsettled",
-                      "not_candidates", "selected", "selection_warning"},
+                      "not_candidates", "selected", "selection_warning", "noise"},
         ("leaderboard", "--top", "2"): {"competition", "rows", "me", "download", "download_board"},
         ("quota",): {"used_hours", "reserved_hours", "total_hours", "left_hours", "minimum_hours", "refresh", "runs"},
         ("compare", 1, 2): {"a", "b", "config_diff", "where_diff", "config_reason", "paired", "paired_reason",

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import binomtest
 
 from lorakit.stats import accuracy_interval, holm, mcnemar_exact
-from lorakit_fixtures import error_line, fake_logits, one_document, push, push_pull
+from lorakit_fixtures import error_line, fake_logits, one_document, push, push_pull, versions
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -139,7 +139,7 @@ def test_compare_shows_the_config_diff_and_the_metrics_diff(kit):
         f"{params[0]:,}", f"{params[1]:,}", f"{params[1] - params[0]:+,}"]
     assert next(line for line in lines if line.startswith("train minutes")).split()[2:] == ["20.0", "20.0", "+0.0"]
     assert next(line for line in lines if line.startswith("device")).split()[1:] == ["cuda:0", "(Tesla", "T4)"] * 2
-    assert "paired test on the 2000 shared validation rows" in out and "test set: v1 vs v2: 8000 rows" in out
+    assert "paired test on the 2000 shared validation rows" in out and "test set: v1 vs v2: 8,000 rows" in out
 
     data = one_document(kit.run("compare", 1, 2, "--json")[1])
     assert data["config_diff"] == {"lora_r": [4, 8], "lr": [0.0005, 0.001]}
@@ -217,7 +217,7 @@ def test_compare_a_version_with_a_teammates_file(kit, tmp_path):
     theirs = labels_csv(tmp_path / "theirs.csv", [(i * 7) % 4 if i % 4 else 1 for i in range(8000)])
     code, out, err = kit.run("compare", 1, theirs)
     assert code == 0, err
-    assert out.splitlines()[0] == f"test set: v1 vs {theirs} (B): 8000 rows, agreement 75.00% (2000 rows differ)"
+    assert out.splitlines()[0] == f"test set: v1 vs {theirs} (B): 8,000 rows, agreement 75.00% (2,000 rows differ)"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -273,7 +273,7 @@ def test_a_pulled_folder_missing_a_file_is_not_comparable_and_the_rest_prints(ki
     assert code == 0 and "Traceback" not in err, err
     assert next(line for line in out.splitlines() if line.startswith("v2 is not comparable:")).endswith(
         why + (" (the run did not finish?)" if missing == "metrics.json" else ""))
-    assert "paired test: none: v2 is not comparable" in out and "test set: v1 vs v2: 8000 rows" in out
+    assert "paired test: none: v2 is not comparable" in out and "test set: v1 vs v2: 8,000 rows" in out
     assert "lora_r: 4 -> 8" in out  # the config from the ledger when metrics.json is gone
     data = one_document(kit.run("compare", 1, 2, "--json")[1])
     assert data["b"]["comparable"] is False and why in data["b"]["reason"] and data["paired"] is None
@@ -328,3 +328,151 @@ def test_numbers_that_are_not_show_as_unknown(kit):
     assert b["train_minutes"] is None and b["trainable_params"] is None and b["device"] is None
     assert set(b["per_class_recall"]) == {"World", "Sports", "Business", "Sci/Tech"}  # from the predictions
     assert one_document(out)["config_diff"] == {"lora_r": [4, 8]}  # "config": "none" -> the ledger's overrides
+
+
+# ------------------------------------------------------------------------------------------ noise
+@pytest.mark.parametrize("b, c, rows", [(14, 12, 200), (174, 180, 2000), (30, 22, 2000), (5, 0, 50)])
+def test_rows_to_tell_paired_is_where_the_same_difference_becomes_significant(b, c, rows):
+    """Connor's sample size: at the rows it names, the same shares of discordant rows give p < 0.05 (its 80%
+    power asks for more than the bare significance); well below it they do not."""
+    from lorakit.stats import rows_to_tell_paired
+
+    need = rows_to_tell_paired(b, c, rows)
+    scaled = lambda n: (round(b * n / rows), round(c * n / rows))  # noqa: E731
+    assert mcnemar_exact(*scaled(need)) < 0.05 and mcnemar_exact(*scaled(need // 4)) > 0.05
+    assert rows_to_tell_paired(7, 7, 100) is None and rows_to_tell_paired(0, 0, 100) is None
+
+
+def test_two_proportions_p_is_the_pooled_z_test():
+    from scipy.stats import norm
+
+    from lorakit.stats import rows_to_tell, two_proportions_p
+
+    p1, n1, p2, n2 = 0.90, 2000, 0.88, 1500
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    assert two_proportions_p(p1, n1, p2, n2) == pytest.approx(2 * norm.sf(z), rel=1e-9)
+    need = rows_to_tell(0.90, 0.88)
+    assert two_proportions_p(0.90, need, 0.88, need) < 0.05 < two_proportions_p(0.90, need // 4, 0.88, need // 4)
+
+
+def test_compare_says_how_many_rows_would_tell_two_indistinguishable_versions_apart(kit):
+    from lorakit.stats import rows_to_tell_paired
+
+    two_hand_made(kit, both=160, a_only=14, b_only=12)
+    code, out, err = kit.run("compare", 1, 2)
+    need = rows_to_tell_paired(14, 12, ROWS)
+    assert f"noise: the 200 shared validation rows cannot tell v1 and v2 apart; roughly {need:,} would" in out
+    paired = one_document(kit.run("compare", 1, 2, "--json")[1])["paired"]
+    assert paired["rows_needed"] == need and paired["noise"].startswith("the 200 shared validation rows")
+    write_validation(kit, 2, discordant(150, 30, 12)[1])
+    write_validation(kit, 1, discordant(150, 30, 12)[0])
+    code, out, err = kit.run("compare", 1, 2)
+    assert "verdict: v1 beats v2" in out and "noise" not in out  # told apart: nothing to say
+    assert one_document(kit.run("compare", 1, 2, "--json")[1])["paired"]["rows_needed"] is None
+
+
+# ------------------------------------------------------------------------------------------ several
+def test_three_versions_compare_pairwise_with_holm_one_verdict_line_each(kit):
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    push_pull(kit, "--set", "lora_r=8", "--set", "lr=0.001")
+    push_pull(kit, "--set", "lora_r=8", "--set", "seed=7")
+    a, b = discordant(120, 40, 10)
+    write_validation(kit, 1, a)
+    write_validation(kit, 2, b)
+    write_validation(kit, 3, discordant(120, 30, 12)[1])
+    code, out, err = kit.run("compare", 1, 2, "v3", "--json")
+    assert code == 0, err
+    data = one_document(out)
+    assert [v["name"] for v in data["versions"]] == ["v1", "v2", "v3"]
+    assert data["config_diff"] == {"lora_r": {"v1": 4, "v2": 8, "v3": 8}, "lr": {"v1": 0.0005, "v2": 0.0005, "v3": 0.001}}
+    pairs = {(p["a"], p["b"]): p for p in data["pairs"]}
+    raw = [pairs[k]["paired"]["p_value"] for k in (("v1", "v2"), ("v1", "v3"), ("v2", "v3"))]
+    assert [pairs[k]["p_holm"] for k in (("v1", "v2"), ("v1", "v3"), ("v2", "v3"))] == pytest.approx(holm(raw))
+    counts = pairs[("v1", "v2")]["paired"]
+    assert (counts["a_wins"], counts["b_wins"], counts["rows"]) == (40, 10, ROWS)
+
+    code, out, err = kit.run("compare", 1, 2, 3, 4)
+    lines = out.splitlines()
+    assert lines[:2] == ["config (the keys that differ):", "key     v1      v2      v3     v4"]
+    verdicts = [line for line in lines if line.startswith("  v")]
+    assert len(verdicts) == 6  # one line per pair
+    first = verdicts[0]
+    assert first.startswith("  v1 vs v2: v1 beats v2 on 40 rows and loses on 10: ")
+    assert f"p = {raw[0]:.2g}, Holm {pairs[('v1', 'v2')]['p_holm']:.2g}" in first  # the raw p beside the Holm one
+    assert all("not paired: " in line and "(here: seed 42 -> 7)" in line for line in verdicts if "v4" in line)
+    assert "Holm over the 3 pairs tested" in out
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    ((1, 2, "x.csv"), 2, "compare takes submission CSV paths two at a time"),
+    ((1, 2, "v1"), 2, "name one twice"),
+    ((1,), 2, "compare needs two versions or files"),
+    (("--seeds", 1, 2, 3), 2, "--seeds compares two seed groups"),
+])
+def test_a_compare_that_cannot_be_made_is_refused_in_one_line(kit, argv, code, words):
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    got, out, err = kit.run("compare", *argv)
+    assert got == code and words in error_line(err)
+
+
+def test_compare_seeds_pairs_two_groups_seed_by_seed_and_sums_them(kit):
+    for seed in (42, 43):
+        push_pull(kit, "--set", "lora_r=4", "--set", f"seed={seed}")  # v1, v3
+        push_pull(kit, "--set", "lora_r=8", "--set", f"seed={seed}")  # v2, v4
+    push_pull(kit, "--set", "lora_r=8", "--set", "seed=44")  # v5: B's alone
+    code, out, err = kit.run("compare", "--seeds", 1, 4, "--json")
+    assert code == 0, err
+    data = one_document(out)
+    assert (data["a"], data["b"]) == ([1, 3], [2, 4, 5]) and data["config_diff"] == {"lora_r": [4, 8]}
+    seeds = {s["seed"]: s for s in data["seeds"]}
+    assert (seeds[42]["a"], seeds[42]["b"], seeds[43]["a"], seeds[43]["b"]) == (1, 2, 3, 4)
+    assert data["unpaired"] == [{"group": "B", "version": 5, "seed": 44}]
+    summed = [sum(s["paired"][k] for s in data["seeds"]) for k in ("a_wins", "b_wins", "rows")]
+    combined = data["combined"]
+    assert [combined["a_wins"], combined["b_wins"], combined["rows"]] == summed and summed[2] == 2 * 2000
+    assert combined["p_value"] == pytest.approx(mcnemar_exact(summed[0], summed[1]))
+    code, out, err = kit.run("compare", "--seeds", 3, 2)
+    assert "seed groups: A = v1+v3, B = v2+v4+v5" in out and "unpaired: v5 of B (seed 44)" in out
+    assert "combined over 2 seeds, 4,000 paired rows" in out and "verdict: " in out
+    code, out, err = kit.run("compare", "--seeds", 1, 3)
+    assert code == 2 and "are in one seed group (v1+v3)" in error_line(err)
+
+
+# ------------------------------------------------------------------------------------------ failures, files
+def test_an_error_version_is_named_with_its_failure_never_pull(kit):
+    push_pull(kit)
+    kit.state.status_script, kit.state.failure_message = ["ERROR"], "CUDA out of memory"
+    push(kit, "--set", "lora_r=4")
+    assert kit.run("status", 2)[0] == 3
+    code, out, err = kit.run("compare", 1, 2)
+    line = error_line(err)
+    assert code == 1 and line.endswith("v2 ended ERROR (CUDA out of memory): it has no results to compare "
+                                       "(its log: lorakit logs 2)") and "pull" not in line
+    versions(kit)[1].outputs.pop("metrics.json")  # the run died before writing it
+    assert kit.run("pull", 2)[0] == 0
+    code, out, err = kit.run("compare", 1, 2)
+    assert code == 1 and "v2 ended ERROR (CUDA out of memory)" in error_line(err) and "metrics.json" not in err
+
+
+def test_two_submission_paths_find_their_own_probabilities_beside_them(kit):
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    folder = kit.repo / "submissions"
+    labels = [(i * 7 + (i % 3 == 0)) % 4 for i in range(8000)]  # a quarter of the rows differ from v1's
+    (folder / "v2" / "submission.csv").write_text("ID,Label\n" + "".join(f"{i},{k}\n" for i, k in enumerate(labels)))
+    (folder / "v2" / "probabilities.csv").write_text(
+        "ID,p_0,p_1,p_2,p_3\n" + "".join(f"{i}," + ",".join("0.7" if c == k else "0.1" for c in range(4)) + "\n"
+                                         for i, k in enumerate(labels)))
+    code, out, err = kit.run("compare", "submissions/v1/submission.csv", "submissions/v2/submission.csv", "--json")
+    test = one_document(out)["test"]
+    assert test["disagreements"] == 2667 and test["confidence_a"] == pytest.approx(0.7)
+    assert test["confidence_b"] == pytest.approx(0.7)
+    other = kit.repo / "elsewhere"
+    other.mkdir()
+    (other / "submission.csv").write_bytes((folder / "v2" / "submission.csv").read_bytes())
+    (other / "probabilities.csv").write_bytes((folder / "v1" / "probabilities.csv").read_bytes())  # not its own
+    code, out, err = kit.run("compare", "submissions/v1/submission.csv", "elsewhere/submission.csv")
+    assert code == 0 and "needs each side's own probabilities.csv beside its submission" in out

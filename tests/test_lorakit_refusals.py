@@ -143,7 +143,7 @@ def test_invalid_sources_and_tags_in_the_reply_are_recorded_marked_and_shown(kit
     assert code == 0 and f"warning: v1 is marked: Kaggle's reply to its push said {problem}" in err
     data = one_document(kit.run("versions", "--json")[1])["versions"][0]
     assert data["push_problem"] == problem and f"push problem: {problem}" in data["marks"]
-    assert "push problem: invalid_model_sources" in kit.run("versions")[1]
+    assert "push problem: invalid_model_sources" in kit.run("versions", "--wide")[1]  # whole, not shortened
 
 
 def test_a_reply_naming_another_kernel_is_named_recorded_under_it_with_the_delete_command(kit):
@@ -188,7 +188,7 @@ def _quota_spent(kit):
 
 REFUSALS = [
     (_session_count, "Maximum batch GPU session count of 1 reached.",
-     "other runs hold the 1 GPU session(s) Kaggle allows at once: wait until one ends", 1),
+     "other runs hold every GPU session Kaggle allows at once (1): wait until one ends", 1),
     (lambda kit: setattr(kit.state, "phone_verified", False), "Phone verification is required",
      "verify your phone number at https://www.kaggle.com/settings", 1),
     (_quota_spent, "You have exceeded your weekly GPU quota.",
@@ -243,7 +243,7 @@ def test_every_push_sends_a_session_timeout_within_kaggles_maximum(kit):
 
 def test_a_sweep_sends_and_records_its_session_timeout(kit):
     kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "360000s"}
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--session-timeout-minutes", "60")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--session-timeout-minutes", "60", "--yes")
     assert code == 0, err
     assert [c[2]["sessionTimeoutSeconds"] for c in kit.state.calls("SaveKernel")] == [3600, 3600]
     (path,) = (kit.repo / "submissions" / "sweeps").glob("sw-*.json")

@@ -3,6 +3,7 @@ over time), checked by parsing it and, where a headless browser is installed, by
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from lorakit_fixtures import error_line, one_document, push, push_pull
+from lorakit_fixtures import error_line, ledger_write, one_document, push, push_pull
 
 MESSAGE = '<script>document.title="pwned"</script><img src=x onerror="document.body.dataset.xss=1">'
 BROWSERS = ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome", "google-chrome-stable")
@@ -23,7 +24,7 @@ class Page(HTMLParser):
 
     def __init__(self, text: str):
         super().__init__()
-        self.rows, self.charts, self.links, self.scripts, self.cells = [], [], [], 0, []
+        self.rows, self.charts, self.links, self.scripts, self.cells, self.tables = [], [], [], 0, [], []
         self._cell = None
         self.feed(text)
 
@@ -38,6 +39,8 @@ class Page(HTMLParser):
             self.charts.append((attrs.get("data-chart"), attrs.get("data-version")))
         elif tag == "td":
             self._cell = ""
+        elif tag == "table":
+            self.tables.append(attrs.get("id"))
 
     def handle_data(self, data):
         if self._cell is not None:
@@ -74,14 +77,14 @@ def three_versions(kit):
 def test_report_holds_the_table_curves_confusion_matrices_and_scores(three_versions):
     kit = three_versions
     path, page, out, err = report_of(kit, "--versions", "1,3")
-    assert out == "wrote submissions/report.html (5 charts; curves of v1, v3)\n"
-    header, *rows = page.rows
+    assert out == "wrote submissions/report.html (6 charts; curves of v1, v3)\n"
+    header, *rows = page.rows[:5]
     assert [r[0] for r in rows] == ["v4", "v3", "v2", "v1"]
     assert [r[1] for r in rows] == ["pushed", "pulled", "scored", "scored"]
-    assert rows[1][2] == MESSAGE  # the message is text in its cell, not markup
+    assert rows[1][2] == MESSAGE  # the message is text in its cell (whole: a page wraps it), not markup
     assert page.scripts == 0 and "<script>" not in path.read_text() and "&lt;script&gt;" in path.read_text()
-    assert page.charts == [("val_accuracy", None), ("loss", None), ("confusion", "1"), ("confusion", "3"),
-                           ("scores", None)]
+    assert page.charts == [("val_accuracy", None), ("loss", None), ("loss_steps", None), ("confusion", "1"),
+                           ("confusion", "3"), ("scores", None)]
     assert not [link for link in page.links if link.lower().startswith(("http:", "https:", "//"))]
 
     text = path.read_text()
@@ -91,7 +94,101 @@ def test_report_holds_the_table_curves_confusion_matrices_and_scores(three_versi
         figure = text.split(f'data-version="{version}"')[1].split("</svg>")[0]
         counts = [int(c) for c in re.findall(r'text-anchor="middle">(\d+)</text>', figure)]  # row by row
         assert sum(counts) == 2000 and sum(counts[k * 5] for k in range(4)) == right
-    assert text.count("<circle") == 2 * 2 + 4 * 2 + 2 * 2  # accuracy, train and val loss of two runs; 2 scores x2
+    # each point a marker with its tooltip: two runs of two epochs; filled circles solid, hollow squares dashed
+    assert chart(text, "val_accuracy").count("<circle") == 2 * 2 + 2  # and the legend's two
+    loss = chart(text, "loss")
+    assert loss.count("<circle") == 2 * 2 + 2 and loss.count('fill="#fff"') == 2 * 2 + 2  # train, val (legend too)
+    assert "<title>v3 epoch 2: val_loss 0.3000</title>" in loss
+    assert "<title>v1 epoch 1: val_accuracy 0.8800</title>" in chart(text, "val_accuracy")
+
+
+def chart(text: str, name: str) -> str:
+    """The SVG of the chart ``name`` in a report's text."""
+    return text.split(f'data-chart="{name}"', 1)[1].split("</svg>", 1)[0]
+
+
+def legend(svg: str) -> list:
+    """(name, dashed, marker) of each legend entry of a chart: its marker a circle, a square or none."""
+    entries = re.findall(r'<g class="legend">(.*?)</g>', svg)
+    return [(re.search(r">([^<>]*)</text>", e).group(1), "stroke-dasharray" in e,
+             "circle" if "<circle" in e else "square" if "<rect" in e else None) for e in entries]
+
+
+def test_a_run_of_one_epoch_is_a_labelled_marker_with_a_legend_that_matches(kit):
+    kit.epochs = 1
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8", "--set", "seed=7")
+    text = report_of(kit)[0].read_text()
+    accuracy, loss = chart(text, "val_accuracy"), chart(text, "loss")
+    assert "<polyline" not in accuracy and "<polyline" not in loss  # one point each: no line to draw
+    assert re.findall(r'class="point-label"[^>]*>([^<]*)<', accuracy) == ["v1, v2"]  # one spot, one label
+    assert sorted(re.findall(r'class="point-label"[^>]*>([^<]*)<', loss)) == ["v1 train, v2 train", "v1 val, v2 val"]
+    assert legend(loss) == [("v1 train", False, "circle"), ("v1 val", True, "square"), ("v2 train", False, "circle"),
+                            ("v2 val", True, "square")]  # each entry as its series is drawn
+    assert loss.count("<circle") == 2 + 2 and loss.count('fill="#fff"') == 2 + 2
+
+
+def test_the_training_loss_per_step_is_drawn_from_loss_curve_read_as_untrusted(kit):
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    metrics = json.loads((kit.repo / "submissions" / "v1" / "metrics.json").read_text())
+    text = report_of(kit)[0].read_text()
+    steps = chart(text, "loss_steps")
+    first = metrics["loss_curve"][0]
+    assert f"<title>v1 step {first['step']} (epoch {first['epoch']:.2f}): loss {first['loss']:.4f}</title>" in steps
+    assert steps.count("<polyline") == 2 and legend(steps) == [("v1", False, "circle"), ("v2", False, "circle")]
+
+    odd = [{"step": "x", "epoch": 1, "loss": 0.5}, {"step": 1, "epoch": "nan", "loss": 0.5}, "not a point",
+           {"step": 2, "epoch": 0.1, "loss": float("inf")}, {"step": 3, "epoch": -1, "loss": 0.2}]
+    long = [{"step": 25 * k, "epoch": k / 100, "loss": 1 / (1 + k)} for k in range(1, 30_001)]
+    path = kit.repo / "submissions" / "v2" / "metrics.json"
+    path.write_text(json.dumps({**metrics, "loss_curve": odd + long}).replace("Infinity", "1e999"))
+    (kit.repo / "submissions" / "v1" / "metrics.json").write_text(json.dumps({**metrics, "loss_curve": odd}))
+    code, out, err = kit.run("report")
+    assert code == 0 and "Traceback" not in err, err
+    steps = chart((kit.repo / "submissions" / "report.html").read_text(), "loss_steps")
+    assert legend(steps) == [("v2", False, None)]  # v1 had no good point; v2 too many for markers
+    points = re.search(r'<polyline points="([^"]*)"', steps).group(1).split()
+    assert 390 <= len(points) <= 401  # 19,995 good points read (at most 20,000), thinned to what the chart shows
+
+
+def test_scores_over_time_label_each_point_by_version_on_a_readable_axis(three_versions):
+    kit = three_versions
+    rows = kit.rows()
+    for row, when in zip(rows, ("2025-04-20T09:10:00Z", "2025-04-20T14:55:00Z")):
+        row["submitted_at"] = when
+    ledger_write(kit, rows)
+    text = report_of(kit)[0].read_text()
+    scores = chart(text, "scores")
+    assert re.findall(r'class="tag"[^>]*>([^<]*)<', scores) == ["v1", "v2", "v1", "v2"]  # public, then private
+    ticks = [re.findall(r"<tspan[^>]*>([^<]*)</tspan>", t) for t in
+             re.findall(r'<text x="[\d.]+" y="[\d.]+" text-anchor="middle">(<tspan.*?)</text>', scores)]
+    assert ticks == [["10:00", "Apr 20"], ["12:00"], ["14:00"]]  # a round step, the date once, no overlap
+
+
+def test_the_report_shows_notes_seed_groups_the_config_diff_sweeps_and_the_kernel_pushed_to(kit):
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    push_pull(kit, "--set", "lora_r=8", "--set", "seed=7")
+    assert kit.run("note", 2, "the keeper")[0] == 0 and kit.run("tag", 2, "final")[0] == 0
+    code, out, err = kit.run("sweep", "--grid", "lora_r=4,2", "--yes")
+    assert code == 0, err
+    kit.state.status_script, kit.state.failure_message = ["ERROR"], "CUDA out of memory"
+    push(kit, "--set", "lr=0.01", message="too high")
+    assert kit.run("status", 5)[0] == 3
+    path, page, out, err = report_of(kit, "--versions", "1,2,3")
+    text = path.read_text()
+    assert re.search(r"<h1>alice/[\w-]+</h1>", text) and "<title>lorakit report: alice/" in text
+    versions = {row[0]: row for row in page.rows[1:6]}
+    assert versions["v2"][10] == "#final the keeper" and versions["v5"][11] == "failed: CUDA out of memory"
+    assert "seed-groups" in page.tables and ["v2+v3", "42, 7", "lora_r=8 lr=0.0005"] == page.rows[7][:3]
+    assert "config-diff" in page.tables
+    diff = text.split('id="config-diff"')[1].split("</table>")[0]
+    assert re.findall(r'<td class="wide">(\w+)</td>', diff) == ["lora_r", "seed"]  # the keys that differ only
+    (sweep_id,) = [t for t in page.tables if t and t.startswith("sw-")]
+    ranked = text.split(f'id="{sweep_id}"')[1].split("</table>")[0]
+    assert re.findall(r'<td class="versions">(v\d+)</td>', ranked) == ["v4", "v1"]  # a2 pushed; a1 reused v1
+    assert "<th>p (Holm)</th>" in ranked and re.search(r"p = [\d.]+, Holm [\d.]+</td>", ranked)
 
 
 def test_report_defaults_to_the_pulled_versions_and_opens(three_versions, monkeypatch):
@@ -113,7 +210,7 @@ def test_a_folder_without_predictions_is_noted_not_fatal(three_versions):
     (kit.repo / "submissions" / "v3" / "metrics.json").unlink()
     path, page, out, err = report_of(kit, "--json")
     document = one_document(out)
-    assert document["versions"] == [1, 2, 3] and document["charts"] == 5 and "Traceback" not in err
+    assert document["versions"] == [1, 2, 3] and document["charts"] == 6 and "Traceback" not in err
     assert any("v2 not comparable" in n and "logits.npz is missing" in n for n in document["notes"])
     assert any("v3 not comparable" in n and "metrics.json is missing" in n for n in document["notes"])
     assert [v for name, v in page.charts if name == "confusion"] == ["1", "3"]
@@ -180,8 +277,15 @@ def test_report_renders_in_a_headless_browser(three_versions, tmp_path):
                            "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = Page(proc.stdout)
-    assert len(dom.rows) == 5 and dom.rows[2][2] == MESSAGE  # the header and four versions, the message as text
-    assert [name for name, _ in dom.charts] == ["val_accuracy", "loss", "confusion", "confusion", "confusion",
-                                                "scores"]
+    assert [row[0] for row in dom.rows[1:5]] == ["v4", "v3", "v2", "v1"] and dom.rows[2][2] == MESSAGE  # as text
+    assert [name for name, _ in dom.charts] == ["val_accuracy", "loss", "loss_steps", "confusion", "confusion",
+                                                "confusion", "scores"]
     assert "data-xss" not in proc.stdout.split("<body", 1)[1].split(">", 1)[0]  # the onerror never ran
     assert "<title>lorakit report" in proc.stdout and "pwned" not in proc.stdout.split("</title>")[0]
+    shot = tmp_path / "report.png"  # the page as drawn: look at it when the charts change
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                           f"--screenshot={shot}", "--window-size=1400,3000", path.as_uri()], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", proc.stderr[-2000:]
+    if os.environ.get("LORAKIT_REPORT_SHOT"):
+        shutil.copy(shot, os.environ["LORAKIT_REPORT_SHOT"])

@@ -1,6 +1,9 @@
 """`lorakit scores`, `leaderboard`, `compare` and `quota`; `scores` settles submissions left unconfirmed."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from lorakit_fixtures import COMPETITION, error_line, full_disk_after, one_document, push_pull
@@ -36,7 +39,7 @@ def test_second_version_scores_gap_leaderboard_quota_compare_logs(kit):
     (kit.repo / "submissions" / "v2" / "submission.csv").write_text(
         "ID,Label\n" + "".join(f"{i},{(i * 7 + (i % 2)) % 4}\n" for i in range(8000)))
     code, out, err = kit.run("compare", 1, 2)
-    assert code == 0 and "agreement 50.00% (4000 rows differ)" in out and "mean confidence" in out
+    assert code == 0 and "agreement 50.00% (4,000 rows differ)" in out and "mean confidence" in out
 
     code, out, err = kit.run("logs", 2)
     assert code == 0 and "effective config:" in out and "epoch 1/1" in out and "stream_name" not in out
@@ -128,3 +131,25 @@ def test_leaderboard_asks_for_the_public_board_and_labels_the_download_as_what_k
     assert data["download_board"] == "private" and "the private leaderboard" in err
     names = zipfile.ZipFile(kit.repo / "lb" / f"{COMPETITION}.zip").namelist()
     assert names == [f"{COMPETITION}-privateleaderboard.csv"]
+
+
+def test_scores_says_when_the_best_validation_candidate_is_noise(kit):
+    kit.accuracy = lambda cfg, number: {4: 0.901, 8: 0.902, 16: 0.95}[cfg.lora_r]
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8")
+    assert kit.run("submit", 1)[0] == 0
+    code, out, err = kit.run("scores")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.strip().startswith("noise:"))
+    assert line.strip().startswith("noise: the 2,000 shared validation rows cannot tell v2 and v1 apart; roughly")
+    assert json.loads(kit.run("scores", "--json")[1])["noise"] == line.strip()[len("noise: "):]
+    push_pull(kit, "--set", "lora_r=16")  # clearly better: nothing to say
+    assert json.loads(kit.run("scores", "--json")[1])["noise"] is None
+
+    for version in (2, 3):  # a second clone: nothing pulled, the ledger's accuracies on their rows
+        shutil.rmtree(kit.repo / "submissions" / f"v{version}")
+    kit.accuracy = lambda cfg, number: 0.95
+    push_pull(kit, "--set", "lora_r=16", "--set", "seed=7")
+    shutil.rmtree(kit.repo / "submissions" / "v4")
+    noise = json.loads(kit.run("scores", "--json")[1])["noise"]
+    assert noise.startswith("v") and "validation accuracies" in noise and "on 2,000 rows" in noise

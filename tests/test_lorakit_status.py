@@ -118,3 +118,32 @@ def test_a_status_reply_with_a_failure_but_no_status_is_that_failure_unrecorded(
     assert code == 3 and data["failure_message"] == "CUDA out of memory\x1b[2J" and data["status_named"] is False
     assert "\x1b" not in out  # exact JSON: the escape written as \u001b
     assert kit.row(1)["status"] == "QUEUED"  # as the push left it
+
+
+def test_the_next_step_follows_the_state_never_pull_what_is_pulled(kit):
+    push(kit)
+    code, out, err = kit.run("status", 1, "--wait")
+    assert code == 0 and out.splitlines()[-1] == "next: lorakit pull 1"
+    assert kit.run("pull", 1)[0] == 0
+    code, out, err = kit.run("status", 1)
+    assert code == 0 and "pull" not in out and out.splitlines()[-1] == "next: lorakit submit 1 --wait"
+    assert kit.run("submit", 1)[0] == 0
+    assert kit.run("status", 1)[1].splitlines()[-1] == "next: lorakit scores"
+
+
+def test_an_error_version_is_named_with_its_reason_by_status_pull_and_submit(kit):
+    kit.state.status_script, kit.state.failure_message = ["ERROR"], "CUDA out of memory"
+    push(kit)
+    code, out, err = kit.run("status", 1)
+    assert code == 3 and error_line(err) == "lorakit: error: v1 ended ERROR: CUDA out of memory"
+    assert kit.row(1)["failure_message"] == "CUDA out of memory"
+    code, out, err = kit.run("submit", 1)
+    assert code == 7 and error_line(err) == ("lorakit: error: v1 ended ERROR (CUDA out of memory): it has no "
+                                             "submission to submit (its log: lorakit logs 1)")
+    versions(kit)[0].outputs = {"log.txt": b"Traceback: CUDA out of memory\n"}  # all it left
+    code, out, err = kit.run("pull", 1)
+    assert code == 0 and "v1 ended ERROR (CUDA out of memory): pulling what it left" in err
+    assert "has no metrics.json" not in err and "has no submission.csv" not in err and "next:" not in out
+    code, out, err = kit.run("submit", 1)
+    assert code == 7 and "v1 ended ERROR (CUDA out of memory): its run left no submission.csv" in error_line(err)
+    assert not kit.state.calls("CreateSubmission")

@@ -3,6 +3,7 @@ every submission matched to its version), never overwriting a row it cannot conf
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 from kaggle_standin import StoredSubmission
-from lorakit_fixtures import error_line, one_document, push, versions
+from lorakit_fixtures import error_line, ledger_write, one_document, push, versions
 
 NASTY = 'r=4: "quoted", \'\'\' and """ and a \\ back\\slash, ünïcödé ✓ \U0001F600\nsecond line\r\n\ttabbed'
 # The columns a fresh clone's sync cannot rebuild as the first clone wrote them, and why.
@@ -56,15 +57,6 @@ def two_versions_one_submitted(kit) -> list:
     pushed_and_pulled(kit, "r=8", "--set", "lora_r=8")
     assert kit.run("submit", 1, "--wait")[0] == 0
     return kit.rows()
-
-
-def ledger_write(kit, rows: list) -> bytes:
-    """The ledger holding ``rows`` (as edited by hand); its bytes."""
-    with open(kit.ledger, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return kit.ledger.read_bytes()
 
 
 def fresh_clone(kit, tmp_path, monkeypatch):
@@ -272,7 +264,7 @@ def test_a_metrics_json_cut_short_is_reported_and_its_columns_stay_empty(kit, tm
 
 def test_a_sweeps_arms_get_their_sweep_id_back(kit, tmp_path, monkeypatch):
     kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "360000s"}  # two arms of up to 11 h each fit
-    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true")
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4", "--set", "smoke=true", "--yes")
     assert code == 0, err
     first = kit.rows()
     assert first[0]["sweep_id"] and first[0]["sweep_id"] == first[1]["sweep_id"]
@@ -310,7 +302,7 @@ def test_a_version_sync_cannot_read_is_listed_and_left_as_is(kit, tmp_path, monk
     kit.state.fail("GetKernel", 500, times=4, skip=1)  # v1's source, on each of its four attempts
     code, out, err = kit.run("sync")
     line = error_line(err)
-    assert code == 1 and "1 version(s)" in line and "could not read v1" in line and "500" in line
+    assert code == 1 and "1 version of" in line and "could not read v1" in line and "500" in line
     assert "lorakit: warning: could not read v1 (read the source of" in err and "run lorakit sync again" in err
     assert re.search(r"v1 +unreadable +could not read v1", out) and re.search(r"v2 +added", out)
     assert [r["version"] for r in rows_of(clone / "submissions" / "ledger.csv")] == ["2"]  # the rest is written
@@ -337,4 +329,44 @@ def test_the_version_walk_says_its_progress_on_stderr(kit, tmp_path, monkeypatch
     kit.state.newest_claimed = 50  # v2 to v50 answer 404: each listed as could not read
     code, out, err = kit.run("sync")
     assert code == 1 and "lorakit: sync: reading v25 of v50" in err and "lorakit: sync: reading v50 of v50" in err
-    assert "49 version(s)" in error_line(err) and re.search(r"v1 +unchanged", out)
+    assert "49 versions of" in error_line(err) and re.search(r"v1 +unchanged", out)
+
+
+def test_a_sweep_is_restored_from_its_arms_push_records_and_resumed_in_a_second_clone(kit, tmp_path, monkeypatch):
+    kit.state.quota = {"timeUsed": "0s", "totalTimeAllowed": "360000s"}  # three arms of up to 11 h each fit
+    kit.state.interrupt("GetKernelSessionStatus", skip=4)  # Ctrl-C while waiting for the second arm
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--yes")
+    assert code == 130, err
+    (recorded,) = (kit.repo / "submissions" / "sweeps").glob("sw-*.json")
+    clone = fresh_clone(kit, tmp_path, monkeypatch)
+    code, out, err = kit.run("sync", "--dry-run")
+    assert code == 0 and f"would restore submissions/sweeps/{recorded.name}" in out
+    assert not (clone / "submissions").exists()
+    code, out, err = kit.run("sync", "--json")
+    assert code == 0, err
+    assert one_document(out)["sweeps"] == [f"submissions/sweeps/{recorded.name}"]
+    restored = clone / "submissions" / "sweeps" / recorded.name
+    assert json.loads(restored.read_text())["arms"] == json.loads(recorded.read_text())["arms"]
+    code, out, err = kit.run("sweep", "--resume", recorded.stem)  # in the second clone
+    assert code == 0, err
+    assert len(versions(kit)) == 3 and len(kit.state.calls("SaveKernel")) == 3  # only the arm never pushed
+    assert [r["sweep_id"] for r in rows_of(clone / "submissions" / "ledger.csv")] == [recorded.stem] * 3
+    assert "ranked by validation accuracy" in out
+    assert kit.run("sync", "--json")[0] == 0 and one_document(kit.run("sync", "--json")[1])["sweeps"] == []
+
+
+def test_a_second_clone_shows_what_versions_shows_and_keeps_times_in_utc(kit, tmp_path, monkeypatch):
+    two_versions_one_submitted(kit)
+    kit.state.status_script, kit.state.failure_message = ["ERROR"], "CUDA out of memory"
+    push(kit, "--set", "lora_r=2", message="fails")
+    assert kit.run("status", 3)[0] == 3 and kit.run("pull", 3)[0] == 0  # it left its metrics.json
+    first = one_document(kit.run("versions", "--json")[1])["versions"]
+    fresh_clone(kit, tmp_path, monkeypatch)
+    assert kit.run("sync")[0] == 0
+    rows = rows_of("submissions/ledger.csv")
+    assert rows[0]["submitted_at"].endswith("Z") and rows[0]["pushed_at"].endswith("Z")
+    assert (rows[0]["val_rows"], rows[0]["train_minutes"], rows[0]["device"]) == ("2000", "20.0", "cuda:0 (Tesla T4)")
+    assert rows[2]["failure_message"] == "CUDA out of memory"
+    again = one_document(kit.run("versions", "--json")[1])["versions"]  # nothing pulled here
+    for key in ("val_accuracy", "val_rows", "val_low", "val_high", "train_minutes", "device", "failure_message"):
+        assert [r[key] for r in again] == [r[key] for r in first], key

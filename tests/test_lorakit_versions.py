@@ -50,9 +50,13 @@ def test_every_version_is_listed_with_its_state_changes_interval_and_scores(kit,
     assert states == {None: "sending", 8: "sending", 7: "complete", 6: "error", 5: "running", 4: "pushed",
                       3: "pulled", 2: "submitted", 1: "scored"}
     assert list(rows) == [None, 8, 7, 6, 5, 4, 3, 2, 1]  # newest first
-    assert rows[None]["message"] == "disk full" and rows[None]["changes"] == {"seed": 9}
-    assert rows[1]["changes"] == {"lora_r": 4} and rows[2]["changes"] == {"lr": 0.001}
-    assert rows[3]["changes"] == {"lora_dropout": 0.2} and rows[4]["changes"] == {"seed": 4}  # ledger overrides
+    assert rows[None]["message"] == "disk full" and rows[None]["changes_from_defaults"] == {"seed": 9}
+    assert rows[1]["changes_from_defaults"] == {"lora_r": 4} and rows[2]["changes_from_defaults"] == {"lr": 0.001}
+    assert rows[3]["changes_from_defaults"] == {"lora_dropout": 0.2}
+    assert rows[4]["changes_from_defaults"] == {"seed": 4}  # the ledger's overrides
+    # changes: what tells the rows listed apart, each row with its own value of every key that differs
+    assert rows[1]["changes"] == {"lora_dropout": 0.1, "lora_r": 4, "lr": 0.0005, "seed": 42}
+    assert rows[4]["changes"] == {"lora_dropout": 0.1, "lora_r": 16, "lr": 0.0005, "seed": 4}
     assert (rows[1]["public_score"], rows[1]["private_score"]) == (0.85, 0.84) and rows[2]["public_score"] is None
     metrics = json.loads((kit.repo / "submissions" / "v3" / "metrics.json").read_text())
     low, high = accuracy_interval(metrics["val_accuracy"], metrics["val_rows"])
@@ -66,7 +70,7 @@ def test_every_version_is_listed_with_its_state_changes_interval_and_scores(kit,
 
     code, out, err = kit.run("versions")
     assert code == 0, err
-    lines = out.splitlines()
+    lines = out.split("\n\n")[0].splitlines()  # the versions' table, then the seed groups'
     assert lines[0].split()[:3] == ["version", "state", "message"] and len(lines) == 10
     assert lines[1].split()[:4] == ["-", "sending", "disk", "full"]
     v3_line = next(line for line in lines if line.startswith("v3 "))
@@ -161,3 +165,104 @@ def test_each_version_records_its_image_only_while_it_is_the_newest_and_compare_
                          "gcr.io/kaggle-gpu-images/python:v161)" in err
     assert "v1 and v3 ran on different accelerators (NvidiaTeslaT4 and NvidiaL4X1)" in err
     assert len(one_document(kit.run("compare", 1, 3, "--json")[1])["environment_warnings"]) == 2
+
+
+def table_of(out: str) -> list:
+    """The versions' table of `lorakit versions` (before the lines under it), as lists of cells."""
+    lines = out.split("\n\n")[0].splitlines()
+    return [line.split() for line in lines if line and not line.startswith("every version listed")]
+
+
+def test_where_and_sort_keep_and_order_the_rows(kit):
+    kit.accuracy = lambda cfg, number: {4: 0.88, 8: 0.91, 16: 0.90}.get(cfg.lora_r, 0.5)
+    push_pull(kit, "--set", "lora_r=4")
+    push_pull(kit, "--set", "lora_r=8", "--set", "lr=0.001")
+    push_pull(kit, "--set", "lora_r=16", "--set", "lr=1e-3")
+    push(kit, "--set", "lora_r=2", message="not run yet")
+    json_rows = lambda *argv: [r["version"] for r in one_document(kit.run("versions", "--json", *argv)[1])["versions"]]
+    assert json_rows("--where", "lr=0.001") == [3, 2]  # 1e-3 and 0.001 are one number
+    assert json_rows("--where", "lora_r>=8") == [3, 2] and json_rows("--where", "lora_r<8") == [4, 1]
+    assert json_rows("--where", "state=pulled", "--where", "lr!=1e-3") == [1]  # every condition holds
+    assert json_rows("--sort", "val_acc") == [2, 3, 1, 4]  # best first, the unknown last
+    assert json_rows("--sort", "val_accuracy", "--reverse") == [1, 3, 2, 4]  # the unknown last all the same
+    assert json_rows("--sort", "lora_r") == [4, 1, 2, 3] and json_rows("--reverse") == [1, 2, 3, 4]
+    assert json_rows("--where", "val_acc>0.95") == []
+    code, out, err = kit.run("versions", "--where", "val_acc>0.95")
+    assert code == 0 and out.startswith("no version of") and "matches val_acc>0.95" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--where", "lorar=4"), "unknown key 'lorar' in --where/--sort (did you mean lora_r?)"),
+    (("--where", "lorar=4", "--sort", "lorar"), "unknown key 'lorar' in --where/--sort"),
+    (("--sort", "score"), "unknown key 'score'"),
+    (("--where", "lora_r"), "--where takes KEY=VALUE"),
+    (("--where", "tags>final"), "tags take = (has the tag) or != (lacks it)"),
+])
+def test_an_unknown_key_or_a_bad_condition_is_one_line_naming_it_once(kit, argv, words):
+    push(kit)
+    code, out, err = kit.run("versions", *argv)
+    line = error_line(err)
+    assert code == 2 and words in line and line.count("lorar") <= 1 and out == ""
+
+
+def test_changes_are_what_tells_the_rows_listed_apart(kit):
+    push_pull(kit, "--set", "lora_r=4", "--set", "max_train_samples=9000")
+    push_pull(kit, "--set", "lora_r=16", "--set", "max_train_samples=9000")  # the default rank: shown all the same
+    push_pull(kit, "--set", "lora_r=4", "--set", "lr=0.002", "--set", "max_train_samples=9000")
+    code, out, err = kit.run("versions")
+    assert code == 0, err
+    rows = {cells[0]: cells for cells in table_of(out)[1:]}
+    assert rows["v1"][3:5] == ["lora_r=4", "lr=0.0005"] and rows["v2"][3:5] == ["lora_r=16", "lr=0.0005"]
+    assert rows["v3"][3:5] == ["lora_r=4", "lr=0.002"]
+    assert "every version listed: max_train_samples=9000" in out  # what they all change, once
+    data = one_document(kit.run("versions", "--json", "--where", "lora_r=4")[1])
+    assert [r["changes"] for r in data["versions"]] == [{"lr": 0.002}, {"lr": 0.0005}]
+    assert data["shared_changes"] == {"lora_r": 4, "max_train_samples": 9000}
+    assert data["versions"][0]["changes_from_defaults"] == {"lora_r": 4, "lr": 0.002, "max_train_samples": 9000}
+
+
+def test_long_texts_are_shortened_in_the_middle_and_whole_with_wide(kit):
+    message = "a long message " + "x" * 60 + " that ends here"
+    targets = "query,key,value,attention.output.dense,intermediate.dense"
+    push(kit, "--set", f"lora_targets={targets}", "--set", "lora_r=1", message=message)
+    push(kit, message="short")
+    code, out, err = kit.run("versions")
+    line = next(line for line in out.splitlines() if line.startswith("v1 "))
+    assert "a long message xxxx...xxx that ends here" in line and message not in line  # 40 characters
+    assert "lora_targets=query,key,v...iate.dense" in line  # a value: 24
+    code, out, err = kit.run("versions", "--wide")
+    assert message in out and f"lora_targets={targets}" in out
+    code, out, err = kit.run("versions", "--json")
+    assert one_document(out)["versions"][1]["message"] == message  # JSON and CSV are whole
+
+
+def test_an_error_version_shows_its_failure_reason(kit):
+    kit.state.status_script, kit.state.failure_message = ["RUNNING", "ERROR"], "CUDA out of memory"
+    push(kit)
+    assert kit.run("status", 1, "--wait")[0] == 3
+    assert kit.row(1)["failure_message"] == "CUDA out of memory"
+    code, out, err = kit.run("versions")
+    assert "failed: CUDA out of memory" in next(line for line in out.splitlines() if line.startswith("v1 "))
+    row = one_document(kit.run("versions", "--json")[1])["versions"][0]
+    assert row["state"] == "error" and row["failure_message"] == "CUDA out of memory"
+    assert row["marks"] == ["failed: CUDA out of memory"]
+
+
+def test_versions_that_differ_only_in_seed_form_a_group(kit):
+    kit.accuracy = lambda cfg, number: {42: 0.90, 43: 0.92, 44: 0.91}.get(cfg.seed, 0.5)
+    for seed in (42, 43, 44):
+        push_pull(kit, "--set", "lora_r=8", "--set", f"seed={seed}")
+    push_pull(kit, "--set", "lora_r=4")  # alone: no group
+    kit.state.status_script = ["ERROR"]
+    push(kit, "--set", "lora_r=8", "--set", "seed=45")  # failed: no member
+    kit.run("status", 5)
+    data = one_document(kit.run("versions", "--json")[1])
+    (group,) = data["seed_groups"]
+    assert group["versions"] == [1, 2, 3] and group["seeds"] == [42, 43, 44]
+    assert group["val_accuracy_mean"] == pytest.approx(0.91, abs=1e-3)
+    assert group["val_accuracy_spread"] == pytest.approx(0.01, abs=1e-3) and group["val_accuracy_n"] == 3
+    assert group["public_score_mean"] is None and group["public_score_n"] == 0
+    code, out, err = kit.run("versions")
+    groups = out.split("seed groups")[1].splitlines()
+    assert groups[2].split()[:3] == ["v1+v2+v3", "42,43,44", "lora_r=8"]
+    assert "0.9100 ± 0.0100 (n=3)" in groups[2]

@@ -1,6 +1,13 @@
 """A sweep's definition: its arms (the cartesian product of --grid, the first rows of `lorakit plan`, the
 override objects of --config FILE; each with its seeds), every one checked by the push's own offline checks
 before anything is pushed, and its record, submissions/sweeps/<id>.json, written before the first push.
+
+An arm whose config this kernel already ran to COMPLETE (or is running now) is taken from the ledger: it
+``reuses`` that version, ranked with the others and never pushed again (--again pushes it all the same). The
+record also travels in every arm's push record, so that `lorakit sync` restores it in another clone.
+
+--grid KEY=V1,V2 splits its values at commas; a value that holds commas (lora_targets=query,value) is given
+with | between the values instead: --grid 'lora_targets=query,value|query,key,value,dense'.
 """
 
 from __future__ import annotations
@@ -13,11 +20,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lorakit.common import ledger_of, utc_now
+from lorakit.common import NOT_PUSHED, ledger_of, utc_now
 from lorakit.errors import ArgumentError, FlagNeeded, NotFound, UsageError
-from lorakit.inflight import push_duplicate_check
 from lorakit.ledger import file_write_atomic
 from lorakit.project import Project
+from lorakit.kernel import config_list_keys
 from lorakit.push import PushOptions, push_plan
 from lorakit.transport import json_loads_safe
 
@@ -34,6 +41,7 @@ class Arm:
     config_hash: str = ""
     trainable_params: int = 0
     time_limit_minutes: float = 0.0  # what a run may take at most: its estimate while none ran (lorakit.quota)
+    reuses: Optional[int] = None  # the version that already ran this config (taken from the ledger, not pushed)
 
     @property
     def label(self) -> str:
@@ -70,6 +78,12 @@ class Sweep:
     arms: tuple  # of Arm, one per push
     options: SweepOptions = field(default_factory=SweepOptions)
     created_at: str = ""
+    warnings: tuple = field(default=(), compare=False)  # what the arms' checks warned of, each once (not recorded)
+
+    @property
+    def pushes(self) -> tuple:
+        """The arms to push: those no version of the ledger ran before."""
+        return tuple(a for a in self.arms if a.reuses is None)
 
     def message_of(self, arm: Arm) -> str:
         """The arm's ledger message: the -m prefix, the sweep id and the arm's own settings."""
@@ -80,21 +94,30 @@ class Sweep:
         o = self.options
         return PushOptions(self.message_of(arm), (*self.shared, *arm.own), o.accelerator, again=o.again,
                            sweep_id=self.id, over_quota=o.over_quota,
-                           session_timeout_minutes=o.session_timeout_minutes)
+                           session_timeout_minutes=o.session_timeout_minutes,
+                           sweep_record=json.dumps(self.as_json(), sort_keys=True, separators=(",", ":")))
 
     def as_json(self) -> dict:
         return {"id": self.id, "created_at": self.created_at, "shared_sets": list(self.shared),
                 "options": asdict(self.options), "arms": [a.as_json() for a in self.arms]}
 
 
-def grid_arms(grid: Sequence[str]) -> list:
-    """The settings of each arm of the cartesian product of ``--grid KEY=V1,V2,...`` items."""
+def grid_arms(grid: Sequence[str], list_keys: Sequence[str] = ()) -> list:
+    """The settings of each arm of the cartesian product of ``--grid KEY=V1,V2,...`` items (``KEY=V1|V2|...``
+    when a value holds commas); ArgumentError for an item that would split a value of ``list_keys`` (the keys
+    whose value is a comma-separated list) at its commas."""
     axes, keys = [], set()
     for item in grid:
         key, _, values = item.partition("=")
-        key, choices = key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+        key = key.strip()
+        separator = "|" if "|" in values else ","
+        choices = [v.strip() for v in values.split(separator) if v.strip()]
         if not key or not choices:
-            raise ArgumentError(f"--grid {item!r} is empty: give KEY=V1,V2,... (a value with commas: --config FILE)")
+            raise ArgumentError(f"--grid {item!r} is empty: give KEY=V1,V2,... (values with commas: KEY='V1|V2')")
+        if separator == "," and key in list_keys and len(choices) > 1:
+            raise ArgumentError(f"--grid {item} would split {key}, a comma-separated list, into "
+                                f"{' and '.join(choices)}: separate its values with | instead (e.g. --grid "
+                                f"'{key}={values.strip()}|{choices[0]}'), or give one value with --set {item}")
         if key in keys:
             raise ArgumentError(f"--grid {key} is given twice: list its values in one --grid {key}=V1,V2")
         keys.add(key)
@@ -146,7 +169,7 @@ class SweepRequest:
 
 def sweep_new(project: Project, request: SweepRequest) -> Sweep:
     """A new sweep's arms (each with its seeds), checked and counted; nothing recorded or pushed yet."""
-    own = grid_arms(request.grid)
+    own = grid_arms(request.grid, config_list_keys(project))
     own += plan_arms(project, request.from_plan) if request.from_plan is not None else []
     own += config_file_arms(request.config_file) if request.config_file else []
     if not own:
@@ -174,23 +197,28 @@ def sweep_new(project: Project, request: SweepRequest) -> Sweep:
 
 
 def sweep_check(project: Project, sweep: Sweep) -> Sweep:
-    """Every arm through the push's offline checks; the sweep with each arm's hash, count and time limit.
-    Refuses (naming each arm and why) when any arm fails, two arms are one config, an arm is a smoke run to
-    be submitted, or an arm's config already ran outside the sweep (without --again)."""
-    problems, arms = [], []
+    """Every arm through the push's offline checks; the sweep with each arm's hash, count and time limit, the
+    version it reuses (an arm whose config already ran, without --again) and the checks' warnings. Refuses
+    (naming each arm and why, a reason shared by several arms once) when any arm fails, two arms are one
+    config, or an arm is a smoke run to be submitted."""
+    problems: dict = {}
+    arms, warnings = [], []
     for arm in sweep.arms:
         try:
-            effective = push_plan(project, sweep.push_options(arm)).effective
+            plan = push_plan(project, sweep.push_options(arm))
         except UsageError as exc:
-            problems.append(f"{arm.label} ({' '.join(arm.own) or 'no settings'}): {exc}")
+            problems.setdefault(str(exc), []).append(f"{arm.label} ({' '.join(arm.own) or 'no settings'})")
             continue
+        effective = plan.effective
+        warnings += [w for w in plan.warnings if w not in warnings]
         arms.append(replace(arm, config_hash=effective.config_hash, trainable_params=effective.trainable_params,
                             time_limit_minutes=float(effective.config.time_limit_minutes)))
         if sweep.options.submit_best and effective.config.smoke and not sweep.options.allow_smoke:
             raise FlagNeeded(f"{arm.label} is a smoke run, which is never submitted: drop --submit-best, or add "
                              "--allow-smoke to exercise the loop against a stand-in; nothing pushed")
     if problems:
-        raise UsageError("nothing pushed: " + "; ".join(problems))
+        raise UsageError("nothing pushed: " + "; ".join(f"{', '.join(labels)}: {why}"
+                                                       for why, labels in problems.items()))
     seen: dict = {}
     for arm in arms:
         if arm.config_hash in seen:
@@ -199,9 +227,32 @@ def sweep_check(project: Project, sweep: Sweep) -> Sweep:
         seen[arm.config_hash] = arm.label
     if not sweep.options.again:
         others = [r for r in ledger_of(project).rows() if r.get("sweep_id") != sweep.id]
-        for arm in arms:
-            push_duplicate_check(others, arm.config_hash)
-    return replace(sweep, arms=tuple(arms))
+        arms = [replace(arm, reuses=reused_version(others, arm.config_hash)) for arm in arms]
+    return replace(sweep, arms=tuple(arms), warnings=tuple(warnings))
+
+
+REUSABLE = (("COMPLETE",), ("QUEUED", "RUNNING"))  # a finished run first, else one still going (waited for)
+
+
+def reused_version(rows: list, config_hash: str) -> Optional[int]:
+    """The newest version among ``rows`` that ran ``config_hash`` to COMPLETE, else the newest still queued or
+    running; None when there is none (the arm is pushed)."""
+    same = [r for r in rows if r.get("config_hash") == config_hash]
+    for statuses in REUSABLE:
+        found = [r for r in same if r.get("status") in statuses]
+        if found:
+            return int(found[-1]["version"])
+    return None
+
+
+def arm_row(rows: list, sweep: Sweep, arm: Arm) -> Optional[dict]:
+    """The row of the arm's run among the ledger's ``rows``: its newest push by this sweep (by sweep id and
+    config_hash), else the version it reuses; None when it was never pushed."""
+    mine = [r for r in rows if r.get("sweep_id") == sweep.id
+            and r.get("config_hash") == arm.config_hash and r.get("status") != NOT_PUSHED]
+    if mine:
+        return mine[-1]
+    return next((r for r in rows if arm.reuses is not None and r["version"] == str(arm.reuses)), None)
 
 
 def sweeps_dir(project: Project) -> Path:
@@ -225,13 +276,47 @@ def sweep_load(project: Project, sweep_id: str) -> Sweep:
     if not path.is_file():
         known = sorted(p.stem for p in sweeps_dir(project).glob("sw-*.json")) if sweeps_dir(project).is_dir() else []
         raise NotFound(f"no sweep {sweep_id} in {path.parent.relative_to(project.root)}/; recorded sweeps: "
-                         f"{', '.join(known) or 'none'}")
-    data = json_loads_safe(path.read_text(encoding="utf-8", errors="replace"))
+                         f"{', '.join(known) or 'none'} (in another clone, lorakit sync restores them)")
+    sweep = sweep_of(json_loads_safe(path.read_text(encoding="utf-8", errors="replace")))
+    if sweep is None or sweep.id != sweep_id:
+        raise UsageError(f"{path.relative_to(project.root)} is not a sweep lorakit recorded (corrupted?)")
+    return sweep
+
+
+def sweeps_recorded(project: Project, notes: Optional[list] = None) -> list:
+    """The sweeps recorded in submissions/sweeps/, newest first; one that does not read is named in ``notes``."""
+    sweeps = []
+    for path in sorted(sweeps_dir(project).glob("sw-*.json")) if sweeps_dir(project).is_dir() else []:
+        sweep = sweep_of(json_loads_safe(path.read_text(encoding="utf-8", errors="replace")))
+        if sweep is None and notes is not None:
+            notes.append(f"{path.relative_to(project.root)} is not a sweep lorakit recorded (corrupted?): left out")
+        sweeps += [sweep] if sweep is not None else []
+    return sorted(sweeps, key=lambda s: s.created_at, reverse=True)
+
+
+def sweep_of(data) -> Optional[Sweep]:
+    """The sweep a record (Sweep.as_json, read as untrusted JSON) describes; None when it describes none."""
     try:
         arms = tuple(Arm(str(a["name"]), tuple(str(s) for s in a["sets"]), None if a["seed"] is None else int(a["seed"]),
-                         str(a["config_hash"]), int(a["trainable_params"]), float(a["time_limit_minutes"]))
+                         str(a["config_hash"]), int(a["trainable_params"]), float(a["time_limit_minutes"]),
+                         None if a.get("reuses") is None else int(a["reuses"]))
                      for a in data["arms"])
         options = SweepOptions(**{k: v for k, v in data["options"].items() if k in SweepOptions.__dataclass_fields__})
-        return Sweep(str(data["id"]), tuple(str(s) for s in data["shared_sets"]), arms, options, str(data["created_at"]))
+        sweep = Sweep(str(data["id"]), tuple(str(s) for s in data["shared_sets"]), arms, options, str(data["created_at"]))
     except (TypeError, KeyError, ValueError, AttributeError):
-        raise UsageError(f"{path.relative_to(project.root)} is not a sweep lorakit recorded (corrupted?)") from None
+        return None
+    return sweep if SWEEP_ID.fullmatch(sweep.id) and sweep.arms else None
+
+
+def sweep_restore(project: Project, text: str, sweep_id: str, dry_run: bool = False) -> Optional[str]:
+    """Write submissions/sweeps/<id>.json from the sweep record a pushed script carried (sync, in a clone that
+    lacks it); the path written (with ``dry_run``: that would be), None when it exists or ``text`` is none."""
+    sweep = sweep_of(json_loads_safe(text or ""))
+    if sweep is None or sweep.id != sweep_id:
+        return None
+    path = sweeps_dir(project) / f"{sweep.id}.json"
+    if path.exists():
+        return None
+    if not dry_run:
+        sweep_record(project, sweep)
+    return str(path.relative_to(project.root))

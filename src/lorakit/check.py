@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from lorakit.common import AG_NEWS_ROWS, LABELS
 from lorakit.console import JSON, SETS, command, err, project_of, warn
 from lorakit.errors import UsageError
 from lorakit.kernel import Effective, config_effective
@@ -53,7 +54,33 @@ def config_check(project: Project, sets: Iterable[str] = (), extra: Optional[dic
     if needs:
         raise UsageError("enable_internet is false in kernel-metadata.json, but " + "; and ".join(needs)
                          + " (or set enable_internet to true)")
-    return CheckReport(effective, (*project.warnings, *warnings), effective.usable_positions())
+    few = val_rows_warning(effective.config)
+    return CheckReport(effective, (*project.warnings, *warnings, *([few] if few else [])), effective.usable_positions())
+
+
+VAL_ROWS_LEAST = 500  # fewer validation rows cannot tell runs a point or two apart: compare would say "noise"
+
+
+def val_rows_expected(cfg) -> tuple:
+    """(about how many validation rows the config leaves, of how many training rows); (None, None) when unknown
+    (a smoke run's synthetic data, a training file of unknown size). The kernel holds out val_fraction of each
+    class (one row at least) of the training rows: max_train_samples when set, else AG News' (balanced)."""
+    known = AG_NEWS_ROWS if cfg.train_data in ("auto", "hf:ag_news") else None
+    rows = min(r for r in (known, cfg.max_train_samples) if r) if (known or cfg.max_train_samples) else None
+    if cfg.smoke or rows is None:
+        return None, None
+    return len(LABELS) * max(1, round(rows / len(LABELS) * cfg.val_fraction)), rows
+
+
+def val_rows_warning(cfg) -> str:
+    """A warning when the config leaves fewer than VAL_ROWS_LEAST validation rows, naming val_fraction; "" else."""
+    rows, of = val_rows_expected(cfg)
+    if rows is None or rows >= VAL_ROWS_LEAST:
+        return ""
+    source = f"the {of:,} rows of max_train_samples" if cfg.max_train_samples == of else f"{of:,} training rows"
+    return (f"these settings leave about {rows} validation rows (val_fraction {cfg.val_fraction:g} of {source}), "
+            f"fewer than {VAL_ROWS_LEAST}: too few to tell runs a point or two apart; raise val_fraction (or "
+            "max_train_samples)")
 
 
 def encoder_of(project: Project, effective: Effective) -> Optional[str]:

@@ -30,7 +30,8 @@ from lorakit.errors import Interrupted, LorakitError
 # Every command, in the order `lorakit --help` lists them, and the module that defines it.
 COMMANDS = (
     ("check", "check"), ("push", "push"), ("status", "follow"), ("logs", "follow"), ("pull", "pull"),
-    ("submit", "submit"), ("scores", "scores"), ("versions", "versions"), ("leaderboard", "scores"),
+    ("submit", "submit"), ("scores", "scores"), ("versions", "versions"), ("note", "notes"), ("tag", "notes"),
+    ("leaderboard", "scores"),
     ("compare", "compare"), ("sync", "sync"), ("quota", "quota"), ("report", "report"), ("validate", "submit"),
     ("plan", "planner"), ("run", "run"), ("sweep", "sweep"),
 )
@@ -51,6 +52,7 @@ then, to choose what to submit:
   lorakit compare 3 5                        config and metrics diff, paired test on the same validation rows
   lorakit sweep --grid lora_r=4,8 --grid lr=5e-4,1e-3 --submit-best 1
                                              push, wait and pull each arm in turn; ranked, paired against the best
+  lorakit tag 5 final                        keep what you decided in the ledger (note 5 "why" for the reason)
 
 Commands that print data take --json: one JSON document on stdout, messages on stderr, the same exit codes.
 Credentials, in the kaggle client's order: KAGGLE_API_TOKEN (a token or a file holding one),

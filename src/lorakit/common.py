@@ -108,6 +108,18 @@ def overrides_of(row: Optional[dict]) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
+AG_NEWS_ROWS = 120_000  # AG News' training split: the rows a run splits into training and validation
+
+
+def failure_text(row: dict) -> str:
+    """"v3 ended ERROR (CUDA out of memory)" for a ledger row whose run failed (its failure message when Kaggle
+    gave one); "" for any other row."""
+    if row.get("status") not in FAILED_KERNEL:
+        return ""
+    why = " ".join((row.get("failure_message") or "").split())
+    return f"v{row.get('version')} ended {row['status']}" + (f" ({why})" if why else "")
+
+
 def log_readable(raw: str) -> str:
     """Kaggle's log is a JSON list of {stream_name, time, data}; return its text."""
     data = json_loads_safe(raw)
@@ -245,6 +257,24 @@ def run_minutes_of(metrics: dict) -> Optional[float]:
     return round(seconds / 60.0, 2)
 
 
+def train_minutes_of(metrics: dict) -> Optional[float]:
+    """The training's minutes metrics.json says (train_seconds); None when it says none."""
+    seconds = finite_number(metrics.get("train_seconds"))
+    return None if seconds is None or seconds < 0 else round(seconds / 60.0, 2)
+
+
+def device_of(metrics: dict) -> str:
+    """The device metrics.json names, as one printable line of at most 80 characters ("" when it names none)."""
+    text = " ".join(str(metrics.get("device") or "").split())
+    return "".join(ch for ch in text if ch.isprintable())[:80]
+
+
+def val_rows_of(metrics: dict) -> Optional[int]:
+    """The validation slice's rows metrics.json says; None unless a positive whole number."""
+    rows = finite_number(metrics.get("val_rows"))
+    return int(rows) if rows is not None and rows >= 1 and rows == int(rows) else None
+
+
 def rows_expected_of(metrics: Optional[dict]) -> int:
     """The test rows a run's submission must hold: metrics.json's test_rows, else the competition's 8000."""
     with contextlib.suppress(TypeError, ValueError):
@@ -257,7 +287,8 @@ def metrics_columns(metrics: dict) -> dict:
     """The ledger cells metrics.json fills (pull and sync write them): those it says, each as the ledger keeps it."""
     fields = {"val_accuracy": finite_number(metrics.get("val_accuracy")), "run_minutes": run_minutes_of(metrics),
               "run_config_hash": str(metrics.get("config_hash") or ""),
-              "trainable_params": metrics.get("trainable_params")}
+              "trainable_params": metrics.get("trainable_params"), "val_rows": val_rows_of(metrics),
+              "train_minutes": train_minutes_of(metrics), "device": device_of(metrics)}
     return cells({k: v for k, v in fields.items() if v not in (None, "")})
 
 

@@ -1,4 +1,5 @@
-"""`lorakit compare A B`: two versions side by side, or two submission files.
+"""`lorakit compare A B [C ...]`: two versions side by side, or two submission files; several versions at once;
+two seed groups.
 
 For two pulled versions: how their configs differ (key: A -> B), their metrics (validation accuracy with its
 95% interval, per-class validation recall, train minutes, trainable parameters, device), the exact McNemar
@@ -10,27 +11,37 @@ A pulled folder is untrusted input (runs.pulled_run_load): what it lacks makes t
 with the reason, and the rest still prints. So do validation slices that differ: the paired test is refused
 with the why (JSON "paired": null and "paired_reason") and the command still exits 0, since the other parts
 are worth reading and the refusal is part of the answer. What cannot be compared at all (an unknown or
-unpulled version, a missing or malformed CSV of a path side, the same version twice) is an error.
+unpulled version, a version whose run failed without results, a missing or malformed CSV of a path side, the
+same version twice) is an error. Where the paired test cannot tell two versions apart, it says so, and roughly
+how many validation rows would.
+
+Three or more versions: the config keys that differ among them, their metrics, and the exact McNemar test of
+every pair, Holm-corrected over the pairs (lorakit.stats), one verdict line each. ``--seeds A B``: each version
+stands for its seed group (the versions that differ from it only in seed, lorakit.seeds); members of the same
+seed are paired (each seed has its own validation rows) and their discordant rows summed into one exact test.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from lorakit.common import LABELS, ledger_of, overrides_of, version_parse
-from lorakit.console import JSON, Output, command, flag, project_of, table, warn
+from lorakit.agreement import Agreement, agreement_of, agreement_show, confidence_of
+from lorakit.common import failure_text, ledger_of, overrides_of, version_parse
+from lorakit.console import JSON, Output, command, flag, plural, project_of, table, value_text, warn
 from lorakit.errors import ArgumentError, NotFound, UsageError
 from lorakit.kernel import config_resolved, config_where_keys
+from lorakit.notes import notes_text
 from lorakit.project import Project
 from lorakit.runs import (
-    Paired, PulledRun, config_diff, paired_test, pulled_run_load, run_numbers,
+    Paired, PulledRun, config_diff, noise_words, paired_test, pulled_run_load, run_numbers,
 )
-from lorakit.stats import verdict
+from lorakit.seeds import figures_text, group_figures, seed_group_of
+from lorakit.stats import holm, mcnemar_exact, rows_to_tell_paired, verdict
+from lorakit.versions import versions_list
 
 VERSION_ARGUMENT = re.compile(r"^[vV]?\d+$")  # anything else is a submission CSV path
 SLICE_KEYS = ("train_data", "max_train_samples", "val_fraction", "seed")  # what picks the validation rows
@@ -39,102 +50,6 @@ SLICE_KEYS = ("train_data", "max_train_samples", "val_fraction", "seed")  # what
 def is_version(argument: str) -> bool:
     """Whether ``argument`` names a version (N or vN) rather than a submission CSV path."""
     return bool(VERSION_ARGUMENT.match(str(argument).strip()))
-
-
-# ----------------------------------------------------------------------------------------- test set
-def _read_labels(path: Path) -> dict:
-    """ID -> label of a submission CSV (ID,Label, labels 0-3, each ID once); UsageError naming the line."""
-    if not path.is_file():
-        raise NotFound(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    out: dict = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's BOM is fine
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or "ID" not in reader.fieldnames or "Label" not in reader.fieldnames:
-                raise UsageError(f"{path} must have the columns ID,Label")
-            for row in reader:
-                line = reader.line_num
-                try:
-                    key, label = int(row["ID"]), int(row["Label"])
-                except (TypeError, ValueError):
-                    raise UsageError(f"{path}: line {line} is not integer ID,Label")
-                if not 0 <= label < len(LABELS):
-                    raise UsageError(f"{path}: line {line} has Label {label}; labels are 0-{len(LABELS) - 1}")
-                if key in out:
-                    raise UsageError(f"{path}: line {line} repeats ID {key}")
-                out[key] = label
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"{path} is not a readable CSV ({type(exc).__name__})")
-    if not out:
-        raise UsageError(f"{path} has no rows")
-    return out
-
-
-def _read_confidence(path: Path) -> Optional[dict]:
-    """ID -> top class probability of a probabilities.csv; None when absent or not readable as one."""
-    if not path.is_file():
-        return None
-    out = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            cols = [c for c in (reader.fieldnames or []) if c != "ID"]
-            if "ID" not in (reader.fieldnames or []) or not cols:
-                return None
-            for row in reader:
-                out[int(row["ID"])] = max(float(row[c]) for c in cols)
-    except (TypeError, ValueError, UnicodeDecodeError, csv.Error):
-        return None
-    return out
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How two submissions' test predictions agree."""
-
-    rows: int
-    agreement: float
-    per_class: dict  # label -> (rows A predicts it, agreement of B on them, rows B predicts it, agreement of A)
-    distribution_a: dict
-    distribution_b: dict
-    disagreements: int
-    confidence_a: Optional[float]  # mean top probability on the disagreements (probabilities.csv)
-    confidence_b: Optional[float]
-
-    def as_json(self) -> dict:
-        per_class = {
-            name: {"a_rows": na, "b_agrees": agree_b, "b_rows": nb, "a_agrees": agree_a}
-            for name, (na, agree_b, nb, agree_a) in self.per_class.items()
-        }
-        return {**dataclasses.asdict(self), "per_class": per_class}
-
-
-def agreement_of(a: "Side", b: "Side") -> Agreement:
-    """The test-set agreement of two sides' submissions; UsageError when a file is unusable or the IDs differ."""
-    la, lb = _read_labels(a.submission), _read_labels(b.submission)
-    if set(la) != set(lb):
-        raise UsageError(f"{a.name} and {b.name} cover different IDs ({len(la)} and {len(lb)} rows)")
-    ids = sorted(la)
-    agree = sum(la[i] == lb[i] for i in ids)
-    per_class = {}
-    for k, name in enumerate(LABELS):
-        rows_a = [i for i in ids if la[i] == k]
-        rows_b = [i for i in ids if lb[i] == k]
-        per_class[name] = (
-            len(rows_a),
-            sum(lb[i] == k for i in rows_a) / len(rows_a) if rows_a else None,
-            len(rows_b),
-            sum(la[i] == k for i in rows_b) / len(rows_b) if rows_b else None,
-        )
-    dist_a = {name: sum(1 for i in ids if la[i] == k) for k, name in enumerate(LABELS)}
-    dist_b = {name: sum(1 for i in ids if lb[i] == k) for k, name in enumerate(LABELS)}
-    differ = [i for i in ids if la[i] != lb[i]]
-    ca, cb = a.confidence(), b.confidence()
-    conf_a = conf_b = None
-    if ca is not None and cb is not None and differ:
-        conf_a = sum(ca.get(i, 0.0) for i in differ) / len(differ)
-        conf_b = sum(cb.get(i, 0.0) for i in differ) / len(differ)
-    return Agreement(len(ids), agree / len(ids), per_class, dist_a, dist_b, len(differ), conf_a, conf_b)
 
 
 # ------------------------------------------------------------------------------------------ one side
@@ -147,6 +62,8 @@ class Side:
     run: Optional[PulledRun] = None
     config: Optional[dict] = None  # the run's full config; None when unknown (config_reason says why)
     config_reason: str = ""
+    row: dict = field(default_factory=dict)  # its ledger row ({} for a CSV path): notes, tags, status
+    failure: str = ""  # "v3 ended ERROR (its failure message)" for a version whose run failed
 
     @property
     def version(self) -> Optional[int]:
@@ -157,11 +74,21 @@ class Side:
         """Why this side cannot be paired on validation ("" when it can)."""
         if self.run is None:
             return f"{self.name} is a submission file: it holds test predictions only"
-        return self.run.reason
+        return f"{self.failure}: {self.run.reason}" if self.failure and self.run.reason else self.run.reason
 
-    def confidence(self) -> Optional[dict]:
-        """The run's probabilities.csv (a bare CSV path has none that is surely its own)."""
-        return None if self.run is None else _read_confidence(self.run.folder / "probabilities.csv")
+    @property
+    def probabilities(self) -> Path:
+        """Where its probabilities.csv would be: beside its submission (agreement_of checks it is its own)."""
+        return self.submission.parent / "probabilities.csv"
+
+    @property
+    def notes(self) -> str:
+        return notes_text(self.row)
+
+    def confidence(self, labels: dict) -> Optional[dict]:
+        """ID -> top probability from its probabilities.csv: a pulled run's own; beside a CSV path, the one
+        there when its top classes are that file's labels (submissions/v3/submission.csv finds its own)."""
+        return confidence_of(self.probabilities, None if self.run is not None else labels)
 
     def metrics(self) -> dict:
         """The numbers of the metrics diff; None where the run does not say (all of them for a CSV path)."""
@@ -200,6 +127,10 @@ def side_of(project: Optional[Project], argument: str) -> Side:
         raise UsageError(f"{argument} is a version: run lorakit inside the repository")
     version = version_parse(argument)
     run = pulled_run_load(project, version, project.kernel)
+    row = ledger_of(project).row(version) or {}
+    failure = failure_text(row)
+    if failure and run.metrics is None:  # nothing to compare: say why, never "run pull" or "metrics.json missing"
+        raise UsageError(f"{failure}: it has no results to compare (its log: lorakit logs {version})")
     if not run.pulled:
         known = versions_known(project)
         if version not in known:
@@ -208,7 +139,7 @@ def side_of(project: Optional[Project], argument: str) -> Side:
                              f"folders know {listed}")
         raise NotFound(run.reason)
     config, why = _config_of(project, run)
-    return Side(f"v{version}", run.folder / "submission.csv", run, config, why)
+    return Side(f"v{version}", run.folder / "submission.csv", run, config, why, row, failure)
 
 
 # ------------------------------------------------------------------------------------------ together
@@ -232,11 +163,13 @@ class Comparison:
         p = self.paired
         return None if p is None else verdict(self.a.name, self.b.name, p.a_wins, p.b_wins, p.p_value)
 
+    @property
+    def noise(self) -> str:
+        return "" if self.paired is None else noise_words(self.a.name, self.b.name, self.paired)
+
     def as_json(self) -> dict:
-        sides = {key: {"name": side.name, "version": side.version, "submission": str(side.submission),
-                       "comparable": not side.reason, "reason": side.reason or None, **side.metrics()}
-                 for key, side in (("a", self.a), ("b", self.b))}
-        paired = None if self.paired is None else {**dataclasses.asdict(self.paired), "verdict": self.verdict}
+        sides = {key: side_json(side) for key, side in (("a", self.a), ("b", self.b))}
+        paired = None if self.paired is None else paired_json(self.paired, self.verdict, self.noise)
         return {**sides,
                 **{key: None if diff is None else {k: list(v) for k, v in diff.items()}
                    for key, diff in (("config_diff", self.config_diff), ("where_diff", self.where_diff))},
@@ -244,6 +177,18 @@ class Comparison:
                 "paired_reason": self.paired_reason or None,
                 "test": None if self.test is None else self.test.as_json(), "test_reason": self.test_reason or None,
                 "environment_warnings": list(self.warnings)}
+
+
+def side_json(side: Side) -> dict:
+    return {"name": side.name, "version": side.version, "submission": str(side.submission),
+            "comparable": not side.reason, "reason": side.reason or None, "note": side.row.get("note") or None,
+            "tags": [t for t in (side.row.get("tags") or "").split(",") if t], "failure": side.failure or None,
+            **side.metrics()}
+
+
+def paired_json(paired: Paired, words: str, noise: str) -> dict:
+    return {**dataclasses.asdict(paired), "verdict": words, "noise": noise or None,
+            "rows_needed": None if not noise else rows_to_tell_paired(paired.a_wins, paired.b_wins, paired.rows)}
 
 
 def _paired_or_reason(a: Side, b: Side, diff: Optional[dict]) -> tuple[Optional[Paired], str]:
@@ -305,26 +250,181 @@ def environment_warnings(project: Optional[Project], a: Side, b: Side) -> list:
     return warnings
 
 
+# ------------------------------------------------------------------------------------------ several
+@dataclass(frozen=True)
+class Pair:
+    """Two of several versions and their paired test (None with the reason when there is none)."""
+
+    a: str
+    b: str
+    paired: Optional[Paired]
+    reason: str = ""
+    p_holm: Optional[float] = None  # Holm-adjusted over the pairs tested
+
+    @property
+    def verdict(self) -> str:
+        p = self.paired
+        if p is None:
+            return f"not paired: {self.reason}"
+        return verdict(self.a, self.b, p.a_wins, p.b_wins, p.p_value, self.p_holm)
+
+    @property
+    def noise(self) -> str:
+        return "" if self.paired is None else noise_words(self.a, self.b, self.paired, self.p_holm)
+
+    def as_json(self) -> dict:
+        data = None if self.paired is None else paired_json(self.paired, self.verdict, self.noise)
+        return {"a": self.a, "b": self.b, "paired": data, "p_holm": self.p_holm, "reason": self.reason or None}
+
+
+@dataclass(frozen=True)
+class Several:
+    """Three or more versions: what differs in their configs, their metrics, every pair's test."""
+
+    sides: tuple  # of Side
+    config_table: dict  # key -> [value of each side], for the keys whose values differ
+    pairs: tuple  # of Pair
+
+    def as_json(self) -> dict:
+        return {"versions": [side_json(s) for s in self.sides],
+                "config_diff": {k: dict(zip([s.name for s in self.sides], v)) for k, v in self.config_table.items()},
+                "pairs": [p.as_json() for p in self.pairs]}
+
+
+def compare_several(project: Project, arguments: list) -> Several:
+    """Three or more versions compared pairwise: exact McNemar on each pair's shared rows, Holm over the pairs."""
+    if not all(is_version(a) for a in arguments):
+        raise ArgumentError("compare takes submission CSV paths two at a time: give versions (N or vN) to compare "
+                            "more than two")
+    sides = [side_of(project, a) for a in arguments]
+    names = [s.name for s in sides]
+    if len(set(names)) < len(names):
+        raise ArgumentError(f"compare needs different versions: {', '.join(arguments)} name one twice")
+    where = set(config_where_keys(project))
+    known = [s.config for s in sides if s.config is not None]
+    keys = sorted({k for c in known for k in c if k not in where and any(o.get(k) != c.get(k) for o in known)})
+    table_ = {k: [None if s.config is None else s.config.get(k) for s in sides] for k in keys}
+    pairs = []
+    for i, a in enumerate(sides):
+        for b in sides[i + 1:]:
+            diff = config_diff(a.config, b.config) if a.config is not None and b.config is not None else None
+            paired, why = _paired_or_reason(a, b, diff)
+            pairs.append(Pair(a.name, b.name, paired, why))
+    tested = [k for k, p in enumerate(pairs) if p.paired is not None]
+    for k, adjusted in zip(tested, holm([pairs[k].paired.p_value for k in tested])):
+        pairs[k] = dataclasses.replace(pairs[k], p_holm=adjusted)
+    return Several(tuple(sides), table_, tuple(pairs))
+
+
+# ------------------------------------------------------------------------------------------ seed groups
+@dataclass(frozen=True)
+class GroupComparison:
+    """Two seed groups, their members paired seed by seed, the discordant rows summed into one exact test."""
+
+    a: tuple  # the versions of group A, oldest first
+    b: tuple
+    changes: dict  # key -> (A, B): how the groups' configs differ, the seed aside
+    seeds: tuple  # (seed, version of A, version of B, Paired or None, why not)
+    unpaired: tuple  # (group name, version, seed) of the members whose seed the other group lacks
+    figures: tuple  # (A, B) mean, spread, n of validation accuracy (seeds.figures_text)
+    combined: Optional[Paired]
+
+    @property
+    def names(self) -> tuple:
+        return tuple("+".join(f"v{v}" for v in group) for group in (self.a, self.b))
+
+    @property
+    def verdict(self) -> Optional[str]:
+        p = self.combined
+        return None if p is None else verdict(*self.names, p.a_wins, p.b_wins, p.p_value)
+
+    def as_json(self) -> dict:
+        combined = None if self.combined is None else paired_json(
+            self.combined, self.verdict, noise_words(*self.names, self.combined))
+        return {"a": list(self.a), "b": list(self.b), "config_diff": {k: list(v) for k, v in self.changes.items()},
+                "seeds": [{"seed": seed, "a": va, "b": vb, "paired": None if p is None else dataclasses.asdict(p),
+                           "reason": why or None} for seed, va, vb, p, why in self.seeds],
+                "unpaired": [{"group": g, "version": v, "seed": seed} for g, v, seed in self.unpaired],
+                "val_accuracy": [dict(zip(("mean", "spread", "n"), f)) for f in self.figures],
+                "combined": combined}
+
+
+def compare_groups(project: Project, first: str, second: str) -> GroupComparison:
+    """The seed groups of ``first`` and ``second`` (lorakit.seeds), paired seed by seed."""
+    if not (is_version(first) and is_version(second)):
+        raise ArgumentError("--seeds compares the seed groups of two versions (N or vN), not CSV paths")
+    rows = versions_list(project)
+    groups = [seed_group_of(rows, version_parse(a)) for a in (first, second)]
+    for argument, group in zip((first, second), groups):
+        if not group:
+            side_of(project, argument)  # names the versions that exist
+    if groups[0][0].version in {r.version for r in groups[1]}:
+        group = "+".join(f"v{r.version}" for r in groups[0])
+        raise ArgumentError(f"{first} and {second} are in one seed group ({group}): --seeds compares two groups")
+    by_seed = [{r.config.get("seed") if r.config else None: r for r in g} for g in groups]
+    seeds = [_seed_paired(project, seed, by_seed[0][seed].version, by_seed[1][seed].version)
+             for seed in by_seed[0] if seed in by_seed[1]]
+    unpaired = tuple((name, r.version, seed) for name, mine, other in (("A", by_seed[0], by_seed[1]),
+                                                                        ("B", by_seed[1], by_seed[0]))
+                     for seed, r in mine.items() if seed not in other)
+    tested = [p for _s, _a, _b, p, _w in seeds if p is not None]
+    combined = None if not tested else _summed(tested)
+    ca, cb = (g[0].config or {} for g in groups)
+    changes = {k: v for k, v in config_diff(ca, cb).items() if k != "seed"}
+    return GroupComparison(tuple(r.version for r in groups[0]), tuple(r.version for r in groups[1]), changes,
+                           tuple(seeds), unpaired, tuple(group_figures(g) for g in groups), combined)
+
+
+def _seed_paired(project: Project, seed, va: int, vb: int) -> tuple:
+    """(seed, va, vb, their Paired or None, why not) for two members of one seed."""
+    a, b = (pulled_run_load(project, v, project.kernel) for v in (va, vb))
+    try:
+        return seed, va, vb, paired_test(a, b), ""
+    except UsageError as exc:
+        return seed, va, vb, None, str(exc)
+
+
+def _summed(tested: list) -> Paired:
+    a, b, rows = (sum(getattr(p, k) for p in tested) for k in ("a_wins", "b_wins", "rows"))
+    return Paired(rows, a, b, mcnemar_exact(a, b))
+
+
 # ------------------------------------------------------------------------------------- the command line
 @command(
     "compare",
-    "two versions side by side: config diff, metrics diff, exact McNemar test on their shared validation rows "
-    "(skipped with the reason, exit 0, when the slices differ) and test-set agreement; for submission CSV paths, "
-    "the agreement only",
-    flag("a", metavar="A", help="first version (N or vN), or a submission CSV path (ID,Label)"),
-    flag("b", metavar="B", help="second version (N or vN), or a submission CSV path (ID,Label)"),
+    "versions side by side: config diff, metrics diff, exact McNemar test on their shared validation rows "
+    "(skipped with the reason, exit 0, when the slices differ) and test-set agreement; three or more: every pair, "
+    "Holm-corrected; --seeds: two seed groups; for submission CSV paths, the agreement only",
+    flag("sides", nargs="+", metavar="A B", help="two or more versions (N or vN), or two submission CSV paths "
+                                                 "(ID,Label)"),
+    flag("--seeds", action="store_true",
+         help="each of the two versions stands for its seed group (the versions that differ from it only in seed): "
+              "members of the same seed are paired and their discordant rows summed into one exact test"),
     JSON,
 )
 def cmd_compare(args) -> int:
     out = args.out
-    project = project_of(args) if is_version(args.a) or is_version(args.b) else None  # two files need no checkout
-    c = compare(project, args.a, args.b)
-    out.document(c.as_json())
-    for line in c.warnings:
-        warn(line)
-    if c.a.run is not None and c.b.run is not None:
-        _runs_compared_show(out, c)
-    _agreement_show(out, c)
+    if len(args.sides) < 2:
+        raise ArgumentError("compare needs two versions or files (or more versions), e.g. lorakit compare 3 5")
+    if args.seeds and len(args.sides) != 2:
+        raise ArgumentError("--seeds compares two seed groups: give one version of each")
+    project = project_of(args) if any(is_version(a) for a in args.sides) else None  # two files need no checkout
+    if args.seeds:
+        g = compare_groups(project, *args.sides)
+        out.document(g.as_json())
+        _groups_show(out, g)
+    elif len(args.sides) > 2:
+        several = compare_several(project, args.sides)
+        out.document(several.as_json())
+        _several_show(out, several)
+    else:
+        c = compare(project, *args.sides)
+        out.document(c.as_json())
+        for line in c.warnings:
+            warn(line)
+        if c.a.run is not None and c.b.run is not None:
+            _runs_compared_show(out, c)
+        agreement_show(out, c)
     return 0
 
 
@@ -336,6 +436,8 @@ def _runs_compared_show(out: Output, c) -> None:
             out.result(f"{side.name} is not comparable: {side.reason}")
         elif side.run.damage:  # fields of its metrics.json read as unknown
             out.result(f"{side.name}: {side.run.damage}")
+        elif side.failure:
+            out.result(f"note: {side.failure}, but it left results to compare")
     if c.config_diff is None:
         out.result(f"config: {c.config_reason}")
     else:
@@ -344,7 +446,10 @@ def _runs_compared_show(out: Output, c) -> None:
             out.result(f"  {key}: {'unset' if before is None else before} -> {'unset' if after is None else after}")
         for key, (before, after) in c.where_diff.items():
             out.result(f"  {key} (where, not what: not in config_hash): {before} -> {after}")
-    out.result(table(["metric", a, b, f"{b} - {a}"], _metrics_rows(c.a.metrics(), c.b.metrics())))
+    rows = _metrics_rows(c.a.metrics(), c.b.metrics())
+    if c.a.notes or c.b.notes:
+        rows.append(["notes", c.a.notes or "-", c.b.notes or "-", ""])
+    out.result(table(["metric", a, b, f"{b} - {a}"], rows))
     p = c.paired
     if p is None:
         out.result(f"paired test: none: {c.paired_reason}")
@@ -352,6 +457,73 @@ def _runs_compared_show(out: Output, c) -> None:
     out.result(f"paired test on the {p.rows} shared validation rows (exact McNemar): {a} right and {b} wrong "
                f"{p.a_wins}, {b} right and {a} wrong {p.b_wins}, p_value {p.p_value:.3g}")
     out.result(f"verdict: {c.verdict}")
+    if c.noise:
+        out.result(f"noise: {c.noise}")
+
+
+def _several_show(out: Output, several: Several) -> None:
+    """The config keys that differ, the metrics side by side, then one verdict line per pair."""
+    names = [s.name for s in several.sides]
+    for side in several.sides:
+        if side.reason:
+            out.result(f"{side.name} is not comparable: {side.reason}")
+    if several.config_table:
+        out.result("config (the keys that differ):")
+        out.result(table(["key", *names], [[k, *("-" if v is None else value_text(v) for v in values)]
+                                           for k, values in several.config_table.items()]))
+    else:
+        out.result("config: the same")
+    metrics = [s.metrics() for s in several.sides]
+    rows = [["val accuracy", *(_accuracy_text(m) for m in metrics)],
+            ["val rows", *("-" if m["val_rows"] is None else f"{m['val_rows']:,}" for m in metrics)],
+            ["train minutes", *("-" if m["train_minutes"] is None else f"{m['train_minutes']:.1f}" for m in metrics)],
+            ["trainable params", *("-" if m["trainable_params"] is None else f"{m['trainable_params']:,}"
+                                   for m in metrics)]]
+    if any(s.notes for s in several.sides):
+        rows.append(["notes", *(s.notes or "-" for s in several.sides)])
+    out.result(table(["metric", *names], rows))
+    tested = sum(p.paired is not None for p in several.pairs)
+    out.result(f"paired tests (exact McNemar on each pair's shared validation rows; Holm over the "
+               f"{plural(tested, 'pair')} tested):")
+    for pair in several.pairs:
+        out.result(f"  {pair.a} vs {pair.b}: {pair.verdict}")
+    for pair in several.pairs:
+        if pair.noise:
+            out.result(f"noise: {pair.noise}")
+
+
+def _accuracy_text(m: dict) -> str:
+    if m["val_accuracy"] is None:
+        return "-"
+    interval = m["val_interval"]
+    return f"{m['val_accuracy']:.4f}" + ("" if interval is None else " [{:.4f}, {:.4f}]".format(*interval))
+
+
+def _groups_show(out: Output, g: GroupComparison) -> None:
+    """The two groups, each seed's pair, the combined test and what it tells."""
+    a, b = g.names
+    out.result(f"seed groups: A = {a}, B = {b}")
+    if g.changes:
+        out.result("config A -> B (the seed aside): " + ", ".join(f"{k} {value_text(x)} -> {value_text(y)}"
+                                                                  for k, (x, y) in g.changes.items()))
+    out.result(f"val accuracy: A {figures_text(g.figures[0])}, B {figures_text(g.figures[1])} (mean ± standard "
+               "deviation over the seeds)")
+    rows = [[seed, f"v{va}", f"v{vb}", *((p.a_wins, p.b_wins, p.rows, f"{p.p_value:.2g}") if p else ("-",) * 4),
+             why or ""] for seed, va, vb, p, why in g.seeds]
+    out.result(table(["seed", "A", "B", "A wins", "B wins", "rows", "p", "why not paired"], rows))
+    for group, version, seed in g.unpaired:
+        out.result(f"unpaired: v{version} of {group} (seed {seed}): the other group has no run of that seed")
+    p = g.combined
+    if p is None:
+        out.result("combined: no seed could be paired")
+        return
+    out.result(f"combined over {plural(sum(1 for s in g.seeds if s[3] is not None), 'seed')}, {p.rows:,} paired rows "
+               f"(exact McNemar on the summed discordant rows): A right and B wrong {p.a_wins}, B right and A wrong "
+               f"{p.b_wins}, p_value {p.p_value:.3g}")
+    out.result(f"verdict: {g.verdict}")
+    noise = noise_words(a, b, p)
+    if noise:
+        out.result(f"noise: {noise}")
 
 
 def _metrics_rows(ma: dict, mb: dict) -> list:
@@ -369,29 +541,3 @@ def _metrics_rows(ma: dict, mb: dict) -> list:
             rows[0][column] += " [{:.4f}, {:.4f}]".format(*m["val_interval"])
     rows.append(["device", ma["device"] or "-", mb["device"] or "-", ""])
     return rows
-
-
-def _agreement_show(out: Output, c) -> None:
-    """How the two sides' test predictions agree (overall, per class, class shares, confidence)."""
-    t = c.test
-    if t is None:
-        out.result(f"test set: not compared: {c.test_reason}")
-        return
-    a = c.a.name if c.a.run is not None else "A"  # a file's path is too long for the table's headers
-    b = c.b.name if c.b.run is not None else "B"
-    title_a, title_b = (side.name + ("" if side.name == short else f" ({short})")
-                        for side, short in ((c.a, a), (c.b, b)))
-    out.result(f"test set: {title_a} vs {title_b}: {t.rows} rows, agreement {t.agreement:.2%} "
-               f"({t.disagreements} rows differ)")
-    rows = [
-        [name, na, "-" if agree_b is None else f"{agree_b:.2%}", nb, "-" if agree_a is None else f"{agree_a:.2%}",
-         f"{t.distribution_a[name] / t.rows:.1%}", f"{t.distribution_b[name] / t.rows:.1%}"]
-        for name, (na, agree_b, nb, agree_a) in t.per_class.items()
-    ]
-    out.result(table(["class", f"{a} rows", f"{b} agrees", f"{b} rows", f"{a} agrees", f"{a} share", f"{b} share"],
-                      rows))
-    if t.confidence_a is not None:
-        out.result(f"mean confidence on the {t.disagreements} disagreements: {a} {t.confidence_a:.3f}, "
-                   f"{b} {t.confidence_b:.3f}")
-    elif t.disagreements:
-        out.result("(confidence on the disagreements needs both versions' probabilities.csv)")

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 from lorakit.errors import ArgumentError
 from lorakit.processes import leftovers_remove
@@ -96,6 +96,31 @@ def fmt(value, digits: int = 4) -> str:
         return f"{float(value):.{digits}f}"
     except (TypeError, ValueError):
         return str(value)
+
+
+def plural(count: int, word: str, many: str = "") -> str:
+    """"1 row", "2 rows" ("1 arm", "3 arms"): ``many`` for a word that takes no -s."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
+def value_text(value) -> str:
+    """A config value as --set spells it (booleans true/false)."""
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def changes_text(changes: dict, value_width: Optional[int] = None) -> str:
+    """key=value pairs, space-separated: what a version changed, compactly (each value shortened to
+    ``value_width`` characters when given: a path or an adapter's sha256 needs no more in a table)."""
+    return " ".join(f"{key}={shorten(value_text(value), value_width)}" for key, value in changes.items())
+
+
+def shorten(text: str, width: Optional[int]) -> str:
+    """``text`` within ``width`` characters, cut in the middle ("kernel/ag...ra/adapter"): the start and the end
+    of a path or a message tell most; None: whole."""
+    if width is None or len(text) <= width:
+        return text
+    keep = max(2, width - 3)
+    return text[: (keep + 1) // 2] + "..." + text[len(text) - keep // 2:]
 
 
 def project_of(args):

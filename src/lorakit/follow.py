@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable
+from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, ledger_of, log_readable, predicted_on
 from lorakit.console import JSON, Output, command, err, flag, hms, project_of, remote_new, seconds_check, warn
 from lorakit.errors import NotFound, RemoteError, RunFailed, Timeout
 from lorakit.inflight import version_target
@@ -26,9 +26,10 @@ def kernel_status_get(project: Project, remote: Remote, version=None) -> tuple[i
 
 
 def status_record(ledger: Ledger, version: int, status: KernelStatus) -> None:
-    """v<N>'s row gets the status Kaggle named (a reply that named none, or a version without a row: nothing)."""
+    """v<N>'s row gets the status Kaggle named and its failure message, if any (a reply that named none, or a
+    version without a row: nothing)."""
     if status.named and ledger.row(version) is not None:
-        ledger.update(version, status=status.status)
+        ledger.update(version, status=status.status, failure_message=status.failure_message or None)
 
 
 def environment_record(project: Project, remote: Remote, ref: KernelRef, version: int, status: KernelStatus) -> None:
@@ -206,9 +207,23 @@ def cmd_status(args) -> int:
         out.result(f"failure message: {status.failure_message}")
     kernel_failure_raise(version, status)
     out.document(out.partial)
-    if status.status == "COMPLETE":
-        out.progress(f"next: lorakit pull {version}")
+    step_next = status_next(project, version) if status.status == "COMPLETE" else None
+    if step_next:
+        out.progress(step_next)
     return 0
+
+
+def status_next(project, version: int) -> Optional[str]:
+    """The step after a COMPLETE run, as far as the ledger and the pulled folder say: pull it, else submit it
+    (a real run's valid file, not submitted yet), else read its score; nothing for a smoke run's."""
+    if not project.version_dir(version).is_dir():
+        return f"next: lorakit pull {version}"
+    row = ledger_of(project).row(version) or {}
+    if row.get("submission_ref"):
+        return "next: lorakit scores"
+    real = predicted_on(project, version, row)[0] in ("competition", None)
+    has_file = (project.version_dir(version) / "submission.csv").is_file()
+    return f"next: lorakit submit {version} --wait" if real and has_file else None
 
 
 @command(

@@ -308,6 +308,11 @@ def config_defaults(project: Optional[Project]) -> dict:
     return {key: getattr(kmod.Config, key) for key in kmod.CONFIG_KEYS}
 
 
+def config_list_keys(project: Optional[Project]) -> tuple:
+    """The config keys whose value is a comma-separated list (lora_targets): those whose default holds a comma."""
+    return tuple(k for k, v in config_defaults(project).items() if isinstance(v, str) and "," in v)
+
+
 def config_resolved(project: Optional[Project], overrides: dict) -> dict:
     """The whole config ``overrides`` give (the kernel's rule: smoke defaults included), as plain values; the
     overrides over the defaults when the kernel refuses them (a ledger row from an older kernel)."""

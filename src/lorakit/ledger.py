@@ -67,6 +67,13 @@ COLUMNS = [
     "session_timeout_s",  # the session_timeout_seconds the push sent: Kaggle stops the run there
     "docker_image",  # the Docker image of the run (GetKernel), recorded when it was the newest version and had just ended
     "machine_shape",  # the machine shape Kaggle ran it on (GetKernel), recorded with docker_image
+    # issue 23: what a week of decisions needs at hand, in a second clone too
+    "note",  # `lorakit note N TEXT`: your note on the version (the ledger is the committed record: sync keeps it)
+    "tags",  # `lorakit tag N final bugged ...`: the version's tags, comma-separated (sync keeps them)
+    "failure_message",  # why the run ended ERROR, as Kaggle said it (status, pull, sync)
+    "val_rows",  # the validation slice's rows from metrics.json: the width of val_accuracy's interval (pull, sync)
+    "train_minutes",  # the training's minutes from metrics.json (train_seconds; pull, sync)
+    "device",  # what the run trained on, from metrics.json (pull, sync)
 ]
 SENDING = "SENDING"  # recorded, and about to be sent or in flight: not yet known to have reached Kaggle
 LOCK_WAIT_S = 10.0  # a ledger update holds the lock for milliseconds: longer means another command is stuck

@@ -216,7 +216,7 @@ class KnownRefusal:
 
 KNOWN_REFUSALS = (
     KnownRefusal("session_count", r"maximum batch gpu session count of (?P<limit>\d+) reached",
-                 "other runs hold the {limit} GPU session(s) Kaggle allows at once: wait until one ends (lorakit "
+                 "other runs hold every GPU session Kaggle allows at once ({limit}): wait until one ends (lorakit "
                  "status), or let lorakit sweep --parallel wait for a session"),
     KnownRefusal("phone", r"phone",
                  "verify your phone number at https://www.kaggle.com/settings: Kaggle lends a GPU and the "

@@ -163,7 +163,7 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
     elif run.damage:
         empty = "" if metrics is not None else "; the ledger's val_accuracy, run_minutes and run_config_hash stay empty"
         warnings.append(f"v{version}: {run.damage}: the files are in place, but it cannot be compared{empty}")
-    elif metrics is None:
+    elif metrics is None and status.status not in FAILED_KERNEL:  # a failed run's warning says why already
         warnings.append(f"v{version} has no metrics.json; the ledger's columns from it stay empty")
     if metrics is not None and metrics.get("interrupted") is True:
         warnings.append(
@@ -171,7 +171,8 @@ def _pulled_outputs_check(project: Project, version: int, written: list, status:
             "a partial training; see log.txt"
         )
     if "submission.csv" not in written:
-        warnings.append(f"v{version} has no submission.csv")
+        if status.status not in FAILED_KERNEL:
+            warnings.append(f"v{version} has no submission.csv")
         return metrics, False
     try:
         submission_check(project, dest / "submission.csv", rows_expected_of(metrics))
@@ -213,7 +214,8 @@ def pullable_status(remote: Remote, ref: KernelRef, version: int, allow_running:
     if status.status in ("QUEUED", "RUNNING") and not allow_running:
         raise UsageError(f"v{version} is still {status.status}; wait with: lorakit status {version} --wait")
     if status.status in FAILED_KERNEL:
-        return status, [f"v{version} ended {status.status}: pulling what it left (see log.txt)"]
+        why = f" ({' '.join(status.failure_message.split())})" if status.failure_message else ""
+        return status, [f"v{version} ended {status.status}{why}: pulling what it left (see log.txt)"]
     return status, []
 
 
@@ -245,7 +247,7 @@ def run_mismatches(project: Project, version: int, row: dict, metrics: Optional[
 def pulled_fields(row: dict, ref: KernelRef, status: KernelStatus, metrics: Optional[dict]) -> dict:
     """The ledger columns a pull fills: when and how the run ended, and what its metrics.json says."""
     fields: dict = {"pulled_at": utc_now(), "status": status.status, "val_accuracy": "", "run_minutes": "",
-                    "run_config_hash": ""}
+                    "run_config_hash": "", "val_rows": "", "train_minutes": "", "device": ""}
     found = metrics_columns(metrics or {})
     if row.get("trainable_params"):  # what the push counted stays; a row the push did not write gets the run's
         found.pop("trainable_params", None)

@@ -54,6 +54,7 @@ class PushOptions:
     submit_flag: str = ""  # the flag of a push meant to be submitted (run --submit): a closed competition refuses it
     over_quota: bool = False  # push even when the run's estimate exceeds the GPU hours left
     session_timeout_minutes: Optional[float] = None  # when Kaggle stops the session (default: time limit + margin)
+    sweep_record: str = ""  # that sweep's definition (JSON) for the push record: sync restores it in another clone
 
 
 @dataclass(frozen=True)
@@ -334,14 +335,18 @@ def session_timeout_of(config, asked: str, minutes: Optional[float], notes: list
 
 def push_record_of(project: Project, effective: Effective, options: PushOptions, session_timeout_s: int) -> dict:
     """What only the pushing machine knows of a push (its token, time, message, git state, the accelerator
-    asked, the sweep it is an arm of, the session timeout sent) and the config_hash and count it was pushed with:
-    written into the script's push record block, which the run copies into metrics.json and `lorakit sync` reads
-    back, and into the ledger row."""
+    asked, the sweep it is an arm of and that sweep's definition, the session timeout sent) and the config_hash
+    and count it was pushed with: written into the script's push record block, which the run copies into
+    metrics.json and `lorakit sync` reads back, and (but the sweep's definition) into the ledger row."""
     commit, dirty = git_state(project.root)
     return dict(push_token=token_new(), pushed_at=utc_now(), message=options.message, git_commit=commit,
                 git_dirty=dirty, accelerator=accelerator_asked(project.metadata, options.accelerator),
                 config_hash=effective.config_hash, trainable_params=effective.trainable_params,
-                sweep_id=options.sweep_id, session_timeout_s=session_timeout_s)
+                sweep_id=options.sweep_id, session_timeout_s=session_timeout_s,
+                **({SWEEP_RECORD: options.sweep_record} if options.sweep_record else {}))
+
+
+SWEEP_RECORD = "sweep"  # the push record's key of a sweep's definition: read by sync, no ledger column
 
 
 def push_preflight(target: PushTarget, plan: PushPlan, options: PushOptions, warn: Callable[[str], None],
@@ -408,7 +413,8 @@ def _push_fields(plan: PushPlan) -> dict:
     """The ledger columns a push writes when it is recorded: its push record, overrides and adapter."""
     adapter = plan.adapter
     return dict(
-        {**plan.record, "git_dirty": "" if plan.record["git_dirty"] is None else plan.record["git_dirty"]},
+        {**{k: v for k, v in plan.record.items() if k != SWEEP_RECORD},
+         "git_dirty": "" if plan.record["git_dirty"] is None else plan.record["git_dirty"]},
         overrides=overrides_text(plan.effective.overrides),
         predict_from=adapter.version if adapter else "",
         adapter_dataset=str(adapter.dataset) if adapter else "",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from lorakit.common import ledger_of
-from lorakit.console import JSON, command, fmt, project_of, remote_new, table
+from lorakit.console import JSON, command, fmt, plural, project_of, remote_new, table
 from lorakit.errors import FlagNeeded, LorakitError
 from lorakit.project import Project
 from lorakit.remote import Remote
@@ -85,7 +85,7 @@ def run_estimate(rows: list, asked: str, time_limit_minutes: float, predict_only
     measured = [m for m in measured if m is not None and m > 0]
     if measured:
         return Estimate(float(statistics.median(measured)),
-                        f"median of {len(measured)} COMPLETE run(s) on {asked}")
+                        f"median of {plural(len(measured), 'COMPLETE run')} on {asked}")
     return Estimate(float(time_limit_minutes), f"time_limit_minutes; no COMPLETE run on {asked} yet")
 
 
@@ -142,7 +142,8 @@ def cmd_quota(args) -> int:
     if q.minutes_by_version:
         out.result(table(["version", "run minutes"], [[f"v{v}", f"{m:.1f}"] for v, m in q.minutes_by_version]))
         total = sum(m for _, m in q.minutes_by_version)
-        out.result(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over {len(q.minutes_by_version)} version(s)")
+        out.result(f"recorded runs: {total:.1f} min ({total / 60:.2f} h) over "
+                   f"{plural(len(q.minutes_by_version), 'version')}")
     else:
         out.result("no run minutes recorded yet (lorakit pull fills them)")
     return 0

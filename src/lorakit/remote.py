@@ -8,6 +8,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -80,6 +81,15 @@ def _enum_name(value) -> str:
     return getattr(value, "name", None) or str(value or "")
 
 
+def utc_text(date) -> str:
+    """A reply's time as ISO 8601 UTC with its Z (kagglesdk reads Kaggle's "...Z" into a naive datetime)."""
+    if not hasattr(date, "isoformat"):
+        return str(date or "")
+    if getattr(date, "tzinfo", None) is not None:
+        date = date.astimezone(timezone.utc).replace(tzinfo=None)
+    return date.isoformat(timespec="seconds") + "Z"
+
+
 def submission_from_api(item) -> Submission:
     date = getattr(item, "date", None)
     return Submission(
@@ -88,7 +98,7 @@ def submission_from_api(item) -> Submission:
         public_score=_score(getattr(item, "public_score", None)),
         private_score=_score(getattr(item, "private_score", None)),
         description=getattr(item, "description", None) or "",
-        date=date.isoformat(timespec="seconds") if hasattr(date, "isoformat") else str(date or ""),
+        date=utc_text(date),
         error=(getattr(item, "error_description", None) or "").strip(),
         team_name=getattr(item, "team_name", None) or "",
     )

@@ -1,17 +1,19 @@
 """`lorakit report`: one self-contained HTML file of the kernel's versions, to open in any browser offline.
 
-It holds the versions table (the rows of `lorakit versions`), the validation curves of the chosen versions
-overlaid (val_accuracy by epoch from metrics.json's history; train and validation loss when recorded), their
-confusion matrices on the validation slice (from logits.npz), and the public and private scores over time
-(the ledger's submitted_at and scores). The charts are inline SVG drawn here: no script, no stylesheet or font
-from elsewhere, nothing fetched when it is viewed. Every text from the ledger or a pulled folder (a -m message
-is the user's own text) is escaped with html.escape. The file is written to a temporary file beside it and
-renamed over it, so an existing report is replaced whole or not at all.
+It holds the versions table (the rows of `lorakit versions`, notes and tags included) and its seed groups, the
+config keys that differ among the chosen versions, their validation curves overlaid (val_accuracy by epoch from
+metrics.json's history; train and validation loss when recorded; a run of one epoch is a labelled marker), their
+training loss per step (metrics.json's loss_curve), their confusion matrices on the validation slice (from
+logits.npz), the public and private scores over time (the ledger's submitted_at and scores, each point labelled
+by its version), and each recorded sweep's ranking with its p-values. Its title is the kernel pushed to (the
+ledger's kernel_ref), not the metadata's placeholder owner. The charts are inline SVG drawn here (lorakit.charts):
+no script, no stylesheet or font from elsewhere, nothing fetched when it is viewed. Every text from the ledger
+or a pulled folder (a -m message is the user's own text) is escaped with html.escape. The file is written to a
+temporary file beside it and renamed over it, so an existing report is replaced whole or not at all.
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,20 +21,20 @@ from typing import Optional
 
 import numpy as np
 
-from lorakit.common import LABELS, output_path_check, utc_now, version_parse
-from lorakit.console import JSON, command, flag, note, project_of, warn
+from lorakit.arms import sweeps_recorded
+from lorakit.charts import PALETTE, Series, confusion_svg, esc, line_chart, number_ticks, time_ticks
+from lorakit.common import LABELS, ledger_of, output_path_check, utc_now, version_parse
+from lorakit.console import JSON, changes_text, command, flag, note, plural, project_of, value_text, warn
 from lorakit.errors import ArgumentError, NotFound, UsageError
 from lorakit.ledger import file_write_atomic
-from lorakit.project import Project
+from lorakit.project import KernelRef, Project
+from lorakit.ranking import ranked_noise, ranked_table, sweep_rank
 from lorakit.runs import PulledRun, pull_command, pulled_run_load
+from lorakit.seeds import figures_text, seed_groups
 from lorakit.stats import finite_number
-from lorakit.versions import TABLE_HEADERS, VersionRow, table_cells, versions_list
+from lorakit.versions import TABLE_HEADERS, VersionRow, shared_changes, table_cells, versions_list
 
 DEFAULT_CHOSEN = 8  # without --versions: the newest pulled versions, as many as one chart can tell apart
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
-           "#bcbd22")
-WIDTH, HEIGHT = 680, 320
-MARGIN = {"left": 64, "right": 180, "top": 34, "bottom": 48}  # the right margin holds the legend
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,12 @@ def report_make(project: Project, path: Path, asked: Optional[list]) -> Report:
     runs = [read.get(v) or pulled_run_load(project, v, project.kernel) for v in chosen]
     notes = [f"v{r.version} not comparable: {r.reason}" if r.reason else f"v{r.version}: {r.damage}"
              for r in runs if r.reason or r.damage]
-    sections = [_table_section(rows), _curves_section(runs, notes), _confusion_section(runs), _scores_section(rows)]
+    sections = [_table_section(rows), _seed_groups_section(rows), _config_section(rows, chosen),
+                _curves_section(runs, notes), _loss_steps_section(runs), _confusion_section(runs),
+                _scores_section(rows), _sweeps_section(project, notes)]
     body = "\n".join(sections)
-    page = _page(f"lorakit report: {project.kernel}", _heading(project, rows, chosen) + body + _notes_html(notes))
+    kernel = kernel_shown(project)
+    page = _page(f"lorakit report: {kernel}", _heading(project, kernel, rows, chosen) + body + _notes_html(notes))
     try:
         file_write_atomic(path, page)
     except OSError as exc:
@@ -95,16 +100,13 @@ def report_make(project: Project, path: Path, asked: Optional[list]) -> Report:
 
 
 # ------------------------------------------------------------------------------------------------ page
-def _esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; white-space: nowrap; }
 th { background: #f3f3f3; }
-td.message, td.changes, td.marks { white-space: normal; max-width: 320px; overflow-wrap: anywhere; }
+td.message, td.changes, td.marks, td.notes, td.wide { white-space: normal; max-width: 320px; overflow-wrap: anywhere; }
+p.caption { color: #555; font-size: 13px; max-width: 960px; }
 figure { display: inline-block; margin: 8px 16px 8px 0; }
 svg text { font: 11px sans-serif; fill: #222; }
 .note { color: #8a4b00; }
@@ -112,32 +114,91 @@ svg text { font: 11px sans-serif; fill: #222; }
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def _heading(project: Project, rows: list[VersionRow], chosen: list) -> str:
+def kernel_shown(project: Project) -> str:
+    """The kernel the versions were pushed to: the metadata's, or where its owner is a placeholder, the ledger's
+    kernel_ref of the newest version (push resolved the owner to your username)."""
+    if not project.kernel.is_placeholder:
+        return str(project.kernel)
+    refs = [KernelRef.parse_or_none(r.get("kernel_ref", "")) for r in ledger_of(project).rows()]
+    real = [ref for ref in refs if ref is not None and not ref.is_placeholder]
+    return str(real[-1]) if real else str(project.kernel)
+
+
+def _heading(project: Project, kernel: str, rows: list[VersionRow], chosen: list) -> str:
     shown = ", ".join(f"v{v}" for v in chosen) or "none pulled"
-    return (f"<h1>{_esc(project.kernel)}</h1>\n<p>Competition {_esc(project.competition)}; {len(rows)} version(s) "
-            f"in the ledger; curves and confusion matrices of {_esc(shown)}. Written {_esc(utc_now())} by "
-            "<code>lorakit report</code> from the ledger and the pulled folders.</p>\n")
+    return (f"<h1>{esc(kernel)}</h1>\n<p>Competition {esc(project.competition)}; "
+            f"{esc(plural(len(rows), 'version'))} in the ledger; curves and confusion matrices of {esc(shown)}. "
+            f"Written {esc(utc_now())} by <code>lorakit report</code> from the ledger and the pulled folders.</p>\n")
+
+
+def html_table(headers: list, rows: list, name: str = "", wide: tuple = ()) -> str:
+    """An HTML table; each cell escaped, its class the column's first word (``wide`` columns wrap)."""
+    classes = ["wide" if h in wide else esc(str(h).split()[0]) if str(h).split() else "" for h in headers]
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f'<td class="{c}">{esc(cell)}</td>' for c, cell in zip(classes, row))
+                   + "</tr>\n" for row in rows)
+    ident = f' id="{esc(name)}"' if name else ""
+    return f"<table{ident}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
 
 
 def _notes_html(notes: list) -> str:
     if not notes:
         return ""
-    return "<h2>Notes</h2>\n<ul>" + "".join(f'<li class="note">{_esc(n)}</li>' for n in notes) + "</ul>\n"
+    return "<h2>Notes</h2>\n<ul>" + "".join(f'<li class="note">{esc(n)}</li>' for n in notes) + "</ul>\n"
 
 
 def _table_section(rows: list[VersionRow]) -> str:
     if not rows:
         return "<h2>Versions</h2>\n<p>No versions in the ledger yet: <code>lorakit push</code> records them.</p>\n"
-    head = "".join(f"<th>{_esc(h)}</th>" for h in TABLE_HEADERS)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{_esc(h.split()[0])}">{_esc(c)}</td>'
-                         for h, c in zip(TABLE_HEADERS, table_cells(row))) + "</tr>\n"
-        for row in rows)
-    return f'<h2>Versions</h2>\n<table id="versions">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n'
+    shared = shared_changes(rows)
+    caption = (f'<p class="caption">Every version changes alike: {esc(changes_text(shared))}. The changes column '
+               "shows what tells them apart.</p>\n" if shared else "")
+    cells = [table_cells(r, wide=True) for r in rows]  # whole: a page wraps them
+    return "<h2>Versions</h2>\n" + html_table(list(TABLE_HEADERS), cells, "versions") + caption
+
+
+def _seed_groups_section(rows: list[VersionRow]) -> str:
+    """The seed groups (versions that differ only in seed) with the mean and spread of their measures."""
+    groups = seed_groups(rows)
+    if not groups:
+        return ""
+    cells = [[g.label, ", ".join(str(s) for s in g.seeds), changes_text(g.changes, 24) or "-", figures_text(g.val),
+              figures_text(g.public, 5), figures_text(g.private, 5)] for g in groups]
+    return ("<h2>Seed groups</h2>\n<p class=\"caption\">Versions that differ only in seed: mean ± standard deviation "
+            "over the seeds (n: the runs that have the measure). <code>lorakit compare --seeds A B</code> pairs "
+            "two groups seed by seed.</p>\n"
+            + html_table(["versions", "seeds", "changes", "val_acc", "public", "private"], cells, "seed-groups"))
+
+
+def _config_section(rows: list[VersionRow], chosen: list) -> str:
+    """The config keys whose values differ among the chosen versions, one column each."""
+    mine = [r for r in rows if r.version in chosen and r.config is not None]
+    if len(mine) < 2:
+        return ""
+    keys = sorted({k for r in mine for k in r.config if any(o.config.get(k) != r.config.get(k) for o in mine)})
+    cells = [[k, *(value_text(r.config.get(k)) for r in mine)] for k in keys]
+    return ("<h2>Config of the chosen versions</h2>\n<p class=\"caption\">Only the keys whose values differ.</p>\n"
+            + (html_table(["key", *(f"v{r.version}" for r in mine)], cells, "config-diff", wide=("key",)) if cells
+               else "<p>They ran the same config.</p>\n"))
+
+
+def _sweeps_section(project: Project, notes: list) -> str:
+    """Each recorded sweep's arms ranked by validation accuracy, with the paired tests against the best."""
+    parts = []
+    for sweep in sweeps_recorded(project, notes):
+        ranked = sweep_rank(project, sweep)
+        if not any(r.versions for r in ranked):
+            continue
+        headers, cells, caption = ranked_table(sweep, ranked)
+        noise = ranked_noise(ranked)
+        parts.append(f"<h3>Sweep {esc(sweep.id)} ({esc(sweep.created_at)}; shared: {esc(' '.join(sweep.shared) or '-')})"
+                     "</h3>\n" + html_table(headers, cells, sweep.id, ("vs best",))
+                     + f'<p class="caption">{esc(caption)}' + (f"<br>Noise: {esc(noise)}" if noise else "") + "</p>\n")
+    return "<h2>Sweeps</h2>\n" + "".join(parts) if parts else ""
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -153,16 +214,9 @@ def _history(run: PulledRun, key: str) -> tuple:
     return tuple(points)
 
 
-@dataclass(frozen=True)
-class Series:
-    label: str
-    points: tuple  # (x, y, tooltip)
-    color: str
-    dashed: bool = False
-
-
 def _curves_section(runs: list[PulledRun], notes: list) -> str:
-    """Validation accuracy by epoch, overlaid; train (solid) and validation (dashed) loss when recorded."""
+    """Validation accuracy by epoch, overlaid; train (solid, circles) and validation (dashed, squares) loss when
+    recorded. A run of one epoch is a marker with its name beside it."""
     accuracy, loss = [], []
     for i, run in enumerate(runs):
         color = PALETTE[i % len(PALETTE)]
@@ -177,9 +231,37 @@ def _curves_section(runs: list[PulledRun], notes: list) -> str:
     text = "<h2>Validation curves</h2>\n" + line_chart("val_accuracy", "Validation accuracy by epoch", accuracy,
                                                         "epoch", "accuracy", _epoch_ticks(accuracy))
     if loss:
-        text += line_chart("loss", "Loss by epoch (solid: train, dashed: validation)", loss, "epoch", "loss",
-                           _epoch_ticks(loss))
+        text += line_chart("loss", "Loss by epoch (train: solid, circles; validation: dashed, squares)", loss,
+                           "epoch", "loss", _epoch_ticks(loss))
     return text
+
+
+LOSS_POINTS_MAX = 20_000  # metrics.json's loss_curve holds at most this many points: more is not read
+
+
+def loss_curve_of(run: PulledRun) -> tuple:
+    """(epoch, loss, tooltip) of each point of metrics.json's loss_curve ({"step", "epoch", "loss"}: the mean
+    training loss since the point before), read as untrusted input: finite numbers, at most LOSS_POINTS_MAX."""
+    curve = (run.metrics or {}).get("loss_curve")
+    points = []
+    for entry in curve[:LOSS_POINTS_MAX] if isinstance(curve, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        step, epoch, loss = (finite_number(entry.get(k)) for k in ("step", "epoch", "loss"))
+        if step is not None and epoch is not None and loss is not None and epoch >= 0:
+            points.append((epoch, loss, f"v{run.version} step {int(step)} (epoch {epoch:.2f}): loss {loss:.4f}"))
+    return tuple(sorted(points))
+
+
+def _loss_steps_section(runs: list[PulledRun]) -> str:
+    """The training loss per step of each run (a point every few dozen optimizer steps), by fractional epoch."""
+    series = [Series(f"v{run.version}", points, PALETTE[i % len(PALETTE)]) for i, run in enumerate(runs)
+              if (points := loss_curve_of(run))]
+    if not series:
+        return ""
+    return ("<h2>Training loss per step</h2>\n"
+            + line_chart("loss_steps", "Training loss per step (the mean since the point before)", series,
+                         "epoch (steps in the tooltips)", "training loss", number_ticks))
 
 
 def _epoch_ticks(series: list) -> list:
@@ -209,31 +291,6 @@ def _confusion_section(runs: list[PulledRun]) -> str:
             "shade is the row's share.</p>\n" + "".join(figures))
 
 
-def confusion_svg(version: int, matrix: np.ndarray) -> str:
-    cell, left, top = 58, 78, 60
-    size = len(LABELS)
-    width, height = left + cell * size + 10, top + cell * size + 10
-    parts = [f'<figure><svg class="chart" data-chart="confusion" data-version="{version}" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="v{version} confusion matrix">',
-             f'<text x="{left}" y="14" font-weight="bold">v{version}: {int(matrix.sum())} validation rows</text>',
-             f'<text x="{left + cell * size / 2}" y="34" text-anchor="middle">predicted</text>']
-    for j, name in enumerate(LABELS):
-        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" text-anchor="middle">{_esc(name)}</text>')
-    for i, name in enumerate(LABELS):
-        total = max(1, int(matrix[i].sum()))
-        y = top + i * cell
-        parts.append(f'<text x="{left - 6}" y="{y + cell / 2 + 4}" text-anchor="end">{_esc(name)}</text>')
-        for j in range(size):
-            share = matrix[i, j] / total
-            tip = f"true {LABELS[i]}, predicted {LABELS[j]}: {int(matrix[i, j])} ({share:.1%} of the row)"
-            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell}" height="{cell}" fill="#1f77b4" '
-                         f'fill-opacity="{0.08 + 0.85 * share:.3f}" stroke="#fff"><title>{_esc(tip)}</title></rect>')
-            parts.append(f'<text x="{left + j * cell + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle">'
-                         f'{int(matrix[i, j])}</text>')
-    parts.append("</svg></figure>\n")
-    return "".join(parts)
-
-
 def _moment(text: str) -> Optional[float]:
     """Hours since the epoch of an ISO 8601 time (UTC when it names no zone); None when it is none. Hours, so
     that submissions minutes apart still spread over the chart's least span of one."""
@@ -245,7 +302,8 @@ def _moment(text: str) -> Optional[float]:
 
 
 def _scores_section(rows: list[VersionRow]) -> str:
-    """Public and private scores of each version's (last) submission by when it was submitted."""
+    """Public and private scores of each version's (last) submission by when it was submitted, each point
+    labelled by its version (public above, private below)."""
     public, private = [], []
     for row in rows:
         moment = _moment(row.submitted_at) if row.version is not None else None
@@ -253,110 +311,23 @@ def _scores_section(rows: list[VersionRow]) -> str:
             continue
         for points, score, which in ((public, row.public_score, "public"), (private, row.private_score, "private")):
             if score is not None:
-                points.append((moment, score, f"v{row.version} {which} {score:.5f} ({row.submitted_at})"))
-    series = [Series(name, tuple(sorted(points)), color) for name, points, color in
-              (("public", public, PALETTE[0]), ("private", private, PALETTE[1])) if points]
+                points.append((moment, score, f"v{row.version} {which} {score:.5f} ({row.submitted_at})",
+                               f"v{row.version}"))
+    series = [Series(name, tuple(p[:3] for p in sorted(points)), color, dashed=name == "private",
+                     tags=tuple(p[3] for p in sorted(points)), tag_below=name == "private")
+              for name, points, color in (("public", public, PALETTE[0]), ("private", private, PALETTE[1])) if points]
     if not series:
         return "<h2>Scores over time</h2>\n<p>No scored submissions in the ledger yet.</p>\n"
     return "<h2>Scores over time</h2>\n" + line_chart("scores", "Leaderboard scores by submission time", series,
-                                                       "submitted (UTC)", "score", _time_ticks(series))
-
-
-def _time_ticks(series: list) -> list:
-    """Up to four ticks from the first submission to the last, each labelled once."""
-    moments = [p[0] for s in series for p in s.points]
-    lo, hi = min(moments), max(moments)
-    shape = "%Y-%m-%d" if hi - lo > 48 else "%m-%d %H:%M"
-    labels = {datetime.fromtimestamp((lo + (hi - lo) * k / 3) * 3600, timezone.utc).strftime(shape):
-              lo + (hi - lo) * k / 3 for k in range(4)}
-    return [(moment, label) for label, moment in labels.items()]
-
-
-# ------------------------------------------------------------------------------------------------ charts
-def _span(values: list, least: float) -> tuple:
-    """The axis range of ``values``: at least ``least`` wide, with 5% to spare on each side."""
-    lo, hi = min(values), max(values)
-    if hi - lo < least:
-        middle = (lo + hi) / 2
-        lo, hi = middle - least / 2, middle + least / 2
-    spare = (hi - lo) * 0.05
-    return lo - spare, hi + spare
-
-
-def _ticks(lo: float, hi: float) -> list:
-    """About five round values between ``lo`` and ``hi``."""
-    raw = (hi - lo) / 5
-    magnitude = 10 ** np.floor(np.log10(raw))
-    step = magnitude * next(k for k in (1, 2, 5, 10) if k * magnitude >= raw)
-    first = np.ceil(lo / step) * step
-    return [float(first + k * step) for k in range(int((hi - first) / step) + 1)]
-
-
-PLOT_W = WIDTH - MARGIN["left"] - MARGIN["right"]
-PLOT_H = HEIGHT - MARGIN["top"] - MARGIN["bottom"]
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The data ranges a chart's plot area shows, and where a value lands in it."""
-
-    x0: float
-    x1: float
-    y0: float
-    y1: float
-
-    def px(self, x: float) -> float:
-        return round(MARGIN["left"] + (x - self.x0) / (self.x1 - self.x0) * PLOT_W, 1)
-
-    def py(self, y: float) -> float:
-        return round(MARGIN["top"] + (self.y1 - y) / (self.y1 - self.y0) * PLOT_H, 1)
-
-
-def line_chart(name: str, title: str, series: list, x_label: str, y_label: str, x_ticks: list) -> str:
-    """An SVG line chart of ``series`` with a legend on the right; each point's tooltip is its <title>."""
-    frame = Frame(*_span([p[0] for s in series for p in s.points], 1.0),
-                  *_span([p[1] for s in series for p in s.points], 0.01))
-    parts = [f'<svg class="chart" data-chart="{name}" width="{WIDTH}" height="{HEIGHT}" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{_esc(title)}">',
-             f'<text x="{MARGIN["left"]}" y="18" font-weight="bold">{_esc(title)}</text>',
-             f'<rect x="{MARGIN["left"]}" y="{MARGIN["top"]}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
-             'stroke="#999"/>', *_axes(frame, x_ticks, x_label, y_label)]
-    for k, s in enumerate(series):
-        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-        line = " ".join(f"{frame.px(x)},{frame.py(y)}" for x, y, _tip in s.points)
-        parts.append(f'<polyline points="{line}" fill="none" stroke="{s.color}" stroke-width="2"{dash}/>')
-        parts += [f'<circle cx="{frame.px(x)}" cy="{frame.py(y)}" r="3" fill="{s.color}"><title>{_esc(tip)}</title>'
-                  "</circle>" for x, y, tip in s.points]
-        lx, ly = WIDTH - MARGIN["right"] + 12, MARGIN["top"] + 10 + 16 * k
-        parts.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 22}" y2="{ly}" stroke="{s.color}" stroke-width="2"{dash}/>'
-                     f'<text x="{lx + 28}" y="{ly + 4}">{_esc(s.label[:24])}</text>')
-    parts.append("</svg>\n")
-    return "".join(parts)
-
-
-def _axes(frame: Frame, x_ticks: list, x_label: str, y_label: str) -> list:
-    """Tick marks and labels of both axes, and the axis titles."""
-    left, bottom, middle = MARGIN["left"], MARGIN["top"] + PLOT_H, MARGIN["top"] + PLOT_H / 2
-    parts = []
-    for x, label in x_ticks:
-        px = frame.px(x)
-        parts.append(f'<line x1="{px}" y1="{bottom}" x2="{px}" y2="{bottom + 4}" stroke="#999"/>'
-                     f'<text x="{px}" y="{bottom + 16}" text-anchor="middle">{_esc(label)}</text>')
-    for y in _ticks(frame.y0, frame.y1):
-        py = frame.py(y)
-        parts.append(f'<line x1="{left - 4}" y1="{py}" x2="{left}" y2="{py}" stroke="#999"/>'
-                     f'<text x="{left - 7}" y="{py + 4}" text-anchor="end">{y:.4g}</text>')
-    parts.append(f'<text x="{left + PLOT_W / 2}" y="{HEIGHT - 10}" text-anchor="middle">{_esc(x_label)}</text>')
-    parts.append(f'<text x="14" y="{middle}" text-anchor="middle" transform="rotate(-90 14 {middle})">'
-                 f"{_esc(y_label)}</text>")
-    return parts
+                                                       "submitted (UTC)", "score", time_ticks)
 
 
 # ------------------------------------------------------------------------------------- the command line
 @command(
     "report",
-    "write one self-contained HTML file: the versions table, validation curves, confusion matrices and scores "
-    "over time (offline, from the ledger and the pulled folders)",
+    "write one self-contained HTML file: the versions table with its seed groups, the config keys that differ, "
+    "validation curves, training loss per step, confusion matrices, scores over time and each sweep's ranking "
+    "(offline, from the ledger, the pulled folders and the sweep records)",
     flag("--out", dest="out_path", metavar="PATH", help="where to write it (default submissions/report.html)"),
     flag("--versions", metavar="N,M", help="whose curves and confusion matrices to show, e.g. 3,5,7 "
                                            "(default: the newest 8 pulled versions)"),

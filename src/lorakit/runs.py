@@ -19,10 +19,10 @@ from typing import Optional
 
 import numpy as np
 
-from lorakit.common import LABELS, metrics_read
+from lorakit.common import AG_NEWS_ROWS, LABELS, device_of, metrics_read, train_minutes_of
 from lorakit.errors import UsageError
 from lorakit.project import KernelRef, Project
-from lorakit.stats import accuracy_interval, finite_number, mcnemar_exact
+from lorakit.stats import LEVEL, accuracy_interval, finite_number, mcnemar_exact, rows_to_tell_paired
 
 VAL_KEYS = ("val_logits", "val_labels", "val_ids", "val_ids_sha256")
 VAL_ROWS_MAX = 1_000_000  # validation rows lorakit reads (AG News' training split has 120,000): ~100 MB at most
@@ -78,13 +78,10 @@ def run_numbers(metrics: Optional[dict], val: Optional[ValPredictions]) -> dict:
         rows = None if val is None else len(val.ids)
     rows = None if rows is None else int(rows)
     interval = None if accuracy is None or rows is None else list(accuracy_interval(accuracy, rows))
-    seconds = finite_number(metrics.get("train_seconds"))
     params = finite_number(metrics.get("trainable_params"))
     return {"val_accuracy": accuracy, "val_rows": rows, "val_interval": interval,
-            "per_class_recall": _recall_per_class(metrics, val),
-            "train_minutes": None if seconds is None else round(seconds / 60.0, 2),
-            "trainable_params": None if params is None else int(params),
-            "device": str(metrics["device"]) if metrics.get("device") else None}
+            "per_class_recall": _recall_per_class(metrics, val), "train_minutes": train_minutes_of(metrics),
+            "trainable_params": None if params is None else int(params), "device": device_of(metrics) or None}
 
 
 @dataclass(frozen=True)
@@ -250,3 +247,19 @@ def paired_test(a: PulledRun, b: PulledRun) -> Paired:
     right_a, right_b = a.val.correct[order_a], b.val.correct[order_b]
     a_wins, b_wins = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     return Paired(len(right_a), a_wins, b_wins, mcnemar_exact(a_wins, b_wins))
+
+
+def noise_words(a: str, b: str, paired: Paired, adjusted: Optional[float] = None) -> str:
+    """"" when the paired test tells ``a`` and ``b`` apart (on ``adjusted``, a Holm-adjusted p-value, when
+    given); else that their validation rows cannot, and roughly how many rows would (stats.rows_to_tell_paired)."""
+    if (paired.p_value if adjusted is None else adjusted) < LEVEL and paired.a_wins != paired.b_wins:
+        return ""
+    head = f"the {paired.rows:,} shared validation rows cannot tell {a} and {b} apart"
+    if paired.a_wins + paired.b_wins == 0:
+        return f"{head}: they get the very same rows right"
+    need = rows_to_tell_paired(paired.a_wins, paired.b_wins, paired.rows)
+    if need is None:
+        return f"{head}: each is right where the other is wrong as often, so no number of rows would"
+    beyond = f", more than AG News' {AG_NEWS_ROWS:,} training rows: take them as equally good"
+    return (f"{head}; roughly {need:,} would (if they differed as here: {paired.a_wins} rows to {paired.b_wins}; "
+            "p < 0.05 four times in five)" + (beyond if need > AG_NEWS_ROWS else ""))

@@ -19,7 +19,7 @@ from lorakit.common import (
     NOT_SUBMITTED, UNCONFIRMED, ledger_of, output_path_check, predicted_on, submission_columns, submission_key,
     submission_preferred, utc_now,
 )
-from lorakit.console import CSV, JSON, command, err, flag, fmt, note, one_format, project_of, remote_new, table, warn
+from lorakit.console import CSV, JSON, command, err, flag, fmt, note, plural, one_format, project_of, remote_new, table, warn
 from lorakit.errors import ArgumentError, RemoteError, UsageError
 from lorakit.inflight import UNSETTLED, unsettled_of, unsettled_words
 from lorakit.ledger import Ledger
@@ -27,7 +27,8 @@ from lorakit.ledger import kernel_same
 from lorakit.preflight import COMPETITION_URL, competition_read
 from lorakit.project import KernelRef, Project
 from lorakit.remote import Remote, Submission
-from lorakit.stats import finite_number
+from lorakit.runs import noise_words, paired_test, pulled_run_load
+from lorakit.stats import LEVEL, finite_number, rows_to_tell, two_proportions_p
 from lorakit.transport import json_loads_safe
 
 
@@ -67,6 +68,7 @@ class Scores:
     not_candidates: tuple = ()  # (version, kernel, what it predicted on): runs that are not real runs
     unsettled: tuple = ()  # (version, words): submissions in flight or not found on Kaggle yet, left as they are
     picks: Picks = Picks()  # the final picks
+    noise: str = ""  # why the best validation candidate cannot be told from the next one ("" when it can)
 
     def as_json(self) -> dict:
         picks = self.picks
@@ -86,6 +88,7 @@ class Scores:
             "not_submitted": list(self.not_submitted),
             "unsettled": [{"version": v, "why": w} for v, w in self.unsettled],
             "not_candidates": [{"version": v, "kernel": k, "predicted_on": w} for v, k, w in self.not_candidates],
+            "noise": self.noise or None,
         }
 
 
@@ -158,7 +161,8 @@ def scores_get(project: Project, remote: Remote) -> Scores:
                         and (r.kernel, r.version) in real), None)
     with_val = [r for r in ledger.all_rows() if r["version"] and finite_number(r.get("val_accuracy")) is not None
                 and (r["kernel_ref"], int(r["version"])) in real]
-    best_val = max(with_val, key=lambda r: (finite_number(r["val_accuracy"]), int(r["version"]))) if with_val else None
+    with_val.sort(key=lambda r: (finite_number(r["val_accuracy"]), int(r["version"])), reverse=True)
+    best_val = with_val[0] if with_val else None
     shown = {k for k in chosen} | {k for k in rows if finite_number(rows[k].get("val_accuracy")) is not None}
     not_candidates = tuple((k[1], k[0], seen_on[k][1]) for k in sorted(shown) if k in rows and k not in real)
     unrecorded = tuple(sorted(k[1] for k in chosen if k not in rows))
@@ -167,7 +171,7 @@ def scores_get(project: Project, remote: Remote) -> Scores:
                     for k, (_token, state) in sorted(verdicts.items()) if not state.final)
     picks = final_picks(remote, project.competition, bool(submissions))
     return Scores(tuple(result), best_public, best_val, unrecorded, tuple(sorted(k[1] for k in lost)), not_candidates,
-                  waiting, picks)
+                  waiting, picks, candidates_noise(project, with_val[:2]))
 
 
 def _status(row: dict) -> str:
@@ -182,6 +186,22 @@ def _unsettled_verdicts(rows: dict, chosen: dict, grace: float) -> dict:
     return {k: (rows[k].get("pending_token", ""), unsettled_of(rows[k], _status(rows[k]),
                                                                rows[k].get("pending_token", ""), grace))
             for k in sorted(unsettled) if k not in chosen or not _settles(rows[k], chosen[k])}
+
+
+def candidates_noise(project: Project, best_two: list) -> str:
+    """Why the best validation candidate cannot be told from the next (the paired test when both are pulled
+    here on the same rows, else their accuracies on their rows); "" when it can, or when it is not known."""
+    if len(best_two) < 2 or not all(kernel_same(r["kernel_ref"], str(project.kernel)) for r in best_two):
+        return ""
+    a, b = (int(r["version"]) for r in best_two)
+    with contextlib.suppress(UsageError):
+        return noise_words(f"v{a}", f"v{b}", paired_test(pulled_run_load(project, a), pulled_run_load(project, b)))
+    (pa, na), (pb, nb) = ((finite_number(r["val_accuracy"]), finite_number(r.get("val_rows"))) for r in best_two)
+    if not na or not nb or two_proportions_p(pa, int(na), pb, int(nb)) < LEVEL:
+        return ""
+    need = rows_to_tell(pa, pb)
+    return (f"v{a}'s and v{b}'s validation accuracies ({pa:.4f} on {int(na):,} rows, {pb:.4f} on {int(nb):,}) cannot "
+            "be told apart" + (f"; roughly {need:,} rows each would" if need else ""))
 
 
 def _settles(row: dict, sub: Submission) -> bool:
@@ -290,18 +310,7 @@ def cmd_scores(args) -> int:
         scores_plot_check(args.plot)
     scores = scores_get(project, remote_new())
     headers = ["mark", "version", "ref", "status", "public", "private", "gap", "val_acc", "date", "overrides"]
-    rows = []
-    best_val_version = int(scores.best_validation["version"]) if scores.best_validation else None
-    for r in scores.rows:
-        s = r.submission
-        mark = "P" if scores.best_public is not None and r is scores.best_public else ""
-        if scores.best_validation is not None and r.version == best_val_version and kernel_same(
-                r.kernel, scores.best_validation["kernel_ref"]):
-            mark += "V"
-        mark += "S" if s.ref in scores.picks.selected else ""
-        rows.append([mark, version_label(project, r.version, r.kernel), s.ref, s.status,
-                     fmt(s.public_score, 5), fmt(s.private_score, 5), fmt(r.gap, 5), fmt(r.val_accuracy),
-                     s.date[:16].replace("T", " "), r.overrides or ""])
+    rows = _scores_rows(project, scores)
     out.document(scores.as_json())
     if args.csv:
         buffer = io.StringIO()
@@ -314,18 +323,51 @@ def cmd_scores(args) -> int:
     else:
         out.result(table(headers, rows))
         out.result("")
-        if scores.best_public is not None:
-            b = scores.best_public
-            out.result(f"P best public score:  {version_label(project, b.version, b.kernel)} "
-                       f"({fmt(b.submission.public_score, 5)})")
-        if scores.best_validation is not None:
-            v = scores.best_validation
-            out.result(f"V best validation:    {version_label(project, int(v['version']), v['kernel_ref'])} "
-                       f"({fmt(v.get('val_accuracy'))})")
-        if scores.best_public is not None or scores.best_validation is not None:
-            out.result("  -> the candidates for the two final submissions")
-        if scores.picks.selected:
-            out.result(f"S selected for the private leaderboard: {len(scores.picks.selected)} submission(s)")
+        _candidates_show(out, project, scores)
+    _scores_notes(project, scores)
+    if args.plot:
+        err(f"lorakit: wrote {scores_plot(project, args.plot)}")
+    return 0
+
+
+def _scores_rows(project, scores: Scores) -> list:
+    """The table's rows, each marked P (best public score), V (best validation), S (selected)."""
+    rows = []
+    best_val_version = int(scores.best_validation["version"]) if scores.best_validation else None
+    for r in scores.rows:
+        s = r.submission
+        mark = "P" if scores.best_public is not None and r is scores.best_public else ""
+        if scores.best_validation is not None and r.version == best_val_version and kernel_same(
+                r.kernel, scores.best_validation["kernel_ref"]):
+            mark += "V"
+        mark += "S" if s.ref in scores.picks.selected else ""
+        rows.append([mark, version_label(project, r.version, r.kernel), s.ref, s.status,
+                     fmt(s.public_score, 5), fmt(s.private_score, 5), fmt(r.gap, 5), fmt(r.val_accuracy),
+                     s.date[:16].replace("T", " "), r.overrides or ""])
+    return rows
+
+
+def _candidates_show(out, project, scores: Scores) -> None:
+    """The candidates for the final submissions, the noise between them, and the submissions selected."""
+    if scores.best_public is not None:
+        b = scores.best_public
+        out.result(f"P best public score:  {version_label(project, b.version, b.kernel)} "
+                   f"({fmt(b.submission.public_score, 5)})")
+    if scores.best_validation is not None:
+        v = scores.best_validation
+        out.result(f"V best validation:    {version_label(project, int(v['version']), v['kernel_ref'])} "
+                   f"({fmt(v.get('val_accuracy'))})")
+    if scores.noise:
+        out.result(f"  noise: {scores.noise}")
+    if scores.best_public is not None or scores.best_validation is not None:
+        out.result("  -> the candidates for the two final submissions")
+    if scores.picks.selected:
+        out.result(f"S selected for the private leaderboard: {plural(len(scores.picks.selected), 'submission')}")
+
+
+def _scores_notes(project, scores: Scores) -> None:
+    """What the table cannot say: the final picks' warning, versions without a row or not candidates, and the
+    submissions not settled yet or never sent."""
     if scores.picks.warning:
         warn(scores.picks.warning)
     if scores.picks.note:
@@ -339,9 +381,6 @@ def cmd_scores(args) -> int:
         note(f"v{version}'s submission {words}: left as it is")
     for version in scores.not_submitted:
         warn(f"v{version}'s unconfirmed submission never reached Kaggle; submit it again: lorakit submit {version}")
-    if args.plot:
-        err(f"lorakit: wrote {scores_plot(project, args.plot)}")
-    return 0
 
 
 def board_served(zip_path: Path) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lorakit.common import (
-    UNCONFIRMED, kernel_ref_resolve, ledger_of, metrics_read, predicted_on, rows_expected_of, submission_columns,
-    submission_description, text_checked, token_new, utc_now, version_parse,
+    UNCONFIRMED, failure_text, kernel_ref_resolve, ledger_of, metrics_read, predicted_on, rows_expected_of,
+    submission_columns, submission_description, text_checked, token_new, utc_now, version_parse,
 )
 from lorakit.console import (
     ALLOW_SMOKE, JSON, Output, command, flag, fmt, hms, note, project_of, remote_new, seconds_check,
@@ -117,13 +117,16 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     text_checked(message or "", "-m")
     folder = project.version_dir(version)
     path = folder / "submission.csv"
-    if not path.is_file():
-        raise NotFound(f"{path.relative_to(project.root)} does not exist; run lorakit pull {version} first")
-    submission_validate(project, path)  # the kernel's rules, before any network call
     ledger = ledger_of(project)
-    ledger.check_writable()
     recorded = ledger.row(version) or {}
+    failure = failure_text(recorded)
+    if not path.is_file():
+        raise NotFound(_missing_submission(project, version, failure))
+    submission_validate(project, path)  # the kernel's rules, before any network call
+    ledger.check_writable()
     notes = real_run_check(project, version, recorded, allow_smoke)
+    if failure:
+        notes.append(f"{failure}, but its submission.csv passed the kernel's checks: submitting it")
     if recorded.get("submission_status") == UNCONFIRMED:  # written by older lorakit
         raise Refused(
             f"v{version}'s last submission is {UNCONFIRMED}: run lorakit scores to find out whether it reached "
@@ -156,6 +159,16 @@ def submission_create(project: Project, remote: Remote, version, message: Option
     if recovered:
         notes.append(f"Kaggle's reply to the submission was lost, but it went through as {ref}: not sent again")
     return SubmitResult(version, ref, submissions_left(project, remote, notes), tuple(notes))
+
+
+def _missing_submission(project: Project, version: int, failure: str) -> str:
+    """Why v<N> has no submission.csv to submit, and what to do: pull it, unless its run failed."""
+    shown = (project.version_dir(version) / "submission.csv").relative_to(project.root)
+    if not failure:
+        return f"{shown} does not exist; run lorakit pull {version} first"
+    if project.version_dir(version).is_dir():
+        return f"{failure}: its run left no submission.csv (its log: lorakit logs {version})"
+    return f"{failure}: it has no submission to submit (its log: lorakit logs {version})"
 
 
 @dataclass(frozen=True)

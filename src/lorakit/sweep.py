@@ -1,42 +1,38 @@
-"""`lorakit sweep`: a grid of configs pushed, run and pulled one after another, then ranked and paired.
+"""`lorakit sweep`: a grid of configs pushed, run and pulled, then ranked and paired.
 
 - Arms (lorakit.arms): the cartesian product of ``--grid KEY=V1,V2`` (repeatable), the first N rows of
   `lorakit plan` (``--from-plan N``) and the override objects of a JSON list (``--config FILE``); ``--set`` is
   shared by every arm; ``--seeds K`` repeats each arm with seeds seed, seed+1, ... (one push each).
 - Before anything is pushed, every arm goes through the push's own offline checks (push_plan: the kernel's
-  config rules, the exact count, the budget, the render): one refused arm refuses the whole sweep.
+  config rules, the exact count, the budget, the render): one refused arm refuses the whole sweep. An arm whose
+  config already ran (COMPLETE, or still running) is taken from the ledger, not pushed, unless --again.
 - Recorded before sent: submissions/sweeps/<id>.json (arms, shared settings, options), then each arm's ledger
   row carries ``sweep_id``. An arm is found again by its sweep id and config_hash, so ``--resume`` pushes only
-  the arms never pushed, waits for and pulls the others, and never pushes an arm twice. An arm running on
-  Kaggle when the sweep stops keeps running: Kaggle's API cannot cancel a version (the CLI says so).
-- One arm at a time, through run_pipeline (push -> wait -> pull), as `lorakit run` does; with ``--parallel
-  N`` up to N arms on Kaggle at once (lorakit.parallel), the next pushed while earlier ones run. Kaggle's
-  "Maximum batch GPU session count of N reached" is no failed arm: the arm waits for a session (bounded by
-  --timeout, with a line saying so) and is pushed again.
-- Weighed before the first push: the competition (rules, deadline; --submit-best on a closed one is refused) and
-  the arms not yet pushed, each at its estimate (lorakit.quota), against the GPU hours left: more is refused
-  without --over-quota.
+  the arms never pushed (and, with --retry-failed, those whose run failed), waits for and pulls the others,
+  and never pushes an arm twice. An arm running on Kaggle when the sweep stops keeps running: Kaggle's API
+  cannot cancel a version (the CLI says so).
+- One arm at a time, through run_pipeline (push -> wait -> pull), as `lorakit run` does; with --parallel N up
+  to N at once (lorakit.parallel). A push Kaggle refuses for the GPU session count waits, it does not fail.
 - Ranked by validation accuracy (the mean over seeds), each arm paired with the best on the same validation
   rows (exact McNemar; with seeds, the discordant rows summed over the seeds, each seed's slice paired with
-  the same seed's), Holm-corrected over the arms.
+  the same seed's), Holm-corrected over the arms (lorakit.ranking).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, sweep_load, sweep_new, sweep_record
-from lorakit.common import (
-    FAILED_KERNEL, NOT_PUSHED, TERMINAL_KERNEL, accelerator_asked, kernel_ref_resolve, ledger_of,
-)
+from lorakit.arms import Arm, Sweep, SweepOptions, SweepRequest, arm_row, sweep_load, sweep_new, sweep_record
+from lorakit.common import FAILED_KERNEL, TERMINAL_KERNEL, accelerator_asked, failure_text, kernel_ref_resolve, ledger_of
 from lorakit.console import (
-    ALLOW_SMOKE, JSON, SETS, Output, command, flag, fmt, note, project_of, remote_new, seconds_check, table, warn,
+    ALLOW_SMOKE, JSON, SETS, Output, command, flag, note, plural, project_of, remote_new, seconds_check, table, warn,
 )
-from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, RunFailed, Unconfirmed, UsageError
+from lorakit.errors import ArgumentError, FlagNeeded, Interrupted, LorakitError, Refused, RunFailed, Unconfirmed, UsageError
 from lorakit.follow import environment_record, kernel_failure_raise, kernel_status_wait, status_record
 from lorakit.inflight import UNSETTLED, push_unsettled_words, pushes_settle
 from lorakit.parallel import Lanes, lanes_run, session_waited
@@ -45,11 +41,11 @@ from lorakit.project import Project
 from lorakit.pull import kernel_output_pull
 from lorakit.push import kernel_push, push_plan
 from lorakit.quota import gpu_hours_left, quota_weigh, run_estimate
+from lorakit.ranking import Ranked, ranked_noise, ranked_table, run_accuracy, sweep_rank
 from lorakit.remote import KernelStatus, Remote
 from lorakit.retry import Poll
 from lorakit.run import RunOptions, RunShow, run_pipeline, run_show
-from lorakit.runs import PulledRun, paired_test, pulled_run_load
-from lorakit.stats import holm, mcnemar_exact, mean_spread, verdict
+from lorakit.runs import pulled_run_load
 from lorakit.submit import submission_create, submissions_left, submitted_show
 
 
@@ -60,29 +56,23 @@ class ArmOutcome:
     version: Optional[int]
     state: str  # pulled, or failed: why
     resumed: bool = False  # pushed by an earlier command (found in the ledger), not now
+    reused: bool = False  # a version outside the sweep that ran its config: taken from the ledger, not pushed
 
     def as_json(self) -> dict:
         return {**self.arm.as_json(), "version": self.version, "state": self.state,
-                "resumed": self.resumed}
+                "resumed": self.resumed, "reused": self.reused}
 
 
 @dataclass(frozen=True)
 class SweepShow:
-    """What the caller hears as the arms go: each arm's start (its version when it was pushed before) and
-    end, each arm's run_pipeline steps (``run_of(arm)``), and an arm's wait for a GPU session."""
+    """What the caller hears as the arms go: each arm's start (its version when it was pushed before, and
+    whether it is one taken from the ledger) and end, each arm's run_pipeline steps (``run_of(arm)``), and an
+    arm's wait for a GPU session."""
 
     run_of: Callable[[Arm], RunShow] = lambda _arm: RunShow()
-    started: Callable[[Arm, Optional[int]], None] = lambda _arm, _version: None
+    started: Callable[[Arm, Optional[int], bool], None] = lambda _arm, _version, _reused: None
     ended: Callable[[ArmOutcome], None] = lambda _outcome: None
     waiting: Callable[[str], None] = lambda _line: None
-
-
-def arm_row(rows: list, sweep: Sweep, arm: Arm) -> Optional[dict]:
-    """The row of the arm's push among the ledger's ``rows`` (by sweep id and config_hash); None when it was
-    never pushed."""
-    mine = [r for r in rows if r.get("sweep_id") == sweep.id
-            and r.get("config_hash") == arm.config_hash and r.get("status") != NOT_PUSHED]
-    return mine[-1] if mine else None
 
 
 def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
@@ -91,18 +81,20 @@ def sweep_settle(project: Project, remote: Remote, sweep: Sweep) -> None:
     pushes_settle(project, remote, kernel_ref_resolve(project, remote))
 
 
-def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = SweepShow()) -> list:
-    """Each arm in turn: pushed, waited for and pulled (run_pipeline), or, when the ledger holds its push,
-    waited for and pulled only; with --parallel N, up to N at once (lanes_run). A failed run is that arm's
-    outcome; anything else stops the sweep, with how to carry on."""
+def sweep_run(project: Project, remote: Remote, sweep: Sweep, show: SweepShow = SweepShow(),
+              retry_failed: bool = False) -> list:
+    """Each arm in turn: pushed, waited for and pulled (run_pipeline), or, when the ledger holds its run (its
+    push by this sweep, or the version it reuses), waited for and pulled only; with --parallel N, up to N at
+    once (lanes_run). A failed run is that arm's outcome (pushed again with ``retry_failed``); anything else
+    stops the sweep, with how to carry on."""
     outcomes = []
     try:
         sweep_settle(project, remote, sweep)
         if sweep.options.parallel > 1:
-            return lanes_run(list(sweep.arms), arm_lanes(project, remote, sweep, show), sweep.options.parallel,
-                             Poll.of(remote.policy, sweep.options.timeout), show.waiting)
+            return lanes_run(list(sweep.arms), arm_lanes(project, remote, sweep, show, retry_failed),
+                             sweep.options.parallel, Poll.of(remote.policy, sweep.options.timeout), show.waiting)
         for arm in sweep.arms:
-            outcomes.append(_arm_run(project, remote, sweep, arm, show))
+            outcomes.append(_arm_run(project, remote, sweep, arm, show, retry_failed))
             show.ended(outcomes[-1])
     except KeyboardInterrupt:
         raise _carry_on(Interrupted("interrupted between arms; the ledger is up to date"), sweep) from None
@@ -118,94 +110,123 @@ def _carry_on(exc: LorakitError, sweep: Sweep) -> LorakitError:
     return carried
 
 
-def _arm_done(row: Optional[dict], arm: Arm) -> Optional[ArmOutcome]:
-    """The outcome of an arm whose run the ledger holds as ended and seen to (failed, or pulled); else None."""
-    if row and row.get("status") in FAILED_KERNEL:
-        return ArmOutcome(arm, int(row["version"]), f"failed: {row['status']}", resumed=True)
-    if row and row.get("pulled_at"):
-        return ArmOutcome(arm, int(row["version"]), "pulled", resumed=True)
-    return None
+@dataclass(frozen=True)
+class ArmState:
+    """An arm as the ledger holds it: its row (None: never pushed), whether that is a version taken from the
+    ledger, whether its run failed, and the outcome it has when nothing more is done (``outcome``)."""
+
+    row: Optional[dict]
+    reused: bool
+    failed: bool
+    outcome: ArmOutcome
+
+    @property
+    def version(self) -> Optional[int]:
+        """The version to wait for and pull; None when the arm is pushed (never pushed, or failed and retried)."""
+        return None if self.row is None or self.failed else int(self.row["version"])
 
 
-def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow) -> ArmOutcome:
+def arm_state(project: Project, sweep: Sweep, arm: Arm) -> ArmState:
+    """The arm's row in the ledger and what it means; an arm whose push is still unsettled stops the sweep
+    (exit 5): its sender may be alive, or Kaggle may not show it yet."""
     row = arm_row(ledger_of(project).rows(), sweep, arm)
     if row is not None and row.get("status") in UNSETTLED:  # in flight, or not found on Kaggle yet
         raise Unconfirmed(f"{arm.label}'s push {push_unsettled_words(row)}")
-    done = _arm_done(row, arm)
+    version = int(row["version"]) if row else None
+    reused = row is not None and row.get("sweep_id") != sweep.id
+    failed = row is not None and row.get("status") in FAILED_KERNEL
+    return ArmState(row, reused, failed, ArmOutcome(arm, version, "pulled", resumed=row is not None and not reused,
+                                                    reused=reused))
+
+
+def arm_done(project: Project, sweep: Sweep, state: ArmState, retry_failed: bool) -> Optional[ArmOutcome]:
+    """The outcome of an arm that needs nothing more (its run failed and is not retried, or it is pulled); None
+    when it is to be pushed, or waited for and pulled."""
+    if state.failed and not retry_failed:
+        return replace(state.outcome, state=f"failed: {failure_text(state.row)} (lorakit sweep --resume {sweep.id} "
+                                            "--retry-failed pushes it again)")
+    version = state.version
+    if version is not None and state.row.get("pulled_at") and project.version_dir(version).is_dir():
+        return state.outcome
+    return None
+
+
+def _arm_run(project: Project, remote: Remote, sweep: Sweep, arm: Arm, show: SweepShow,
+             retry_failed: bool) -> ArmOutcome:
+    state = arm_state(project, sweep, arm)
+    done = arm_done(project, sweep, state, retry_failed)
     if done is not None:
         return done
-    version, before, run = (int(row["version"]) if row else None), row is not None, show.run_of(arm)
-    show.started(arm, version)
+    run, version = show.run_of(arm), state.version
+    outcome = state.outcome if version is not None else ArmOutcome(arm, None, "pulled")  # else pushed now
+    show.started(arm, version, state.reused and version is not None)
     try:
-        if row is None:
+        if version is None:
             _unchanged_check(project, sweep, arm)
             options = RunOptions(sweep.push_options(arm), timeout=sweep.options.timeout)
             version = session_waited(lambda: run_pipeline(project, remote, options, run), arm.label,
                                      Poll.of(remote.policy, sweep.options.timeout), show.waiting).pushed.version
-        else:
-            version, status = kernel_status_wait(project, remote, version, sweep.options.timeout, run.on_poll,
-                                                 run.on_log)
-            return _arm_ended(project, remote, (arm, version, before), status, run)
+            return replace(outcome, version=version)
+        version, status = kernel_status_wait(project, remote, version, sweep.options.timeout, run.on_poll, run.on_log)
+        return _arm_ended(project, remote, outcome, status, run)
     except RunFailed as exc:  # the run ended in ERROR: this arm's outcome, the next arm goes on
         row = arm_row(ledger_of(project).rows(), sweep, arm)
-        return ArmOutcome(arm, int(row["version"]) if row else version, f"failed: {exc}", before)
-    return ArmOutcome(arm, version, "pulled", before)
+        return replace(outcome, version=int(row["version"]) if row else version, state=f"failed: {exc}")
 
 
-def _arm_ended(project: Project, remote: Remote, pushed: tuple, status: KernelStatus, run: RunShow) -> ArmOutcome:
-    """The outcome of an arm whose run ended (``pushed``: the arm, its version, whether pushed before): failed,
-    or pulled."""
-    arm, version, before = pushed
-    run.ran(version, status)
+def _arm_ended(project: Project, remote: Remote, outcome: ArmOutcome, status: KernelStatus,
+               run: RunShow) -> ArmOutcome:
+    """``outcome`` of an arm whose run (``outcome.version``) ended: failed, or pulled."""
+    run.ran(outcome.version, status)
     try:
-        kernel_failure_raise(version, status)
+        kernel_failure_raise(outcome.version, status)
     except RunFailed as exc:
-        return ArmOutcome(arm, version, f"failed: {exc}", before)
-    run.pulled(kernel_output_pull(project, remote, version, on_wait=run.on_wait))
-    return ArmOutcome(arm, version, "pulled", before)
+        return replace(outcome, state=f"failed: {exc}")
+    run.pulled(kernel_output_pull(project, remote, outcome.version, on_wait=run.on_wait))
+    return outcome
 
 
-def arm_lanes(project: Project, remote: Remote, sweep: Sweep, show: SweepShow) -> Lanes:
+def arm_lanes(project: Project, remote: Remote, sweep: Sweep, show: SweepShow, retry_failed: bool) -> Lanes:
     """The steps of each arm for lanes_run (sweep --parallel): _arm_run's, a status read at a time."""
     ref = kernel_ref_resolve(project, remote)
-    seen: dict = {}  # arm label -> (when it was first polled, its last status, pushed before)
+    seen: dict = {}  # arm label -> (when it was first polled, its last status, its outcome so far)
+
+    def done(arm: Arm) -> Optional[ArmOutcome]:
+        outcome = arm_done(project, sweep, arm_state(project, sweep, arm), retry_failed)
+        if outcome is not None:
+            show.ended(outcome)
+        return outcome
 
     def pushed(arm: Arm) -> Optional[int]:
-        row = arm_row(ledger_of(project).rows(), sweep, arm)
-        if row is not None:
-            show.started(arm, int(row["version"]))
-            seen[arm.label] = (time.monotonic(), None, True)
-        return int(row["version"]) if row else None
+        state = arm_state(project, sweep, arm)
+        if state.version is not None:
+            show.started(arm, state.version, state.reused)
+            seen[arm.label] = (time.monotonic(), None, state.outcome)
+        return state.version
 
     def push(arm: Arm) -> int:
         if arm.label not in seen:
-            show.started(arm, None)
+            show.started(arm, None, False)
             _unchanged_check(project, sweep, arm)
-        seen[arm.label] = (time.monotonic(), None, False)
         result = kernel_push(project, remote, sweep.push_options(arm), show.run_of(arm).warn)
         show.run_of(arm).pushed(result)
+        seen[arm.label] = (time.monotonic(), None, ArmOutcome(arm, result.version, "pulled"))
         return result.version
 
     def ended(arm: Arm, version: int) -> bool:
         status = remote.kernel_status_get(ref, version)
         status_record(ledger_of(project), version, status)
-        since, _, before = seen[arm.label]
-        seen[arm.label] = (since, status, before)
+        since, _, outcome = seen[arm.label]
+        seen[arm.label] = (since, status, outcome)
         show.run_of(arm).on_poll(version, status, time.monotonic() - since)
         if status.status in TERMINAL_KERNEL:
             environment_record(project, remote, ref, version, status)
         return status.status in TERMINAL_KERNEL
 
     def finish(arm: Arm, version: int) -> ArmOutcome:
-        _, status, before = seen[arm.label]
-        outcome = _arm_ended(project, remote, (arm, version, before), status, show.run_of(arm))
+        _, status, outcome = seen[arm.label]
+        outcome = _arm_ended(project, remote, replace(outcome, version=version), status, show.run_of(arm))
         show.ended(outcome)
-        return outcome
-
-    def done(arm: Arm) -> Optional[ArmOutcome]:
-        outcome = _arm_done(arm_row(ledger_of(project).rows(), sweep, arm), arm)
-        if outcome is not None:
-            show.ended(outcome)
         return outcome
 
     return Lanes(done, pushed, push, ended, finish)
@@ -218,84 +239,6 @@ def _unchanged_check(project: Project, sweep: Sweep, arm: Arm) -> None:
     if now != arm.config_hash:
         raise UsageError(f"{arm.label}'s config_hash is now {now[:12]}, but the sweep recorded {arm.config_hash[:12]}: "
                          "the kernel script changed since; start a new sweep")
-
-
-# ------------------------------------------------------------------------------------------------ ranking
-@dataclass(frozen=True)
-class Ranked:
-    """One arm of the sweep, its runs over the seeds, and its paired test against the best arm."""
-
-    name: str
-    sets: tuple
-    versions: tuple  # one per seed (None: not pushed or not run)
-    accuracies: tuple  # validation accuracy of each run that has one
-    trainable_params: int
-    mean: Optional[float] = None
-    spread: Optional[float] = None  # sample standard deviation over the seeds (None for one seed)
-    best_wins: Optional[int] = None  # validation rows the best arm got right and this one wrong
-    arm_wins: Optional[int] = None
-    rows: Optional[int] = None  # paired rows (summed over the seeds)
-    p_value: Optional[float] = None
-    p_holm: Optional[float] = None
-    words: str = ""  # the verdict in words, or "best", or "not comparable: why"
-
-    def as_json(self) -> dict:
-        return {**asdict(self), "sets": list(self.sets), "versions": list(self.versions),
-                "accuracies": list(self.accuracies)}
-
-
-def _arm_runs(project: Project, sweep: Sweep) -> dict:
-    """name -> [(arm, its version or None, its PulledRun or None)] in the sweep's order."""
-    groups: dict = {}
-    rows = ledger_of(project).rows()
-    for arm in sweep.arms:
-        row = arm_row(rows, sweep, arm)
-        version = int(row["version"]) if row else None
-        run = pulled_run_load(project, version) if row and row.get("pulled_at") else None
-        groups.setdefault(arm.name, []).append((arm, version, run))
-    return groups
-
-
-def _accuracy(run: Optional[PulledRun]) -> Optional[float]:
-    return None if run is None else run.numbers()["val_accuracy"]
-
-
-def sweep_rank(project: Project, sweep: Sweep) -> list:
-    """The arms ranked by validation accuracy (the mean over seeds; arms without one last), each paired with
-    the best arm seed by seed, and the p-values Holm-corrected over the arms compared."""
-    ranked = []
-    for name, runs in _arm_runs(project, sweep).items():
-        accuracies = tuple(a for a in (_accuracy(run) for _, _, run in runs) if a is not None)
-        mean, spread = mean_spread(accuracies)
-        ranked.append((Ranked(name, runs[0][0].sets, tuple(v for _, v, _ in runs), accuracies,
-                              runs[0][0].trainable_params, mean, spread), runs))
-    ranked.sort(key=lambda item: (item[0].mean is None, -(item[0].mean or 0.0)))
-    if not ranked or ranked[0][0].mean is None:
-        return [r for r, _ in ranked]
-    best, best_runs = ranked[0]
-    out = [replace(best, words="best")] + [_paired(best, best_runs, r, runs) for r, runs in ranked[1:]]
-    tested = [i for i, r in enumerate(out) if r.p_value is not None]
-    for i, adjusted in zip(tested, holm([out[i].p_value for i in tested])):
-        r = out[i]
-        out[i] = replace(r, p_holm=adjusted, words=verdict(best.name, r.name, r.best_wins, r.arm_wins, adjusted))
-    return out
-
-
-def _paired(best: Ranked, best_runs: list, arm: Ranked, runs: list) -> Ranked:
-    """``arm`` with its McNemar counts against ``best``: each seed's run with the best arm's run of that seed."""
-    by_seed = {a.seed: run for a, _, run in best_runs}
-    wins = [0, 0, 0]
-    for a, _, run in runs:
-        other = by_seed.get(a.seed)
-        if run is None or other is None:
-            missing = a.label if run is None else f"{best.name}'s seed {a.seed}"
-            return replace(arm, words=f"not comparable: {missing} has no pulled run")
-        try:
-            paired = paired_test(other, run)
-        except UsageError as exc:
-            return replace(arm, words=f"not comparable: {exc}")
-        wins = [wins[0] + paired.a_wins, wins[1] + paired.b_wins, wins[2] + paired.rows]
-    return replace(arm, best_wins=wins[0], arm_wins=wins[1], rows=wins[2], p_value=mcnemar_exact(wins[0], wins[1]))
 
 
 # ---------------------------------------------------------------------------------------------- submitting
@@ -313,7 +256,7 @@ class Submitted:
 def _best_version(project: Project, arm: Ranked) -> Optional[int]:
     """The arm's run with the best validation accuracy that left a submission.csv."""
     runs = [(pulled_run_load(project, v), v) for v in arm.versions if v is not None]
-    runs = [(_accuracy(run), v) for run, v in runs if (run.folder / "submission.csv").is_file()]
+    runs = [(run_accuracy(run), v) for run, v in runs if (run.folder / "submission.csv").is_file()]
     runs = [(a, v) for a, v in runs if a is not None]
     return max(runs)[1] if runs else None
 
@@ -329,13 +272,13 @@ def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -
     todo = [v for v in best if v not in already]
     skipped = []
     if len(best) < want:
-        skipped.append(f"{want - len(best)} of the best {want}: only {len(best)} arm(s) have a validation "
-                       "accuracy and a submission.csv")
+        skipped.append(f"{want - len(best)} of the best {want}: only {plural(len(best), 'arm')} "
+                       f"{'has' if len(best) == 1 else 'have'} a validation accuracy and a submission.csv")
     notes: list = []
     left = submissions_left(project, remote, notes) if todo else None
     if left is not None and left < len(todo):
         skipped.append(f"{len(todo) - left} of the best {want} ({', '.join(f'v{v}' for v in todo[left:])}): "
-                       f"only {left} submission(s) left today")
+                       f"only {plural(left, 'submission')} left today")
         todo = todo[:left]
     results = tuple(submission_create(project, remote, v, None, sweep.options.allow_smoke) for v in todo)
     return Submitted(results, already, (*skipped, *notes))
@@ -345,12 +288,8 @@ def sweep_submit(project: Project, remote: Remote, sweep: Sweep, ranked: list) -
 SWEEP_PARALLEL = ("No Kaggle documentation we could find states how many GPU sessions one account may hold at once "
                   "(users report two): Kaggle's refusal (Maximum batch GPU session count of N reached) says, so "
                   "--parallel learns the limit from it and waits for a session.")
-
-
 SWEEP_STILL_RUNNING = ("an arm already running on Kaggle keeps running (and using GPU time) after Ctrl-C: Kaggle's "
                        "API has no way to cancel a version")
-
-
 SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "--config": ("config_file", None),
                   "--set": ("sets", []), "-m": ("message", ""), "--seeds": ("seeds", 1),
                   "--submit-best": ("submit_best", 0), "--allow-smoke": ("allow_smoke", False),
@@ -361,9 +300,11 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
 @command(
     "sweep",
     "push a grid of configs one arm after another, or N at once with --parallel (push, wait, pull each), then rank "
-    "them by validation accuracy with a paired test against the best",
+    "them by validation accuracy with a paired test against the best; an arm whose config already ran is taken "
+    "from the ledger",
     flag("--grid", action="append", default=[], metavar="KEY=V1,V2",
-         help="one axis of the grid (repeatable: every combination of the axes is an arm)"),
+         help="one axis of the grid (repeatable: every combination of the axes is an arm); values that hold commas "
+              "are separated by | instead: --grid 'lora_targets=query,value|query,key,value,dense'"),
     flag("--from-plan", type=int, metavar="N", help="also one arm per row of the first N rows of lorakit plan"),
     flag("--config", dest="config_file", metavar="FILE",
          help='also one arm per override object of a JSON list, e.g. [{"lora_r": 4}, {"lora_targets": "query,value"}]'),
@@ -374,10 +315,15 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
               "its tests against the best paired seed by seed (a seed changes the validation rows)"),
     flag("--submit-best", type=int, default=0, metavar="K",
          help="then submit the best K arms by validation accuracy: never more than today's submissions left, never "
-              "a smoke run"),
+              "a smoke run; it says when the validation rows cannot tell the best from the next"),
     ALLOW_SMOKE,
     flag("--accelerator", metavar="SHAPE", help="machine shape of every arm, e.g. NvidiaTeslaT4"),
-    flag("--again", action="store_true", help="also push arms whose config already ran to COMPLETE outside the sweep"),
+    flag("--again", action="store_true",
+         help="push every arm, also those whose config already ran to COMPLETE (or runs now) outside the sweep, "
+              "which are otherwise taken from the ledger: ranked with the others, not pushed"),
+    flag("--yes", action="store_true",
+         help="do not ask: a sweep of more than one run shows its plan and asks on a terminal before it pushes, "
+              "and without a terminal (a script) it is refused unless --yes"),
     flag("--timeout", type=float, default=3600.0, metavar="S",
          help="give up waiting for an arm's run, or for a GPU session to push it, after S seconds (default 3600)"),
     flag("--session-timeout-minutes", type=float, metavar="M",
@@ -392,19 +338,20 @@ SWEEP_RECORDED = {"--grid": ("grid", []), "--from-plan": ("from_plan", None), "-
     flag("--dry-run", action="store_true",
          help="check and count every arm and show the GPU time against the quota left; record and push nothing"),
     flag("--resume", metavar="ID",
-         help="carry on sweep ID (submissions/sweeps/ID.json) after Ctrl-C or an error: settles pushes whose reply "
-              "was lost, waits for and pulls the arms pushed, pushes only those never pushed. "
-              f"Note: {SWEEP_STILL_RUNNING}. {SWEEP_PARALLEL} Exit 3 when an arm's run failed."),
+         help="carry on sweep ID (submissions/sweeps/ID.json; lorakit sync restores it in another clone) after "
+              "Ctrl-C or an error: settles pushes whose reply was lost, waits for and pulls the arms pushed, pushes "
+              f"only those never pushed. Note: {SWEEP_STILL_RUNNING}. {SWEEP_PARALLEL} Exit 3 when an arm's run "
+              "failed."),
+    flag("--retry-failed", action="store_true", help="with --resume: push the arms whose run failed again"),
     JSON,
 )
 def cmd_sweep(args) -> int:
     out = args.out
-    seconds_check(args.timeout, "--timeout")
-    if args.parallel < 1 or (args.follow and args.parallel > 1):
-        raise ArgumentError("--parallel takes a positive number of arms; --follow streams one log: use it with "
-                            "--parallel 1")
+    _sweep_flags_check(args)
     project = project_of(args)
     sweep = _sweep_resumed(args, project) if args.resume else sweep_new(project, _sweep_request(args))
+    for warning in sweep.warnings:
+        warn(warning)
     remote = remote_new()
     _sweep_preflight(project, remote, sweep)
     out.partial = {"sweep": sweep.id, "dry_run": args.dry_run, "shared_sets": list(sweep.shared),
@@ -415,13 +362,20 @@ def cmd_sweep(args) -> int:
         out.document(out.partial)
         return 0
     if not args.resume:
+        _sweep_confirm(args, sweep)
         path = sweep_record(project, sweep)
         out.progress(f"recorded {path.relative_to(project.root)} (carry on after Ctrl-C or an error: "
                      f"lorakit sweep --resume {sweep.id})")
     try:
-        outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project))
+        outcomes = sweep_run(project, remote, sweep, _sweep_show(args, project, sweep), args.retry_failed)
     except Interrupted as exc:
         raise Interrupted(f"{exc}; {SWEEP_STILL_RUNNING}", exc.version) from None
+    return _sweep_ended(out, (project, remote, sweep), outcomes)
+
+
+def _sweep_ended(out: Output, where: tuple, outcomes: list) -> int:
+    """The ranking, the submissions of --submit-best and the failed arms, once every arm ended; the exit status."""
+    project, remote, sweep = where
     ranked = sweep_rank(project, sweep)
     out.partial["ranked"] = [r.as_json() for r in ranked]
     _sweep_ranked_show(out, sweep, ranked)
@@ -434,6 +388,16 @@ def cmd_sweep(args) -> int:
         warn(f"{outcome.arm.label} (v{outcome.version}) {outcome.state}")
     out.document(out.partial)
     return RunFailed.exit_code if failed else 0
+
+
+def _sweep_flags_check(args) -> None:
+    """The flags that cannot go together, before anything is read or asked."""
+    seconds_check(args.timeout, "--timeout")
+    if args.parallel < 1 or (args.follow and args.parallel > 1):
+        raise ArgumentError("--parallel takes a positive number of arms; --follow streams one log: use it with "
+                            "--parallel 1")
+    if args.retry_failed and not args.resume:
+        raise ArgumentError("--retry-failed carries on a recorded sweep: lorakit sweep --resume ID --retry-failed")
 
 
 def _sweep_preflight(project, remote: Remote, sweep) -> None:
@@ -456,9 +420,6 @@ def _sweep_request(args):
 def _sweep_resumed(args, project):
     """The recorded sweep, its --timeout, --parallel and --over-quota those given now; the flags that define a
     sweep are refused."""
-    from dataclasses import replace
-
-
     given = [name for name, (dest, default) in SWEEP_RECORDED.items() if getattr(args, dest) != default]
     if given:
         raise ArgumentError(f"--resume carries on with the arms and options recorded in the sweep file: drop "
@@ -468,29 +429,59 @@ def _sweep_resumed(args, project):
                                           over_quota=args.over_quota))
 
 
-def _sweep_plan_show(out: Output, project, sweep, remote: Remote) -> dict:
-    """The arms about to be pushed, their exact counts, and the GPU time of those not pushed yet (each at its
-    estimate) against the hours left; what it showed, for the JSON document."""
+def _terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # no stdin, or a closed one
+        return False
 
-    rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}"]
-            for a in sweep.arms]
-    out.result(f"sweep {sweep.id}: {len(sweep.arms)} run(s), each checked by the kernel's config rules and within "
-               "the parameter budget")
-    out.result(table(["arm", "settings", "trainable", "config_hash", "max minutes"], rows))
+
+def _sweep_confirm(args, sweep) -> None:
+    """A sweep of more than one run asks before it pushes: on a terminal; without one (a script), refused
+    unless --yes. Nothing is recorded or pushed before the answer."""
+    pushes = len(sweep.pushes)
+    if args.yes or len(sweep.arms) < 2 or not pushes:
+        return
+    if not _terminal():
+        raise FlagNeeded(f"a sweep of {plural(len(sweep.arms), 'run')} asks before it pushes, and there is no terminal "
+                         "to ask on: add --yes (or see the plan with --dry-run); nothing recorded, nothing pushed")
+    print(f"push {plural(pushes, 'run')} of this sweep now? [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        answer = ""
+    if not answer.endswith("\n"):  # Ctrl-D: end the prompt's line
+        print(file=sys.stderr)
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Refused("not confirmed: nothing recorded, nothing pushed")
+
+
+def _sweep_plan_show(out: Output, project, sweep, remote: Remote) -> dict:
+    """The arms about to be pushed (and those taken from the ledger), their exact counts, and the GPU time of
+    those not pushed yet (each at its estimate) against the hours left; what it showed, for the JSON document."""
+    ledger_rows = ledger_of(project).rows()
+    rows = [[a.label, " ".join(a.own) or "-", f"{a.trainable_params:,}", a.config_hash[:12], f"{a.time_limit_minutes:g}",
+             _arm_plan_text(sweep, arm_row(ledger_rows, sweep, a))] for a in sweep.arms]
+    out.result(f"sweep {sweep.id}: {plural(len(sweep.arms), 'run')}, each checked by the kernel's config rules and "
+               "within the parameter budget")
+    out.result(table(["arm", "settings", "trainable", "config_hash", "max minutes", "run"], rows))
     out.result(f"shared     {' '.join(sweep.shared) or '-'}")
+    reused = [a for a in sweep.arms if a.reuses is not None]
+    if reused:
+        out.result(f"from the ledger: {', '.join(f'{a.label} (v{a.reuses})' for a in reused)} ran this config "
+                   "already: ranked with the others, not pushed again (--again pushes it)")
     asked = accelerator_asked(project.metadata, sweep.options.accelerator)
     if asked == "none":
         out.result("GPU time   none (the accelerator asked for is none)")
         return {"gpu_minutes": None, "gpu_hours_left": None, "arms_to_push": None}
-    ledger_rows = ledger_of(project).rows()
     estimates = [run_estimate(ledger_rows, asked, a.time_limit_minutes)
-                 for a in sweep.arms if arm_row(ledger_rows, sweep, a) is None]  # those pushed hold time_reserved
+                 for a in sweep.arms if arm_row(ledger_rows, sweep, a) is None]  # those on Kaggle hold time_reserved
     minutes = sum(e.minutes for e in estimates)
     left, why = gpu_hours_left(lambda: remote, asked)
     shown = "unknown" if left is None else f"{left:.1f} h"
-    sources = "; ".join(sorted({e.source for e in estimates})) or "every arm is pushed"
-    out.result(f"GPU time   up to {minutes / 60:.1f} h in all for {len(estimates)} arm(s) to push ({sources}); GPU "
-               f"quota left this week: {shown}")
+    sources = "; ".join(sorted({e.source for e in estimates})) or "every arm is on Kaggle or in the ledger"
+    out.result(f"GPU time   up to {minutes / 60:.1f} h in all for {plural(len(estimates), 'arm')} to push "
+               f"({sources}); GPU quota left this week: {shown}")
     if left is None:
         note(f"{why}: the sweep's GPU time is not weighed against it")
     return {"gpu_minutes": minutes, "gpu_hours_left": left, "arms_to_push": len(estimates)}
@@ -501,7 +492,8 @@ def _sweep_weigh(sweep, plan: dict, dry_run: bool) -> None:
     dry run only warns."""
     try:
         overridden = quota_weigh(plan["gpu_hours_left"], plan["gpu_minutes"] or 0.0,
-                                 f"the sweep's {plan['arms_to_push']} arm(s) to push", sweep.options.over_quota)
+                                 f"the sweep's {plural(plan['arms_to_push'] or 0, 'arm')} to push",
+                                 sweep.options.over_quota)
     except FlagNeeded as exc:
         if not dry_run:
             raise
@@ -510,49 +502,68 @@ def _sweep_weigh(sweep, plan: dict, dry_run: bool) -> None:
         warn(overridden)
 
 
-def _sweep_show(args, project):
-    """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them, each arm with
-    its own partial document (with --parallel, arms interleave)."""
+def _arm_plan_text(sweep, row: Optional[dict]) -> str:
+    """What becomes of an arm: pushed, or the version of the ledger it is (this sweep's, or one taken from it)."""
+    if row is None:
+        return "push"
+    whose = "this sweep's" if row.get("sweep_id") == sweep.id else "taken from the ledger, not pushed"
+    return f"v{row['version']} {row.get('status') or '?'} ({whose})"
 
+
+def _sweep_show(args, project, sweep):
+    """What `lorakit sweep` prints as its arms go: each arm's steps as `lorakit run` prints them, each arm with
+    its own partial document (with --parallel, arms interleave), and a warning or note that every arm's push
+    repeats (too few validation rows, the placeholder owner) once."""
     out = args.out
-    arms: dict = {}  # arm label -> its Namespace, whose Output holds the arm's own partial document
+    arms: dict = {}  # arm label -> (its Namespace, whose Output holds the arm's own partial document; its RunShow)
+    warned = set(sweep.warnings)
     done = out.partial.setdefault("arms", [])
 
-    def arm_of(a) -> argparse.Namespace:
-        return arms.setdefault(a.label, argparse.Namespace(out=Output(out.as_json), follow=args.follow))
+    def warn_once(text: str) -> None:
+        if text not in warned:
+            warned.add(text)
+            warn(text)
 
-    def started(a, version) -> None:
-        arms[a.label] = argparse.Namespace(out=Output(out.as_json), follow=args.follow)
-        out.progress(f"--- {a.label} ({' '.join(a.own) or 'the shared config'}): "
-                     + (f"carrying on v{version}" if version else "pushing"))
+    def arm_of(a) -> tuple:
+        if a.label not in arms:
+            space = argparse.Namespace(out=Output(out.as_json), follow=args.follow)
+            steps = run_show(space, project)
+
+            def pushed_once(result) -> None:
+                fresh = tuple(n for n in result.notes if n not in warned)
+                warned.update(result.notes)
+                steps.pushed(replace(result, notes=fresh))
+
+            arms[a.label] = (space, replace(steps, warn=warn_once, pushed=pushed_once))
+        return arms[a.label]
+
+    def started(a, version, reused) -> None:
+        arms.pop(a.label, None)
+        doing = ("pushing" if version is None else f"waiting for v{version}, which runs this config (taken from the "
+                 "ledger, not pushed)" if reused else f"carrying on v{version}")
+        out.progress(f"--- {a.label} ({' '.join(a.own) or 'the shared config'}): {doing}")
 
     def ended(outcome) -> None:
-        done.append({**outcome.as_json(), "run": arm_of(outcome.arm).out.partial or None})
-        out.progress(f"{outcome.arm.label}: v{outcome.version} {outcome.state}"
-                     + (" (pushed before)" if outcome.resumed else ""))
+        done.append({**outcome.as_json(), "run": arm_of(outcome.arm)[0].out.partial or None})
+        why = (" (taken from the ledger: it ran this config before; not pushed)" if outcome.reused
+               else " (pushed before)" if outcome.resumed else "")
+        out.progress(f"{outcome.arm.label}: v{outcome.version} {outcome.state}{why}")
 
-    return SweepShow(lambda a: run_show(arm_of(a), project), started, ended, note)
+    return SweepShow(lambda a: arm_of(a)[1], started, ended, note)
 
 
 def _sweep_ranked_show(out: Output, sweep, ranked: list) -> None:
-    seeds = sweep.options.seeds > 1
-    headers = ["#", "arm", "versions", "settings", "trainable", "mean val_acc" if seeds else "val_acc",
-               *(["spread"] if seeds else []), "wins best/arm", "p", "p (Holm)", "vs best"]
-    rows = []
-    for i, r in enumerate(ranked, start=1):
-        wins = "-" if r.best_wins is None else f"{r.best_wins}/{r.arm_wins} of {r.rows}"
-        rows.append([i, r.name, ",".join(f"v{v}" for v in r.versions if v) or "-", " ".join(r.sets) or "-",
-                     f"{r.trainable_params:,}", fmt(r.mean), *([fmt(r.spread)] if seeds else []), wins,
-                     _p(r.p_value), _p(r.p_holm), r.words or "no validation accuracy"])
-    out.result(f"sweep {sweep.id} ranked by validation accuracy" + (f" (mean of {sweep.options.seeds} seeds)" if seeds else ""))
+    """The ranked table, and, where the best cannot be told from the next, by how much the rows fall short."""
+    headers, rows, caption = ranked_table(sweep, ranked)
+    out.result(f"sweep {sweep.id} ranked by validation accuracy"
+               + (f" (mean of {sweep.options.seeds} seeds)" if sweep.options.seeds > 1 else ""))
     out.result(table(headers, rows))
-    out.result("p: exact McNemar test against the best on the same validation rows"
-               + (" (summed over the seeds, each paired with the best's run of the same seed)" if seeds else "")
-               + "; p (Holm): corrected for the arms compared")
-
-
-def _p(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2g}"
+    out.result(caption)
+    noise = ranked_noise(ranked)
+    if noise:
+        out.result(f"noise: {noise}")
+        if sweep.options.submit_best:
+            warn(f"--submit-best {sweep.options.submit_best} picks {ranked[0].name} on noise: {noise}")
 
 
 def _sweep_submitted_show(out: Output, submitted) -> None:

@@ -11,7 +11,10 @@ token in its description, else the version its description names.
 Everything is read before anything is written; the ledger is then changed in one locked, atomic write (none
 when nothing changes). A row is never overwritten: an existing row that disagrees on the push token or a
 config_hash is a conflict, reported and left as is; a matching row only gets its empty columns filled and
-Kaggle's own columns (the run's and the submission's status and scores) refreshed.
+Kaggle's own columns (the run's status and failure message, the submission's status and scores) refreshed. A
+row's note and tags are yours, never Kaggle's: sync keeps them. The sweep records (submissions/sweeps/<id>.json)
+this clone lacks are written from the push records of their arms, which carry them, so that `lorakit sweep
+--resume` works in any clone.
 """
 
 from __future__ import annotations
@@ -22,23 +25,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from lorakit.arms import SWEEP_ID
+from lorakit.arms import SWEEP_ID, sweep_restore
 from lorakit.common import (
     CONFIG_HASH, MESSAGE_CONTROL, METRICS_MAX_BYTES, TERMINAL_KERNEL, UNCONFIRMED, description_version, kernel_ref_resolve, ledger_of,
     metrics_columns, metrics_parse, overrides_text, submission_columns, submission_key, submission_preferred,
 )
-from lorakit.console import JSON, Output, command, err, flag, note, project_of, remote_new, table, warn
+from lorakit.console import JSON, Output, command, err, flag, note, plural, project_of, remote_new, table, warn
 from lorakit.errors import LorakitError, NotFound, Refused, RemoteError, UsageError
 from lorakit.kernel import pushed_source_read
 from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.processes import temp_tag
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
+from lorakit.push import SWEEP_RECORD
 from lorakit.remote import Remote, Submission
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
                   "trainable_params", "sweep_id", "session_timeout_s")  # what a push record holds (push.push_record_of)
 PUSH_ONLY = ("message", "git_commit", "git_dirty", "pushed_at", "accelerator")  # unknown without a push record
-KAGGLE_OWNED = ("status", "submission_status", "public_score", "private_score")  # Kaggle's word now: refreshed
+# Kaggle's word now: refreshed
+KAGGLE_OWNED = ("status", "failure_message", "submission_status", "public_score", "private_score")
 IDENTITY = ("push_token", "config_hash", "run_config_hash")  # a row that disagrees on one is another push
 _TOKEN = re.compile(r"lk-[0-9a-f]{12}")
 _HASH_PREFIX = re.compile(r"[0-9a-f]{12}")
@@ -52,6 +57,7 @@ class VersionSeen:
     fields: dict  # ledger column -> cell text
     unknown: tuple = ()  # push-only columns its source holds no record of (pushed before lorakit wrote one)
     problems: tuple = ()  # what could not be read (a damaged block, a metrics.json that is no JSON object)
+    sweep: str = ""  # the definition of the sweep it is an arm of, as its push record carries it (JSON)
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class SyncReport:
     submissions: tuple  # a Change per submission to the competition
     dry_run: bool = False
     written: bool = False
+    sweeps: tuple = ()  # the sweep records restored (with --dry-run: that would be), as paths
 
     @property
     def changed(self) -> bool:
@@ -90,7 +97,7 @@ class SyncReport:
     def as_json(self) -> dict:
         return {"kernel": self.kernel, "latest_version": self.latest, "dry_run": self.dry_run,
                 "written": self.written, "versions": [c.as_json() for c in self.versions],
-                "submissions": [c.as_json() for c in self.submissions]}
+                "submissions": [c.as_json() for c in self.submissions], "sweeps": list(self.sweeps)}
 
 
 # ------------------------------------------------------------------------------------------ reading Kaggle
@@ -110,6 +117,7 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
     status = remote.kernel_status_get(ref, number)
     if status.named:
         fields["status"] = status.status
+        fields.update(cells({"failure_message": status.failure_message or None}))
     problems += pushed.problems
     raw = metrics_fetch(remote, ref, number) if status.status in TERMINAL_KERNEL - {"NEW_SCRIPT"} else None
     try:
@@ -119,7 +127,7 @@ def version_seen(project: Project, remote: Remote, ref: KernelRef, number: int) 
     else:  # the push record's config_hash and count (as pushed) come first
         fields.update({k: v for k, v in metrics_columns(metrics or {}).items() if k not in fields})
     unknown = tuple(k for k in PUSH_ONLY if record.get(k) is None)
-    return VersionSeen(number, fields, unknown, tuple(problems))
+    return VersionSeen(number, fields, unknown, tuple(problems), str(pushed.record.get(SWEEP_RECORD) or ""))
 
 
 # What a push record's fields may hold before sync stores them (Kaggle's copy of the script is untrusted text).
@@ -344,11 +352,22 @@ def ledger_sync(project: Project, remote: Remote, dry_run: bool = False, read_al
         return SyncReport(str(ref), latest, tuple(versions), tuple(subs), dry_run)
 
     report = merged([dict(r) for r in ledger.all_rows()])
-    if dry_run or not report.changed:
-        return report
-    with ledger.transaction() as records:  # merged again under the lock: what changed meanwhile counts
-        report = merged(records)
-    return replace(report, written=True)
+    if not dry_run and report.changed:
+        with ledger.transaction() as records:  # merged again under the lock: what changed meanwhile counts
+            report = replace(merged(records), written=True)
+    return replace(report, sweeps=sweeps_restore(project, seen, dry_run))
+
+
+def sweeps_restore(project: Project, seen: list, dry_run: bool) -> tuple:
+    """The sweep records this clone lacks, written from the newest push record of each (arms.sweep_restore):
+    `lorakit sweep --resume ID` then works here too. The paths written (with ``dry_run``: that would be)."""
+    restored = []
+    for one in sorted(seen, key=lambda s: -s.version):
+        sweep_id = one.fields.get("sweep_id", "")
+        if sweep_id and one.sweep and not any(sweep_id in path for path in restored):
+            path = sweep_restore(project, one.sweep, sweep_id, dry_run)
+            restored += [path] if path else []
+    return tuple(restored)
 
 
 # ------------------------------------------------------------------------------------- the command line
@@ -368,7 +387,7 @@ def cmd_sync(args) -> int:
     unread = [c for c in report.versions if c.action == "unreadable"]
     if unread:  # the rest is merged: the one error line says what is missing (under --json, with the report)
         args.out.partial = report.as_json()
-        raise LorakitError(f"{len(unread)} version(s) of {report.kernel} could not be read, the rest is merged; "
+        raise LorakitError(f"{plural(len(unread), 'version')} of {report.kernel} could not be read, the rest is merged; "
                            f"the first: {unread[0].detail}; run lorakit sync again")
     args.out.document(report.as_json())
     return 0
@@ -376,7 +395,8 @@ def cmd_sync(args) -> int:
 
 def _sync_show(out: Output, project, report) -> None:
     """The versions' and the submissions' tables, a warning per conflict or unreadable part, and what was written."""
-    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {len(report.submissions)} submission(s) to "
+    submissions = plural(len(report.submissions), "submission")
+    out.result(f"{report.kernel}: v1 to v{report.latest} on Kaggle, {submissions} to "
                f"{project.competition}")
     out.result(table(["version", "action", "columns / why"],
                       [[f"v{c.version}", c.action, c.detail if c.action in ("conflict", "absent", "unreadable") else
@@ -400,6 +420,10 @@ def _sync_show(out: Output, project, report) -> None:
     counts += f", {unread} could not be read" if unread else ""
     verb = "dry run, nothing written to" if report.dry_run else "wrote" if report.written else "nothing to change in"
     out.result(f"{verb} {project.ledger_path.relative_to(project.root)} ({counts})")
+    for path in report.sweeps:
+        sweep_id = Path(path).stem
+        out.result(f"{'would restore' if report.dry_run else 'restored'} {path} from its arms' push records "
+                   f"(lorakit sweep --resume {sweep_id} carries it on here)")
 
 
 def _sync_unknown_note(report) -> None:
