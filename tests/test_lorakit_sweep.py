@@ -425,3 +425,25 @@ def test_the_checks_warnings_are_said_once_for_the_sweep(kit):
     assert err.count("these settings leave about 32 validation rows (val_fraction 0.05 of the 600 rows of "
                      "max_train_samples)") == 1
     assert err.count("holds the placeholder owner") == 1  # each arm's push notes it: said once too
+
+
+def test_parallel_reuses_an_arm_that_already_ran_and_retries_a_failed_one(kit):
+    """--parallel and the ledger's runs together: a finished config is ranked, not pushed; a failed arm is
+    reported, then pushed again with --resume --retry-failed, still N at a time."""
+    kit.accuracy = lambda cfg, number: {2: 0.80, 4: 0.90, 8: 0.85}[cfg.lora_r]
+    push_pull(kit, "--set", "smoke=true", "--set", "lora_r=4")  # v1: lora_r=4 ran last week
+
+    def run_hook(text, number):
+        kit.state.status_script = ["QUEUED", "ERROR"] if number == 3 else ["QUEUED", "COMPLETE"]
+        return kit.fake_run(text, number)
+
+    kit.state.run_hook, kit.state.failure_message = run_hook, "CUDA out of memory"
+    code, out, err = kit.run("sweep", "--grid", "lora_r=2,4,8", "--set", "smoke=true", "--parallel", "2", "--yes",
+                             "--json")
+    assert code == 3 and pushed_rs(kit) == [4, 2, 8]  # a2 is v1: not pushed
+    arms = {a["label"]: a for a in one_document(out)["arms"]}
+    assert (arms["a2"]["version"], arms["a2"]["reused"]) == (1, True)
+    assert arms["a3"]["state"].startswith("failed: v3 ended ERROR")
+    code, out, err = kit.run("sweep", "--resume", sweep_file(kit)["id"], "--parallel", "2", "--retry-failed")
+    assert code == 0, err
+    assert pushed_rs(kit) == [4, 2, 8, 8] and all(kit.row(v)["pulled_at"] for v in (1, 2, 4))
