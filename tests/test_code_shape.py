@@ -93,8 +93,8 @@ def test_lorakit_imports_form_layers_without_cycles():
 
 # What every command may use; a command module (one that cli.COMMANDS names) or a part of one (arms: the sweep's
 # definition) may also use another command's steps (run uses push, pull and submit), a shared module never does.
-SHARED = ("common", "console", "inflight", "errors", "ledger", "project", "kernel", "remote", "transport", "retry",
-          "timeouts", "credentials", "stats", "runs", "processes", "__init__")
+SHARED = ("common", "console", "inflight", "errors", "ledger", "project", "kernel", "remote", "remote_datasets",
+          "remote_competitions", "transport", "retry", "timeouts", "credentials", "stats", "runs", "processes", "__init__")
 
 
 def test_shared_modules_never_import_a_command_module():

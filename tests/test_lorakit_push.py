@@ -185,7 +185,7 @@ def test_the_estimate_is_the_median_of_this_kernels_complete_runs_on_the_acceler
     kit.state.quota = {"timeUsed": "106920s", "totalTimeAllowed": "108000s"}  # 0.3 h (18 min) left
     code, out, err = kit.run("push", "-m", "r=16", "--set", "lora_r=1")
     line = error_line(err)
-    assert code == 6 and "the run (22 min: median of 3 COMPLETE run(s) on NvidiaTeslaT4) may take 0.4 h" in line
+    assert code == 6 and "the run (22 min: median of 3 COMPLETE runs on NvidiaTeslaT4) may take 0.4 h" in line
     code, out, err = kit.run("push", "-m", "elsewhere", "--set", "lora_r=1", "--accelerator", "NvidiaL4X1")
     assert code == 6 and "660 min: time_limit_minutes; no COMPLETE run on NvidiaL4X1 yet" in error_line(err)
     kit.state.quota = {"timeUsed": "104400s", "totalTimeAllowed": "108000s"}  # 1 h left: the measured run fits

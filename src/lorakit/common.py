@@ -19,7 +19,8 @@ from lorakit.errors import ArgumentError, UsageError
 from lorakit.kernel import kernel_labels
 from lorakit.ledger import Ledger, cells, kernel_same
 from lorakit.project import KernelRef, Project
-from lorakit.remote import Remote, Submission
+from lorakit.remote import Remote
+from lorakit.remote_competitions import Submission
 from lorakit.stats import finite_number
 from lorakit.transport import json_loads_safe
 

@@ -33,7 +33,8 @@ from lorakit.errors import FlagNeeded, NotFound, Refused, Unconfirmed, UsageErro
 from lorakit.ledger import SENDING, Ledger
 from lorakit.processes import ALIVE, UNKNOWN, sender_is_me, sender_name, sender_state, sender_words
 from lorakit.project import KernelRef, Project
-from lorakit.remote import Remote, Submission
+from lorakit.remote import Remote
+from lorakit.remote_competitions import Submission
 from lorakit.retry import RetryPolicy
 from lorakit.stats import finite_number
 

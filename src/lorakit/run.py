@@ -16,7 +16,8 @@ from lorakit.pull import PullResult, kernel_output_pull
 from lorakit.pull import pull_next, pull_show
 from lorakit.push import PushOptions, PushResult, kernel_push
 from lorakit.push import PUSH_FLAGS, push_options_of, push_show
-from lorakit.remote import KernelStatus, Remote, Submission
+from lorakit.remote import KernelStatus, Remote
+from lorakit.remote_competitions import Submission
 from lorakit.submit import SubmitResult, submission_create, submission_wait
 from lorakit.submit import score_lines, scored_show, submitted_show
 

@@ -26,7 +26,8 @@ from lorakit.ledger import Ledger
 from lorakit.ledger import kernel_same
 from lorakit.preflight import COMPETITION_URL, competition_read
 from lorakit.project import KernelRef, Project
-from lorakit.remote import Remote, Submission
+from lorakit.remote import Remote
+from lorakit.remote_competitions import Submission
 from lorakit.runs import noise_words, paired_test, pulled_run_load
 from lorakit.stats import LEVEL, finite_number, rows_to_tell, two_proportions_p
 from lorakit.transport import json_loads_safe

@@ -27,7 +27,8 @@ from lorakit.ledger import Ledger
 from lorakit.preflight import kaggle_refusal, submission_preflight
 from lorakit.project import Project
 from lorakit.project import repo_found
-from lorakit.remote import Remote, Submission
+from lorakit.remote import Remote
+from lorakit.remote_competitions import Submission
 from lorakit.retry import Poll, poll_until
 
 

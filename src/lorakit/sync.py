@@ -37,7 +37,8 @@ from lorakit.ledger import SENDING, Ledger, cells
 from lorakit.processes import temp_tag
 from lorakit.project import KernelRef, Project, adapter_dataset_ref, adapter_version_of
 from lorakit.push import SWEEP_RECORD
-from lorakit.remote import Remote, Submission
+from lorakit.remote import Remote
+from lorakit.remote_competitions import Submission
 
 RECORD_COLUMNS = ("push_token", "pushed_at", "message", "git_commit", "git_dirty", "accelerator", "config_hash",
                   "trainable_params", "sweep_id", "session_timeout_s")  # what a push record holds (push.push_record_of)

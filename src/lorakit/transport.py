@@ -417,3 +417,8 @@ def pages_read(fetch: Callable[[str, int], Any], items_of: Callable[[Any], list]
         if not token or len(items) == before or (enough is not None and enough(items)):
             break
     return items
+
+
+def enum_name(value) -> str:
+    """The name of a kagglesdk enum value in a reply (the text itself when it is none)."""
+    return getattr(value, "name", None) or str(value or "")
