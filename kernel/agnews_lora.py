@@ -56,7 +56,7 @@ import tempfile
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1613,7 +1613,10 @@ class BudgetError(KernelError):
 
 
 class DataError(KernelError):
-    pass
+    """Bad input data. Its message is printed as one line: control characters from a file become '?'."""
+
+    def __init__(self, message: str):
+        super().__init__(re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", message))
 
 
 class SubmissionError(KernelError):
@@ -2294,475 +2297,184 @@ class StopSignal:
 
 
 # ------------------------------------------------------------------------------------- test file reader
-# Test pickles are untrusted: nothing in one may run code, crash the kernel or take its memory. So the file is
-# read in a forked child whose address space is capped (a child that dies of a signal or runs out of memory is
-# one line here); its opcodes are walked before anything is built (scan_pickle); every allowed global becomes an
-# inert record, so no numpy, pyarrow, pandas or datasets code runs on the file's contents (their rebuilders
-# trust their arguments; datasets' can reopen paths); and the arrays holding the texts are decoded here, each
-# checked against its layout, with the rows and the text they add up to bounded before a string is decoded.
+# Test pickles are untrusted: nothing in one may run code, crash the kernel, or take its memory or time. A forked
+# child with capped memory and time reads the file through an Unpickler that finds only the library classes a table
+# of strings is made of, pyarrow validating each arrow array in full as it is built; it bounds the rows and text,
+# and sends the texts as JSON (a child that dies is one line here).
 TEST_MAX_FILE_BYTES = 2**30
-TEST_MAX_OPCODES = 20_000_000  # a DataFrame of TEST_MAX_ROWS rows in a few object columns fits
 TEST_MAX_ROWS = 2_000_000
-TEST_MAX_TEXT_BYTES = 2**28  # all test texts together: UTF-8 bytes of arrow strings, characters of others
-TEST_MAX_DEPTH = 100  # containers within containers; the pickles of datasets and pandas nest under 20 deep
+TEST_MAX_TEXT_BYTES = 2**28  # all test texts together: arrow's bytes, characters of Python strings
 TEST_LOAD_MEMORY = 2**31  # bytes the reading child may add to its address space, beyond 3 times the file size
-ARROW_OFFSET_WIDTHS = {"string": 4, "large_string": 8}  # the arrow string types, by their alias
-PICKLE_GLOBALS = {
-    "builtins": ("bytearray", "slice"),
-    "numpy": ("ndarray", "dtype"),
-    "numpy.core.multiarray": ("_reconstruct", "scalar"),
-    "numpy._core.multiarray": ("_reconstruct", "scalar"),
-    "numpy.core.numeric": ("_frombuffer",),
-    "numpy._core.numeric": ("_frombuffer",),
-    "pyarrow.lib": ("_reconstruct_table", "_reconstruct_record_batch", "_restore_array", "chunked_array",
-                    "field", "py_buffer", "schema", "type_for_alias"),
-    "datasets.arrow_dataset": ("Dataset",),
-    "datasets.table": ("InMemoryTable",),
-    "datasets.info": ("DatasetInfo",),
-    "datasets.features.features": ("Features", "Value"),
-    "datasets.splits": ("NamedSplit",),
-    "pandas": ("DataFrame", "Index", "RangeIndex", "StringDtype", "NA"),
-    "pandas.arrays": ("ArrowStringArray", "StringArray"),
-    "pandas.core.frame": ("DataFrame",),
-    "pandas.core.internals.managers": ("BlockManager",),
-    "pandas._libs.internals": ("_unpickle_block",),
-    "pandas._libs.arrays": ("__pyx_unpickle_NDArrayBacked",),
-    "pandas._libs.missing": ("NA",),
-    "pandas.core.indexes.base": ("Index", "_new_Index"),
-    "pandas.core.indexes.range": ("RangeIndex",),
-    "pandas.core.arrays.string_": ("StringArray", "StringDtype", "StringArrayNumpySemantics"),
-    "pandas.core.arrays.string_arrow": ("ArrowStringArray", "ArrowStringArrayNumpySemantics"),
+TEST_LOAD_SECONDS = 300  # wall-clock seconds the reading child may take
+PICKLE_GLOBALS = {  # module: names. What datasets 3-5 and pandas 2-3 write for a table of strings, nothing else
+    "builtins": "bytearray slice", "numpy": "ndarray dtype", "numpy.core.multiarray": "_reconstruct scalar",
+    "numpy._core.multiarray": "_reconstruct scalar", "numpy.core.numeric": "_frombuffer",
+    "numpy._core.numeric": "_frombuffer", "pyarrow.lib": "_reconstruct_table _reconstruct_record_batch "
+    "_restore_array chunked_array field py_buffer schema type_for_alias", "datasets.arrow_dataset": "Dataset",
+    "datasets.table": "InMemoryTable", "datasets.info": "DatasetInfo", "datasets.features.features": "Features Value",
+    "datasets.splits": "NamedSplit", "pandas": "DataFrame Index RangeIndex StringDtype NA",
+    "pandas.core.frame": "DataFrame", "pandas.core.internals.managers": "BlockManager",
+    "pandas._libs.internals": "_unpickle_block", "pandas._libs.arrays": "__pyx_unpickle_NDArrayBacked",
+    "pandas._libs.missing": "NA", "pandas.core.indexes.base": "Index _new_Index",
+    "pandas.core.indexes.range": "RangeIndex", "pandas.arrays": "ArrowStringArray StringArray",
+    "pandas.core.arrays.string_": "StringArray StringDtype StringArrayNumpySemantics",
+    "pandas.core.arrays.string_arrow": "ArrowStringArray ArrowStringArrayNumpySemantics",
 }
-
-
-class PickledRecord(dict):
-    """What an allowed global stands for, as plain data: its name, the arguments it was called with and the
-    state it was given, none of its code. (A dict, because some are rebuilt item by item.)"""
-
-    qualname = ""
-    args: tuple = ()
-    state = None
-
-    def __new__(cls, *args, **kwargs):
-        record = dict.__new__(cls)
-        record.args = args
-        return record
-
-    def __init__(self, *args, **kwargs):
-        super().__init__()
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
 
 
 class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if name in PICKLE_GLOBALS.get(module, ()):
-            return type(name, (PickledRecord,), {"qualname": f"{module}.{name}"})
-        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a test file may hold only a datasets "
-                                     "Dataset, a pandas DataFrame or a dict of lists")
+        if name not in PICKLE_GLOBALS.get(module, "").split():
+            raise pickle.UnpicklingError(f"refused to load {module + '.' + name:.100}: a test file may hold only a "
+                                         "datasets Dataset, a pandas DataFrame or a dict of lists")
+        checked = {"_restore_array": restored_arrow_array, "chunked_array": chunked_arrow_array}
+        return checked[name] if module == "pyarrow.lib" and name in checked else super().find_class(module, name)
+
+
+def restored_arrow_array(data: tuple):
+    """pyarrow's _restore_array for a flat array with the buffers its type needs, validated in full before anything
+    reads it (arrow's validation lets a negative offset and a validity bitmap of 0 bytes pass)."""
+    import pyarrow as pa
+    kind, length, _nulls, offset, buffers, children, dictionary = data  # pyarrow checks their types
+    if (len(buffers) != kind.num_buffers or children != [] or dictionary is not None or min(length, offset) < 0
+            or buffers[0] is not None and buffers[0].size * 8 < offset + length):
+        raise pickle.UnpicklingError(f"malformed arrow array: not the layout of {length!r:.20} {kind!r:.40}")
+    array = pa.lib._restore_array(data)
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise pickle.UnpicklingError(f"malformed arrow array: {exc}") from None
+    return array
+
+
+def chunked_arrow_array(chunks: list, kind=None):
+    """pyarrow's chunked_array, of arrays only (given a string, it would make an array of its letters)."""
+    import pyarrow as pa
+    if not all(isinstance(chunk, pa.Array) for chunk in chunks):
+        raise pickle.UnpicklingError("malformed arrow array: a chunk that is no array")
+    return pa.chunked_array(chunks, kind)
 
 
 def load_test_texts(path: Path) -> list[str]:
-    """The `text` column of a pickled datasets.Dataset (in memory), DataFrame or dict, in row (ID) order.
-    Read by a forked child with capped memory where the platform can fork (in this process elsewhere)."""
-    if not hasattr(os, "fork"):
-        return read_test_texts(path)
-    # The child's modules, imported before the fork: an import after it could deadlock on a lock that another
-    # thread held at the fork, and every child would pay for it.
-    import pickletools  # noqa: F401
-    import resource  # noqa: F401
-
-    read_end, write_end = os.pipe()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the child only parses bytes
+    """The `text` column of a pickled datasets.Dataset (in memory), DataFrame or dict, in row (ID) order, read by a
+    forked child (in this process where the platform cannot fork)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy.core's deprecation; fork with threads: the child only reads a file
+        for module in (*PICKLE_GLOBALS, "resource"):  # an import in the child could wait on another thread's lock
+            with suppress(ImportError):
+                __import__(module)
+        read_end, write_end, pid = *os.pipe(), -1
+        with suppress(OSError, AttributeError):  # no fork here, or no process to spare: read in this process
             pid = os.fork()
-    except OSError:  # no process to spare (a process limit, strict overcommit): the same checks, in process
-        os.close(read_end)
-        os.close(write_end)
-        return read_test_texts(path)
     if pid == 0:
-        os.close(read_end)
         _read_in_child(path, write_end)
     os.close(write_end)
+    if pid < 0:
+        os.close(read_end)
+        return read_test_texts(path)
     try:
         with open(read_end, "rb") as pipe:
-            reply = pipe.read()
-    except BaseException:  # interrupted: the child goes too
+            reply = pipe.read(8 * TEST_MAX_TEXT_BYTES)
+    finally:  # interrupted or not, the child goes
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    return _child_texts(path, reply, pid)
+        status = os.waitpid(pid, 0)[1]
+    with suppress(ValueError, TypeError, RecursionError):
+        kind, payload = json.loads(reply)
+        if kind == "error" and isinstance(payload, str):
+            raise DataError(payload)
+        if kind == "texts" and isinstance(payload, list) and all(isinstance(text, str) for text in payload):
+            return payload
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    name = next((s.name for s in signal.Signals if s == signum), f"signal {signum}")
+    raise DataError(f"cannot unpickle {path}: " + (
+        f"reading it took more than {TEST_LOAD_SECONDS} s, the most a test file may take" if name == "SIGALRM" else
+        f"reading it killed the reading process ({name}); the file is malformed or hostile" if signum else
+        f"the reading process failed (exit status {os.WEXITSTATUS(status)})"))
 
 
 def _read_in_child(path: Path, pipe: int) -> None:
-    """The forked child: caps its memory, reads the file and sends back its texts or the one-line error."""
+    """The forked child: caps its memory and time, reads the file, sends its texts or the one-line error, exits."""
     import faulthandler
     import gc
-
-    faulthandler.disable()  # a crash here is one line in the parent, not a traceback dump
-    gc.disable()  # a collection would touch every object the kernel holds, copying its pages into this child
+    import resource
     code = 1
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)  # the kernel's own handlers decide; this ends soon anyway
+        faulthandler.disable()  # a crash here is one line in the parent, not a dump on any stream
+        gc.disable()  # a collection would touch every object the kernel holds, copying its pages into this child
+        signal.alarm(TEST_LOAD_SECONDS)  # SIGALRM ends the child, stuck or not
+        for fd in (1, 2):  # what libraries print here would pass for the kernel's: the pipe says everything
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        with suppress(OSError, ValueError), open("/proc/self/statm", encoding="ascii") as statm:  # ValueError: a
+            cap = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + TEST_LOAD_MEMORY  # lower cap is set
+            cap += 3 * min(path.stat().st_size, TEST_MAX_FILE_BYTES)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
         try:
-            size = min(path.stat().st_size, TEST_MAX_FILE_BYTES)
-        except OSError:
-            size = 0  # read_test_texts says why
-        _cap_address_space(TEST_LOAD_MEMORY + 3 * size)
-        try:
-            reply = ("texts", read_test_texts(path))
-        except KernelError as exc:
-            reply = ("error", str(exc))
-        except MemoryError:
-            reply = ("error", f"{path} needs more memory to read than a test file may ({TEST_LOAD_MEMORY >> 20} "
-                              "MiB more than 3 times its size)")
+            reply = ["texts", read_test_texts(path)]
+        except DataError as exc:
+            reply = ["error", str(exc)]
         with open(pipe, "wb") as out:
-            out.write(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+            out.write(json.dumps(reply, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         code = 0
     finally:
         os._exit(code)
 
 
-def _cap_address_space(extra: int) -> None:
-    """Caps this process's address space at what it maps now plus `extra` bytes (where /proc tells the first)."""
-    try:
-        import resource
-
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (ImportError, OSError, ValueError):
-        return
-    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-    limit = mapped + extra if hard == resource.RLIM_INFINITY else min(mapped + extra, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def _child_texts(path: Path, reply: bytes, pid: int) -> list[str]:
-    """The texts the child sent, or its failure as one line."""
-    import io
-
-    try:
-        kind, payload = SafeUnpickler(io.BytesIO(reply)).load()  # only strings and lists: no global to find
-    except Exception:
-        kind = payload = None
-    status = os.waitpid(pid, 0)[1]  # after unpickling the reply, while the child was exiting
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
-        raise DataError(f"cannot unpickle {path}: reading it killed the reading process ({name}); the file is "
-                        "malformed or hostile")
-    if kind not in ("texts", "error"):
-        raise DataError(f"cannot unpickle {path}: the reading process failed (exit status "
-                        f"{os.waitstatus_to_exitcode(status)})")
-    if kind == "error":
-        raise DataError(payload)
-    return payload
-
-
 def read_test_texts(path: Path) -> list[str]:
-    """load_test_texts' work, in whichever process runs it: the file read whole (bounded), its opcodes scanned,
-    unpickled through the allow-list, its texts taken from the shapes we know."""
+    """load_test_texts' work, in whichever process runs it: the file read whole (bounded), unpickled through the
+    allow-list, its 'text' column taken; every failure is one DataError."""
     import io
-
     try:
         with open(path, "rb") as handle:  # read() of n bytes reserves n first: ask for no more than is there
             data = handle.read(min(os.fstat(handle.fileno()).st_size, TEST_MAX_FILE_BYTES) + 1)
-        if len(data) > TEST_MAX_FILE_BYTES:
-            raise DataError(f"{path} is larger than {TEST_MAX_FILE_BYTES:,} bytes, the most a test file may be")
-        if not data:
-            raise DataError(f"{path} is empty")
-        scan_pickle(data)
-        obj = SafeUnpickler(io.BytesIO(data)).load()
-    except (DataError, MemoryError):
+        if not data or len(data) > TEST_MAX_FILE_BYTES:
+            raise DataError(f"{path} is " + (f"larger than {TEST_MAX_FILE_BYTES:,} bytes, the most a test file may "
+                                             "be" if data else "empty"))
+        return text_column(SafeUnpickler(io.BytesIO(data)).load(), path)
+    except DataError:
         raise
+    except MemoryError:
+        raise DataError(f"{path} needs more memory to read than a test file may ({TEST_LOAD_MEMORY >> 20} MiB "
+                        "more than 3 times its size)") from None
     except Exception as exc:  # a foreign or hostile pickle fails in many ways; every one is the same user error
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DataError(f"cannot unpickle {path}: {type(exc).__name__}: {first}") from None
-    try:
-        texts = text_column(obj, path)
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path} does not have the layout of a Dataset or DataFrame ({type(exc).__name__}: "
-                        f"{exc}); save the test texts as a dict {{'text': [...]}}") from None
-    if not texts:
-        raise DataError(f"{path} has no rows")
-    _check_text_size(path, len(texts), 0)
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise DataError(f"{path}: row {bad} of 'text' is {type(texts[bad]).__name__}, not a string")
-    _check_text_size(path, len(texts), sum(map(len, texts)))
-    return texts
-
-
-def _check_text_size(path: Path, rows: int, size: int) -> None:
-    if rows > TEST_MAX_ROWS:
-        raise DataError(f"{path} holds more than {TEST_MAX_ROWS:,} rows, the most a test file may hold")
-    if size > TEST_MAX_TEXT_BYTES:
-        raise DataError(f"{path} holds more than {TEST_MAX_TEXT_BYTES >> 20} MiB of text, the most a test file "
-                        "may hold (the same texts repeated by reference?)")
-
-
-def scan_pickle(data: bytes) -> None:
-    """Walks a pickle's opcodes without building anything, so that unpickling it meets no length past the end of
-    the data, no memo index beyond the next (the C unpickler sizes its memo by the largest), no dict key that is
-    not a string (hashing a deep tuple recurses in C), no set, at most TEST_MAX_OPCODES opcodes and nothing
-    nested deeper than TEST_MAX_DEPTH. Each object is tracked as [depth, is a string]."""
-    import pickletools
-
-    stack: list[list] = []
-    marks: list[int] = []
-    memo: list[list] = []
-    for count, (op, arg, pos) in enumerate(pickletools.genops(data), 1):
-        if count > TEST_MAX_OPCODES:
-            raise pickle.UnpicklingError(f"more than {TEST_MAX_OPCODES:,} opcodes, more than a test file needs")
-        if op.name == "FRAME" and arg > len(data) - pos:
-            raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos} runs past the end of the data")
-        if op.name in ("EMPTY_SET", "ADDITEMS", "FROZENSET"):
-            raise pickle.UnpicklingError("a set, which no test file holds")
-        if op.name == "MARK":
-            marks.append(len(stack))
-            continue
-        _scan_opcode(op, arg, _scan_pop(op, stack, marks), stack, memo)
-
-
-def _scan_pop(op, stack: list, marks: list) -> list:
-    """The objects an opcode takes off the stack, bottom first (those down to the last MARK included)."""
-    import pickletools
-
-    before, items = op.stack_before, []
-    if pickletools.markobject in before:
-        if not marks:
-            raise pickle.UnpicklingError(f"{op.name} without a MARK")
-        items = stack[marks[-1]:]
-        del stack[marks.pop():]
-        before = before[:before.index(pickletools.markobject)]
-    if len(stack) < len(before):
-        raise pickle.UnpicklingError(f"{op.name} on a stack too short")
-    if before:
-        items = stack[-len(before):] + items
-        del stack[-len(before):]
-    return items
-
-
-def _scan_opcode(op, arg, items: list, stack: list, memo: list) -> None:
-    """Pushes what an opcode leaves on the stack, checking the memo index it stores at, the dict keys it sets
-    and how deep the object it builds or fills nests."""
-    import pickletools
-
-    name = op.name
-    if name in ("SETITEM", "SETITEMS", "DICT") and not all(key[1] for key in items[name != "DICT"::2]):
-        raise pickle.UnpicklingError("a dict key that is not a string")
-    if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-        index = len(memo) if name == "MEMOIZE" else arg
-        if index > len(memo) or not (items or stack):
-            raise pickle.UnpicklingError(f"memo index {index} beyond the next one ({len(memo)})")
-        memo[index:index + 1] = [items[0] if items else stack[-1]]
-        new = items
-    elif name in ("GET", "BINGET", "LONG_BINGET"):
-        if arg >= len(memo):
-            raise pickle.UnpicklingError(f"memo index {arg} that was never stored")
-        new = [memo[arg]]
-    elif name == "DUP":
-        new = items * 2
-    elif name in ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD"):  # fills the object below in place
-        new = items[:1]
-        new[0][0] = max([new[0][0]] + [1 + cell[0] for cell in items[1:]])
-    else:
-        depth = 1 + max(cell[0] for cell in items) if items else 0
-        text = (pickletools.pyunicode, pickletools.pybytes, pickletools.pybytes_or_str)
-        new = [[depth, kind in text] for kind in op.stack_after]
-    if any(cell[0] > TEST_MAX_DEPTH for cell in new):
-        raise pickle.UnpicklingError(f"objects nested more than {TEST_MAX_DEPTH} deep, deeper than a test "
-                                     "file's")
-    stack.extend(new)
-
-
-def _kind(obj) -> str:
-    """The global a record stands for; "" for plain data."""
-    return obj.qualname if isinstance(obj, PickledRecord) else ""
+        why = (str(exc) if type(exc) is pickle.UnpicklingError else f"{type(exc).__name__}: {exc}").strip()
+        raise DataError(f"cannot unpickle {path}: {why.splitlines()[0] if why else ''}") from None
 
 
 def text_column(obj, path: Path) -> list:
-    """The 'text' column of what a test pickle held, checked to be the shape we expect."""
-    kind = _kind(obj)
-    if kind == "datasets.arrow_dataset.Dataset":
-        return _dataset_texts(obj.state, path)
-    if kind.endswith(".DataFrame"):
-        return _frame_texts(obj.state, path)
-    if isinstance(obj, dict) and not kind:
-        texts = obj.get("text")
-        if texts is None:
-            raise DataError(f"{path} has no 'text' column (columns: {', '.join(map(str, obj)) or 'none'})")
-        if not isinstance(texts, list):
-            raise DataError(f"{path}: 'text' must be a list of strings, got {type(texts).__name__}")
-        return texts
-    raise DataError(f"{path} holds a {kind or type(obj).__name__}; expected a datasets.Dataset, a DataFrame "
-                    "or a dict with a 'text' column")
+    """The 'text' column of a dict, a DataFrame or an in-memory Dataset, checked: strings, rows and size bounded
+    (arrow's before a value is read)."""
+    names, texts = (list(obj), obj.get("text")) if type(obj) is dict else ([], None)
+    if isinstance(obj, pd.DataFrame):
+        names = [str(name) for name in obj.columns]
+        texts = obj.iloc[:, names.index("text")].tolist() if names.count("text") == 1 else None
+    elif f"{type(obj).__module__}.{type(obj).__name__}" == "datasets.arrow_dataset.Dataset":
+        if obj._indices is not None or obj._format_type is not None or obj._format_columns is not None:
+            raise DataError(f"{path} is a Dataset view (select/shuffle/filter, or a format set: {obj._format_type}); "
+                            "save dataset.flatten_indices().with_format(None)")
+        names = obj._data.table.column_names
+        column = obj._data.table.column("text") if names.count("text") == 1 else None
+        if column is not None and str(column.type) not in ("string", "large_string"):
+            raise DataError(f"{path}: the 'text' column holds {column.type}, not strings")
+        texts = column if column is None else checked_size(path, column, len(column), column.nbytes).to_pylist()
+    elif type(obj) is not dict:
+        raise DataError(f"{path} holds a {type(obj).__name__}; expected a datasets.Dataset, a DataFrame or a dict "
+                        "with a 'text' column")
+    if not isinstance(texts, list) or not texts:
+        raise DataError(f"{path} has no rows" if texts == [] else f"{path} has no column 'text' that holds a list "
+                        f"(columns: {', '.join(map(str, names[:20])) or 'none'})")
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(f"{path}: row {bad} of 'text' is {type(texts[bad]).__name__}, not a string")
+    return checked_size(path, texts, len(texts), sum(map(len, texts)))
 
 
-def _dataset_texts(state: dict, path: Path) -> list:
-    """A pickled Dataset's 'text' column, from its table: _reconstruct_table(columns, schema(fields, ...))."""
-    table = getattr(state.get("_data"), "state", None)
-    table = table.get("table") if isinstance(table, dict) else None
-    if _kind(table) != "pyarrow.lib._reconstruct_table":
-        raise DataError(f"{path} holds a datasets.Dataset without an in-memory table")
-    if state.get("_indices") is not None:
-        raise DataError(f"{path} is a Dataset view with an indices mapping (select/shuffle/filter); save "
-                        "dataset.flatten_indices() instead")
-    if state.get("_format_type") is not None or state.get("_format_columns") is not None:
-        raise DataError(f"{path} is a Dataset with a format set ({state.get('_format_type')}); save it with "
-                        "dataset.with_format(None)")
-    columns, schema = table.args
-    names = [str(f.args[0]) for f in schema.args[0]]
-    if "text" not in names:
-        raise DataError(f"{path} has no 'text' column (columns: {', '.join(names) or 'none'})")
-    if len(columns) != len(names) or names.count("text") != 1:
-        raise DataError(f"{path} holds a malformed arrow table: {len(columns)} columns, {len(names)} names")
-    return _arrow_texts(columns[names.index("text")], path)
-
-
-def _frame_texts(state: dict, path: Path) -> list:
-    """A pickled DataFrame's 'text' column, read from its BlockManager: (blocks, [columns, rows]), each block
-    (values, the column positions it holds, ndim)."""
-    blocks, axes = state["_mgr"].args
-    columns = [str(c) for c in _array_rows(axes[0].args[1]["data"], path)[0]]
-    if columns.count("text") != 1:
-        raise DataError(f"{path} has {'several columns' if 'text' in columns else 'no column'} named 'text' "
-                        f"(columns: {', '.join(columns) or 'none'})")
-    position = columns.index("text")
-    for block in blocks:
-        values, locs = block.args[0], block.args[1]
-        if _kind(locs) == "builtins.slice":
-            positions = list(range(len(columns))[slice(*locs.args)])
-        else:
-            positions = _numpy_rows(locs, path)[0]
-        if position in positions:
-            rows = _array_rows(values, path)
-            if len(rows) != len(positions):
-                raise ValueError(f"a block of {len(rows)} columns placed at {len(positions)}")
-            return rows[positions.index(position)]
-    raise DataError(f"{path}: no block of the DataFrame holds its 'text' column")
-
-
-def _array_rows(values, path: Path) -> list[list]:
-    """The rows of an array as pickled by pandas (a numpy array, or a string extension array: one row)."""
-    if _kind(values).endswith(("._reconstruct", "._frombuffer")):
-        return _numpy_rows(values, path)
-    state = values.state
-    if isinstance(state, dict):  # ArrowStringArray: its arrow data
-        data = state.get("_pa_array", state.get("_data"))
-        if _kind(data) in ("pyarrow.lib.chunked_array", "pyarrow.lib._restore_array"):
-            return [_arrow_texts(data, path)]
-    if isinstance(state, tuple) and len(state) >= 2 and _kind(state[1]).endswith("._reconstruct"):  # NDArrayBacked
-        return _numpy_rows(state[1], path)
-    raise DataError(f"{path}: an array of type {_kind(values) or type(values).__name__} that a test file "
-                    "should not hold")
-
-
-def _numpy_rows(array, path: Path) -> list[list]:
-    """The rows of a pickled numpy array of objects (texts, column names) or int64 (column positions), checked
-    against its shape; a 1-D array is one row. Object arrays are pickled as a list in C order."""
-    if _kind(array).endswith("._frombuffer"):  # protocol 5: (buffer, dtype, shape, order)
-        data, dtype, shape, _order = array.args
-    else:  # _reconstruct(ndarray, (0,), b'b'), then __setstate__((version, shape, dtype, is_fortran, data))
-        _version, shape, dtype, _fortran, data = array.state
-    code = dtype.args[0] if _kind(dtype) == "numpy.dtype" and dtype.args else None
-    if not (isinstance(shape, tuple) and 1 <= len(shape) <= 2 and all(type(n) is int for n in shape)
-            and all(0 <= n <= TEST_MAX_ROWS for n in shape)):
-        raise DataError(f"{path} holds a numpy array of shape {shape!r:.60}, not one of a test file's")
-    count = math.prod(shape)
-    if count == 0:
-        values = []
-    elif code in ("O4", "O8") and isinstance(data, list) and len(data) == count:
-        values = data
-    elif code == "i8" and isinstance(data, (bytes, bytearray)) and len(data) == 8 * count and len(shape) == 1:
-        values = memoryview(data).cast("q").tolist()
-    else:
-        raise DataError(f"{path} holds a numpy array of {code!r:.20} and shape {shape} that does not match its "
-                        "data or is not one of a test file's")
-    if len(shape) == 1:
-        return [values]
-    return [values[i * shape[1]:(i + 1) * shape[1]] for i in range(shape[0])]
-
-
-def _arrow_texts(array, path: Path) -> list:
-    """The values of a pickled arrow string array or chunked array (None for nulls). Every chunk is checked
-    before a value is read, and the rows and bytes they add up to are bounded before one is decoded."""
-    if _kind(array) == "pyarrow.lib.chunked_array":
-        chunks, column_type = array.args
-        if _arrow_alias(column_type) not in ARROW_OFFSET_WIDTHS:
-            raise DataError(f"{path}: the 'text' column holds {_arrow_alias(column_type)}, not strings")
-    else:
-        chunks = [array]
-    layouts, rows, size = [], 0, 0
-    for chunk in chunks:
-        if _kind(chunk) != "pyarrow.lib._restore_array" or len(chunk.args) != 1 or len(chunk.args[0]) != 7:
-            raise DataError(f"{path} holds a malformed arrow array: a chunk that is no array")
-        length = chunk.args[0][1]
-        rows += length if type(length) is int and length > 0 else 0
-        _check_text_size(path, rows, size)
-        layouts.append(_arrow_layout(chunk.args[0], path))
-        size += layouts[-1][0][-1] - layouts[-1][0][0]
-        _check_text_size(path, rows, size)
-    return [text for layout in layouts for text in _arrow_values(*layout, path)]
-
-
-def _arrow_alias(arrow_type) -> str:
-    if _kind(arrow_type) == "pyarrow.lib.type_for_alias" and arrow_type.args:
-        return str(arrow_type.args[0])
-    return _kind(arrow_type) or type(arrow_type).__name__
-
-
-def _arrow_layout(array_data: tuple, path: Path) -> tuple:
-    """(value boundaries, data, validity bitmap, first row) of a string array pickled as (type, length,
-    null count, offset, buffers, children, dictionary), checked as arrow's full validation checks them: no
-    children or dictionary, three buffers as long as the rows need, offsets in order within the data."""
-    arrow_type, length, _nulls, offset, buffers, children, dictionary = array_data
-    width = ARROW_OFFSET_WIDTHS.get(_arrow_alias(arrow_type))
-    if width is None:
-        raise DataError(f"{path}: the 'text' column holds {_arrow_alias(arrow_type)}, not strings")
-    if not (type(length) is int and type(offset) is int and length >= 0 and offset >= 0 and children == []
-            and dictionary is None and isinstance(buffers, list) and len(buffers) == 3):
-        raise DataError(f"{path} holds a malformed arrow array: not the layout of {length!r:.20} strings")
-    validity, offsets, data = (_arrow_buffer(b, path) for b in buffers)
-    if length == 0:
-        return [0], b"", None, 0
-    if offsets is None or data is None:
-        raise DataError(f"{path} holds a malformed arrow array: its offsets or data buffer is missing")
-    if len(offsets) < (offset + length + 1) * width:
-        raise DataError(f"{path} holds a malformed arrow array: its offsets buffer is shorter than its rows need")
-    if validity is not None and len(validity) * 8 < offset + length:
-        raise DataError(f"{path} holds a malformed arrow array: its validity bitmap is shorter than its rows")
-    ends = memoryview(offsets)[offset * width:(offset + length + 1) * width].cast("iq"[width == 8]).tolist()
-    if ends[0] < 0 or ends[-1] > len(data) or ends != sorted(ends):
-        raise DataError(f"{path} holds a malformed arrow array: offsets out of order or past its data")
-    return ends, data, validity, offset
-
-
-def _arrow_buffer(buffer, path: Path):
-    """The bytes of a pickled arrow buffer: py_buffer(bytes), py_buffer(bytearray(bytes)); None stays None."""
-    if buffer is None:
-        return None
-    content = buffer.args[0] if _kind(buffer) == "pyarrow.lib.py_buffer" and len(buffer.args) == 1 else None
-    if _kind(content) == "builtins.bytearray" and len(content.args) == 1:  # protocol 4
-        content = content.args[0]
-    if not isinstance(content, (bytes, bytearray)):
-        raise DataError(f"{path} holds a malformed arrow array: a buffer that holds no bytes")
-    return content
-
-
-def _arrow_values(ends: list, data, validity, offset: int, path: Path) -> list:
-    try:
-        texts = [data[start:end].decode("utf-8") for start, end in zip(ends, ends[1:])]
-    except UnicodeDecodeError:
-        raise DataError(f"{path} holds a malformed arrow array: a value that is not valid UTF-8") from None
-    if validity is not None:
-        for row in range(len(texts)):
-            if not validity[(offset + row) >> 3] >> ((offset + row) & 7) & 1:
-                texts[row] = None
+def checked_size(path: Path, texts, rows: int, size: int):
+    """`texts`, when their rows and size are within a test file's bounds."""
+    if rows > TEST_MAX_ROWS or size > TEST_MAX_TEXT_BYTES:
+        raise DataError(f"{path} holds more than " + (f"{TEST_MAX_ROWS:,} rows" if rows > TEST_MAX_ROWS else
+                        f"{TEST_MAX_TEXT_BYTES >> 20} MiB of text (the same texts repeated by reference?)")
+                        + ", the most a test file may hold")
     return texts
 
 
@@ -2834,7 +2546,7 @@ BENCH_API = (
     "load_test_texts", "stratified_split", "build_model", "breakdown_of", "model_config", "load_adapter_model",
     "encode_texts", "length_grouped_batches", "sorted_batches", "pad_batch", "to_device", "autocast_dtype",
     "grad_scaler", "make_optimizer", "make_scheduler", "Optimization", "train_step", "trainable_state",
-    "load_trainable_state", "Feed", "predict_logits", "fit_temperature",
+    "load_trainable_state", "Feed", "predict_logits", "fit_temperature", "DataError", "TEST_LOAD_SECONDS",
 )
 
 
