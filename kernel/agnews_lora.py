@@ -38,7 +38,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import faulthandler
 import functools
+import gc
 import hashlib
 import html
 import json
@@ -2299,8 +2301,9 @@ class StopSignal:
 # ------------------------------------------------------------------------------------- test file reader
 # Test pickles are untrusted: nothing in one may run code, crash the kernel, or take its memory or time. A forked
 # child with capped memory and time reads the file through an Unpickler that finds only the library classes a table
-# of strings is made of, pyarrow validating each arrow array in full as it is built; it bounds the rows and text,
-# and sends the texts as JSON (a child that dies is one line here).
+# of strings is made of. Each arrow array is validated in full as it is built, before anything reads it (and refused
+# where arrow's validation lets a negative offset or a validity bitmap of 0 bytes pass, or a chunk that is no array
+# would be converted: a string into its letters). The child bounds the rows and text and sends the texts as JSON.
 TEST_MAX_FILE_BYTES = 2**30
 TEST_MAX_ROWS = 2_000_000
 TEST_MAX_TEXT_BYTES = 2**28  # all test texts together: arrow's bytes, characters of Python strings
@@ -2332,10 +2335,8 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def restored_arrow_array(data: tuple):
-    """pyarrow's _restore_array for a flat array with the buffers its type needs, validated in full before anything
-    reads it (arrow's validation lets a negative offset and a validity bitmap of 0 bytes pass)."""
     import pyarrow as pa
-    kind, length, _nulls, offset, buffers, children, dictionary = data  # pyarrow checks their types
+    kind, length, _nulls, offset, buffers, children, dictionary = data  # flat, the buffers its type needs
     if (len(buffers) != kind.num_buffers or children != [] or dictionary is not None or min(length, offset) < 0
             or buffers[0] is not None and buffers[0].size * 8 < offset + length):
         raise pickle.UnpicklingError(f"malformed arrow array: not the layout of {length!r:.20} {kind!r:.40}")
@@ -2348,7 +2349,6 @@ def restored_arrow_array(data: tuple):
 
 
 def chunked_arrow_array(chunks: list, kind=None):
-    """pyarrow's chunked_array, of arrays only (given a string, it would make an array of its letters)."""
     import pyarrow as pa
     if not all(isinstance(chunk, pa.Array) for chunk in chunks):
         raise pickle.UnpicklingError("malformed arrow array: a chunk that is no array")
@@ -2394,8 +2394,6 @@ def load_test_texts(path: Path) -> list[str]:
 
 def _read_in_child(path: Path, pipe: int) -> None:
     """The forked child: caps its memory and time, reads the file, sends its texts or the one-line error, exits."""
-    import faulthandler
-    import gc
     import resource
     code = 1
     try:
@@ -2442,8 +2440,7 @@ def read_test_texts(path: Path) -> list[str]:
 
 
 def text_column(obj, path: Path) -> list:
-    """The 'text' column of a dict, a DataFrame or an in-memory Dataset, checked: strings, rows and size bounded
-    (arrow's before a value is read)."""
+    """The 'text' column of a dict, DataFrame or in-memory Dataset: strings, rows and size bounded (arrow's first)."""
     names, texts = (list(obj), obj.get("text")) if type(obj) is dict else ([], None)
     if isinstance(obj, pd.DataFrame):
         names = [str(name) for name in obj.columns]
@@ -2454,8 +2451,6 @@ def text_column(obj, path: Path) -> list:
                             "save dataset.flatten_indices().with_format(None)")
         names = obj._data.table.column_names
         column = obj._data.table.column("text") if names.count("text") == 1 else None
-        if column is not None and str(column.type) not in ("string", "large_string"):
-            raise DataError(f"{path}: the 'text' column holds {column.type}, not strings")
         texts = column if column is None else checked_size(path, column, len(column), column.nbytes).to_pylist()
     elif type(obj) is not dict:
         raise DataError(f"{path} holds a {type(obj).__name__}; expected a datasets.Dataset, a DataFrame or a dict "
@@ -2469,8 +2464,7 @@ def text_column(obj, path: Path) -> list:
     return checked_size(path, texts, len(texts), sum(map(len, texts)))
 
 
-def checked_size(path: Path, texts, rows: int, size: int):
-    """`texts`, when their rows and size are within a test file's bounds."""
+def checked_size(path: Path, texts, rows: int, size: int):  # `texts`, when within a test file's bounds
     if rows > TEST_MAX_ROWS or size > TEST_MAX_TEXT_BYTES:
         raise DataError(f"{path} holds more than " + (f"{TEST_MAX_ROWS:,} rows" if rows > TEST_MAX_ROWS else
                         f"{TEST_MAX_TEXT_BYTES >> 20} MiB of text (the same texts repeated by reference?)")
