@@ -26,8 +26,8 @@ signal N (130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one 
 
 Reading order: the overrides block and `Config` (every knob: type, default, help, allowed values), then `run()`,
 the whole job one phase per line; then the learning in the order it happens: data (cleaning, the validation
-split), the model (encoder, LoRA, head, the exact budget), batching, training, prediction and calibration,
-outputs. An appendix after it holds the guards and the plumbing: errors, config rules, input discovery, the
+split), the model (encoder, LoRA, head, the exact budget), batching, training (run -> train_model -> train ->
+train_step), prediction and calibration, outputs. An appendix after it holds the guards and the plumbing: errors, config rules, input discovery, the
 checks before training, publishing and keeping the adapter, smoke mode, the stop signal, the hardened test-file
 reader, what lorakit reads (the overrides and push record blocks, PUBLIC_API, BENCH_API) and `main`. The push
 record block below the overrides holds what `lorakit push` recorded (message, git commit, push time,
@@ -98,6 +98,7 @@ KAGGLE_WORKING = Path("/kaggle/working")
 AG_NEWS_COLUMNS = ("Class Index", "Title", "Description")
 AG_NEWS_DATASET = "amananandrai/ag-news-classification-dataset"  # AG News as CSVs, for runs with internet off
 SYNC_STEPS = 25  # training steps between host syncs: time limit, stop signal, non-finite checks, progress
+LOSS_CURVE_POINTS = 20_000  # at most this many points of metrics.json's loss_curve (one per sync point)
 PROGRESS_ENV = "AGNEWS_PROGRESS_SECONDS"  # an alias of the config key progress_seconds (a key beats it)
 
 
@@ -358,6 +359,8 @@ class Encoded:
 @dataclass
 class Training:
     history: list = field(default_factory=list)
+    loss_curve: list = field(default_factory=list)  # {step, epoch, loss}: the mean loss since the previous point
+    steps: int = 0  # optimizer steps, every round together
     seconds: float = 0.0
     samples: int = 0
     tokens: int = 0
@@ -365,6 +368,11 @@ class Training:
     pseudo_label_rows: list = field(default_factory=list)
 
     def add(self, result: dict, **extra) -> None:
+        """One call of train()'s result, its epochs and steps counted on from the earlier rounds'."""
+        points = [{**p, "step": p["step"] + self.steps, "epoch": round(p["epoch"] + len(self.history), 4)}
+                  for p in result["loss_curve"]]
+        self.loss_curve += points[:LOSS_CURVE_POINTS - len(self.loss_curve)]
+        self.steps += result["steps"]
         self.history += [{**h, "epoch": len(self.history) + i + 1, **extra} for i, h in enumerate(result["history"])]
         self.seconds += result["train_seconds"]
         self.samples += result["samples"]
@@ -907,35 +915,37 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- training
 def train_model(ctx: RunContext, model: Model, data: Data, encoded: Encoded) -> Training:
-    """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds. A loaded
-    adapter has nothing to train; a signal before the first epoch finished leaves nothing to predict with."""
-    cfg, stop, training = ctx.cfg, ctx.stop, Training()
+    """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds (one epoch each on
+    the training rows and the test rows the model is sure of). In this process, or data-parallel over ctx.world
+    spawned ranks. A loaded adapter has nothing to train; a signal before the first epoch finished leaves nothing
+    to predict with."""
+    cfg, training = ctx.cfg, Training()
     if model.trained:
         return training
     train_ids = encode_texts(model.tokenizer, [data.texts[i] for i in data.train_rows], cfg.max_length)
-    batches = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
-                        encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
-    result = train(ctx, batches, model)
-    if result["state"] is None:
-        raise Interrupted(f"{stop.received} before the first epoch finished: no trained model to predict with; "
-                          "nothing written", stop.received)
-    load_trainable_state(model.net, result["state"])
-    training.add(result)
-    for round_ in range(cfg.pseudo_label_rounds):
-        if stop.requested() or training.stopped_early:
-            break
-        probs = predict(ctx, model, data, encoded).probs  # the current model's, calibrated
-        keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
-        training.pseudo_label_rows.append(int(len(keep)))
-        print(f"pseudo-label round {round_ + 1}: {len(keep):,} confident test rows join the training rows")
-        if not len(keep):
-            break
-        rows = dataclasses.replace(batches, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
-                                   labels=np.concatenate([batches.labels, probs[keep].argmax(axis=1)]))
-        result = train(ctx, rows, model, epochs=1)
+    rows = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
+                     encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
+    for round_ in range(1 + cfg.pseudo_label_rounds):
+        if round_:
+            if ctx.stop.requested() or training.stopped_early:
+                break
+            probs = predict(ctx, model, data, encoded).probs  # the current model's, calibrated
+            keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
+            training.pseudo_label_rows.append(int(len(keep)))
+            print(f"pseudo-label round {round_}: {len(keep):,} confident test rows join the training rows")
+            if not len(keep):
+                break
+            rows = dataclasses.replace(rows, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
+                                       labels=np.concatenate([data.labels[data.train_rows], probs[keep].argmax(1)]))
+        epochs = 1 if round_ else cfg.epochs
+        result = (train(ctx, rows, model.net.to(ctx.device), epochs) if ctx.world == 1 else
+                  train_in_ranks(ctx, rows, model, epochs))
+        if result["state"] is None and not round_:
+            raise Interrupted(f"{ctx.stop.received} before the first epoch finished: no trained model to predict "
+                              "with; nothing written", ctx.stop.received)
         if result["state"] is not None:
             load_trainable_state(model.net, result["state"])
-        training.add(result, pseudo_round=round_ + 1)
+        training.add(result, **({"pseudo_round": round_} if round_ else {}))
     return training
 
 
@@ -951,109 +961,30 @@ class TrainData:
     eval_batch_size: int  # what fitting_batch_size found
 
 
-def train(ctx: RunContext, data: TrainData, model: Model, epochs: int | None = None) -> dict:
-    """Trains in this process, or data-parallel over ctx.world spawned ranks when there are several."""
-    if ctx.world == 1:
-        return train_loop(ctx, data, model.net.to(ctx.device), epochs)
-    import torch.multiprocessing as mp
-
-    model.net.cpu()  # the ranks train their own copies: this process's GPU memory (prediction's too) is freed
-    torch.cuda.empty_cache()
-    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
-        job = RankJob(free_port(), model.source, trainable_state(model.net), epochs or ctx.cfg.epochs,
-                      os.path.join(tmp, "result.pt"))
-        mp.spawn(ddp_worker, nprocs=ctx.world, join=True, args=(ctx, data, job))
-        result = torch.load(job.result, weights_only=False)
-    if "diverged" in result:
-        raise DivergedError(result["diverged"])
-    return result
-
-
-def train_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int | None = None) -> dict:
-    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it). A signal
-    skips the unfinished epoch's evaluation: the best finished epoch is what predicts."""
-    loop = start_loop(ctx, data, model, epochs or ctx.cfg.epochs)
-    for epoch in range(loop.epochs):
-        finished = train_epoch(ctx, data, loop, epoch)
-        if loop.signalled and not finished:
+def train(ctx: RunContext, data: TrainData, net: Classifier, epochs: int) -> dict:
+    """The training loop, in this process or in one data-parallel rank: AdamW with a linear warm-up then decay over
+    `epochs` passes of this rank's share of the length-grouped batches. At each sync point (every SYNC_STEPS steps
+    and an epoch's last) the ranks agree whether to stop (time limit, stop signal) or fail (non-finite loss or
+    weights), and the loss curve gets a point. Each epoch is evaluated and the best one's trainable weights kept
+    (rank 0 holds them); a signal skips the unfinished epoch's evaluation (the time limit does not)."""
+    loop = start_loop(ctx, data, net, epochs)
+    for epoch in range(epochs):
+        batches, ids_epoch = loop.begin_epoch(ctx, data, epoch)
+        for step, batch in enumerate(batches, 1):
+            seqs = [ids_epoch[i] for i in batch]
+            ids, mask = pad_batch(seqs, data.pad_id, ctx.device)
+            labels = to_device(torch.as_tensor(data.labels[batch]), ctx.device)
+            loss = train_step(loop.net, ids, mask, labels, loop.opt)
+            loop.count(loss, len(batch) * ctx.world, sum(len(s) for s in seqs) * ctx.world)
+            if (step % SYNC_STEPS == 0 or step == len(batches)) and sync_point(ctx, loop, epoch, step):
+                break
+        if loop.signalled and step < len(batches):
             break  # an unfinished epoch is not evaluated: the best finished one predicts
         end_epoch(ctx, data, loop, epoch)
         if loop.stopped or loop.signalled:
             break
     loop.progress.close()
     return loop.result()
-
-
-@dataclass
-class Loop:
-    """The training loop's state across epochs and sync points."""
-
-    model: Classifier
-    net: nn.Module  # the model, wrapped for data parallel when there are several ranks
-    params: list  # the trainable tensors
-    opt: Optimization
-    progress: Progress
-    rng: np.random.Generator  # shuffles the batches
-    lengths: list  # per epoch's token ids: each row's length
-    steps: int  # steps per epoch and rank
-    epochs: int
-    history: list = field(default_factory=list)
-    best: dict | None = None  # the best epoch's trainable weights (rank 0 alone keeps them)
-    best_acc: float = -1.0
-    stopped: bool = False  # the time limit was reached
-    signalled: bool = False  # a stop signal arrived, in some rank
-    seen: int = 0  # rows trained on, all ranks together
-    tokens: int = 0
-    loss_sum: torch.Tensor | None = None  # this epoch's finite losses, on the device (no host sync)
-    finite_steps: torch.Tensor | None = None
-    started: float = field(default_factory=time.perf_counter)
-
-    def result(self) -> dict:
-        return {"state": self.best, "history": self.history, "train_seconds": time.perf_counter() - self.started,
-                "samples": self.seen, "tokens": self.tokens, "stopped_early": self.stopped,
-                "signalled": self.signalled}
-
-
-def start_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int) -> Loop:
-    """The loop's optimizer, schedule, batch order and progress display, before the first step."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    net = model
-    if ctx.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    rng = np.random.default_rng(ctx.cfg.seed)
-    lengths = [np.array([len(s) for s in ids]) for ids in data.epoch_ids]
-    steps = len(length_grouped_batches(lengths[0], ctx.cfg.batch_size, rng)) // ctx.world
-    optimizer = make_optimizer(params, ctx.cfg, ctx.device)
-    opt = Optimization(optimizer, make_scheduler(optimizer, steps * epochs, ctx.cfg.warmup_ratio),
-                       grad_scaler(ctx.dtype), ctx.dtype, ctx.cfg.grad_clip)
-    progress = Progress(steps * epochs, epochs, ctx.cfg.progress_seconds if ctx.rank == 0 else None)
-    return Loop(model, net, params, opt, progress, rng, lengths, steps, epochs)
-
-
-def train_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> bool:
-    """This rank's share of one epoch's steps, up to a sync point that stops it; whether the epoch finished."""
-    ids_epoch = data.epoch_ids[epoch % len(data.epoch_ids)]
-    batches = length_grouped_batches(loop.lengths[epoch % len(loop.lengths)], ctx.cfg.batch_size, loop.rng)
-    batches = batches[: loop.steps * ctx.world][ctx.rank::ctx.world]
-    loop.net.train()
-    loop.loss_sum = torch.zeros((), device=ctx.device)
-    loop.finite_steps = torch.zeros((), device=ctx.device)
-    for step, batch in enumerate(batches):
-        seqs = [ids_epoch[i] for i in batch]
-        ids, mask = pad_batch(seqs, data.pad_id, ctx.device)
-        labels = to_device(torch.as_tensor(data.labels[batch]), ctx.device)
-        loss = train_step(loop.net, ids, mask, labels, loop.opt)
-        finite = torch.isfinite(loss)
-        loop.loss_sum += torch.where(finite, loss, 0.0)
-        loop.finite_steps += finite
-        loop.seen += len(batch) * ctx.world
-        loop.tokens += sum(len(s) for s in seqs) * ctx.world
-        last = step == len(batches) - 1
-        if ((step + 1) % SYNC_STEPS == 0 or last) and sync_point(ctx, loop, epoch + 1, step + 1, len(batches)):
-            return last
-    return True
 
 
 def train_step(model, ids, mask, labels, opt: Optimization) -> torch.Tensor:
@@ -1118,23 +1049,100 @@ def grad_scaler(dtype: torch.dtype | None):
     return scaler_cls("cuda", enabled=dtype is torch.float16)
 
 
-def sync_point(ctx: RunContext, loop: Loop, epoch: int, step: int, steps: int) -> bool:
-    """Every SYNC_STEPS steps all ranks agree on whether to stop (the time limit, a stop signal) or fail
-    (non-finite trainable weights, or a non-finite loss that no fp16 GradScaler skip explains); True: stop."""
+@dataclass
+class Loop:
+    """The training loop's state across epochs and sync points."""
+
+    model: Classifier
+    net: nn.Module  # the model, wrapped for data parallel when there are several ranks
+    params: list  # the trainable tensors
+    opt: Optimization
+    progress: Progress
+    rng: np.random.Generator  # shuffles the batches
+    lengths: list  # per epoch's token ids: each row's length
+    steps: int  # steps per epoch and rank
+    history: list = field(default_factory=list)
+    curve: list = field(default_factory=list)  # the loss curve: metrics.json's loss_curve
+    best: dict | None = None  # the best epoch's trainable weights (rank 0 alone keeps them)
+    best_acc: float = -1.0
+    stopped: bool = False  # the time limit was reached
+    signalled: bool = False  # a stop signal arrived, in some rank
+    seen: int = 0  # rows trained on, all ranks together
+    tokens: int = 0
+    done: int = 0  # steps taken in this rank
+    loss_sum: torch.Tensor | None = None  # this epoch's finite losses in this rank, on the device (no host sync)
+    finite_steps: torch.Tensor | None = None
+    synced: tuple = (0.0, 0.0)  # this epoch's loss sum and finite steps, all ranks, at its last sync point
+    started: float = field(default_factory=time.perf_counter)
+
+    def begin_epoch(self, ctx: RunContext, data: TrainData, epoch: int) -> tuple[list, list]:
+        """This rank's batches of the epoch (as many as every other rank's) and the epoch's token ids."""
+        batches = length_grouped_batches(self.lengths[epoch % len(self.lengths)], ctx.cfg.batch_size, self.rng)
+        self.net.train()
+        self.loss_sum, self.finite_steps = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
+        self.synced = (0.0, 0.0)
+        return batches[: self.steps * ctx.world][ctx.rank::ctx.world], data.epoch_ids[epoch % len(data.epoch_ids)]
+
+    def count(self, loss: torch.Tensor, rows: int, tokens: int) -> None:
+        """One step: its loss when finite (summed on the device), and the rows and tokens of all ranks."""
+        finite = torch.isfinite(loss)
+        self.loss_sum += torch.where(finite, loss, 0.0)
+        self.finite_steps += finite
+        self.seen, self.tokens, self.done = self.seen + rows, self.tokens + tokens, self.done + 1
+
+    def add_point(self, epoch: int, step: int, loss_sum: float, finite_steps: float) -> None:
+        """A point of the loss curve at this sync point: all ranks' mean loss over the finite steps since the last."""
+        if finite_steps > self.synced[1] and len(self.curve) < LOSS_CURVE_POINTS:
+            self.curve.append({"step": epoch * self.steps + step, "epoch": round(epoch + step / self.steps, 4),
+                               "loss": round((loss_sum - self.synced[0]) / (finite_steps - self.synced[1]), 6)})
+        self.synced = (loss_sum, finite_steps)
+
+    def result(self) -> dict:
+        return {"state": self.best, "history": self.history, "train_seconds": time.perf_counter() - self.started,
+                "samples": self.seen, "tokens": self.tokens, "stopped_early": self.stopped,
+                "signalled": self.signalled, "loss_curve": self.curve, "steps": self.done}
+
+
+def start_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int) -> Loop:
+    """The loop's optimizer, schedule, batch order and progress display, before the first step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    net = model
+    if ctx.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    rng = np.random.default_rng(ctx.cfg.seed)
+    lengths = [np.array([len(s) for s in ids]) for ids in data.epoch_ids]
+    steps = len(length_grouped_batches(lengths[0], ctx.cfg.batch_size, rng)) // ctx.world
+    optimizer = make_optimizer(params, ctx.cfg, ctx.device)
+    opt = Optimization(optimizer, make_scheduler(optimizer, steps * epochs, ctx.cfg.warmup_ratio),
+                       grad_scaler(ctx.dtype), ctx.dtype, ctx.cfg.grad_clip)
+    progress = Progress(steps * epochs, epochs, ctx.cfg.progress_seconds if ctx.rank == 0 else None)
+    return Loop(model, net, params, opt, progress, rng, lengths, steps)
+
+
+def sync_point(ctx: RunContext, loop: Loop, epoch: int, step: int) -> bool:
+    """All ranks agree on whether to stop (the time limit, a stop signal) or fail (non-finite trainable weights, or a
+    non-finite loss that no fp16 GradScaler skip explains): DDP would hang if they did not. Their summed losses
+    give the loss curve its point and the progress its mean; True: stop."""
     diverged = not bool(torch.stack([torch.isfinite(p).all() for p in loop.params]).all()) or (
         not loop.opt.scaler.is_enabled() and loop.finite_steps.item() < step)
-    late, signalled, diverged = any_rank([time.monotonic() > ctx.deadline, ctx.stop.requested(), diverged], ctx)
+    late, signalled, diverged, loss_sum, finite_steps = reduce_sum(
+        [time.monotonic() > ctx.deadline, ctx.stop.requested(), diverged, loop.loss_sum.item(),
+         loop.finite_steps.item()], ctx)
     if diverged:
-        raise DivergedError(f"training diverged at epoch {epoch} step {step}: non-finite loss or weights (try a "
+        raise DivergedError(f"training diverged at epoch {epoch + 1} step {step}: non-finite loss or weights (try a "
                             "lower lr); no submission written")
-    loop.progress.update(epoch, step, steps, loop.seen, loop.loss_sum.item() / max(1.0, loop.finite_steps.item()))
-    loop.stopped, loop.signalled = late, signalled
-    return late or signalled
+    loop.add_point(epoch, step, loss_sum, finite_steps)
+    loop.progress.update(epoch + 1, step, loop.steps, loop.seen, loss_sum / max(1.0, finite_steps))
+    loop.stopped, loop.signalled = bool(late), bool(signalled)
+    return loop.stopped or loop.signalled
 
 
 def end_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> None:
-    """The epoch's evaluation, its line in the history and the log, and the best state kept."""
-    finite_steps, loss_sum = reduce_sum([loop.finite_steps.item(), loop.loss_sum.item()], ctx)
+    """The epoch's evaluation, its line in the history and the log, and the best state kept. Its training loss is
+    all ranks' mean over its finite steps, as its last sync point summed them."""
+    loss_sum, finite_steps = loop.synced
     if finite_steps == 0:
         raise DivergedError(f"training diverged: every step of epoch {epoch + 1} had a non-finite loss; "
                             "no submission written")
@@ -1209,9 +1217,10 @@ def _duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------- training on every GPU (data parallel)
-# With several processes (one per GPU), train() spawns the ranks; each builds its model, trains its share of every
-# batch list under DistributedDataParallel, and rank 0 hands back the best state through a file. The run context
-# crosses to them, so every rank agrees on the config, the deadline and the stop marker.
+# With several processes (one per GPU), train_model hands the training to train_in_ranks, which spawns the ranks;
+# each builds its model and runs train() on its share of every epoch's batches under DistributedDataParallel, and
+# rank 0 hands back the best state through a file. The run context crosses to them, so every rank agrees on the
+# config, the deadline and the stop marker.
 def process_count(cfg: Config) -> int:
     """Data-parallel processes that train: `processes`, else one per GPU; one for a predict-only run."""
     if cfg.adapter_from:
@@ -1225,6 +1234,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def train_in_ranks(ctx: RunContext, data: TrainData, model: Model, epochs: int) -> dict:
+    """train(), data-parallel over ctx.world spawned ranks (ddp_worker); rank 0's result."""
+    import torch.multiprocessing as mp
+
+    model.net.cpu()  # the ranks train their own copies: this process's GPU memory (prediction's too) is freed
+    torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
+        job = RankJob(free_port(), model.source, trainable_state(model.net), epochs, os.path.join(tmp, "result.pt"))
+        mp.spawn(ddp_worker, nprocs=ctx.world, join=True, args=(ctx, data, job))
+        result = torch.load(job.result, weights_only=False)
+    if "diverged" in result:
+        raise DivergedError(result["diverged"])
+    return result
 
 
 @dataclass(frozen=True)
@@ -1256,8 +1280,7 @@ def ddp_worker(rank: int, ctx: RunContext, data: TrainData, job: RankJob) -> Non
             model = build_model(ctx.cfg, job.source).to(device)
             load_trainable_state(model, job.state)
             try:
-                result = train_loop(dataclasses.replace(ctx, device=device, rank=rank, stop=stop), data, model,
-                                    job.epochs)
+                result = train(dataclasses.replace(ctx, device=device, rank=rank, stop=stop), data, model, job.epochs)
             except DivergedError as exc:  # every rank raises it at the same step; rank 0 reports it
                 result = {"diverged": str(exc)}
         if rank == 0:
@@ -1266,19 +1289,15 @@ def ddp_worker(rank: int, ctx: RunContext, data: TrainData, job: RankJob) -> Non
         dist.destroy_process_group()
 
 
-def reduce_sum(values: list[float], ctx: RunContext) -> list[float]:
+def reduce_sum(values: list, ctx: RunContext) -> list:
+    """Each value summed over the ranks (a flag: how many ranks raised it); as they are with one process."""
     if ctx.world == 1:
         return values
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
-
-
-def any_rank(flags: list[bool], ctx: RunContext) -> list[bool]:
-    """Each flag true on any rank: every rank must stop or fail at the same step, or DDP would hang."""
-    return [total > 0 for total in reduce_sum([float(f) for f in flags], ctx)]
 
 
 # --------------------------------------------------------------------------- prediction and calibration
@@ -1499,6 +1518,7 @@ def metrics_of(ctx: RunContext, inputs: Inputs, data: Data, model: Model, traini
         "per_class_val_accuracy": {LABELS[i]: float(confusion[i, i] / max(1, confusion[i].sum()))
                                    for i in range(len(LABELS))},
         "history": history,
+        "loss_curve": training.loss_curve,
         "best_epoch": max(history, key=lambda h: h["val_accuracy"])["epoch"] if history else None,
         "stopped_early": training.stopped_early,
         "interrupted": bool(ctx.stop.received),
