@@ -2049,14 +2049,35 @@ def print_banner(ctx: RunContext, inputs: Inputs, data: Data, model: Model) -> N
 def keep_adapter(model: Model, scratch: Path, out: Path) -> Path:
     """The trained adapter saved into the output folder before predicting, so that no later failure loses the
     training (its temperature is not fitted yet: a predict-only run fits it). An earlier run's outputs there go
-    first: beside this run's adapter they would pass for its own."""
+    first: beside this run's adapter they would pass for its own. An output folder that cannot take it stops the
+    run, the adapter kept elsewhere if it can be (adapter_elsewhere)."""
     save_adapter(model, scratch / "adapter", None)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_NAMES[:-1]:
-        remove_output(out / name)
-    publish_file(scratch / "adapter", out / "adapter")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUT_NAMES[:-1]:
+            remove_output(out / name)
+        publish_file(scratch / "adapter", out / "adapter")
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise PublishError(f"cannot keep the trained adapter in {out}: {exc.strerror or exc}{where}; "
+                           + adapter_elsewhere(scratch / "adapter")) from None
     print(f"saved the trained adapter to {out / 'adapter'} before predicting", flush=True)
     return out / "adapter"
+
+
+def adapter_elsewhere(adapter: Path) -> str:
+    """The trained adapter moved out of the run's temporary folder, which goes with the run, into a folder of its own
+    beside it (a rename: no room needed); what became of it, as the end of the error. On Kaggle only the working
+    folder outlives the session, so there it is plainly lost."""
+    if on_kaggle():
+        return (f"on Kaggle nothing but {KAGGLE_WORKING} outlives the session, so the trained adapter could not be "
+                "kept: fix the output folder (free space in it) and run again")
+    try:
+        kept = Path(tempfile.mkdtemp(prefix="agnews_lora_adapter_", dir=adapter.parent.parent)) / "adapter"
+        os.replace(adapter, kept)
+    except OSError as exc:
+        return f"the trained adapter could not be kept elsewhere either ({exc.strerror or exc}): it is lost"
+    return f"the trained adapter is kept in {kept} instead: predict with it using --set adapter_from={kept}"
 
 
 def failed_after_training(exc: Exception, adapter: Path | None) -> KernelError:
