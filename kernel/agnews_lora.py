@@ -32,6 +32,12 @@ checks before training, publishing and keeping the adapter, smoke mode, the stop
 reader, what lorakit reads (the overrides and push record blocks, PUBLIC_API, BENCH_API) and `main`. The push
 record block below the overrides holds what `lorakit push` recorded (message, git commit, push time,
 accelerator asked); metrics.json copies it.
+
+Libraries do what they already do well (PEFT's LoRA; transformers' models, tokenizers and learning-rate schedule;
+pyarrow's validation); the training step (autocast, GradScaler, clipping) and data parallel (mp.spawn, DDP) stay
+hand-written, since accelerate's Accelerator holds one mixed precision per process (lorakit, the tests and the
+benches run the kernel many times in one) and its launcher forks, which CUDA forbids once prediction's batch
+size has been tried on the GPU.
 """
 from __future__ import annotations
 
@@ -1022,14 +1028,10 @@ def make_optimizer(params: list, cfg: Config, device: torch.device) -> torch.opt
 
 
 def make_scheduler(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(total_steps * warmup_ratio))
+    """transformers' linear warm-up from 0 over warmup_ratio of the steps, then linear decay to 0."""
+    from transformers import get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, int(total_steps * warmup_ratio), total_steps)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:

@@ -83,3 +83,21 @@ def test_the_loss_curve_is_bounded_across_rounds(kernel, monkeypatch):
                   "steps": 5}, pseudo_round=1)
     assert len(training.loss_curve) == 5 and training.loss_curve[4:] == [{"step": 11, "epoch": 2.6, "loss": 0.5}]
     assert training.steps == 13 and [h["epoch"] for h in training.history] == [1, 2, 3]
+
+
+def test_the_schedule_warms_up_from_zero_then_decays_to_zero(kernel):
+    """transformers' get_linear_schedule_with_warmup: 10 steps, warmup_ratio 0.2 (2 steps); none without warm-up."""
+    import torch
+
+    def rates(ratio):
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = kernel.make_scheduler(optimizer, 10, ratio)
+        out = []
+        for _ in range(10):
+            out.append(round(optimizer.param_groups[0]["lr"], 6))
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    assert rates(0.2) == [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    assert rates(0.0) == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
