@@ -34,8 +34,9 @@ MANIFEST = "manifest.json"
 if str(ROOT / "src") not in sys.path:  # lorakit's kernel loader, also where lorakit is not installed
     sys.path.insert(0, str(ROOT / "src"))
 
-# The seed recipe (the course's starter notebook): every row padded to 128 tokens, batch 16, fp32, AdamW,
-# LoRA r=8 alpha=8 on `query` with RoBERTa's classification head. Both sides use this LoRA config.
+# The seed recipe (the course's starter notebook): transformers' RobertaForSequenceClassification with PEFT's
+# LoraConfig(r=8, lora_alpha=8, target_modules=["query"]) and its classification head trained, every row padded to
+# 128 tokens, batch 16, fp32, AdamW. SEED_LORA is that LoRA config in kernel terms (the kit side of throughput.py).
 SEED_LORA = {"head": "roberta", "lora_targets": "query", "lora_r": 8, "lora_alpha": 8.0}
 SEED_LENGTH = 128
 SEED_TRAIN_BATCH = 16
@@ -145,6 +146,23 @@ def build(overrides: dict, econf, device: torch.device, seed: int = 0, kmod=None
     torch.manual_seed(seed)
     model = kmod.build_model(cfg, econf).to(device)
     return cfg, model
+
+
+def seed_model(econf, device: torch.device, seed: int = 0):
+    """The seed recipe's own model, built as its notebook builds it: transformers' RobertaForSequenceClassification
+    (random weights from `econf`, 4 labels) wrapped by PEFT's LoraConfig(r=8, lora_alpha=8, target_modules=["query"]),
+    the classification head trained (task_type SEQ_CLS): 741,124 trainable parameters on roberta-base."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import RobertaForSequenceClassification
+
+    config = copy.deepcopy(econf)
+    config.num_labels = 4
+    torch.manual_seed(seed)
+    model = RobertaForSequenceClassification(config)
+    lora = LoraConfig(r=8, lora_alpha=8, target_modules=["query"], task_type="SEQ_CLS")
+    return get_peft_model(model, lora).to(device)
 
 
 def trainable_count(model) -> int:

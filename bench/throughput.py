@@ -5,12 +5,15 @@ Model: roberta-base's architecture (config.json beside the tokenizer) with rando
 those of the pretrained model. Data: the real AG News sample rows, tokenized with roberta-base's tokenizer.
 
 Three sides, measured in alternating time-boxed windows after a warm-up (seed, kit, kit default; repeated):
-- seed:        the seed recipe, written here: every row padded to 128 tokens, batch 16, fp32, torch AdamW,
-               linear decay, gradient clipping 1.0 (HF Trainer's defaults).
-- kit:         the kernel's own pipeline (length_grouped_batches, pad_batch, autocast_dtype, grad_scaler,
-               make_optimizer, make_scheduler, train_step) at its default batch size and precision, with the
-               seed's LoRA config (r=8, alpha=8, query, roberta head) so that only the pipeline differs.
-               It shares the seed side's model object.
+- seed:        the seed recipe's own pipeline, nothing of the kernel's: transformers'
+               RobertaForSequenceClassification with PEFT's LoraConfig(r=8, lora_alpha=8, target_modules=["query"])
+               and its classification head trained (common.seed_model), every row padded to 128 tokens, batch 16,
+               fp32, the loss the model computes, torch AdamW, linear decay, gradient clipping 1.0 (HF Trainer's
+               defaults).
+- kit:         the kernel's own model and pipeline (build_model, length_grouped_batches, pad_batch,
+               autocast_dtype, grad_scaler, make_optimizer, make_scheduler, train_step) at its default batch size
+               and precision, with the seed's LoRA config (r=8, alpha=8, query, roberta head): the same trainable
+               parameters, everything else the kit's.
 - kit_default: the same pipeline with the kernel's default config (its own model).
 
 The kit sides step through one epoch of the kernel's own batches in a spread order (sorted by width, then
@@ -35,7 +38,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -111,25 +113,26 @@ def make_sides(args, device, source, with_default: bool) -> tuple[list[Side], di
     econf = common.encoder_conf(source, tiny=args.tiny)
     pad_id = tokenizer.pad_token_id
     t = time.perf_counter()
-    kit_cfg, shared_model = common.build(common.SEED_LORA, econf, device, seed=args.seed)
-    common.log(f"built roberta-base ({'tiny' if args.tiny else 'full'}) + seed LoRA in {time.perf_counter() - t:.1f}s")
+    kit_cfg, kit_model = common.build(common.SEED_LORA, econf, device, seed=args.seed)
+    seed_model = common.seed_model(econf, device, seed=args.seed)
+    common.log(f"built roberta-base ({'tiny' if args.tiny else 'full'}) + seed LoRA, the kernel's model and the "
+               f"seed's, in {time.perf_counter() - t:.1f}s")
     ids = kmod.encode_texts(tokenizer, texts, kit_cfg.max_length)  # the kernel's one preprocessing
     lengths = np.array([len(s) for s in ids])
     labels_t = torch.as_tensor(labels)
 
-    # --- seed: pad to 128, batch 16, fp32, torch AdamW, linear decay, clip 1.0 (HF Trainer defaults)
+    # --- seed: its own model, pad to 128, batch 16, fp32, torch AdamW, linear decay, clip 1.0 (HF Trainer defaults)
     from transformers import get_linear_schedule_with_warmup
 
-    seed_ids = kmod.encode_texts(tokenizer, texts, common.SEED_LENGTH)
-    seed_params = [p for p in shared_model.parameters() if p.requires_grad]
+    seed_ids = tokenizer(list(texts), truncation=True, max_length=common.SEED_LENGTH)["input_ids"]
+    seed_params = [p for p in seed_model.parameters() if p.requires_grad]
     seed_opt = torch.optim.AdamW(seed_params, lr=2e-5, weight_decay=0.0)
     seed_sched = get_linear_schedule_with_warmup(seed_opt, 0, 100_000)
 
     def seed_step(batch):
         seqs = [seed_ids[i] for i in batch]
         ids_t, mask = common.pad_fixed(seqs, common.SEED_LENGTH, pad_id, device)
-        logits = shared_model(ids_t, mask)
-        loss = F.cross_entropy(logits, labels_t[batch].to(device))
+        loss = seed_model(input_ids=ids_t, attention_mask=mask, labels=labels_t[batch].to(device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(seed_params, 1.0)
         seed_opt.step()
@@ -141,7 +144,7 @@ def make_sides(args, device, source, with_default: bool) -> tuple[list[Side], di
     seed_batches = [perm[i:i + common.SEED_TRAIN_BATCH]
                     for i in range(0, len(perm) - common.SEED_TRAIN_BATCH + 1, common.SEED_TRAIN_BATCH)]
     sides = [Side("seed", seed_batches, seed_step, common.SEED_TRAIN_BATCH, "fp32", "r=8 a=8 query +roberta head",
-                  common.trainable_count(shared_model), shared_model,
+                  common.trainable_count(seed_model), seed_model,
                   lambda b: len(b) * common.SEED_LENGTH)]
 
     # --- kit: the kernel's own batching, precision, optimizer, scheduler and step
@@ -160,7 +163,7 @@ def make_sides(args, device, source, with_default: bool) -> tuple[list[Side], di
             ids_t, mask = kmod.pad_batch(seqs, pad_id, device)
             if hasattr(kmod, "to_device"):  # a kernel with its own host-to-device copy (a variant under test)
                 y = kmod.to_device(torch.as_tensor(labels[batch]), device)
-            else:  # as the kernel's train_loop does
+            else:  # as the kernel's train() did before to_device
                 y = torch.as_tensor(labels[batch], device=device)
             kmod.train_step(model, ids_t, mask, y, opt)
             return len(batch), sum(len(s) for s in seqs), ids_t.numel()
@@ -169,7 +172,7 @@ def make_sides(args, device, source, with_default: bool) -> tuple[list[Side], di
         return Side(name, batches, step, cfg.batch_size, str(dtype or "fp32").replace("torch.", ""), lora,
                     common.trainable_count(model), model, cost)
 
-    sides.append(kit_side("kit", kit_cfg, shared_model))
+    sides.append(kit_side("kit", kit_cfg, kit_model))
     if args.variant:  # another copy of the kernel, e.g. with a speed change, same LoRA config as the kit
         vmod = common.load_kernel(args.variant)
         vcfg, vmodel = common.build(common.SEED_LORA, econf, device, seed=args.seed, kmod=vmod)

@@ -26,19 +26,27 @@ signal N (130 SIGINT, 143 SIGTERM: outputs written from the best epoch when one 
 
 Reading order: the overrides block and `Config` (every knob: type, default, help, allowed values), then `run()`,
 the whole job one phase per line; then the learning in the order it happens: data (cleaning, the validation
-split), the model (encoder, LoRA, head, the exact budget), batching, training, prediction and calibration,
-outputs. An appendix after it holds the guards and the plumbing: errors, config rules, input discovery, the
+split), the model (encoder, LoRA, head, the exact budget), batching, training (run -> train_model -> train ->
+train_step), prediction and calibration, outputs. An appendix after it holds the guards and the plumbing: errors, config rules, input discovery, the
 checks before training, publishing and keeping the adapter, smoke mode, the stop signal, the hardened test-file
 reader, what lorakit reads (the overrides and push record blocks, PUBLIC_API, BENCH_API) and `main`. The push
 record block below the overrides holds what `lorakit push` recorded (message, git commit, push time,
 accelerator asked); metrics.json copies it.
+
+Libraries do what they already do well (PEFT's LoRA; transformers' models, tokenizers and learning-rate schedule;
+pyarrow's validation); the training step (autocast, GradScaler, clipping) and data parallel (mp.spawn, DDP) stay
+hand-written, since accelerate's Accelerator holds one mixed precision per process (lorakit, the tests and the
+benches run the kernel many times in one) and its launcher forks, which CUDA forbids once prediction's batch
+size has been tried on the GPU.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import faulthandler
 import functools
+import gc
 import hashlib
 import html
 import json
@@ -56,7 +64,7 @@ import tempfile
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +104,7 @@ KAGGLE_WORKING = Path("/kaggle/working")
 AG_NEWS_COLUMNS = ("Class Index", "Title", "Description")
 AG_NEWS_DATASET = "amananandrai/ag-news-classification-dataset"  # AG News as CSVs, for runs with internet off
 SYNC_STEPS = 25  # training steps between host syncs: time limit, stop signal, non-finite checks, progress
+LOSS_CURVE_POINTS = 20_000  # at most this many points of metrics.json's loss_curve (one per sync point)
 PROGRESS_ENV = "AGNEWS_PROGRESS_SECONDS"  # an alias of the config key progress_seconds (a key beats it)
 
 
@@ -356,6 +365,8 @@ class Encoded:
 @dataclass
 class Training:
     history: list = field(default_factory=list)
+    loss_curve: list = field(default_factory=list)  # {step, epoch, loss}: the mean loss since the previous point
+    steps: int = 0  # optimizer steps, every round together
     seconds: float = 0.0
     samples: int = 0
     tokens: int = 0
@@ -363,6 +374,11 @@ class Training:
     pseudo_label_rows: list = field(default_factory=list)
 
     def add(self, result: dict, **extra) -> None:
+        """One call of train()'s result, its epochs and steps counted on from the earlier rounds'."""
+        points = [{**p, "step": p["step"] + self.steps, "epoch": round(p["epoch"] + len(self.history), 4)}
+                  for p in result["loss_curve"]]
+        self.loss_curve += points[:LOSS_CURVE_POINTS - len(self.loss_curve)]
+        self.steps += result["steps"]
         self.history += [{**h, "epoch": len(self.history) + i + 1, **extra} for i, h in enumerate(result["history"])]
         self.seconds += result["train_seconds"]
         self.samples += result["samples"]
@@ -905,35 +921,37 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- training
 def train_model(ctx: RunContext, model: Model, data: Data, encoded: Encoded) -> Training:
-    """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds. A loaded
-    adapter has nothing to train; a signal before the first epoch finished leaves nothing to predict with."""
-    cfg, stop, training = ctx.cfg, ctx.stop, Training()
+    """Epochs of LoRA training with the best epoch's weights kept, then the pseudo-label rounds (one epoch each on
+    the training rows and the test rows the model is sure of). In this process, or data-parallel over ctx.world
+    spawned ranks. A loaded adapter has nothing to train; a signal before the first epoch finished leaves nothing
+    to predict with."""
+    cfg, training = ctx.cfg, Training()
     if model.trained:
         return training
     train_ids = encode_texts(model.tokenizer, [data.texts[i] for i in data.train_rows], cfg.max_length)
-    batches = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
-                        encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
-    result = train(ctx, batches, model)
-    if result["state"] is None:
-        raise Interrupted(f"{stop.received} before the first epoch finished: no trained model to predict with; "
-                          "nothing written", stop.received)
-    load_trainable_state(model.net, result["state"])
-    training.add(result)
-    for round_ in range(cfg.pseudo_label_rounds):
-        if stop.requested() or training.stopped_early:
-            break
-        probs = predict(ctx, model, data, encoded).probs  # the current model's, calibrated
-        keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
-        training.pseudo_label_rows.append(int(len(keep)))
-        print(f"pseudo-label round {round_ + 1}: {len(keep):,} confident test rows join the training rows")
-        if not len(keep):
-            break
-        rows = dataclasses.replace(batches, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
-                                   labels=np.concatenate([batches.labels, probs[keep].argmax(axis=1)]))
-        result = train(ctx, rows, model, epochs=1)
+    rows = TrainData(augmented_epochs(cfg, model.tokenizer, data, train_ids), data.labels[data.train_rows],
+                     encoded.val_ids, data.val_labels, encoded.pad_id, encoded.batch_size)
+    for round_ in range(1 + cfg.pseudo_label_rounds):
+        if round_:
+            if ctx.stop.requested() or training.stopped_early:
+                break
+            probs = predict(ctx, model, data, encoded).probs  # the current model's, calibrated
+            keep = np.flatnonzero(probs.max(axis=1) >= cfg.pseudo_label_threshold)
+            training.pseudo_label_rows.append(int(len(keep)))
+            print(f"pseudo-label round {round_}: {len(keep):,} confident test rows join the training rows")
+            if not len(keep):
+                break
+            rows = dataclasses.replace(rows, epoch_ids=[train_ids + [encoded.test_ids[i] for i in keep]],
+                                       labels=np.concatenate([data.labels[data.train_rows], probs[keep].argmax(1)]))
+        epochs = 1 if round_ else cfg.epochs
+        result = (train(ctx, rows, model.net.to(ctx.device), epochs) if ctx.world == 1 else
+                  train_in_ranks(ctx, rows, model, epochs))
+        if result["state"] is None and not round_:
+            raise Interrupted(f"{ctx.stop.received} before the first epoch finished: no trained model to predict "
+                              "with; nothing written", ctx.stop.received)
         if result["state"] is not None:
             load_trainable_state(model.net, result["state"])
-        training.add(result, pseudo_round=round_ + 1)
+        training.add(result, **({"pseudo_round": round_} if round_ else {}))
     return training
 
 
@@ -949,109 +967,30 @@ class TrainData:
     eval_batch_size: int  # what fitting_batch_size found
 
 
-def train(ctx: RunContext, data: TrainData, model: Model, epochs: int | None = None) -> dict:
-    """Trains in this process, or data-parallel over ctx.world spawned ranks when there are several."""
-    if ctx.world == 1:
-        return train_loop(ctx, data, model.net.to(ctx.device), epochs)
-    import torch.multiprocessing as mp
-
-    model.net.cpu()  # the ranks train their own copies: this process's GPU memory (prediction's too) is freed
-    torch.cuda.empty_cache()
-    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
-        job = RankJob(free_port(), model.source, trainable_state(model.net), epochs or ctx.cfg.epochs,
-                      os.path.join(tmp, "result.pt"))
-        mp.spawn(ddp_worker, nprocs=ctx.world, join=True, args=(ctx, data, job))
-        result = torch.load(job.result, weights_only=False)
-    if "diverged" in result:
-        raise DivergedError(result["diverged"])
-    return result
-
-
-def train_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int | None = None) -> dict:
-    """AdamW with warm-up then decay; evaluates every epoch and keeps the best state (rank 0 holds it). A signal
-    skips the unfinished epoch's evaluation: the best finished epoch is what predicts."""
-    loop = start_loop(ctx, data, model, epochs or ctx.cfg.epochs)
-    for epoch in range(loop.epochs):
-        finished = train_epoch(ctx, data, loop, epoch)
-        if loop.signalled and not finished:
+def train(ctx: RunContext, data: TrainData, net: Classifier, epochs: int) -> dict:
+    """The training loop, in this process or in one data-parallel rank: AdamW with a linear warm-up then decay over
+    `epochs` passes of this rank's share of the length-grouped batches. At each sync point (every SYNC_STEPS steps
+    and an epoch's last) the ranks agree whether to stop (time limit, stop signal) or fail (non-finite loss or
+    weights), and the loss curve gets a point. Each epoch is evaluated and the best one's trainable weights kept
+    (rank 0 holds them); a signal skips the unfinished epoch's evaluation (the time limit does not)."""
+    loop = start_loop(ctx, data, net, epochs)
+    for epoch in range(epochs):
+        batches, ids_epoch = loop.begin_epoch(ctx, data, epoch)
+        for step, batch in enumerate(batches, 1):
+            seqs = [ids_epoch[i] for i in batch]
+            ids, mask = pad_batch(seqs, data.pad_id, ctx.device)
+            labels = to_device(torch.as_tensor(data.labels[batch]), ctx.device)
+            loss = train_step(loop.net, ids, mask, labels, loop.opt)
+            loop.count(loss, len(batch) * ctx.world, sum(len(s) for s in seqs) * ctx.world)
+            if (step % SYNC_STEPS == 0 or step == len(batches)) and sync_point(ctx, loop, epoch, step):
+                break
+        if loop.signalled and step < len(batches):
             break  # an unfinished epoch is not evaluated: the best finished one predicts
         end_epoch(ctx, data, loop, epoch)
         if loop.stopped or loop.signalled:
             break
     loop.progress.close()
     return loop.result()
-
-
-@dataclass
-class Loop:
-    """The training loop's state across epochs and sync points."""
-
-    model: Classifier
-    net: nn.Module  # the model, wrapped for data parallel when there are several ranks
-    params: list  # the trainable tensors
-    opt: Optimization
-    progress: Progress
-    rng: np.random.Generator  # shuffles the batches
-    lengths: list  # per epoch's token ids: each row's length
-    steps: int  # steps per epoch and rank
-    epochs: int
-    history: list = field(default_factory=list)
-    best: dict | None = None  # the best epoch's trainable weights (rank 0 alone keeps them)
-    best_acc: float = -1.0
-    stopped: bool = False  # the time limit was reached
-    signalled: bool = False  # a stop signal arrived, in some rank
-    seen: int = 0  # rows trained on, all ranks together
-    tokens: int = 0
-    loss_sum: torch.Tensor | None = None  # this epoch's finite losses, on the device (no host sync)
-    finite_steps: torch.Tensor | None = None
-    started: float = field(default_factory=time.perf_counter)
-
-    def result(self) -> dict:
-        return {"state": self.best, "history": self.history, "train_seconds": time.perf_counter() - self.started,
-                "samples": self.seen, "tokens": self.tokens, "stopped_early": self.stopped,
-                "signalled": self.signalled}
-
-
-def start_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int) -> Loop:
-    """The loop's optimizer, schedule, batch order and progress display, before the first step."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    net = model
-    if ctx.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    rng = np.random.default_rng(ctx.cfg.seed)
-    lengths = [np.array([len(s) for s in ids]) for ids in data.epoch_ids]
-    steps = len(length_grouped_batches(lengths[0], ctx.cfg.batch_size, rng)) // ctx.world
-    optimizer = make_optimizer(params, ctx.cfg, ctx.device)
-    opt = Optimization(optimizer, make_scheduler(optimizer, steps * epochs, ctx.cfg.warmup_ratio),
-                       grad_scaler(ctx.dtype), ctx.dtype, ctx.cfg.grad_clip)
-    progress = Progress(steps * epochs, epochs, ctx.cfg.progress_seconds if ctx.rank == 0 else None)
-    return Loop(model, net, params, opt, progress, rng, lengths, steps, epochs)
-
-
-def train_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> bool:
-    """This rank's share of one epoch's steps, up to a sync point that stops it; whether the epoch finished."""
-    ids_epoch = data.epoch_ids[epoch % len(data.epoch_ids)]
-    batches = length_grouped_batches(loop.lengths[epoch % len(loop.lengths)], ctx.cfg.batch_size, loop.rng)
-    batches = batches[: loop.steps * ctx.world][ctx.rank::ctx.world]
-    loop.net.train()
-    loop.loss_sum = torch.zeros((), device=ctx.device)
-    loop.finite_steps = torch.zeros((), device=ctx.device)
-    for step, batch in enumerate(batches):
-        seqs = [ids_epoch[i] for i in batch]
-        ids, mask = pad_batch(seqs, data.pad_id, ctx.device)
-        labels = to_device(torch.as_tensor(data.labels[batch]), ctx.device)
-        loss = train_step(loop.net, ids, mask, labels, loop.opt)
-        finite = torch.isfinite(loss)
-        loop.loss_sum += torch.where(finite, loss, 0.0)
-        loop.finite_steps += finite
-        loop.seen += len(batch) * ctx.world
-        loop.tokens += sum(len(s) for s in seqs) * ctx.world
-        last = step == len(batches) - 1
-        if ((step + 1) % SYNC_STEPS == 0 or last) and sync_point(ctx, loop, epoch + 1, step + 1, len(batches)):
-            return last
-    return True
 
 
 def train_step(model, ids, mask, labels, opt: Optimization) -> torch.Tensor:
@@ -1089,14 +1028,10 @@ def make_optimizer(params: list, cfg: Config, device: torch.device) -> torch.opt
 
 
 def make_scheduler(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(total_steps * warmup_ratio))
+    """transformers' linear warm-up from 0 over warmup_ratio of the steps, then linear decay to 0."""
+    from transformers import get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, int(total_steps * warmup_ratio), total_steps)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -1116,23 +1051,100 @@ def grad_scaler(dtype: torch.dtype | None):
     return scaler_cls("cuda", enabled=dtype is torch.float16)
 
 
-def sync_point(ctx: RunContext, loop: Loop, epoch: int, step: int, steps: int) -> bool:
-    """Every SYNC_STEPS steps all ranks agree on whether to stop (the time limit, a stop signal) or fail
-    (non-finite trainable weights, or a non-finite loss that no fp16 GradScaler skip explains); True: stop."""
+@dataclass
+class Loop:
+    """The training loop's state across epochs and sync points."""
+
+    model: Classifier
+    net: nn.Module  # the model, wrapped for data parallel when there are several ranks
+    params: list  # the trainable tensors
+    opt: Optimization
+    progress: Progress
+    rng: np.random.Generator  # shuffles the batches
+    lengths: list  # per epoch's token ids: each row's length
+    steps: int  # steps per epoch and rank
+    history: list = field(default_factory=list)
+    curve: list = field(default_factory=list)  # the loss curve: metrics.json's loss_curve
+    best: dict | None = None  # the best epoch's trainable weights (rank 0 alone keeps them)
+    best_acc: float = -1.0
+    stopped: bool = False  # the time limit was reached
+    signalled: bool = False  # a stop signal arrived, in some rank
+    seen: int = 0  # rows trained on, all ranks together
+    tokens: int = 0
+    done: int = 0  # steps taken in this rank
+    loss_sum: torch.Tensor | None = None  # this epoch's finite losses in this rank, on the device (no host sync)
+    finite_steps: torch.Tensor | None = None
+    synced: tuple = (0.0, 0.0)  # this epoch's loss sum and finite steps, all ranks, at its last sync point
+    started: float = field(default_factory=time.perf_counter)
+
+    def begin_epoch(self, ctx: RunContext, data: TrainData, epoch: int) -> tuple[list, list]:
+        """This rank's batches of the epoch (as many as every other rank's) and the epoch's token ids."""
+        batches = length_grouped_batches(self.lengths[epoch % len(self.lengths)], ctx.cfg.batch_size, self.rng)
+        self.net.train()
+        self.loss_sum, self.finite_steps = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
+        self.synced = (0.0, 0.0)
+        return batches[: self.steps * ctx.world][ctx.rank::ctx.world], data.epoch_ids[epoch % len(data.epoch_ids)]
+
+    def count(self, loss: torch.Tensor, rows: int, tokens: int) -> None:
+        """One step: its loss when finite (summed on the device), and the rows and tokens of all ranks."""
+        finite = torch.isfinite(loss)
+        self.loss_sum += torch.where(finite, loss, 0.0)
+        self.finite_steps += finite
+        self.seen, self.tokens, self.done = self.seen + rows, self.tokens + tokens, self.done + 1
+
+    def add_point(self, epoch: int, step: int, loss_sum: float, finite_steps: float) -> None:
+        """A point of the loss curve at this sync point: all ranks' mean loss over the finite steps since the last."""
+        if finite_steps > self.synced[1] and len(self.curve) < LOSS_CURVE_POINTS:
+            self.curve.append({"step": epoch * self.steps + step, "epoch": round(epoch + step / self.steps, 4),
+                               "loss": round((loss_sum - self.synced[0]) / (finite_steps - self.synced[1]), 6)})
+        self.synced = (loss_sum, finite_steps)
+
+    def result(self) -> dict:
+        return {"state": self.best, "history": self.history, "train_seconds": time.perf_counter() - self.started,
+                "samples": self.seen, "tokens": self.tokens, "stopped_early": self.stopped,
+                "signalled": self.signalled, "loss_curve": self.curve, "steps": self.done}
+
+
+def start_loop(ctx: RunContext, data: TrainData, model: Classifier, epochs: int) -> Loop:
+    """The loop's optimizer, schedule, batch order and progress display, before the first step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    net = model
+    if ctx.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    rng = np.random.default_rng(ctx.cfg.seed)
+    lengths = [np.array([len(s) for s in ids]) for ids in data.epoch_ids]
+    steps = len(length_grouped_batches(lengths[0], ctx.cfg.batch_size, rng)) // ctx.world
+    optimizer = make_optimizer(params, ctx.cfg, ctx.device)
+    opt = Optimization(optimizer, make_scheduler(optimizer, steps * epochs, ctx.cfg.warmup_ratio),
+                       grad_scaler(ctx.dtype), ctx.dtype, ctx.cfg.grad_clip)
+    progress = Progress(steps * epochs, epochs, ctx.cfg.progress_seconds if ctx.rank == 0 else None)
+    return Loop(model, net, params, opt, progress, rng, lengths, steps)
+
+
+def sync_point(ctx: RunContext, loop: Loop, epoch: int, step: int) -> bool:
+    """All ranks agree on whether to stop (the time limit, a stop signal) or fail (non-finite trainable weights, or a
+    non-finite loss that no fp16 GradScaler skip explains): DDP would hang if they did not. Their summed losses
+    give the loss curve its point and the progress its mean; True: stop."""
     diverged = not bool(torch.stack([torch.isfinite(p).all() for p in loop.params]).all()) or (
         not loop.opt.scaler.is_enabled() and loop.finite_steps.item() < step)
-    late, signalled, diverged = any_rank([time.monotonic() > ctx.deadline, ctx.stop.requested(), diverged], ctx)
+    late, signalled, diverged, loss_sum, finite_steps = reduce_sum(
+        [time.monotonic() > ctx.deadline, ctx.stop.requested(), diverged, loop.loss_sum.item(),
+         loop.finite_steps.item()], ctx)
     if diverged:
-        raise DivergedError(f"training diverged at epoch {epoch} step {step}: non-finite loss or weights (try a "
+        raise DivergedError(f"training diverged at epoch {epoch + 1} step {step}: non-finite loss or weights (try a "
                             "lower lr); no submission written")
-    loop.progress.update(epoch, step, steps, loop.seen, loop.loss_sum.item() / max(1.0, loop.finite_steps.item()))
-    loop.stopped, loop.signalled = late, signalled
-    return late or signalled
+    loop.add_point(epoch, step, loss_sum, finite_steps)
+    loop.progress.update(epoch + 1, step, loop.steps, loop.seen, loss_sum / max(1.0, finite_steps))
+    loop.stopped, loop.signalled = bool(late), bool(signalled)
+    return loop.stopped or loop.signalled
 
 
 def end_epoch(ctx: RunContext, data: TrainData, loop: Loop, epoch: int) -> None:
-    """The epoch's evaluation, its line in the history and the log, and the best state kept."""
-    finite_steps, loss_sum = reduce_sum([loop.finite_steps.item(), loop.loss_sum.item()], ctx)
+    """The epoch's evaluation, its line in the history and the log, and the best state kept. Its training loss is
+    all ranks' mean over its finite steps, as its last sync point summed them."""
+    loss_sum, finite_steps = loop.synced
     if finite_steps == 0:
         raise DivergedError(f"training diverged: every step of epoch {epoch + 1} had a non-finite loss; "
                             "no submission written")
@@ -1207,9 +1219,10 @@ def _duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------- training on every GPU (data parallel)
-# With several processes (one per GPU), train() spawns the ranks; each builds its model, trains its share of every
-# batch list under DistributedDataParallel, and rank 0 hands back the best state through a file. The run context
-# crosses to them, so every rank agrees on the config, the deadline and the stop marker.
+# With several processes (one per GPU), train_model hands the training to train_in_ranks, which spawns the ranks;
+# each builds its model and runs train() on its share of every epoch's batches under DistributedDataParallel, and
+# rank 0 hands back the best state through a file. The run context crosses to them, so every rank agrees on the
+# config, the deadline and the stop marker.
 def process_count(cfg: Config) -> int:
     """Data-parallel processes that train: `processes`, else one per GPU; one for a predict-only run."""
     if cfg.adapter_from:
@@ -1223,6 +1236,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def train_in_ranks(ctx: RunContext, data: TrainData, model: Model, epochs: int) -> dict:
+    """train(), data-parallel over ctx.world spawned ranks (ddp_worker); rank 0's result."""
+    import torch.multiprocessing as mp
+
+    model.net.cpu()  # the ranks train their own copies: this process's GPU memory (prediction's too) is freed
+    torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory(prefix="agnews_ddp_") as tmp:
+        job = RankJob(free_port(), model.source, trainable_state(model.net), epochs, os.path.join(tmp, "result.pt"))
+        mp.spawn(ddp_worker, nprocs=ctx.world, join=True, args=(ctx, data, job))
+        result = torch.load(job.result, weights_only=False)
+    if "diverged" in result:
+        raise DivergedError(result["diverged"])
+    return result
 
 
 @dataclass(frozen=True)
@@ -1254,8 +1282,7 @@ def ddp_worker(rank: int, ctx: RunContext, data: TrainData, job: RankJob) -> Non
             model = build_model(ctx.cfg, job.source).to(device)
             load_trainable_state(model, job.state)
             try:
-                result = train_loop(dataclasses.replace(ctx, device=device, rank=rank, stop=stop), data, model,
-                                    job.epochs)
+                result = train(dataclasses.replace(ctx, device=device, rank=rank, stop=stop), data, model, job.epochs)
             except DivergedError as exc:  # every rank raises it at the same step; rank 0 reports it
                 result = {"diverged": str(exc)}
         if rank == 0:
@@ -1264,19 +1291,15 @@ def ddp_worker(rank: int, ctx: RunContext, data: TrainData, job: RankJob) -> Non
         dist.destroy_process_group()
 
 
-def reduce_sum(values: list[float], ctx: RunContext) -> list[float]:
+def reduce_sum(values: list, ctx: RunContext) -> list:
+    """Each value summed over the ranks (a flag: how many ranks raised it); as they are with one process."""
     if ctx.world == 1:
         return values
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
-
-
-def any_rank(flags: list[bool], ctx: RunContext) -> list[bool]:
-    """Each flag true on any rank: every rank must stop or fail at the same step, or DDP would hang."""
-    return [total > 0 for total in reduce_sum([float(f) for f in flags], ctx)]
 
 
 # --------------------------------------------------------------------------- prediction and calibration
@@ -1497,6 +1520,7 @@ def metrics_of(ctx: RunContext, inputs: Inputs, data: Data, model: Model, traini
         "per_class_val_accuracy": {LABELS[i]: float(confusion[i, i] / max(1, confusion[i].sum()))
                                    for i in range(len(LABELS))},
         "history": history,
+        "loss_curve": training.loss_curve,
         "best_epoch": max(history, key=lambda h: h["val_accuracy"])["epoch"] if history else None,
         "stopped_early": training.stopped_early,
         "interrupted": bool(ctx.stop.received),
@@ -1613,7 +1637,10 @@ class BudgetError(KernelError):
 
 
 class DataError(KernelError):
-    pass
+    """Bad input data. Its message is printed as one line: control characters from a file become '?'."""
+
+    def __init__(self, message: str):
+        super().__init__(re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", message))
 
 
 class SubmissionError(KernelError):
@@ -2024,14 +2051,35 @@ def print_banner(ctx: RunContext, inputs: Inputs, data: Data, model: Model) -> N
 def keep_adapter(model: Model, scratch: Path, out: Path) -> Path:
     """The trained adapter saved into the output folder before predicting, so that no later failure loses the
     training (its temperature is not fitted yet: a predict-only run fits it). An earlier run's outputs there go
-    first: beside this run's adapter they would pass for its own."""
+    first: beside this run's adapter they would pass for its own. An output folder that cannot take it stops the
+    run, the adapter kept elsewhere if it can be (adapter_elsewhere)."""
     save_adapter(model, scratch / "adapter", None)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_NAMES[:-1]:
-        remove_output(out / name)
-    publish_file(scratch / "adapter", out / "adapter")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUT_NAMES[:-1]:
+            remove_output(out / name)
+        publish_file(scratch / "adapter", out / "adapter")
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise PublishError(f"cannot keep the trained adapter in {out}: {exc.strerror or exc}{where}; "
+                           + adapter_elsewhere(scratch / "adapter")) from None
     print(f"saved the trained adapter to {out / 'adapter'} before predicting", flush=True)
     return out / "adapter"
+
+
+def adapter_elsewhere(adapter: Path) -> str:
+    """The trained adapter moved out of the run's temporary folder, which goes with the run, into a folder of its own
+    beside it (a rename: no room needed); what became of it, as the end of the error. On Kaggle only the working
+    folder outlives the session, so there it is plainly lost."""
+    if on_kaggle():
+        return (f"on Kaggle nothing but {KAGGLE_WORKING} outlives the session, so the trained adapter could not be "
+                "kept: fix the output folder (free space in it) and run again")
+    try:
+        kept = Path(tempfile.mkdtemp(prefix="agnews_lora_adapter_", dir=adapter.parent.parent)) / "adapter"
+        os.replace(adapter, kept)
+    except OSError as exc:
+        return f"the trained adapter could not be kept elsewhere either ({exc.strerror or exc}): it is lost"
+    return f"the trained adapter is kept in {kept} instead: predict with it using --set adapter_from={kept}"
 
 
 def failed_after_training(exc: Exception, adapter: Path | None) -> KernelError:
@@ -2294,475 +2342,176 @@ class StopSignal:
 
 
 # ------------------------------------------------------------------------------------- test file reader
-# Test pickles are untrusted: nothing in one may run code, crash the kernel or take its memory. So the file is
-# read in a forked child whose address space is capped (a child that dies of a signal or runs out of memory is
-# one line here); its opcodes are walked before anything is built (scan_pickle); every allowed global becomes an
-# inert record, so no numpy, pyarrow, pandas or datasets code runs on the file's contents (their rebuilders
-# trust their arguments; datasets' can reopen paths); and the arrays holding the texts are decoded here, each
-# checked against its layout, with the rows and the text they add up to bounded before a string is decoded.
+# Test pickles are untrusted: nothing in one may run code, crash the kernel, or take its memory or time. A forked
+# child with capped memory and time reads the file through an Unpickler that finds only the library classes a table
+# of strings is made of. Each arrow array is validated in full as it is built, before anything reads it (and refused
+# where arrow's validation lets a negative offset or a validity bitmap of 0 bytes pass, or a chunk that is no array
+# would be converted: a string into its letters). The child bounds the rows and text and sends the texts as JSON.
 TEST_MAX_FILE_BYTES = 2**30
-TEST_MAX_OPCODES = 20_000_000  # a DataFrame of TEST_MAX_ROWS rows in a few object columns fits
 TEST_MAX_ROWS = 2_000_000
-TEST_MAX_TEXT_BYTES = 2**28  # all test texts together: UTF-8 bytes of arrow strings, characters of others
-TEST_MAX_DEPTH = 100  # containers within containers; the pickles of datasets and pandas nest under 20 deep
+TEST_MAX_TEXT_BYTES = 2**28  # all test texts together: arrow's bytes, characters of Python strings
 TEST_LOAD_MEMORY = 2**31  # bytes the reading child may add to its address space, beyond 3 times the file size
-ARROW_OFFSET_WIDTHS = {"string": 4, "large_string": 8}  # the arrow string types, by their alias
-PICKLE_GLOBALS = {
-    "builtins": ("bytearray", "slice"),
-    "numpy": ("ndarray", "dtype"),
-    "numpy.core.multiarray": ("_reconstruct", "scalar"),
-    "numpy._core.multiarray": ("_reconstruct", "scalar"),
-    "numpy.core.numeric": ("_frombuffer",),
-    "numpy._core.numeric": ("_frombuffer",),
-    "pyarrow.lib": ("_reconstruct_table", "_reconstruct_record_batch", "_restore_array", "chunked_array",
-                    "field", "py_buffer", "schema", "type_for_alias"),
-    "datasets.arrow_dataset": ("Dataset",),
-    "datasets.table": ("InMemoryTable",),
-    "datasets.info": ("DatasetInfo",),
-    "datasets.features.features": ("Features", "Value"),
-    "datasets.splits": ("NamedSplit",),
-    "pandas": ("DataFrame", "Index", "RangeIndex", "StringDtype", "NA"),
-    "pandas.arrays": ("ArrowStringArray", "StringArray"),
-    "pandas.core.frame": ("DataFrame",),
-    "pandas.core.internals.managers": ("BlockManager",),
-    "pandas._libs.internals": ("_unpickle_block",),
-    "pandas._libs.arrays": ("__pyx_unpickle_NDArrayBacked",),
-    "pandas._libs.missing": ("NA",),
-    "pandas.core.indexes.base": ("Index", "_new_Index"),
-    "pandas.core.indexes.range": ("RangeIndex",),
-    "pandas.core.arrays.string_": ("StringArray", "StringDtype", "StringArrayNumpySemantics"),
-    "pandas.core.arrays.string_arrow": ("ArrowStringArray", "ArrowStringArrayNumpySemantics"),
+TEST_LOAD_SECONDS = 300  # wall-clock seconds the reading child may take
+PICKLE_GLOBALS = {  # module: names. What datasets 3-5 and pandas 2-3 write for a table of strings, nothing else
+    "builtins": "bytearray slice", "numpy": "ndarray dtype", "numpy.core.multiarray": "_reconstruct scalar",
+    "numpy._core.multiarray": "_reconstruct scalar", "numpy.core.numeric": "_frombuffer",
+    "numpy._core.numeric": "_frombuffer", "pyarrow.lib": "_reconstruct_table _reconstruct_record_batch "
+    "_restore_array chunked_array field py_buffer schema type_for_alias", "datasets.arrow_dataset": "Dataset",
+    "datasets.table": "InMemoryTable", "datasets.info": "DatasetInfo", "datasets.features.features": "Features Value",
+    "datasets.splits": "NamedSplit", "pandas": "DataFrame Index RangeIndex StringDtype NA",
+    "pandas.core.frame": "DataFrame", "pandas.core.internals.managers": "BlockManager",
+    "pandas._libs.internals": "_unpickle_block", "pandas._libs.arrays": "__pyx_unpickle_NDArrayBacked",
+    "pandas._libs.missing": "NA", "pandas.core.indexes.base": "Index _new_Index",
+    "pandas.core.indexes.range": "RangeIndex", "pandas.arrays": "ArrowStringArray StringArray",
+    "pandas.core.arrays.string_": "StringArray StringDtype StringArrayNumpySemantics",
+    "pandas.core.arrays.string_arrow": "ArrowStringArray ArrowStringArrayNumpySemantics",
 }
-
-
-class PickledRecord(dict):
-    """What an allowed global stands for, as plain data: its name, the arguments it was called with and the
-    state it was given, none of its code. (A dict, because some are rebuilt item by item.)"""
-
-    qualname = ""
-    args: tuple = ()
-    state = None
-
-    def __new__(cls, *args, **kwargs):
-        record = dict.__new__(cls)
-        record.args = args
-        return record
-
-    def __init__(self, *args, **kwargs):
-        super().__init__()
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
 
 
 class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if name in PICKLE_GLOBALS.get(module, ()):
-            return type(name, (PickledRecord,), {"qualname": f"{module}.{name}"})
-        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a test file may hold only a datasets "
-                                     "Dataset, a pandas DataFrame or a dict of lists")
+        if name not in PICKLE_GLOBALS.get(module, "").split():
+            raise pickle.UnpicklingError(f"refused to load {module + '.' + name:.100}: a test file may hold only a "
+                                         "datasets Dataset, a pandas DataFrame or a dict of lists")
+        checked = {"_restore_array": restored_arrow_array, "chunked_array": chunked_arrow_array}
+        return checked[name] if module == "pyarrow.lib" and name in checked else super().find_class(module, name)
+
+
+def restored_arrow_array(data: tuple):
+    import pyarrow as pa
+    kind, length, _nulls, offset, buffers, children, dictionary = data  # flat, the buffers its type needs
+    if (len(buffers) != kind.num_buffers or children != [] or dictionary is not None or min(length, offset) < 0
+            or buffers[0] is not None and buffers[0].size * 8 < offset + length):
+        raise pickle.UnpicklingError(f"malformed arrow array: not the layout of {length!r:.20} {kind!r:.40}")
+    array = pa.lib._restore_array(data)
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise pickle.UnpicklingError(f"malformed arrow array: {exc}") from None
+    return array
+
+
+def chunked_arrow_array(chunks: list, kind=None):
+    import pyarrow as pa
+    if not all(isinstance(chunk, pa.Array) for chunk in chunks):
+        raise pickle.UnpicklingError("malformed arrow array: a chunk that is no array")
+    return pa.chunked_array(chunks, kind)
 
 
 def load_test_texts(path: Path) -> list[str]:
-    """The `text` column of a pickled datasets.Dataset (in memory), DataFrame or dict, in row (ID) order.
-    Read by a forked child with capped memory where the platform can fork (in this process elsewhere)."""
-    if not hasattr(os, "fork"):
-        return read_test_texts(path)
-    # The child's modules, imported before the fork: an import after it could deadlock on a lock that another
-    # thread held at the fork, and every child would pay for it.
-    import pickletools  # noqa: F401
-    import resource  # noqa: F401
-
-    read_end, write_end = os.pipe()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the child only parses bytes
+    """The `text` column of a pickled datasets.Dataset (in memory), DataFrame or dict, in row (ID) order, read by a
+    forked child (in this process where the platform cannot fork)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy.core's deprecation; fork with threads: the child only reads a file
+        for module in (*PICKLE_GLOBALS, "resource"):  # an import in the child could wait on another thread's lock
+            with suppress(ImportError):
+                __import__(module)
+        read_end, write_end, pid = *os.pipe(), -1
+        with suppress(OSError, AttributeError):  # no fork here, or no process to spare: read in this process
             pid = os.fork()
-    except OSError:  # no process to spare (a process limit, strict overcommit): the same checks, in process
-        os.close(read_end)
-        os.close(write_end)
-        return read_test_texts(path)
     if pid == 0:
-        os.close(read_end)
         _read_in_child(path, write_end)
     os.close(write_end)
+    if pid < 0:
+        os.close(read_end)
+        return read_test_texts(path)
     try:
         with open(read_end, "rb") as pipe:
-            reply = pipe.read()
-    except BaseException:  # interrupted: the child goes too
+            reply = pipe.read(8 * TEST_MAX_TEXT_BYTES)
+    finally:  # interrupted or not, the child goes
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    return _child_texts(path, reply, pid)
+        status = os.waitpid(pid, 0)[1]
+    with suppress(ValueError, TypeError, RecursionError):
+        kind, payload = json.loads(reply)
+        if kind == "error" and isinstance(payload, str):
+            raise DataError(payload)
+        if kind == "texts" and isinstance(payload, list) and all(isinstance(text, str) for text in payload):
+            return payload
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    name = next((s.name for s in signal.Signals if s == signum), f"signal {signum}")
+    raise DataError(f"cannot unpickle {path}: " + (
+        f"reading it took more than {TEST_LOAD_SECONDS} s, the most a test file may take" if name == "SIGALRM" else
+        f"reading it killed the reading process ({name}); the file is malformed or hostile" if signum else
+        f"the reading process failed (exit status {os.WEXITSTATUS(status)})"))
 
 
 def _read_in_child(path: Path, pipe: int) -> None:
-    """The forked child: caps its memory, reads the file and sends back its texts or the one-line error."""
-    import faulthandler
-    import gc
-
-    faulthandler.disable()  # a crash here is one line in the parent, not a traceback dump
-    gc.disable()  # a collection would touch every object the kernel holds, copying its pages into this child
+    """The forked child: caps its memory and time, reads the file, sends its texts or the one-line error, exits."""
+    import resource
     code = 1
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)  # the kernel's own handlers decide; this ends soon anyway
+        faulthandler.disable()  # a crash here is one line in the parent, not a dump on any stream
+        gc.disable()  # a collection would touch every object the kernel holds, copying its pages into this child
+        signal.alarm(TEST_LOAD_SECONDS)  # SIGALRM ends the child, stuck or not
+        for fd in (1, 2):  # what libraries print here would pass for the kernel's: the pipe says everything
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        with suppress(OSError, ValueError), open("/proc/self/statm", encoding="ascii") as statm:  # ValueError: a
+            cap = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + TEST_LOAD_MEMORY  # lower cap is set
+            cap += 3 * min(path.stat().st_size, TEST_MAX_FILE_BYTES)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
         try:
-            size = min(path.stat().st_size, TEST_MAX_FILE_BYTES)
-        except OSError:
-            size = 0  # read_test_texts says why
-        _cap_address_space(TEST_LOAD_MEMORY + 3 * size)
-        try:
-            reply = ("texts", read_test_texts(path))
-        except KernelError as exc:
-            reply = ("error", str(exc))
-        except MemoryError:
-            reply = ("error", f"{path} needs more memory to read than a test file may ({TEST_LOAD_MEMORY >> 20} "
-                              "MiB more than 3 times its size)")
+            reply = ["texts", read_test_texts(path)]
+        except DataError as exc:
+            reply = ["error", str(exc)]
         with open(pipe, "wb") as out:
-            out.write(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+            out.write(json.dumps(reply, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         code = 0
     finally:
         os._exit(code)
 
 
-def _cap_address_space(extra: int) -> None:
-    """Caps this process's address space at what it maps now plus `extra` bytes (where /proc tells the first)."""
-    try:
-        import resource
-
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (ImportError, OSError, ValueError):
-        return
-    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-    limit = mapped + extra if hard == resource.RLIM_INFINITY else min(mapped + extra, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def _child_texts(path: Path, reply: bytes, pid: int) -> list[str]:
-    """The texts the child sent, or its failure as one line."""
-    import io
-
-    try:
-        kind, payload = SafeUnpickler(io.BytesIO(reply)).load()  # only strings and lists: no global to find
-    except Exception:
-        kind = payload = None
-    status = os.waitpid(pid, 0)[1]  # after unpickling the reply, while the child was exiting
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
-        raise DataError(f"cannot unpickle {path}: reading it killed the reading process ({name}); the file is "
-                        "malformed or hostile")
-    if kind not in ("texts", "error"):
-        raise DataError(f"cannot unpickle {path}: the reading process failed (exit status "
-                        f"{os.waitstatus_to_exitcode(status)})")
-    if kind == "error":
-        raise DataError(payload)
-    return payload
-
-
 def read_test_texts(path: Path) -> list[str]:
-    """load_test_texts' work, in whichever process runs it: the file read whole (bounded), its opcodes scanned,
-    unpickled through the allow-list, its texts taken from the shapes we know."""
+    """load_test_texts' work, in whichever process runs it: the file read whole (bounded), unpickled through the
+    allow-list, its 'text' column taken; every failure is one DataError."""
     import io
-
     try:
         with open(path, "rb") as handle:  # read() of n bytes reserves n first: ask for no more than is there
             data = handle.read(min(os.fstat(handle.fileno()).st_size, TEST_MAX_FILE_BYTES) + 1)
-        if len(data) > TEST_MAX_FILE_BYTES:
-            raise DataError(f"{path} is larger than {TEST_MAX_FILE_BYTES:,} bytes, the most a test file may be")
-        if not data:
-            raise DataError(f"{path} is empty")
-        scan_pickle(data)
-        obj = SafeUnpickler(io.BytesIO(data)).load()
-    except (DataError, MemoryError):
+        if not data or len(data) > TEST_MAX_FILE_BYTES:
+            raise DataError(f"{path} is " + (f"larger than {TEST_MAX_FILE_BYTES:,} bytes, the most a test file may "
+                                             "be" if data else "empty"))
+        return text_column(SafeUnpickler(io.BytesIO(data)).load(), path)
+    except DataError:
         raise
+    except MemoryError:
+        raise DataError(f"{path} needs more memory to read than a test file may ({TEST_LOAD_MEMORY >> 20} MiB "
+                        "more than 3 times its size)") from None
     except Exception as exc:  # a foreign or hostile pickle fails in many ways; every one is the same user error
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DataError(f"cannot unpickle {path}: {type(exc).__name__}: {first}") from None
-    try:
-        texts = text_column(obj, path)
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path} does not have the layout of a Dataset or DataFrame ({type(exc).__name__}: "
-                        f"{exc}); save the test texts as a dict {{'text': [...]}}") from None
-    if not texts:
-        raise DataError(f"{path} has no rows")
-    _check_text_size(path, len(texts), 0)
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise DataError(f"{path}: row {bad} of 'text' is {type(texts[bad]).__name__}, not a string")
-    _check_text_size(path, len(texts), sum(map(len, texts)))
-    return texts
-
-
-def _check_text_size(path: Path, rows: int, size: int) -> None:
-    if rows > TEST_MAX_ROWS:
-        raise DataError(f"{path} holds more than {TEST_MAX_ROWS:,} rows, the most a test file may hold")
-    if size > TEST_MAX_TEXT_BYTES:
-        raise DataError(f"{path} holds more than {TEST_MAX_TEXT_BYTES >> 20} MiB of text, the most a test file "
-                        "may hold (the same texts repeated by reference?)")
-
-
-def scan_pickle(data: bytes) -> None:
-    """Walks a pickle's opcodes without building anything, so that unpickling it meets no length past the end of
-    the data, no memo index beyond the next (the C unpickler sizes its memo by the largest), no dict key that is
-    not a string (hashing a deep tuple recurses in C), no set, at most TEST_MAX_OPCODES opcodes and nothing
-    nested deeper than TEST_MAX_DEPTH. Each object is tracked as [depth, is a string]."""
-    import pickletools
-
-    stack: list[list] = []
-    marks: list[int] = []
-    memo: list[list] = []
-    for count, (op, arg, pos) in enumerate(pickletools.genops(data), 1):
-        if count > TEST_MAX_OPCODES:
-            raise pickle.UnpicklingError(f"more than {TEST_MAX_OPCODES:,} opcodes, more than a test file needs")
-        if op.name == "FRAME" and arg > len(data) - pos:
-            raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos} runs past the end of the data")
-        if op.name in ("EMPTY_SET", "ADDITEMS", "FROZENSET"):
-            raise pickle.UnpicklingError("a set, which no test file holds")
-        if op.name == "MARK":
-            marks.append(len(stack))
-            continue
-        _scan_opcode(op, arg, _scan_pop(op, stack, marks), stack, memo)
-
-
-def _scan_pop(op, stack: list, marks: list) -> list:
-    """The objects an opcode takes off the stack, bottom first (those down to the last MARK included)."""
-    import pickletools
-
-    before, items = op.stack_before, []
-    if pickletools.markobject in before:
-        if not marks:
-            raise pickle.UnpicklingError(f"{op.name} without a MARK")
-        items = stack[marks[-1]:]
-        del stack[marks.pop():]
-        before = before[:before.index(pickletools.markobject)]
-    if len(stack) < len(before):
-        raise pickle.UnpicklingError(f"{op.name} on a stack too short")
-    if before:
-        items = stack[-len(before):] + items
-        del stack[-len(before):]
-    return items
-
-
-def _scan_opcode(op, arg, items: list, stack: list, memo: list) -> None:
-    """Pushes what an opcode leaves on the stack, checking the memo index it stores at, the dict keys it sets
-    and how deep the object it builds or fills nests."""
-    import pickletools
-
-    name = op.name
-    if name in ("SETITEM", "SETITEMS", "DICT") and not all(key[1] for key in items[name != "DICT"::2]):
-        raise pickle.UnpicklingError("a dict key that is not a string")
-    if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-        index = len(memo) if name == "MEMOIZE" else arg
-        if index > len(memo) or not (items or stack):
-            raise pickle.UnpicklingError(f"memo index {index} beyond the next one ({len(memo)})")
-        memo[index:index + 1] = [items[0] if items else stack[-1]]
-        new = items
-    elif name in ("GET", "BINGET", "LONG_BINGET"):
-        if arg >= len(memo):
-            raise pickle.UnpicklingError(f"memo index {arg} that was never stored")
-        new = [memo[arg]]
-    elif name == "DUP":
-        new = items * 2
-    elif name in ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD"):  # fills the object below in place
-        new = items[:1]
-        new[0][0] = max([new[0][0]] + [1 + cell[0] for cell in items[1:]])
-    else:
-        depth = 1 + max(cell[0] for cell in items) if items else 0
-        text = (pickletools.pyunicode, pickletools.pybytes, pickletools.pybytes_or_str)
-        new = [[depth, kind in text] for kind in op.stack_after]
-    if any(cell[0] > TEST_MAX_DEPTH for cell in new):
-        raise pickle.UnpicklingError(f"objects nested more than {TEST_MAX_DEPTH} deep, deeper than a test "
-                                     "file's")
-    stack.extend(new)
-
-
-def _kind(obj) -> str:
-    """The global a record stands for; "" for plain data."""
-    return obj.qualname if isinstance(obj, PickledRecord) else ""
+        why = (str(exc) if type(exc) is pickle.UnpicklingError else f"{type(exc).__name__}: {exc}").strip()
+        raise DataError(f"cannot unpickle {path}: {why.splitlines()[0] if why else ''}") from None
 
 
 def text_column(obj, path: Path) -> list:
-    """The 'text' column of what a test pickle held, checked to be the shape we expect."""
-    kind = _kind(obj)
-    if kind == "datasets.arrow_dataset.Dataset":
-        return _dataset_texts(obj.state, path)
-    if kind.endswith(".DataFrame"):
-        return _frame_texts(obj.state, path)
-    if isinstance(obj, dict) and not kind:
-        texts = obj.get("text")
-        if texts is None:
-            raise DataError(f"{path} has no 'text' column (columns: {', '.join(map(str, obj)) or 'none'})")
-        if not isinstance(texts, list):
-            raise DataError(f"{path}: 'text' must be a list of strings, got {type(texts).__name__}")
-        return texts
-    raise DataError(f"{path} holds a {kind or type(obj).__name__}; expected a datasets.Dataset, a DataFrame "
-                    "or a dict with a 'text' column")
+    """The 'text' column of a dict, DataFrame or in-memory Dataset: strings, rows and size bounded (arrow's first)."""
+    names, texts = (list(obj), obj.get("text")) if type(obj) is dict else ([], None)
+    if isinstance(obj, pd.DataFrame):
+        names = [str(name) for name in obj.columns]
+        texts = obj.iloc[:, names.index("text")].tolist() if names.count("text") == 1 else None
+    elif f"{type(obj).__module__}.{type(obj).__name__}" == "datasets.arrow_dataset.Dataset":
+        if obj._indices is not None or obj._format_type is not None or obj._format_columns is not None:
+            raise DataError(f"{path} is a Dataset view (select/shuffle/filter, or a format set: {obj._format_type}); "
+                            "save dataset.flatten_indices().with_format(None)")
+        names = obj._data.table.column_names
+        column = obj._data.table.column("text") if names.count("text") == 1 else None
+        texts = column if column is None else checked_size(path, column, len(column), column.nbytes).to_pylist()
+    elif type(obj) is not dict:
+        raise DataError(f"{path} holds a {type(obj).__name__}; expected a datasets.Dataset, a DataFrame or a dict "
+                        "with a 'text' column")
+    if not isinstance(texts, list) or not texts:
+        raise DataError(f"{path} has no rows" if texts == [] else f"{path} has no column 'text' that holds a list "
+                        f"(columns: {', '.join(map(str, names[:20])) or 'none'})")
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(f"{path}: row {bad} of 'text' is {type(texts[bad]).__name__}, not a string")
+    return checked_size(path, texts, len(texts), sum(map(len, texts)))
 
 
-def _dataset_texts(state: dict, path: Path) -> list:
-    """A pickled Dataset's 'text' column, from its table: _reconstruct_table(columns, schema(fields, ...))."""
-    table = getattr(state.get("_data"), "state", None)
-    table = table.get("table") if isinstance(table, dict) else None
-    if _kind(table) != "pyarrow.lib._reconstruct_table":
-        raise DataError(f"{path} holds a datasets.Dataset without an in-memory table")
-    if state.get("_indices") is not None:
-        raise DataError(f"{path} is a Dataset view with an indices mapping (select/shuffle/filter); save "
-                        "dataset.flatten_indices() instead")
-    if state.get("_format_type") is not None or state.get("_format_columns") is not None:
-        raise DataError(f"{path} is a Dataset with a format set ({state.get('_format_type')}); save it with "
-                        "dataset.with_format(None)")
-    columns, schema = table.args
-    names = [str(f.args[0]) for f in schema.args[0]]
-    if "text" not in names:
-        raise DataError(f"{path} has no 'text' column (columns: {', '.join(names) or 'none'})")
-    if len(columns) != len(names) or names.count("text") != 1:
-        raise DataError(f"{path} holds a malformed arrow table: {len(columns)} columns, {len(names)} names")
-    return _arrow_texts(columns[names.index("text")], path)
-
-
-def _frame_texts(state: dict, path: Path) -> list:
-    """A pickled DataFrame's 'text' column, read from its BlockManager: (blocks, [columns, rows]), each block
-    (values, the column positions it holds, ndim)."""
-    blocks, axes = state["_mgr"].args
-    columns = [str(c) for c in _array_rows(axes[0].args[1]["data"], path)[0]]
-    if columns.count("text") != 1:
-        raise DataError(f"{path} has {'several columns' if 'text' in columns else 'no column'} named 'text' "
-                        f"(columns: {', '.join(columns) or 'none'})")
-    position = columns.index("text")
-    for block in blocks:
-        values, locs = block.args[0], block.args[1]
-        if _kind(locs) == "builtins.slice":
-            positions = list(range(len(columns))[slice(*locs.args)])
-        else:
-            positions = _numpy_rows(locs, path)[0]
-        if position in positions:
-            rows = _array_rows(values, path)
-            if len(rows) != len(positions):
-                raise ValueError(f"a block of {len(rows)} columns placed at {len(positions)}")
-            return rows[positions.index(position)]
-    raise DataError(f"{path}: no block of the DataFrame holds its 'text' column")
-
-
-def _array_rows(values, path: Path) -> list[list]:
-    """The rows of an array as pickled by pandas (a numpy array, or a string extension array: one row)."""
-    if _kind(values).endswith(("._reconstruct", "._frombuffer")):
-        return _numpy_rows(values, path)
-    state = values.state
-    if isinstance(state, dict):  # ArrowStringArray: its arrow data
-        data = state.get("_pa_array", state.get("_data"))
-        if _kind(data) in ("pyarrow.lib.chunked_array", "pyarrow.lib._restore_array"):
-            return [_arrow_texts(data, path)]
-    if isinstance(state, tuple) and len(state) >= 2 and _kind(state[1]).endswith("._reconstruct"):  # NDArrayBacked
-        return _numpy_rows(state[1], path)
-    raise DataError(f"{path}: an array of type {_kind(values) or type(values).__name__} that a test file "
-                    "should not hold")
-
-
-def _numpy_rows(array, path: Path) -> list[list]:
-    """The rows of a pickled numpy array of objects (texts, column names) or int64 (column positions), checked
-    against its shape; a 1-D array is one row. Object arrays are pickled as a list in C order."""
-    if _kind(array).endswith("._frombuffer"):  # protocol 5: (buffer, dtype, shape, order)
-        data, dtype, shape, _order = array.args
-    else:  # _reconstruct(ndarray, (0,), b'b'), then __setstate__((version, shape, dtype, is_fortran, data))
-        _version, shape, dtype, _fortran, data = array.state
-    code = dtype.args[0] if _kind(dtype) == "numpy.dtype" and dtype.args else None
-    if not (isinstance(shape, tuple) and 1 <= len(shape) <= 2 and all(type(n) is int for n in shape)
-            and all(0 <= n <= TEST_MAX_ROWS for n in shape)):
-        raise DataError(f"{path} holds a numpy array of shape {shape!r:.60}, not one of a test file's")
-    count = math.prod(shape)
-    if count == 0:
-        values = []
-    elif code in ("O4", "O8") and isinstance(data, list) and len(data) == count:
-        values = data
-    elif code == "i8" and isinstance(data, (bytes, bytearray)) and len(data) == 8 * count and len(shape) == 1:
-        values = memoryview(data).cast("q").tolist()
-    else:
-        raise DataError(f"{path} holds a numpy array of {code!r:.20} and shape {shape} that does not match its "
-                        "data or is not one of a test file's")
-    if len(shape) == 1:
-        return [values]
-    return [values[i * shape[1]:(i + 1) * shape[1]] for i in range(shape[0])]
-
-
-def _arrow_texts(array, path: Path) -> list:
-    """The values of a pickled arrow string array or chunked array (None for nulls). Every chunk is checked
-    before a value is read, and the rows and bytes they add up to are bounded before one is decoded."""
-    if _kind(array) == "pyarrow.lib.chunked_array":
-        chunks, column_type = array.args
-        if _arrow_alias(column_type) not in ARROW_OFFSET_WIDTHS:
-            raise DataError(f"{path}: the 'text' column holds {_arrow_alias(column_type)}, not strings")
-    else:
-        chunks = [array]
-    layouts, rows, size = [], 0, 0
-    for chunk in chunks:
-        if _kind(chunk) != "pyarrow.lib._restore_array" or len(chunk.args) != 1 or len(chunk.args[0]) != 7:
-            raise DataError(f"{path} holds a malformed arrow array: a chunk that is no array")
-        length = chunk.args[0][1]
-        rows += length if type(length) is int and length > 0 else 0
-        _check_text_size(path, rows, size)
-        layouts.append(_arrow_layout(chunk.args[0], path))
-        size += layouts[-1][0][-1] - layouts[-1][0][0]
-        _check_text_size(path, rows, size)
-    return [text for layout in layouts for text in _arrow_values(*layout, path)]
-
-
-def _arrow_alias(arrow_type) -> str:
-    if _kind(arrow_type) == "pyarrow.lib.type_for_alias" and arrow_type.args:
-        return str(arrow_type.args[0])
-    return _kind(arrow_type) or type(arrow_type).__name__
-
-
-def _arrow_layout(array_data: tuple, path: Path) -> tuple:
-    """(value boundaries, data, validity bitmap, first row) of a string array pickled as (type, length,
-    null count, offset, buffers, children, dictionary), checked as arrow's full validation checks them: no
-    children or dictionary, three buffers as long as the rows need, offsets in order within the data."""
-    arrow_type, length, _nulls, offset, buffers, children, dictionary = array_data
-    width = ARROW_OFFSET_WIDTHS.get(_arrow_alias(arrow_type))
-    if width is None:
-        raise DataError(f"{path}: the 'text' column holds {_arrow_alias(arrow_type)}, not strings")
-    if not (type(length) is int and type(offset) is int and length >= 0 and offset >= 0 and children == []
-            and dictionary is None and isinstance(buffers, list) and len(buffers) == 3):
-        raise DataError(f"{path} holds a malformed arrow array: not the layout of {length!r:.20} strings")
-    validity, offsets, data = (_arrow_buffer(b, path) for b in buffers)
-    if length == 0:
-        return [0], b"", None, 0
-    if offsets is None or data is None:
-        raise DataError(f"{path} holds a malformed arrow array: its offsets or data buffer is missing")
-    if len(offsets) < (offset + length + 1) * width:
-        raise DataError(f"{path} holds a malformed arrow array: its offsets buffer is shorter than its rows need")
-    if validity is not None and len(validity) * 8 < offset + length:
-        raise DataError(f"{path} holds a malformed arrow array: its validity bitmap is shorter than its rows")
-    ends = memoryview(offsets)[offset * width:(offset + length + 1) * width].cast("iq"[width == 8]).tolist()
-    if ends[0] < 0 or ends[-1] > len(data) or ends != sorted(ends):
-        raise DataError(f"{path} holds a malformed arrow array: offsets out of order or past its data")
-    return ends, data, validity, offset
-
-
-def _arrow_buffer(buffer, path: Path):
-    """The bytes of a pickled arrow buffer: py_buffer(bytes), py_buffer(bytearray(bytes)); None stays None."""
-    if buffer is None:
-        return None
-    content = buffer.args[0] if _kind(buffer) == "pyarrow.lib.py_buffer" and len(buffer.args) == 1 else None
-    if _kind(content) == "builtins.bytearray" and len(content.args) == 1:  # protocol 4
-        content = content.args[0]
-    if not isinstance(content, (bytes, bytearray)):
-        raise DataError(f"{path} holds a malformed arrow array: a buffer that holds no bytes")
-    return content
-
-
-def _arrow_values(ends: list, data, validity, offset: int, path: Path) -> list:
-    try:
-        texts = [data[start:end].decode("utf-8") for start, end in zip(ends, ends[1:])]
-    except UnicodeDecodeError:
-        raise DataError(f"{path} holds a malformed arrow array: a value that is not valid UTF-8") from None
-    if validity is not None:
-        for row in range(len(texts)):
-            if not validity[(offset + row) >> 3] >> ((offset + row) & 7) & 1:
-                texts[row] = None
+def checked_size(path: Path, texts, rows: int, size: int):  # `texts`, when within a test file's bounds
+    if rows > TEST_MAX_ROWS or size > TEST_MAX_TEXT_BYTES:
+        raise DataError(f"{path} holds more than " + (f"{TEST_MAX_ROWS:,} rows" if rows > TEST_MAX_ROWS else
+                        f"{TEST_MAX_TEXT_BYTES >> 20} MiB of text (the same texts repeated by reference?)")
+                        + ", the most a test file may hold")
     return texts
 
 
@@ -2834,7 +2583,7 @@ BENCH_API = (
     "load_test_texts", "stratified_split", "build_model", "breakdown_of", "model_config", "load_adapter_model",
     "encode_texts", "length_grouped_batches", "sorted_batches", "pad_batch", "to_device", "autocast_dtype",
     "grad_scaler", "make_optimizer", "make_scheduler", "Optimization", "train_step", "trainable_state",
-    "load_trainable_state", "Feed", "predict_logits", "fit_temperature",
+    "load_trainable_state", "Feed", "predict_logits", "fit_temperature", "DataError", "TEST_LOAD_SECONDS",
 )
 
 

@@ -129,3 +129,19 @@ def out_of_memory_after(monkeypatch, kernel, hook: str):
         monkeypatch.setattr(kernel.Classifier, "forward", real_forward)
 
     return restore
+
+
+def assert_loss_curve(metrics: dict, steps: int, sync: int = 25) -> None:
+    """metrics.json's loss_curve as COMMON.md defines it: a point every `sync` steps and at each epoch's end (`steps`
+    per epoch and rank), its epoch the fraction of epochs done, its loss the mean since the previous point; weighted
+    by the steps they cover, an epoch's points give that epoch's train_loss (all ranks', the same way)."""
+    curve, history = metrics["loss_curve"], metrics["history"]
+    ends = [*range(sync, steps, sync), steps]
+    assert [p["step"] for p in curve] == [e * steps + s for e in range(len(history)) for s in ends]
+    assert [p["epoch"] for p in curve] == [round(p["step"] / steps, 4) for p in curve]
+    assert all(isinstance(p["loss"], float) and 0 < p["loss"] < 10 for p in curve)
+    widths = [b - a for a, b in zip([0, *ends], ends)]
+    for e, epoch in enumerate(history):
+        points = curve[e * len(ends):(e + 1) * len(ends)]
+        mean = sum(p["loss"] * w for p, w in zip(points, widths)) / steps
+        assert abs(mean - epoch["train_loss"]) < 1e-4, (e, mean, epoch["train_loss"])

@@ -22,6 +22,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
+import fuzz_test_file  # noqa: E402
 import inference  # noqa: E402
 import prepare_data  # noqa: E402
 import throughput  # noqa: E402
@@ -116,3 +117,20 @@ def test_gpu_sh_rejects_a_folder_without_manifest(tmp_path):
     proc = subprocess.run(["bash", str(BENCH / "gpu.sh"), str(tmp_path)], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 2 and "prepare_data.py" in proc.stderr
+
+
+@pytest.mark.slow
+def test_damaged_copies_of_the_real_test_file_are_texts_or_one_line(tmp_path):
+    """A few cases of bench/fuzz_test_file.py (thousands in bench/RESULTS.md): every damaged copy gives the texts
+    with the real file's row count, or one line naming the file; never a traceback."""
+    source = ROOT.parent / "shared" / "data" / "test_unlabelled.pkl"
+    if not source.is_file():
+        pytest.skip("../shared is absent")
+    out = tmp_path / "fuzz.json"
+    assert fuzz_test_file.main(["--source", str(source), "--cases", "45", "--seed", "7", "--json",
+                                "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["failures"] == 0 and sum(r["outcomes"].values()) == 45 and r["source_rows"] == 8000
+    assert set(r["by_kind"]) == {"overwrite", "truncate", "insert"}
+    assert r["by_kind"]["truncate"] == {"refused": 15}  # a file cut short never passes for a whole one
+    assert 0 < r["seconds_per_case"]["median"] and 0 < r["child_peak_rss_mb"]["median"]

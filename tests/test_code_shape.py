@@ -58,6 +58,62 @@ def test_run_is_near_the_top_of_the_kernel():
     assert starts and starts[0] <= RUN_WITHIN, starts
 
 
+# ------------------------------------------------------------------------------------------------ the kernel's order
+TRAIN_STEP_WITHIN = 3  # calls from run() to train_step: the training step is a few jumps from the whole job
+READER_LINES = 175  # the test-file reader section, its heading to the next one (473 lines before issue 24)
+LEARNING = ("data: cleaning and the validation split", "model: encoder, LoRA, head and the exact budget", "batching",
+            "training", "training on every GPU (data parallel)", "prediction and calibration", "outputs")
+APPENDIX = ("errors", "config rules", "input discovery", "the checks before training",
+            "publishing the outputs, and keeping the adapter", "smoke mode", "stop signal", "test file reader",
+            "for lorakit", "main")
+
+
+def kernel_calls() -> dict:
+    """{function: the kernel's module-level functions and classes it calls by name}, methods under their class."""
+    tree = ast.parse(KERNEL.read_text(encoding="utf-8"))
+    defined = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    return {name: {call.func.id for call in ast.walk(node) if isinstance(call, ast.Call)
+                   and isinstance(call.func, ast.Name) and call.func.id in defined} for name, node in defined.items()}
+
+
+def calls_from(graph: dict, start: str, target: str) -> int | None:
+    """The fewest calls from `start` to `target` (breadth first), None when it is never reached."""
+    seen, frontier, depth = {start}, {start}, 0
+    while frontier:
+        if target in frontier:
+            return depth
+        frontier = {callee for name in frontier for callee in graph[name]} - seen
+        seen |= frontier
+        depth += 1
+    return None
+
+
+def section_lines() -> dict:
+    """{section heading: (its line, the line of the next heading)} of the kernel's `# ---- name` headings."""
+    lines = KERNEL.read_text(encoding="utf-8").splitlines()
+    heads = [(i, line.lstrip("# -")) for i, line in enumerate(lines, 1) if line.startswith("# ----")]
+    return {name: (start, end) for (start, name), (end, _) in zip(heads, [*heads[1:], (len(lines) + 1, "")])}
+
+
+def test_the_training_step_is_within_three_calls_of_run():
+    assert calls_from(kernel_calls(), "run", "train_step") <= TRAIN_STEP_WITHIN
+    assert calls_from({"a": {"b"}, "b": {"c"}, "c": set()}, "a", "c") == 2  # the counting itself
+
+
+def test_the_learning_comes_first_and_the_appendix_after():
+    sections = section_lines()
+    appendix = next(i for i, line in enumerate(KERNEL.read_text(encoding="utf-8").splitlines(), 1)
+                    if line.startswith("# Appendix: the guards and the plumbing"))
+    assert list(sections) == ["config", "the job", *LEARNING, *APPENDIX]  # in this order, no other
+    assert all(sections[name][0] < appendix for name in LEARNING)
+    assert all(sections[name][0] > appendix for name in APPENDIX)
+
+
+def test_the_test_file_reader_stays_small():
+    start, end = section_lines()["test file reader"]
+    assert end - start <= READER_LINES, end - start
+
+
 # ----------------------------------------------------------------------------------------------- lorakit's house
 LORAKIT = ROOT / "src" / "lorakit"
 MAX_MODULE_LINES = 700

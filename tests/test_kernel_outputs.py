@@ -116,6 +116,44 @@ def test_a_failure_while_predicting_keeps_the_adapter(kernel, run_main, used_out
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("on_kaggle", [False, True], ids=["elsewhere", "kaggle"])
+def test_an_output_folder_that_cannot_keep_the_adapter(kernel, run_main, tmp_path, monkeypatch, on_kaggle):
+    """The output folder fills up as the trained adapter is kept in it: one line names the folder's problem and
+    where the adapter is kept instead (off Kaggle, a folder of its own in the temporary folder, and predicting with
+    it works), or, on Kaggle, where nothing else outlives the session, says plainly that it is lost."""
+    real_publish = kernel.publish_file
+
+    def full_output_folder(src, dst):  # the hook: the output folder has no room for the adapter
+        if dst.name == "adapter":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        real_publish(src, dst)
+
+    monkeypatch.setattr(kernel, "publish_file", full_output_folder)
+    monkeypatch.setenv("AGNEWS_ON_KAGGLE", "1" if on_kaggle else "0")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(kernel.tempfile, "tempdir", None)  # tempfile reads TMPDIR again
+    out = tmp_path / "out"
+    code, stdout, err = run_main(*QUICK, f"output_dir={out}")
+    last = err.strip().splitlines()[-1]
+    assert code == 5 and "epoch 1:" in stdout and "Traceback" not in err
+    problem = f"error: cannot keep the trained adapter in {out}: No space left on device ({out / 'adapter'}); "
+    if on_kaggle:
+        assert last == problem + ("on Kaggle nothing but /kaggle/working outlives the session, so the trained "
+                                  "adapter could not be kept: fix the output folder (free space in it) and run again")
+        assert not list(tmp_path.glob("agnews_lora*"))
+        return
+    kept = next(tmp_path.glob("agnews_lora_adapter_*")) / "adapter"
+    assert last == problem + f"the trained adapter is kept in {kept} instead: predict with it using --set " \
+                             f"adapter_from={kept}"
+    assert {"kit.json", "head.pt", "adapter_config.json", "base"} <= {p.name for p in kept.iterdir()}
+    assert [p.name for p in tmp_path.glob("agnews_lora*")] == [kept.parent.name]  # the run's own folder is gone
+    monkeypatch.setattr(kernel, "publish_file", real_publish)
+    code, _, err = run_main("smoke=true", f"adapter_from={kept}", f"output_dir={tmp_path / 'again'}")
+    assert code == 0, err[-3000:]
+    kernel.validate_submission(tmp_path / "again" / "submission.csv", 8000)
+
+
+@pytest.mark.slow
 def test_a_full_disk_while_staging_is_one_line_and_keeps_the_adapter(kernel, run_main, tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):  # the hook: the temporary folder fills up while the outputs are written
         raise OSError(28, "No space left on device", "probabilities.csv")

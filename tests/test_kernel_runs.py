@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kernel_helpers import KERNEL, ROOT, kernel_env
+from kernel_helpers import KERNEL, ROOT, assert_loss_curve, kernel_env
 
 
 METRIC_KEYS = {
@@ -154,6 +154,7 @@ def test_data_parallel_through_the_loader(kernel, smoke_run, run_main, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in single_out.iterdir())
     assert out.count("epoch 1:") == 1  # only rank 0 reports
     assert metrics["val_accuracy"] > 0.5
+    assert_loss_curve(metrics, 75)  # 150 batches an epoch, 75 for each rank; the points are both ranks' means
     kernel.validate_submission(tmp_path / "submission.csv", 8000)
 
 

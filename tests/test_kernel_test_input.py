@@ -1,7 +1,8 @@
 """The competition's test file is untrusted input: allow-listed unpickling, expected shapes, one unambiguous file.
 
 The fixture pickles in fixtures/pickles/ were written by datasets 3.6.0, 4.8.5 and 5.2.0 and pandas 2.3.3 and
-3.1.1 (fixtures/make_pickles.py says how); every venv of `make test` loads every one of them. Hostile files are
+3.1.1 (fixtures/make_pickles.py says how); every venv of `make test` loads every one of them (but one that pandas 2
+itself cannot read: the reader unpickles through the installed libraries). Hostile files are
 written opcode by opcode below, so that they hold exactly what an attacker would put there, whatever is installed.
 """
 from __future__ import annotations
@@ -79,6 +80,11 @@ def op_call(module, name, *args):
     return op_global(module, name) + op_tuple(*args) + b"R"
 
 
+def op_new(module, name):
+    """An object of a class made as pickle makes one: cls.__new__(cls), its state set after (BUILD)."""
+    return op_global(module, name) + b")\x81"
+
+
 def as_pickle(body):
     return b"\x80\x04" + body + b"."
 
@@ -106,9 +112,9 @@ def dataset(chunks, alias="string"):
     field = op_call("pyarrow.lib", "field", op_str("text"), arrow_type(alias))
     table = op_call("pyarrow.lib", "_reconstruct_table", op_list(column),
                     op_call("pyarrow.lib", "schema", op_list(field), NONE))
-    data = op_call("datasets.table", "InMemoryTable") + op_dict(table=table) + b"b"
+    data = op_new("datasets.table", "InMemoryTable") + op_dict(table=table) + b"b"
     state = op_dict(_data=data, _indices=NONE, _format_type=NONE, _format_columns=NONE)
-    return as_pickle(op_call("datasets.arrow_dataset", "Dataset") + state + b"b")
+    return as_pickle(op_new("datasets.arrow_dataset", "Dataset") + state + b"b")
 
 
 TEXT_BYTES = "".join(FIXTURE_TEXTS).encode()
@@ -125,7 +131,7 @@ def refused(kernel, path, message):
     with pytest.raises(kernel.DataError) as info:
         kernel.load_test_texts(path)
     text = str(info.value)
-    assert "\n" not in text and str(path) in text and "killed" not in text, text
+    assert "\n" not in text and str(path) in text, text
     assert __import__("re").search(message, text), text
     return text
 
@@ -134,6 +140,8 @@ DEEP = 200_000
 
 
 GIB3 = 3 * 10**9
+MORE_MEMORY = r"needs more memory to read than a test file may \(64 MiB more than 3 times its size\)"
+TRUNCATED = r"cannot unpickle .*: pickle data was truncated"
 
 
 def put(root, *parts):
@@ -151,14 +159,18 @@ def test_fixtures_cover_every_library_version():
 @pytest.mark.compat
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_every_fixture_pickle_loads_in_id_order(kernel, name):
+    if name == "pandas-3.1.1-string-python.pkl" and int(pd.__version__.split(".")[0]) < 3:
+        # pandas 2 cannot read pandas 3's python-backed string array (pandas' own limit): one line, no more
+        refused(kernel, PICKLES / name, r"^cannot unpickle .*: NotImplementedError: \(string\[python\], array")
+        return
     assert kernel.load_test_texts(PICKLES / name) == FIXTURE_TEXTS
 
 
 @pytest.mark.compat
 @pytest.mark.parametrize("name, message", [
     ("refused-datasets-4.8.5-memory-mapped.pkl", r"refused to load datasets\.table\.MemoryMappedTable"),
-    ("refused-datasets-4.8.5-indices.pkl", r"a Dataset view with an indices mapping .*flatten_indices"),
-    ("refused-datasets-4.8.5-format.pkl", r"a Dataset with a format set \(numpy\)"),
+    ("refused-datasets-4.8.5-indices.pkl", r"is a Dataset view \(select/shuffle/filter.*flatten_indices"),
+    ("refused-datasets-4.8.5-format.pkl", r"is a Dataset view \(.*a format set: numpy\); save .*with_format\(None\)"),
 ])
 def test_dataset_shapes_that_would_mislead_are_refused(kernel, name, message):
     with pytest.raises(kernel.DataError, match=message):
@@ -188,13 +200,14 @@ def test_globals_outside_the_allow_list_are_refused(kernel, tmp_path, obj):
 
 
 @pytest.mark.parametrize("obj, message", [
-    ({"body": ["x"]}, r"has no 'text' column \(columns: body\)"),
+    ({"body": ["x"]}, r"has no column 'text' that holds a list \(columns: body\)"),
     (pd.DataFrame({"text": []}), r"has no rows"),
     ([1, 2, 3], r"holds a list; expected a datasets.Dataset"),
     ({"text": ["ok", None]}, r"row 1 of 'text' is NoneType"),
-    ({"text": "one string"}, r"'text' must be a list of strings, got str"),
+    ({"text": "one string"}, r"has no column 'text' that holds a list \(columns: text\)"),
     (pd.DataFrame({"text": ["a", 1.5]}), r"row 1 of 'text' is float, not a string"),
-    (pd.DataFrame([["a", "b"]], columns=["text", "text"]), r"several columns named 'text'"),
+    (pd.DataFrame([["a", "b"]], columns=["text", "text"]),
+     r"has no column 'text' that holds a list \(columns: text, text\)"),
 ])
 def test_unexpected_shapes_get_one_line(kernel, tmp_path, obj, message):
     with pytest.raises(kernel.DataError, match=message):
@@ -218,14 +231,14 @@ def test_dataframes_written_by_this_pandas(kernel, tmp_path, frame, protocol):
 def test_a_record_with_another_layout_is_one_line(kernel, tmp_path):
     path = tmp_path / "t.pkl"
     path.write_bytes(pickle.dumps(pd.DataFrame({"text": ["x"]})).replace(b"_mgr", b"_xyz"))
-    with pytest.raises(kernel.DataError, match=r"does not have the layout of a Dataset or DataFrame \(KeyError"):
+    with pytest.raises(kernel.DataError, match=r"cannot unpickle .*: AttributeError: .*'_mgr'"):
         kernel.load_test_texts(path)
 
 
 def test_dataset_with_a_non_string_text_column(kernel, tmp_path):
     datasets = pytest.importorskip("datasets")
     path = write_pickle(tmp_path / "t.pkl", datasets.Dataset.from_dict({"text": [1, 2]}))
-    with pytest.raises(kernel.DataError, match=r"the 'text' column holds int64, not strings"):
+    with pytest.raises(kernel.DataError, match=r"row 0 of 'text' is int, not a string"):
         kernel.load_test_texts(path)
 
 
@@ -266,7 +279,7 @@ def test_a_dataset_written_opcode_by_opcode_loads(kernel, tmp_path):
      r"validity bitmap is shorter than its rows"),
     (arrow_strings(TEXT_ENDS, TEXT_BYTES, children=[NONE]), r"not the layout of 3 strings"),
     (arrow_strings(TEXT_ENDS, b"\xff" * 44), r"a value that is not valid UTF-8"),
-    (arrow_strings(TEXT_ENDS, TEXT_BYTES, alias="int64"), r"the 'text' column holds int64, not strings"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, alias="int64"), r"not the layout of 3 DataType\(int64\)"),
     (op_str("not an array"), r"a chunk that is no array"),
 ], ids=["offsets-past-the-buffer", "wild-offset", "offsets-backwards", "negative-offset", "missing-buffers",
         "null-buffers", "length-past-the-offsets", "short-validity-bitmap", "children", "invalid-utf8",
@@ -285,42 +298,43 @@ def test_a_dataframe_column_with_offsets_past_its_buffer(kernel, tmp_path, name,
         data = data.replace(struct.pack(fmt, *TEXT_ENDS), struct.pack(fmt, *TEXT_ENDS[:3], min(last_offset, 2**31 - 1)
                                                                        if fmt == "<4i" else last_offset))
     assert data != (PICKLES / name).read_bytes()
-    refused(kernel, write_bytes(tmp_path / "t.pkl", data), r"malformed arrow array: offsets out of order or past")
+    refused(kernel, write_bytes(tmp_path / "t.pkl", data), r"malformed arrow array: Offset invariant failure: "
+                                                           r"offset for slot 3 out of bounds")
 
 
 @pytest.mark.compat
-@pytest.mark.parametrize("body", [
-    b"}" + b")" + b"\x85" * DEEP + b"K\x01s",  # {((((...)))): 1}: hashing the key recursed in C to SIGSEGV
-    b"}" + op_str("text") + b"(" * DEEP + b"]" + b"l" * DEEP + b"s",  # {'text': [[[[...]]]]}
+@pytest.mark.parametrize("body, message", [
+    # {((((...)))): 1}: hashing the key recurses in C until the reading child dies of SIGSEGV; the kernel lives on
+    (b"}" + b")" + b"\x85" * DEEP + b"K\x01s", r"reading it killed the reading process \(SIGSEGV\); the file is "
+                                               r"malformed or hostile"),
+    (b"}" + op_str("text") + b"(" * DEEP + b"]" + b"l" * DEEP + b"s", r"row 0 of 'text' is list, not a string"),
 ], ids=["deep-key", "deep-value"])
-def test_deep_nesting_is_refused_before_it_is_built(kernel, tmp_path, body):
-    refused(kernel, write_bytes(tmp_path / "t.pkl", as_pickle(body)), r"UnpicklingError: objects nested more than "
-                                                                      r"100 deep")
+def test_deep_nesting_is_one_line(kernel, tmp_path, body, message):
+    refused(kernel, write_bytes(tmp_path / "t.pkl", as_pickle(body)), message)
 
 
 @pytest.mark.compat
 def test_a_dict_key_that_is_not_a_string_is_refused(kernel, tmp_path):
     refused(kernel, write_bytes(tmp_path / "t.pkl", as_pickle(b"}" + op_tuple(op_str("text")) + b"K\x01s")),
-            r"a dict key that is not a string")
+            r"has no column 'text' that holds a list \(columns: \('text',\)\)")
 
 
 @pytest.mark.compat
 @pytest.mark.parametrize("data, message", [
-    (b"\x80\x05\x8e" + GIB3.to_bytes(8, "little") + b".", r"expected 3000000000 bytes in a bytes8"),
-    (b"\x80\x05\x96" + GIB3.to_bytes(8, "little") + b".", r"expected 3000000000 bytes in a bytearray8"),
-    (b"\x80\x04\x8d" + GIB3.to_bytes(8, "little") + b".", r"expected 3000000000 bytes in a unicodestring8"),
-    (b"\x80\x04\x8b" + (2**31 - 1).to_bytes(4, "little") + b".", r"not enough data in stream to read long4"),
-    (b"\x80\x04\x95" + GIB3.to_bytes(8, "little") + b"N.", r"a frame of 3000000000 bytes at byte 2 runs past"),
-    (b"\x80\x04Nr" + (2**31 - 1).to_bytes(4, "little") + b".", r"memo index 2147483647 beyond the next one \(0\)"),
-    (as_pickle(op_call("builtins", "bytearray", op_int(GIB3))), r"holds a builtins.bytearray; expected"),
-    (as_pickle(op_dict(text=op_call("numpy", "ndarray", op_tuple(op_int(GIB3)), op_str("u1")))),
-     r"'text' must be a list of strings, got ndarray"),
-    (dataset(arrow_strings([0, 0], b"", length=GIB3)), r"holds more than 2,000,000 rows"),
+    (b"\x80\x05\x8e" + GIB3.to_bytes(8, "little") + b".", MORE_MEMORY),
+    (b"\x80\x05\x96" + GIB3.to_bytes(8, "little") + b".", MORE_MEMORY),
+    (b"\x80\x04\x8d" + GIB3.to_bytes(8, "little") + b".", TRUNCATED),
+    (b"\x80\x04\x8b" + (2**31 - 1).to_bytes(4, "little") + b".", TRUNCATED),
+    (b"\x80\x04\x95" + GIB3.to_bytes(8, "little") + b"N.", TRUNCATED),
+    (b"\x80\x04Nr" + (2**31 - 1).to_bytes(4, "little") + b".", MORE_MEMORY),
+    (as_pickle(op_call("builtins", "bytearray", op_int(GIB3))), MORE_MEMORY),
+    (as_pickle(op_dict(text=op_call("numpy", "ndarray", op_tuple(op_int(GIB3)), op_str("u1")))), MORE_MEMORY),
+    (dataset(arrow_strings([0, 0], b"", length=GIB3)), r"malformed arrow array: Buffer #1 too small"),
 ], ids=["bytes8", "bytearray8", "unicode8", "long4", "frame", "memo-index", "bytearray-call", "ndarray-call",
         "arrow-length"])
 def test_a_tiny_file_cannot_make_the_reader_allocate_gigabytes(kernel, tmp_path, monkeypatch, data, message):
-    """Each asked for 3 GB (or a memo of 2**31 slots) before the refusal; now the reader, allowed 64 MiB more
-    than it maps, refuses each before allocating (a failed allocation would be a different message)."""
+    """Each asks for 3 GB (or a memo of 2**31 slots, 16 GB written at once); the reading child, allowed 64 MiB
+    more than it maps, is refused the allocation or finds the data truncated first, and says so in one line."""
     assert len(data) < 1000
     monkeypatch.setattr(kernel, "TEST_LOAD_MEMORY", 64 << 20)
     refused(kernel, write_bytes(tmp_path / "t.pkl", data), message)
@@ -346,46 +360,59 @@ def test_row_and_file_size_limits(kernel, tmp_path, monkeypatch):
     refused(kernel, PICKLES / "datasets-4.8.5.pkl", r"is larger than 100 bytes, the most a test file may be")
 
 
-@pytest.mark.slow
 @pytest.mark.compat
 def test_a_reader_killed_by_a_signal_is_one_line(kernel, tmp_path):
-    """Whatever still crashes the reading child is one line here, and the kernel lives on."""
+    """Whatever still crashes the reading child is one line here, and the kernel lives on. The test file is a FIFO:
+    the child waits on it for data, and is killed there."""
     children = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
     if not children.exists():
         pytest.skip("no /proc/PID/task/TID/children here")
-    path = write_bytes(tmp_path / "slow.pkl", b"\x80\x04" + b"N0" * 1_000_000 + b"N.")  # scanned for seconds
-    killed = []
+    fifo = tmp_path / "test.pkl"
+    os.mkfifo(fifo)
     earlier = set(children.read_text().split())  # e.g. multiprocessing's resource tracker: not the reader
 
-    def kill_the_child():
-        deadline = time.monotonic() + 20
-        while not killed and time.monotonic() < deadline:
+    def kill_the_reader():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # opens once the reading child opened the FIFO
+            except OSError:
+                time.sleep(0.01)
+                continue
             for pid in set(children.read_text().split()) - earlier:
-                time.sleep(0.3)  # well into the scan, past the child's setup
                 os.kill(int(pid), signal.SIGSEGV)
-                killed.append(pid)
-            time.sleep(0.002)
+            os.close(writer)
+            return
 
-    thread = threading.Thread(target=kill_the_child)
+    thread = threading.Thread(target=kill_the_reader)
     thread.start()
     try:
         with pytest.raises(kernel.DataError) as info:
-            kernel.load_test_texts(path)
+            kernel.load_test_texts(fifo)
     finally:
-        killed.append("stop")
         thread.join()
-    assert str(info.value) == (f"cannot unpickle {path}: reading it killed the reading process (SIGSEGV); the file "
+    assert str(info.value) == (f"cannot unpickle {fifo}: reading it killed the reading process (SIGSEGV); the file "
                                "is malformed or hostile")
+
+
+@pytest.mark.compat
+def test_a_reader_that_takes_too_long_is_one_line(kernel, tmp_path, monkeypatch):
+    """The reading child has TEST_LOAD_SECONDS: here it waits on a FIFO that no one writes to until SIGALRM."""
+    fifo = tmp_path / "test.pkl"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(kernel, "TEST_LOAD_SECONDS", 1)
+    refused(kernel, fifo, r"^cannot unpickle .*: reading it took more than 1 s, the most a test file may take$")
 
 
 @pytest.mark.slow
 def test_the_kernel_ends_with_one_line_on_a_hostile_file(tmp_path):
-    """The file that ended the kernel with SIGSEGV (exit 139, no message) is now exit 2 and one line."""
+    """The file that ended the kernel with SIGSEGV (exit 139, no message) is exit 2 and one line: only the reading
+    child dies of it."""
     path = write_bytes(tmp_path / "test_unlabelled.pkl", as_pickle(b"}" + b")" + b"\x85" * DEEP + b"K\x01s"))
     proc = run_kernel("smoke=true", f"test_data={path}", f"output_dir={tmp_path / 'out'}", tmpdir=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [f"error: cannot unpickle {path}: UnpicklingError: objects nested "
-                                               "more than 100 deep, deeper than a test file's"]
+    assert proc.stderr.strip().splitlines() == [f"error: cannot unpickle {path}: reading it killed the reading "
+                                               "process (SIGSEGV); the file is malformed or hostile"]
     assert not (tmp_path / "out").exists()
 
 
