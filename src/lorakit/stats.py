@@ -53,7 +53,10 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    term, tail = 1, 0  # C(n, k), each from the one before: exact, and linear in min(b, c)
+    for k in range(min(b, c) + 1):
+        tail += term
+        term = term * (n - k) // (k + 1)
     return min(1.0, 2 * tail / 2 ** n)
 
 
