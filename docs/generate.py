@@ -142,7 +142,7 @@ MASKS = (
     (r'"(val_accuracy|public_score|private_score|run_minutes)": [\d.]+', r'"\1": 0.####'),
     (r"\bsw-[0-9a-f]{6}\b", "sw-xxxxxx"),  # a sweep's random id
     (r"/tmp/standin-run-\w+/", "/tmp/standin-run-XXXX/"),  # where the stand-in ran each script
-    (r"(?m)^(train minutes +)(.*)$", lambda m: m.group(1) + re.sub(r"[\d.]+", "#.#", m.group(2))),
+    (r"(?m)^(train minutes +)(.*)$", lambda m: m.group(1) + re.sub(r"[+-]?[\d.]+", "#.#", m.group(2))),
     (r"wrong \d+", "wrong #"),
     (r"(?m)^verdict: .*$", "verdict: (masked: the CPU-trained weights decide it)"),
     (r"\bp = [\d.e-]+", "p = #"),

@@ -54,8 +54,16 @@ def test_every_figure_in_the_results_table_was_measured():
 @pytest.mark.slow
 def test_generated_pages_are_fresh():
     """config.md and cli.md, the transcripts included (a stand-in session running the real kernel: ~45 s)."""
-    stale = [path.name for path, text in generate.pages().items() if path.read_text(encoding="utf-8") != text]
-    assert not stale, f"run python docs/generate.py ({', '.join(stale)})"
+    stale = {path.name: first_difference(path.read_text(encoding="utf-8"), text)
+             for path, text in generate.pages().items() if path.read_text(encoding="utf-8") != text}
+    assert not stale, f"run python docs/generate.py ({stale})"
+
+
+def first_difference(old: str, new: str) -> str:
+    """The first line where the committed page and the generated one part, both ways: what to look at."""
+    lines = zip(old.splitlines() + [""], new.splitlines() + [""])
+    number, (was, now) = next((i, pair) for i, pair in enumerate(lines, 1) if pair[0] != pair[1])
+    return f"line {number}: committed {was!r}, generated {now!r}"
 
 
 def test_the_cli_reference_follows_the_parsers(monkeypatch):
