@@ -234,7 +234,7 @@ class Transport:
     def _translate(self, exc: BaseException, what: str, not_found: str = "", forbidden: str = "") -> RemoteError:
         attempts = ""
         if isinstance(exc, GaveUp):
-            attempts = f" (gave up after {exc.attempts} attempt(s), {exc.elapsed:.0f} s: {exc.reason})"
+            attempts = f" (gave up after {exc.attempts} attempt{'' if exc.attempts == 1 else 's'}, {exc.elapsed:.0f} s: {exc.reason})"
             exc = exc.last
         status = http_status(exc)
         if isinstance(exc, OddReply):
