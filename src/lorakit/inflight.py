@@ -29,7 +29,9 @@ from lorakit.common import (
     NOT_PUSHED, NOT_SUBMITTED, UNCONFIRMED, kernel_ref_resolve, ledger_of, submission_columns, utc_now, version_parse,
 )
 from lorakit.console import note
-from lorakit.errors import FlagNeeded, NotFound, Refused, Unconfirmed, UsageError
+from lorakit.errors import (
+    FlagNeeded, Interrupted, LorakitError, NotFound, Refused, RemoteError, Unconfirmed, UsageError,
+)
 from lorakit.ledger import SENDING, Ledger
 from lorakit.processes import ALIVE, UNKNOWN, sender_is_me, sender_name, sender_state, sender_words
 from lorakit.project import KernelRef, Project
@@ -97,6 +99,19 @@ def _sending(row: dict, token: str, ends: Optional[datetime], now: datetime) -> 
 def send_over() -> dict:
     """The cells of a send its sender stopped (a reply lost, a signal): over now."""
     return {"send_ends": utc_now()}
+
+
+def unsure_error(exc: BaseException, doing: str, advice: str, version: int) -> LorakitError:
+    """What a send that may have gone through ends with, the advice on finding out either way: Interrupted
+    after Ctrl-C, Unconfirmed when the reply was lost."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"interrupted while {doing}; {advice}", version)
+    return Unconfirmed(f"{exc}; {advice}")
+
+
+def refused_by_kaggle(exc: RemoteError) -> bool:
+    """Kaggle answered 4xx: it refused the send, so nothing was made."""
+    return exc.status is not None and 400 <= exc.status < 500
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from lorakit.common import (
 )
 from lorakit.console import JSON, SETS, Output, command, flag, note, project_of, remote_new, warn
 from lorakit.errors import (
-    ArgumentError, FlagNeeded, Interrupted, LedgerError, NotFound, RemoteError, Timeout, Unconfirmed, UsageError,
+    ArgumentError, FlagNeeded, LedgerError, NotFound, RemoteError, Timeout, Unconfirmed, UsageError,
 )
-from lorakit.inflight import push_claim, push_duplicate_check, pushes_settle, send_fields, send_over, sending
+from lorakit.inflight import (
+    push_claim, push_duplicate_check, pushes_settle, refused_by_kaggle, send_fields, send_over, sending, unsure_error,
+)
 from lorakit.kernel import Effective, adapter_digest, script_render
 from lorakit.ledger import SENDING, Ledger
 from lorakit.processes import temp_tag
@@ -437,11 +439,9 @@ def _push_send(target: PushTarget, folder: Path, plan: PushPlan, options: PushOp
         version = after + 1  # what Kaggle numbers it if it went through
         _push_record(target, token, version, notes, status=UNCONFIRMED, **send_over())
         advice = f"recorded as v{version} {UNCONFIRMED}: run lorakit status {version} to find out before pushing again"
-        if isinstance(exc, KeyboardInterrupt):
-            raise Interrupted(f"interrupted while pushing; {advice}", version) from None
-        raise Unconfirmed(f"{exc}; {advice}") from None
+        raise unsure_error(exc, "pushing", advice, version) from None
     except RemoteError as exc:
-        if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was pushed
+        if refused_by_kaggle(exc):
             ledger.drop_provisional(token)
             raise kaggle_refusal(f"the push of {ref}", exc.detail, exc.status, target.project.competition) or exc
         raise

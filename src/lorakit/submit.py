@@ -16,12 +16,12 @@ from lorakit.console import (
     ALLOW_SMOKE, JSON, Output, command, flag, fmt, hms, note, project_of, remote_new, seconds_check,
 )
 from lorakit.errors import (
-    ArgumentError, FlagNeeded, Interrupted, LedgerError, NotFound, Refused, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
+    ArgumentError, FlagNeeded, LedgerError, NotFound, Refused, RemoteError, RunFailed, Timeout, Unconfirmed, UsageError,
 )
 from lorakit.kernel import submission_check
 from lorakit.inflight import (
-    UNSETTLED, send_over, sending, submission_claim, submission_duplicate_check, submission_recorded,
-    submission_settle,
+    UNSETTLED, refused_by_kaggle, send_over, sending, submission_claim, submission_duplicate_check,
+    submission_recorded, submission_settle, unsure_error,
 )
 from lorakit.ledger import Ledger
 from lorakit.preflight import kaggle_refusal, submission_preflight
@@ -193,11 +193,9 @@ def _submission_send(project: Project, remote: Remote, ledger: Ledger, outgoing:
     except (Unconfirmed, KeyboardInterrupt) as exc:
         ledger.update(version, pending_status=UNCONFIRMED, **send_over())
         advice = f"recorded v{version}'s submission as {UNCONFIRMED}: run lorakit scores to find out before submitting again"
-        if isinstance(exc, KeyboardInterrupt):
-            raise Interrupted(f"interrupted while submitting; {advice}", version) from None
-        raise Unconfirmed(f"{exc}; {advice}") from None
+        raise unsure_error(exc, "submitting", advice, version) from None
     except RemoteError as exc:
-        if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing was submitted
+        if refused_by_kaggle(exc):
             ledger.update(version, pending_token="", pending_status="")
             raise kaggle_refusal(f"the submission of v{version}", exc.detail, exc.status, project.competition) or exc
         raise
