@@ -28,6 +28,7 @@ if SRC.is_dir() and str(SRC) not in sys.path:  # works before `pip install -e .`
 
 # lorakit from this checkout's src/, which the statement above puts on sys.path
 from lorakit import ledger as ledger_module
+from lorakit.kernel import params_counted
 
 USERNAME = "alice"
 SECRET = "sekrit-key-0123456789"
@@ -135,7 +136,7 @@ class Kit:
         cfg = kmod.config_from_overrides(block)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            breakdown = kmod.param_breakdown(cfg)
+            breakdown = params_counted(kmod, cfg)
         val = fake_validation(cfg.seed, cfg.val_fraction, kmod.config_hash(cfg) + str(number),
                               self.accuracy(cfg, number))
         metrics = {

@@ -20,6 +20,27 @@ def test_check_json_reports_the_seed_config(kit):
     assert not kit.state.requests
 
 
+def test_a_count_is_built_once_per_kernel_source_and_config(kit, monkeypatch):
+    """check and push in one process (run, a sweep's seeds) share a count; a changed script counts afresh."""
+    from lorakit import kernel as seam
+
+    monkeypatch.setattr(seam, "_COUNTS", {})
+    kmod, built = kit.kmod(), []
+    monkeypatch.setattr(kmod, "build_model", lambda cfg, real=kmod.build_model: built.append(cfg) or real(cfg))
+    cfg = kmod.config_from_overrides({"lora_r": 8})
+    first = seam.params_counted(kmod, cfg)
+    first["total"] = -1  # a caller's copy: the cache keeps its own
+    assert seam.params_counted(kmod, cfg) == kmod.param_breakdown(cfg) and len(built) == 2  # the cache, then this
+    smaller = seam.params_counted(kmod, kmod.config_from_overrides({"lora_r": 4}))
+    assert len(built) == 3 and smaller["total"] < kmod.param_breakdown(cfg)["total"]
+    script = kit.repo / "kernel" / "agnews_lora.py"
+    script.write_text(script.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    changed = kit.kmod()
+    monkeypatch.setattr(changed, "build_model", lambda cfg, real=changed.build_model: built.append(cfg) or real(cfg))
+    seam.params_counted(changed, changed.config_from_overrides({"lora_r": 8}))
+    assert len(built) == 5  # one more: the changed script is counted afresh
+
+
 def test_check_rejects_bad_metadata(kit):
     meta_path = kit.repo / "kernel-metadata.json"
     meta = json.loads(meta_path.read_text())

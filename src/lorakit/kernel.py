@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import os
 import re
 import sys
 import warnings
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +30,8 @@ from lorakit.project import Project
 
 KERNEL_MODULE = "agnews_lora"
 _LOADED: dict = {}  # module name -> (path, mtime_ns, size, module)
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a loaded kernel -> its source's sha256
+_COUNTS: dict = {}  # (a kernel's source sha256, repr of a Config) -> its param_breakdown
 
 
 def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE) -> ModuleType:
@@ -74,7 +79,19 @@ def kernel_module_load(script: os.PathLike, name: str = KERNEL_MODULE) -> Module
         sys.modules.pop(name, None)
         raise UsageError(f"{script.name} does not define {', '.join(missing)}; is code_file the AG News LoRA kernel?")
     _LOADED[name] = (*key, module)
+    _SOURCES[module] = hashlib.sha256(script.read_bytes()).hexdigest()
     return module
+
+
+def params_counted(kmod: ModuleType, cfg: Any) -> dict:
+    """``kmod.param_breakdown(cfg)``, counted once per kernel source and config in this process: the count builds
+    the model (on the meta device, yet ~0.3 s), and a sweep's seeds, a run's check and push, share one."""
+    key = (_SOURCES.get(kmod), repr(cfg))
+    if key[0] is None:  # a kernel not loaded by kernel_module_load: nothing to key its count by
+        return kmod.param_breakdown(cfg)
+    if key not in _COUNTS:
+        _COUNTS[key] = kmod.param_breakdown(cfg)
+    return copy.deepcopy(_COUNTS[key])
 
 
 def lorakit_checkout() -> Optional[Path]:
@@ -192,13 +209,13 @@ class Effective:
     def count(self, **changes) -> dict:
         """The exact param_breakdown of this config with ``changes`` (the planner's only way to count)."""
         with _kernel_errors(self._kmod):
-            return self._kmod.param_breakdown(self._kmod.apply_overrides(self.config, changes))
+            return params_counted(self._kmod, self._kmod.apply_overrides(self.config, changes))
 
     def trained(self, trained_config: dict, where: str) -> "Effective":
         """This push with the count of the config an adapter was trained with (its kit.json's, at ``where``)."""
         keys = {k: v for k, v in trained_config.items() if k in self._kmod.CONFIG_KEYS}
         with _kernel_errors(self._kmod, f"{where}: "):
-            breakdown = self._kmod.param_breakdown(self._kmod.apply_overrides(self._kmod.Config(), keys))
+            breakdown = params_counted(self._kmod, self._kmod.apply_overrides(self._kmod.Config(), keys))
         return replace(self, breakdown=breakdown)
 
 
@@ -211,7 +228,7 @@ def config_effective(project: Project, sets: Iterable[str] = (), extra: Optional
         overrides.update(kmod.parse_sets(list(sets)))
         overrides.update(extra or {})
         cfg = kmod.config_from_overrides(overrides)  # the kernel's own rule, smoke defaults included
-        return Effective(cfg, overrides, kmod.param_breakdown(cfg), kmod.config_hash(cfg), kmod)
+        return Effective(cfg, overrides, params_counted(kmod, cfg), kmod.config_hash(cfg), kmod)
 
 
 def script_render(project: Project, effective: Effective, push_token: str = "",
