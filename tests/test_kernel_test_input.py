@@ -267,25 +267,25 @@ def test_a_dataset_written_opcode_by_opcode_loads(kernel, tmp_path):
 
 
 @pytest.mark.compat
-@pytest.mark.parametrize("chunk, message", [
-    (arrow_strings([0, 9, 24, 4400], TEXT_BYTES), r"offsets out of order or past its data"),
-    (arrow_strings([0, 9, 2**31 - 1, 44], TEXT_BYTES), r"offsets out of order or past its data"),
-    (arrow_strings([0, 24, 9, 44], TEXT_BYTES), r"offsets out of order or past its data"),
-    (arrow_strings([-9, 9, 24, 44], TEXT_BYTES), r"offsets out of order or past its data"),
-    (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[NONE]), r"not the layout of 3 strings"),
-    (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[NONE, NONE, NONE]), r"offsets or data buffer is missing"),
-    (arrow_strings(TEXT_ENDS, TEXT_BYTES, length=1000), r"offsets buffer is shorter than its rows need"),
+@pytest.mark.parametrize("chunk, message", [  # arrow's own validation words most of them
+    (arrow_strings([0, 9, 24, 4400], TEXT_BYTES), r"Offset invariant failure: offset for slot 3 out of bounds"),
+    (arrow_strings([0, 9, 2**31 - 1, 44], TEXT_BYTES), r"Offset invariant failure: offset for slot 2 out of bounds"),
+    (arrow_strings([0, 24, 9, 44], TEXT_BYTES), r"Offset invariant failure: non-monotonic offset"),
+    (arrow_strings([-9, 9, 24, 44], TEXT_BYTES), r"Offset invariant failure: array starts at negative offset"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[NONE]), r"not the layout of 3 DataType\(string\)"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[NONE, NONE, NONE]), r"Value data buffer is null"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, length=1000), r"Buffer #1 too small in array of type string and length 1000"),
     (arrow_strings(TEXT_ENDS, TEXT_BYTES, buffers=[py_buffer(b""), py_buffer(b"\0" * 16), py_buffer(TEXT_BYTES)]),
-     r"validity bitmap is shorter than its rows"),
-    (arrow_strings(TEXT_ENDS, TEXT_BYTES, children=[NONE]), r"not the layout of 3 strings"),
-    (arrow_strings(TEXT_ENDS, b"\xff" * 44), r"a value that is not valid UTF-8"),
+     r"not the layout of 3 DataType\(string\)"),
+    (arrow_strings(TEXT_ENDS, TEXT_BYTES, children=[NONE]), r"not the layout of 3 DataType\(string\)"),
+    (arrow_strings(TEXT_ENDS, b"\xff" * 44), r"Invalid UTF8 sequence"),
     (arrow_strings(TEXT_ENDS, TEXT_BYTES, alias="int64"), r"not the layout of 3 DataType\(int64\)"),
     (op_str("not an array"), r"a chunk that is no array"),
 ], ids=["offsets-past-the-buffer", "wild-offset", "offsets-backwards", "negative-offset", "missing-buffers",
         "null-buffers", "length-past-the-offsets", "short-validity-bitmap", "children", "invalid-utf8",
         "int-chunk", "not-an-array"])
 def test_malformed_arrow_arrays_are_refused_before_a_value_is_read(kernel, tmp_path, chunk, message):
-    refused(kernel, write_bytes(tmp_path / "t.pkl", dataset(chunk)), r"malformed arrow array: |" + message)
+    refused(kernel, write_bytes(tmp_path / "t.pkl", dataset(chunk)), r"malformed arrow array: " + message)
 
 
 @pytest.mark.compat
