@@ -249,6 +249,7 @@ def run(cfg: Config) -> dict:
         encoded = encode_for_prediction(cfg, model, data)
         check_output_folder(out, ctx.scratch, outputs_size(cfg, data, model))
         check_prediction_batch(ctx, model, encoded)
+        check_training_batches(ctx, data, model)
         print_banner(ctx, inputs, data, model)
         training = train_model(ctx, model, data, encoded)
         adapter = None
@@ -2022,6 +2023,16 @@ def outputs_size(cfg: Config, data: Data, model: Model) -> int:
 
 def tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else 0
+
+
+def check_training_batches(ctx: RunContext, data: Data, model: Model) -> None:
+    """Every process that trains needs a batch each step: fewer batches than processes would train nothing (and
+    read as a diverged run)."""
+    batches = -(-len(data.train_rows) // ctx.cfg.batch_size)  # what length_grouped_batches makes of them
+    if not model.trained and batches < ctx.world:
+        raise ConfigError(f"batch_size {ctx.cfg.batch_size} makes {batches} batch(es) of the "
+                          f"{len(data.train_rows):,} training rows, fewer than the {ctx.world} processes that "
+                          "train: lower batch_size or processes")
 
 
 def check_prediction_batch(ctx: RunContext, model: Model, encoded: Encoded) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import shutil
 
 import numpy as np
@@ -89,6 +90,17 @@ def test_one_class_training_data_is_refused_before_training(run_main, used_outpu
     assert snapshot(used_output) == before
     code, _, err = run_main("smoke=true", "max_train_samples=5", f"output_dir={used_output}")
     assert code == 2 and "among the 5 rows of max_train_samples" in err
+
+
+@pytest.mark.slow
+def test_fewer_batches_than_training_processes_are_refused_before_training(run_main, used_output):
+    """Two ranks and one batch: each rank's share was no step, and the run ended as 'training diverged'."""
+    before = snapshot(used_output)
+    code, out, err = run_main("smoke=true", "processes=2", "batch_size=4096", f"output_dir={used_output}")
+    assert code == 2 and "epoch 1" not in out and "diverged" not in err
+    assert re.search(r"batch_size 4096 makes 1 batch\(es\) of the [\d,]+ training rows, fewer than the 2 "
+                     r"processes that train: lower batch_size or processes", err), err
+    assert snapshot(used_output) == before
 
 
 @pytest.mark.parametrize("sample", [0, 20])
